@@ -1,0 +1,67 @@
+"""The exception tree, shaped by what callers catch.
+
+- :class:`DecodeError`: bad bytes from the LAN or from a peer. Codecs raise only this
+  (never IndexError, struct.error, UnicodeDecodeError, ...). Callers drop the packet
+  or the connection and log at debug level.
+- :class:`ConfigError`: a configuration file or command-line value is wrong. Names the
+  file and the dotted key.
+- :class:`EnrollmentError`: the CA, a bundle or the office registry refuses an action.
+- :class:`TunnelError`: a stream could not be opened or relayed; carries the status.
+- :class:`UsageError`: our own misuse of an API (a bug on our side, not bad input).
+
+Foreign exceptions (``ssl.SSLError``, ``OSError``) are translated at the boundary that
+calls the foreign code, never deeper.
+"""
+
+from __future__ import annotations
+
+
+class SpokeshareError(Exception):
+    """Root of every error spokeshare raises on purpose."""
+
+
+class DecodeError(SpokeshareError, ValueError):
+    """Bytes that do not parse as the protocol says.
+
+    ``protocol`` names the codec ("nbns", "tunnel-header", ...), ``offset`` the byte
+    where decoding stopped (or -1 when unknown).
+    """
+
+    def __init__(self, protocol: str, reason: str, offset: int = -1) -> None:
+        self.protocol = protocol
+        self.reason = reason
+        self.offset = offset
+        where = f" at byte {offset}" if offset >= 0 else ""
+        super().__init__(f"{protocol}: {reason}{where}")
+
+
+class NeedMoreData(SpokeshareError):
+    """A streaming decoder has not yet seen a complete message (not an error of the peer)."""
+
+
+class ConfigError(SpokeshareError):
+    """A configuration value is missing, unknown or invalid."""
+
+    def __init__(self, source: str, key: str, reason: str) -> None:
+        self.source = source
+        self.key = key
+        self.reason = reason
+        at = f"{source}: {key}" if key else source
+        super().__init__(f"{at}: {reason}")
+
+
+class EnrollmentError(SpokeshareError):
+    """The deployment (CA, registry, bundle) refuses the requested action."""
+
+
+class TunnelError(SpokeshareError):
+    """A stream through the tunnel failed; ``status`` is the wire status (see tunnel.header)."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(reason)
+
+
+class UsageError(SpokeshareError):
+    """An API was called in a way it does not allow (a bug on the caller's side)."""
