@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import IPRoute, netns  # type: ignore[import-untyped]
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,11 @@ def exec_argv(namespace: str, argv: Sequence[str]) -> list[str]:
 
 
 def run_in(
-    namespace: str, argv: Sequence[str], *, check: bool = True, timeout: float = 60.0,
+    namespace: str,
+    argv: Sequence[str],
+    *,
+    check: bool = True,
+    timeout: float = 60.0,
     input: bytes | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """Run ``argv`` in ``namespace`` and wait for it; output captured."""
@@ -301,11 +305,14 @@ class StateRegistry:
         except json.JSONDecodeError as exc:
             log.warning("state file %s unreadable (%s); starting empty", self.path, exc)
             data = {}
+        if not isinstance(data, dict):
+            data = {}
+        state: dict[str, Any] = data
         for kind in self.KINDS:
-            data.setdefault(kind, [])
-        data.setdefault("processes", [])
-        data.setdefault("meta", {})
-        return data
+            state.setdefault(kind, [])
+        state.setdefault("processes", [])
+        state.setdefault("meta", {})
+        return state
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

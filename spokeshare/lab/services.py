@@ -348,9 +348,12 @@ ErrorPolicy abort-job
         server = f"{self.addresses[0]}:631"
         wait_for(
             "cupsd",
-            lambda: netns.run_in(
-                self.namespace, ["lpstat", "-h", server, "-p", PRINTER], check=False
-            ).returncode == 0,
+            lambda: (
+                netns.run_in(
+                    self.namespace, ["lpstat", "-h", server, "-p", PRINTER], check=False
+                ).returncode
+                == 0
+            ),
             timeout=30,
             alive=lambda: netns.pid_alive(pid, start),
             interval=0.1,

@@ -3,7 +3,7 @@
 Address plan (all inside 198.18.0.0/15, RFC 2544's benchmarking range):
 
 ==========================  ==========================================================
-HQ service address          198.19.0.1/32 on ``hq``'s ``lo`` (hub, smbd, cupsd)    
+HQ service address          198.19.0.1/32 on ``hq``'s ``lo`` (hub, smbd, cupsd)
 WAN of office *i* (1-based)  198.19.*i*.0/30: ``hq`` .1 (``wan-NAME``), edge .2 (``wan0``)
 LAN of office *i*            198.18.(10+*i*).0/24: edge .1, fs .2, pc .10 (``lan0``)
 ==========================  ==========================================================
@@ -275,16 +275,26 @@ class Lab:
             if progress is not None:
                 progress(name, time.monotonic() - t0)
 
+        self._check_state_dir()
         step("removing any stale lab")
         self.down()
         try:
             self._build(step)
         except BaseException:
-            log.warning("lab up failed; removing what was built (logs kept in %s)",
-                        self.logs_dir)
+            log.warning("lab up failed; removing what was built (logs kept in %s)", self.logs_dir)
             self.down(keep_logs=True)
             raise
         step("ready")
+
+    def _check_state_dir(self) -> None:
+        """The daemons drop privileges (smbd's guests are ``nobody``, cupsd runs backends
+        as ``lp``): every directory above the state dir must be searchable by others."""
+        for d in (self.state_dir, *self.state_dir.parents):
+            if d.exists() and not d.stat().st_mode & 0o001:
+                raise LabError(
+                    f"state dir {self.state_dir}: {d} is not searchable by other users "
+                    "(chmod o+x it, or choose another --state-dir)"
+                )
 
     def _build(self, step: Callable[[str], None]) -> None:
         reg = self.registry
@@ -397,8 +407,7 @@ class Lab:
         """A snapshot: hosts present, processes alive, each WAN link's settings and counters."""
         present = set(netns.list_namespaces())
         procs = [
-            {**p, "alive": netns.pid_alive(p["pid"], p["start"])}
-            for p in self.registry.processes()
+            {**p, "alive": netns.pid_alive(p["pid"], p["start"])} for p in self.registry.processes()
         ]
         wans: dict[str, Any] = {}
         for o in self.offices:

@@ -105,9 +105,7 @@ class Forwarder:
         while self.running:
             now = clock()
             self._flush(now)
-            deadlines = [
-                d for d in (self.a_to_b.next_deadline(), self.b_to_a.next_deadline()) if d
-            ]
+            deadlines = [d for d in (self.a_to_b.next_deadline(), self.b_to_a.next_deadline()) if d]
             timeout = max(0.0, min(deadlines) - now) if deadlines else 1.0
             try:
                 readable, _, _ = select.select(fds, [], [], timeout)
@@ -218,9 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settings", default="{}", help="initial settings as JSON")
     parser.add_argument("--seed", type=int, default=None, help="seed of the loss/jitter RNG")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         settings = LinkSettings.from_dict(json.loads(args.settings))
     except ValueError as exc:
@@ -257,7 +253,9 @@ class WanEnd:
     address: str  # "198.19.1.1/30"
 
 
-def control_request(path: Path, request: dict[str, object], timeout: float = 5.0) -> dict[str, object]:
+def control_request(
+    path: Path, request: dict[str, object], timeout: float = 5.0
+) -> dict[str, object]:
     """Send one control request to a forwarder and return its reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
