@@ -1,0 +1,307 @@
+"""The ``spokeshare`` command: enrollment at HQ, the hub and edge daemons, the lab."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from spokeshare import __version__, bundle, enrollment
+from spokeshare.config import load_edge, load_hub
+from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError
+
+log = logging.getLogger("spokeshare")
+
+EPILOG = """\
+files:
+  /etc/spokeshare/          the deployment at HQ (CA, hub identity, hub.toml, offices.json)
+  /etc/spokeshare/edge.toml the edge's configuration; its bundle next to it
+  /var/lib/spokeshare/      state (the hub's status.json)
+
+ports:
+  hub   7443/tcp from the offices (TLS 1.3, mutual)
+  edge  445/tcp 139/tcp 631/tcp, 137/udp 138/udp 3702/udp 5353/udp 5355/udp, 5357/tcp on the LAN
+
+quick start:
+  at HQ:      spokeshare init --hub-name hq.example.com --address hq.example.com:7443
+              spokeshare office add nyc            # writes nyc.bundle, prints the office command
+  at office:  spokeshare edge --bundle nyc.bundle --lan-address 192.0.2.10
+"""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _run_daemon(make: Callable[[], Coroutine[Any, Any, Any]], stop: Callable[[], None]) -> None:
+    import uvloop
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop)
+        await make()
+
+    uvloop.run(main())
+
+
+# -- enrollment ------------------------------------------------------------------------
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    services = {}
+    for s in a.service or []:
+        name, _, backend = s.partition("=")
+        if not backend:
+            raise ConfigError("--service", s, "expected NAME=HOST:PORT")
+        services[name] = backend
+    files = enrollment.init(
+        Path(a.dir),
+        a.hub_name,
+        a.address,
+        services,
+        Path(a.state_dir) if a.state_dir else None,
+        a.listen,
+    )
+    print(f"created deployment in {a.dir}: {', '.join(files)}")
+    print(f"start the hub with: spokeshare hub --dir {a.dir}")
+    return 0
+
+
+def cmd_office_add(a: argparse.Namespace) -> int:
+    directory = Path(a.dir)
+    name = a.name.lower()
+    out = Path(a.out) if a.out else Path(f"{name}.bundle")
+    services = [s for s in a.services.split(",") if s] if a.services else None
+    rec = enrollment.add_office(directory, name, services, out, days=a.days)
+    print(
+        f"office {rec.name} enrolled: services {', '.join(rec.services)}, "
+        f"certificate valid until {rec.not_after:%Y-%m-%d}"
+    )
+    print(f"bundle written to {out} (mode 0600); copy it to the office box, then run there:")
+    print(f"  spokeshare edge --bundle /etc/spokeshare/{out.name} --lan-address LAN-IP")
+    return 0
+
+
+def _hub_status(directory: Path) -> dict[str, Any] | None:
+    try:
+        cfg = load_hub(directory / "hub.toml")
+        data: dict[str, Any] = json.loads((cfg.state_dir / "status.json").read_text())
+    except (OSError, ValueError, SpokeshareError):
+        return None
+    return data
+
+
+def _ago(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    s = max(0.0, time.time() - ts)
+    return (
+        f"{s:.0f}s ago" if s < 120 else f"{s / 60:.0f}m ago" if s < 7200 else f"{s / 3600:.0f}h ago"
+    )
+
+
+def cmd_office_list(a: argparse.Namespace) -> int:
+    directory = Path(a.dir)
+    offices = enrollment.load_registry(directory)
+    status = _hub_status(directory)
+    live = status is not None and time.time() - float(status.get("time", 0)) < 10
+    rows = []
+    for name, rec in sorted(offices.items()):
+        st = (status or {}).get("offices", {}).get(name, {}) if live else {}
+        rows.append(
+            {
+                "office": name,
+                "expires": rec.not_after.strftime("%Y-%m-%d"),
+                "revoked": rec.revoked.isoformat() if rec.revoked else None,
+                "connected": bool(st.get("connected")),
+                "last_seen": st.get("last_seen"),
+                "rtt_ms": st.get("rtt_ms"),
+                "clients": st.get("clients", 0),
+                "services": list(rec.services),
+            }
+        )
+    if a.json:
+        print(json.dumps({"hub_running": live, "offices": rows}, indent=2))
+        return 0
+    if not live:
+        print("(hub not running or status stale: connection columns unknown)")
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}"
+    print(fmt.format("OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS"))
+    for r in rows:
+        rtt = f"{r['rtt_ms']:.1f}" if r["rtt_ms"] is not None else "-"
+        print(
+            fmt.format(
+                r["office"],
+                r["expires"],
+                "yes" if r["revoked"] else "no",
+                "yes" if r["connected"] else "no",
+                _ago(r["last_seen"]),
+                rtt,
+                r["clients"],
+            )
+        )
+    return 0
+
+
+def cmd_office_revoke(a: argparse.Namespace) -> int:
+    rec = enrollment.revoke_office(Path(a.dir), a.name)
+    print(f"office {rec.name} revoked; a running hub cuts its tunnels within seconds")
+    return 0
+
+
+# -- daemons ---------------------------------------------------------------------------
+
+
+def cmd_hub(a: argparse.Namespace) -> int:
+    from spokeshare.tunnel.hub import Hub
+
+    directory = Path(a.dir)
+    cfg = load_hub(Path(a.config) if a.config else directory / "hub.toml")
+    hub = Hub(cfg, directory)
+    _run_daemon(hub.serve_forever, hub.stop)
+    return 0
+
+
+def cmd_edge(a: argparse.Namespace) -> int:
+    from spokeshare.edge_daemon import EdgeDaemon
+
+    ports: dict[str, int] = {}
+    for p in a.port or []:
+        svc, _, num = p.partition("=")
+        if not num.isdigit():
+            raise ConfigError("--port", p, "expected SERVICE=PORT")
+        ports[svc] = int(num)
+    overrides: dict[str, Any] = {"ports": ports}
+    if a.bundle:
+        overrides["bundle"] = a.bundle
+    if a.lan_address:
+        overrides["lan_address"] = a.lan_address
+    cfg = load_edge(Path(a.config) if a.config else None, overrides)
+    b = bundle.read(cfg.bundle)
+    if b.cert.not_valid_after_utc < dt.datetime.now(dt.UTC):
+        raise EnrollmentError(
+            f"bundle {cfg.bundle}: certificate expired "
+            f"{b.cert.not_valid_after_utc:%Y-%m-%d}; ask HQ for a new one"
+        )
+    daemon = EdgeDaemon(cfg, b)
+    _run_daemon(daemon.run, daemon.stop)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="spokeshare",
+        description="HQ's Samba and CUPS on every branch-office LAN, over mutual TLS 1.3.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"spokeshare {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    d = str(enrollment.DEFAULT_DIR)
+
+    s = sub.add_parser("init", help="create the deployment at HQ: CA, hub identity, hub.toml")
+    s.add_argument("--dir", default=d, help=f"deployment directory (default {d})")
+    s.add_argument("--hub-name", required=True, help="the hub's DNS name (in its certificate)")
+    s.add_argument(
+        "--address",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="where offices reach the hub (repeatable, in order of preference)",
+    )
+    s.add_argument(
+        "--service",
+        action="append",
+        metavar="NAME=HOST:PORT",
+        help="a backend service (default smb=127.0.0.1:445, ipp=127.0.0.1:631)",
+    )
+    s.add_argument(
+        "--listen",
+        action="append",
+        metavar="HOST:PORT",
+        help="hub listen address (default 0.0.0.0 on each --address port)",
+    )
+    s.add_argument("--state-dir", help="hub state directory (default /var/lib/spokeshare/hub)")
+    s.set_defaults(func=cmd_init)
+
+    o = sub.add_parser("office", help="enrol, list and revoke offices")
+    osub = o.add_subparsers(dest="office_command", required=True, metavar="ACTION")
+    s = osub.add_parser("add", help="enrol an office; writes its bundle")
+    s.add_argument("name", help="office name (a DNS label, e.g. nyc)")
+    s.add_argument("--dir", default=d)
+    s.add_argument("--services", help="comma-separated services it may use (default: all)")
+    s.add_argument("--out", help="bundle file (default NAME.bundle)")
+    s.add_argument("--days", type=int, default=825, help="certificate lifetime in days")
+    s.set_defaults(func=cmd_office_add)
+    s = osub.add_parser("list", help="every office: expiry, revoked, connected, RTT, clients")
+    s.add_argument("--dir", default=d)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_office_list)
+    s = osub.add_parser("revoke", help="cut an office off, live tunnels included")
+    s.add_argument("name")
+    s.add_argument("--dir", default=d)
+    s.set_defaults(func=cmd_office_revoke)
+
+    s = sub.add_parser("hub", help="run the hub (foreground)")
+    s.add_argument("--dir", default=d)
+    s.add_argument("--config", help="hub.toml (default DIR/hub.toml)")
+    s.set_defaults(func=cmd_hub)
+
+    s = sub.add_parser("edge", help="run an office edge (foreground)")
+    s.add_argument("--bundle", help="the office bundle (default from edge.toml)")
+    s.add_argument("--config", help="edge.toml")
+    s.add_argument("--lan-address", help="LAN IPv4 address to serve on")
+    s.add_argument(
+        "--port",
+        action="append",
+        metavar="SERVICE=PORT",
+        help="LAN port for a service (0 turns it off)",
+    )
+    s.set_defaults(func=cmd_edge)
+
+    _add_optional(sub)
+    return p
+
+
+def _add_optional(sub: Any) -> None:
+    """Subcommands that live in their own packages (the lab, the demo, benchmarks)."""
+    return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    _setup_logging(a.verbose)
+    try:
+        return int(a.func(a) or 0)
+    except (ConfigError, EnrollmentError) as exc:
+        print(f"spokeshare: {exc}", file=sys.stderr)
+        return 2
+    except SpokeshareError as exc:
+        print(f"spokeshare: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"spokeshare: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr
+        )
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""Configuration: one typed tree per role, loaded once from TOML and validated.
+
+Unknown keys are rejected with the file and the dotted key named; every value is
+type- and range-checked here so the daemons never see a half-valid config. The
+files are documented key by key in etc/hub.toml.example and etc/edge.toml.example.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from spokeshare.errors import ConfigError
+from spokeshare.tunnel.wire import valid_service_name
+
+DEFAULT_HUB_PORT = 7443
+DEFAULT_SERVICES = {"smb": "127.0.0.1:445", "ipp": "127.0.0.1:631"}
+#: Where each service listens on the office LAN by default.
+DEFAULT_LAN_PORTS = {"smb": 445, "ipp": 631, "lpd": 515, "raw": 9100}
+_NETBIOS_NAME = re.compile(r"^[A-Z0-9!#$%&'()\-.@^_{}~]{1,15}$")
+
+
+def parse_hostport(value: str, source: str, key: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[V6]:PORT`` -> (host, port)."""
+    m = re.match(r"^\[([0-9a-fA-F:.]+)\]:(\d+)$", value) or re.match(r"^([^:\[\]]+):(\d+)$", value)
+    if not m:
+        raise ConfigError(source, key, f"{value!r} is not HOST:PORT")
+    port = int(m.group(2))
+    if not 0 < port < 65536:
+        raise ConfigError(source, key, f"port {port} out of range")
+    return m.group(1), port
+
+
+@dataclass(frozen=True)
+class Backend:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class HubLimits:
+    #: Seconds a tunnel may take to send its whole open header once it has begun.
+    header_timeout: float = 10.0
+    #: Seconds a tunnel may sit in the edge's pool without opening a stream.
+    idle_timeout: float = 600.0
+    #: Seconds for the TLS handshake.
+    handshake_timeout: float = 10.0
+    #: Seconds to connect to a backend.
+    backend_connect_timeout: float = 5.0
+    #: Concurrent tunnels (streams, pooled and control) one office may hold.
+    max_tunnels_per_office: int = 4096
+
+
+@dataclass(frozen=True)
+class HubConfig:
+    source: str
+    listen: tuple[tuple[str, int], ...]
+    services: dict[str, Backend]
+    state_dir: Path
+    heartbeat_interval: float = 5.0
+    limits: HubLimits = field(default_factory=HubLimits)
+
+
+@dataclass(frozen=True)
+class VirtualName:
+    """A name the edge answers for on the LAN, standing for one hub service."""
+
+    name: str
+    service: str
+    comment: str = "spokeshare"
+    #: LAN address this name answers with and listens on (default: lan.address).
+    #: Two names carrying different services over SMB need two addresses (port 445).
+    address: str = ""
+    #: LAN TCP port for the name's service (default: ports[service], else ports.smb).
+    port: int = -1
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    #: Tunnels kept open and idle, ready for the next client connection.
+    min_idle: int = 4
+    #: Idle tunnels beyond which the pool stops opening more.
+    max_idle: int = 64
+    #: Tunnels opened at once while growing.
+    max_connecting: int = 8
+    #: Seconds an idle tunnel is kept before it is replaced (below the hub's idle_timeout).
+    max_age: float = 240.0
+    #: Seconds a client connection waits for a tunnel before it is closed.
+    open_timeout: float = 1.0
+    connect_timeout: float = 5.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class SocketConfig:
+    #: TCP_USER_TIMEOUT and keepalive: how fast a dead WAN link is noticed (seconds).
+    user_timeout: float = 10.0
+    keepalive_idle: int = 5
+    keepalive_interval: int = 2
+    keepalive_count: int = 3
+    #: 0 leaves buffers to the kernel's autotuning (tcp_rmem/tcp_wmem maxima, the right
+    #: choice when those allow the bandwidth-delay product); otherwise bytes to force.
+    buffer_bytes: int = 0
+    congestion: str = "bbr"
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    source: str
+    bundle: Path
+    state_dir: Path
+    lan_interface: str
+    lan_address: str
+    workgroup: str
+    names: tuple[VirtualName, ...]
+    ports: dict[str, int]
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    sockets: SocketConfig = field(default_factory=SocketConfig)
+    #: Seconds without a heartbeat from the hub before it counts as unreachable.
+    hub_dead_after: float = 15.0
+
+
+# -- strict TOML reading ---------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+class _Table:
+    """A TOML table being consumed; whatever is left at the end is an unknown key."""
+
+    def __init__(self, source: str, prefix: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(source, prefix, "must be a table")
+        self.source, self.prefix, self.data = source, prefix, dict(data)
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def take(self, name: str, kind: type[T] | tuple[type, ...], default: Any = ...) -> Any:
+        if name not in self.data:
+            if default is ...:
+                raise ConfigError(self.source, self.key(name), "is required")
+            return default
+        value = self.data.pop(name)
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            want = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise ConfigError(self.source, self.key(name), f"must be {want}, not {value!r}")
+        return value
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.source, self.key(name), self.data.pop(name, {}))
+
+    def done(self) -> None:
+        if self.data:
+            bad = sorted(self.data)[0]
+            raise ConfigError(self.source, self.key(bad), "unknown key")
+
+
+def _dataclass_from(table: _Table, cls: Callable[..., T], positive: bool = True) -> T:
+    kwargs: dict[str, Any] = {}
+    for f in fields(cls):  # type: ignore[arg-type]
+        default = f.default
+        kind: type = type(default)
+        if f.name in table.data:
+            value = table.take(f.name, kind)
+            if positive and isinstance(value, int | float) and value < 0:
+                raise ConfigError(table.source, table.key(f.name), "must not be negative")
+            kwargs[f.name] = value
+    table.done()
+    return cls(**kwargs)
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(str(path), "", "no such file") from None
+    except PermissionError:
+        raise ConfigError(str(path), "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+
+
+def load_hub(path: Path) -> HubConfig:
+    src = str(path)
+    root = _Table(src, "", _load_toml(path))
+    hub = root.table("hub")
+    listen_raw = hub.take("listen", list, [f"0.0.0.0:{DEFAULT_HUB_PORT}"])
+    listen = tuple(
+        parse_hostport(v, src, hub.key("listen")) if isinstance(v, str) else _bad(src, "hub.listen")
+        for v in listen_raw
+    )
+    if not listen:
+        raise ConfigError(src, "hub.listen", "needs at least one address")
+    state_dir = Path(hub.take("state_dir", str, "/var/lib/spokeshare/hub"))
+    heartbeat = hub.take("heartbeat_interval", float, 5.0)
+    if not 0.05 <= heartbeat <= 300:
+        raise ConfigError(src, "hub.heartbeat_interval", "must be between 0.05 and 300 seconds")
+    hub.done()
+    services: dict[str, Backend] = {}
+    svc_root = root.table("services")
+    for name in list(svc_root.data):
+        if not valid_service_name(name):
+            raise ConfigError(src, svc_root.key(name), "service names are lower-case [a-z0-9-]")
+        t = svc_root.table(name)
+        host, port = parse_hostport(t.take("backend", str), src, t.key("backend"))
+        t.done()
+        services[name] = Backend(host, port)
+    svc_root.done()
+    if not services:
+        raise ConfigError(src, "services", "no service is defined")
+    limits = _dataclass_from(root.table("limits"), HubLimits)
+    root.done()
+    return HubConfig(src, listen, services, state_dir, heartbeat, limits)
+
+
+def _bad(src: str, key: str) -> tuple[str, int]:
+    raise ConfigError(src, key, "entries must be strings HOST:PORT")
+
+
+def check_netbios_name(name: str, source: str, key: str) -> str:
+    up = name.upper()
+    if not _NETBIOS_NAME.match(up):
+        raise ConfigError(source, key, f"{name!r} is not a NetBIOS name (1-15 characters)")
+    return up
+
+
+def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> EdgeConfig:
+    """Load edge.toml (or defaults when ``path`` is None), then apply CLI overrides.
+
+    ``overrides`` may hold ``bundle``, ``lan_address``, ``ports`` (service -> port).
+    """
+    overrides = overrides or {}
+    src = str(path) if path else "<defaults>"
+    root = _Table(src, "", _load_toml(path) if path else {})
+    edge = root.table("edge")
+    bundle = Path(
+        overrides.get("bundle") or edge.take("bundle", str, "/etc/spokeshare/office.bundle")
+    )
+    edge.data.pop("bundle", None)
+    state_dir = Path(edge.take("state_dir", str, "/var/lib/spokeshare/edge"))
+    dead_after = edge.take("hub_dead_after", float, 15.0)
+    edge.done()
+    lan = root.table("lan")
+    interface = lan.take("interface", str, "")
+    address = overrides.get("lan_address") or lan.take("address", str, "0.0.0.0")
+    lan.data.pop("address", None)
+    try:
+        ipaddress.IPv4Address(address)
+    except ValueError:
+        raise ConfigError(src, "lan.address", f"{address!r} is not an IPv4 address") from None
+    workgroup = check_netbios_name(lan.take("workgroup", str, "WORKGROUP"), src, "lan.workgroup")
+    lan.done()
+    names: list[VirtualName] = []
+    raw_names = root.data.pop("names", [{"name": "GLOBAL-NFS", "service": "smb"}])
+    if not isinstance(raw_names, list) or not raw_names:
+        raise ConfigError(src, "names", "must be a non-empty array of tables")
+    for i, raw in enumerate(raw_names):
+        t = _Table(src, f"names[{i}]", raw)
+        nm = check_netbios_name(t.take("name", str), src, t.key("name"))
+        svc = t.take("service", str, "smb")
+        comment = t.take("comment", str, "spokeshare")
+        naddr = t.take("address", str, "")
+        if naddr:
+            try:
+                ipaddress.IPv4Address(naddr)
+            except ValueError:
+                raise ConfigError(
+                    src, t.key("address"), f"{naddr!r} is not an IPv4 address"
+                ) from None
+        nport = t.take("port", int, -1)
+        if nport != -1 and not 0 <= nport < 65536:
+            raise ConfigError(src, t.key("port"), "port out of range")
+        t.done()
+        if len(comment) > 43:
+            raise ConfigError(src, t.key("comment"), "at most 43 characters (MS-BRWS 2.2.1)")
+        if nm in {n.name for n in names}:
+            raise ConfigError(src, t.key("name"), f"{nm} is configured twice")
+        names.append(VirtualName(nm, svc, comment, naddr, nport))
+    ports_t = root.table("ports")
+    ports = dict(DEFAULT_LAN_PORTS)
+    for svc in list(ports_t.data):
+        p = ports_t.take(svc, int)
+        if not 0 <= p < 65536:
+            raise ConfigError(src, ports_t.key(svc), "port out of range")
+        ports[svc] = p
+    ports_t.done()
+    ports.update(overrides.get("ports", {}))
+    pool = _dataclass_from(root.table("pool"), PoolConfig)
+    if pool.min_idle > pool.max_idle:
+        raise ConfigError(src, "pool.min_idle", "exceeds pool.max_idle")
+    sockets = _dataclass_from(root.table("sockets"), SocketConfig)
+    root.done()
+    return EdgeConfig(
+        src,
+        bundle,
+        state_dir,
+        interface,
+        address,
+        workgroup,
+        tuple(names),
+        ports,
+        pool,
+        sockets,
+        dead_after,
+    )
+
+
+def edge_listeners(cfg: EdgeConfig, services: tuple[str, ...]) -> dict[tuple[str, int], str]:
+    """Which (LAN address, port) carries which hub service.
+
+    Every service the office may use and that has a LAN port gets a listener on
+    lan.address; each virtual name adds its own (address, port). One (address, port)
+    can carry only one service.
+    """
+    out: dict[tuple[str, int], str] = {}
+    for svc in services:
+        if cfg.ports.get(svc, 0) > 0:  # port 0 turns a service's LAN listener off
+            out[(cfg.lan_address, cfg.ports[svc])] = svc
+    for i, n in enumerate(cfg.names):
+        if n.service not in services:
+            raise ConfigError(
+                cfg.source,
+                f"names[{i}].service",
+                f"this office may not use service {n.service!r} (bundle allows "
+                f"{', '.join(services)})",
+            )
+        port = n.port if n.port != -1 else cfg.ports.get(n.service, cfg.ports["smb"])
+        if port == 0:
+            continue
+        key = (n.address or cfg.lan_address, port)
+        if out.get(key, n.service) != n.service:
+            raise ConfigError(
+                cfg.source,
+                f"names[{i}]",
+                f"{key[0]}:{key[1]} already carries service {out[key]!r}; "
+                "give this name its own address",
+            )
+        out[key] = n.service
+    return out
+
+
+def render_hub_toml(
+    listen: list[tuple[str, int]], services: dict[str, tuple[str, int]], state_dir: Path
+) -> str:
+    """The hub.toml that ``spokeshare init`` writes."""
+    lines = [
+        "# spokeshare hub configuration (see etc/hub.toml.example for every key)",
+        "[hub]",
+        "listen = [" + ", ".join(f'"{_hp(h, p)}"' for h, p in listen) + "]",
+        f'state_dir = "{state_dir}"',
+        "",
+    ]
+    for name, (h, p) in services.items():
+        lines += [f"[services.{name}]", f'backend = "{_hp(h, p)}"', ""]
+    return "\n".join(lines)
+
+
+def _hp(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

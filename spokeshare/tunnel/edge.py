@@ -1,0 +1,624 @@
+"""The edge: LAN listeners, the warm pool of tunnels, and the control channel.
+
+A LAN client's connection is handed a tunnel that is already open (TCP and TLS done
+long before), the open header and the client's first bytes go out at once (0-RTT), and
+the hub's status comes back ahead of the backend's first bytes. Tunnels come from a
+pool kept warm by :mod:`spokeshare.tunnel.pool`'s policy.
+
+The control channel carries heartbeats both ways. It decides whether the hub counts as
+reachable: while it is down (after a failure, not during start-up) a new client
+connection is closed at once instead of waiting. In every case a client connection
+that has no OK status ``pool.open_timeout`` after it arrived is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, cast
+
+from spokeshare import __version__
+from spokeshare.bundle import Bundle
+from spokeshare.config import EdgeConfig, edge_listeners
+from spokeshare.errors import DecodeError
+from spokeshare.tunnel import pool, tls, wire
+from spokeshare.tunnel.relay import PlainEnd, Splice, abort_with_rst
+from spokeshare.tunnel.sockets import tune_lan, tune_wan
+
+log = logging.getLogger("spokeshare.edge")
+stream_log = logging.getLogger("spokeshare.edge.stream")
+
+
+class HubState(enum.Enum):
+    STARTING = "starting"
+    UP = "up"
+    DOWN = "down"
+    REVOKED = "revoked"
+
+
+class TunnelState(enum.Enum):
+    IDLE = "idle"
+    OPENING = "opening"
+    RELAYING = "relaying"
+    CONTROL = "control"
+    CLOSED = "closed"
+
+
+class ClientEnd(PlainEnd):
+    """A LAN client's TCP connection to one of the edge's listeners."""
+
+    __slots__ = ("edge", "service", "peer", "arrived", "deadline")
+
+    def __init__(self, edge: Edge, service: str) -> None:
+        super().__init__()
+        self.edge = edge
+        self.service = service
+        self.peer: tuple[str, int] = ("", 0)
+        self.arrived = 0.0
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername") or ("", 0)
+        self.peer = (str(peer[0]), int(peer[1]))
+        self.arrived = time.monotonic()
+        tune_lan(transport.get_extra_info("socket"))
+        self.edge.client_arrived(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if self.splice is None:
+            self.edge.client_gone(self)
+
+
+class EdgeTunnel(asyncio.Protocol):
+    """One TLS connection to the hub: pooled, then a stream or the control channel."""
+
+    def __init__(self, edge: Edge) -> None:
+        self.edge = edge
+        self.transport: asyncio.Transport | None = None
+        self.state = TunnelState.IDLE
+        self.created = time.monotonic()
+        self.buf = bytearray()
+        self.client: ClientEnd | None = None
+        self.splice: Splice | None = None
+        self.frames: wire.FrameReader | None = None
+        self.status_waiter: asyncio.Future[wire.StatusReply] | None = None
+
+    def __repr__(self) -> str:
+        return f"<EdgeTunnel {self.state.value}>"
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    # -- streams ---------------------------------------------------------------------
+    def open_stream(self, client: ClientEnd) -> None:
+        """Send the open header and splice the client in, without waiting (0-RTT)."""
+        t = cast(asyncio.Transport, self.transport)
+        self.client = client
+        self.state = TunnelState.OPENING
+        host, port = client.peer
+        t.write(wire.encode_open(wire.OpenStream(client.service, host, port)))
+        self.splice = Splice(cast(asyncio.Transport, client.transport), t, self._stream_done)
+        client.attach(self.splice)
+
+    def data_received(self, data: bytes) -> None:
+        st = self.state
+        if st is TunnelState.RELAYING:
+            cast(Splice, self.splice).tunnel_data(data)
+            return
+        if st is TunnelState.CONTROL and self.status_waiter is None:
+            self.edge.control_bytes(self, data)
+            return
+        self.buf += data
+        try:
+            parsed = wire.parse_status(self.buf)
+        except DecodeError as exc:
+            log.warning("hub sent a bad status (%s); dropping tunnel", exc.reason)
+            self.abort("bad status from hub")
+            return
+        if parsed is None:
+            return
+        reply, used = parsed
+        rest = bytes(self.buf[used:])
+        self.buf.clear()
+        if st is TunnelState.OPENING:
+            self._opened(reply, rest)
+        elif st is TunnelState.CONTROL and self.status_waiter is not None:
+            waiter, self.status_waiter = self.status_waiter, None
+            if not waiter.done():
+                waiter.set_result(reply)
+            if rest:
+                self.edge.control_bytes(self, rest)
+        else:  # an idle tunnel told something by the hub: it is refusing us
+            self.edge.hub_refused(reply)
+            self.close()
+
+    def _opened(self, reply: wire.StatusReply, rest: bytes) -> None:
+        client = cast(ClientEnd, self.client)
+        splice = cast(Splice, self.splice)
+        if client.deadline is not None:
+            client.deadline.cancel()
+            client.deadline = None
+        if reply.status is not wire.Status.OK:
+            self.edge.hub_refused(reply, client)
+            splice.result = f"refused: {reply.status.name}"
+            self._log(splice)
+            self.edge.streams_failed += 1
+            self.state = TunnelState.CLOSED
+            cast(asyncio.Transport, client.transport).close()
+            self.close()
+            return
+        self.state = TunnelState.RELAYING
+        if rest:
+            splice.tunnel_data(rest)
+
+    def _stream_done(self, splice: Splice) -> None:
+        self.edge.clients.discard(self)
+        if self.client is not None and self.client.deadline is not None:
+            self.client.deadline.cancel()
+        self._log(splice)
+
+    def _log(self, splice: Splice) -> None:
+        c = cast(ClientEnd, self.client)
+        stream_log.info(
+            "stream client=%s:%d service=%s up=%d down=%d duration=%.3fs result=%s",
+            c.peer[0],
+            c.peer[1],
+            c.service,
+            splice.up,
+            splice.down,
+            time.monotonic() - c.arrived,
+            splice.result,
+        )
+
+    # -- asyncio callbacks -----------------------------------------------------------
+    def connection_lost(self, exc: Exception | None) -> None:
+        prev, self.state = self.state, TunnelState.CLOSED
+        if self.splice is not None:
+            self.splice.tunnel_lost(exc)
+        if self.status_waiter is not None and not self.status_waiter.done():
+            self.status_waiter.set_exception(ConnectionError("tunnel closed before status"))
+        self.edge.tunnel_lost(self, prev)
+
+    def pause_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_resume_writing()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        if self.splice is not None:
+            self.splice.abort(reason)
+        elif self.transport is not None:
+            self.transport.abort()
+
+
+class Edge:
+    """The edge daemon's tunnel side (LAN presence hooks in via ``on_hub_state``)."""
+
+    def __init__(self, cfg: EdgeConfig, bundle: Bundle, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.bundle = bundle
+        self.ssl = tls.client_context(bundle.ca_pem, bundle.cert_pem, bundle.key_pem)
+        self.listeners = edge_listeners(cfg, bundle.services)
+        self.rng = rng or random.Random()
+        self.servers: list[asyncio.AbstractServer] = []
+        self.idle: deque[EdgeTunnel] = deque()
+        self.connecting = 0
+        self.failures = 0
+        self.last_failure: float | None = None
+        self.jitter = 1.0
+        self.address_index = 0
+        self.waiters: deque[ClientEnd] = deque()
+        self.clients: set[EdgeTunnel] = set()
+        self.hub_state = HubState.STARTING
+        self.control: EdgeTunnel | None = None
+        self.rtt: float | None = None
+        self.streams_total = 0
+        self.streams_failed = 0
+        self.on_hub_state: list[Callable[[HubState], None]] = []
+        self._kick_handle: asyncio.Handle | None = None
+        self._wake_handle: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._control_heard = 0.0
+        self._ping_sent: dict[int, float] = {}
+        self._ping_seq = 0
+        self._closing = False
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Edge {self.bundle.office} hub={self.hub_state.value} idle={len(self.idle)} "
+            f"connecting={self.connecting} clients={len(self.clients)}>"
+        )
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "office": self.bundle.office,
+            "hub": self.hub_state.value,
+            "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
+            "idle": len(self.idle),
+            "connecting": self.connecting,
+            "waiting": len(self.waiters),
+            "clients": len(self.clients),
+            "streams_total": self.streams_total,
+            "streams_failed": self.streams_failed,
+        }
+
+    def spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("edge task failed", exc_info=task.exception())
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for (addr, port), service in sorted(self.listeners.items()):
+            server = await loop.create_server(
+                lambda s=service: ClientEnd(self, s), addr, port, reuse_address=True, backlog=1024
+            )
+            self.servers.append(server)
+            bound = server.sockets[0].getsockname()
+            log.info("edge listening on %s:%d for service %s", bound[0], bound[1], service)
+        self.spawn(self._control_loop())
+        self.kick()
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        self._closing = True
+        for s in self.servers:
+            s.close()
+        for t in list(self.idle):
+            t.close()
+        self.idle.clear()
+        for t in list(self.clients):
+            t.abort("edge shutting down")
+        if self.control is not None:
+            self.control.close()
+        for w in list(self.waiters):
+            if w.transport is not None:
+                w.transport.close()
+        for task in list(self._tasks):
+            task.cancel()
+        for s in self.servers:
+            await s.wait_closed()
+        log.info("edge stopped")
+
+    # -- clients ---------------------------------------------------------------------
+    def client_arrived(self, client: ClientEnd) -> None:
+        loop = asyncio.get_running_loop()
+        client.deadline = loop.call_later(self.cfg.pool.open_timeout, self._client_timeout, client)
+        tunnel = self._take()
+        if tunnel is not None:
+            self._start_stream(tunnel, client)
+        elif self.hub_state in (HubState.DOWN, HubState.REVOKED):
+            self._reject(client, f"hub unreachable ({self.hub_state.value})")
+        else:
+            cast(asyncio.Transport, client.transport).pause_reading()
+            self.waiters.append(client)
+        self.kick()
+
+    def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
+        self.streams_total += 1
+        self.clients.add(tunnel)
+        tunnel.open_stream(client)
+
+    def _client_timeout(self, client: ClientEnd) -> None:
+        client.deadline = None
+        if client.splice is not None and not client.splice.finished:
+            tunnel = next((t for t in self.clients if t.client is client), None)
+            if tunnel is not None and tunnel.state is TunnelState.OPENING:
+                self.streams_failed += 1
+                log.warning(
+                    "no answer from hub within %.1fs for client %s:%d; closing it",
+                    self.cfg.pool.open_timeout,
+                    *client.peer,
+                )
+                client.splice.abort("hub did not answer in time")
+                self._suspect_hub()
+            return
+        if client in self.waiters:
+            self.waiters.remove(client)
+            self._reject(client, f"no tunnel to the hub within {self.cfg.pool.open_timeout:.1f}s")
+
+    def _reject(self, client: ClientEnd, reason: str) -> None:
+        self.streams_failed += 1
+        if client.deadline is not None:
+            client.deadline.cancel()
+            client.deadline = None
+        stream_log.info(
+            "stream client=%s:%d service=%s up=0 down=0 duration=%.3fs result=%s",
+            client.peer[0],
+            client.peer[1],
+            client.service,
+            time.monotonic() - client.arrived,
+            reason,
+        )
+        if client.transport is not None:
+            abort_with_rst(client.transport)
+
+    def client_gone(self, client: ClientEnd) -> None:
+        if client in self.waiters:
+            self.waiters.remove(client)
+            if client.deadline is not None:
+                client.deadline.cancel()
+
+    def hub_refused(self, reply: wire.StatusReply, client: ClientEnd | None = None) -> None:
+        who = f" for client {client.peer[0]}:{client.peer[1]}" if client else ""
+        log.warning("hub refused%s: %s (%s)", who, reply.status.name, reply.reason)
+        if reply.status is wire.Status.REVOKED:
+            self._set_hub_state(HubState.REVOKED)
+
+    # -- the pool --------------------------------------------------------------------
+    def _take(self) -> EdgeTunnel | None:
+        now = time.monotonic()
+        while self.idle:
+            t = self.idle.popleft()
+            if t.state is TunnelState.IDLE and now - t.created < self.cfg.pool.max_age:
+                return t
+            t.close()
+        return None
+
+    def kick(self) -> None:
+        """Ask the pool policy what to do, soon (coalesces bursts of events)."""
+        if self._kick_handle is None and not self._closing:
+            self._kick_handle = asyncio.get_running_loop().call_soon(self._evaluate)
+
+    def _evaluate(self) -> None:
+        self._kick_handle = None
+        if self._closing:
+            return
+        now = time.monotonic()
+        cfg = self.cfg.pool
+        ages = [t.created for t in self.idle]
+        for i in reversed(pool.expired(cfg, ages, now)):
+            t = self.idle[i]
+            del self.idle[i]
+            t.close()
+        if self.hub_state is HubState.REVOKED:
+            return
+        state = pool.PoolState(
+            len(self.idle),
+            self.connecting,
+            len(self.waiters),
+            self.failures,
+            self.last_failure,
+            self.jitter,
+        )
+        decision = pool.decide(cfg, state, now)
+        for _ in range(decision.open):
+            self.connecting += 1
+            self.spawn(self._open_pooled())
+        wake = decision.wake_at
+        if self.idle:
+            oldest = self.idle[0].created + cfg.max_age
+            wake = oldest if wake is None else min(wake, oldest)
+        if self._wake_handle is not None:
+            self._wake_handle.cancel()
+            self._wake_handle = None
+        if wake is not None:
+            loop = asyncio.get_running_loop()
+            self._wake_handle = loop.call_at(loop.time() + max(0.0, wake - now) + 0.001, self.kick)
+
+    async def _dial(self) -> EdgeTunnel:
+        """TCP connect (socket tuned first) and TLS handshake to the next hub address."""
+        loop = asyncio.get_running_loop()
+        host, port = self.bundle.hub_addresses[self.address_index % len(self.bundle.hub_addresses)]
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, _, _, _, addr = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            tune_wan(sock, self.cfg.sockets)
+            async with asyncio.timeout(self.cfg.pool.connect_timeout):
+                await loop.sock_connect(sock, addr)
+                _, proto = await loop.create_connection(
+                    lambda: EdgeTunnel(self),
+                    sock=sock,
+                    ssl=self.ssl,
+                    server_hostname=self.bundle.hub_name,
+                    ssl_handshake_timeout=self.cfg.pool.connect_timeout,
+                )
+        except BaseException:
+            sock.close()
+            raise
+        if not tls.check_alpn(
+            proto.transport.get_extra_info("ssl_object") if proto.transport else None
+        ):
+            proto.abort("ALPN mismatch")
+            raise ConnectionError(f"hub did not agree on ALPN {wire.ALPN}")
+        return proto
+
+    def _dial_failed(self, exc: BaseException, what: str) -> None:
+        self.failures += 1
+        self.last_failure = time.monotonic()
+        self.jitter = self.rng.uniform(0.5, 1.0)
+        self.address_index += 1
+        reason = tls.describe_handshake_error(exc)
+        if self.failures == 1:
+            log.warning("cannot reach hub for %s: %s (retrying with backoff)", what, reason)
+        else:
+            log.debug("hub still unreachable (%d failures): %s", self.failures, reason)
+
+    async def _open_pooled(self) -> None:
+        try:
+            tunnel = await self._dial()
+        except (OSError, TimeoutError) as exc:
+            self.connecting -= 1
+            self._dial_failed(exc, "a pooled tunnel")
+            self.kick()
+            return
+        self.connecting -= 1
+        if self.failures:
+            log.info("hub reachable again after %d failed attempt(s)", self.failures)
+        self.failures = 0
+        if self._closing:
+            tunnel.close()
+            return
+        while self.waiters:
+            client = self.waiters.popleft()
+            if client.transport is not None and not client.transport.is_closing():
+                self._start_stream(tunnel, client)
+                break
+        else:
+            self.idle.append(tunnel)
+        self.kick()
+
+    def tunnel_lost(self, tunnel: EdgeTunnel, prev: TunnelState) -> None:
+        if prev is TunnelState.IDLE:
+            try:
+                self.idle.remove(tunnel)
+            except ValueError:
+                pass  # was already taken or retired
+            self.kick()
+        self.clients.discard(tunnel)
+        if tunnel is self.control:
+            self.control = None
+
+    # -- the control channel ---------------------------------------------------------
+    @property
+    def heartbeat(self) -> float:
+        return max(0.05, self.cfg.hub_dead_after / 3)
+
+    async def _control_loop(self) -> None:
+        failures = 0
+        while not self._closing:
+            try:
+                tunnel = await self._dial()
+                tunnel.state = TunnelState.CONTROL
+                tunnel.frames = wire.FrameReader(allow_control=True)
+                waiter: asyncio.Future[wire.StatusReply] = (
+                    asyncio.get_running_loop().create_future()
+                )
+                tunnel.status_waiter = waiter
+                cast(asyncio.Transport, tunnel.transport).write(
+                    wire.encode_open(wire.OpenControl(f"spokeshare/{__version__}"))
+                )
+                async with asyncio.timeout(self.cfg.pool.connect_timeout):
+                    reply = await waiter
+            except (OSError, TimeoutError) as exc:
+                failures += 1
+                self._dial_failed(exc, "the control channel")
+                self._set_hub_state(HubState.DOWN)
+                await asyncio.sleep(
+                    pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
+                )
+                continue
+            if reply.status is not wire.Status.OK:
+                self.hub_refused(reply)
+                tunnel.close()
+                failures += 1
+                if reply.status is not wire.Status.REVOKED:
+                    self._set_hub_state(HubState.DOWN)
+                await asyncio.sleep(
+                    pool.backoff_delay(self.cfg.pool, max(failures, 6), self.rng.uniform(0.5, 1.0))
+                )
+                continue
+            failures = 0
+            self.control = tunnel
+            self._control_heard = time.monotonic()
+            self._set_hub_state(HubState.UP)
+            self.failures, self.last_failure = 0, None
+            self.kick()
+            while tunnel.state is TunnelState.CONTROL and not self._closing:
+                if time.monotonic() - self._control_heard > self.cfg.hub_dead_after:
+                    log.warning(
+                        "no heartbeat from hub for %.1fs; treating it as unreachable",
+                        time.monotonic() - self._control_heard,
+                    )
+                    tunnel.abort("heartbeat lost")
+                    break
+                self._send_ping(tunnel)
+                await asyncio.sleep(self.heartbeat)
+            if not self._closing:
+                self._set_hub_state(HubState.DOWN)
+
+    def _send_ping(self, tunnel: EdgeTunnel) -> None:
+        t = tunnel.transport
+        if t is None or t.is_closing():
+            return
+        self._ping_seq += 1
+        self._ping_sent[self._ping_seq] = time.monotonic()
+        if len(self._ping_sent) > 16:
+            self._ping_sent.pop(min(self._ping_sent))
+        t.write(wire.encode_control({"t": "ping", "seq": self._ping_seq}))
+
+    def _suspect_hub(self) -> None:
+        """A stream got no answer in time: ask the control channel right away."""
+        if self.control is not None:
+            self._send_ping(self.control)
+
+    def control_bytes(self, tunnel: EdgeTunnel, data: bytes) -> None:
+        try:
+            events = cast(wire.FrameReader, tunnel.frames).feed(data)
+        except DecodeError as exc:
+            log.warning("bad control frame from hub (%s); reconnecting", exc.reason)
+            tunnel.abort("bad control frame")
+            return
+        for ev in events:
+            if not isinstance(ev, wire.ControlReceived):
+                tunnel.abort("unexpected frame on control channel")
+                return
+            self._control_heard = time.monotonic()
+            msg = ev.message
+            if msg["t"] == "ping":
+                t = cast(asyncio.Transport, tunnel.transport)
+                t.write(
+                    wire.encode_control(
+                        {"t": "pong", "seq": msg.get("seq", 0), "stats": self._pong_stats()}
+                    )
+                )
+            elif msg["t"] == "pong":
+                sent = self._ping_sent.pop(msg.get("seq", -1), None)
+                if sent is not None:
+                    self.rtt = time.monotonic() - sent
+            elif msg["t"] == "revoked":
+                log.error("hub says this office (%s) is revoked", self.bundle.office)
+                self._set_hub_state(HubState.REVOKED)
+
+    def _pong_stats(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "idle": len(self.idle),
+            "streams_total": self.streams_total,
+            "streams_failed": self.streams_failed,
+        }
+
+    def _set_hub_state(self, state: HubState) -> None:
+        if state is self.hub_state:
+            return
+        if self.hub_state is HubState.REVOKED and state is HubState.DOWN:
+            return
+        log.info("hub %s -> %s", self.hub_state.value, state.value)
+        self.hub_state = state
+        if state in (HubState.DOWN, HubState.REVOKED):
+            for client in list(self.waiters):
+                self.waiters.remove(client)
+                self._reject(client, f"hub unreachable ({state.value})")
+        for cb in self.on_hub_state:
+            cb(state)

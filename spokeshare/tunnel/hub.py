@@ -1,0 +1,620 @@
+"""The hub: accepts tunnels from offices, checks them, and hands streams to backends.
+
+Every accepted TCP connection goes through, in order:
+
+1. TLS 1.3 handshake (``loop.start_tls``, so a failure is ours to log with its reason),
+   client certificate verified against the deployment's CA, ALPN agreed.
+2. The office named by the certificate must be in the registry, with this
+   certificate's serial, and not revoked; else REVOKED and close.
+3. The open header (bounded size; a deadline starts at its first byte, so a pooled
+   tunnel may idle but a slow header cannot hold a slot). Unknown version, unknown
+   service, service not allowed for this office: a status and close.
+4. STREAM: connect to the service's backend (named only in hub.toml), answer OK, splice.
+   CONTROL: heartbeats; the hub learns the office's RTT, version and clients.
+
+Registry changes (``spokeshare office revoke``) are picked up within a second and a
+revoked office's live tunnels are cut. A status snapshot is written to
+``STATE_DIR/status.json`` every second for ``spokeshare office list``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+from cryptography import x509
+
+from spokeshare import __version__, enrollment, pki
+from spokeshare.config import HubConfig, SocketConfig
+from spokeshare.errors import DecodeError, EnrollmentError
+from spokeshare.tunnel import tls, wire
+from spokeshare.tunnel.relay import PlainEnd, Splice, abort_with_rst
+from spokeshare.tunnel.sockets import tune_lan, tune_wan
+
+log = logging.getLogger("spokeshare.hub")
+stream_log = logging.getLogger("spokeshare.hub.stream")
+
+#: Bytes a tunnel may carry ahead of the backend connection being ready (0-RTT data).
+MAX_EARLY = 256 * 1024
+
+
+class TunnelState(enum.Enum):
+    AWAIT_HEADER = "await-header"
+    CONNECTING = "connecting"
+    RELAYING = "relaying"
+    CONTROL = "control"
+    CLOSED = "closed"
+
+
+@dataclass
+class OfficeState:
+    """What the hub knows about one office right now."""
+
+    name: str
+    tunnels: set[HubTunnel] = field(default_factory=set)
+    control: HubTunnel | None = None
+    version: str = ""
+    rtt: float | None = None
+    last_seen: float | None = None  # wall clock
+    streams_total: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    edge_stats: dict[str, Any] = field(default_factory=dict)
+
+    def statistics(self) -> dict[str, Any]:
+        streams = sum(
+            1 for t in self.tunnels if t.state in (TunnelState.RELAYING, TunnelState.CONNECTING)
+        )
+        idle = sum(1 for t in self.tunnels if t.state is TunnelState.AWAIT_HEADER)
+        return {
+            "connected": self.control is not None,
+            "version": self.version,
+            "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
+            "last_seen": self.last_seen,
+            "streams": streams,
+            "idle_tunnels": idle,
+            "clients": self.edge_stats.get("clients", streams),
+            "streams_total": self.streams_total,
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+        }
+
+
+class _Accepting(asyncio.Protocol):
+    """Holds a fresh TCP connection (reading paused) until the TLS handshake starts."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        t = cast(asyncio.Transport, transport)
+        t.pause_reading()
+        self.hub.spawn(self.hub.handshake(t))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        pass
+
+
+class HubTunnel(asyncio.Protocol):
+    """One TLS connection from an edge, after its handshake."""
+
+    def __init__(self, hub: Hub, peer: tuple[str, int]) -> None:
+        self.hub = hub
+        self.peer = peer
+        self.office: OfficeState | None = None
+        self.transport: asyncio.Transport | None = None
+        self.state = TunnelState.AWAIT_HEADER
+        self.buf = bytearray()
+        self.splice: Splice | None = None
+        self.header: wire.OpenStream | None = None
+        self.opened_at = 0.0
+        self.frames: wire.FrameReader | None = None
+        self.ping_sent: dict[int, float] = {}
+        self.ping_seq = 0
+        self.last_heard = time.monotonic()
+        self._timer: asyncio.TimerHandle | None = None
+        self._header_started = False
+
+    def __repr__(self) -> str:
+        who = self.office.name if self.office else "?"
+        return f"<HubTunnel {who} {self.peer[0]}:{self.peer[1]} {self.state.value}>"
+
+    # -- set-up ----------------------------------------------------------------------
+    def start(self, transport: asyncio.Transport, office: OfficeState) -> None:
+        self.transport = transport
+        self.office = office
+        office.tunnels.add(self)
+        self._arm(self.hub.cfg.limits.idle_timeout, "idle in pool too long")
+        if self.buf:
+            self._on_header_bytes()
+
+    def _arm(self, delay: float, reason: str) -> None:
+        if self._timer:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire, reason)
+
+    def _expire(self, reason: str) -> None:
+        self._timer = None
+        if self.state is TunnelState.AWAIT_HEADER:
+            if self.buf:
+                self._refuse(wire.Status.BAD_HEADER, "open header too slow")
+            else:
+                log.debug("%r closed: %s", self, reason)
+                self.close()
+
+    # -- asyncio callbacks -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        pass  # start() is called once the handshake's checks have passed
+
+    def data_received(self, data: bytes) -> None:
+        st = self.state
+        if st is TunnelState.RELAYING:
+            cast(Splice, self.splice).tunnel_data(data)
+        elif st is TunnelState.AWAIT_HEADER:
+            self.buf += data
+            if self.transport is not None:
+                self._on_header_bytes()
+        elif st is TunnelState.CONNECTING:
+            self.buf += data
+            if len(self.buf) > MAX_EARLY:
+                self._refuse(wire.Status.BAD_HEADER, "too much data before the stream opened")
+        elif st is TunnelState.CONTROL:
+            self._on_control_bytes(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state = TunnelState.CLOSED
+        if self._timer:
+            self._timer.cancel()
+        if self.splice is not None:
+            self.splice.tunnel_lost(exc)
+        if self.office is not None:
+            self.office.tunnels.discard(self)
+            if self.office.control is self:
+                self.office.control = None
+                log.info(
+                    "office %s control channel closed%s",
+                    self.office.name,
+                    f": {exc}" if exc else "",
+                )
+
+    def pause_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_resume_writing()
+
+    # -- the open header -------------------------------------------------------------
+    def _on_header_bytes(self) -> None:
+        if not self._header_started:
+            # The pool's idle allowance ends with the first header byte: from here a
+            # slow (or one byte a second) header has header_timeout to complete.
+            self._header_started = True
+            self._arm(self.hub.cfg.limits.header_timeout, "open header too slow")
+        try:
+            parsed = wire.parse_open(self.buf)
+        except wire.UnsupportedVersion as exc:
+            self._refuse(
+                wire.Status.UNSUPPORTED_VERSION,
+                f"wire version {exc.version} not supported (this hub speaks {wire.VERSION})",
+            )
+            return
+        except DecodeError as exc:
+            self._refuse(wire.Status.BAD_HEADER, exc.reason)
+            return
+        if parsed is None:
+            return
+        header, used = parsed
+        del self.buf[:used]
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        office = cast(OfficeState, self.office)
+        if isinstance(header, wire.OpenControl):
+            self._start_control(header)
+            return
+        backend = self.hub.cfg.services.get(header.service)
+        record = self.hub.registry.get(office.name)
+        self.header = header
+        if backend is None:
+            self._refuse(wire.Status.UNKNOWN_SERVICE, f"no service {header.service!r}")
+        elif record is None or header.service not in record.services:
+            self._refuse(
+                wire.Status.NOT_ALLOWED, f"office {office.name} may not use {header.service!r}"
+            )
+        else:
+            self.state = TunnelState.CONNECTING
+            self.opened_at = time.monotonic()
+            cast(asyncio.Transport, self.transport).pause_reading()
+            office.streams_total += 1
+            self.hub.spawn(self._connect_backend(backend.host, backend.port))
+
+    def _refuse(self, status: wire.Status, reason: str) -> None:
+        office = self.office.name if self.office else "?"
+        h = self.header
+        log.warning(
+            "refused tunnel office=%s peer=%s:%s client=%s service=%s status=%s reason=%s",
+            office,
+            self.peer[0],
+            self.peer[1],
+            f"{h.client_host}:{h.client_port}" if h else "-",
+            h.service if h else "-",
+            status.name,
+            reason,
+        )
+        self.state = TunnelState.CLOSED
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(wire.encode_status(wire.StatusReply(status, reason[:200])))
+            self.transport.close()
+
+    async def _connect_backend(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.hub.cfg.limits.backend_connect_timeout):
+                btrans, bend = await loop.create_connection(PlainEnd, host, port)
+        except (OSError, TimeoutError) as exc:
+            if self.state is TunnelState.CONNECTING:
+                self._refuse(
+                    wire.Status.BACKEND_DOWN,
+                    f"backend {host}:{port}: {tls.describe_handshake_error(exc)}",
+                )
+                self._log_stream(None, "backend down")
+            return
+        if self.state is not TunnelState.CONNECTING or self.transport is None:
+            abort_with_rst(btrans)  # the tunnel went away meanwhile
+            self._log_stream(None, "tunnel lost before backend connected")
+            return
+        tune_lan(btrans.get_extra_info("socket"))
+        self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
+        splice = Splice(cast(asyncio.Transport, btrans), self.transport, self._stream_done)
+        self.splice = splice
+        self.state = TunnelState.RELAYING
+        early, self.buf = bytes(self.buf), bytearray()
+        if early:
+            splice.tunnel_data(early)
+        bend.attach(splice)
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def _stream_done(self, splice: Splice) -> None:
+        if self.office is not None:
+            self.office.bytes_up += splice.up
+            self.office.bytes_down += splice.down
+        self._log_stream(splice, splice.result or "?")
+        if splice.result == "ok":
+            self.state = TunnelState.CLOSED
+
+    def _log_stream(self, splice: Splice | None, result: str) -> None:
+        h = self.header
+        stream_log.info(
+            "stream office=%s client=%s service=%s up=%d down=%d duration=%.3fs result=%s",
+            self.office.name if self.office else "?",
+            f"{h.client_host}:{h.client_port}" if h else "-",
+            h.service if h else "-",
+            splice.up if splice else 0,
+            splice.down if splice else 0,
+            time.monotonic() - self.opened_at if self.opened_at else 0.0,
+            result,
+        )
+
+    # -- control channel -------------------------------------------------------------
+    def _start_control(self, header: wire.OpenControl) -> None:
+        office = cast(OfficeState, self.office)
+        self.state = TunnelState.CONTROL
+        self.frames = wire.FrameReader(allow_control=True)
+        if office.control is not None:
+            office.control.close()
+        office.control = self
+        office.version = header.edge_version
+        office.last_seen = time.time()
+        self.last_heard = time.monotonic()
+        cast(asyncio.Transport, self.transport).write(
+            wire.encode_status(wire.StatusReply(wire.Status.OK))
+        )
+        log.info(
+            "office %s connected from %s (edge %s)", office.name, self.peer[0], header.edge_version
+        )
+        self.send_ping()
+        rest, self.buf = bytes(self.buf), bytearray()
+        if rest:
+            self._on_control_bytes(rest)
+
+    def send_ping(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.ping_seq += 1
+        self.ping_sent[self.ping_seq] = time.monotonic()
+        if len(self.ping_sent) > 16:
+            self.ping_sent.pop(min(self.ping_sent))
+        self.transport.write(wire.encode_control({"t": "ping", "seq": self.ping_seq}))
+
+    def _on_control_bytes(self, data: bytes) -> None:
+        office = cast(OfficeState, self.office)
+        try:
+            events = cast(wire.FrameReader, self.frames).feed(data)
+        except DecodeError as exc:
+            log.warning("office %s: bad control frame (%s); closing", office.name, exc.reason)
+            self.close()
+            return
+        for ev in events:
+            if not isinstance(ev, wire.ControlReceived):
+                self.close()
+                return
+            msg = ev.message
+            self.last_heard = time.monotonic()
+            office.last_seen = time.time()
+            if msg["t"] == "ping":
+                reply = {"t": "pong", "seq": msg.get("seq", 0)}
+                cast(asyncio.Transport, self.transport).write(wire.encode_control(reply))
+            elif msg["t"] == "pong":
+                sent = self.ping_sent.pop(msg.get("seq", -1), None)
+                if sent is not None:
+                    office.rtt = time.monotonic() - sent
+                stats = msg.get("stats")
+                if isinstance(stats, dict):
+                    office.edge_stats = {
+                        k: v for k, v in stats.items() if isinstance(v, int | float)
+                    }
+
+    def send_control(self, message: dict[str, Any]) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(wire.encode_control(message))
+
+    # -- endings ---------------------------------------------------------------------
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        if self.splice is not None:
+            self.splice.abort(reason)
+        elif self.transport is not None:
+            self.transport.abort()
+
+
+class Hub:
+    """The hub daemon: servers, the office table, housekeeping."""
+
+    def __init__(
+        self, cfg: HubConfig, directory: Path, sockets: SocketConfig | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.directory = directory
+        self.sockets = sockets or SocketConfig()
+        self.registry: dict[str, enrollment.OfficeRecord] = {}
+        self._registry_mtime = 0.0
+        self.offices: dict[str, OfficeState] = {}
+        self.ssl = tls.server_context(
+            (directory / "ca.crt").read_bytes(),
+            (directory / "hub.crt").read_bytes(),
+            (directory / "hub.key").read_bytes(),
+        )
+        self.servers: list[asyncio.AbstractServer] = []
+        self.handshakes = 0
+        self.handshake_failures = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<Hub offices={len(self.offices)} tunnels={self.tunnel_count()}>"
+
+    def tunnel_count(self) -> int:
+        return sum(len(o.tunnels) for o in self.offices.values())
+
+    def spawn(self, coro: Any) -> None:
+        """Run a per-connection task; its failure is logged here, once."""
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("connection task failed", exc_info=task.exception())
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        self.reload_registry(force=True)
+        self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        for host, port in self.cfg.listen:
+            server = await loop.create_server(
+                lambda: _Accepting(self), host, port, reuse_address=True, backlog=1024
+            )
+            self.servers.append(server)
+            log.info(
+                "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
+            )
+        self.spawn(self._housekeeping())
+
+    @property
+    def ports(self) -> list[int]:
+        return [s.sockets[0].getsockname()[1] for s in self.servers]
+
+    async def serve_forever(self) -> None:
+        await self.start()
+        await self._stopping.wait()
+        await self.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def close(self) -> None:
+        for s in self.servers:
+            s.close()
+        for o in self.offices.values():
+            for t in list(o.tunnels):
+                t.abort("hub shutting down")
+        for task in list(self._tasks):
+            task.cancel()
+        for s in self.servers:
+            await s.wait_closed()
+        self.write_status()
+        log.info("hub stopped")
+
+    # -- handshake and admission -----------------------------------------------------
+    async def handshake(self, raw: asyncio.Transport) -> None:
+        peer = raw.get_extra_info("peername") or ("?", 0)
+        peer = (str(peer[0]), int(peer[1]))
+        tune_wan(raw.get_extra_info("socket"), self.sockets)
+        proto = HubTunnel(self, peer)
+        loop = asyncio.get_running_loop()
+        try:
+            transport = await loop.start_tls(
+                raw,
+                proto,
+                self.ssl,
+                server_side=True,
+                ssl_handshake_timeout=self.cfg.limits.handshake_timeout,
+            )
+        except (OSError, TimeoutError, ConnectionError) as exc:
+            self.handshake_failures += 1
+            log.warning(
+                "TLS handshake from %s:%s failed: %s",
+                peer[0],
+                peer[1],
+                tls.describe_handshake_error(exc),
+            )
+            raw.abort()
+            return
+        if transport is None:
+            raw.abort()
+            return
+        self.handshakes += 1
+        transport = cast(asyncio.Transport, transport)
+        sslobj = transport.get_extra_info("ssl_object")
+        if not tls.check_alpn(sslobj):
+            log.warning("tunnel from %s:%s refused: ALPN is not %s", peer[0], peer[1], wire.ALPN)
+            transport.abort()
+            return
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        try:
+            if not der:
+                raise EnrollmentError("no client certificate")
+            cert = x509.load_der_x509_certificate(der)
+            name = pki.office_of(cert)
+        except (EnrollmentError, ValueError) as exc:
+            log.warning("tunnel from %s:%s refused: %s", peer[0], peer[1], exc)
+            transport.abort()
+            return
+        why = self._admission(name, cert.serial_number)
+        if why is not None:
+            status, reason = why
+            log.warning("tunnel from %s:%s office=%s refused: %s", peer[0], peer[1], name, reason)
+            transport.write(wire.encode_status(wire.StatusReply(status, reason)))
+            transport.close()
+            return
+        office = self.offices.get(name)
+        if office is None:
+            office = self.offices[name] = OfficeState(name)
+        if len(office.tunnels) >= self.cfg.limits.max_tunnels_per_office:
+            log.warning("office %s at its tunnel limit (%d); refusing", name, len(office.tunnels))
+            transport.write(
+                wire.encode_status(wire.StatusReply(wire.Status.BUSY, "too many tunnels"))
+            )
+            transport.close()
+            return
+        proto.start(transport, office)
+
+    def _admission(self, name: str, serial: int) -> tuple[wire.Status, str] | None:
+        rec = self.registry.get(name)
+        if rec is None:
+            return wire.Status.REVOKED, f"office {name} is not enrolled"
+        if rec.revoked is not None:
+            return wire.Status.REVOKED, f"office {name} is revoked"
+        if rec.serial != serial:
+            return wire.Status.REVOKED, f"certificate of office {name} has been superseded"
+        return None
+
+    # -- housekeeping ----------------------------------------------------------------
+    def reload_registry(self, force: bool = False) -> None:
+        path = self.directory / enrollment.REGISTRY
+        try:
+            mtime = os.stat(path).st_mtime_ns
+        except FileNotFoundError:
+            mtime = 0
+        if not force and mtime == self._registry_mtime:
+            return
+        try:
+            self.registry = enrollment.load_registry(self.directory)
+        except EnrollmentError as exc:
+            log.error("office registry not reloaded: %s", exc)
+            return
+        self._registry_mtime = mtime
+        for name, office in self.offices.items():
+            rec = self.registry.get(name)
+            if rec is None or rec.revoked is not None:
+                self.cut_office(office, "revoked")
+            else:
+                for t in list(office.tunnels):
+                    sslobj = t.transport.get_extra_info("ssl_object") if t.transport else None
+                    der = sslobj.getpeercert(binary_form=True) if sslobj else None
+                    if der and x509.load_der_x509_certificate(der).serial_number != rec.serial:
+                        t.abort("certificate superseded")
+
+    def cut_office(self, office: OfficeState, reason: str) -> None:
+        if not office.tunnels:
+            return
+        log.warning("office %s %s: cutting %d tunnel(s)", office.name, reason, len(office.tunnels))
+        if office.control is not None:
+            office.control.send_control({"t": "revoked"})
+        for t in list(office.tunnels):
+            t.abort(f"office {reason}")
+
+    async def _housekeeping(self) -> None:
+        interval = self.cfg.heartbeat_interval
+        next_ping = time.monotonic()
+        while True:
+            self.reload_registry()
+            now = time.monotonic()
+            if now >= next_ping:
+                next_ping = now + interval
+                for office in self.offices.values():
+                    ctl = office.control
+                    if ctl is None:
+                        continue
+                    if now - ctl.last_heard > 3 * interval:
+                        log.warning(
+                            "office %s: no heartbeat for %.1fs; closing its control channel",
+                            office.name,
+                            now - ctl.last_heard,
+                        )
+                        ctl.abort("heartbeat lost")
+                    else:
+                        ctl.send_ping()
+            self.write_status()
+            await asyncio.sleep(min(1.0, interval))
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "time": time.time(),
+            "handshakes": self.handshakes,
+            "handshake_failures": self.handshake_failures,
+            "tunnels": self.tunnel_count(),
+            "offices": {n: o.statistics() for n, o in sorted(self.offices.items())},
+        }
+
+    def write_status(self) -> None:
+        path = self.cfg.state_dir / "status.json"
+        tmp = path.with_name(".status.json.tmp")
+        try:
+            tmp.write_text(json.dumps(self.statistics(), indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.error("cannot write %s: %s", path, exc)

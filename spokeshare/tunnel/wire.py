@@ -1,0 +1,362 @@
+"""The tunnel's wire protocol, sans-IO: stream-open header, status, frames, control.
+
+Every tunnel is one TLS 1.3 connection (ALPN ``spokeshare/1``) carrying exactly one
+stream: a LAN client's TCP connection, or the edge's control channel. The layout is
+documented byte by byte in docs/protocol.md; this module is its executable form.
+
+Edge -> hub, first bytes on a tunnel (the *open header*)::
+
+     0                   1                   2                   3
+    +-------+-------+---------------+---------------------------------
+    |version| kind  | body length   | body (body length bytes)
+    +-------+-------+---------------+---------------------------------
+    body, kind STREAM:  u8 service length, service (ASCII), u8 address family
+                        (0 none, 4 IPv4, 6 IPv6), address (0/4/16 bytes), u16 port
+    body, kind CONTROL: u8 version-string length, edge software version (ASCII)
+
+Hub -> edge, first bytes on a tunnel (the *status*)::
+
+    +-------+-------+---------------+-----------------------
+    |version|status | reason length | reason (UTF-8)
+    +-------+-------+---------------+-----------------------
+
+After the status (and only if it is OK) both directions carry *frames*::
+
+    +-------+-----------------------+-----------------
+    | type  |   length (24 bits)    | payload
+    +-------+-----------------------+-----------------
+
+DATA frames carry the client's bytes; EOF (length 0) says the sender will send no more
+(TCP half-close, which TLS transports cannot express); CONTROL frames carry one
+control message each (UTF-8 JSON, bounded) on the control channel only. A tunnel that
+ends without an EOF in each direction is an abortive close: the peer resets its side.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from spokeshare.buffer import Buffer
+from spokeshare.errors import DecodeError
+
+#: ALPN protocol id; the number is the wire version below.
+ALPN = "spokeshare/1"
+VERSION = 1
+#: Longest open-header body we accept; anything longer is an attack or a bug.
+MAX_HEADER_BODY = 512
+MAX_REASON = 200
+MAX_SERVICE_NAME = 32
+MAX_VERSION_STRING = 64
+#: Longest frame payload we accept; senders split larger writes.
+MAX_FRAME = 1 << 20
+#: Longest control message.
+MAX_CONTROL = 4096
+
+_SERVICE_RE = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+_PROTO = "tunnel"
+
+
+class Kind(enum.IntEnum):
+    STREAM = 1
+    CONTROL = 2
+
+
+class Status(enum.IntEnum):
+    """Answers to an open header (docs/protocol.md, "Status codes")."""
+
+    OK = 0
+    UNKNOWN_SERVICE = 1
+    NOT_ALLOWED = 2
+    BACKEND_DOWN = 3
+    BAD_HEADER = 4
+    UNSUPPORTED_VERSION = 5
+    REVOKED = 6
+    BUSY = 7
+    SHUTTING_DOWN = 8
+
+
+class FrameType(enum.IntEnum):
+    DATA = 0
+    EOF = 1
+    CONTROL = 2
+
+
+def valid_service_name(name: str) -> bool:
+    return bool(_SERVICE_RE.match(name))
+
+
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Edge asks the hub for a stream to ``service`` on behalf of a LAN client."""
+
+    service: str
+    client_host: str = ""
+    client_port: int = 0
+
+    def __post_init__(self) -> None:
+        if not valid_service_name(self.service):
+            raise ValueError(f"invalid service name {self.service!r}")
+        if self.client_host:
+            ipaddress.ip_address(self.client_host)
+        if not 0 <= self.client_port <= 0xFFFF:
+            raise ValueError("client port out of range")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenControl:
+    """Edge opens its control channel; says which software it runs."""
+
+    edge_version: str
+
+    def __post_init__(self) -> None:
+        if len(self.edge_version) > MAX_VERSION_STRING or not self.edge_version.isascii():
+            raise ValueError("edge version string too long or not ASCII")
+
+
+OpenHeader = OpenStream | OpenControl
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    status: Status
+    reason: str = ""
+
+    def __post_init__(self) -> None:
+        if len(self.reason.encode()) > MAX_REASON:
+            raise ValueError("status reason too long")
+
+
+# -- open header ---------------------------------------------------------------------
+
+
+def encode_open(header: OpenHeader) -> bytes:
+    body = Buffer(protocol=_PROTO)
+    if isinstance(header, OpenStream):
+        kind = Kind.STREAM
+        name = header.service.encode("ascii")
+        body.push_uint8(len(name))
+        body.push_bytes(name)
+        if header.client_host:
+            addr = ipaddress.ip_address(header.client_host)
+            body.push_uint8(addr.version)
+            body.push_bytes(addr.packed)
+        else:
+            body.push_uint8(0)
+        body.push_uint16(header.client_port)
+    else:
+        kind = Kind.CONTROL
+        v = header.edge_version.encode("ascii")
+        body.push_uint8(len(v))
+        body.push_bytes(v)
+    raw = body.getvalue()
+    out = Buffer(protocol=_PROTO)
+    out.push_uint8(VERSION)
+    out.push_uint8(kind)
+    out.push_uint16(len(raw))
+    out.push_bytes(raw)
+    return out.getvalue()
+
+
+class UnsupportedVersion(DecodeError):
+    """The open header names a wire version this hub does not speak."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(_PROTO, f"unsupported wire version {version}", 0)
+
+
+def parse_open(data: bytes | bytearray) -> tuple[OpenHeader, int] | None:
+    """Parse an open header from the start of ``data``.
+
+    Returns ``(header, consumed)``, or None when more bytes are needed. Raises
+    :class:`UnsupportedVersion` or :class:`DecodeError` for bytes that can never
+    become a valid header (so a slow or oversized header is refused early).
+    """
+    if len(data) < 1:
+        return None
+    if data[0] != VERSION:
+        raise UnsupportedVersion(data[0])
+    if len(data) < 4:
+        return None
+    kind = data[1]
+    body_len = int.from_bytes(data[2:4], "big")
+    if kind not in (Kind.STREAM, Kind.CONTROL):
+        raise DecodeError(_PROTO, f"unknown header kind {kind}", 1)
+    if body_len > MAX_HEADER_BODY:
+        raise DecodeError(_PROTO, f"header body of {body_len} bytes exceeds {MAX_HEADER_BODY}", 2)
+    if len(data) < 4 + body_len:
+        return None
+    buf = Buffer(bytes(data[4 : 4 + body_len]), protocol=_PROTO)
+    header: OpenHeader
+    try:
+        if kind == Kind.STREAM:
+            name = buf.pull_bytes(buf.pull_uint8())
+            try:
+                service = name.decode("ascii")
+            except UnicodeDecodeError:
+                raise buf.error("service name is not ASCII") from None
+            family = buf.pull_uint8()
+            if family == 0:
+                host = ""
+            elif family == 4:
+                host = str(ipaddress.IPv4Address(buf.pull_bytes(4)))
+            elif family == 6:
+                host = str(ipaddress.IPv6Address(buf.pull_bytes(16)))
+            else:
+                raise buf.error(f"unknown address family {family}")
+            port = buf.pull_uint16()
+            buf.finish()
+            if not valid_service_name(service):
+                raise buf.error(f"invalid service name {service!r}")
+            header = OpenStream(service, host, port)
+        else:
+            v = buf.pull_bytes(buf.pull_uint8())
+            buf.finish()
+            if not v.isascii():
+                raise buf.error("edge version is not ASCII")
+            header = OpenControl(v.decode("ascii"))
+    except ValueError as exc:
+        if isinstance(exc, DecodeError):
+            raise
+        raise DecodeError(_PROTO, str(exc)) from None
+    return header, 4 + body_len
+
+
+# -- status ----------------------------------------------------------------------------
+
+
+def encode_status(reply: StatusReply) -> bytes:
+    reason = reply.reason.encode()
+    return bytes([VERSION, reply.status]) + len(reason).to_bytes(2, "big") + reason
+
+
+def parse_status(data: bytes | bytearray) -> tuple[StatusReply, int] | None:
+    """Parse a status from the start of ``data``; None when more bytes are needed."""
+    if len(data) < 4:
+        return None
+    if data[0] != VERSION:
+        raise DecodeError(_PROTO, f"status has wire version {data[0]}", 0)
+    try:
+        status = Status(data[1])
+    except ValueError:
+        raise DecodeError(_PROTO, f"unknown status {data[1]}", 1) from None
+    n = int.from_bytes(data[2:4], "big")
+    if n > MAX_REASON:
+        raise DecodeError(_PROTO, f"status reason of {n} bytes exceeds {MAX_REASON}", 2)
+    if len(data) < 4 + n:
+        return None
+    try:
+        reason = bytes(data[4 : 4 + n]).decode()
+    except UnicodeDecodeError:
+        raise DecodeError(_PROTO, "status reason is not UTF-8", 4) from None
+    return StatusReply(status, reason), 4 + n
+
+
+# -- frames ----------------------------------------------------------------------------
+
+
+def frame_header(ftype: FrameType, length: int) -> bytes:
+    return ((ftype << 24) | length).to_bytes(4, "big")
+
+
+EOF_FRAME = frame_header(FrameType.EOF, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class EofReceived:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class ControlReceived:
+    message: dict[str, Any]
+
+
+FrameEvent = DataReceived | EofReceived | ControlReceived
+
+
+@dataclass(slots=True)
+class FrameReader:
+    """Incremental frame decoder. ``feed`` returns the events the bytes complete.
+
+    DATA payloads are delivered as they arrive (a frame split across reads yields
+    several DataReceived events), so the relay never waits for a whole frame.
+    """
+
+    allow_control: bool = False
+    _partial: bytearray = field(default_factory=bytearray)
+    _left: int = 0
+    _control: bool = False
+    _eof: bool = False
+
+    def feed(self, data: bytes | memoryview) -> list[FrameEvent]:
+        events: list[FrameEvent] = []
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        while pos < end:
+            if self._left:
+                take = min(self._left, end - pos)
+                chunk = view[pos : pos + take]
+                pos += take
+                self._left -= take
+                if self._control:
+                    self._partial += chunk
+                    if not self._left:
+                        events.append(ControlReceived(_parse_control(bytes(self._partial))))
+                        self._partial.clear()
+                else:
+                    events.append(DataReceived(chunk))
+                continue
+            if self._eof:
+                raise DecodeError(_PROTO, "bytes after EOF frame", pos)
+            need = 4 - len(self._partial)
+            self._partial += view[pos : pos + need]
+            pos += min(need, end - pos)
+            if len(self._partial) < 4:
+                break
+            word = int.from_bytes(self._partial, "big")
+            self._partial.clear()
+            ftype, length = word >> 24, word & 0xFFFFFF
+            if ftype == FrameType.DATA:
+                if length > MAX_FRAME or length == 0:
+                    raise DecodeError(_PROTO, f"data frame of {length} bytes", pos)
+                self._left, self._control = length, False
+            elif ftype == FrameType.EOF:
+                if length:
+                    raise DecodeError(_PROTO, "EOF frame with a payload", pos)
+                self._eof = True
+                events.append(EofReceived())
+            elif ftype == FrameType.CONTROL and self.allow_control:
+                if length > MAX_CONTROL or length == 0:
+                    raise DecodeError(_PROTO, f"control frame of {length} bytes", pos)
+                self._left, self._control = length, True
+            else:
+                raise DecodeError(_PROTO, f"unexpected frame type {ftype}", pos)
+        return events
+
+
+def encode_control(message: dict[str, Any]) -> bytes:
+    payload = json.dumps(message, separators=(",", ":")).encode()
+    if len(payload) > MAX_CONTROL:
+        raise ValueError("control message too long")
+    return frame_header(FrameType.CONTROL, len(payload)) + payload
+
+
+def _parse_control(payload: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DecodeError(_PROTO, "control message is not JSON") from None
+    if not isinstance(value, dict) or not isinstance(value.get("t"), str):
+        raise DecodeError(_PROTO, "control message is not an object with a type")
+    return value
