@@ -1,0 +1,1 @@
+"""Tests for spokeshare.lan: NetBIOS codecs, decision cores and the asyncio adapter."""
