@@ -1,0 +1,520 @@
+"""asyncio adapters for LLMNR and WS-Discovery on the office LAN interface.
+
+Thin shells around the sans-IO cores in :mod:`spokeshare.lan.llmnr` and
+:mod:`spokeshare.lan.wsd`: they bind, receive, call the core, send. Every socket
+is bound to the LAN interface (its address, the multicast group joined on its
+index, ``SO_BINDTODEVICE`` where permitted, ``IP_MULTICAST_ALL`` off), so the
+edge never answers on, or with the address of, another interface.
+
+Each service has the same life cycle, driven by the edge:
+
+- ``await start()`` binds and begins answering (WSD also sends Hello);
+- ``await withdraw()`` hides the names while HQ is unreachable (WSD sends Bye,
+  LLMNR stops answering, HTTP metadata answers 503);
+- ``await announce()`` shows them again (Hello, answers);
+- ``await stop()`` withdraws, waits for the Byes to go out, closes everything.
+
+:class:`LanDiscovery` bundles LLMNR, WSD and mDNS with the same four calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import re
+import socket
+import struct
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+from spokeshare.errors import ConfigError, DecodeError
+from spokeshare.lan import llmnr, wsd
+
+log = logging.getLogger("spokeshare.lan.discovery")
+
+#: Linux values missing from the socket module (linux/in.h, linux/in6.h).
+IP_MULTICAST_ALL = 49
+IPV6_MULTICAST_ALL = 29
+#: RFC 4795 §2.5: unicast LLMNR responses carry IPv4 TTL / hop limit 255.
+LLMNR_UNICAST_TTL = 255
+#: Multicast stays on the link: TTL / hop limit 1 (RFC 4795 §2, WS-Discovery §2.4).
+MULTICAST_TTL = 1
+#: HTTP metadata connection budget: read the request within this time.
+HTTP_TIMEOUT = 5.0
+#: Bad packets: at most one debug line per source per this many seconds.
+BAD_PACKET_LOG_INTERVAL = 10.0
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class DiscoverySettings:
+    """What the LAN discovery side needs; built by the edge from its configuration.
+
+    ``uuid_namespace`` must be stable for the deployment (e.g. derived from the
+    office name or the CA): WSD endpoint UUIDs are uuid5(namespace, NAME).
+    """
+
+    interface: str
+    ipv4: str
+    names: tuple[str, ...]
+    uuid_namespace: UUID
+    workgroup: str = "WORKGROUP"
+    ipv6_link_local: str | None = None
+    smb_port: int = 445
+    llmnr_port: int = llmnr.PORT
+    wsd_port: int = wsd.UDP_PORT
+    wsd_http_port: int = wsd.HTTP_PORT
+    mdns_model: str = "RackMac"
+    llmnr_ttl: int = llmnr.DEFAULT_TTL
+
+    def __post_init__(self) -> None:
+        src = "discovery"
+        if not self.interface or "/" in self.interface or len(self.interface) > 15:
+            raise ConfigError(src, "interface", f"bad interface name {self.interface!r}")
+        try:
+            v4 = ipaddress.IPv4Address(self.ipv4)
+        except ValueError as exc:
+            raise ConfigError(src, "ipv4", str(exc)) from exc
+        if v4.is_loopback or v4.is_unspecified or v4.is_multicast:
+            raise ConfigError(src, "ipv4", f"{v4} is not a LAN unicast address")
+        if self.ipv6_link_local is not None:
+            try:
+                v6 = ipaddress.IPv6Address(self.ipv6_link_local)
+            except ValueError as exc:
+                raise ConfigError(src, "ipv6_link_local", str(exc)) from exc
+            if not v6.is_link_local:
+                raise ConfigError(src, "ipv6_link_local", f"{v6} is not link-local (fe80::/10)")
+        if not self.names:
+            raise ConfigError(src, "names", "at least one virtual name is needed")
+        for name in self.names:
+            if not _NAME_RE.match(name) or len(name) > 15:
+                raise ConfigError(src, "names", f"{name!r} is not a 1-15 character host label")
+        if len({n.upper() for n in self.names}) != len(self.names):
+            raise ConfigError(src, "names", "virtual names repeat")
+        if not _NAME_RE.match(self.workgroup) or len(self.workgroup) > 15:
+            raise ConfigError(src, "workgroup", f"bad workgroup {self.workgroup!r}")
+        for key in ("smb_port", "llmnr_port", "wsd_port", "wsd_http_port"):
+            port = getattr(self, key)
+            if not 1 <= port <= 65535:
+                raise ConfigError(src, key, f"port {port} outside 1..65535")
+
+    @property
+    def ifindex(self) -> int:
+        return socket.if_nametoindex(self.interface)
+
+
+class _BadPacketLog:
+    """Debug lines for dropped packets, at most one per source per interval."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._last: dict[str, float] = {}
+        self.dropped = 0
+
+    def __call__(self, source: str, exc: DecodeError) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last.get(source, -BAD_PACKET_LOG_INTERVAL) < BAD_PACKET_LOG_INTERVAL:
+            return
+        if len(self._last) > 1024:
+            self._last.clear()
+        self._last[source] = now
+        log.debug("%s: dropped bad packet from %s: %s", self._what, source, exc)
+
+
+# -- sockets ----------------------------------------------------------------------------
+
+
+def _bind_to_device(sock: socket.socket, ifname: str) -> None:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, ifname.encode() + b"\0")
+    except PermissionError:
+        # Without CAP_NET_RAW the address binds and IP_MULTICAST_ALL=0 still keep
+        # us on this interface; note it once per socket.
+        log.debug("SO_BINDTODEVICE %s not permitted; relying on address binding", ifname)
+
+
+def multicast_socket(group: str, port: int, settings: DiscoverySettings) -> socket.socket:
+    """A socket receiving ``group``:``port`` on the settings' interface only."""
+    idx = settings.ifindex
+    if ":" in group:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        mreq6 = socket.inet_pton(socket.AF_INET6, group) + struct.pack("@I", idx)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_ALL, 0)
+        _bind_to_device(sock, settings.interface)
+        sock.bind((group, port, 0, idx))
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mreqn = socket.inet_aton(group) + socket.inet_aton(settings.ipv4) + struct.pack("@i", idx)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, IP_MULTICAST_ALL, 0)
+        _bind_to_device(sock, settings.interface)
+        sock.bind((group, port))
+    sock.setblocking(False)
+    return sock
+
+
+def unicast_socket(
+    local: str, port: int, settings: DiscoverySettings, unicast_ttl: int | None = None
+) -> socket.socket:
+    """A socket bound to the interface address; it sends to the group and replies."""
+    idx = settings.ifindex
+    if ":" in local:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, idx)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, MULTICAST_TTL)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_LOOP, 0)
+        if unicast_ttl is not None:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, unicast_ttl)
+        _bind_to_device(sock, settings.interface)
+        sock.bind((local, port, 0, idx))
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        mreqn = socket.inet_aton("0.0.0.0") + socket.inet_aton(local) + struct.pack("@i", idx)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, mreqn)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, MULTICAST_TTL)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 0)
+        if unicast_ttl is not None:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, unicast_ttl)
+        _bind_to_device(sock, settings.interface)
+        sock.bind((local, port))
+    sock.setblocking(False)
+    return sock
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """Hands every datagram to a callback; the callback catches what it expects."""
+
+    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
+        self._on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        self._on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("datagram socket error: %s", exc)
+
+
+async def _endpoint(
+    sock: socket.socket, on_datagram: Callable[[bytes, Any], None]
+) -> asyncio.DatagramTransport:
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(on_datagram), sock=sock)
+    return transport
+
+
+# -- LLMNR -----------------------------------------------------------------------------
+
+
+class LlmnrService:
+    """LLMNR responder on UDP 5355: 224.0.0.252, and ff02::1:3 when IPv6 is configured."""
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        self.settings = settings
+        self.core = llmnr.LlmnrResponder(settings.names, ttl=settings.llmnr_ttl)
+        self._local = llmnr.InterfaceAddresses(settings.ipv4, settings.ipv6_link_local)
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._replies: dict[int, asyncio.DatagramTransport] = {}
+        self._bad = _BadPacketLog("llmnr")
+
+    def __repr__(self) -> str:
+        return f"<LlmnrService {self.settings.interface} {self.core!r}>"
+
+    def statistics(self) -> llmnr.ResponderStatistics:
+        return self.core.statistics()
+
+    async def start(self) -> None:
+        s = self.settings
+        families: list[tuple[str, str, socket.AddressFamily]] = [
+            (llmnr.MCAST_V4, s.ipv4, socket.AF_INET)
+        ]
+        if s.ipv6_link_local is not None:
+            families.append((llmnr.MCAST_V6, s.ipv6_link_local, socket.AF_INET6))
+        try:
+            for group, local, family in families:
+                uni = await _endpoint(
+                    unicast_socket(local, s.llmnr_port, s, LLMNR_UNICAST_TTL), self._received
+                )
+                self._transports.append(uni)
+                self._replies[family] = uni
+                mc = await _endpoint(multicast_socket(group, s.llmnr_port, s), self._received)
+                self._transports.append(mc)
+        except OSError:
+            await self.stop()
+            raise
+        self.core.enabled = True
+        log.info("llmnr: answering for %s on %s", ",".join(s.names), s.interface)
+
+    def _received(self, data: bytes, addr: Any) -> None:
+        source = str(addr[0])
+        try:
+            reply = self.core.handle(data, source, self._local, time.monotonic())
+        except DecodeError as exc:
+            self._bad(source, exc)
+            return
+        if reply is None:
+            return
+        family = socket.AF_INET6 if ":" in source else socket.AF_INET
+        transport = self._replies.get(family)
+        if transport is not None:
+            transport.sendto(reply, addr)
+
+    async def withdraw(self) -> None:
+        self.core.enabled = False
+        log.info("llmnr: withdrawn, not answering for %s", ",".join(self.settings.names))
+
+    async def announce(self) -> None:
+        self.core.enabled = True
+        log.info("llmnr: answering again for %s", ",".join(self.settings.names))
+
+    async def stop(self) -> None:
+        self.core.enabled = False
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+        self._replies.clear()
+
+
+# -- WS-Discovery ----------------------------------------------------------------------
+
+
+@dataclass
+class _WsdFamily:
+    local: str
+    group: tuple[Any, ...]
+    unicast: asyncio.DatagramTransport | None = None
+    transports: list[asyncio.DatagramTransport] = field(default_factory=list)
+
+
+class WsdService:
+    """WS-Discovery target services for every virtual name, plus the HTTP metadata server."""
+
+    def __init__(self, settings: DiscoverySettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.endpoints = tuple(
+            wsd.Endpoint.for_name(n, settings.workgroup, settings.uuid_namespace)
+            for n in settings.names
+        )
+        addresses = [settings.ipv4]
+        if settings.ipv6_link_local is not None:
+            addresses.append(settings.ipv6_link_local)
+        self.core = wsd.WsdHost(
+            self.endpoints,
+            addresses,
+            instance_id=int(time.time()),  # WS-Discovery §7: grows with every restart
+            rng=rng or random.SystemRandom(),
+            http_port=settings.wsd_http_port,
+        )
+        self._families: dict[str, _WsdFamily] = {}
+        self._servers: list[asyncio.Server] = []
+        self._timer_task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._bad = _BadPacketLog("wsd")
+
+    def __repr__(self) -> str:
+        return f"<WsdService {self.settings.interface} {self.core!r}>"
+
+    def statistics(self) -> wsd.HostStatistics:
+        return self.core.statistics()
+
+    async def start(self) -> None:
+        s = self.settings
+        idx = s.ifindex
+        fams: list[tuple[str, tuple[Any, ...]]] = [(s.ipv4, (wsd.MCAST_V4, s.wsd_port))]
+        if s.ipv6_link_local is not None:
+            fams.append((s.ipv6_link_local, (wsd.MCAST_V6, s.wsd_port, 0, idx)))
+        try:
+            for local, group in fams:
+                fam = _WsdFamily(local, group)
+                self._families[local] = fam
+                fam.unicast = await _endpoint(
+                    unicast_socket(local, s.wsd_port, s), partial(self._received, local, False)
+                )
+                fam.transports.append(fam.unicast)
+                mc = await _endpoint(
+                    multicast_socket(str(group[0]), s.wsd_port, s),
+                    partial(self._received, local, True),
+                )
+                fam.transports.append(mc)
+                # An IPv6 link-local listen address needs its scope (the interface).
+                host = local if ":" not in local else f"{local}%{s.interface}"
+                server = await asyncio.start_server(
+                    self._http_client, host=host, port=s.wsd_http_port, reuse_address=True
+                )
+                self._servers.append(server)
+        except OSError:
+            await self.stop()
+            raise
+        self._timer_task = asyncio.create_task(self._timer_loop(), name="wsd-timers")
+        self.core.announce(time.monotonic())
+        self._wake.set()
+        log.info(
+            "wsd: announcing %s in workgroup %s on %s",
+            ",".join(ep.name for ep in self.endpoints),
+            s.workgroup,
+            s.interface,
+        )
+
+    def _received(self, local: str, multicast: bool, data: bytes, addr: Any) -> None:
+        source = (str(addr[0]), int(addr[1]))
+        try:
+            self.core.handle_datagram(data, source, local, multicast, time.monotonic())
+        except DecodeError as exc:
+            self._bad(source[0], exc)
+            return
+        self._wake.set()
+
+    async def _timer_loop(self) -> None:
+        while True:
+            due = self.core.get_timer()
+            self._wake.clear()
+            now = time.monotonic()
+            if due is None:
+                self._idle.set()
+                await self._wake.wait()
+                continue
+            if due > now:
+                try:
+                    await asyncio.wait_for(self._wake.wait(), due - now)
+                except TimeoutError:
+                    pass
+                continue
+            for dg in self.core.pop_due(time.monotonic()):
+                fam = self._families.get(dg.local)
+                if fam is None or fam.unicast is None:
+                    continue
+                fam.unicast.sendto(dg.payload, dg.destination or fam.group)
+
+    async def _http_client(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        source = str(peer[0]) if peer else "?"
+        try:
+            raw = b""
+            request = None
+            async with asyncio.timeout(HTTP_TIMEOUT):
+                while request is None:
+                    chunk = await reader.read(4096)
+                    if not chunk:
+                        return
+                    raw += chunk
+                    request = wsd.parse_http_request(raw)
+            status, body = self.core.handle_http(request)
+            log.debug("wsd: %s %s %s from %s", request.method, request.target, status, source)
+            writer.write(wsd.build_http_response(status, body))
+            await writer.drain()
+        except DecodeError as exc:
+            self._bad(source, exc)
+            writer.write(wsd.build_http_response(400))
+        except (TimeoutError, ConnectionError) as exc:
+            log.debug("wsd: http connection from %s ended: %r", source, exc)
+        finally:
+            writer.close()
+
+    async def _flush(self, budget: float = 2.5) -> None:
+        """Wait until queued datagrams (e.g. Byes) have gone out, at most ``budget`` s."""
+        self._idle.clear()
+        self._wake.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), budget)
+        except TimeoutError:
+            log.debug("wsd: datagrams still queued at stop: %r", self.core)
+
+    async def withdraw(self) -> None:
+        self.core.withdraw(time.monotonic())
+        self._wake.set()
+        log.info("wsd: withdrawn (Bye) for %s", ",".join(ep.name for ep in self.endpoints))
+
+    async def announce(self) -> None:
+        self.core.announce(time.monotonic())
+        self._wake.set()
+        log.info("wsd: announcing again (Hello) for %s", ",".join(ep.name for ep in self.endpoints))
+
+    async def stop(self) -> None:
+        if self._timer_task is not None:
+            self.core.withdraw(time.monotonic())
+            await self._flush()
+            self._timer_task.cancel()
+            try:
+                await self._timer_task
+            except asyncio.CancelledError:
+                pass
+            self._timer_task = None
+        for server in self._servers:
+            server.close()
+            await server.wait_closed()
+        self._servers.clear()
+        for fam in self._families.values():
+            for t in fam.transports:
+                t.close()
+        self._families.clear()
+
+
+# -- everything together -----------------------------------------------------------------
+
+
+class LanDiscovery:
+    """LLMNR, WS-Discovery and mDNS/DNS-SD for the edge's virtual names, with one life cycle."""
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        from spokeshare.lan.mdns import MdnsPublisher
+
+        self.settings = settings
+        self.llmnr = LlmnrService(settings)
+        self.wsd = WsdService(settings)
+        self.mdns = MdnsPublisher(settings)
+        self.withdrawn = False
+
+    def __repr__(self) -> str:
+        state = "withdrawn" if self.withdrawn else "announced"
+        return f"<LanDiscovery {','.join(self.settings.names)} {state}>"
+
+    async def start(self) -> None:
+        await self.llmnr.start()
+        try:
+            await self.wsd.start()
+            await self.mdns.start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def withdraw(self) -> None:
+        """Hide every name (HQ unreachable): WSD Bye, mDNS goodbye, LLMNR silent."""
+        if self.withdrawn:
+            return
+        self.withdrawn = True
+        log.warning("withdrawing %s from the LAN", ",".join(self.settings.names))
+        await self.wsd.withdraw()
+        await self.llmnr.withdraw()
+        await self.mdns.withdraw()
+
+    async def announce(self) -> None:
+        """Show every name again (HQ reachable)."""
+        if not self.withdrawn:
+            return
+        self.withdrawn = False
+        log.warning("announcing %s on the LAN again", ",".join(self.settings.names))
+        await self.wsd.announce()
+        await self.llmnr.announce()
+        await self.mdns.announce()
+
+    async def stop(self) -> None:
+        await self.mdns.stop()
+        await self.wsd.stop()
+        await self.llmnr.stop()

@@ -1,0 +1,151 @@
+"""mDNS / DNS-SD for the edge's virtual names, through python-zeroconf.
+
+Per virtual name ``NAME`` (lan-presence.md §4.1; RFC 6762, RFC 6763):
+
+- ``NAME.local.`` A (and AAAA when a link-local IPv6 is configured): the SRV
+  target, published by zeroconf from ``ServiceInfo.server`` (host TTL 120 s);
+- ``NAME._smb._tcp.local.`` SRV 0 0 <smb_port> ``NAME.local.``, TXT one empty
+  string, PTR from ``_smb._tcp.local.`` (RFC 6763 §4, §6; other TTLs 4500 s);
+- ``NAME._device-info._tcp.local.`` TXT ``model=<mdns_model>`` (default ``RackMac``),
+  which Finder uses to pick the icon (what Samba publishes, port 0).
+
+zeroconf probes each unique record (RFC 6762 §8.1: three probes 250 ms apart),
+announces (§8.3), answers legacy unicast queries (§6.7, which is what makes
+``dig -p 5353 @224.0.0.251`` work), and sends goodbyes with TTL 0 (§10.1) when a
+service is unregistered. A name another host already holds makes registration
+raise ``NonUniqueNameException``: the publisher logs the conflict, records it in
+:meth:`MdnsPublisher.statistics` and goes on with the other names.
+
+The responder is bound to the LAN interface address only (``interfaces=[ipv4]``),
+so it never answers on, or with the address of, another interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+
+if TYPE_CHECKING:
+    from spokeshare.lan.discovery_service import DiscoverySettings
+
+log = logging.getLogger("spokeshare.lan.discovery")
+
+SMB_TYPE = "_smb._tcp.local."
+DEVICE_INFO_TYPE = "_device-info._tcp.local."
+
+
+@dataclass(frozen=True)
+class MdnsStatistics:
+    published: tuple[str, ...]
+    conflicts: tuple[str, ...]
+    withdrawn: bool
+
+
+class MdnsPublisher:
+    """Publishes and withdraws the mDNS/DNS-SD records of every virtual name."""
+
+    def __init__(self, settings: DiscoverySettings) -> None:
+        self.settings = settings
+        self._zc: AsyncZeroconf | None = None
+        self._registered: list[ServiceInfo] = []
+        self._published: list[str] = []
+        self._conflicts: list[str] = []
+        self._withdrawn = False
+
+    def __repr__(self) -> str:
+        return f"<MdnsPublisher {','.join(self._published)} withdrawn={self._withdrawn}>"
+
+    def statistics(self) -> MdnsStatistics:
+        return MdnsStatistics(tuple(self._published), tuple(self._conflicts), self._withdrawn)
+
+    def infos(self, name: str) -> tuple[ServiceInfo, ServiceInfo]:
+        """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name."""
+        s = self.settings
+        addresses = [ipaddress.IPv4Address(s.ipv4).packed]
+        if s.ipv6_link_local is not None:
+            addresses.append(ipaddress.IPv6Address(s.ipv6_link_local).packed)
+        server = f"{name}.local."
+        smb = ServiceInfo(
+            SMB_TYPE,
+            f"{name}.{SMB_TYPE}",
+            port=s.smb_port,
+            properties={},
+            server=server,
+            addresses=addresses,
+        )
+        device = ServiceInfo(
+            DEVICE_INFO_TYPE,
+            f"{name}.{DEVICE_INFO_TYPE}",
+            port=0,
+            properties={"model": s.mdns_model},
+            server=server,
+            addresses=addresses,
+        )
+        return smb, device
+
+    async def start(self) -> None:
+        s = self.settings
+        interfaces: list[str | int] = [s.ipv4]
+        version = IPVersion.V4Only
+        if s.ipv6_link_local is not None:
+            interfaces.append(socket.if_nametoindex(s.interface))
+            version = IPVersion.All
+        self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        await self._register_all()
+
+    async def _register_all(self) -> None:
+        if self._zc is None:
+            return
+        for name in self.settings.names:
+            if name in self._published:
+                continue
+            infos = self.infos(name)
+            try:
+                for info in infos:
+                    await (await self._zc.async_register_service(info))
+                    self._registered.append(info)
+            except NonUniqueNameException:
+                log.error(
+                    "mdns: name conflict: %s.local is already in use on %s",
+                    name,
+                    self.settings.interface,
+                )
+                if name not in self._conflicts:
+                    self._conflicts.append(name)
+                continue
+            if name not in self._published:
+                self._published.append(name)
+            log.info("mdns: published %s.local (_smb._tcp port %s)", name, self.settings.smb_port)
+
+    async def _unregister_all(self) -> None:
+        if self._zc is None:
+            return
+        for info in self._registered:
+            await (await self._zc.async_unregister_service(info))
+        self._registered.clear()
+        self._published.clear()
+
+    async def withdraw(self) -> None:
+        """Send goodbyes (TTL 0) for every record; keep the responder running."""
+        self._withdrawn = True
+        await self._unregister_all()
+        log.info("mdns: withdrawn %s", ",".join(self.settings.names))
+
+    async def announce(self) -> None:
+        """Probe and announce every name again."""
+        self._withdrawn = False
+        await self._register_all()
+
+    async def stop(self) -> None:
+        """Goodbyes, then close the responder."""
+        if self._zc is None:
+            return
+        await self._unregister_all()
+        await self._zc.async_close()
+        self._zc = None
