@@ -2,7 +2,8 @@
 
 Every accepted TCP connection goes through, in order:
 
-1. TLS 1.3 handshake (``loop.start_tls``, so a failure is ours to log with its reason),
+1. TLS 1.3 handshake (``loop.connect_accepted_socket`` on a socket we accepted, so a
+   failure is raised to us and logged with its reason, never silently dropped),
    client certificate verified against the deployment's CA, ALPN agreed.
 2. The office named by the certificate must be in the registry, with this
    certificate's serial, and not revoked; else REVOKED and close.
@@ -24,6 +25,7 @@ import enum
 import json
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,24 +87,6 @@ class OfficeState:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
         }
-
-
-class _Accepting(asyncio.Protocol):
-    """Holds a fresh TCP connection (reading paused) until the TLS handshake starts."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        t = cast(asyncio.Transport, transport)
-        t.pause_reading()
-        self.hub.spawn(self.hub.handshake(t))
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        pass
 
 
 class HubTunnel(asyncio.Protocol):
@@ -403,7 +387,7 @@ class Hub:
             (directory / "hub.crt").read_bytes(),
             (directory / "hub.key").read_bytes(),
         )
-        self.servers: list[asyncio.AbstractServer] = []
+        self.listeners: list[socket.socket] = []
         self.handshakes = 0
         self.handshake_failures = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -432,10 +416,21 @@ class Hub:
         self.cfg.state_dir.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         for host, port in self.cfg.listen:
-            server = await loop.create_server(
-                lambda: _Accepting(self), host, port, reuse_address=True, backlog=1024
+            infos = await loop.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
             )
-            self.servers.append(server)
+            family, _, _, _, addr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(addr)
+                sock.listen(1024)
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
+            self.listeners.append(sock)
+            self.spawn(self._accept_loop(sock))
             log.info(
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
@@ -443,7 +438,20 @@ class Hub:
 
     @property
     def ports(self) -> list[int]:
-        return [s.sockets[0].getsockname()[1] for s in self.servers]
+        return [int(s.getsockname()[1]) for s in self.listeners]
+
+    async def _accept_loop(self, lsock: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, peer = await loop.sock_accept(lsock)
+            except OSError as exc:  # EMFILE and friends: say so, breathe, go on
+                if lsock.fileno() < 0:
+                    return  # closed by close()
+                log.error("accept failed: %s", exc.strerror or exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.spawn(self.handshake(sock, (str(peer[0]), int(peer[1]))))
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -454,31 +462,26 @@ class Hub:
         self._stopping.set()
 
     async def close(self) -> None:
-        for s in self.servers:
+        for s in self.listeners:
             s.close()
         for o in self.offices.values():
             for t in list(o.tunnels):
                 t.abort("hub shutting down")
         for task in list(self._tasks):
             task.cancel()
-        for s in self.servers:
-            await s.wait_closed()
         self.write_status()
         log.info("hub stopped")
 
     # -- handshake and admission -----------------------------------------------------
-    async def handshake(self, raw: asyncio.Transport) -> None:
-        peer = raw.get_extra_info("peername") or ("?", 0)
-        peer = (str(peer[0]), int(peer[1]))
-        tune_wan(raw.get_extra_info("socket"), self.sockets)
+    async def handshake(self, sock: socket.socket, peer: tuple[str, int]) -> None:
+        tune_wan(sock, self.sockets)
         proto = HubTunnel(self, peer)
         loop = asyncio.get_running_loop()
         try:
-            transport = await loop.start_tls(
-                raw,
-                proto,
-                self.ssl,
-                server_side=True,
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: proto,
+                sock,
+                ssl=self.ssl,
                 ssl_handshake_timeout=self.cfg.limits.handshake_timeout,
             )
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -489,10 +492,7 @@ class Hub:
                 peer[1],
                 tls.describe_handshake_error(exc),
             )
-            raw.abort()
-            return
-        if transport is None:
-            raw.abort()
+            sock.close()
             return
         self.handshakes += 1
         transport = cast(asyncio.Transport, transport)
