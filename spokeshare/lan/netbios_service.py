@@ -1,0 +1,341 @@
+"""The asyncio side of NetBIOS on the LAN: UDP 137 (names) and UDP 138 (browse).
+
+Thin on purpose: it binds, receives, decodes, hands the packet to the pure cores
+in :mod:`spokeshare.lan.responder`, sends what they return and keeps one timer for
+both. Everything that decides lives in the cores.
+
+Sockets, per port (as nmbd does it, lan-presence.md §1.1): one bound to the
+interface address (unicast in, and every packet out, so replies carry the LAN
+address) and one bound to the subnet broadcast address (broadcasts in). Both have
+SO_REUSEADDR and SO_BROADCAST, and SO_BINDTODEVICE when an interface name is
+given, so nothing is heard or sent on another interface.
+
+Use::
+
+    service = NetbiosService(settings)
+    await service.start()      # binds, starts claiming names, announces
+    ...
+    await service.stop()       # releases the names, announces server type 0, closes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface
+
+from spokeshare.errors import DecodeError
+from spokeshare.lan import browse, netbios
+from spokeshare.lan.responder import (
+    ANNOUNCE_INITIAL_INTERVAL,
+    ANNOUNCE_MAX_INTERVAL,
+    ANNOUNCE_REQUEST_MAX_DELAY,
+    BCAST_REQ_RETRY_COUNT,
+    BCAST_REQ_RETRY_TIMEOUT,
+    BrowseAnnouncer,
+    Command,
+    NameClaimed,
+    NameConflict,
+    NameDefended,
+    NameResponder,
+    NameState,
+    ResponderConfig,
+    SendBrowse,
+    SendNbns,
+    next_timer,
+)
+
+logger = logging.getLogger("spokeshare.lan.netbios")
+
+#: Linux <asm-generic/socket.h>; the socket module lacks the constant on some builds.
+_SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+#: At most one debug line about bad packets per this many seconds (zeroconf does the same).
+_BAD_PACKET_LOG_INTERVAL = 10.0
+
+
+@dataclass(frozen=True)
+class NetbiosSettings:
+    """Everything the NetBIOS side of the edge needs (validated on construction).
+
+    ``names`` pairs each virtual name with the comment its HostAnnouncement carries.
+    ``interface_name`` (e.g. ``"eth1"``) pins the sockets to that device.
+    ``announce_*`` are the browse timers in seconds (MS-BRWS defaults; tests shorten
+    them). ``nbns_port`` / ``dgm_port`` exist for tests on loopback; on a LAN they
+    are 137 and 138.
+    """
+
+    interface_address: IPv4Address
+    broadcast_address: IPv4Address
+    workgroup: str
+    names: tuple[tuple[str, str], ...]
+    interface_name: str | None = None
+    announce_initial_interval: float = ANNOUNCE_INITIAL_INTERVAL
+    announce_max_interval: float = ANNOUNCE_MAX_INTERVAL
+    announce_request_max_delay: float = ANNOUNCE_REQUEST_MAX_DELAY
+    server_type: int = browse.DEFAULT_SERVER_TYPE
+    wins_server: IPv4Address | None = None
+    registration_retry_interval: float = BCAST_REQ_RETRY_TIMEOUT
+    registration_retry_count: int = BCAST_REQ_RETRY_COUNT
+    answer_ttl: int = netbios.DEFAULT_ANSWER_TTL
+    nbns_port: int = netbios.NAME_SERVICE_UDP_PORT
+    dgm_port: int = netbios.DATAGRAM_SERVICE_UDP_PORT
+    bind_broadcast: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("NetbiosSettings needs at least one virtual name")
+        for name, comment in self.names:
+            if len(comment.encode("latin-1", "replace")) > browse.MAX_COMMENT_LENGTH:
+                raise ValueError(f"comment for {name!r} longer than 43 bytes (MS-BRWS §2.2.1)")
+        if not 0 < self.announce_initial_interval <= self.announce_max_interval:
+            raise ValueError("announce intervals must satisfy 0 < initial <= max")
+        for port in (self.nbns_port, self.dgm_port):
+            if not 0 < port < 65536:
+                raise ValueError(f"bad port {port}")
+        self.responder_config()  # validates the names and the workgroup
+
+    @classmethod
+    def for_interface(
+        cls,
+        interface: IPv4Interface,
+        workgroup: str,
+        names: Sequence[tuple[str, str]],
+        interface_name: str | None = None,
+        **kwargs: object,
+    ) -> NetbiosSettings:
+        """Settings from an address with its prefix (``198.18.201.1/24``)."""
+        return cls(
+            interface.ip,
+            interface.network.broadcast_address,
+            workgroup,
+            tuple(names),
+            interface_name,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def responder_config(self) -> ResponderConfig:
+        return ResponderConfig(
+            names=tuple(n for n, _ in self.names),
+            workgroup=self.workgroup,
+            address=self.interface_address,
+            broadcast=self.broadcast_address,
+            answer_ttl=self.answer_ttl,
+            retry_interval=self.registration_retry_interval,
+            retry_count=self.registration_retry_count,
+            wins_server=self.wins_server,
+            port=self.nbns_port,
+        )
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, owner: NetbiosService, port_kind: str) -> None:
+        self._owner = owner
+        self._kind = port_kind
+
+    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
+        self._owner._received(self._kind, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        logger.debug("netbios %s socket error: %s", self._kind, exc)
+
+
+class NetbiosService:
+    """Binds UDP 137/138 on one interface and runs the name and browse cores."""
+
+    def __init__(self, settings: NetbiosSettings, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        rng = rng or random.Random()
+        self.names = NameResponder(settings.responder_config(), rng)
+        self.announcer = BrowseAnnouncer(
+            settings.names,
+            settings.workgroup,
+            settings.interface_address,
+            settings.broadcast_address,
+            server_type=settings.server_type,
+            initial_interval=settings.announce_initial_interval,
+            max_interval=settings.announce_max_interval,
+            request_max_delay=settings.announce_request_max_delay,
+            rng=rng,
+            port=settings.dgm_port,
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transports: list[asyncio.DatagramTransport] = []
+        self._send: dict[str, asyncio.DatagramTransport] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._bad_packets = 0
+        self._bad_logged_at = -_BAD_PACKET_LOG_INTERVAL
+        self._running = False
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return f"<NetbiosService {s.interface_address} {s.workgroup} running={self._running}>"
+
+    def statistics(self) -> dict[str, object]:
+        return {
+            **self.names.statistics(),
+            **self.announcer.statistics(),
+            "bad_packets": self._bad_packets,
+            "names": {str(n): st.value for n, st in self.names.names()},
+        }
+
+    def conflicts(self) -> list[netbios.NetbiosName]:
+        return [n for n, st in self.names.names() if st is NameState.CONFLICT]
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._running:
+            return
+        self._loop = asyncio.get_running_loop()
+        s = self.settings
+        try:
+            for kind, port in (("nbns", s.nbns_port), ("dgm", s.dgm_port)):
+                unicast = await self._endpoint(kind, s.interface_address, port)
+                self._send[kind] = unicast
+                if s.bind_broadcast and s.broadcast_address != s.interface_address:
+                    await self._endpoint(kind, s.broadcast_address, port)
+        except OSError:
+            self._close()
+            raise
+        self._running = True
+        now = self._loop.time()
+        logger.info(
+            "netbios on %s (%s): names %s in workgroup %s",
+            s.interface_address, s.interface_name or "any device",
+            ", ".join(n for n, _ in s.names), s.workgroup,
+        )
+        self._execute(self.names.start(now) + self.announcer.start(now))
+        self._rearm()
+
+    async def stop(self) -> None:
+        """Release our names and announce server type 0, then close the sockets."""
+        if not self._running or self._loop is None:
+            return
+        self._running = False
+        now = self._loop.time()
+        self._execute(self.names.stop(now) + self.announcer.stop(now))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # Let the datagram transports flush what stop() queued before closing.
+        await asyncio.sleep(0)
+        self._close()
+        logger.info("netbios on %s stopped", self.settings.interface_address)
+
+    async def __aenter__(self) -> NetbiosService:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- plumbing --------------------------------------------------------------------
+    async def _endpoint(
+        self, kind: str, address: IPv4Address, port: int
+    ) -> asyncio.DatagramTransport:
+        assert self._loop is not None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            if self.settings.interface_name:
+                sock.setsockopt(
+                    socket.SOL_SOCKET, _SO_BINDTODEVICE,
+                    self.settings.interface_name.encode() + b"\0",
+                )
+            sock.setblocking(False)
+            sock.bind((str(address), port))
+        except OSError:
+            sock.close()
+            raise
+        transport, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Endpoint(self, kind), sock=sock
+        )
+        self._transports.append(transport)
+        return transport
+
+    def _close(self) -> None:
+        for t in self._transports:
+            t.close()
+        self._transports.clear()
+        self._send.clear()
+
+    def _received(self, kind: str, data: bytes, addr: tuple[str | object, int]) -> None:
+        if not self._running or self._loop is None:
+            return
+        now = self._loop.time()
+        try:
+            source = IPv4Address(str(addr[0]))
+            port = int(addr[1])
+        except ValueError:
+            return
+        try:
+            if len(data) > netbios.MAX_UDP_PAYLOAD:
+                raise DecodeError(kind, "oversized datagram", 0)
+            if kind == "nbns":
+                commands = self.names.handle_packet(
+                    netbios.decode(data), source, port, self.settings.interface_address, now
+                )
+            else:
+                commands = self.announcer.handle_datagram(browse.decode(data), now)
+        except DecodeError as exc:
+            self._bad_packet(source, exc)
+            return
+        self._execute(commands)
+        self._rearm()
+
+    def _bad_packet(self, source: IPv4Address, exc: DecodeError) -> None:
+        self._bad_packets += 1
+        now = time.monotonic()
+        if now - self._bad_logged_at >= _BAD_PACKET_LOG_INTERVAL:
+            self._bad_logged_at = now
+            logger.debug(
+                "dropped undecodable packet from %s: %s (%s dropped so far)",
+                source, exc, self._bad_packets,
+            )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._running or self._loop is None:
+            return
+        now = self._loop.time()
+        self._execute(self.names.handle_timer(now) + self.announcer.handle_timer(now))
+        self._rearm()
+
+    def _rearm(self) -> None:
+        if self._loop is None or not self._running:
+            return
+        when = next_timer(self.names.get_timer(), self.announcer.get_timer())
+        if self._timer is not None:
+            if when is not None and self._timer.when() == when:
+                return
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _execute(self, commands: Sequence[Command]) -> None:
+        for cmd in commands:
+            if isinstance(cmd, SendNbns):
+                self._sendto("nbns", netbios.encode(cmd.packet), cmd.address, cmd.port)
+            elif isinstance(cmd, SendBrowse):
+                self._sendto("dgm", browse.encode(cmd.packet), cmd.address, cmd.port)
+            elif isinstance(cmd, NameClaimed):
+                logger.info("claimed NetBIOS name %s", cmd.name)
+            elif isinstance(cmd, NameConflict):
+                logger.warning(
+                    "NetBIOS name conflict: %s is held by %s (%s); not answering for it",
+                    cmd.name, cmd.owner, cmd.reason,
+                )
+            elif isinstance(cmd, NameDefended):
+                logger.info("defended NetBIOS name %s against %s", cmd.name, cmd.challenger)
+
+    def _sendto(self, kind: str, data: bytes, address: IPv4Address, port: int) -> None:
+        transport = self._send.get(kind)
+        if transport is None or transport.is_closing():
+            return
+        transport.sendto(data, (str(address), port))

@@ -1,0 +1,632 @@
+"""What the edge says on UDP 137 and 138, decided without I/O.
+
+Two cores, both driven aioquic-style: events in (a decoded packet with where it
+came from, or "the timer fired"), commands out (:class:`SendNbns`,
+:class:`SendBrowse`) plus notices for the log (:class:`NameClaimed`,
+:class:`NameConflict`, :class:`NameDefended`). Time is always the ``now`` argument;
+randomness (transaction ids, the AnnouncementRequest delay) comes from an injected
+``random.Random``. Nothing here reads a clock, opens a socket or logs.
+
+NameResponder: one state machine per owned name
+-----------------------------------------------
+
+Each virtual name ``N`` gives ``N<00>`` and ``N<20>`` (unique); the workgroup gives
+``WG<00>`` (group). A B-node claims a name by broadcasting NAME REGISTRATION
+REQUESTs and listening for a defence (RFC 1001 §15.2.2.1, RFC 1002 §5.1.1.1)::
+
+    state        event                                          next       output
+    -----------  ---------------------------------------------  ---------  ----------------------
+    IDLE         start()                                        REGISTERING registration #1 (bcast)
+    REGISTERING  timer, fewer than retries sent                 REGISTERING registration #k
+    REGISTERING  timer, all sent, silence (= success, nmbd)     CLAIMED    NameClaimed
+    REGISTERING  ACT_ERR/CFT_ERR response, or another host's    CONFLICT   NameConflict
+                 positive answer for the name
+    CLAIMED      query for the name                             CLAIMED    positive answer (unicast)
+    CLAIMED      another host registers it (unique name)        CLAIMED    ACT_ERR unicast, Defended
+    CLAIMED      CFT_ERR (name conflict demand) from another    CONFLICT   NameConflict
+    CLAIMED      stop()                                         RELEASED   release request (bcast)
+    CONFLICT     anything                                       CONFLICT   nothing, ever
+
+Rules that hold in every state: packets from our own address are ignored (we hear
+our own broadcasts); a broadcast query never gets a negative answer; only names
+we own are answered; every answer we send is charged to a per-source token
+bucket, so the edge cannot amplify traffic. With a WINS server configured, the
+unique names are also registered unicast with it and refreshed every
+``refresh_interval`` (nmbd's REFRESH_TIME); B-nodes without WINS do not refresh
+(lan-presence.md §1.6).
+
+BrowseAnnouncer
+---------------
+
+Per virtual name, a HostAnnouncement to ``WG<1D>`` on UDP 138: one at start, then
+after 1, 2, 4, 8 and 12 minutes and every 12 minutes from then on (MS-BRWS §3.2.6:
+"starting at 1 minute ... doubling ... up to 12 minutes"; Periodicity carries the
+interval in milliseconds). An AnnouncementRequest for our workgroup makes every
+name announce again after a random delay of up to 30 s (MS-BRWS §3.2.5.1, so that
+a whole LAN does not answer at once), and resets the ramp to its start. stop()
+announces every name with server type 0 ("this server is gone", nmbd's
+``announce_my_servers_removed()``).
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from spokeshare.lan import browse, netbios
+from spokeshare.lan.netbios import (
+    NameFlags,
+    NbEntry,
+    NbnsPacket,
+    NetbiosName,
+    NodeName,
+    Opcode,
+    Rcode,
+    RRType,
+)
+
+#: RFC 1002 §6 BCAST_REQ_RETRY_TIMEOUT (250 ms) and BCAST_REQ_RETRY_COUNT (3).
+BCAST_REQ_RETRY_TIMEOUT = 0.25
+BCAST_REQ_RETRY_COUNT = 3
+#: RFC 1002 §6 UCAST_REQ_RETRY_TIMEOUT (5 s) and UCAST_REQ_RETRY_COUNT (3), for WINS.
+UCAST_REQ_RETRY_TIMEOUT = 5.0
+UCAST_REQ_RETRY_COUNT = 3
+#: nmbd REFRESH_TIME: names registered with WINS are refreshed every 15 minutes.
+WINS_REFRESH_INTERVAL = 15 * 60.0
+#: TTL we ask a WINS server for (nmbd's ``max ttl`` default, 3 days).
+WINS_TTL = netbios.DEFAULT_ANSWER_TTL
+#: MS-BRWS §3.2.6: first announcement interval 1 minute, doubling to 12 minutes.
+ANNOUNCE_INITIAL_INTERVAL = 60.0
+ANNOUNCE_MAX_INTERVAL = 12 * 60.0
+#: MS-BRWS §3.2.5.1: answer an AnnouncementRequest after a random 0..30 s.
+ANNOUNCE_REQUEST_MAX_DELAY = 30.0
+#: Answers per source: a bucket of 10, refilled at 5 per second. A PC resolving a
+#: name sends a handful of packets; anything beyond that is a flood or a loop.
+RATE_BURST = 10.0
+RATE_PER_SECOND = 5.0
+#: Sources remembered by the rate limiter (oldest forgotten first).
+RATE_MAX_SOURCES = 1024
+
+
+# -- commands and notices ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendNbns:
+    """Send ``packet`` from UDP 137 to ``address``:``port``."""
+
+    packet: NbnsPacket
+    address: IPv4Address
+    port: int = netbios.NAME_SERVICE_UDP_PORT
+
+
+@dataclass(frozen=True)
+class SendBrowse:
+    """Send ``packet`` from UDP 138 to ``address``:``port`` (the subnet broadcast)."""
+
+    packet: browse.BrowseDatagram
+    address: IPv4Address
+    port: int = browse.DATAGRAM_PORT
+
+
+@dataclass(frozen=True)
+class NameClaimed:
+    """Registration met no defence: the name is ours and will be answered."""
+
+    name: NetbiosName
+
+
+@dataclass(frozen=True)
+class NameConflict:
+    """Another host owns (or defends) the name; we will never answer for it."""
+
+    name: NetbiosName
+    owner: IPv4Address
+    reason: str
+
+
+@dataclass(frozen=True)
+class NameDefended:
+    """We refused another host's registration of one of our names (ACT_ERR)."""
+
+    name: NetbiosName
+    challenger: IPv4Address
+
+
+Command = SendNbns | SendBrowse | NameClaimed | NameConflict | NameDefended
+
+
+class NameState(enum.Enum):
+    IDLE = "idle"
+    REGISTERING = "registering"
+    CLAIMED = "claimed"
+    CONFLICT = "conflict"
+    RELEASED = "released"
+
+
+# -- rate limiting -------------------------------------------------------------------
+
+
+class TokenBucket:
+    """Per-source token buckets; ``allow(source, now)`` spends one token if it can."""
+
+    def __init__(
+        self,
+        burst: float = RATE_BURST,
+        rate: float = RATE_PER_SECOND,
+        max_sources: int = RATE_MAX_SOURCES,
+    ) -> None:
+        if burst < 1 or rate <= 0 or max_sources < 1:
+            raise ValueError("token bucket needs burst >= 1, rate > 0, max_sources >= 1")
+        self._burst = burst
+        self._rate = rate
+        self._max = max_sources
+        self._buckets: OrderedDict[IPv4Address, tuple[float, float]] = OrderedDict()
+        self.refused = 0
+
+    def allow(self, source: IPv4Address, now: float) -> bool:
+        tokens, last = self._buckets.pop(source, (self._burst, now))
+        tokens = min(self._burst, tokens + max(0.0, now - last) * self._rate)
+        ok = tokens >= 1.0
+        if ok:
+            tokens -= 1.0
+        else:
+            self.refused += 1
+        self._buckets[source] = (tokens, now)
+        while len(self._buckets) > self._max:
+            self._buckets.popitem(last=False)
+        return ok
+
+
+# -- the name service core -----------------------------------------------------------
+
+
+@dataclass
+class _Name:
+    name: NetbiosName
+    group: bool
+    state: NameState = NameState.IDLE
+    sent: int = 0
+    trn_id: int = 0
+    deadline: float | None = None
+    wins_trn_id: int | None = None
+    wins_refresh_at: float | None = None
+    wins_sent: int = 0
+    wins_deadline: float | None = None
+    wins_registered: bool = False
+    conflict_with: IPv4Address | None = None
+
+
+@dataclass(frozen=True)
+class ResponderConfig:
+    """What a :class:`NameResponder` owns and how it behaves (all validated)."""
+
+    names: tuple[str, ...]
+    workgroup: str
+    address: IPv4Address
+    broadcast: IPv4Address
+    answer_ttl: int = netbios.DEFAULT_ANSWER_TTL
+    retry_interval: float = BCAST_REQ_RETRY_TIMEOUT
+    retry_count: int = BCAST_REQ_RETRY_COUNT
+    wins_server: IPv4Address | None = None
+    wins_refresh_interval: float = WINS_REFRESH_INTERVAL
+    rate_burst: float = RATE_BURST
+    rate_per_second: float = RATE_PER_SECOND
+    extra_addresses: tuple[IPv4Address, ...] = field(default=())
+    #: Where broadcasts and WINS requests go (137 on a LAN; other values for tests).
+    port: int = netbios.NAME_SERVICE_UDP_PORT
+
+    def __post_init__(self) -> None:
+        if not self.names:
+            raise ValueError("at least one virtual name is needed")
+        for n in (*self.names, self.workgroup):
+            NetbiosName.create(n, 0)  # 15 bytes at most, latin-1
+            if not n or n.strip() != n:
+                raise ValueError(f"bad NetBIOS name {n!r}")
+        if len({n.upper() for n in self.names}) != len(self.names):
+            raise ValueError("virtual names repeat")
+        if self.retry_count < 1 or self.retry_interval <= 0:
+            raise ValueError("registration needs at least one send and a positive interval")
+
+
+class NameResponder:
+    """The NetBIOS name service side of the edge (see the module docstring)."""
+
+    def __init__(self, config: ResponderConfig, rng: random.Random | None = None) -> None:
+        self.config = config
+        self._rng = rng or random.Random()
+        self._limiter = TokenBucket(config.rate_burst, config.rate_per_second)
+        self._own = {config.address, *config.extra_addresses}
+        self._names: dict[tuple[str, int, str], _Name] = {}
+        for vname in config.names:
+            for suffix in (0x00, 0x20):
+                n = NetbiosName.create(vname, suffix)
+                self._names[n.key] = _Name(n, group=False)
+        wg = NetbiosName.create(config.workgroup, 0x00)
+        self._names[wg.key] = _Name(wg, group=True)
+        self._stats = {"answered": 0, "status": 0, "defended": 0, "ignored": 0}
+
+    def __repr__(self) -> str:
+        states = ", ".join(f"{n.name}={n.state.value}" for n in self._names.values())
+        return f"<NameResponder {self.config.address} {states}>"
+
+    # -- inspection ------------------------------------------------------------------
+    def state(self, name: NetbiosName) -> NameState:
+        return self._names[name.key].state
+
+    def names(self) -> list[tuple[NetbiosName, NameState]]:
+        return [(n.name, n.state) for n in self._names.values()]
+
+    def statistics(self) -> dict[str, int]:
+        return {**self._stats, "rate_limited": self._limiter.refused}
+
+    # -- lifecycle -------------------------------------------------------------------
+    def start(self, now: float) -> list[Command]:
+        """Begin claiming every name: the first broadcast registration of each."""
+        out: list[Command] = []
+        for n in self._names.values():
+            if n.state is not NameState.IDLE:
+                continue
+            n.state = NameState.REGISTERING
+            n.trn_id = self._rng.randrange(1, 0x10000)
+            n.sent = 0
+            out += self._send_registration(n, now)
+        return out
+
+    def stop(self, now: float) -> list[Command]:
+        """Release every claimed name (broadcast, and with WINS if registered there)."""
+        out: list[Command] = []
+        for n in self._names.values():
+            if n.state is NameState.CLAIMED or n.state is NameState.REGISTERING:
+                pkt = netbios.release_request(
+                    self._rng.randrange(1, 0x10000), n.name, self.config.address, group=n.group
+                )
+                out.append(SendNbns(pkt, self.config.broadcast, self.config.port))
+                if self.config.wins_server is not None and n.wins_registered:
+                    pkt = netbios.release_request(
+                        self._rng.randrange(1, 0x10000), n.name, self.config.address,
+                        group=n.group, broadcast=False, node_type=netbios.NodeType.H,
+                    )
+                    out.append(SendNbns(pkt, self.config.wins_server, self.config.port))
+                n.state = NameState.RELEASED
+            n.deadline = n.wins_deadline = n.wins_refresh_at = None
+        return out
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` wants to run next (None: nothing pending)."""
+        times = [
+            t
+            for n in self._names.values()
+            for t in (n.deadline, n.wins_deadline, n.wins_refresh_at)
+            if t is not None
+        ]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Command]:
+        out: list[Command] = []
+        for n in self._names.values():
+            if n.deadline is not None and now >= n.deadline:
+                n.deadline = None
+                if n.state is NameState.REGISTERING:
+                    if n.sent < self.config.retry_count:
+                        out += self._send_registration(n, now)
+                    else:
+                        n.state = NameState.CLAIMED
+                        out.append(NameClaimed(n.name))
+                        if self.config.wins_server is not None and not n.group:
+                            n.wins_sent = 0
+                            n.wins_trn_id = self._rng.randrange(1, 0x10000)
+                            out += self._send_wins(n, now, Opcode.REGISTRATION)
+            if n.wins_deadline is not None and now >= n.wins_deadline:
+                n.wins_deadline = None
+                if n.state is NameState.CLAIMED and n.wins_sent < UCAST_REQ_RETRY_COUNT:
+                    out += self._send_wins(n, now, self._wins_opcode(n))
+            if n.wins_refresh_at is not None and now >= n.wins_refresh_at:
+                n.wins_refresh_at = None
+                if n.state is NameState.CLAIMED:
+                    n.wins_sent = 0
+                    n.wins_trn_id = self._rng.randrange(1, 0x10000)
+                    out += self._send_wins(n, now, Opcode.REFRESH)
+        return out
+
+    # -- packets ---------------------------------------------------------------------
+    def handle_packet(
+        self,
+        packet: NbnsPacket,
+        source: IPv4Address,
+        port: int,
+        interface: IPv4Address,
+        now: float,
+    ) -> list[Command]:
+        """Decide what to do with one decoded packet from ``source``:``port`` that
+        arrived on the interface whose address is ``interface`` (answers carry it)."""
+        if source in self._own or source == interface:
+            self._stats["ignored"] += 1
+            return []
+        if packet.response:
+            return self._handle_response(packet, source, now)
+        q = packet.question
+        if q is None:
+            return []
+        if packet.opcode is Opcode.QUERY and q.qtype == RRType.NB:
+            return self._handle_query(packet, q.name, source, port, interface, now)
+        if packet.opcode is Opcode.QUERY and q.qtype == RRType.NBSTAT:
+            return self._handle_node_status(packet, q.name, source, port, now)
+        if packet.opcode in (Opcode.REGISTRATION, Opcode.MULTIHOMED_REGISTRATION):
+            return self._handle_registration(packet, q.name, source, port, now)
+        return []
+
+    def _owned(self, name: NetbiosName) -> _Name | None:
+        n = self._names.get(name.key)
+        if n is None or n.state is not NameState.CLAIMED:
+            return None
+        return n
+
+    def _handle_query(
+        self,
+        packet: NbnsPacket,
+        name: NetbiosName,
+        source: IPv4Address,
+        port: int,
+        interface: IPv4Address,
+        now: float,
+    ) -> list[Command]:
+        n = self._owned(name)
+        if n is None:
+            # RFC 1002 §4.2.14 / nmbd: never a negative answer to a broadcast query,
+            # none to a recursive one when not a WINS server; only plain unicast
+            # queries for names we have never heard of get NAM_ERR.
+            known = self._names.get(name.key)
+            if packet.broadcast or netbios.NmFlags.RD in packet.flags or known is not None:
+                return []
+            if not self._limiter.allow(source, now):
+                return []
+            return [SendNbns(netbios.negative_query_response(packet, name), source, port)]
+        if not self._limiter.allow(source, now):
+            return []
+        self._stats["answered"] += 1
+        entry = NbEntry(interface, group=n.group)
+        answer = netbios.positive_query_response(packet, name, [entry], self.config.answer_ttl)
+        return [SendNbns(answer, source, port)]
+
+    def _handle_node_status(
+        self, packet: NbnsPacket, name: NetbiosName, source: IPv4Address, port: int, now: float
+    ) -> list[Command]:
+        wildcard = name.name == "*" and name.suffix == 0
+        if wildcard and packet.broadcast:
+            return []  # everyone would answer a broadcast "*": not our business
+        if not wildcard and self._owned(name) is None:
+            return []
+        listed = [
+            NodeName(n.name.name, n.name.suffix,
+                     NameFlags.ACT | (NameFlags.GROUP if n.group else NameFlags(0)))
+            for n in self._names.values()
+            if n.state is NameState.CLAIMED
+        ]
+        if not listed or not self._limiter.allow(source, now):
+            return []
+        self._stats["status"] += 1
+        return [SendNbns(netbios.node_status_response(packet, name, listed), source, port)]
+
+    def _handle_registration(
+        self, packet: NbnsPacket, name: NetbiosName, source: IPv4Address, port: int, now: float
+    ) -> list[Command]:
+        n = self._owned(name)
+        if n is None or n.group:
+            return []  # group names are shared; only unique names are defended
+        if not packet.additionals or not self._limiter.allow(source, now):
+            return []
+        self._stats["defended"] += 1
+        reply = netbios.negative_registration_response(packet, Rcode.ACT_ERR)
+        return [SendNbns(reply, source, port), NameDefended(n.name, source)]
+
+    def _handle_response(
+        self, packet: NbnsPacket, source: IPv4Address, now: float
+    ) -> list[Command]:
+        out: list[Command] = []
+        for rr in packet.answers:
+            n = self._names.get(rr.name.key)
+            if n is None:
+                continue
+            from_wins = source == self.config.wins_server
+            if packet.opcode in (Opcode.REGISTRATION, Opcode.REFRESH, Opcode.REFRESH_ALT):
+                if from_wins and packet.rcode == Rcode.OK and n.state is NameState.CLAIMED:
+                    n.wins_registered = True
+                    n.wins_deadline = None
+                    n.wins_refresh_at = now + self.config.wins_refresh_interval
+                    continue
+                if packet.rcode == Rcode.ACT_ERR and n.state is NameState.REGISTERING:
+                    out += self._conflict(n, source, "registration refused with ACT_ERR")
+                elif packet.rcode == Rcode.ACT_ERR and from_wins:
+                    out += self._conflict(n, source, "WINS server refused the registration")
+                elif packet.rcode == Rcode.CFT_ERR and n.state in (
+                    NameState.REGISTERING, NameState.CLAIMED
+                ):
+                    out += self._conflict(n, source, "name conflict demand (CFT_ERR)")
+            elif (
+                packet.opcode is Opcode.QUERY
+                and packet.rcode == Rcode.OK
+                and rr.rtype == RRType.NB
+                and not n.group
+                and n.state is NameState.REGISTERING
+            ):
+                out += self._conflict(n, source, "another host answers queries for it")
+            elif packet.opcode is Opcode.WACK and from_wins:
+                n.wins_deadline = now + max(float(rr.ttl), UCAST_REQ_RETRY_TIMEOUT)
+        return out
+
+    # -- helpers ---------------------------------------------------------------------
+    def _conflict(self, n: _Name, owner: IPv4Address, reason: str) -> list[Command]:
+        n.state = NameState.CONFLICT
+        n.deadline = n.wins_deadline = n.wins_refresh_at = None
+        n.conflict_with = owner
+        return [NameConflict(n.name, owner, reason)]
+
+    def _send_registration(self, n: _Name, now: float) -> list[Command]:
+        n.sent += 1
+        n.deadline = now + self.config.retry_interval
+        pkt = netbios.registration_request(
+            n.trn_id, n.name, self.config.address, group=n.group, ttl=netbios.INFINITE_TTL
+        )
+        return [SendNbns(pkt, self.config.broadcast, self.config.port)]
+
+    def _wins_opcode(self, n: _Name) -> Opcode:
+        return Opcode.REFRESH if n.wins_registered else Opcode.REGISTRATION
+
+    def _send_wins(self, n: _Name, now: float, opcode: Opcode) -> list[Command]:
+        wins = self.config.wins_server
+        if wins is None or n.wins_trn_id is None:
+            return []
+        n.wins_sent += 1
+        n.wins_deadline = now + UCAST_REQ_RETRY_TIMEOUT
+        if opcode is Opcode.REFRESH:
+            pkt = netbios.refresh_request(
+                n.wins_trn_id, n.name, self.config.address, ttl=WINS_TTL, group=n.group
+            )
+        else:
+            pkt = netbios.registration_request(
+                n.wins_trn_id, n.name, self.config.address, group=n.group, ttl=WINS_TTL,
+                broadcast=False, node_type=netbios.NodeType.H,
+            )
+        return [SendNbns(pkt, wins, self.config.port)]
+
+
+# -- the browse announcer ------------------------------------------------------------
+
+
+@dataclass
+class _Announce:
+    name: str
+    comment: str
+    next_at: float | None = None
+    interval: float = ANNOUNCE_INITIAL_INTERVAL
+    update_count: int = 0
+
+
+class BrowseAnnouncer:
+    """HostAnnouncements for each virtual name (see the module docstring).
+
+    ``names`` pairs each virtual name with its comment. ``initial_interval`` and
+    ``max_interval`` (seconds) default to MS-BRWS's 1 and 12 minutes; tests shorten
+    them. ``request_max_delay`` bounds the random wait before answering an
+    AnnouncementRequest.
+    """
+
+    def __init__(
+        self,
+        names: Sequence[tuple[str, str]],
+        workgroup: str,
+        address: IPv4Address,
+        broadcast: IPv4Address,
+        *,
+        server_type: int = browse.DEFAULT_SERVER_TYPE,
+        initial_interval: float = ANNOUNCE_INITIAL_INTERVAL,
+        max_interval: float = ANNOUNCE_MAX_INTERVAL,
+        request_max_delay: float = ANNOUNCE_REQUEST_MAX_DELAY,
+        rng: random.Random | None = None,
+        port: int = browse.DATAGRAM_PORT,
+    ) -> None:
+        if not 0 < initial_interval <= max_interval:
+            raise ValueError("announce intervals must satisfy 0 < initial <= max")
+        if request_max_delay < 0:
+            raise ValueError("request_max_delay must not be negative")
+        if not 0 <= server_type <= 0xFFFFFFFF:
+            raise ValueError("server type must fit in 32 bits")
+        self.workgroup = workgroup.upper()
+        self.address = address
+        self.broadcast = broadcast
+        self.server_type = server_type
+        self.initial_interval = initial_interval
+        self.max_interval = max_interval
+        self.request_max_delay = request_max_delay
+        self.port = port
+        self._rng = rng or random.Random()
+        self._items = [
+            _Announce(n.upper(), c[: browse.MAX_COMMENT_LENGTH], interval=initial_interval)
+            for n, c in names
+        ]
+        self._running = False
+        self.sent = 0
+
+    def __repr__(self) -> str:
+        return f"<BrowseAnnouncer {self.workgroup} names={[i.name for i in self._items]}>"
+
+    def statistics(self) -> dict[str, int]:
+        return {"announcements": self.sent}
+
+    def start(self, now: float) -> list[Command]:
+        """Announce every name at once, then follow the ramp."""
+        self._running = True
+        for item in self._items:
+            item.interval = self.initial_interval
+            item.next_at = now
+        return self.handle_timer(now)
+
+    def stop(self, now: float) -> list[Command]:
+        """Server type 0 for every name: the master browser drops us at once."""
+        if not self._running:
+            return []
+        self._running = False
+        out: list[Command] = []
+        for item in self._items:
+            item.next_at = None
+            out.append(self._announce(item, 0, self.initial_interval))
+        return out
+
+    def get_timer(self) -> float | None:
+        times = [i.next_at for i in self._items if i.next_at is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Command]:
+        out: list[Command] = []
+        for item in self._items:
+            if item.next_at is None or now < item.next_at:
+                continue
+            # Periodicity tells the master browser when to expect the next one; it
+            # drops us after three missed periods (lan-presence.md §2.2).
+            interval = item.interval
+            out.append(self._announce(item, self.server_type, interval))
+            item.next_at = now + interval
+            item.interval = min(interval * 2, self.max_interval)
+        return out
+
+    def handle_datagram(self, packet: browse.BrowseDatagram, now: float) -> list[Command]:
+        """React to a browse frame: only AnnouncementRequests to our workgroup matter."""
+        msg = packet.message
+        if not self._running or not isinstance(msg, browse.AnnouncementRequest):
+            return []
+        if packet.datagram.source_ip == self.address:
+            return []
+        if packet.datagram.destination_name.name.upper() != self.workgroup:
+            return []
+        when = now + self._rng.uniform(0.0, self.request_max_delay)
+        for item in self._items:
+            item.interval = self.initial_interval
+            if item.next_at is None or item.next_at > when:
+                item.next_at = when
+        return []
+
+    def _announce(self, item: _Announce, server_type: int, interval: float) -> SendBrowse:
+        self.sent += 1
+        pkt = browse.host_announcement(
+            self._rng.randrange(1, 0x10000),
+            self.address,
+            item.name,
+            self.workgroup,
+            comment=item.comment,
+            server_type=server_type,
+            periodicity_ms=int(interval * 1000),
+            update_count=item.update_count,
+        )
+        item.update_count = (item.update_count + 1) & 0xFF
+        return SendBrowse(pkt, self.broadcast, self.port)
+
+
+def next_timer(*timers: float | None) -> float | None:
+    """The earliest of several ``get_timer()`` results (None when all are None)."""
+    present: Iterable[float] = (t for t in timers if t is not None)
+    return min(present, default=None)

@@ -1,0 +1,641 @@
+"""Decision cores (NameResponder, BrowseAnnouncer), the asyncio adapter on loopback,
+and the adapter against the real nmblookup across network namespaces (lab)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from spokeshare.lan import browse, netbios
+from spokeshare.lan.netbios import NbnsPacket, NetbiosName, NmFlags, Opcode, Rcode, RRType
+from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
+from spokeshare.lan.responder import (
+    BrowseAnnouncer,
+    Command,
+    NameClaimed,
+    NameConflict,
+    NameDefended,
+    NameResponder,
+    NameState,
+    ResponderConfig,
+    SendBrowse,
+    SendNbns,
+    TokenBucket,
+    next_timer,
+)
+
+VECTORS = Path(__file__).parent / "vectors"
+EDGE = IPv4Address("198.18.200.1")
+BCAST = IPv4Address("198.18.200.255")
+PC = IPv4Address("198.18.200.2")
+OTHER = IPv4Address("198.18.200.3")
+NFS20 = NetbiosName("GLOBAL-NFS", 0x20)
+NFS00 = NetbiosName("GLOBAL-NFS", 0x00)
+ENG20 = NetbiosName("GLOBAL-ENG", 0x20)
+ACME00 = NetbiosName("ACME", 0x00)
+
+
+def sends(cmds: list[Command]) -> list[SendNbns]:
+    return [c for c in cmds if isinstance(c, SendNbns)]
+
+
+def make(
+    names: tuple[str, ...] = ("GLOBAL-NFS",), address: IPv4Address = EDGE, **kw: object
+) -> NameResponder:
+    cfg = ResponderConfig(names, "ACME", address, BCAST, **kw)  # type: ignore[arg-type]
+    return NameResponder(cfg, random.Random(4))
+
+
+def claimed(
+    names: tuple[str, ...] = ("GLOBAL-NFS",), address: IPv4Address = EDGE, **kw: object
+) -> NameResponder:
+    r = make(names, address, **kw)
+    r.start(0.0)
+    t = r.get_timer()
+    while t is not None and t < 5:
+        r.handle_timer(t)
+        t = r.get_timer()
+    return r
+
+
+def query(name: NetbiosName, *, broadcast: bool = True, rd: bool = True) -> NbnsPacket:
+    p = netbios.name_query_request(0x1234, name, broadcast=broadcast)
+    if not rd:
+        p = NbnsPacket(p.trn_id, p.opcode, flags=p.flags & ~NmFlags.RD, questions=p.questions)
+    return p
+
+
+# -- registration --------------------------------------------------------------------
+
+
+def test_start_broadcasts_three_registrations_250ms_apart_then_claims() -> None:
+    r = make()
+    out = sends(r.start(10.0))
+    assert {c.packet.questions[0].name for c in out} == {NFS00, NFS20, ACME00}
+    assert all(c.address == BCAST and c.port == 137 for c in out)
+    assert all(c.packet.opcode is Opcode.REGISTRATION and c.packet.broadcast for c in out)
+    group = {c.packet.questions[0].name: c.packet.additionals[0].rdata for c in out}
+    wg = group[ACME00]
+    assert isinstance(wg, netbios.NbRData) and wg.entries[0].group
+    first_ids = {c.packet.questions[0].name: c.packet.trn_id for c in out}
+    assert r.get_timer() == 10.25
+    again = sends(r.handle_timer(10.25))
+    assert {c.packet.questions[0].name: c.packet.trn_id for c in again} == first_ids
+    assert len(sends(r.handle_timer(10.5))) == 3
+    assert r.state(NFS20) is NameState.REGISTERING
+    done = r.handle_timer(10.75)
+    assert {c.name for c in done if isinstance(c, NameClaimed)} == {NFS00, NFS20, ACME00}
+    assert r.state(NFS20) is NameState.CLAIMED
+    assert r.get_timer() is None
+
+
+def test_registration_bytes_match_nmbd() -> None:
+    # our registration of a unique name is laid out like nmbd's (vector 05)
+    data = (VECTORS / "05-nmbd-udp137.bin").read_bytes()
+    nmbd = netbios.decode(data)
+    ours = netbios.registration_request(nmbd.trn_id, NetbiosName("NBCAP-FS", 0x20), PC)
+    assert netbios.encode(ours) == data
+
+
+def test_no_answers_while_registering() -> None:
+    r = make()
+    r.start(0.0)
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 0.1) == []
+
+
+def test_act_err_while_registering_is_a_conflict_and_never_answered() -> None:
+    r = make()
+    out = sends(r.start(0.0))
+    reg = next(c.packet for c in out if c.packet.questions[0].name == NFS20)
+    defence = netbios.negative_registration_response(reg)
+    cmds = r.handle_packet(defence, OTHER, 137, EDGE, 0.1)
+    assert cmds == [NameConflict(NFS20, OTHER, "registration refused with ACT_ERR")]
+    assert r.state(NFS20) is NameState.CONFLICT
+    for t in (0.25, 0.5, 0.75):
+        r.handle_timer(t)
+    assert r.state(NFS20) is NameState.CONFLICT and r.state(NFS00) is NameState.CLAIMED
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 1.0) == []
+    status = sends(r.handle_packet(netbios.node_status_request(9), PC, 5000, EDGE, 1.0))
+    listed = status[0].packet.answers[0].rdata
+    assert isinstance(listed, netbios.NodeStatusRData)
+    assert ("GLOBAL-NFS", 0x20) not in {(n.name, n.suffix) for n in listed.names}
+    assert ("GLOBAL-NFS", 0x00) in {(n.name, n.suffix) for n in listed.names}
+    assert all(c.packet.questions[0].name != NFS20 for c in sends(r.stop(2.0)))
+
+
+def test_real_nmbd_defence_bytes_make_a_conflict() -> None:
+    # nmbd's ACT_ERR (vector 26) for NBCAP-FS<20>, fed to an edge claiming that name
+    r = make(("NBCAP-FS",))
+    r.start(0.0)
+    defence = netbios.decode((VECTORS / "26-nmbd-reply-register-udp137.bin").read_bytes())
+    out = r.handle_packet(defence, PC, 137, EDGE, 0.2)
+    assert [type(c) for c in out] == [NameConflict]
+    assert r.state(NetbiosName("NBCAP-FS", 0x20)) is NameState.CONFLICT
+
+
+def test_another_hosts_positive_answer_while_registering_is_a_conflict() -> None:
+    r = make()
+    r.start(0.0)
+    answer = netbios.positive_query_response(query(NFS20), NFS20, [netbios.NbEntry(OTHER)])
+    out = r.handle_packet(answer, OTHER, 137, EDGE, 0.1)
+    assert out == [NameConflict(NFS20, OTHER, "another host answers queries for it")]
+
+
+def test_conflict_demand_after_claim() -> None:
+    r = claimed()
+    reg = netbios.registration_request(5, NFS20, OTHER)
+    demand = netbios.negative_registration_response(reg, Rcode.CFT_ERR)
+    assert [type(c) for c in r.handle_packet(demand, OTHER, 137, EDGE, 9.0)] == [NameConflict]
+
+
+# -- answering -----------------------------------------------------------------------
+
+
+def test_answers_queries_for_owned_names_with_the_interface_address() -> None:
+    r = claimed(("GLOBAL-NFS", "GLOBAL-ENG"))
+    iface = IPv4Address("198.18.200.9")
+    for name in (NFS20, NFS00, ENG20, NetbiosName("global-nfs", 0x20)):
+        (cmd,) = r.handle_packet(query(name), PC, 5000, iface, 10.0)
+        assert isinstance(cmd, SendNbns) and (cmd.address, cmd.port) == (PC, 5000)
+        p = cmd.packet
+        assert p.response and p.trn_id == 0x1234 and int(p.flags) == 0x0580
+        (rr,) = p.answers
+        assert rr.rtype == RRType.NB and rr.rdata == netbios.NbRData((netbios.NbEntry(iface),))
+
+
+def test_answers_workgroup_as_group() -> None:
+    r = claimed()
+    (cmd,) = sends(r.handle_packet(query(ACME00), PC, 5000, EDGE, 10.0))
+    rdata = cmd.packet.answers[0].rdata
+    assert isinstance(rdata, netbios.NbRData) and rdata.entries[0].group
+
+
+def test_answer_bytes_match_nmbd_layout() -> None:
+    # vector 25 is nmbd's answer to a unicast query; ours has the same layout
+    data = (VECTORS / "25-nmbd-reply-query-udp137.bin").read_bytes()
+    nmbd = netbios.decode(data)
+    r = claimed(("NBCAP-FS",), PC)  # in the place of nmbd
+    q = netbios.name_query_request(nmbd.trn_id, NetbiosName("NBCAP-FS", 0x20), broadcast=False)
+    (cmd,) = sends(r.handle_packet(q, EDGE, 5000, PC, 10.0))
+    assert netbios.encode(cmd.packet) == data
+
+
+def test_silence_for_names_not_owned() -> None:
+    r = claimed()
+    foreign = NetbiosName("OTHER-NAME", 0x20)
+    assert r.handle_packet(query(foreign), PC, 5000, EDGE, 10.0) == []  # broadcast
+    assert r.handle_packet(query(foreign, broadcast=False), PC, 5000, EDGE, 10.0) == []  # RD
+    assert r.handle_packet(query(NetbiosName("GLOBAL-NFS", 0x1D)), PC, 5000, EDGE, 10.0) == []
+    assert r.handle_packet(query(NetbiosName("ACME", 0x1D)), PC, 5000, EDGE, 10.0) == []
+    # only a plain unicast (non-recursive) query gets NAM_ERR, as nmbd does
+    (neg,) = sends(r.handle_packet(query(foreign, broadcast=False, rd=False), PC, 5000, EDGE,
+                                   10.0))
+    assert neg.packet.rcode == Rcode.NAM_ERR and neg.address == PC
+
+
+def test_never_answers_its_own_packets() -> None:
+    r = claimed()
+    assert r.handle_packet(query(NFS20), EDGE, 137, EDGE, 10.0) == []
+    assert r.handle_packet(netbios.node_status_request(1), EDGE, 137, EDGE, 10.0) == []
+    own_reg = netbios.registration_request(3, NFS20, EDGE)
+    assert r.handle_packet(own_reg, EDGE, 137, EDGE, 10.0) == []
+    assert r.statistics()["ignored"] == 3
+
+
+def test_node_status_lists_every_name_and_the_workgroup() -> None:
+    r = claimed(("GLOBAL-NFS", "GLOBAL-ENG"))
+    req = netbios.decode((VECTORS / "02-client-udp137.bin").read_bytes())  # nmblookup -A
+    (cmd,) = sends(r.handle_packet(req, PC, 37066, EDGE, 10.0))
+    (rr,) = cmd.packet.answers
+    assert rr.name == NetbiosName("*", 0) and rr.ttl == 0 and cmd.packet.flags == NmFlags.AA
+    assert isinstance(rr.rdata, netbios.NodeStatusRData)
+    assert [(n.name, n.suffix, n.group) for n in rr.rdata.names] == [
+        ("GLOBAL-NFS", 0x00, False), ("GLOBAL-NFS", 0x20, False),
+        ("GLOBAL-ENG", 0x00, False), ("GLOBAL-ENG", 0x20, False), ("ACME", 0x00, True),
+    ]
+    assert rr.rdata.statistics == bytes(46)
+    # by name too (nmblookup -S), but never a broadcast "*"
+    assert sends(r.handle_packet(netbios.node_status_request(2, NFS20), PC, 1, EDGE, 10.0))
+    bcast_star = NbnsPacket(3, Opcode.QUERY, flags=NmFlags.B,
+                            questions=(netbios.Question(NetbiosName("*", 0), RRType.NBSTAT),))
+    assert r.handle_packet(bcast_star, PC, 1, EDGE, 10.0) == []
+    foreign = netbios.node_status_request(4, NetbiosName("OTHER", 0x20))
+    assert r.handle_packet(foreign, PC, 1, EDGE, 10.0) == []
+
+
+def test_defends_unique_names_with_act_err() -> None:
+    r = claimed()
+    challenge = netbios.registration_request(0x77, NFS20, OTHER)
+    out = r.handle_packet(challenge, OTHER, 137, EDGE, 10.0)
+    assert out[1] == NameDefended(NFS20, OTHER)
+    reply = out[0]
+    assert isinstance(reply, SendNbns) and (reply.address, reply.port) == (OTHER, 137)
+    assert reply.packet.rcode == Rcode.ACT_ERR and reply.packet.trn_id == 0x77
+    # the reply is what nmbd sends in the same situation (vector 26)
+    data = (VECTORS / "26-nmbd-reply-register-udp137.bin").read_bytes()
+    nmbd = netbios.decode(data)
+    r2 = claimed(("NBCAP-FS",), PC)  # in the place of nmbd
+    probe = netbios.registration_request(nmbd.trn_id, NetbiosName("NBCAP-FS", 0x20), EDGE)
+    (cmd,) = sends(r2.handle_packet(probe, EDGE, 137, PC, 10.0))
+    assert netbios.encode(cmd.packet) == data
+    # the group name is shared: no defence; nor for names we do not own
+    group = netbios.registration_request(0x78, ACME00, OTHER, group=True)
+    assert r.handle_packet(group, OTHER, 137, EDGE, 10.0) == []
+    other = netbios.registration_request(0x79, NetbiosName("X", 0x20), OTHER)
+    assert r.handle_packet(other, OTHER, 137, EDGE, 10.0) == []
+    # a real nmbd's own registration (vector 05) is not ours to defend either
+    nmbd_reg = netbios.decode((VECTORS / "05-nmbd-udp137.bin").read_bytes())
+    assert r.handle_packet(nmbd_reg, PC, 137, EDGE, 10.0) == []
+
+
+def test_rate_limit_per_source() -> None:
+    r = claimed(rate_burst=3, rate_per_second=1)
+    answered = [bool(r.handle_packet(query(NFS20), PC, 5000, EDGE, 10.0)) for _ in range(5)]
+    assert answered == [True, True, True, False, False]
+    assert r.handle_packet(query(NFS20), OTHER, 5000, EDGE, 10.0)  # another source
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 11.0)  # refilled
+    assert r.statistics()["rate_limited"] == 2
+
+
+def test_token_bucket_forgets_oldest_sources() -> None:
+    b = TokenBucket(burst=1, rate=0.001, max_sources=2)
+    a1, a2, a3 = (IPv4Address(f"10.0.0.{i}") for i in (1, 2, 3))
+    assert b.allow(a1, 0) and not b.allow(a1, 0)
+    assert b.allow(a2, 0) and b.allow(a3, 0)
+    assert b.allow(a1, 0)  # a1 was forgotten
+    with pytest.raises(ValueError):
+        TokenBucket(burst=0)
+
+
+def test_stop_releases_claimed_names() -> None:
+    r = claimed()
+    out = sends(r.stop(20.0))
+    assert {c.packet.questions[0].name for c in out} == {NFS00, NFS20, ACME00}
+    assert all(c.packet.opcode is Opcode.RELEASE and c.address == BCAST for c in out)
+    assert r.state(NFS20) is NameState.RELEASED
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 21.0) == []
+    assert r.stop(22.0) == []
+
+
+def test_wins_registration_and_refresh() -> None:
+    wins = IPv4Address("198.18.200.50")
+    r = claimed(wins_server=wins, wins_refresh_interval=900.0)
+    # claimed at 0.75: a unicast registration of each unique name went to WINS
+    r2 = make(wins_server=wins)
+    r2.start(0.0)
+    for t in (0.25, 0.5):
+        r2.handle_timer(t)
+    out = sends(r2.handle_timer(0.75))
+    to_wins = [c for c in out if c.address == wins]
+    assert {c.packet.questions[0].name for c in to_wins} == {NFS00, NFS20}
+    assert all(not c.packet.broadcast for c in to_wins)
+    reg = to_wins[0].packet
+    ok = NbnsPacket(reg.trn_id, Opcode.REGISTRATION, response=True,
+                    flags=NmFlags.AA | NmFlags.RD | NmFlags.RA,
+                    answers=(reg.additionals[0],))
+    assert r2.handle_packet(ok, wins, 137, EDGE, 1.0) == []
+    assert r2.get_timer() is not None
+    refresh = [c for c in sends(r2.handle_timer(901.0)) if c.packet.opcode is Opcode.REFRESH]
+    assert refresh and refresh[0].address == wins
+    assert r.state(NFS20) is NameState.CLAIMED
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        ResponderConfig((), "ACME", EDGE, BCAST)
+    with pytest.raises(ValueError):
+        ResponderConfig(("A", "a"), "ACME", EDGE, BCAST)
+    with pytest.raises(ValueError):
+        ResponderConfig(("SIXTEEN-LETTERS!",), "ACME", EDGE, BCAST)
+
+
+# -- browse announcer ----------------------------------------------------------------
+
+
+def announcer(**kw: object) -> BrowseAnnouncer:
+    return BrowseAnnouncer(
+        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "acme", EDGE, BCAST,
+        rng=random.Random(1), **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_announces_at_start_then_doubles_to_twelve_minutes() -> None:
+    a = announcer()
+    first = a.start(0.0)
+    assert len(first) == 2 and all(isinstance(c, SendBrowse) for c in first)
+    c0 = first[0]
+    assert isinstance(c0, SendBrowse) and (c0.address, c0.port) == (BCAST, 138)
+    d = c0.packet.datagram
+    assert d.msg_type is browse.DatagramType.DIRECT_GROUP
+    assert d.source_name == NFS00 and d.destination_name == NetbiosName("ACME", 0x1D)
+    m = c0.packet.message
+    assert isinstance(m, browse.Announcement)
+    assert (m.server_name, m.comment, m.server_type, m.periodicity_ms) == (
+        "GLOBAL-NFS", "Files at HQ", 0x9A03, 60_000)
+    times, periods = [], []
+    t = a.get_timer()
+    while t is not None and t < 3600:
+        out = a.handle_timer(t)
+        times.append(t)
+        first_cmd = out[0]
+        assert isinstance(first_cmd, SendBrowse)
+        msg = first_cmd.packet.message
+        assert isinstance(msg, browse.Announcement)
+        periods.append(msg.periodicity_ms)
+        t = a.get_timer()
+    assert times[:6] == [60, 180, 420, 900, 1620, 2340]
+    assert periods[:6] == [120_000, 240_000, 480_000, 720_000, 720_000, 720_000]
+
+
+def test_announcement_request_answered_after_random_delay() -> None:
+    a = announcer(initial_interval=1.0, max_interval=12.0, request_max_delay=30.0)
+    a.start(0.0)
+    for t in (1.0, 3.0, 7.0):
+        a.handle_timer(t)
+    assert a.get_timer() == 15.0
+    req = browse.decode((VECTORS / "19-nmbd-udp138.bin").read_bytes())  # to ACME<1e>
+    assert a.handle_datagram(req, 8.0) == []
+    due = a.get_timer()
+    assert due is not None and 8.0 <= due <= 15.0
+    out = a.handle_timer(due)
+    assert len(out) == 2
+    after = a.get_timer()
+    assert after == pytest.approx(due + 1.0)  # ramp restarted
+
+
+def test_announcement_request_for_another_workgroup_is_ignored() -> None:
+    a = announcer()
+    a.start(0.0)
+    req = browse.decode((VECTORS / "19-nmbd-udp138.bin").read_bytes())
+    other = browse.BrowseDatagram(
+        browse.Datagram(req.datagram.msg_type, 1, PC, req.datagram.source_name,
+                        NetbiosName("OTHERWG", 0x1E), b""), req.message)
+    a.handle_datagram(other, 1.0)
+    assert a.get_timer() == 60.0
+
+
+def test_stop_announces_server_type_zero() -> None:
+    a = announcer()
+    a.start(0.0)
+    out = a.stop(5.0)
+    msgs = [c.packet.message for c in out if isinstance(c, SendBrowse)]
+    assert [(m.server_name, m.server_type) for m in msgs if isinstance(m, browse.Announcement)] \
+        == [("GLOBAL-NFS", 0), ("GLOBAL-ENG", 0)]
+    assert a.get_timer() is None and a.stop(6.0) == []
+
+
+def test_next_timer() -> None:
+    assert next_timer(None, None) is None
+    assert next_timer(3.0, None, 2.0) == 2.0
+
+
+# -- purity --------------------------------------------------------------------------
+
+
+def test_pure_modules_import_no_io() -> None:
+    code = textwrap.dedent(
+        """
+        import ast, sys
+        before = set(sys.modules)  # the interpreter itself preloads "time"
+        import spokeshare.lan.netbios, spokeshare.lan.browse
+        import spokeshare.lan.netbios_session, spokeshare.lan.responder
+        io = {"asyncio", "socket", "ssl", "logging", "time", "selectors"}
+        bad = io & (set(sys.modules) - before)
+        for mod in ("netbios", "browse", "netbios_session", "responder"):
+            tree = ast.parse(open(sys.modules["spokeshare.lan." + mod].__file__).read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Import):
+                    bad |= io & {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    bad |= io & {node.module.split(".")[0]}
+        print(",".join(sorted(bad)))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).parents[2])
+    assert out.stdout.strip() == ""
+
+
+# -- the asyncio adapter, on loopback ------------------------------------------------
+
+
+def _free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def test_adapter_on_loopback() -> None:
+    """127.0.0.2 plays the edge, 127.0.0.3 stands in for the broadcast address."""
+
+    async def scenario() -> None:
+        port = _free_udp_port("127.0.0.2")
+        dport = _free_udp_port("127.0.0.2")
+        settings = NetbiosSettings(
+            IPv4Address("127.0.0.2"), IPv4Address("127.0.0.3"), "ACME",
+            (("GLOBAL-NFS", "Files at HQ"),), nbns_port=port, dgm_port=dport,
+            registration_retry_interval=0.02, bind_broadcast=False,
+        )
+        loop = asyncio.get_running_loop()
+        lan = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        lan.bind(("127.0.0.3", port))
+        lan.setblocking(False)
+        lan_dgm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        lan_dgm.bind(("127.0.0.3", dport))
+        lan_dgm.setblocking(False)
+        pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pc.bind(("127.0.0.1", 0))
+        pc.setblocking(False)
+        service = NetbiosService(settings, random.Random(3))
+        try:
+            await service.start()
+            regs = [netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
+                    for _ in range(9)]
+            assert {p.opcode for p in regs} == {Opcode.REGISTRATION}
+            ann = browse.decode(await asyncio.wait_for(loop.sock_recv(lan_dgm, 1500), 2))
+            assert isinstance(ann.message, browse.Announcement)
+            assert ann.message.server_name == "GLOBAL-NFS"
+            await asyncio.sleep(0.15)  # registrations done: names claimed
+            assert service.statistics()["names"] == {
+                "GLOBAL-NFS<00>": "claimed", "GLOBAL-NFS<20>": "claimed", "ACME<00>": "claimed"}
+            await loop.sock_sendto(pc, netbios.encode(query(NFS20)), ("127.0.0.2", port))
+            answer = netbios.decode(await asyncio.wait_for(loop.sock_recv(pc, 1500), 2))
+            rdata = answer.answers[0].rdata
+            assert isinstance(rdata, netbios.NbRData)
+            assert rdata.entries[0].address == IPv4Address("127.0.0.2")
+            await loop.sock_sendto(pc, b"\x00garbage", ("127.0.0.2", port))
+            await loop.sock_sendto(pc, netbios.encode(query(NetbiosName("NOPE", 0x20))),
+                                   ("127.0.0.2", port))
+            await asyncio.sleep(0.1)
+            assert service.statistics()["bad_packets"] == 1
+            await service.stop()
+            releases = [netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
+                        for _ in range(3)]
+            assert {p.opcode for p in releases} == {Opcode.RELEASE}
+            gone = browse.decode(await asyncio.wait_for(loop.sock_recv(lan_dgm, 1500), 2))
+            assert isinstance(gone.message, browse.Announcement)
+            assert gone.message.server_type == 0
+            with pytest.raises(TimeoutError):  # nothing was sent for NOPE
+                await asyncio.wait_for(loop.sock_recv(pc, 1500), 0.2)
+        finally:
+            await service.stop()
+            for s in (lan, lan_dgm, pc):
+                s.close()
+
+    asyncio.run(scenario())
+
+
+def test_settings_validation() -> None:
+    from ipaddress import IPv4Interface
+
+    s = NetbiosSettings.for_interface(IPv4Interface("198.18.201.1/24"), "ACME",
+                                      [("GLOBAL-NFS", "x")], "eth1")
+    assert s.broadcast_address == IPv4Address("198.18.201.255")
+    with pytest.raises(ValueError):
+        NetbiosSettings(EDGE, BCAST, "ACME", ())
+    with pytest.raises(ValueError):
+        NetbiosSettings(EDGE, BCAST, "ACME", (("GLOBAL-NFS", "c" * 44),))
+
+
+# -- the real thing: nmblookup against the adapter across namespaces -----------------
+
+LAB_EDGE, LAB_PC, LAB_BCAST = "198.18.201.1", "198.18.201.2", "198.18.201.255"
+NS_EDGE, NS_PC, NS_LAN = "nbt-edge", "nbt-pc", "nbt-lan"
+
+_EDGE_RUNNER = """
+import asyncio, logging, signal, sys
+from ipaddress import IPv4Interface
+from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
+
+async def main():
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    s = NetbiosSettings.for_interface(IPv4Interface(sys.argv[1]), "ACME",
+        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "nbt-e0")
+    svc = NetbiosService(s)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await svc.start()
+    await asyncio.sleep(1.0)
+    print("ready", svc.statistics()["names"], flush=True)
+    await stop.wait()
+    await svc.stop()
+
+asyncio.run(main())
+"""
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True)
+
+
+@pytest.fixture
+def lab_lan() -> Iterator[Path]:
+    """Two hosts (nbt-edge, nbt-pc) on a bridge in a third namespace (nbt-lan)."""
+    if os.geteuid() != 0 or shutil.which("nmblookup") is None:
+        pytest.skip("needs root and nmblookup")
+    tmp = Path(tempfile.mkdtemp(prefix="nbt-"))
+    try:
+        for ns in (NS_EDGE, NS_PC, NS_LAN):
+            _ip("netns", "add", ns)
+            _ip("-n", ns, "link", "set", "lo", "up")
+        _ip("-n", NS_LAN, "link", "add", "nbt-br", "type", "bridge")
+        _ip("-n", NS_LAN, "link", "set", "nbt-br", "up")
+        for host, dev, addr in ((NS_EDGE, "nbt-e0", LAB_EDGE), (NS_PC, "nbt-p0", LAB_PC)):
+            _ip("-n", NS_LAN, "link", "add", dev + "b", "type", "veth", "peer", "name", dev,
+                "netns", host)
+            _ip("-n", NS_LAN, "link", "set", dev + "b", "master", "nbt-br", "up")
+            _ip("-n", host, "addr", "add", f"{addr}/24", "brd", LAB_BCAST, "dev", dev)
+            _ip("-n", host, "link", "set", dev, "up")
+        (tmp / "smb.conf").write_text(textwrap.dedent(f"""\
+            [global]
+                workgroup = ACME
+                netbios name = NBT-PC
+                interfaces = {LAB_PC}/24
+                bind interfaces only = yes
+                lock directory = {tmp}
+                state directory = {tmp}
+                cache directory = {tmp}
+                private dir = {tmp}
+                pid directory = {tmp}
+                log file = {tmp}/log.%m
+            """))
+        yield tmp
+    finally:
+        for ns in (NS_EDGE, NS_PC, NS_LAN):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def lab_edge(lab_lan: Path) -> Iterator[subprocess.Popen[str]]:
+    root = Path(__file__).parents[2]
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
+         f"{LAB_EDGE}/24"],
+        cwd=root, stdout=subprocess.PIPE, stderr=open(lab_lan / "edge.log", "w"), text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("ready"), (lab_lan / "edge.log").read_text()
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _nmblookup(conf: Path, *args: str) -> str:
+    out = subprocess.run(
+        ["ip", "netns", "exec", NS_PC, "nmblookup", "-s", str(conf), *args],
+        capture_output=True, text=True, timeout=30,
+    )
+    return out.stdout + out.stderr
+
+
+@pytest.mark.lab
+def test_lab_real_nmblookup_against_the_adapter(
+    lab_lan: Path, lab_edge: subprocess.Popen[str]
+) -> None:
+    conf = lab_lan / "smb.conf"
+    out = _nmblookup(conf, "-B", LAB_BCAST, "GLOBAL-NFS")
+    assert f"{LAB_EDGE} GLOBAL-NFS<00>" in out, out
+    out = _nmblookup(conf, "-B", LAB_BCAST, "GLOBAL-ENG#20")
+    assert f"{LAB_EDGE} GLOBAL-ENG<20>" in out, out
+    out = _nmblookup(conf, "-U", LAB_EDGE, "GLOBAL-NFS#20")
+    assert f"{LAB_EDGE} GLOBAL-NFS<20>" in out, out
+    status = _nmblookup(conf, "-A", LAB_EDGE)
+    lines = [" ".join(line.split()) for line in status.splitlines()]
+    assert "GLOBAL-NFS <00> - B <ACTIVE>" in lines, status
+    assert "GLOBAL-NFS <20> - B <ACTIVE>" in lines, status
+    assert "GLOBAL-ENG <20> - B <ACTIVE>" in lines, status
+    assert "ACME <00> - <GROUP> B <ACTIVE>" in lines, status
+    # never an answer for a name it does not own
+    out = _nmblookup(conf, "-B", LAB_BCAST, "NOT-OURS")
+    assert LAB_EDGE not in out and "failed to find name NOT-OURS" in out, out
+    out = _nmblookup(conf, "-U", LAB_EDGE, "NOT-OURS#20")
+    assert f"{LAB_EDGE} NOT-OURS" not in out, out
+    # a clean stop: the process exits by itself after SIGTERM
+    lab_edge.send_signal(signal.SIGTERM)
+    assert lab_edge.wait(timeout=10) == 0
+    start = time.monotonic()
+    out = _nmblookup(conf, "-B", LAB_BCAST, "GLOBAL-NFS")
+    assert LAB_EDGE not in out and time.monotonic() - start < 30
