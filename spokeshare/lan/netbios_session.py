@@ -256,3 +256,49 @@ class SessionReader:
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
+
+
+#: RFC 1002 §4.3.2 leaves the called name to the server; ``*SMBSERVER<20>`` is the
+#: generic name SMB clients (smbclient, Windows) call when the real one is refused
+#: or unknown ([MS-CIFS] §3.2.4.2.2 "*SMBSERVER").
+SMBSERVER_NAME = "*SMBSERVER"
+#: The server-service suffix: a file server is called as NAME<20> (lan-presence.md §1.7).
+SERVER_SUFFIX = 0x20
+
+
+@dataclass(frozen=True)
+class SessionDecision:
+    """What to answer a SESSION REQUEST: ``response`` to send, and for a positive
+    answer the virtual name the session belongs to (which hub service to relay to)."""
+
+    response: PositiveSessionResponse | NegativeSessionResponse
+    virtual_name: str | None = None
+
+
+def answer_session_request(
+    request: SessionRequest,
+    names: tuple[str, ...] | list[str],
+    *,
+    smbserver_name: str | None = None,
+) -> SessionDecision:
+    """Decide the answer to a session request, for a server owning ``names``.
+
+    - ``NAME<20>`` for one of ``names`` (case-insensitive): positive.
+    - one of ``names`` with another suffix: NEGATIVE, 0x80 "not listening on called
+      name" (the name is ours, no service listens on it; RFC 1002 §4.3.4).
+    - ``*SMBSERVER<20>``: positive for ``smbserver_name`` when one is given (only
+      unambiguous when the edge has one virtual name), otherwise 0x82.
+    - anything else: NEGATIVE, 0x82 "called name not present".
+    """
+    called = request.called
+    wanted = called.name.upper()
+    by_upper = {n.upper(): n for n in names}
+    if wanted == SMBSERVER_NAME and called.suffix == SERVER_SUFFIX and smbserver_name:
+        return SessionDecision(PositiveSessionResponse(), smbserver_name)
+    if wanted in by_upper:
+        if called.suffix == SERVER_SUFFIX:
+            return SessionDecision(PositiveSessionResponse(), by_upper[wanted])
+        return SessionDecision(
+            NegativeSessionResponse(SessionError.NOT_LISTENING_ON_CALLED_NAME)
+        )
+    return SessionDecision(NegativeSessionResponse(SessionError.CALLED_NAME_NOT_PRESENT))

@@ -140,3 +140,21 @@ def test_random_bytes_only_raise_decode_error(data: bytes) -> None:
             pass
     except DecodeError:
         pass
+
+
+def test_answer_session_request() -> None:
+    req = nbss.decode((VECTORS / "03-client-tcp139.bin").read_bytes())
+    smbserver = nbss.decode((VECTORS / "04-client-tcp139.bin").read_bytes())
+    assert isinstance(req, SessionRequest) and isinstance(smbserver, SessionRequest)
+    names = ("Global-NFS", "GLOBAL-ENG")
+    assert nbss.answer_session_request(req, names) == nbss.SessionDecision(
+        PositiveSessionResponse(), "Global-NFS")
+    wrong = SessionRequest(NetbiosName("ELSEWHERE", 0x20), req.calling)
+    assert nbss.encode(nbss.answer_session_request(wrong, names).response) == \
+        b"\x83\x00\x00\x01\x82"
+    suffix = SessionRequest(NetbiosName("GLOBAL-NFS", 0x00), req.calling)
+    assert nbss.answer_session_request(suffix, names).response == NegativeSessionResponse(
+        SessionError.NOT_LISTENING_ON_CALLED_NAME)
+    assert nbss.answer_session_request(smbserver, names).virtual_name is None
+    assert nbss.answer_session_request(smbserver, names, smbserver_name="GLOBAL-NFS") == \
+        nbss.SessionDecision(PositiveSessionResponse(), "GLOBAL-NFS")
