@@ -278,8 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_optional(sub: Any) -> None:
-    """Subcommands that live in their own packages (the lab, the demo, benchmarks)."""
-    return
+    """Subcommands that live in their own packages (the lab, the demo)."""
+    from spokeshare.lab import cli as lab_cli
+    from spokeshare.lab import spokes
+
+    lab = lab_cli.add_lab_parser(sub, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
+    lab.set_defaults(func=lab_cli.run_lab_command)
 
 
 def main(argv: list[str] | None = None) -> int:

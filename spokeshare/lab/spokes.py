@@ -1,0 +1,105 @@
+"""spokeshare itself in the lab: the deployment, the hub at HQ, an edge per office.
+
+These are the hooks :class:`~spokeshare.lab.topology.Lab` calls once HQ's services and
+the WAN links are up. They use the real CLI (``spokeshare init``, ``office add``,
+``hub``, ``edge``) as an operator would, in the lab's hosts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from spokeshare import enrollment
+from spokeshare.lab import services
+from spokeshare.lab.netns import LabError
+from spokeshare.lab.topology import LAN_IFNAME, Lab
+
+HUB_PORT = 7443
+HUB_NAME = "hub.lab.spokeshare"
+WORKGROUP = "ACME"
+VIRTUAL_NAME = "GLOBAL-NFS"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "spokeshare", *args]
+
+
+def hub_status(lab: Lab) -> dict[str, object]:
+    try:
+        data = json.loads((lab.host_dir("hq") / "hub-state" / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def office_connected(lab: Lab, office: str) -> bool:
+    offices = hub_status(lab).get("offices", {})
+    return isinstance(offices, dict) and bool(offices.get(office, {}).get("connected"))
+
+
+def start_hub(lab: Lab) -> int:
+    """Create the deployment (CA, hub identity, a bundle per office) and start the hub."""
+    deploy = lab.deploy_dir
+    hq = lab.hub_address
+    enrollment.init(
+        deploy,
+        HUB_NAME,
+        [f"{hq}:{HUB_PORT}"],
+        {"smb": f"{hq}:445", "ipp": f"{hq}:631"},
+        state_dir=lab.host_dir("hq") / "hub-state",
+        listen=[f"{hq}:{HUB_PORT}"],
+    )
+    for plan in lab.offices:
+        enrollment.add_office(deploy, plan.name, None, bundle_path(lab, plan.name))
+    pid = lab.spawn("hq", _cli("hub", "--dir", str(deploy)), "hub")
+    services.wait_for("the hub", lambda: services.listening("hq", HUB_PORT, hq), timeout=30)
+    return pid
+
+
+def bundle_path(lab: Lab, office: str) -> Path:
+    return lab.deploy_dir / f"{office}.bundle"
+
+
+def edge_toml(lab: Lab, office: str, names: list[tuple[str, str]] | None = None) -> str:
+    plan = lab.office(office)
+    lines = [
+        "# edge configuration written by the lab",
+        "[edge]",
+        f'bundle = "{bundle_path(lab, office)}"',
+        f'state_dir = "{lab.host_dir(plan.edge) / "state"}"',
+        "hub_dead_after = 6.0",
+        "[lan]",
+        f'interface = "{LAN_IFNAME}"',
+        f'address = "{plan.edge_ip}"',
+        f'workgroup = "{WORKGROUP}"',
+    ]
+    for name, service in names or [(VIRTUAL_NAME, "smb")]:
+        lines += [
+            "[[names]]",
+            f'name = "{name}"',
+            f'service = "{service}"',
+            f'comment = "HQ files via {office} edge"',
+        ]
+    lines += ["[pool]", "min_idle = 4", ""]
+    return "\n".join(lines)
+
+
+def start_edge(lab: Lab, office: str) -> int:
+    """Write the office's edge.toml and start its edge; return once the hub sees it."""
+    plan = lab.office(office)
+    conf = lab.host_dir(plan.edge) / "edge.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(edge_toml(lab, office))
+    pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
+    deadline = time.monotonic() + 30
+    while not office_connected(lab, office):
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"edge of {office} did not connect to the hub within 30 s "
+                f"(see {lab.logs_dir}/edge-{office}.log)"
+            )
+        time.sleep(0.1)
+    return pid
