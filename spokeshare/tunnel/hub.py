@@ -225,18 +225,18 @@ class HubTunnel(asyncio.Protocol):
             self.hub.spawn(self._connect_backend(backend.host, backend.port))
 
     def _refuse(self, status: wire.Status, reason: str) -> None:
-        office = self.office.name if self.office else "?"
-        h = self.header
-        log.warning(
-            "refused tunnel office=%s peer=%s:%s client=%s service=%s status=%s reason=%s",
-            office,
-            self.peer[0],
-            self.peer[1],
-            f"{h.client_host}:{h.client_port}" if h else "-",
-            h.service if h else "-",
-            status.name,
-            reason,
-        )
+        """Answer a status, close, and log it: as the stream's one line when it was one."""
+        if self.header is not None:
+            self._log_stream(None, f"refused {status.name}: {reason}", logging.WARNING)
+        else:
+            log.warning(
+                "refused tunnel office=%s peer=%s:%s status=%s reason=%s",
+                self.office.name if self.office else "?",
+                self.peer[0],
+                self.peer[1],
+                status.name,
+                reason,
+            )
         self.state = TunnelState.CLOSED
         if self._timer:
             self._timer.cancel()
@@ -256,7 +256,6 @@ class HubTunnel(asyncio.Protocol):
                     wire.Status.BACKEND_DOWN,
                     f"backend {host}:{port}: {tls.describe_handshake_error(exc)}",
                 )
-                self._log_stream(None, "backend down")
             return
         if self.state is not TunnelState.CONNECTING or self.transport is None:
             abort_with_rst(btrans)  # the tunnel went away meanwhile
@@ -282,9 +281,10 @@ class HubTunnel(asyncio.Protocol):
         if splice.result == "ok":
             self.state = TunnelState.CLOSED
 
-    def _log_stream(self, splice: Splice | None, result: str) -> None:
+    def _log_stream(self, splice: Splice | None, result: str, level: int = logging.INFO) -> None:
         h = self.header
-        stream_log.info(
+        stream_log.log(
+            level,
             "stream office=%s client=%s service=%s up=%d down=%d duration=%.3fs result=%s",
             self.office.name if self.office else "?",
             f"{h.client_host}:{h.client_port}" if h else "-",
@@ -532,6 +532,10 @@ class Hub:
 
     def _admission(self, name: str, serial: int) -> tuple[wire.Status, str] | None:
         rec = self.registry.get(name)
+        if rec is None or rec.serial != serial:
+            # Enrolled a moment ago? Don't wait for the next poll to find out.
+            self.reload_registry()
+            rec = self.registry.get(name)
         if rec is None:
             return wire.Status.REVOKED, f"office {name} is not enrolled"
         if rec.revoked is not None:

@@ -1,0 +1,121 @@
+"""Configuration: every key typed, unknown keys named with file and dotted key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spokeshare.config import edge_listeners, load_edge, load_hub
+from spokeshare.errors import ConfigError
+
+HUB = """
+[hub]
+listen = ["0.0.0.0:7443"]
+state_dir = "/tmp/x"
+[services.smb]
+backend = "127.0.0.1:445"
+[limits]
+header_timeout = 3
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_hub_config_loads(tmp_path: Path) -> None:
+    cfg = load_hub(write(tmp_path, HUB))
+    assert cfg.listen == (("0.0.0.0", 7443),)
+    assert cfg.services["smb"].port == 445
+    assert cfg.limits.header_timeout == 3.0
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        (HUB + "\n[extra]\n", "extra", "unknown key"),
+        (HUB.replace("state_dir", "stat_dir"), "hub.stat_dir", "unknown key"),
+        (HUB.replace("header_timeout", "header_timout"), "limits.header_timout", "unknown key"),
+        (HUB.replace("= 3", '= "3"'), "limits.header_timeout", "must be float"),
+        (HUB.replace("= 3", "= -3"), "limits.header_timeout", "must not be negative"),
+        (HUB.replace("127.0.0.1:445", "nohost"), "services.smb.backend", "not HOST:PORT"),
+        (HUB.replace("services.smb", "services.SMB"), "services.SMB", "lower-case"),
+        (HUB.replace("0.0.0.0:7443", "0.0.0.0:70000"), "hub.listen", "out of range"),
+        ("[hub]\n", "services", "no service"),
+        ("[hub\n", "", "not valid TOML"),
+    ],
+)
+def test_hub_config_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_hub(path)
+    assert info.value.key == key
+    assert reason in info.value.reason
+    assert str(path) in str(info.value)
+
+
+EDGE = """
+[edge]
+bundle = "/etc/spokeshare/nyc.bundle"
+[lan]
+interface = "eth1"
+address = "198.18.11.1"
+workgroup = "acme"
+[[names]]
+name = "global-nfs"
+service = "smb"
+comment = "HQ files"
+[[names]]
+name = "GLOBAL-ENG"
+service = "eng"
+address = "198.18.11.5"
+[pool]
+min_idle = 2
+"""
+
+
+def test_edge_config_loads(tmp_path: Path) -> None:
+    cfg = load_edge(write(tmp_path, EDGE))
+    assert cfg.workgroup == "ACME"
+    assert [n.name for n in cfg.names] == ["GLOBAL-NFS", "GLOBAL-ENG"]
+    assert cfg.pool.min_idle == 2
+    assert edge_listeners(cfg, ("smb", "eng", "ipp")) == {
+        ("198.18.11.1", 445): "smb",
+        ("198.18.11.1", 631): "ipp",
+        ("198.18.11.5", 445): "eng",
+    }
+
+
+def test_edge_defaults_and_overrides() -> None:
+    cfg = load_edge(None, {"bundle": "/b", "lan_address": "127.0.0.1", "ports": {"smb": 4445}})
+    assert [n.name for n in cfg.names] == ["GLOBAL-NFS"]
+    assert cfg.ports["smb"] == 4445 and str(cfg.bundle) == "/b"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('workgroup = "acme"', 'workgroup = "this-name-is-far-too-long"', "lan.workgroup"),
+        ('address = "198.18.11.1"', 'address = "nyc"', "lan.address"),
+        ("min_idle = 2", "min_idel = 2", "pool.min_idel"),
+        ("min_idle = 2", "min_idle = 99", "pool.min_idle"),
+        ('comment = "HQ files"', 'coment = "x"', "names[0].coment"),
+        ('name = "GLOBAL-ENG"', 'name = "global-nfs"', "names[1].name"),
+    ],
+)
+def test_edge_config_errors(tmp_path: Path, old: str, new: str, key: str) -> None:
+    assert old in EDGE
+    with pytest.raises(ConfigError) as info:
+        load_edge(write(tmp_path, EDGE.replace(old, new)))
+    assert info.value.key == key
+
+
+def test_two_services_on_one_address_refused(tmp_path: Path) -> None:
+    cfg = load_edge(write(tmp_path, EDGE.replace('address = "198.18.11.5"\n', "")))
+    with pytest.raises(ConfigError, match="give this name its own address"):
+        edge_listeners(cfg, ("smb", "eng"))
+    with pytest.raises(ConfigError, match="may not use service 'eng'"):
+        edge_listeners(load_edge(write(tmp_path, EDGE)), ("smb",))

@@ -1,0 +1,146 @@
+"""Enrollment at HQ through the real command line: init, office add/list/revoke."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spokeshare import bundle, pki
+from spokeshare.errors import EnrollmentError
+from tests.helpers import Stack, wait_for
+
+
+def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spokeshare", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+    )
+
+
+def mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_init_add_list(tmp_path: Path) -> None:
+    d = tmp_path / "dep"
+    res = cli(
+        "init",
+        "--dir",
+        str(d),
+        "--hub-name",
+        "hq.example",
+        "--address",
+        "203.0.113.7:7443",
+        "--address",
+        "hq.example:7443",
+        "--service",
+        "smb=10.0.0.5:445",
+    )
+    assert res.returncode == 0, res.stderr
+    assert mode(d) == 0o700
+    assert mode(d / "ca.key") == 0o600 and mode(d / "hub.key") == 0o600
+    hub_cert = pki.load_cert((d / "hub.crt").read_bytes())
+    san = hub_cert.extensions.get_extension_for_oid(
+        pki.x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
+    ).value
+    assert "hq.example" in san.get_values_for_type(pki.x509.DNSName)
+    assert [str(a) for a in san.get_values_for_type(pki.x509.IPAddress)] == ["203.0.113.7"]
+    assert 'backend = "10.0.0.5:445"' in (d / "hub.toml").read_text()
+    assert 'backend = "127.0.0.1:631"' in (d / "hub.toml").read_text()
+
+    again = cli("init", "--dir", str(d), "--hub-name", "x", "--address", "x:1")
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+
+    res = cli("office", "add", "NYC", "--dir", str(d), "--services", "smb", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "spokeshare edge --bundle" in res.stdout
+    b = tmp_path / "nyc.bundle"
+    assert mode(b) == 0o600
+    loaded = bundle.read(b)
+    assert loaded.office == "nyc" and loaded.services == ("smb",)
+    assert loaded.hub_addresses == (("203.0.113.7", 7443), ("hq.example", 7443))
+    assert pki.office_of(loaded.cert) == "nyc"
+    assert "PRIVATE KEY" not in repr(loaded)
+
+    for bad, reason in [
+        ("nyc", "already exists"),
+        ("-nyc", "not a DNS label"),
+        ("a" * 64, "not a DNS label"),
+        ("new_york", "not a DNS label"),
+    ]:
+        res = cli("office", "add", "--dir", str(d), "--out", str(tmp_path / "x.bundle"), "--", bad)
+        assert res.returncode == 2 and reason in res.stderr, (bad, res.stderr)
+    res = cli(
+        "office",
+        "add",
+        "sf",
+        "--dir",
+        str(d),
+        "--services",
+        "smb,fax",
+        "--out",
+        str(tmp_path / "sf.bundle"),
+    )
+    assert res.returncode == 2 and "unknown service(s) fax" in res.stderr
+
+    res = cli("office", "list", "--dir", str(d), "--json")
+    data = json.loads(res.stdout)
+    assert data["hub_running"] is False
+    assert [o["office"] for o in data["offices"]] == ["nyc"]
+
+    res = cli("office", "revoke", "nyc", "--dir", str(d))
+    assert res.returncode == 0
+    res = cli("office", "list", "--dir", str(d))
+    assert "nyc" in res.stdout and " yes " in res.stdout
+    assert cli("office", "revoke", "nyc", "--dir", str(d)).returncode == 2
+    assert cli("office", "revoke", "paris", "--dir", str(d)).returncode == 2
+
+
+def test_office_list_shows_live_state(stack: Stack) -> None:
+    d = stack.dep.dir
+
+    def listed() -> dict[str, object] | None:
+        data = json.loads(cli("office", "list", "--dir", str(d), "--json").stdout)
+        nyc = data["offices"][0]
+        return nyc if data["hub_running"] and nyc["rtt_ms"] is not None else None
+
+    nyc = wait_for(listed, what="hub status with an RTT")
+    assert nyc["connected"] is True
+    assert isinstance(nyc["rtt_ms"], float) and nyc["rtt_ms"] >= 0
+    assert nyc["last_seen"] is not None
+    text = cli("office", "list", "--dir", str(d)).stdout
+    assert text.splitlines()[0].split() == [
+        "OFFICE",
+        "EXPIRES",
+        "REVOKED",
+        "CONNECTED",
+        "LAST",
+        "SEEN",
+        "RTT",
+        "ms",
+        "CLIENTS",
+    ]
+    assert text.splitlines()[1].split()[3] == "yes"
+
+
+def test_bundle_checks(tmp_path: Path, stack: Stack) -> None:
+    good = stack.dep.bundles["nyc"]
+    text = good.read_text()
+    other = stack.dep.add_office("other")
+    # key of one office with the certificate of another
+    mixed = text.split("[pem]")[0] + "[pem]" + other.read_text().split("[pem]")[1]
+    mixed = mixed.replace(
+        other.read_text().split('key = "')[1].split('"')[0], text.split('key = "')[1].split('"')[0]
+    )
+    p = tmp_path / "mixed.bundle"
+    pki.write_private(p, mixed.encode())
+    with pytest.raises(EnrollmentError, match="key does not match|another office"):
+        bundle.read(p)
