@@ -294,19 +294,27 @@ def pull_name(buf: Buffer, *, allow_pointers: bool = True) -> NetbiosName:
 
 @dataclass(frozen=True)
 class NbEntry:
-    """One NB_FLAGS + NB_ADDRESS pair (RFC 1002 §4.2.2, 6 bytes)."""
+    """One NB_FLAGS + NB_ADDRESS pair (RFC 1002 §4.2.2, 6 bytes).
+
+    ``reserved`` keeps the RESERVED bits (0x1FFF) as they came: RFC 1002 says
+    they are zero, but real senders set them (python3-samba's ``register_name()``
+    sends NB_FLAGS 0xDA00), so they are carried, not refused.
+    """
 
     address: IPv4Address
     group: bool = False
     node_type: NodeType = NodeType.B
+    reserved: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, IPv4Address):
             raise ValueError("NB address must be an IPv4Address")
+        if self.reserved & ~0x1FFF or self.reserved < 0:
+            raise ValueError("reserved NB_FLAGS bits are 0x1FFF")
 
     @property
     def flags(self) -> int:
-        return (NB_FLAG_GROUP if self.group else 0) | int(self.node_type)
+        return (NB_FLAG_GROUP if self.group else 0) | int(self.node_type) | self.reserved
 
 
 @dataclass(frozen=True)
@@ -332,8 +340,8 @@ class NodeName:
     def __post_init__(self) -> None:
         NetbiosName(self.name, self.suffix)  # same rules as a name
         _check_uint(int(self.flags), 16, "node name flags")
-        if int(self.flags) & NB_ONT_MASK or int(self.flags) & ~0xFE00:
-            raise ValueError("node name flags carry ONT or reserved bits")
+        if int(self.flags) & NB_ONT_MASK:
+            raise ValueError("node name flags carry ONT bits: use node_type")
 
     @property
     def group(self) -> bool:
@@ -496,7 +504,6 @@ def _pull_rr(buf: Buffer) -> ResourceRecord:
     rclass = buf.pull_uint16()
     ttl = buf.pull_uint32()
     rdlength = buf.pull_uint16()
-    at = buf.position
     body = buf.pull_bytes(rdlength)
     rdata: RData
     if rtype == RRType.NB and rdlength % 6 == 0:
@@ -504,24 +511,23 @@ def _pull_rr(buf: Buffer) -> ResourceRecord:
         entries = []
         while not sub.eof():
             flags = sub.pull_uint16()
-            if flags & 0x1FFF:
-                raise DecodeError(PROTOCOL, "reserved NB_FLAGS bits set", at + sub.position)
             entries.append(
                 NbEntry(
                     IPv4Address(sub.pull_bytes(4)),
                     group=bool(flags & NB_FLAG_GROUP),
                     node_type=NodeType(flags & NB_ONT_MASK),
+                    reserved=flags & 0x1FFF,
                 )
             )
         rdata = NbRData(tuple(entries))
     elif rtype == RRType.NBSTAT and rdlength > 0:
-        rdata = _pull_node_status(Buffer(body, PROTOCOL), at)
+        rdata = _pull_node_status(Buffer(body, PROTOCOL))
     else:
         rdata = RawRData(body)
     return ResourceRecord(name, rtype, ttl, rdata, rclass)
 
 
-def _pull_node_status(sub: Buffer, at: int) -> NodeStatusRData:
+def _pull_node_status(sub: Buffer) -> NodeStatusRData:
     # RFC 1002 §4.2.18:
     #   NUM_NAMES(8) | NODE_NAME_ARRAY: { NAME(15 bytes + type byte) NAME_FLAGS(16) }*
     #   | STATISTICS (UNIT_ID(48) JUMPERS(8) TEST_RESULT(8) VERSION_NUMBER(16) ...)
@@ -530,14 +536,12 @@ def _pull_node_status(sub: Buffer, at: int) -> NodeStatusRData:
     for _ in range(count):
         raw = sub.pull_bytes(16)
         flags = sub.pull_uint16()
-        if flags & 0x01FF:
-            raise DecodeError(PROTOCOL, "reserved NAME_FLAGS bits set", at + sub.position)
         n = _name_from_raw16(raw, "")
         names.append(
             NodeName(
                 n.name,
                 n.suffix,
-                NameFlags(flags & 0x9E00),
+                NameFlags(flags & ~NB_ONT_MASK),  # reserved bits kept, as in NbEntry
                 NodeType(flags & NB_ONT_MASK),
             )
         )

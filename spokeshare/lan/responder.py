@@ -16,7 +16,7 @@ REQUESTs and listening for a defence (RFC 1001 §15.2.2.1, RFC 1002 §5.1.1.1)::
 
     state        event                                          next       output
     -----------  ---------------------------------------------  ---------  ----------------------
-    IDLE         start()                                        REGISTERING registration #1 (bcast)
+    IDLE         start()                                        REGISTERING query + registration #1
     REGISTERING  timer, fewer than retries sent                 REGISTERING registration #k
     REGISTERING  timer, all sent, silence (= success, nmbd)     CLAIMED    NameClaimed
     REGISTERING  ACT_ERR/CFT_ERR response, or another host's    CONFLICT   NameConflict
@@ -274,6 +274,14 @@ class NameResponder:
             n.state = NameState.REGISTERING
             n.trn_id = self._rng.randrange(1, 0x10000)
             n.sent = 0
+            if not n.group:
+                # Ask first: a host that owns the name but does not defend it (or is
+                # itself still registering, as nmbd is for its first seconds) may
+                # still answer a query (RFC 1001 §15.1.4 "name query" before use).
+                query = netbios.name_query_request(
+                    self._rng.randrange(1, 0x10000), n.name, broadcast=True
+                )
+                out.append(SendNbns(query, self.config.broadcast, self.config.port))
             out += self._send_registration(n, now)
         return out
 

@@ -235,6 +235,19 @@ def test_other_vectors_round_trip() -> None:
         assert netbios.encode(netbios.decode(data)) == data, f.name
 
 
+def test_reserved_flag_bits_from_real_senders_are_carried() -> None:
+    # python3-samba's Node.register_name() sends NB_FLAGS 0xDA00 (seen in the lab)
+    data = bytes.fromhex(
+        "1ca229100001000000000001204548454d455045434542454d434e454f4547464443414341434143"
+        "41434143410000200001c00c00200001000000000006da00c612c902"
+    )
+    p = netbios.decode(data)
+    (entry,) = p.additionals[0].rdata.entries  # type: ignore[union-attr]
+    assert entry.group and entry.node_type is NodeType.M and entry.reserved == 0x1A00
+    assert entry.address == IPv4Address("198.18.201.2")
+    assert netbios.encode(p) == data
+
+
 def test_builders_for_release_refresh_wack_negative() -> None:
     n = NetbiosName.create("GLOBAL-NFS", 0x20)
     rel = netbios.release_request(1, n, EDGE)
@@ -278,12 +291,14 @@ names = st.builds(
     st.lists(_label, max_size=3).map(".".join),
 )
 addresses = st.integers(0, 2**32 - 1).map(IPv4Address)
-nb_entries = st.builds(NbEntry, addresses, st.booleans(), st.sampled_from(NodeType))
+nb_entries = st.builds(NbEntry, addresses, st.booleans(), st.sampled_from(NodeType),
+                       st.integers(0, 0x1FFF) | st.just(0))
 node_names = st.builds(
     NodeName,
     st.text(_latin, max_size=15).filter(lambda s: not s.endswith(" ") and s != "*"),
     st.integers(0, 255),
-    st.sets(st.sampled_from(NameFlags)).map(lambda fs: reduce(or_, fs, NameFlags(0))),
+    st.sets(st.sampled_from(NameFlags)).map(lambda fs: reduce(or_, fs, NameFlags(0)))
+    | st.integers(0, 0xFFFF).map(lambda v: NameFlags(v & ~0x6000)),
     st.sampled_from(NodeType),
 )
 

@@ -85,6 +85,10 @@ def query(name: NetbiosName, *, broadcast: bool = True, rd: bool = True) -> Nbns
 def test_start_broadcasts_three_registrations_250ms_apart_then_claims() -> None:
     r = make()
     out = sends(r.start(10.0))
+    queries = [c for c in out if c.packet.opcode is Opcode.QUERY]
+    assert {c.packet.questions[0].name for c in queries} == {NFS00, NFS20}  # unique ones
+    assert all(c.packet.broadcast and c.address == BCAST for c in queries)
+    out = [c for c in out if c.packet.opcode is Opcode.REGISTRATION]
     assert {c.packet.questions[0].name for c in out} == {NFS00, NFS20, ACME00}
     assert all(c.address == BCAST and c.port == 137 for c in out)
     assert all(c.packet.opcode is Opcode.REGISTRATION and c.packet.broadcast for c in out)
@@ -120,7 +124,8 @@ def test_no_answers_while_registering() -> None:
 def test_act_err_while_registering_is_a_conflict_and_never_answered() -> None:
     r = make()
     out = sends(r.start(0.0))
-    reg = next(c.packet for c in out if c.packet.questions[0].name == NFS20)
+    reg = next(c.packet for c in out if c.packet.questions[0].name == NFS20
+               and c.packet.opcode is Opcode.REGISTRATION)
     defence = netbios.negative_registration_response(reg)
     cmds = r.handle_packet(defence, OTHER, 137, EDGE, 0.1)
     assert cmds == [NameConflict(NFS20, OTHER, "registration refused with ACT_ERR")]
@@ -464,8 +469,9 @@ def test_adapter_on_loopback() -> None:
         try:
             await service.start()
             regs = [netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
-                    for _ in range(9)]
-            assert {p.opcode for p in regs} == {Opcode.REGISTRATION}
+                    for _ in range(11)]
+            assert [p.opcode for p in regs].count(Opcode.REGISTRATION) == 9
+            assert [p.opcode for p in regs].count(Opcode.QUERY) == 2
             ann = browse.decode(await asyncio.wait_for(loop.sock_recv(lan_dgm, 1500), 2))
             assert isinstance(ann.message, browse.Announcement)
             assert ann.message.server_name == "GLOBAL-NFS"
@@ -580,27 +586,37 @@ def lab_lan() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _start_edge(tmp: Path) -> tuple[subprocess.Popen[str], str]:
+    """Run the adapter in nbt-edge; returns the process and its "ready" line."""
+    root = Path(__file__).parents[2]
+    with open(tmp / "edge.log", "a") as log:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
+             f"{LAB_EDGE}/24"],
+            cwd=root, stdout=subprocess.PIPE, stderr=log, text=True,
+        )
+    assert proc.stdout is not None
+    return proc, proc.stdout.readline()
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture
 def lab_edge(lab_lan: Path) -> Iterator[subprocess.Popen[str]]:
-    root = Path(__file__).parents[2]
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
-         f"{LAB_EDGE}/24"],
-        cwd=root, stdout=subprocess.PIPE, stderr=open(lab_lan / "edge.log", "w"), text=True,
-    )
+    proc, line = _start_edge(lab_lan)
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
         assert line.startswith("ready"), (lab_lan / "edge.log").read_text()
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
 
 
 def _nmblookup(conf: Path, *args: str) -> str:
@@ -639,3 +655,69 @@ def test_lab_real_nmblookup_against_the_adapter(
     start = time.monotonic()
     out = _nmblookup(conf, "-B", LAB_BCAST, "GLOBAL-NFS")
     assert LAB_EDGE not in out and time.monotonic() - start < 30
+
+
+@pytest.mark.lab
+def test_lab_samba_python_bindings_agree(lab_lan: Path, lab_edge: subprocess.Popen[str]) -> None:
+    """A second, independent implementation (Samba's source4 libcli/nbt via
+    python3-samba): query, node status, and a registration refused with ACT_ERR."""
+    if not Path("/usr/bin/python3").exists():
+        pytest.skip("needs Debian's python3 with python3-samba")
+    code = textwrap.dedent(f"""
+        from samba import netbios
+        n = netbios.Node()
+        print("Q", n.query_name(("GLOBAL-NFS", 0x20), "{LAB_EDGE}", timeout=2))
+        print("S", n.name_status(("GLOBAL-NFS", 0x20), "{LAB_EDGE}", timeout=2))
+        print("R", n.register_name(("GLOBAL-NFS", 0x20), "{LAB_PC}", "{LAB_EDGE}",
+                                   multi_homed=False, timeout=4))
+        """)
+    out = subprocess.run(["ip", "netns", "exec", NS_PC, "/usr/bin/python3", "-c", code],
+                         capture_output=True, text=True, timeout=60)
+    if "No module named 'samba'" in out.stderr:
+        pytest.skip("python3-samba not installed")
+    lines = {line[:1]: line[2:] for line in out.stdout.splitlines()}
+    assert LAB_EDGE in lines.get("Q", ""), out
+    assert "GLOBAL-NFS" in lines.get("S", "") and "ACME" in lines.get("S", ""), out
+    assert lines.get("R", "").rstrip(")").endswith(", 6"), out  # ACT_ERR
+
+
+@pytest.mark.lab
+def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
+    """An nmbd in nbt-pc already is GLOBAL-NFS: the edge reports the conflict and
+    never answers for that name, while its other name works."""
+    tmp = lab_lan
+    conf = tmp / "nmbd.conf"
+    conf.write_text((tmp / "smb.conf").read_text().replace("NBT-PC", "GLOBAL-NFS"))
+    nmbd = subprocess.Popen(
+        ["ip", "netns", "exec", NS_PC, "nmbd", "-F", "--no-process-group", "-s", str(conf)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        # A broadcast lookup is answered only once nmbd has finished registering
+        # (about 4 s); before that nmbd neither defends nor answers broadcasts.
+        deadline = time.monotonic() + 30
+        while "GLOBAL-NFS<20>" not in _nmblookup(tmp / "smb.conf", "-B", LAB_BCAST,
+                                                  "GLOBAL-NFS#20"):
+            assert time.monotonic() < deadline and nmbd.poll() is None, "nmbd did not start"
+            time.sleep(0.5)
+        edge, line = _start_edge(tmp)
+        try:
+            assert "'GLOBAL-NFS<20>': 'conflict'" in line, (tmp / "edge.log").read_text()
+            assert "'GLOBAL-NFS<00>': 'conflict'" in line, line
+            assert "'GLOBAL-ENG<20>': 'claimed'" in line, line
+            log = (tmp / "edge.log").read_text()
+            assert "NetBIOS name conflict: GLOBAL-NFS<20> is held by " + LAB_PC in log, log
+            out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
+            assert f"{LAB_EDGE} GLOBAL-NFS" not in out, out
+            out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-ENG#20")
+            assert f"{LAB_EDGE} GLOBAL-ENG<20>" in out, out
+        finally:
+            _stop(edge)
+    finally:
+        if nmbd.poll() is None:
+            nmbd.send_signal(signal.SIGTERM)
+            try:
+                nmbd.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                nmbd.kill()
+                nmbd.wait()
