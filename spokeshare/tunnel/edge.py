@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import random
 import socket
@@ -229,6 +230,7 @@ class Edge:
         self.rtt: float | None = None
         self.streams_total = 0
         self.streams_failed = 0
+        self.congestion = ""
         self.on_hub_state: list[Callable[[HubState], None]] = []
         self._kick_handle: asyncio.Handle | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
@@ -273,7 +275,11 @@ class Edge:
         loop = asyncio.get_running_loop()
         for (addr, port), service in sorted(self.listeners.items()):
             server = await loop.create_server(
-                lambda s=service: ClientEnd(self, s), addr, port, reuse_address=True, backlog=1024
+                functools.partial(ClientEnd, self, service),
+                addr,
+                port,
+                reuse_address=True,
+                backlog=1024,
             )
             self.servers.append(server)
             bound = server.sockets[0].getsockname()
@@ -434,7 +440,10 @@ class Edge:
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            tune_wan(sock, self.cfg.sockets)
+            cc = tune_wan(sock, self.cfg.sockets)
+            if cc != self.congestion:
+                self.congestion = cc
+                log.info("WAN sockets use congestion control %s", cc or "default")
             async with asyncio.timeout(self.cfg.pool.connect_timeout):
                 await loop.sock_connect(sock, addr)
                 _, proto = await loop.create_connection(

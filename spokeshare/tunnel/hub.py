@@ -263,7 +263,7 @@ class HubTunnel(asyncio.Protocol):
             return
         tune_lan(btrans.get_extra_info("socket"))
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
-        splice = Splice(cast(asyncio.Transport, btrans), self.transport, self._stream_done)
+        splice = Splice(btrans, self.transport, self._stream_done)
         self.splice = splice
         self.state = TunnelState.RELAYING
         early, self.buf = bytes(self.buf), bytearray()
@@ -495,7 +495,6 @@ class Hub:
             sock.close()
             return
         self.handshakes += 1
-        transport = cast(asyncio.Transport, transport)
         sslobj = transport.get_extra_info("ssl_object")
         if not tls.check_alpn(sslobj):
             log.warning("tunnel from %s:%s refused: ALPN is not %s", peer[0], peer[1], wire.ALPN)

@@ -49,7 +49,7 @@ def backoff_delay(cfg: PoolConfig, failures: int, jitter: float) -> float:
     if failures <= 0:
         return 0.0
     base = min(cfg.backoff_max, cfg.backoff_initial * (2 ** min(failures - 1, 30)))
-    return base * min(1.0, max(0.5, jitter))
+    return float(base * min(1.0, max(0.5, jitter)))
 
 
 def decide(cfg: PoolConfig, s: PoolState, now: float) -> PoolDecision:

@@ -38,14 +38,15 @@ LOW_WATER = 128 * 1024
 _LINGER0 = struct.pack("ii", 1, 0)
 
 
-def abort_with_rst(transport: asyncio.BaseTransport) -> None:
+def abort_with_rst(transport: asyncio.Transport) -> None:
     """Close a TCP transport with an RST, so the peer sees an abortive close."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER0)
-        except OSError:
-            pass  # already gone: abort() below is all that is left to do
+        except OSError:  # already gone: abort() below is all that is left to do
+            transport.abort()
+            return
     transport.abort()
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 
 from spokeshare.config import SocketConfig
@@ -25,9 +26,10 @@ def tune_lan(sock: socket.socket | None) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def tune_wan(sock: socket.socket | None, cfg: SocketConfig) -> None:
+def tune_wan(sock: socket.socket | None, cfg: SocketConfig) -> str:
+    """Apply the WAN options; return the congestion control in effect (for the logs)."""
     if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
+        return ""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, cfg.keepalive_idle))
@@ -35,10 +37,8 @@ def tune_wan(sock: socket.socket | None, cfg: SocketConfig) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, max(1, cfg.keepalive_count))
     sock.setsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT, int(cfg.user_timeout * 1000))
     if cfg.congestion:
-        try:
+        with contextlib.suppress(OSError):  # not offered here: the system default stays
             sock.setsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, cfg.congestion.encode())
-        except OSError:
-            pass  # not offered by this kernel; the system default stays, which is fine
     if cfg.buffer_bytes:
         for forced, plain in (
             (SO_SNDBUFFORCE, socket.SO_SNDBUF),
@@ -48,3 +48,5 @@ def tune_wan(sock: socket.socket | None, cfg: SocketConfig) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, forced, cfg.buffer_bytes)
             except PermissionError:
                 sock.setsockopt(socket.SOL_SOCKET, plain, cfg.buffer_bytes)
+    in_effect = sock.getsockopt(socket.IPPROTO_TCP, TCP_CONGESTION, 16)
+    return in_effect.split(b"\0", 1)[0].decode("ascii", "replace")
