@@ -26,6 +26,7 @@ from spokeshare.lan.discovery_service import DiscoverySettings
 NS_EDGE, NS_PC = "wsd-lab-e", "wsd-lab-p"
 IF_EDGE, IF_PC = "wsdlabE", "wsdlabP"
 EDGE, PC = "198.18.203.1", "198.18.203.2"
+EDGE6, PC6 = "fe80::cb:1", "fe80::cb:2"  # static link-local addresses, added without DAD
 NAMES = ("GLOBAL-NFS", "PRINT-HQ")
 NAMESPACE = uuid.UUID("0d5c1f2a-8a44-4a55-9f0e-6c6162000001")
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ from spokeshare.lan.discovery_service import DiscoverySettings, LanDiscovery
 async def main() -> None:
     settings = DiscoverySettings(
         interface=sys.argv[1], ipv4=sys.argv[2], names=tuple(sys.argv[3].split(",")),
-        uuid_namespace=uuid.UUID(sys.argv[4]), workgroup="ACME",
+        uuid_namespace=uuid.UUID(sys.argv[4]), workgroup="ACME", ipv6_link_local=sys.argv[5],
     )
     lan = LanDiscovery(settings)
     await lan.start()
@@ -52,6 +53,8 @@ async def main() -> None:
         if cmd in ("withdraw", "announce"):
             await getattr(lan, cmd)()
             print(cmd, flush=True)
+        elif cmd == "conflicts":
+            print(",".join(lan.mdns.statistics().conflicts) or "-", flush=True)
         else:
             await lan.stop()
             print("stopped", flush=True)
@@ -127,8 +130,9 @@ def lan() -> Iterator[None]:
         sh("ip", "netns", "add", NS_PC)
         sh("ip", "link", "add", IF_EDGE, "netns", NS_EDGE, "type", "veth", "peer", "name", IF_PC,
            "netns", NS_PC)  # fmt: skip
-        for ns, ifname, addr in ((NS_EDGE, IF_EDGE, EDGE), (NS_PC, IF_PC, PC)):
+        for ns, ifname, addr, addr6 in ((NS_EDGE, IF_EDGE, EDGE, EDGE6), (NS_PC, IF_PC, PC, PC6)):
             sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
+            sh("ip", "-n", ns, "addr", "add", f"{addr6}/64", "dev", ifname, "nodad")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "link", "set", ifname, "up")
             # dig and llmnr-query send to multicast groups without naming the interface
@@ -146,7 +150,7 @@ class Edge:
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         self.proc = subprocess.Popen(
             in_ns(NS_EDGE, sys.executable, "-c", RUNNER, IF_EDGE, EDGE, ",".join(NAMES),
-                  str(NAMESPACE)),
+                  str(NAMESPACE), EDGE6),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(log, "w"),  # noqa: SIM115
             text=True, env=env, start_new_session=True,
         )  # fmt: skip
@@ -162,6 +166,12 @@ class Edge:
         self.proc.stdin.write(cmd + "\n")
         self.proc.stdin.flush()
         self.expect("stopped" if cmd == "stop" else cmd)
+
+    def ask(self, cmd: str) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip()
 
 
 @pytest.fixture
@@ -182,10 +192,10 @@ def edge(lan: None, tmp_path: Path) -> Iterator[Edge]:
 class Wsdd:
     """wsdd 0.7.0 in discovery mode on the PC; its log is the oracle (gotchas.md)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, family: str = "-4") -> None:
         self.log = log
         self.proc = subprocess.Popen(
-            in_ns(NS_PC, "wsdd", "-4", "-i", IF_PC, "-D", "-o", "-v", "-s",
+            in_ns(NS_PC, "wsdd", family, "-i", IF_PC, "-D", "-o", "-v", "-s",
                   "-U", str(uuid.uuid4())),
             stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,  # noqa: SIM115
         )  # fmt: skip
@@ -216,8 +226,8 @@ def wsdd_factory(lan: None, tmp_path: Path) -> Iterator[list[Wsdd]]:
             stop_process(w.proc)  # type: ignore[arg-type]
 
 
-def new_wsdd(started: list[Wsdd], tmp_path: Path) -> Wsdd:
-    w = Wsdd(tmp_path / f"wsdd-{len(started)}.log")
+def new_wsdd(started: list[Wsdd], tmp_path: Path, family: str = "-4") -> Wsdd:
+    w = Wsdd(tmp_path / f"wsdd-{len(started)}.log", family)
     started.append(w)
     return w
 
@@ -231,9 +241,9 @@ def run_pc(*cmd: str, timeout: float = 10) -> str:
     return res.stdout + res.stderr
 
 
-def llmnr_answers(name: str, qtype: str = "A") -> list[str]:
+def llmnr_answers(name: str, qtype: str = "A", *extra: str) -> list[str]:
     """What llmnr-query prints for each answer record: "NAME IN A 198.18.203.1 (TTL 30)"."""
-    out = run_pc("llmnr-query", "-I", IF_PC, "-T", qtype, "-t", "1000", name)
+    out = run_pc("llmnr-query", "-I", IF_PC, "-T", qtype, "-t", "1000", *extra, name)
     return re.findall(r"^LLMNR response: (.*)$", out, re.MULTILINE)
 
 
@@ -303,7 +313,10 @@ def test_wsdd_lists_every_name_then_bye_on_stop(
 def test_llmnr_query_answered_for_owned_names_only(edge: Edge) -> None:
     for name in ("GLOBAL-NFS", "global-nfs", "PRINT-HQ"):
         assert llmnr_answers(name) == [f"{name} IN A {EDGE} (TTL 30)"]
-    assert llmnr_answers("GLOBAL-NFS", "ANY") == [f"GLOBAL-NFS IN A {EDGE} (TTL 30)"]
+    assert llmnr_answers("GLOBAL-NFS", "ANY") == [
+        f"GLOBAL-NFS IN A {EDGE} (TTL 30)",
+        f"GLOBAL-NFS IN AAAA {EDGE6} (TTL 30)",
+    ]
     assert llmnr_answers("NOT-OURS") == []
 
 
@@ -347,3 +360,56 @@ def test_withdraw_hides_every_protocol_and_announce_brings_back(
     late.wait_for(discovered("GLOBAL-NFS"))
     assert llmnr_answers("GLOBAL-NFS") == [f"GLOBAL-NFS IN A {EDGE} (TTL 30)"]
     assert dig_answers("global-nfs.local", "A") == [EDGE]
+
+
+@lab
+@needs_root
+def test_over_ipv6_link_local(edge: Edge, wsdd_factory: list[Wsdd], tmp_path: Path) -> None:
+    # LLMNR to ff02::1:3, answered with the interface's link-local address
+    assert llmnr_answers("GLOBAL-NFS", "AAAA", "-6") == [f"GLOBAL-NFS IN AAAA {EDGE6} (TTL 30)"]
+    assert llmnr_answers("NOT-OURS", "AAAA", "-6") == []
+    # WS-Discovery on ff02::c with XAddrs on the link-local address
+    w = new_wsdd(wsdd_factory, tmp_path, "-6")
+    w.wait_for(rf"discovered GLOBAL-NFS in Workgroup:ACME on \[?{re.escape(EDGE6)}")
+
+
+PUBLISH = r"""
+import asyncio, socket, sys
+from zeroconf import IPVersion, ServiceInfo
+from zeroconf.asyncio import AsyncZeroconf
+
+async def main() -> None:
+    azc = AsyncZeroconf(interfaces=[sys.argv[1]], ip_version=IPVersion.V4Only)
+    info = ServiceInfo("_smb._tcp.local.", "GLOBAL-NFS._smb._tcp.local.", port=445,
+                       server="someone-else.local.", addresses=[socket.inet_aton(sys.argv[1])])
+    await azc.async_register_service(info)
+    print("published", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    await azc.async_unregister_all_services()
+    await azc.async_close()
+
+asyncio.run(main())
+"""
+
+
+@lab
+@needs_root
+def test_mdns_name_conflict_reported(lan: None, tmp_path: Path) -> None:
+    other = subprocess.Popen(
+        in_ns(NS_PC, sys.executable, "-c", PUBLISH, PC),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    edge = None
+    try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "published"
+        edge = Edge(tmp_path / "edge.log")
+        assert edge.ask("conflicts") == "GLOBAL-NFS"
+        assert "name conflict: GLOBAL-NFS.local" in edge.log.read_text()
+        # the other name is published regardless
+        assert dig_answers("PRINT-HQ.local", "A") == [EDGE]
+    finally:
+        if edge is not None:
+            edge.command("stop")
+            edge.proc.wait(10)
+            stop_process(edge.proc)
+        stop_process(other)
