@@ -529,8 +529,10 @@ from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 
 async def main():
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    announce = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     s = NetbiosSettings.for_interface(IPv4Interface(sys.argv[1]), "ACME",
-        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "nbt-e0")
+        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "nbt-e0",
+        announce_initial_interval=announce, announce_request_max_delay=min(announce, 30.0))
     svc = NetbiosService(s)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -586,13 +588,13 @@ def lab_lan() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _start_edge(tmp: Path) -> tuple[subprocess.Popen[str], str]:
+def _start_edge(tmp: Path, announce: float = 60.0) -> tuple[subprocess.Popen[str], str]:
     """Run the adapter in nbt-edge; returns the process and its "ready" line."""
     root = Path(__file__).parents[2]
     with open(tmp / "edge.log", "a") as log:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
-             f"{LAB_EDGE}/24"],
+             f"{LAB_EDGE}/24", str(announce)],
             cwd=root, stdout=subprocess.PIPE, stderr=log, text=True,
         )
     assert proc.stdout is not None
@@ -681,6 +683,72 @@ def test_lab_samba_python_bindings_agree(lab_lan: Path, lab_edge: subprocess.Pop
     assert lines.get("R", "").rstrip(")").endswith(", 6"), out  # ACT_ERR
 
 
+def _start_nmbd(tmp: Path, conf: Path) -> subprocess.Popen[bytes]:
+    # Own session, so nmbd's signal to "its" process group cannot reach pytest
+    # (gotchas.md); hence also --no-process-group, as it is a session leader already.
+    return subprocess.Popen(
+        ["ip", "netns", "exec", NS_PC, "nmbd", "-F", "--no-process-group", "-s", str(conf)],
+        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _stop_nmbd(nmbd: subprocess.Popen[bytes]) -> None:
+    if nmbd.poll() is None:
+        nmbd.send_signal(signal.SIGTERM)
+        try:
+            nmbd.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            nmbd.kill()
+            nmbd.wait()
+
+
+@pytest.mark.lab
+@pytest.mark.slow
+def test_lab_real_master_browser_lists_the_edge_and_drops_it_at_stop(lab_lan: Path) -> None:
+    """nmbd as the office's local master browser records our HostAnnouncements in
+    browse.dat (what smbd serves to `smbclient -L`), and forgets the names when the
+    edge stops (server type 0)."""
+    tmp = lab_lan
+    conf = tmp / "lmb.conf"
+    conf.write_text((tmp / "smb.conf").read_text().replace(
+        "[global]\n",
+        "[global]\n    local master = yes\n    preferred master = yes\n    os level = 65\n"
+        "    server string = Local file server\n",
+    ))
+    nmbd = _start_nmbd(tmp, conf)
+    browse_dat = tmp / "browse.dat"
+
+    def listed() -> str:
+        return browse_dat.read_text() if browse_dat.exists() else ""
+
+    try:
+        deadline = time.monotonic() + 60  # the election takes about 20 s
+        while "ACME<1d>" not in _nmblookup(tmp / "smb.conf", "-B", LAB_BCAST, "-M", "--",
+                                            "ACME"):
+            assert time.monotonic() < deadline and nmbd.poll() is None, "no master browser"
+            time.sleep(1)
+        edge, line = _start_edge(tmp, announce=2.0)
+        try:
+            assert line.startswith("ready"), (tmp / "edge.log").read_text()
+            deadline = time.monotonic() + 40
+            while '"GLOBAL-ENG"' not in listed() or '"GLOBAL-NFS"' not in listed():
+                assert time.monotonic() < deadline, listed()
+                time.sleep(1)
+            rows = {r.split('"')[1]: r for r in listed().splitlines() if r.startswith('"')}
+            assert '"Files at HQ"' in rows["GLOBAL-NFS"] and '"ACME"' in rows["GLOBAL-NFS"]
+            assert '"Engineering"' in rows["GLOBAL-ENG"]
+            server_type = int(rows["GLOBAL-NFS"].split()[1], 16)
+            assert server_type & 0x9A03 == 0x9A03
+        finally:
+            _stop(edge)
+        deadline = time.monotonic() + 40
+        while '"GLOBAL-NFS"' in listed():
+            assert time.monotonic() < deadline, listed()
+            time.sleep(1)
+    finally:
+        _stop_nmbd(nmbd)
+
+
 @pytest.mark.lab
 def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
     """An nmbd in nbt-pc already is GLOBAL-NFS: the edge reports the conflict and
@@ -688,10 +756,7 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
     tmp = lab_lan
     conf = tmp / "nmbd.conf"
     conf.write_text((tmp / "smb.conf").read_text().replace("NBT-PC", "GLOBAL-NFS"))
-    nmbd = subprocess.Popen(
-        ["ip", "netns", "exec", NS_PC, "nmbd", "-F", "--no-process-group", "-s", str(conf)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    nmbd = _start_nmbd(tmp, conf)
     try:
         # A broadcast lookup is answered only once nmbd has finished registering
         # (about 4 s); before that nmbd neither defends nor answers broadcasts.
@@ -714,10 +779,4 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
         finally:
             _stop(edge)
     finally:
-        if nmbd.poll() is None:
-            nmbd.send_signal(signal.SIGTERM)
-            try:
-                nmbd.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                nmbd.kill()
-                nmbd.wait()
+        _stop_nmbd(nmbd)
