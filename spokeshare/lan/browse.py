@@ -173,7 +173,9 @@ class Datagram:
         _check_uint(self.dgm_id, 16, "DGM_ID")
         _check_uint(self.source_port, 16, "SOURCE_PORT")
         _check_uint(self.packet_offset, 16, "PACKET_OFFSET")
-        if 68 + len(self.user_data) + len(self.source_name.scope) * 2 > 0xFFFF:
+        names = sum(34 + (len(n.scope) + 1 if n.scope else 0)
+                    for n in (self.source_name, self.destination_name))
+        if names + len(self.user_data) > 0xFFFF:  # DGM_LENGTH is 16 bits
             raise ValueError("datagram too long")
 
 
