@@ -22,7 +22,7 @@ it is due. SOAP-over-UDP (Appendix I) repeats every datagram: multicast ones 4
 times, unicast ones twice (the counts wsdd uses), the first gap random in
 [UDP_MIN_DELAY, UDP_MAX_DELAY] and doubling up to UDP_UPPER_DELAY. Answers to a
 multicast Probe or Resolve wait a random time up to APP_MAX_DELAY first
-(WS-Discovery §3 "Application level transmission delay"). Message IDs already
+(APP_MAX_DELAY, WS-Discovery §2.4 protocol assignments). Message IDs already
 seen (and our own) are dropped (SOAP-over-UDP Appendix II, bounded cache). The
 adapter asks ``get_timer()`` when to wake and ``pop_due(now)`` what to send.
 
@@ -67,7 +67,8 @@ UNICAST_UDP_REPEAT = 2
 UDP_MIN_DELAY = 0.050
 UDP_MAX_DELAY = 0.250
 UDP_UPPER_DELAY = 0.500
-#: WS-Discovery §3: random delay before answering a multicast Probe/Resolve.
+#: WS-Discovery §2.4 (APP_MAX_DELAY, 500 ms): the most a target service waits, at
+#: random, before answering a multicast Probe or Resolve, so answers do not collide.
 APP_MAX_DELAY = 0.500
 #: SOAP-over-UDP Appendix II: remember this many message IDs to drop duplicates.
 KNOWN_MESSAGES = 128

@@ -434,3 +434,24 @@ def test_mutated_http_decode_or_decodeerror(data: st.DataObject) -> None:
     if req is not None:
         status, _ = host.handle_http(req)
         assert status in (200, 400, 404, 405)
+
+
+xml_text = st.text(
+    alphabet=st.characters(
+        min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="/", exclude_categories=["Cs"]
+    ),
+    min_size=1,
+    max_size=20,
+).filter(lambda t: t.strip() == t and t.strip() != "")
+
+
+@given(xml_text, xml_text, st.uuids())
+def test_built_messages_decode_to_their_fields(name: str, workgroup: str, ns: UUID) -> None:
+    ep = Endpoint(name, workgroup, ns)
+    seq = (7, "urn:uuid:s", 3)
+    msg = wsd.decode(wsd.build_get_response(ep, "urn:uuid:m", "urn:uuid:r"))
+    assert msg.computer == f"{name}/Workgroup:{workgroup}" and msg.friendly_name == name
+    hello = wsd.decode(wsd.build_hello(ep, "urn:uuid:m", seq, ep.xaddr("198.18.203.1")))
+    assert (hello.endpoint, hello.app_sequence) == (ep.urn, (7, 3))
+    rm = wsd.decode(wsd.build_resolve_matches(ep, "urn:uuid:m", "urn:uuid:r", seq, "http://a"))
+    assert (rm.endpoint, rm.xaddrs, rm.relates_to) == (ep.urn, ("http://a",), "urn:uuid:r")
