@@ -111,6 +111,33 @@ class SocketConfig:
 
 
 @dataclass(frozen=True)
+class NetbiosConfig:
+    """NetBIOS over TCP/IP on the LAN (RFC 1001/1002, MS-BRWS)."""
+
+    enabled: bool = True
+    #: NetBIOS session service port (139): the edge answers session requests itself.
+    #: 0 turns it off.
+    session_port: int = 139
+    #: Host announcement schedule (MS-BRWS 3.2.6): starts at 1 minute, doubles to 12.
+    announce_initial_interval: float = 60.0
+    announce_max_interval: float = 720.0
+    #: A WINS server to register the names with too (empty: broadcast only).
+    wins_server: str = ""
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    """WS-Discovery, mDNS/DNS-SD and LLMNR on the LAN, and withdrawing names."""
+
+    wsd: bool = True
+    mdns: bool = True
+    llmnr: bool = True
+    #: Seconds the hub may be unreachable before every protocol withdraws the names
+    #: (so nobody is shown a server that cannot answer); they return with the hub.
+    withdraw_after: float = 30.0
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     source: str
     bundle: Path
@@ -124,6 +151,8 @@ class EdgeConfig:
     sockets: SocketConfig = field(default_factory=SocketConfig)
     #: Seconds without a heartbeat from the hub before it counts as unreachable.
     hub_dead_after: float = 15.0
+    netbios: NetbiosConfig = field(default_factory=NetbiosConfig)
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
 
 # -- strict TOML reading ---------------------------------------------------------------
@@ -300,6 +329,19 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     if pool.min_idle > pool.max_idle:
         raise ConfigError(src, "pool.min_idle", "exceeds pool.max_idle")
     sockets = _dataclass_from(root.table("sockets"), SocketConfig)
+    netbios = _dataclass_from(root.table("netbios"), NetbiosConfig)
+    if netbios.wins_server:
+        try:
+            ipaddress.IPv4Address(netbios.wins_server)
+        except ValueError:
+            raise ConfigError(src, "netbios.wins_server", "not an IPv4 address") from None
+    if not 0 < netbios.announce_initial_interval <= netbios.announce_max_interval:
+        raise ConfigError(
+            src,
+            "netbios.announce_initial_interval",
+            "must be positive and at most announce_max_interval",
+        )
+    discovery = _dataclass_from(root.table("discovery"), DiscoveryConfig)
     root.done()
     return EdgeConfig(
         src,
@@ -313,6 +355,8 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         pool,
         sockets,
         dead_after,
+        netbios,
+        discovery,
     )
 
 

@@ -83,7 +83,19 @@ def edge_toml(lab: Lab, office: str, names: list[tuple[str, str]] | None = None)
             f'service = "{service}"',
             f'comment = "HQ files via {office} edge"',
         ]
-    lines += ["[pool]", "min_idle = 4", ""]
+    lines += [
+        "[pool]",
+        "min_idle = 4",
+        # The lab shortens the browse schedule (MS-BRWS starts at 1 minute) so that
+        # a master browser lists the names within seconds, and withdraws names after
+        # 10 s without the hub so fault tests need not wait long.
+        "[netbios]",
+        "announce_initial_interval = 2.0",
+        "announce_max_interval = 60.0",
+        "[discovery]",
+        "withdraw_after = 10.0",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ from spokeshare import __version__
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
+from spokeshare.lan import netbios_session
 from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
@@ -65,17 +66,116 @@ class ClientEnd(PlainEnd):
         self.deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._accepted(transport)
+        self.edge.client_arrived(self)
+
+    def _accepted(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
         self.arrived = time.monotonic()
         tune_lan(transport.get_extra_info("socket"))
-        self.edge.client_arrived(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         if self.splice is None:
             self.edge.client_gone(self)
+
+
+class SessionClientEnd(ClientEnd):
+    """A client on the NetBIOS session service port (139, RFC 1002 §4.3).
+
+    The edge answers the session request itself: positive for one of its virtual
+    names (``NAME<20>``), the proper negative answer otherwise. What follows is SMB in
+    the same 4-byte framing as direct-hosted SMB on 445, so it is relayed as is to the
+    called name's hub service.
+    """
+
+    __slots__ = ("names", "smbserver", "reader", "session_up", "_wait")
+
+    #: Seconds a client may take to send its session request (RFC 1002 leaves it open).
+    REQUEST_TIMEOUT = 10.0
+
+    def __init__(self, edge: Edge, names: dict[str, str], smbserver: str | None) -> None:
+        super().__init__(edge, "")
+        self.names = names  # NetBIOS name (upper case) -> hub service
+        self.smbserver = smbserver
+        self.reader = netbios_session.SessionReader()
+        self.session_up = False
+        self._wait: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._accepted(transport)
+        self._wait = asyncio.get_running_loop().call_later(
+            self.REQUEST_TIMEOUT, self._give_up, "no session request in time"
+        )
+
+    def _give_up(self, reason: str) -> None:
+        log.info("NetBIOS session from %s:%d closed: %s", self.peer[0], self.peer[1], reason)
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.session_up:
+            super().data_received(data)
+            return
+        self.reader.feed(data)
+        while True:
+            try:
+                packet = self.reader.next_packet()
+            except DecodeError as exc:
+                self._session_failed(f"bad session packet: {exc.reason}")
+                return
+            if packet is netbios_session.NEED_DATA:
+                return
+            if isinstance(packet, netbios_session.SessionKeepAlive):
+                continue
+            if not isinstance(packet, netbios_session.SessionRequest):
+                self._session_failed("first packet is not a session request")
+                return
+            self._answer(packet)
+            return
+
+    def _answer(self, request: netbios_session.SessionRequest) -> None:
+        transport = cast(asyncio.Transport, self.transport)
+        decision = netbios_session.answer_session_request(
+            request, list(self.names), smbserver_name=self.smbserver
+        )
+        transport.write(netbios_session.encode(decision.response))
+        if self._wait is not None:
+            self._wait.cancel()
+            self._wait = None
+        if decision.virtual_name is None:
+            log.info(
+                "NetBIOS session from %s:%d for %s refused: %s",
+                self.peer[0],
+                self.peer[1],
+                request.called,
+                decision.response,
+            )
+            transport.close()
+            return
+        self.service = self.names[decision.virtual_name.upper()]
+        self.session_up = True
+        self.arrived = time.monotonic()
+        rest = self.reader.take_rest()
+        if rest:
+            self._early.append(rest)
+            transport.pause_reading()
+        self.edge.client_arrived(self)
+
+    def _session_failed(self, reason: str) -> None:
+        if self._wait is not None:
+            self._wait.cancel()
+            self._wait = None
+        self._give_up(reason)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._wait is not None:
+            self._wait.cancel()
+            self._wait = None
+        if self.session_up:
+            super().connection_lost(exc)
 
 
 class EdgeTunnel(asyncio.Protocol):
@@ -284,6 +384,27 @@ class Edge:
             self.servers.append(server)
             bound = server.sockets[0].getsockname()
             log.info("edge listening on %s:%d for service %s", bound[0], bound[1], service)
+        nb = self.cfg.netbios
+        if nb.enabled and nb.session_port:
+            by_address: dict[str, dict[str, str]] = {}
+            for n in self.cfg.names:
+                by_address.setdefault(n.address or self.cfg.lan_address, {})[n.name] = n.service
+            for addr, names in sorted(by_address.items()):
+                only = next(iter(names)) if len(names) == 1 else None
+                server = await loop.create_server(
+                    functools.partial(SessionClientEnd, self, names, only),
+                    addr,
+                    nb.session_port,
+                    reuse_address=True,
+                    backlog=1024,
+                )
+                self.servers.append(server)
+                log.info(
+                    "edge listening on %s:%d for NetBIOS sessions to %s",
+                    addr,
+                    nb.session_port,
+                    ", ".join(names),
+                )
         self.spawn(self._control_loop())
         self.kick()
 

@@ -1,0 +1,45 @@
+"""What the LAN interface looks like: its IPv4 network and IPv6 link-local address.
+
+Read from the kernel at start (``SIOCGIFNETMASK``, ``/proc/net/if_inet6``) so the
+configuration names only the interface and its address.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import socket
+import struct
+from pathlib import Path
+
+from spokeshare.errors import ConfigError
+
+_SIOCGIFNETMASK = 0x891B
+
+
+def ipv4_interface(ifname: str, address: str) -> ipaddress.IPv4Interface:
+    """``address`` with the prefix length the interface has (for the broadcast address)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            res = fcntl.ioctl(
+                s.fileno(), _SIOCGIFNETMASK, struct.pack("256s", ifname.encode()[:15])
+            )
+        except OSError as exc:
+            raise ConfigError("lan", "interface", f"{ifname}: {exc.strerror or exc}") from None
+    mask = socket.inet_ntoa(res[20:24])
+    return ipaddress.IPv4Interface(f"{address}/{mask}")
+
+
+def ipv6_link_local(ifname: str, proc: Path = Path("/proc/net/if_inet6")) -> str | None:
+    """The interface's fe80::/10 address, if it has one."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) == 6 and fields[5] == ifname:
+            addr = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+            if addr.is_link_local:
+                return str(addr)
+    return None
