@@ -751,13 +751,16 @@ def negative_registration_response(
     request: NbnsPacket, rcode: Rcode = Rcode.ACT_ERR
 ) -> NbnsPacket:
     """RFC 1002 §4.2.6 NEGATIVE NAME REGISTRATION RESPONSE, the defence of a name:
-    ACT_ERR by default, answer = the request's additional record (nmbd copies it)."""
+    ACT_ERR by default, answer = the request's additional record (nmbd copies it).
+    A refresh is answered with the refresh opcode (smbtorture ``nbt.register.
+    refresh_own`` matches it), anything else with REGISTRATION."""
     if not request.additionals:
         raise ValueError("a registration request carries its record in ADDITIONAL")
     rr = request.additionals[0]
+    refresh = request.opcode in (Opcode.REFRESH, Opcode.REFRESH_ALT)
     return NbnsPacket(
         request.trn_id,
-        Opcode.REGISTRATION,
+        request.opcode if refresh else Opcode.REGISTRATION,
         response=True,
         flags=NmFlags.AA | NmFlags.RD | NmFlags.RA,
         rcode=rcode,

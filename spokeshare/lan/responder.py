@@ -364,7 +364,12 @@ class NameResponder:
             return self._handle_query(packet, q.name, source, port, interface, now)
         if packet.opcode is Opcode.QUERY and q.qtype == RRType.NBSTAT:
             return self._handle_node_status(packet, q.name, source, port, now)
-        if packet.opcode in (Opcode.REGISTRATION, Opcode.MULTIHOMED_REGISTRATION):
+        if packet.opcode in (
+            Opcode.REGISTRATION, Opcode.MULTIHOMED_REGISTRATION,
+            Opcode.REFRESH, Opcode.REFRESH_ALT,
+        ):
+            # Another host refreshing one of our names claims it just as much
+            # (smbtorture nbt.register.refresh_own expects ACT_ERR here too).
             return self._handle_registration(packet, q.name, source, port, now)
         return []
 

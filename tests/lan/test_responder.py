@@ -257,6 +257,10 @@ def test_defends_unique_names_with_act_err() -> None:
     probe = netbios.registration_request(nmbd.trn_id, NetbiosName("NBCAP-FS", 0x20), EDGE)
     (cmd,) = sends(r2.handle_packet(probe, EDGE, 137, PC, 10.0))
     assert netbios.encode(cmd.packet) == data
+    # a refresh of our name by another host is refused the same way
+    refresh = netbios.refresh_request(0x7A, NFS20, OTHER, ttl=1234)
+    (ref,) = sends(r.handle_packet(refresh, OTHER, 137, EDGE, 10.0))
+    assert ref.packet.rcode == Rcode.ACT_ERR and ref.packet.opcode is Opcode.REFRESH
     # the group name is shared: no defence; nor for names we do not own
     group = netbios.registration_request(0x78, ACME00, OTHER, group=True)
     assert r.handle_packet(group, OTHER, 137, EDGE, 10.0) == []
@@ -556,9 +560,11 @@ def lab_lan() -> Iterator[Path]:
     if os.geteuid() != 0 or shutil.which("nmblookup") is None:
         pytest.skip("needs root and nmblookup")
     tmp = Path(tempfile.mkdtemp(prefix="nbt-"))
+    created: list[str] = []
     try:
         for ns in (NS_EDGE, NS_PC, NS_LAN):
-            _ip("netns", "add", ns)
+            _ip("netns", "add", ns)  # fails if another run holds it: never take it over
+            created.append(ns)
             _ip("-n", ns, "link", "set", "lo", "up")
         _ip("-n", NS_LAN, "link", "add", "nbt-br", "type", "bridge")
         _ip("-n", NS_LAN, "link", "set", "nbt-br", "up")
@@ -583,7 +589,7 @@ def lab_lan() -> Iterator[Path]:
             """))
         yield tmp
     finally:
-        for ns in (NS_EDGE, NS_PC, NS_LAN):
+        for ns in created:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -780,3 +786,18 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
             _stop(edge)
     finally:
         _stop_nmbd(nmbd)
+
+
+@pytest.mark.lab
+def test_lab_smbtorture_name_defence(lab_lan: Path, lab_edge: subprocess.Popen[str]) -> None:
+    """smbtorture's nbt.register suite (register_own, refresh_own) against the edge."""
+    if shutil.which("smbtorture") is None:
+        pytest.skip("needs smbtorture (samba-testsuite)")
+    out = subprocess.run(
+        ["ip", "netns", "exec", NS_PC, "smbtorture", "-s", str(lab_lan / "smb.conf"),
+         "//GLOBAL-NFS/ipc$", "--option=nbt:timeout=2", "-U%", "nbt.register"],
+        capture_output=True, text=True, timeout=120,
+    )
+    text = out.stdout + out.stderr
+    assert "success: register_own" in text, text
+    assert "success: refresh_own" in text, text
