@@ -240,6 +240,12 @@ def add_route(namespace: str, dst: str, gateway: str) -> None:
         ip.route("add", dst=dst if dst != "default" else "0.0.0.0/0", gateway=gateway)
 
 
+def add_device_route(namespace: str, dst: str, ifname: str) -> None:
+    """A route to ``dst`` (a CIDR) straight out of ``ifname`` in ``namespace``."""
+    with ipr(namespace) as ip:
+        ip.route("add", dst=dst, oif=_index(ip, ifname))
+
+
 def _write_sysctl(path: str, value: str) -> None:
     try:
         Path("/proc/sys", path).write_text(value)

@@ -367,6 +367,10 @@ class Lab:
             netns.attach_to_bridge(root_end, o.bridge)
             netns.add_address(host, LAN_IFNAME, f"{ip}/24")
             netns.link_up(host, LAN_IFNAME)
+            # An office host reaches multicast (mDNS, LLMNR, WS-Discovery) through its
+            # default route; lab hosts have none, so they get the multicast range on
+            # the LAN itself.
+            netns.add_device_route(host, "224.0.0.0/4", LAN_IFNAME)
         netns.link_up(None, o.bridge)
         if self.direct_route:
             netns.sysctl(o.edge, {"net.ipv4.ip_forward": "1"})

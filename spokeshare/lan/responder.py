@@ -266,10 +266,14 @@ class NameResponder:
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, now: float) -> list[Command]:
-        """Begin claiming every name: the first broadcast registration of each."""
+        """Begin claiming every name: the first broadcast registration of each.
+
+        Also after :meth:`stop`: released names are claimed again (the edge withdraws
+        its names while HQ is away and claims them back when it returns).
+        """
         out: list[Command] = []
         for n in self._names.values():
-            if n.state is not NameState.IDLE:
+            if n.state not in (NameState.IDLE, NameState.RELEASED):
                 continue
             n.state = NameState.REGISTERING
             n.trn_id = self._rng.randrange(1, 0x10000)
