@@ -119,3 +119,12 @@ def test_two_services_on_one_address_refused(tmp_path: Path) -> None:
         edge_listeners(cfg, ("smb", "eng"))
     with pytest.raises(ConfigError, match="may not use service 'eng'"):
         edge_listeners(load_edge(write(tmp_path, EDGE)), ("smb",))
+
+
+def test_shipped_examples_load() -> None:
+    root = Path(__file__).resolve().parent.parent / "etc"
+    hub = load_hub(root / "hub.toml.example")
+    assert set(hub.services) == {"smb", "ipp"}
+    edge = load_edge(root / "edge.toml.example")
+    assert edge.netbios.session_port == 139 and edge.discovery.withdraw_after == 30.0
+    assert [n.name for n in edge.names] == ["GLOBAL-NFS"]

@@ -40,15 +40,18 @@ def office_connected(lab: Lab, office: str) -> bool:
     return isinstance(offices, dict) and bool(offices.get(office, {}).get("connected"))
 
 
-def start_hub(lab: Lab) -> int:
-    """Create the deployment (CA, hub identity, a bundle per office) and start the hub."""
+def start_hub(lab: Lab, extra_services: dict[str, str] | None = None) -> int:
+    """Create the deployment (CA, hub identity, a bundle per office) and start the hub.
+
+    ``extra_services`` adds hub services (name -> HOST:PORT) beside smb and ipp.
+    """
     deploy = lab.deploy_dir
     hq = lab.hub_address
     enrollment.init(
         deploy,
         HUB_NAME,
         [f"{hq}:{HUB_PORT}"],
-        {"smb": f"{hq}:445", "ipp": f"{hq}:631"},
+        {"smb": f"{hq}:445", "ipp": f"{hq}:631", **(extra_services or {})},
         state_dir=lab.host_dir("hq") / "hub-state",
         listen=[f"{hq}:{HUB_PORT}"],
     )
@@ -63,7 +66,11 @@ def bundle_path(lab: Lab, office: str) -> Path:
     return lab.deploy_dir / f"{office}.bundle"
 
 
-def edge_toml(lab: Lab, office: str, names: list[tuple[str, str]] | None = None) -> str:
+#: A virtual name as the lab configures it: (NAME, hub service, own LAN address or "").
+NameSpec = tuple[str, str, str]
+
+
+def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str:
     plan = lab.office(office)
     lines = [
         "# edge configuration written by the lab",
@@ -76,13 +83,15 @@ def edge_toml(lab: Lab, office: str, names: list[tuple[str, str]] | None = None)
         f'address = "{plan.edge_ip}"',
         f'workgroup = "{WORKGROUP}"',
     ]
-    for name, service in names or [(VIRTUAL_NAME, "smb")]:
+    for name, service, address in names or [(VIRTUAL_NAME, "smb", "")]:
         lines += [
             "[[names]]",
             f'name = "{name}"',
             f'service = "{service}"',
             f'comment = "HQ files via {office} edge"',
         ]
+        if address:
+            lines.append(f'address = "{address}"')
     lines += [
         "[pool]",
         "min_idle = 4",
@@ -99,12 +108,19 @@ def edge_toml(lab: Lab, office: str, names: list[tuple[str, str]] | None = None)
     return "\n".join(lines)
 
 
-def start_edge(lab: Lab, office: str) -> int:
-    """Write the office's edge.toml and start its edge; return once the hub sees it."""
+def start_edge(lab: Lab, office: str, names: list[NameSpec] | None = None) -> int:
+    """Write the office's edge.toml and start its edge; return once the hub sees it.
+
+    A name with its own address gets that address on the edge's LAN interface.
+    """
     plan = lab.office(office)
     conf = lab.host_dir(plan.edge) / "edge.toml"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(edge_toml(lab, office))
+    conf.write_text(edge_toml(lab, office, names))
+    for _, _, address in names or []:
+        if address:
+            lab.exec(plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME],
+                     check=True)
     pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
     deadline = time.monotonic() + 30
     while not office_connected(lab, office):

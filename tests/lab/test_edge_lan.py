@@ -1,0 +1,233 @@
+"""The edge on an office LAN, checked with real, independent clients in the lab.
+
+One lab, office nyc 40 ms from HQ; its edge carries two virtual names: GLOBAL-NFS
+(hub service smb, the edge's own address) and GLOBAL-ENG (hub service eng, a second
+address, since port 445 cannot tell two SMB services apart). From nyc-pc the real
+nmblookup, smbclient (445 and 139), wsdd, llmnr-query and dig must see them; a real
+nmbd master browser (FS-NYC) must list them; withdrawing while HQ is away and a clean
+stop must make them disappear.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from spokeshare.lab import spokes
+from spokeshare.lab.topology import Lab
+from spokeshare.lab.wire import LinkSettings
+
+pytestmark = pytest.mark.lab
+
+EDGE = "198.18.11.1"
+ENG = "198.18.11.3"
+NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG)]
+BROWSE = ["-m", "NT1", "--option=client min protocol=NT1", "--option=client use spnego=no"]
+
+
+def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = cond()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s: {what}")
+        time.sleep(0.5)
+
+
+def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    path = Path(tempfile.mkdtemp(prefix="ss-edge-lan-"))
+    path.chmod(0o755)
+    hq = "198.19.0.1"
+    the_lab = Lab(
+        path,
+        ["nyc"],
+        LinkSettings(rtt_ms=40),
+        start_hub=functools.partial(spokes.start_hub, extra_services={"eng": f"{hq}:445"}),
+        start_edge=functools.partial(spokes.start_edge, names=NAMES),
+    )
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def resolves(lab: Lab, name: str) -> str | None:
+    out = sh(lab, "nyc-pc", "nmblookup", name).stdout
+    m = re.search(rf"^(\S+) {name}<00>$", out, re.M)
+    return m.group(1) if m else None
+
+
+def browse_list(lab: Lab) -> str:
+    return sh(lab, "nyc-pc", "smbclient", "-L", "FS-NYC", "-N", *BROWSE).stdout
+
+
+def wsdd_discovers(lab: Lab, seconds: float) -> set[str]:
+    """Run the real wsdd in discovery mode on nyc-pc; which names it lists in ACME."""
+    argv = ["wsdd", "-D", "-i", "lan0", "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c11", "-v"]
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", "nyc-pc", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, _ = p.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+    return set(re.findall(r"discovered (\S+) in Workgroup:ACME on 198\.18\.11\.", out))
+
+
+def test_names_resolve_to_their_addresses(lab: Lab) -> None:
+    assert resolves(lab, "GLOBAL-NFS") == EDGE
+    assert resolves(lab, "GLOBAL-ENG") == ENG
+    assert resolves(lab, "NOT-OURS") is None
+
+
+def test_node_status(lab: Lab) -> None:
+    out = sh(lab, "nyc-pc", "nmblookup", "-A", EDGE).stdout
+    for line in (
+        r"GLOBAL-NFS\s+<00> -\s+B <ACTIVE>",
+        r"GLOBAL-NFS\s+<20> -\s+B <ACTIVE>",
+        r"ACME\s+<00> - <GROUP> B <ACTIVE>",
+    ):
+        assert re.search(line, out), out
+
+
+def test_files_by_name_on_445_and_139(lab: Lab, tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    src = tmp_path / "up.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    for port, remote in (("445", "via445.bin"), ("139", "via139.bin")):
+        res = sh(
+            lab,
+            "nyc-pc",
+            "smbclient",
+            "//GLOBAL-NFS/share",
+            "-N",
+            "-p",
+            port,
+            "-c",
+            f"put {src} {remote}; get {remote} {tmp_path / remote}",
+        )
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert (
+            hashlib.sha256((tmp_path / remote).read_bytes()).digest()
+            == hashlib.sha256(src.read_bytes()).digest()
+        )
+
+
+def test_wrong_called_name_is_refused_on_139(lab: Lab) -> None:
+    res = sh(
+        lab, "nyc-pc", "smbclient", "//NOT-OURS/share", "-N", "-p", "139", "-I", EDGE, "-c", "ls"
+    )
+    assert res.returncode != 0
+    assert "Called name not present" in res.stdout + res.stderr
+
+
+def test_second_name_reaches_its_own_service(lab: Lab) -> None:
+    res = sh(lab, "nyc-pc", "smbclient", "//GLOBAL-ENG/share", "-N", "-c", "ls")
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = (lab.logs_dir / "hub.log").read_text()
+    assert re.search(r"stream office=nyc client=198\.18\.11\.10:\d+ service=eng .*result=ok", log)
+
+
+def test_master_browser_lists_both_names(lab: Lab) -> None:
+    listing = wait_until(
+        "FS-NYC to list GLOBAL-NFS and GLOBAL-ENG",
+        lambda: (lambda t: t if "GLOBAL-NFS" in t and "GLOBAL-ENG" in t else None)(
+            browse_list(lab)
+        ),
+        timeout=90,
+    )
+    assert re.search(r"GLOBAL-NFS\s+HQ files via nyc edge", str(listing))
+
+
+def test_wsdd_llmnr_mdns_see_both_names(lab: Lab) -> None:
+    assert wsdd_discovers(lab, 8) >= {"GLOBAL-NFS", "GLOBAL-ENG"}
+    out = sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-ENG").stdout
+    assert f"GLOBAL-ENG IN A {EDGE}" in out or f"GLOBAL-ENG IN A {ENG}" in out, out
+    assert "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-4", "NOT-OURS").stdout
+    srv = sh(
+        lab,
+        "nyc-pc",
+        "dig",
+        "+short",
+        "+tries=2",
+        "-p",
+        "5353",
+        f"@{EDGE}",
+        "GLOBAL-NFS._smb._tcp.local",
+        "SRV",
+    ).stdout
+    assert "445 GLOBAL-NFS.local." in srv, srv
+
+
+def test_withdrawn_while_hq_is_away_and_back_after(lab: Lab) -> None:
+    lab.wan("nyc", up=False)
+    try:
+        # hub_dead_after (6 s) + withdraw_after (10 s) in the lab's edge.toml
+        wait_until("GLOBAL-NFS withdrawn", lambda: resolves(lab, "GLOBAL-NFS") is None, 40)
+        assert "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-NFS").stdout
+        assert not sh(
+            lab,
+            "nyc-pc",
+            "dig",
+            "+short",
+            "+tries=1",
+            "+time=2",
+            "-p",
+            "5353",
+            f"@{EDGE}",
+            "global-nfs.local",
+        ).stdout.strip()
+        assert "GLOBAL-NFS" not in wsdd_discovers(lab, 5)
+    finally:
+        lab.wan("nyc", up=True)
+    wait_until("GLOBAL-NFS back", lambda: resolves(lab, "GLOBAL-NFS") == EDGE, 40)
+    wait_until(
+        "llmnr answers again",
+        lambda: f"IN A {EDGE}" in sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-NFS").stdout,
+        20,
+    )
+    assert "GLOBAL-NFS" in wsdd_discovers(lab, 8)
+    res = sh(lab, "nyc-pc", "smbclient", "//GLOBAL-NFS/share", "-N", "-c", "ls")
+    assert res.returncode == 0, res.stdout + res.stderr
+    log = (lab.logs_dir / "edge-nyc.log").read_text()
+    assert "withdrawing GLOBAL-NFS, GLOBAL-ENG from the LAN" in log
+    assert "announcing GLOBAL-NFS, GLOBAL-ENG on the LAN" in log
+
+
+def test_clean_stop_leaves_the_browse_list(lab: Lab) -> None:
+    """Last in this module: stops the edge (SIGTERM by PID) and watches the names go."""
+    wait_until("GLOBAL-NFS listed", lambda: "GLOBAL-NFS" in browse_list(lab), 90)
+    edges = [p for p in lab.registry.processes() if p["what"] == "edge-nyc"]
+    assert len(edges) == 1
+    lab.registry.kill_process(edges[0]["pid"])  # SIGTERM, start time checked
+    log = (lab.logs_dir / "edge-nyc.log").read_text()
+    assert "edge stopped" in log and "SIGKILL" not in log
+    wait_until(
+        "GLOBAL-NFS gone from FS-NYC's list", lambda: "GLOBAL-NFS" not in browse_list(lab), 60
+    )
+    assert resolves(lab, "GLOBAL-NFS") is None
+    assert "netbios on 198.18.11.1 stopped" in log
