@@ -30,7 +30,7 @@ from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
 from spokeshare.lan import netbios_session
 from spokeshare.tunnel import pool, tls, wire
-from spokeshare.tunnel.relay import PlainEnd, Splice, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.edge")
@@ -178,17 +178,16 @@ class SessionClientEnd(ClientEnd):
             super().connection_lost(exc)
 
 
-class EdgeTunnel(asyncio.Protocol):
+class EdgeTunnel(TunnelEnd):
     """One TLS connection to the hub: pooled, then a stream or the control channel."""
 
     def __init__(self, edge: Edge) -> None:
+        super().__init__()
         self.edge = edge
-        self.transport: asyncio.Transport | None = None
         self.state = TunnelState.IDLE
         self.created = time.monotonic()
         self.buf = bytearray()
         self.client: ClientEnd | None = None
-        self.splice: Splice | None = None
         self.frames: wire.FrameReader | None = None
         self.status_waiter: asyncio.Future[wire.StatusReply] | None = None
 
@@ -288,23 +287,7 @@ class EdgeTunnel(asyncio.Protocol):
             self.status_waiter.set_exception(ConnectionError("tunnel closed before status"))
         self.edge.tunnel_lost(self, prev)
 
-    def pause_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.tunnel_pause_writing()
 
-    def resume_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.tunnel_resume_writing()
-
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self, reason: str) -> None:
-        if self.splice is not None:
-            self.splice.abort(reason)
-        elif self.transport is not None:
-            self.transport.abort()
 
 
 class Edge:

@@ -37,7 +37,7 @@ from spokeshare import __version__, enrollment, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
 from spokeshare.tunnel import tls, wire
-from spokeshare.tunnel.relay import PlainEnd, Splice, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.hub")
@@ -89,17 +89,16 @@ class OfficeState:
         }
 
 
-class HubTunnel(asyncio.Protocol):
+class HubTunnel(TunnelEnd):
     """One TLS connection from an edge, after its handshake."""
 
     def __init__(self, hub: Hub, peer: tuple[str, int]) -> None:
+        super().__init__()
         self.hub = hub
         self.peer = peer
         self.office: OfficeState | None = None
-        self.transport: asyncio.Transport | None = None
         self.state = TunnelState.AWAIT_HEADER
         self.buf = bytearray()
-        self.splice: Splice | None = None
         self.header: wire.OpenStream | None = None
         self.opened_at = 0.0
         self.frames: wire.FrameReader | None = None
@@ -171,13 +170,6 @@ class HubTunnel(asyncio.Protocol):
                     f": {exc}" if exc else "",
                 )
 
-    def pause_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.tunnel_pause_writing()
-
-    def resume_writing(self) -> None:
-        if self.splice is not None:
-            self.splice.tunnel_resume_writing()
 
     # -- the open header -------------------------------------------------------------
     def _on_header_bytes(self) -> None:
@@ -359,15 +351,6 @@ class HubTunnel(asyncio.Protocol):
             self.transport.write(wire.encode_control(message))
 
     # -- endings ---------------------------------------------------------------------
-    def close(self) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def abort(self, reason: str) -> None:
-        if self.splice is not None:
-            self.splice.abort(reason)
-        elif self.transport is not None:
-            self.transport.abort()
 
 
 class Hub:

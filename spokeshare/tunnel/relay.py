@@ -249,3 +249,32 @@ class PlainEnd(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.splice is not None:
             self.splice.plain_resume_writing()
+
+
+class TunnelEnd(asyncio.Protocol):
+    """What both ends' tunnel protocols share: the TLS transport, its splice once a
+    stream runs, flow control handed to the splice, and the two ways to end."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.splice: Splice | None = None
+
+    def pause_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.splice is not None:
+            self.splice.tunnel_resume_writing()
+
+    def close(self) -> None:
+        """Graceful: pending writes go out, then TLS close_notify."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self, reason: str) -> None:
+        """Abortive: the stream's plain side is reset, the tunnel dropped."""
+        if self.splice is not None:
+            self.splice.abort(reason)
+        elif self.transport is not None:
+            self.transport.abort()

@@ -269,7 +269,7 @@ def test_connection_churn_leaves_nothing_behind(stack: Stack) -> None:
 
     wait_for(lambda: settled() == (0, 0, 0), what="idle stack")
     fds0, tasks0 = open_fds(), tasks()
-    for i in range(1500):
+    for i in range(2000):
         with stack.connect() as s:
             s.sendall(b"%d" % i)
             s.shutdown(socket.SHUT_WR)
