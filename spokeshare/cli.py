@@ -279,11 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional(sub: Any) -> None:
     """Subcommands that live in their own packages (the lab, the demo)."""
+    from spokeshare import demo
     from spokeshare.lab import cli as lab_cli
     from spokeshare.lab import spokes
 
     lab = lab_cli.add_lab_parser(sub, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
     lab.set_defaults(func=lab_cli.run_lab_command)
+    demo.add_demo_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
