@@ -1,0 +1,100 @@
+"""The loopback tunnel benchmark (bench/tunnel.py) runs end to end with tiny sizes.
+
+Behaviour only: every measure produced a row for all three paths. Timings are the
+benchmark's business, never asserted here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "bench" / "tunnel.py"
+STUNNEL = "/usr/bin/stunnel4"
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_tunnel", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_backend_protocol_and_helpers(tmp_path: Path) -> None:
+    """The backend's U/D/E requests and the load generators agree on bytes moved."""
+    import socket
+
+    bench = _load()
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    port = lsock.getsockname()[1]
+    argv = [sys.executable, str(SCRIPT), "--serve", "backend", "--arg", str(lsock.fileno())]
+    with bench.process(argv, tmp_path / "backend.log", pass_fds=(lsock.fileno(),)):
+        lsock.close()
+        up = bench.bulk(port, b"U", 2, 3 * bench.MiB + 7, [])
+        down = bench.bulk(port, b"D", 1, 5 * bench.MiB + 3, [])
+        assert up["bytes"] == 2 * (3 * bench.MiB + 7)
+        assert down["bytes"] == 5 * bench.MiB + 3
+        assert len(bench.rtt(port, 20, warm=2)) == 20
+        assert len(bench.first_byte(port, 5, 0.0)) == 5
+        held = bench.hold_connections(port, 4)
+        assert len(held) == 4
+        for s in held:
+            s.close()
+
+
+def test_percentiles_and_doc_section(tmp_path: Path) -> None:
+    bench = _load()
+    xs = [float(i) for i in range(1, 101)]
+    assert bench.pct(xs, 0.5) in (50.0, 51.0)
+    assert bench.pct(xs, 0.99) == 99.0
+    assert bench.median([3.0, 1.0, 2.0]) == 2.0
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    bench.write_doc(doc, "first\n")
+    bench.write_doc(doc, "second\n")
+    text = doc.read_text()
+    assert "kept" in text and "second" in text and "first" not in text
+    assert text.count(bench.BEGIN) == 1 and text.count("## Tunnel on loopback") == 1
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(STUNNEL), reason="needs Debian's stunnel4")
+def test_smoke_run_reports_all_three_paths(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    paths = {"direct", "stunnel", "spokeshare"}
+    speed = res["speed"]
+    assert set(speed["bulk"]) == {"1x upload", "1x download", "8x upload", "8x download"}
+    for cells in speed["bulk"].values():
+        assert set(cells) == paths
+    assert set(speed["rtt"]) == paths and set(speed["connect"]) == paths
+    assert all(len(v) > 0 for v in speed["rtt"].values())
+    mem = res["memory"]
+    assert set(mem) == {"stunnel", "cli", "asyncio"}
+    for loop in ("cli", "asyncio"):
+        assert set(mem[loop]["pool"]) == {"office", "hq"}
+        assert set(mem[loop]["relayed"]) == {"office", "hq"}
+    table = proc.stdout
+    for heading in ("Bulk throughput", "Round trip", "New connection", "Memory per idle"):
+        assert heading in table
+    assert table.count("| direct | stunnel | spokeshare |") >= 3
