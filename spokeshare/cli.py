@@ -279,13 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_optional(sub: Any) -> None:
     """Subcommands that live in their own packages (the lab, the demo)."""
-    from spokeshare import demo
+    from spokeshare import bench_wan, demo
     from spokeshare.lab import cli as lab_cli
     from spokeshare.lab import spokes
 
     lab = lab_cli.add_lab_parser(sub, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
     lab.set_defaults(func=lab_cli.run_lab_command)
     demo.add_demo_parser(sub)
+    bench_wan.add_bench_parser(sub)
 
 
 def main(argv: list[str] | None = None) -> int:
