@@ -319,13 +319,17 @@ class FrameReader:
                 continue
             if self._eof:
                 raise DecodeError(_PROTO, "bytes after EOF frame", pos)
-            need = 4 - len(self._partial)
-            self._partial += view[pos : pos + need]
-            pos += min(need, end - pos)
-            if len(self._partial) < 4:
-                break
-            word = int.from_bytes(self._partial, "big")
-            self._partial.clear()
+            if not self._partial and end - pos >= 4:
+                word = int.from_bytes(view[pos : pos + 4], "big")  # the usual case
+                pos += 4
+            else:
+                need = 4 - len(self._partial)
+                self._partial += view[pos : pos + need]
+                pos += min(need, end - pos)
+                if len(self._partial) < 4:
+                    break
+                word = int.from_bytes(self._partial, "big")
+                self._partial.clear()
             ftype, length = word >> 24, word & 0xFFFFFF
             if ftype == FrameType.DATA:
                 if length > MAX_FRAME or length == 0:
