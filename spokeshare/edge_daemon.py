@@ -136,6 +136,9 @@ class EdgeDaemon:
                 announce_initial_interval=nb.announce_initial_interval,
                 announce_max_interval=nb.announce_max_interval,
                 wins_server=IPv4Address(nb.wins_server) if nb.wins_server else None,
+                name_addresses=tuple(
+                    (n.name, IPv4Address(n.address)) for n in cfg.names if n.address
+                ),
             )
             out.append(_NetbiosPresence(NetbiosService(settings)))
         d = cfg.discovery
@@ -148,6 +151,7 @@ class EdgeDaemon:
                 workgroup=cfg.workgroup,
                 ipv6_link_local=interfaces.ipv6_link_local(cfg.lan_interface),
                 smb_port=cfg.ports.get("smb", 445) or 445,
+                name_addresses=tuple((n.name, n.address) for n in cfg.names if n.address),
             )
             if d.llmnr:
                 out.append(LlmnrService(disc))

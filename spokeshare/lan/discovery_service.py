@@ -73,6 +73,8 @@ class DiscoverySettings:
     wsd_http_port: int = wsd.HTTP_PORT
     mdns_model: str = "RackMac"
     llmnr_ttl: int = llmnr.DEFAULT_TTL
+    #: (name, IPv4) for names that have an address of their own on the interface.
+    name_addresses: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         src = "discovery"
@@ -225,7 +227,9 @@ class LlmnrService:
 
     def __init__(self, settings: DiscoverySettings) -> None:
         self.settings = settings
-        self.core = llmnr.LlmnrResponder(settings.names, ttl=settings.llmnr_ttl)
+        self.core = llmnr.LlmnrResponder(
+            settings.names, ttl=settings.llmnr_ttl, name_addresses=dict(settings.name_addresses)
+        )
         self._local = llmnr.InterfaceAddresses(settings.ipv4, settings.ipv6_link_local)
         self._transports: list[asyncio.DatagramTransport] = []
         self._replies: dict[int, asyncio.DatagramTransport] = {}

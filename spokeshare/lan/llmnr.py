@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from spokeshare.buffer import Buffer
@@ -374,8 +374,15 @@ class LlmnrResponder:
         ttl: int = DEFAULT_TTL,
         rate_limit: int = RATE_LIMIT,
         rate_window: float = RATE_WINDOW,
+        name_addresses: Mapping[str, str] | None = None,
     ) -> None:
         self._names = frozenset(n.rstrip(".").casefold() for n in names)
+        #: A name with an address of its own is answered with it, not the interface's
+        #: (two names carrying different SMB services live on two addresses).
+        self._addresses = {
+            n.rstrip(".").casefold(): str(ipaddress.IPv4Address(a))
+            for n, a in (name_addresses or {}).items()
+        }
         if not self._names:
             raise UsageError("llmnr: a responder needs at least one name")
         self._ttl = ttl
@@ -421,8 +428,9 @@ class LlmnrResponder:
         if not self.owns(q.name):
             return None
         answers: list[ResourceRecord] = []
-        if q.qtype in (TYPE_A, TYPE_ANY) and local.ipv4 is not None:
-            packed = ipaddress.IPv4Address(local.ipv4).packed
+        ipv4 = self._addresses.get(q.name.rstrip(".").casefold(), local.ipv4)
+        if q.qtype in (TYPE_A, TYPE_ANY) and ipv4 is not None:
+            packed = ipaddress.IPv4Address(ipv4).packed
             answers.append(ResourceRecord(q.name, TYPE_A, CLASS_IN, self._ttl, packed))
         if q.qtype in (TYPE_AAAA, TYPE_ANY) and local.ipv6 is not None:
             packed = ipaddress.IPv6Address(local.ipv6.split("%", 1)[0]).packed

@@ -67,7 +67,8 @@ class MdnsPublisher:
     def infos(self, name: str) -> tuple[ServiceInfo, ServiceInfo]:
         """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name."""
         s = self.settings
-        addresses = [ipaddress.IPv4Address(s.ipv4).packed]
+        own = dict(s.name_addresses).get(name, s.ipv4)
+        addresses = [ipaddress.IPv4Address(own).packed]
         if s.ipv6_link_local is not None:
             addresses.append(ipaddress.IPv6Address(s.ipv6_link_local).packed)
         server = f"{name}.local."

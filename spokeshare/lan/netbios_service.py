@@ -85,6 +85,8 @@ class NetbiosSettings:
     nbns_port: int = netbios.NAME_SERVICE_UDP_PORT
     dgm_port: int = netbios.DATAGRAM_SERVICE_UDP_PORT
     bind_broadcast: bool = True
+    #: (name, address) for names answered with an address of their own.
+    name_addresses: tuple[tuple[str, IPv4Address], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -129,6 +131,7 @@ class NetbiosSettings:
             retry_count=self.registration_retry_count,
             wins_server=self.wins_server,
             port=self.nbns_port,
+            name_addresses=self.name_addresses,
         )
 
 
@@ -205,8 +208,10 @@ class NetbiosService:
         now = self._loop.time()
         logger.info(
             "netbios on %s (%s): names %s in workgroup %s",
-            s.interface_address, s.interface_name or "any device",
-            ", ".join(n for n, _ in s.names), s.workgroup,
+            s.interface_address,
+            s.interface_name or "any device",
+            ", ".join(n for n, _ in s.names),
+            s.workgroup,
         )
         self._execute(self.names.start(now) + self.announcer.start(now))
         self._rearm()
@@ -244,7 +249,8 @@ class NetbiosService:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             if self.settings.interface_name:
                 sock.setsockopt(
-                    socket.SOL_SOCKET, _SO_BINDTODEVICE,
+                    socket.SOL_SOCKET,
+                    _SO_BINDTODEVICE,
                     self.settings.interface_name.encode() + b"\0",
                 )
             sock.setblocking(False)
@@ -295,7 +301,9 @@ class NetbiosService:
             self._bad_logged_at = now
             logger.debug(
                 "dropped undecodable packet from %s: %s (%s dropped so far)",
-                source, exc, self._bad_packets,
+                source,
+                exc,
+                self._bad_packets,
             )
 
     def _on_timer(self) -> None:
@@ -329,7 +337,9 @@ class NetbiosService:
             elif isinstance(cmd, NameConflict):
                 logger.warning(
                     "NetBIOS name conflict: %s is held by %s (%s); not answering for it",
-                    cmd.name, cmd.owner, cmd.reason,
+                    cmd.name,
+                    cmd.owner,
+                    cmd.reason,
                 )
             elif isinstance(cmd, NameDefended):
                 logger.info("defended NetBIOS name %s against %s", cmd.name, cmd.challenger)

@@ -199,6 +199,8 @@ class _Name:
     wins_deadline: float | None = None
     wins_registered: bool = False
     conflict_with: IPv4Address | None = None
+    #: The name's own address, when it has one (else the interface's).
+    address: IPv4Address | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,8 @@ class ResponderConfig:
     rate_burst: float = RATE_BURST
     rate_per_second: float = RATE_PER_SECOND
     extra_addresses: tuple[IPv4Address, ...] = field(default=())
+    #: (name, address) for virtual names that answer with an address of their own.
+    name_addresses: tuple[tuple[str, IPv4Address], ...] = field(default=())
     #: Where broadcasts and WINS requests go (137 on a LAN; other values for tests).
     port: int = netbios.NAME_SERVICE_UDP_PORT
 
@@ -240,12 +244,13 @@ class NameResponder:
         self.config = config
         self._rng = rng or random.Random()
         self._limiter = TokenBucket(config.rate_burst, config.rate_per_second)
-        self._own = {config.address, *config.extra_addresses}
+        per_name = {n.upper(): a for n, a in config.name_addresses}
+        self._own = {config.address, *config.extra_addresses, *per_name.values()}
         self._names: dict[tuple[str, int, str], _Name] = {}
         for vname in config.names:
             for suffix in (0x00, 0x20):
                 n = NetbiosName.create(vname, suffix)
-                self._names[n.key] = _Name(n, group=False)
+                self._names[n.key] = _Name(n, group=False, address=per_name.get(vname.upper()))
         wg = NetbiosName.create(config.workgroup, 0x00)
         self._names[wg.key] = _Name(wg, group=True)
         self._stats = {"answered": 0, "status": 0, "defended": 0, "ignored": 0}
@@ -295,13 +300,20 @@ class NameResponder:
         for n in self._names.values():
             if n.state is NameState.CLAIMED or n.state is NameState.REGISTERING:
                 pkt = netbios.release_request(
-                    self._rng.randrange(1, 0x10000), n.name, self.config.address, group=n.group
+                    self._rng.randrange(1, 0x10000),
+                    n.name,
+                    n.address or self.config.address,
+                    group=n.group,
                 )
                 out.append(SendNbns(pkt, self.config.broadcast, self.config.port))
                 if self.config.wins_server is not None and n.wins_registered:
                     pkt = netbios.release_request(
-                        self._rng.randrange(1, 0x10000), n.name, self.config.address,
-                        group=n.group, broadcast=False, node_type=netbios.NodeType.H,
+                        self._rng.randrange(1, 0x10000),
+                        n.name,
+                        n.address or self.config.address,
+                        group=n.group,
+                        broadcast=False,
+                        node_type=netbios.NodeType.H,
                     )
                     out.append(SendNbns(pkt, self.config.wins_server, self.config.port))
                 n.state = NameState.RELEASED
@@ -369,8 +381,10 @@ class NameResponder:
         if packet.opcode is Opcode.QUERY and q.qtype == RRType.NBSTAT:
             return self._handle_node_status(packet, q.name, source, port, now)
         if packet.opcode in (
-            Opcode.REGISTRATION, Opcode.MULTIHOMED_REGISTRATION,
-            Opcode.REFRESH, Opcode.REFRESH_ALT,
+            Opcode.REGISTRATION,
+            Opcode.MULTIHOMED_REGISTRATION,
+            Opcode.REFRESH,
+            Opcode.REFRESH_ALT,
         ):
             # Another host refreshing one of our names claims it just as much
             # (smbtorture nbt.register.refresh_own expects ACT_ERR here too).
@@ -406,7 +420,7 @@ class NameResponder:
         if not self._limiter.allow(source, now):
             return []
         self._stats["answered"] += 1
-        entry = NbEntry(interface, group=n.group)
+        entry = NbEntry(n.address or interface, group=n.group)
         answer = netbios.positive_query_response(packet, name, [entry], self.config.answer_ttl)
         return [SendNbns(answer, source, port)]
 
@@ -419,8 +433,11 @@ class NameResponder:
         if not wildcard and self._owned(name) is None:
             return []
         listed = [
-            NodeName(n.name.name, n.name.suffix,
-                     NameFlags.ACT | (NameFlags.GROUP if n.group else NameFlags(0)))
+            NodeName(
+                n.name.name,
+                n.name.suffix,
+                NameFlags.ACT | (NameFlags.GROUP if n.group else NameFlags(0)),
+            )
             for n in self._names.values()
             if n.state is NameState.CLAIMED
         ]
@@ -461,7 +478,8 @@ class NameResponder:
                 elif packet.rcode == Rcode.ACT_ERR and from_wins:
                     out += self._conflict(n, source, "WINS server refused the registration")
                 elif packet.rcode == Rcode.CFT_ERR and n.state in (
-                    NameState.REGISTERING, NameState.CLAIMED
+                    NameState.REGISTERING,
+                    NameState.CLAIMED,
                 ):
                     out += self._conflict(n, source, "name conflict demand (CFT_ERR)")
             elif (
@@ -487,7 +505,11 @@ class NameResponder:
         n.sent += 1
         n.deadline = now + self.config.retry_interval
         pkt = netbios.registration_request(
-            n.trn_id, n.name, self.config.address, group=n.group, ttl=netbios.INFINITE_TTL
+            n.trn_id,
+            n.name,
+            n.address or self.config.address,
+            group=n.group,
+            ttl=netbios.INFINITE_TTL,
         )
         return [SendNbns(pkt, self.config.broadcast, self.config.port)]
 
@@ -502,12 +524,21 @@ class NameResponder:
         n.wins_deadline = now + UCAST_REQ_RETRY_TIMEOUT
         if opcode is Opcode.REFRESH:
             pkt = netbios.refresh_request(
-                n.wins_trn_id, n.name, self.config.address, ttl=WINS_TTL, group=n.group
+                n.wins_trn_id,
+                n.name,
+                n.address or self.config.address,
+                ttl=WINS_TTL,
+                group=n.group,
             )
         else:
             pkt = netbios.registration_request(
-                n.wins_trn_id, n.name, self.config.address, group=n.group, ttl=WINS_TTL,
-                broadcast=False, node_type=netbios.NodeType.H,
+                n.wins_trn_id,
+                n.name,
+                n.address or self.config.address,
+                group=n.group,
+                ttl=WINS_TTL,
+                broadcast=False,
+                node_type=netbios.NodeType.H,
             )
         return [SendNbns(pkt, wins, self.config.port)]
 
