@@ -109,7 +109,8 @@ def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str
 
 
 def start_edge(lab: Lab, office: str, names: list[NameSpec] | None = None) -> int:
-    """Write the office's edge.toml and start its edge; return once the hub sees it.
+    """Write the office's edge.toml and start its edge; return once the hub sees it
+    and its names are claimed on the LAN.
 
     A name with its own address gets that address on the edge's LAN interface.
     """
@@ -119,15 +120,26 @@ def start_edge(lab: Lab, office: str, names: list[NameSpec] | None = None) -> in
     conf.write_text(edge_toml(lab, office, names))
     for _, _, address in names or []:
         if address:
-            lab.exec(plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME],
-                     check=True)
+            lab.exec(
+                plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME], check=True
+            )
     pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
+    log_file = lab.logs_dir / f"edge-{office}.log"
+    wanted = [f"claimed NetBIOS name {n}<00>" for n, _, _ in names or [(VIRTUAL_NAME, "", "")]]
+
+    def ready() -> bool:
+        try:
+            text = log_file.read_text()
+        except OSError:
+            return False
+        return office_connected(lab, office) and all(w in text for w in wanted)
+
     deadline = time.monotonic() + 30
-    while not office_connected(lab, office):
+    while not ready():
         if time.monotonic() > deadline:
             raise LabError(
-                f"edge of {office} did not connect to the hub within 30 s "
-                f"(see {lab.logs_dir}/edge-{office}.log)"
+                f"edge of {office} not connected with its names claimed within 30 s "
+                f"(see {log_file})"
             )
         time.sleep(0.1)
     return pid

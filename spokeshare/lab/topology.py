@@ -25,6 +25,7 @@ in a host; :attr:`Lab.deploy_dir` is where the hub's deployment (CA, bundles) be
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -46,6 +47,8 @@ DEFAULT_STATE_DIR = Path("/var/lib/spokeshare/lab")
 HQ = "hq"
 HQ_SERVICE_IP = "198.19.0.1"
 LAN_IFNAME = "lan0"
+#: Which state dir's lab holds the machine-wide host names now.
+OWNER_FILE = Path("/run/spokeshare/lab.owner")
 MAX_OFFICES = 200
 _OFFICE_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 
@@ -276,8 +279,16 @@ class Lab:
                 progress(name, time.monotonic() - t0)
 
         self._check_state_dir()
+        other = self._other_owner()
+        if other is not None:
+            raise LabError(
+                f"a lab from {other} is up (host names are machine-wide); "
+                f"remove it first: spokeshare lab --state-dir {other} down"
+            )
         step("removing any stale lab")
         self.down()
+        OWNER_FILE.parent.mkdir(parents=True, exist_ok=True)
+        OWNER_FILE.write_text(str(self.state_dir.resolve()))
         try:
             self._build(step)
         except BaseException:
@@ -285,6 +296,18 @@ class Lab:
             self.down(keep_logs=True)
             raise
         step("ready")
+
+    def _other_owner(self) -> Path | None:
+        """The state dir of another lab that is up now, if any (stale records ignored)."""
+        try:
+            owner = Path(OWNER_FILE.read_text().strip())
+        except OSError:
+            return None
+        if owner == self.state_dir.resolve():
+            return None
+        if not (owner / "state.json").exists() or not netns.namespace_exists(HQ):
+            return None
+        return owner
 
     def _check_state_dir(self) -> None:
         """The daemons drop privileges (smbd's guests are ``nobody``, cupsd runs backends
@@ -440,6 +463,10 @@ class Lab:
         in the state dir. Safe to call when nothing is up. Returns what was done.
         """
         done = self.registry.teardown()
+        if self._other_owner() is not None:
+            return done  # the namespaces by these names belong to another lab
+        with contextlib.suppress(FileNotFoundError):
+            OWNER_FILE.unlink()
         # A lab whose state file was lost still has its names: those are ours.
         for host in self.hosts:
             if netns.namespace_exists(host):
