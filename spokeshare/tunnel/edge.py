@@ -288,8 +288,6 @@ class EdgeTunnel(TunnelEnd):
         self.edge.tunnel_lost(self, prev)
 
 
-
-
 class Edge:
     """The edge daemon's tunnel side (LAN presence hooks in via ``on_hub_state``)."""
 

@@ -170,7 +170,6 @@ class HubTunnel(TunnelEnd):
                     f": {exc}" if exc else "",
                 )
 
-
     # -- the open header -------------------------------------------------------------
     def _on_header_bytes(self) -> None:
         if not self._header_started:
