@@ -64,6 +64,8 @@ class HubConfig:
     state_dir: Path
     heartbeat_interval: float = 5.0
     limits: HubLimits = field(default_factory=HubLimits)
+    #: HOST:PORT of the status page and metrics (None: off).
+    status_listen: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,8 @@ def load_hub(path: Path) -> HubConfig:
         raise ConfigError(src, "hub.listen", "needs at least one address")
     state_dir = Path(hub.take("state_dir", str, "/var/lib/spokeshare/hub"))
     heartbeat = hub.take("heartbeat_interval", float, 5.0)
+    status_raw = hub.take("status_listen", str, "")
+    status_listen = parse_hostport(status_raw, src, "hub.status_listen") if status_raw else None
     if not 0.05 <= heartbeat <= 300:
         raise ConfigError(src, "hub.heartbeat_interval", "must be between 0.05 and 300 seconds")
     hub.done()
@@ -250,7 +254,7 @@ def load_hub(path: Path) -> HubConfig:
         raise ConfigError(src, "services", "no service is defined")
     limits = _dataclass_from(root.table("limits"), HubLimits)
     root.done()
-    return HubConfig(src, listen, services, state_dir, heartbeat, limits)
+    return HubConfig(src, listen, services, state_dir, heartbeat, limits, status_listen)
 
 
 def _bad(src: str, key: str) -> tuple[str, int]:

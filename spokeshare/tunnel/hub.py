@@ -370,6 +370,7 @@ class Hub:
             (directory / "hub.key").read_bytes(),
         )
         self.listeners: list[socket.socket] = []
+        self.status_server: asyncio.Server | None = None
         self.handshakes = 0
         self.handshake_failures = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -417,6 +418,11 @@ class Hub:
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
         self.spawn(self._housekeeping())
+        if self.cfg.status_listen is not None:
+            from spokeshare import status
+
+            host, port = self.cfg.status_listen
+            self.status_server = await status.serve(host, port, self.statistics)
 
     @property
     def ports(self) -> list[int]:
@@ -446,6 +452,8 @@ class Hub:
     async def close(self) -> None:
         for s in self.listeners:
             s.close()
+        if self.status_server is not None:
+            self.status_server.close()
         for o in self.offices.values():
             for t in list(o.tunnels):
                 t.abort("hub shutting down")
