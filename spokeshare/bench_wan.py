@@ -329,7 +329,7 @@ MEASURES: tuple[Measure, ...] = (
         "50 PCs at once",
         "s",
         False,
-        "smbclient sessions started together, a small `get` each: time until the last "
+        "`smbclient` sessions started together, a small `get` each: time until the last "
         "finished (failures noted)",
     ),
 )
