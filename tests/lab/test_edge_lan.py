@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -138,18 +139,34 @@ def test_files_by_name_on_445_and_139(lab: Lab, tmp_path: Path) -> None:
 
 
 def test_wrong_called_name_is_refused_on_139(lab: Lab) -> None:
-    res = sh(
-        lab, "nyc-pc", "smbclient", "//NOT-OURS/share", "-N", "-p", "139", "-I", EDGE, "-c", "ls"
+    """A session request for a name the edge does not own gets 0x82, "called name not
+    present" (RFC 1002 §4.3.4); smbclient then retries as *SMBSERVER, as with Samba."""
+    probe = (
+        "import socket,sys;"
+        "from spokeshare.lan import netbios, netbios_session as s;"
+        "req=s.SessionRequest(netbios.NetbiosName.create('NOT-OURS',0x20),"
+        "netbios.NetbiosName.create('NYC-PC',0));"
+        f"c=socket.create_connection(('{EDGE}',139),5);c.sendall(s.encode(req));"
+        "print(c.recv(64).hex())"
     )
-    assert res.returncode != 0
-    assert "Called name not present" in res.stdout + res.stderr
+    res = sh(lab, "nyc-pc", sys.executable, "-c", probe)
+    assert res.returncode == 0, res.stderr
+    # NEGATIVE SESSION RESPONSE (0x83), flags 0, length 1, error 0x82
+    assert res.stdout.strip() == "8300000182"
+    log = (lab.logs_dir / "edge-nyc.log").read_text()
+    assert "NetBIOS session from 198.18.11.10" in log and "NOT-OURS" in log
 
 
 def test_second_name_reaches_its_own_service(lab: Lab) -> None:
     res = sh(lab, "nyc-pc", "smbclient", "//GLOBAL-ENG/share", "-N", "-c", "ls")
     assert res.returncode == 0, res.stdout + res.stderr
-    log = (lab.logs_dir / "hub.log").read_text()
-    assert re.search(r"stream office=nyc client=198\.18\.11\.10:\d+ service=eng .*result=ok", log)
+    # The hub logs a stream when it ends, just after smbclient exits.
+    pattern = r"stream office=nyc client=198\.18\.11\.10:\d+ service=eng .*result=ok"
+    wait_until(
+        "the hub's log line for the eng stream",
+        lambda: re.search(pattern, (lab.logs_dir / "hub.log").read_text()),
+        10,
+    )
 
 
 def test_master_browser_lists_both_names(lab: Lab) -> None:
@@ -165,9 +182,9 @@ def test_master_browser_lists_both_names(lab: Lab) -> None:
 
 def test_wsdd_llmnr_mdns_see_both_names(lab: Lab) -> None:
     assert wsdd_discovers(lab, 8) >= {"GLOBAL-NFS", "GLOBAL-ENG"}
-    out = sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-ENG").stdout
+    out = sh(lab, "nyc-pc", "llmnr-query", "-T", "A", "GLOBAL-ENG").stdout
     assert f"GLOBAL-ENG IN A {EDGE}" in out or f"GLOBAL-ENG IN A {ENG}" in out, out
-    assert "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-4", "NOT-OURS").stdout
+    assert "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-T", "A", "NOT-OURS").stdout
     srv = sh(
         lab,
         "nyc-pc",
@@ -188,8 +205,10 @@ def test_withdrawn_while_hq_is_away_and_back_after(lab: Lab) -> None:
     try:
         # hub_dead_after (6 s) + withdraw_after (10 s) in the lab's edge.toml
         wait_until("GLOBAL-NFS withdrawn", lambda: resolves(lab, "GLOBAL-NFS") is None, 40)
-        assert "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-NFS").stdout
-        assert not sh(
+        assert (
+            "No LLMNR response" in sh(lab, "nyc-pc", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+        )
+        answer = sh(
             lab,
             "nyc-pc",
             "dig",
@@ -200,14 +219,15 @@ def test_withdrawn_while_hq_is_away_and_back_after(lab: Lab) -> None:
             "5353",
             f"@{EDGE}",
             "global-nfs.local",
-        ).stdout.strip()
+        ).stdout
+        assert EDGE not in answer.splitlines()  # no A record, only dig's own remarks
         assert "GLOBAL-NFS" not in wsdd_discovers(lab, 5)
     finally:
         lab.wan("nyc", up=True)
     wait_until("GLOBAL-NFS back", lambda: resolves(lab, "GLOBAL-NFS") == EDGE, 40)
     wait_until(
         "llmnr answers again",
-        lambda: f"IN A {EDGE}" in sh(lab, "nyc-pc", "llmnr-query", "-4", "GLOBAL-NFS").stdout,
+        lambda: f"IN A {EDGE}" in sh(lab, "nyc-pc", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout,
         20,
     )
     assert "GLOBAL-NFS" in wsdd_discovers(lab, 8)
@@ -231,3 +251,4 @@ def test_clean_stop_leaves_the_browse_list(lab: Lab) -> None:
     )
     assert resolves(lab, "GLOBAL-NFS") is None
     assert "netbios on 198.18.11.1 stopped" in log
+    assert not wsdd_discovers(lab, 5) & {"GLOBAL-NFS", "GLOBAL-ENG"}  # Bye was sent
