@@ -419,8 +419,14 @@ class Edge:
 
     # -- clients ---------------------------------------------------------------------
     def client_arrived(self, client: ClientEnd) -> None:
-        loop = asyncio.get_running_loop()
-        client.deadline = loop.call_later(self.cfg.pool.open_timeout, self._client_timeout, client)
+        """A LAN client connected: hand it a warm tunnel, or wait for one, or refuse.
+
+        Deadlines: waiting for a tunnel may take as long as dialling one
+        (``pool.connect_timeout``: under a burst the pool is growing); once the open
+        header is out, the hub's status must come within ``open_timeout`` (or four
+        measured RTTs on a slower link). While the hub counts as unreachable a client
+        is refused at once.
+        """
         tunnel = self._take()
         if tunnel is not None:
             self._start_stream(tunnel, client)
@@ -429,30 +435,44 @@ class Edge:
         else:
             cast(asyncio.Transport, client.transport).pause_reading()
             self.waiters.append(client)
+            client.deadline = asyncio.get_running_loop().call_later(
+                self.cfg.pool.connect_timeout, self._wait_timeout, client
+            )
         self.kick()
 
+    def status_timeout(self) -> float:
+        rtt = self.rtt or 0.0
+        return max(self.cfg.pool.open_timeout, 4 * rtt)
+
     def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
+        if client.deadline is not None:
+            client.deadline.cancel()
+        client.deadline = asyncio.get_running_loop().call_later(
+            self.status_timeout(), self._status_timeout, client, tunnel
+        )
         self.streams_total += 1
         self.clients.add(tunnel)
         tunnel.open_stream(client)
 
-    def _client_timeout(self, client: ClientEnd) -> None:
+    def _status_timeout(self, client: ClientEnd, tunnel: EdgeTunnel) -> None:
         client.deadline = None
-        if client.splice is not None and not client.splice.finished:
-            tunnel = next((t for t in self.clients if t.client is client), None)
-            if tunnel is not None and tunnel.state is TunnelState.OPENING:
-                self.streams_failed += 1
-                log.warning(
-                    "no answer from hub within %.1fs for client %s:%d; closing it",
-                    self.cfg.pool.open_timeout,
-                    *client.peer,
-                )
-                client.splice.abort("hub did not answer in time")
-                self._suspect_hub()
-            return
+        if tunnel.state is TunnelState.OPENING and client.splice is not None:
+            self.streams_failed += 1
+            log.warning(
+                "no answer from hub within %.1fs for client %s:%d; closing it",
+                self.status_timeout(),
+                *client.peer,
+            )
+            client.splice.abort("hub did not answer in time")
+            self._suspect_hub()
+
+    def _wait_timeout(self, client: ClientEnd) -> None:
+        client.deadline = None
         if client in self.waiters:
             self.waiters.remove(client)
-            self._reject(client, f"no tunnel to the hub within {self.cfg.pool.open_timeout:.1f}s")
+            self._reject(
+                client, f"no tunnel to the hub within {self.cfg.pool.connect_timeout:.1f}s"
+            )
 
     def _reject(self, client: ClientEnd, reason: str) -> None:
         self.streams_failed += 1

@@ -9,14 +9,16 @@ Policy
 - Target idle count = ``min_idle`` + clients waiting for a tunnel, capped at
   ``max_idle``. The pool opens the difference (counting tunnels already connecting),
   at most ``max_connecting`` at once: it grows under load and shrinks back as tunnels
-  are used up and not replaced beyond the target.
+  are used up and not replaced beyond the target. While clients wait, it dials
+  for all of them at once (up to ``max_idle``): a burst costs one handshake time.
 - An idle tunnel older than ``max_age`` is retired and replaced, so the pool never
   hands out a tunnel that a NAT box or the hub's idle timeout has silently killed.
 - Failures back off exponentially (``backoff_initial`` doubling to ``backoff_max``)
   with jitter supplied by the caller (a factor in [0.5, 1.0]), and only one probe is in
   flight while backing off. One success resets the backoff.
 
-Invariants (property-tested): never more than ``max_connecting`` connecting; never
+Invariants (property-tested): never more than ``max_connecting`` connecting (or one
+per waiting client, up to ``max_idle``, during a burst); never
 opens while the backoff window is running; never asks to open beyond ``max_idle``.
 """
 
@@ -61,7 +63,11 @@ def decide(cfg: PoolConfig, s: PoolState, now: float) -> PoolDecision:
             return PoolDecision(0, until if missing else None)
         # Backoff over: one probe at a time until something succeeds.
         return PoolDecision(1 if missing and s.connecting == 0 else 0, None)
-    room = max(0, cfg.max_connecting - s.connecting)
+    # A burst of clients is waiting: dial for all of them at once (each dial costs a
+    # TCP and a TLS handshake across the WAN; in steps of max_connecting a burst of 50
+    # at 200 ms RTT would wait 2.4 s).
+    limit = max(cfg.max_connecting, min(s.waiters, cfg.max_idle))
+    room = max(0, limit - s.connecting)
     return PoolDecision(min(missing, room), None)
 
 

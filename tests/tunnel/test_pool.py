@@ -32,8 +32,9 @@ def test_fills_to_min_idle_in_steps_of_max_connecting() -> None:
 
 
 def test_grows_for_waiting_clients_up_to_max_idle() -> None:
-    assert decide(CFG, state(idle=0, waiters=10), 0).open == 3
-    assert decide(CFG, state(idle=10, connecting=2, waiters=100), 0).open == 1
+    assert decide(CFG, state(idle=0, waiters=10), 0).open == 10  # one per waiter
+    assert decide(CFG, state(idle=0, waiters=2), 0).open == 3  # max_connecting
+    assert decide(CFG, state(idle=10, connecting=2, waiters=100), 0).open == 4
     assert decide(CFG, state(idle=16, waiters=100), 0).open == 0
 
 
@@ -78,8 +79,9 @@ def test_policy_invariants(
     s = state(idle, connecting, waiters, failures, last, jitter)
     d = decide(CFG, s, now)
     assert d.open >= 0
-    # never more than max_connecting in flight, never beyond max_idle
-    assert connecting + d.open <= max(connecting, CFG.max_connecting)
+    # in flight: max_connecting, or one per waiting client in a burst; never beyond max_idle
+    limit = max(CFG.max_connecting, min(waiters, CFG.max_idle))
+    assert connecting + d.open <= max(connecting, limit)
     assert idle + connecting + d.open <= max(idle + connecting, CFG.max_idle)
     if failures and last is not None:
         if now < last + backoff_delay(CFG, failures, jitter):

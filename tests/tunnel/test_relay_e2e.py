@@ -289,3 +289,19 @@ def test_connection_churn_leaves_nothing_behind(stack: Stack) -> None:
         what=f"fds back to {fds0} (now {open_fds()}) and tasks to {tasks0} (now {tasks()})",
     )
     assert stack.lt.call(lambda: stack.edge.streams_failed) == 0
+
+
+def test_burst_of_clients_beyond_the_warm_pool(stack: Stack) -> None:
+    """60 clients at once against a pool of 2: the pool dials for the waiters, none fail."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> bytes:
+        with stack.connect() as s:
+            s.sendall(b"client %d" % i)
+            s.shutdown(socket.SHUT_WR)
+            return recv_all(s)
+
+    with ThreadPoolExecutor(60) as pool:
+        got = list(pool.map(one, range(60)))
+    assert got == [b"client %d" % i for i in range(60)]
+    assert stack.lt.call(lambda: stack.edge.streams_failed) == 0
