@@ -29,6 +29,7 @@ from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
 from spokeshare.lan import netbios_session
+from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
@@ -315,7 +316,8 @@ class Edge:
         self.on_hub_state: list[Callable[[HubState], None]] = []
         self._kick_handle: asyncio.Handle | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSet(log, "edge task")
+        self.spawn = self.tasks.spawn
         self._control_heard = 0.0
         self._ping_sent: dict[int, float] = {}
         self._ping_seq = 0
@@ -340,16 +342,6 @@ class Edge:
             "streams_total": self.streams_total,
             "streams_failed": self.streams_failed,
         }
-
-    def spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("edge task failed", exc_info=task.exception())
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -411,8 +403,7 @@ class Edge:
         for w in list(self.waiters):
             if w.transport is not None:
                 w.transport.close()
-        for task in list(self._tasks):
-            task.cancel()
+        self.tasks.cancel_all()
         for s in self.servers:
             await s.wait_closed()
         log.info("edge stopped")

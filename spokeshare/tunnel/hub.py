@@ -36,6 +36,7 @@ from cryptography import x509
 from spokeshare import __version__, enrollment, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
+from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
@@ -373,7 +374,8 @@ class Hub:
         self.status_server: asyncio.Server | None = None
         self.handshakes = 0
         self.handshake_failures = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.tasks = TaskSet(log, "connection task")
+        self.spawn = self.tasks.spawn
         self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -381,17 +383,6 @@ class Hub:
 
     def tunnel_count(self) -> int:
         return sum(len(o.tunnels) for o in self.offices.values())
-
-    def spawn(self, coro: Any) -> None:
-        """Run a per-connection task; its failure is logged here, once."""
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("connection task failed", exc_info=task.exception())
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
@@ -457,8 +448,7 @@ class Hub:
         for o in self.offices.values():
             for t in list(o.tunnels):
                 t.abort("hub shutting down")
-        for task in list(self._tasks):
-            task.cancel()
+        self.tasks.cancel_all()
         self.write_status()
         log.info("hub stopped")
 
