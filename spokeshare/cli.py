@@ -156,6 +156,19 @@ def cmd_office_list(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_office_renew(a: argparse.Namespace) -> int:
+    name = a.name.lower()
+    out = Path(a.out) if a.out else Path(f"{name}.bundle")
+    rec = enrollment.renew_office(Path(a.dir), name, out, days=a.days, cut_previous=a.cut_previous)
+    print(f"office {rec.name} renewed: new certificate valid until {rec.not_after:%Y-%m-%d}")
+    if a.cut_previous:
+        print("the previous certificate is refused from now on; install the new bundle now:")
+    else:
+        print("the previous certificate keeps working until you install the new bundle:")
+    print(f"  copy {out} to the office box, then restart its edge")
+    return 0
+
+
 def cmd_office_revoke(a: argparse.Namespace) -> int:
     rec = enrollment.revoke_office(Path(a.dir), a.name)
     print(f"office {rec.name} revoked; a running hub cuts its tunnels within seconds")
@@ -251,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", default=d)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_office_list)
+    s = osub.add_parser("renew", help="issue an office a new certificate and bundle")
+    s.add_argument("name")
+    s.add_argument("--dir", default=d)
+    s.add_argument("--out", help="bundle file (default NAME.bundle)")
+    s.add_argument("--days", type=int, default=825, help="certificate lifetime in days")
+    s.add_argument(
+        "--cut-previous",
+        action="store_true",
+        help="refuse the old certificate at once (a leaked bundle)",
+    )
+    s.set_defaults(func=cmd_office_renew)
     s = osub.add_parser("revoke", help="cut an office off, live tunnels included")
     s.add_argument("name")
     s.add_argument("--dir", default=d)

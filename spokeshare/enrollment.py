@@ -45,10 +45,17 @@ class OfficeRecord:
     services: tuple[str, ...]
     added: dt.datetime
     revoked: dt.datetime | None = None
+    #: The certificate this one renewed, still accepted until the office runs the new
+    #: bundle (``office renew --cut-previous`` drops it at once).
+    previous: tuple[int, ...] = ()
+
+    def accepts(self, serial: int) -> bool:
+        return self.revoked is None and (serial == self.serial or serial in self.previous)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "serial": format(self.serial, "x"),
+            "previous": [format(s, "x") for s in self.previous],
             "not_after": self.not_after.isoformat(),
             "services": list(self.services),
             "added": self.added.isoformat(),
@@ -64,6 +71,7 @@ class OfficeRecord:
             services=tuple(d["services"]),
             added=dt.datetime.fromisoformat(d["added"]),
             revoked=dt.datetime.fromisoformat(d["revoked"]) if d.get("revoked") else None,
+            previous=tuple(int(s, 16) for s in d.get("previous", [])),
         )
 
 
@@ -157,7 +165,6 @@ def add_office(
     name = pki.check_office_name(name)
     ca = _ca(directory)
     hub_cfg = load_hub(directory / "hub.toml")
-    dep = tomllib.loads((directory / "deployment.toml").read_text())
     offices = load_registry(directory)
     if name in offices:
         state = "revoked" if offices[name].revoked else "enrolled"
@@ -168,21 +175,7 @@ def add_office(
         raise EnrollmentError(
             f"unknown service(s) {', '.join(unknown)}; the hub offers {', '.join(hub_cfg.services)}"
         )
-    issued = pki.issue_office(ca, name, days=days, now=now, not_before=not_before)
-    b = bundle.Bundle(
-        office=name,
-        services=tuple(wanted),
-        hub_name=str(dep["hub_name"]),
-        hub_addresses=tuple(
-            parse_hostport(a, "deployment.toml", "addresses") for a in dep["addresses"]
-        ),
-        ca_pem=pki.cert_pem(ca.cert),
-        cert_pem=pki.cert_pem(issued.cert),
-        key_pem=pki.key_pem(issued.key),
-    )
-    if out.exists():
-        raise EnrollmentError(f"{out} exists; refusing to overwrite a bundle")
-    bundle.write(out, b)
+    issued = _write_bundle(directory, ca, name, tuple(wanted), out, days, now, not_before)
     rec = OfficeRecord(
         name,
         issued.cert.serial_number,
@@ -195,6 +188,67 @@ def add_office(
     return rec
 
 
+def renew_office(
+    directory: Path, name: str, out: Path, days: int = 825, cut_previous: bool = False
+) -> OfficeRecord:
+    """Issue a fresh certificate (new key) for an enrolled office and write its bundle.
+
+    The certificate it replaces stays accepted, so the office keeps working until it
+    runs the new bundle; ``cut_previous`` refuses it at once instead (a leaked bundle).
+    Only one previous certificate is kept: renewing again retires the older one.
+    """
+    name = pki.check_office_name(name)
+    ca = _ca(directory)
+    offices = load_registry(directory)
+    rec = offices.get(name)
+    if rec is None:
+        raise EnrollmentError(f"no office named {name!r}")
+    if rec.revoked is not None:
+        raise EnrollmentError(f"office {name!r} is revoked; enrol it under a new name")
+    issued = _write_bundle(directory, ca, name, rec.services, out, days, None, None)
+    rec = OfficeRecord(
+        name,
+        issued.cert.serial_number,
+        issued.cert.not_valid_after_utc,
+        rec.services,
+        rec.added,
+        None,
+        () if cut_previous else (rec.serial,),
+    )
+    offices[name] = rec
+    save_registry(directory, offices)
+    return rec
+
+
+def _write_bundle(
+    directory: Path,
+    ca: pki.Issued,
+    name: str,
+    services: tuple[str, ...],
+    out: Path,
+    days: int,
+    now: dt.datetime | None,
+    not_before: dt.datetime | None,
+) -> pki.Issued:
+    dep = tomllib.loads((directory / "deployment.toml").read_text())
+    if out.exists():
+        raise EnrollmentError(f"{out} exists; refusing to overwrite a bundle")
+    issued = pki.issue_office(ca, name, days=days, now=now, not_before=not_before)
+    b = bundle.Bundle(
+        office=name,
+        services=services,
+        hub_name=str(dep["hub_name"]),
+        hub_addresses=tuple(
+            parse_hostport(a, "deployment.toml", "addresses") for a in dep["addresses"]
+        ),
+        ca_pem=pki.cert_pem(ca.cert),
+        cert_pem=pki.cert_pem(issued.cert),
+        key_pem=pki.key_pem(issued.key),
+    )
+    bundle.write(out, b)
+    return issued
+
+
 def revoke_office(directory: Path, name: str) -> OfficeRecord:
     name = pki.check_office_name(name)
     offices = load_registry(directory)
@@ -204,7 +258,13 @@ def revoke_office(directory: Path, name: str) -> OfficeRecord:
     if rec.revoked:
         raise EnrollmentError(f"office {name!r} is already revoked")
     rec = OfficeRecord(
-        rec.name, rec.serial, rec.not_after, rec.services, rec.added, dt.datetime.now(dt.UTC)
+        rec.name,
+        rec.serial,
+        rec.not_after,
+        rec.services,
+        rec.added,
+        dt.datetime.now(dt.UTC),
+        rec.previous,
     )
     offices[name] = rec
     save_registry(directory, offices)

@@ -96,12 +96,20 @@ def test_init_add_list(tmp_path: Path) -> None:
     assert data["hub_running"] is False
     assert [o["office"] for o in data["offices"]] == ["nyc"]
 
+    res = cli("office", "renew", "nyc", "--dir", str(d), "--out", str(tmp_path / "nyc2.bundle"))
+    assert res.returncode == 0, res.stderr
+    assert "previous certificate keeps working" in res.stdout
+    reg = json.loads((d / "offices.json").read_text())["offices"]["nyc"]
+    assert reg["previous"] == [format(loaded.cert.serial_number, "x")]
+    assert int(reg["serial"], 16) == bundle.read(tmp_path / "nyc2.bundle").cert.serial_number
     res = cli("office", "revoke", "nyc", "--dir", str(d))
     assert res.returncode == 0
     res = cli("office", "list", "--dir", str(d))
     assert "nyc" in res.stdout and " yes " in res.stdout
     assert cli("office", "revoke", "nyc", "--dir", str(d)).returncode == 2
     assert cli("office", "revoke", "paris", "--dir", str(d)).returncode == 2
+    renew = cli("office", "renew", "nyc", "--dir", str(d), "--out", str(tmp_path / "n3.bundle"))
+    assert renew.returncode == 2 and "revoked" in renew.stderr
 
 
 def test_office_list_shows_live_state(stack: Stack) -> None:

@@ -511,15 +511,15 @@ class Hub:
 
     def _admission(self, name: str, serial: int) -> tuple[wire.Status, str] | None:
         rec = self.registry.get(name)
-        if rec is None or rec.serial != serial:
-            # Enrolled a moment ago? Don't wait for the next poll to find out.
+        if rec is None or not rec.accepts(serial):
+            # Enrolled or renewed a moment ago? Don't wait for the next poll to find out.
             self.reload_registry()
             rec = self.registry.get(name)
         if rec is None:
             return wire.Status.REVOKED, f"office {name} is not enrolled"
         if rec.revoked is not None:
             return wire.Status.REVOKED, f"office {name} is revoked"
-        if rec.serial != serial:
+        if not rec.accepts(serial):
             return wire.Status.REVOKED, f"certificate of office {name} has been superseded"
         return None
 
@@ -546,7 +546,7 @@ class Hub:
                 for t in list(office.tunnels):
                     sslobj = t.transport.get_extra_info("ssl_object") if t.transport else None
                     der = sslobj.getpeercert(binary_form=True) if sslobj else None
-                    if der and x509.load_der_x509_certificate(der).serial_number != rec.serial:
+                    if der and not rec.accepts(x509.load_der_x509_certificate(der).serial_number):
                         t.abort("certificate superseded")
 
     def cut_office(self, office: OfficeState, reason: str) -> None:

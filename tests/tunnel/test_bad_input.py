@@ -328,3 +328,37 @@ def test_many_bad_tunnels_do_not_disturb_a_transfer(stack: Stack) -> None:
         stop.set()
         for t in threads:
             t.join(5)
+
+
+def test_renewal_keeps_the_office_working_then_cut_previous(stack: Stack, tmp_path: Path) -> None:
+    old_edge_stream = stack.connect()
+    old_edge_stream.sendall(b"before")
+    assert old_edge_stream.recv(6) == b"before"
+    new = tmp_path / "nyc-new.bundle"
+    enrollment.renew_office(stack.dep.dir, "nyc", new)
+    assert (
+        bundle.read(new).cert.serial_number
+        != bundle.read(stack.dep.bundles["nyc"]).cert.serial_number
+    )
+    # The new certificate is admitted (the hub answers the header, not REVOKED) ...
+    with tunnel(stack.dep, new) as s:
+        s.sendall(wire.encode_open(wire.OpenStream("printer")))
+        assert read_status(s).status is wire.Status.UNKNOWN_SERVICE
+    # ... and the edge still running on the old bundle keeps working, live stream too.
+    old_edge_stream.sendall(b"after")
+    assert old_edge_stream.recv(5) == b"after"
+    still_serves(stack)
+    # Renewing again with cut_previous refuses the old certificate, live tunnels included.
+    newer = tmp_path / "nyc-newer.bundle"
+    enrollment.renew_office(stack.dep.dir, "nyc", newer, cut_previous=True)
+    old_edge_stream.settimeout(5)
+    try:
+        assert old_edge_stream.recv(10) == b""
+    except ConnectionResetError:
+        pass
+    old_edge_stream.close()
+    with tunnel(stack.dep, new) as s:  # the first renewal's certificate is retired too
+        assert read_status(s).status is wire.Status.REVOKED
+    with tunnel(stack.dep, newer) as s:
+        s.sendall(wire.encode_open(wire.OpenStream("printer")))
+        assert read_status(s).status is wire.Status.UNKNOWN_SERVICE
