@@ -11,12 +11,14 @@ Owns the lifecycle:
 - on stop, withdraw names first (NetBIOS release, browse server type 0, WSD Bye, mDNS
   goodbye), then close the tunnels.
 
-LAN presence needs ``lan.interface``: without one the edge relays only.
+LAN presence needs the LAN interface: ``lan.interface``, or the one holding
+``lan.address``; without either the edge relays only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from ipaddress import IPv4Address
@@ -92,12 +94,21 @@ class EdgeDaemon:
     async def start(self) -> None:
         await self.edge.start()
         self.edge.on_hub_state.append(self._hub_state_changed)
+        address = IPv4Address(self.cfg.lan_address)
+        if not self.cfg.lan_interface and not (address.is_unspecified or address.is_loopback):
+            found = interfaces.interface_of(self.cfg.lan_address)
+            if found:
+                log.info("LAN interface %s holds %s", found, self.cfg.lan_address)
+                self.cfg = dataclasses.replace(self.cfg, lan_interface=found)
         if self.cfg.lan_interface:
             self.presence = self._build_presence()
             for p in self.presence:
                 await p.start()
         else:
-            log.info("no lan.interface configured: name services are off, relaying only")
+            log.warning(
+                "no LAN interface (set lan.interface, or lan.address to an address of one): "
+                "name services are off, relaying only"
+            )
         log.info(
             "edge for office %s up: names %s, hub %s",
             self.bundle.office,

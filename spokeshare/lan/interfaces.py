@@ -15,6 +15,7 @@ from pathlib import Path
 from spokeshare.errors import ConfigError
 
 _SIOCGIFNETMASK = 0x891B
+_SIOCGIFADDR = 0x8915
 
 
 def ipv4_interface(ifname: str, address: str) -> ipaddress.IPv4Interface:
@@ -42,4 +43,17 @@ def ipv6_link_local(ifname: str, proc: Path = Path("/proc/net/if_inet6")) -> str
             addr = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
             if addr.is_link_local:
                 return str(addr)
+    return None
+
+
+def interface_of(address: str) -> str | None:
+    """The interface holding IPv4 ``address`` (its primary address), if any."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            try:
+                res = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
+            except OSError:
+                continue  # no IPv4 address on this interface
+            if socket.inet_ntoa(res[20:24]) == address:
+                return name
     return None

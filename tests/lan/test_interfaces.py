@@ -1,0 +1,29 @@
+"""Reading the LAN interface from the kernel (checked on loopback, which every host has)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spokeshare.errors import ConfigError
+from spokeshare.lan import interfaces
+
+
+def test_interface_of_and_its_network() -> None:
+    assert interfaces.interface_of("127.0.0.1") == "lo"
+    assert interfaces.interface_of("198.18.255.254") is None
+    assert str(interfaces.ipv4_interface("lo", "127.0.0.1").network) == "127.0.0.0/8"
+    with pytest.raises(ConfigError):
+        interfaces.ipv4_interface("no-such-if0", "192.0.2.1")
+
+
+def test_ipv6_link_local_from_proc(tmp_path: Path) -> None:
+    proc = tmp_path / "if_inet6"
+    proc.write_text(
+        "00000000000000000000000000000001 01 80 10 80       lo\n"
+        "fe800000000000002c553bfffe202868 02 40 20 80     lan0\n"
+    )
+    assert interfaces.ipv6_link_local("lan0", proc) == "fe80::2c55:3bff:fe20:2868"
+    assert interfaces.ipv6_link_local("lo", proc) is None
+    assert interfaces.ipv6_link_local("lan0", tmp_path / "missing") is None
