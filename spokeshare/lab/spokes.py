@@ -79,7 +79,7 @@ def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str
         f'state_dir = "{lab.host_dir(plan.edge) / "state"}"',
         "hub_dead_after = 6.0",
         "[lan]",
-        f'interface = "{LAN_IFNAME}"',
+        # No `interface`: the edge finds the one holding `address`, as in the README.
         f'address = "{plan.edge_ip}"',
         f'workgroup = "{WORKGROUP}"',
     ]
