@@ -175,6 +175,8 @@ class SambaHost:
                 "  preferred master = yes",
                 "  os level = 65",
                 "  domain master = no",
+                # The office server is also the office's WINS server, as is common.
+                "  wins support = yes",
                 # The browse list (NetServerEnum over RAP) is only served over SMB1.
                 "  server min protocol = NT1",
                 "  smb ports = 445 139",

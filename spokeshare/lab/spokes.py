@@ -70,7 +70,9 @@ def bundle_path(lab: Lab, office: str) -> Path:
 NameSpec = tuple[str, str, str]
 
 
-def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str:
+def edge_toml(
+    lab: Lab, office: str, names: list[NameSpec] | None = None, wins_server: str = ""
+) -> str:
     plan = lab.office(office)
     lines = [
         "# edge configuration written by the lab",
@@ -101,6 +103,7 @@ def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str
         "[netbios]",
         "announce_initial_interval = 2.0",
         "announce_max_interval = 60.0",
+        f'wins_server = "{wins_server}"',
         "[discovery]",
         "withdraw_after = 10.0",
         "",
@@ -108,7 +111,9 @@ def edge_toml(lab: Lab, office: str, names: list[NameSpec] | None = None) -> str
     return "\n".join(lines)
 
 
-def start_edge(lab: Lab, office: str, names: list[NameSpec] | None = None) -> int:
+def start_edge(
+    lab: Lab, office: str, names: list[NameSpec] | None = None, wins_server: str = ""
+) -> int:
     """Write the office's edge.toml and start its edge; return once the hub sees it
     and its names are claimed on the LAN.
 
@@ -117,7 +122,7 @@ def start_edge(lab: Lab, office: str, names: list[NameSpec] | None = None) -> in
     plan = lab.office(office)
     conf = lab.host_dir(plan.edge) / "edge.toml"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(edge_toml(lab, office, names))
+    conf.write_text(edge_toml(lab, office, names, wins_server))
     for _, _, address in names or []:
         if address:
             lab.exec(

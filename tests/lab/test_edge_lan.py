@@ -32,6 +32,7 @@ pytestmark = pytest.mark.lab
 
 EDGE = "198.18.11.1"
 ENG = "198.18.11.3"
+FS = "198.18.11.2"  # FS-NYC: the office's master browser and WINS server
 NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG)]
 BROWSE = ["-m", "NT1", "--option=client min protocol=NT1", "--option=client use spnego=no"]
 
@@ -61,7 +62,7 @@ def lab() -> Iterator[Lab]:
         ["nyc"],
         LinkSettings(rtt_ms=40),
         start_hub=functools.partial(spokes.start_hub, extra_services={"eng": f"{hq}:445"}),
-        start_edge=functools.partial(spokes.start_edge, names=NAMES),
+        start_edge=functools.partial(spokes.start_edge, names=NAMES, wins_server=FS),
     )
     try:
         the_lab.up()
@@ -103,6 +104,13 @@ def test_names_resolve_to_their_addresses(lab: Lab) -> None:
     assert resolves(lab, "GLOBAL-NFS") == EDGE
     assert resolves(lab, "GLOBAL-ENG") == ENG
     assert resolves(lab, "NOT-OURS") is None
+
+
+def test_names_registered_with_the_wins_server(lab: Lab) -> None:
+    """FS-NYC's real nmbd, a WINS server, holds the edge's registrations."""
+    for name, address in (("GLOBAL-NFS", EDGE), ("GLOBAL-ENG", ENG)):
+        out = sh(lab, "nyc-pc", "nmblookup", "-U", FS, "--recursion", name).stdout
+        assert re.search(rf"^{re.escape(address)} {name}<00>$", out, re.M), out
 
 
 def test_node_status(lab: Lab) -> None:
