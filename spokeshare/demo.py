@@ -25,6 +25,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -446,15 +447,24 @@ def _summary(demo: Demo, total: float) -> None:
     print(f"  total {total:.1f} s")
 
 
+def _command() -> str:
+    """How to call this very spokeshare again (``./run demo`` does not put it on PATH)."""
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "spokeshare" and shutil.which("spokeshare") != str(argv0.resolve()):
+        return str(argv0.resolve())
+    return "spokeshare"
+
+
 def _look_around(lab: Lab) -> None:
     sd = "" if lab.state_dir == DEFAULT_STATE_DIR else f" --state-dir {lab.state_dir}"
+    cmd = _command()
     print("\nThe lab is still up. Look around:")
-    print(f"  spokeshare lab{sd} exec nyc-pc -- smbclient //GLOBAL-NFS/share -N -c ls")
-    print(f"  spokeshare lab{sd} exec sf-pc -- nmblookup GLOBAL-NFS")
-    print(f"  spokeshare lab{sd} exec nyc-pc -- smbclient -L FS-NYC -N -m NT1 "
+    print(f"  {cmd} lab{sd} exec nyc-pc -- smbclient //GLOBAL-NFS/share -N -c ls")
+    print(f"  {cmd} lab{sd} exec sf-pc -- nmblookup GLOBAL-NFS")
+    print(f"  {cmd} lab{sd} exec nyc-pc -- smbclient -L FS-NYC -N -m NT1 "
           "--option='client use spnego=no'")  # fmt: skip
-    print(f"  spokeshare lab{sd} wan nyc --loss 1       (or --down / --up, --rtt MS)")
-    print(f"  spokeshare lab{sd} status")
-    print(f"  spokeshare office list --dir {lab.deploy_dir}")
+    print(f"  {cmd} lab{sd} wan nyc --loss 1       (or --down / --up, --rtt MS)")
+    print(f"  {cmd} lab{sd} status")
+    print(f"  {cmd} office list --dir {lab.deploy_dir}")
     print("Tear down:")
-    print(f"  spokeshare lab{sd} down")
+    print(f"  {cmd} lab{sd} down")
