@@ -79,6 +79,7 @@ class Plan:
     connect_count: int
     connect_gap: float  # seconds between new connections
     idle_n: int  # idle tunnels / connections for the memory measure
+    hub_workers: int = 1  # [hub] workers for the speed measures
 
 
 PLANS = {
@@ -571,7 +572,7 @@ class Deployment:
     hub_port: int
 
 
-def make_deployment(tmp: Path, backend_port: int) -> Deployment:
+def make_deployment(tmp: Path, backend_port: int, hub_workers: int = 1) -> Deployment:
     tmp.mkdir(parents=True, exist_ok=True)
     d, state, bundle = tmp / "hq", tmp / "hq-state", tmp / "bench.bundle"
     hub_port = free_port()
@@ -608,6 +609,9 @@ def make_deployment(tmp: Path, backend_port: int) -> Deployment:
         ],
     ):
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, cwd=tmp)
+    if hub_workers > 1:
+        toml = d / "hub.toml"
+        toml.write_text(toml.read_text().replace("[hub]\n", f"[hub]\nworkers = {hub_workers}\n"))
     return Deployment(d, state, bundle, hub_port)
 
 
@@ -662,11 +666,11 @@ def _lan_services_off() -> str:
 
 
 def hub_status(dep: Deployment, pid: int) -> dict[str, Any] | None:
-    try:
-        st: dict[str, Any] = json.loads((dep.state / "status.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return st if st.get("pid") == pid else None
+    """The hub's status (its workers' merged when it runs several); this run's own
+    state dir, so a fresh snapshot is this hub's."""
+    from spokeshare import hubstatus
+
+    return hubstatus.merge(hubstatus.read_fresh(dep.state))
 
 
 def pool_ready(dep: Deployment, hub_pid: int, idle: int) -> bool:
@@ -750,14 +754,15 @@ def measure_speed(
     res: dict[str, Any] = {"bulk": {}, "cpu": {}, "rtt": {}, "connect": {}}
     with contextlib.ExitStack() as stack:
         st = stack.enter_context(stunnel_pair(tmp, backend_port, "speed"))
-        dep = make_deployment(tmp, backend_port)
+        dep = make_deployment(tmp, backend_port, plan.hub_workers)
         hub_pid = stack.enter_context(spokeshare_hub(tmp, dep, "cli", "speed"))
         sp = stack.enter_context(spokeshare_edge(tmp, dep, hub_pid, "cli", 8, "speed"))
         ports = {"direct": backend_port, "stunnel": st.port, "spokeshare": sp.port}
         pids = {
             "direct": [],
             "stunnel": [st.office_pid, st.hq_pid],
-            "spokeshare": [sp.office_pid, hub_pid],
+            # the hub's own process, or its workers when it runs several
+            "spokeshare": [sp.office_pid, *(hub_status(dep, hub_pid) or {}).get("pids", [hub_pid])],
         }
         for port in ports.values():  # warm every path (stunnel's session cache too)
             rtt(port, 10, warm=0)
@@ -1105,6 +1110,13 @@ def main(argv: list[str] | None = None) -> int:
         help="update the generated section of FILE (default docs/benchmarks.md)",
     )
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument(
+        "--hub-workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the hub as N worker processes for the speed measures",
+    )
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--serve", choices=("backend", "hub", "edge"), help=argparse.SUPPRESS)
     p.add_argument(
@@ -1119,6 +1131,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_spokeshare(a.serve, a.loop, a.arg)
         return 0
     plan = PLANS["smoke" if a.smoke else "quick" if a.quick else "full"]
+    plan = dataclasses.replace(plan, hub_workers=a.hub_workers)
     return run(plan, Path(a.write) if a.write else None, Path(a.json) if a.json else None, a.keep)
 
 

@@ -96,12 +96,13 @@ def cmd_office_add(a: argparse.Namespace) -> int:
 
 
 def _hub_status(directory: Path) -> dict[str, Any] | None:
+    from spokeshare import hubstatus
+
     try:
         cfg = load_hub(directory / "hub.toml")
-        data: dict[str, Any] = json.loads((cfg.state_dir / "status.json").read_text())
-    except (OSError, ValueError, SpokeshareError):
+    except SpokeshareError:
         return None
-    return data
+    return hubstatus.merge(hubstatus.read_fresh(cfg.state_dir))
 
 
 def _ago(ts: float | None) -> str:
@@ -182,8 +183,25 @@ def cmd_hub(a: argparse.Namespace) -> int:
     from spokeshare.tunnel.hub import Hub
 
     directory = Path(a.dir)
-    cfg = load_hub(Path(a.config) if a.config else directory / "hub.toml")
-    hub = Hub(cfg, directory)
+    config = Path(a.config) if a.config else directory / "hub.toml"
+    cfg = load_hub(config)
+    if cfg.workers > 1 and a.worker is None:
+        from spokeshare import supervisor
+
+        return supervisor.run_workers(
+            cfg.workers,
+            [
+                sys.executable,
+                "-m",
+                "spokeshare",
+                "hub",
+                "--dir",
+                str(directory),
+                "--config",
+                str(config),
+            ],
+        )
+    hub = Hub(cfg, directory, worker=a.worker)
     _run_daemon(hub.serve_forever, hub.stop)
     return 0
 
@@ -283,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("hub", help="run the hub (foreground)")
     s.add_argument("--dir", default=d)
     s.add_argument("--config", help="hub.toml (default DIR/hub.toml)")
+    s.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     s.set_defaults(func=cmd_hub)
 
     s = sub.add_parser("edge", help="run an office edge (foreground)")

@@ -66,6 +66,9 @@ class HubConfig:
     limits: HubLimits = field(default_factory=HubLimits)
     #: HOST:PORT of the status page and metrics (None: off).
     status_listen: tuple[str, int] | None = None
+    #: Worker processes sharing the listen ports (SO_REUSEPORT): one event loop per
+    #: core for a hub that relays more than one core can encrypt.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,9 @@ def load_hub(path: Path) -> HubConfig:
     heartbeat = hub.take("heartbeat_interval", float, 5.0)
     status_raw = hub.take("status_listen", str, "")
     status_listen = parse_hostport(status_raw, src, "hub.status_listen") if status_raw else None
+    workers = hub.take("workers", int, 1)
+    if not 1 <= workers <= 64:
+        raise ConfigError(src, "hub.workers", "must be between 1 and 64")
     if not 0.05 <= heartbeat <= 300:
         raise ConfigError(src, "hub.heartbeat_interval", "must be between 0.05 and 300 seconds")
     hub.done()
@@ -254,7 +260,7 @@ def load_hub(path: Path) -> HubConfig:
         raise ConfigError(src, "services", "no service is defined")
     limits = _dataclass_from(root.table("limits"), HubLimits)
     root.done()
-    return HubConfig(src, listen, services, state_dir, heartbeat, limits, status_listen)
+    return HubConfig(src, listen, services, state_dir, heartbeat, limits, status_listen, workers)
 
 
 def _bad(src: str, key: str) -> tuple[str, int]:

@@ -33,7 +33,7 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from spokeshare import __version__, enrollment, pki
+from spokeshare import __version__, enrollment, hubstatus, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
 from spokeshare.tasks import TaskSet
@@ -357,9 +357,15 @@ class Hub:
     """The hub daemon: servers, the office table, housekeeping."""
 
     def __init__(
-        self, cfg: HubConfig, directory: Path, sockets: SocketConfig | None = None
+        self,
+        cfg: HubConfig,
+        directory: Path,
+        sockets: SocketConfig | None = None,
+        worker: int | None = None,
     ) -> None:
         self.cfg = cfg
+        #: This process's index when the hub runs several workers (None: the only one).
+        self.worker = worker
         self.directory = directory
         self.sockets = sockets or SocketConfig()
         self.registry: dict[str, enrollment.OfficeRecord] = {}
@@ -397,6 +403,8 @@ class Hub:
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if self.worker is not None:  # the kernel spreads connections over workers
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                 sock.bind(addr)
                 sock.listen(1024)
                 sock.setblocking(False)
@@ -409,11 +417,11 @@ class Hub:
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
         self.spawn(self._housekeeping())
-        if self.cfg.status_listen is not None:
+        if self.cfg.status_listen is not None and not self.worker:
             from spokeshare import status
 
             host, port = self.cfg.status_listen
-            self.status_server = await status.serve(host, port, self.statistics)
+            self.status_server = await status.serve(host, port, self.merged_statistics)
 
     @property
     def ports(self) -> list[int]:
@@ -593,9 +601,19 @@ class Hub:
             "offices": {n: o.statistics() for n, o in sorted(self.offices.items())},
         }
 
+    def merged_statistics(self) -> dict[str, Any]:
+        """This process's statistics, merged with the other workers' snapshots."""
+        if self.worker is None:
+            return self.statistics()
+        mine = self.statistics()
+        others = [
+            s for s in hubstatus.read_fresh(self.cfg.state_dir) if s.get("pid") != mine["pid"]
+        ]
+        return hubstatus.merge([mine, *others]) or mine
+
     def write_status(self) -> None:
-        path = self.cfg.state_dir / "status.json"
-        tmp = path.with_name(".status.json.tmp")
+        path = hubstatus.status_path(self.cfg.state_dir, self.worker)
+        tmp = path.with_name(f".{path.name}.tmp")
         try:
             tmp.write_text(json.dumps(self.statistics(), indent=1))
             os.replace(tmp, path)
