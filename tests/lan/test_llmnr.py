@@ -26,6 +26,7 @@ from spokeshare.lan.llmnr import (
     Question,
     ResourceRecord,
 )
+from tests.strategies import mutated_any
 
 VECTORS = Path(__file__).parent / "vectors_discovery"
 LOCAL = InterfaceAddresses("198.18.203.1", "fe80::1")
@@ -278,19 +279,15 @@ def test_random_bytes_decode_or_decodeerror(data: bytes) -> None:
         pass
 
 
-@given(st.data())
-def test_mutated_vectors_decode_or_decodeerror(data: st.DataObject) -> None:
-    name = data.draw(
-        st.sampled_from(["llmnr-query-a.bin", "llmnr-query-any.bin", "llmnrd-response-a.bin"])
+@given(
+    mutated_any(
+        [vector(n) for n in ("llmnr-query-a.bin", "llmnr-query-any.bin", "llmnrd-response-a.bin")]
     )
-    wire = bytearray(vector(name))
-    for _ in range(data.draw(st.integers(1, 4))):
-        i = data.draw(st.integers(0, len(wire) - 1))
-        wire[i] = data.draw(st.integers(0, 255))
-    cut = data.draw(st.integers(0, len(wire)))
+)
+def test_mutated_vectors_decode_or_decodeerror(wire: bytes) -> None:
     r = LlmnrResponder(["GLOBAL-NFS"])
     try:
-        r.handle(bytes(wire[:cut]), PEER, LOCAL, 0.0)
+        r.handle(wire, PEER, LOCAL, 0.0)
     except DecodeError:
         pass
 

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from spokeshare.errors import DecodeError
 from spokeshare.lan import wsd
 from spokeshare.lan.wsd import Endpoint, HttpRequest, WsdHost
+from tests.strategies import mutated, mutated_any
 
 VECTORS = Path(__file__).parent / "vectors_discovery"
 NS = UUID("6f1b7c5e-0000-4000-8000-00000000cafe")  # the namespace capture.py used
@@ -403,32 +404,22 @@ def test_random_bytes_decode_or_decodeerror(data: bytes) -> None:
         pass
 
 
-@given(st.data())
-def test_mutated_vectors_decode_or_decodeerror(data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(SAMPLES))
-    xml = bytearray(vector(name))
-    for _ in range(data.draw(st.integers(1, 6))):
-        i = data.draw(st.integers(0, len(xml) - 1))
-        xml[i] = data.draw(st.sampled_from(b"<>/&\"':= x\x00\xff"))
+@given(mutated_any([vector(n) for n in SAMPLES], byte=st.sampled_from(b"<>/&\"':= x\x00\xff")))
+def test_mutated_vectors_decode_or_decodeerror(xml: bytes) -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(0.0)
     try:
-        host.handle_datagram(bytes(xml), PEER, LOCAL, True, 1.0)
+        host.handle_datagram(xml, PEER, LOCAL, True, 1.0)
     except DecodeError:
         pass
 
 
-@given(st.data())
-def test_mutated_http_decode_or_decodeerror(data: st.DataObject) -> None:
-    raw = bytearray(vector("wsdd-client-get.http"))
-    for _ in range(data.draw(st.integers(1, 6))):
-        i = data.draw(st.integers(0, len(raw) - 1))
-        raw[i] = data.draw(st.integers(0, 255))
-    cut = data.draw(st.integers(0, len(raw)))
+@given(mutated(vector("wsdd-client-get.http")))
+def test_mutated_http_decode_or_decodeerror(raw: bytes) -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(0.0)
     try:
-        req = wsd.parse_http_request(bytes(raw[:cut]))
+        req = wsd.parse_http_request(raw)
     except DecodeError:
         return
     if req is not None:
