@@ -58,6 +58,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from spokeshare.bench_wan import recv_exact
+
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = ("direct", "stunnel", "spokeshare")
 STUNNEL = "/usr/bin/stunnel4"
@@ -141,18 +143,6 @@ def connect(port: int, timeout: float | None = 30.0) -> socket.socket:
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
-
-
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = s.recv_into(view[got:])
-        if not k:
-            raise ConnectionError(f"EOF after {got} of {n} bytes")
-        got += k
-    return bytes(buf)
 
 
 def zero_file(size: int = 4 * MiB) -> int:

@@ -400,14 +400,15 @@ def check_negotiate_response(msg: bytes) -> None:
 # -- probes, run inside nyc-pc ---------------------------------------------------------
 
 
-def _recv_exact(s: socket.socket, n: int) -> bytes:
+def recv_exact(s: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``s`` (the benchmarks' probes and load generators)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
         k = s.recv_into(view[got:])
         if not k:
-            raise BenchError(f"connection closed after {got} of {n} bytes")
+            raise ConnectionError(f"connection closed after {got} of {n} bytes")
         got += k
     return bytes(buf)
 
@@ -425,8 +426,8 @@ def probe_connect(host: str, port: int, count: int, gap: float) -> list[float]:
             t1 = time.perf_counter()
             if not first:
                 raise BenchError(f"{host}:{port} closed before answering")
-            frame = first + _recv_exact(s, 3)
-            check_negotiate_response(_recv_exact(s, int.from_bytes(frame[1:], "big")))
+            frame = first + recv_exact(s, 3)
+            check_negotiate_response(recv_exact(s, int.from_bytes(frame[1:], "big")))
         out.append(t1 - t0)
         time.sleep(gap)
     return out
@@ -442,7 +443,7 @@ def probe_echo(host: str, port: int, count: int, budget_s: float, warm: int = 3)
             msg = os.urandom(MSG)
             t0 = time.perf_counter()
             s.sendall(msg)
-            back = _recv_exact(s, MSG)
+            back = recv_exact(s, MSG)
             t1 = time.perf_counter()
             if back != msg:
                 raise BenchError("echo answered different bytes")
@@ -462,7 +463,7 @@ def probe_sink(host: str, port: int, nbytes: int) -> float:
         while left > 0:
             left -= s.send(memoryview(chunk)[: min(left, MiB)])
         s.shutdown(socket.SHUT_WR)
-        got = int.from_bytes(_recv_exact(s, 8), "big")
+        got = int.from_bytes(recv_exact(s, 8), "big")
         t1 = time.perf_counter()
     if got != nbytes:
         raise BenchError(f"sink counted {got} of {nbytes} bytes")

@@ -34,8 +34,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    """Poll ``cond`` until it returns something truthy; fail after ``timeout``."""
+def wait_for(
+    cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition", interval: float = 0.01
+) -> Any:
+    """Poll ``cond`` every ``interval`` s until it returns something truthy; fail after
+    ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         v = cond()
@@ -43,7 +46,7 @@ def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condit
             return v
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(interval)
 
 
 class LoopThread:

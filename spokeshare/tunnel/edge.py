@@ -322,7 +322,6 @@ class Edge:
         self._ping_sent: dict[int, float] = {}
         self._ping_seq = 0
         self._closing = False
-        self._stopping = asyncio.Event()
 
     def __repr__(self) -> str:
         return (
@@ -380,14 +379,6 @@ class Edge:
                 )
         self.spawn(self._control_loop())
         self.kick()
-
-    async def serve_forever(self) -> None:
-        await self.start()
-        await self._stopping.wait()
-        await self.close()
-
-    def stop(self) -> None:
-        self._stopping.set()
 
     async def close(self) -> None:
         self._closing = True

@@ -18,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import pytest
 from spokeshare.lab import spokes
 from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -38,14 +38,8 @@ BROWSE = ["-m", "NT1", "--option=client min protocol=NT1", "--option=client use 
 
 
 def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s: {what}")
-        time.sleep(0.5)
+    """Poll every half second: each check runs a real client in the PC."""
+    return wait_for(cond, timeout, what, interval=0.5)
 
 
 def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
