@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spokeshare.lab import services
 from spokeshare.lab.netns import LabError
 from spokeshare.lab.topology import DEFAULT_STATE_DIR, EdgeHook, HubHook, Lab
 from spokeshare.lab.wire import LinkSettings
@@ -206,7 +207,11 @@ def _describe(s: LinkSettings) -> str:
 
 def _print_built(lab: Lab) -> None:
     print(f"lab up in {lab.state_dir}; WAN: {_describe(lab.wan_settings)}")
-    print(f"  hq          {lab.hub_address:<16} smbd (share, alice), cupsd (hq-laser)")
+    print(
+        f"  hq          {lab.hub_address:<16} smbd (share, alice), cupsd (shared: "
+        f"{', '.join(services.SHARED_PRINTERS)}; "
+        f"not shared: {', '.join(services.UNSHARED_PRINTERS)})"
+    )
     for o in lab.offices:
         print(f"  {o.edge:<11} {o.edge_ip:<16} WAN {o.wan_edge_ip} <-> hq {o.wan_hq_ip}")
         print(f"  {o.fs:<11} {o.fs_ip:<16} {o.fs_netbios_name}, local master browser of ACME")

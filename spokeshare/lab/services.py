@@ -1,8 +1,10 @@
 """The real services of the lab's hosts, each with its own generated configuration.
 
 - HQ: ``smbd`` serving ``[share]`` (guest read/write, and user ``alice`` with password
-  :data:`ALICE_PASSWORD` in a lab-private passdb), and ``cupsd`` with one shared raw
-  printer ``hq-laser`` whose backend writes to ``/dev/null`` (jobs complete at once).
+  :data:`ALICE_PASSWORD` in a lab-private passdb), and Debian's stock ``cupsd`` after
+  the README's ``cupsctl --share-printers --remote-any``, with the queues of
+  :data:`HQ_PRINTERS` (shared ``hq-laser`` and ``hq-color``, unshared ``hq-private``),
+  printing to ``/dev/null`` (jobs complete at once).
 - Office file server ``NAME-fs``: ``smbd`` + ``nmbd`` as ``FS-NAME`` in workgroup
   ``ACME``; ``nmbd`` is made to win the local master browser election (os level 65,
   preferred master), ``smbd`` accepts NT1 so the browse list can be read.
@@ -24,6 +26,8 @@ HQ's ``alice`` needs a Unix account for ``smbpasswd``; she gets one in HQ's priv
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -251,44 +255,76 @@ def add_hq_unix_user(registry: StateRegistry, host: str) -> None:
 
 # --- CUPS ---------------------------------------------------------------------------------
 
+#: Debian's stock cupsd.conf, as the cups-daemon package installs it.
+STOCK_CUPSD_CONF = Path("/usr/share/cups/cupsd.conf.default")
+#: The stock file's domain socket; each lab cupsd gets its own instead.
+STOCK_DOMAIN_SOCKET = "/run/cups/cups.sock"
+
+
+@dataclass(frozen=True)
+class LabPrinter:
+    """A queue of HQ's lab CUPS, added with ``lpadmin`` as an operator would."""
+
+    name: str
+    info: str
+    location: str
+    shared: bool
+    #: ``lpadmin -m`` model (a driver of the cups package), or "" for a raw queue.
+    model: str = ""
+
+
+#: HQ's queues: two shared (one raw, one with a PostScript PPD: colour, duplex, URF),
+#: one that is not shared and must never be seen from an office.
+HQ_PRINTERS = (
+    LabPrinter(PRINTER, "HQ laser (lab)", "HQ", shared=True),
+    LabPrinter(
+        "hq-color", "HQ colour (lab)", "HQ, 2nd floor", shared=True,
+        model="drv:///sample.drv/generic.ppd",
+    ),
+    LabPrinter("hq-private", "HQ private (lab)", "HQ, board room", shared=False),
+)  # fmt: skip
+SHARED_PRINTERS = tuple(p.name for p in HQ_PRINTERS if p.shared)
+UNSHARED_PRINTERS = tuple(p.name for p in HQ_PRINTERS if not p.shared)
+
 
 @dataclass(frozen=True)
 class CupsHost:
-    """HQ's print server; configuration, spool and logs under ``root``."""
+    """HQ's print server; configuration, spool and logs under ``root``.
+
+    ``cupsd.conf`` is Debian's stock file with one lab-only substitution: the domain
+    socket is ``ROOT/cups.sock`` instead of the host's ``/run/cups/cups.sock``. Then
+    the README's HQ step is run for real, ``cupsctl --share-printers --remote-any``
+    over that socket (it turns ``Listen localhost:631`` into ``Port 631`` and allows
+    remote access), and the queues of :data:`HQ_PRINTERS` are added with ``lpadmin``
+    over the socket (root is in ``SystemGroup``: peer-credential authentication).
+
+    ``cups-files.conf`` only places every path under ``root``; ``FileDevice Yes`` lets
+    the queues print to ``file:///dev/null``, the lab's stand-in for printer hardware
+    (jobs complete at once). cupsd's D-Bus system bus is ``ROOT/dbus.sock``, which
+    nothing serves unless a test starts a bus there, so HQ's DNS-SD never reaches a
+    bus outside the lab.
+    """
 
     namespace: str
-    addresses: tuple[str, ...]  # plain addresses it listens on
+    addresses: tuple[str, ...]  # plain addresses it answers on (port 631)
     root: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "cups.sock"
+
+    @property
+    def dbus_socket(self) -> Path:
+        return self.root / "dbus.sock"
+
+    def stock_config(self) -> str:
+        text = STOCK_CUPSD_CONF.read_text()
+        if f"Listen {STOCK_DOMAIN_SOCKET}" not in text:
+            raise LabError(f"{STOCK_CUPSD_CONF}: no 'Listen {STOCK_DOMAIN_SOCKET}' line")
+        return text.replace(f"Listen {STOCK_DOMAIN_SOCKET}", f"Listen {self.socket}")
 
     def files(self) -> dict[str, str]:
         r = self.root
-        listen = "\n".join(f"Listen {a}:631" for a in self.addresses)
-        cupsd_conf = f"""\
-LogLevel info
-{listen}
-Listen {r}/cups.sock
-Browsing No
-WebInterface No
-DefaultAuthType None
-DefaultShared Yes
-ServerAlias *
-PreserveJobHistory Yes
-MaxJobs 500
-<Location />
-  Order allow,deny
-  Allow all
-</Location>
-<Location /admin>
-  Order allow,deny
-  Allow all
-</Location>
-<Policy default>
-  <Limit All>
-    Order allow,deny
-    Allow all
-  </Limit>
-</Policy>
-"""
         cups_files = f"""\
 ServerRoot {r}
 RequestRoot {r}/spool
@@ -308,28 +344,47 @@ User lp
 Group lp
 SystemGroup root
 """
-        printers = f"""\
-<DefaultPrinter {PRINTER}>
-Info HQ laser (lab)
-Location HQ
-DeviceURI file:///dev/null
-State Idle
-StateTime 0
-Type 4
-Accepting Yes
-Shared Yes
-JobSheets none none
-QuotaPeriod 0
-PageLimit 0
-KLimit 0
-OpPolicy default
-ErrorPolicy abort-job
-</DefaultPrinter>
-"""
-        return {"cupsd.conf": cupsd_conf, "cups-files.conf": cups_files, "printers.conf": printers}
+        return {"cupsd.conf": self.stock_config(), "cups-files.conf": cups_files}
+
+    def admin(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        """Run a CUPS client tool (``lpadmin``, ``cupsctl``...) against this cupsd's socket."""
+        full = [argv[0], "-h", str(self.socket), *argv[1:]]
+        return netns.run_in(self.namespace, full, check=check)
+
+    def add_printer(self, printer: LabPrinter) -> None:
+        argv = ["lpadmin", "-p", printer.name, "-v", "file:///dev/null",
+                "-D", printer.info, "-L", printer.location]  # fmt: skip
+        if printer.model:
+            argv += ["-m", printer.model]
+        argv += ["-o", f"printer-is-shared={'true' if printer.shared else 'false'}", "-E"]
+        self.admin(argv)
+
+    def remove_printer(self, name: str) -> None:
+        self.admin(["lpadmin", "-x", name])
+
+    def _restore_socket(self, pid: int, alive: Callable[[], bool]) -> None:
+        """Put the lab's own ``Listen ROOT/cups.sock`` back after ``cupsctl``.
+
+        Debian 12's cupsctl keeps a ``Listen`` line for a domain socket only when it is
+        ``/run/cups/cups.sock`` (the stock one, which a real HQ uses); the lab's private
+        socket line is dropped (seen here). Put it back and make cupsd re-read its
+        configuration (SIGHUP, by PID), as cupsd does after cupsctl.
+        """
+        conf = self.root / "cupsd.conf"
+        text = conf.read_text()
+        if f"Listen {self.socket}" in text:
+            return
+        if "\nPort 631\n" not in text:
+            raise LabError(f"{conf}: no 'Port 631' after cupsctl --remote-any")
+        conf.write_text(text.replace("\nPort 631\n", f"\nPort 631\nListen {self.socket}\n", 1))
+        os.kill(pid, signal.SIGHUP)
+        wait_for("cupsd on its socket again", self._answers, timeout=30, alive=alive, interval=0.1)
+
+    def _answers(self) -> bool:
+        return self.admin(["lpstat", "-r"], check=False).returncode == 0
 
     def start(self, registry: StateRegistry, log_dir: Path) -> int:
-        """Start cupsd and wait until ``hq-laser`` answers on the first address."""
+        """Start stock cupsd, share it as the README says, add the queues; wait for them."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)
         for sub in ("spool", "spool/tmp", "cache", "state"):
@@ -337,7 +392,9 @@ ErrorPolicy abort-job
         for name, text in self.files().items():
             path = self.root / name
             path.write_text(text)
-            path.chmod(0o640 if name == "printers.conf" else 0o644)
+            path.chmod(0o644)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+               "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={self.dbus_socket}"}  # fmt: skip
         pid = spawn(
             registry,
             self.namespace,
@@ -345,19 +402,36 @@ ErrorPolicy abort-job
              "-s", str(self.root / "cups-files.conf")],
             "cupsd hq",
             log_dir / f"{self.namespace}-cupsd.log",
+            env=env,
         )  # fmt: skip
         start = registry.processes()[-1]["start"]
+        alive = lambda: netns.pid_alive(pid, start)  # noqa: E731
+        wait_for("cupsd", self._answers, timeout=30, alive=alive, interval=0.1)
+        # The README's step for HQ: share printers, accept remote clients.
+        self.admin(["cupsctl", "--share-printers", "--remote-any"])
+        # cupsd reloads its configuration after cupsctl; then it answers on "Port 631".
         server = f"{self.addresses[0]}:631"
         wait_for(
-            "cupsd",
+            "cupsd after cupsctl",
+            lambda: netns.run_in(
+                self.namespace, ["lpstat", "-h", server, "-r"], check=False
+            ).returncode == 0,
+            timeout=30, alive=alive, interval=0.1,
+        )  # fmt: skip
+        self._restore_socket(pid, alive)
+        for printer in HQ_PRINTERS:
+            self.add_printer(printer)
+        self.admin(["lpadmin", "-d", PRINTER])
+        wait_for(
+            "cupsd printers",
             lambda: (
                 netns.run_in(
-                    self.namespace, ["lpstat", "-h", server, "-p", PRINTER], check=False
+                    self.namespace, ["lpstat", "-h", server, "-p", *SHARED_PRINTERS], check=False
                 ).returncode
                 == 0
             ),
             timeout=30,
-            alive=lambda: netns.pid_alive(pid, start),
+            alive=alive,
             interval=0.1,
         )
         return pid
