@@ -15,6 +15,13 @@ calls the foreign code, never deeper.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 class SpokeshareError(Exception):
     """Root of every error spokeshare raises on purpose."""
@@ -33,6 +40,32 @@ class DecodeError(SpokeshareError, ValueError):
         self.offset = offset
         where = f" at byte {offset}" if offset >= 0 else ""
         super().__init__(f"{protocol}: {reason}{where}")
+
+
+def decoder(protocol: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Make a public decode function keep its contract: only :class:`DecodeError`.
+
+    Message classes validate on construction and refuse with ``ValueError`` (a
+    comment over 255 bytes, a name over 15); when decoded bytes carry such a value
+    the refusal is bad input, so it is raised as a DecodeError of ``protocol``.
+    Decoders still check what they can before building (with a precise offset);
+    this is the boundary that keeps a check they missed from escaping as a
+    ``ValueError`` (and, in a datagram handler, as a traceback per packet).
+    """
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def decode(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except DecodeError:
+                raise
+            except (ValueError, UsageError) as exc:
+                raise DecodeError(protocol, f"value refused: {exc}") from exc
+
+        return decode
+
+    return wrap
 
 
 class NeedMoreData(SpokeshareError):

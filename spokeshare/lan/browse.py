@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, decoder
 from spokeshare.lan.netbios import MAX_UDP_PAYLOAD, NetbiosName, pull_name, push_name
 
 PROTOCOL = "nbdgm"
@@ -34,6 +34,9 @@ DATAGRAM_PORT = 138
 BROWSE_MAILSLOT = "\\MAILSLOT\\BROWSE"
 #: MS-BRWS §2.2.1: the comment is at most 43 bytes (nmbd truncates to this too).
 MAX_COMMENT_LENGTH = 43
+#: A bound of our own on a decoded comment or response name (MS-BRWS §2.2.1 allows 43
+#: for a comment; 255 leaves room for what real servers send): longer is refused.
+MAX_TEXT_LENGTH = 255
 #: MS-BRWS §2.2.1: Signature of a HostAnnouncement ("MUST be set to 0xAA55").
 ANNOUNCEMENT_SIGNATURE = 0xAA55
 #: MS-BRWS §2.2.1: BrowserConfigVersionMajor / Minor (Samba sends 15.1).
@@ -179,6 +182,7 @@ class Datagram:
             raise ValueError("datagram too long")
 
 
+@decoder(PROTOCOL)
 def decode_datagram(data: bytes) -> Datagram:
     """Decode one UDP 138 payload carrying data (MSG_TYPE 0x10-0x12).
 
@@ -278,6 +282,7 @@ class Mailslot:
             raise ValueError("mailslot data too long")
 
 
+@decoder(PROTOCOL)
 def decode_mailslot(data: bytes) -> Mailslot:
     """Decode the SMB part of a mailslot datagram.
 
@@ -388,7 +393,7 @@ class Announcement:
         if self.opcode not in ANNOUNCEMENT_OPCODES:
             raise ValueError(f"{self.opcode!r} is not an announcement")
         _check_text(self.server_name, 15, "server name")
-        _check_text(self.comment, 255, "comment")
+        _check_text(self.comment, MAX_TEXT_LENGTH, "comment")
         _check_uint(self.server_type, 32, "server type")
         _check_uint(self.periodicity_ms, 32, "periodicity")
         for v in (self.update_count, self.os_major, self.os_minor,
@@ -405,7 +410,7 @@ class AnnouncementRequest:
     unused: int = 0
 
     def __post_init__(self) -> None:
-        _check_text(self.response_name, 255, "response name")
+        _check_text(self.response_name, MAX_TEXT_LENGTH, "response name")
         _check_uint(self.unused, 8, "unused byte")
 
 
@@ -435,6 +440,7 @@ def _pull_cstring(buf: Buffer, what: str) -> str:
     return value
 
 
+@decoder(PROTOCOL)
 def decode_browser_message(data: bytes) -> BrowserMessage:
     """Decode one MS-BRWS frame (the mailslot data)."""
     buf = Buffer(data, PROTOCOL)
@@ -454,6 +460,8 @@ def decode_browser_message(data: bytes) -> BrowserMessage:
         browser_minor = buf.pull_uint8()
         signature = buf.pull_uint16_le()
         comment = _pull_cstring(buf, "comment")
+        if len(comment) > MAX_TEXT_LENGTH:
+            raise DecodeError(PROTOCOL, f"comment longer than {MAX_TEXT_LENGTH} bytes", 32)
         msg = Announcement(
             server_name=raw_name[:nul].decode("latin-1"),
             server_type=server_type,
@@ -476,6 +484,8 @@ def decode_browser_message(data: bytes) -> BrowserMessage:
         rest = buf.pull_rest().strip(b"\0")
         if b"\0" in rest:
             raise DecodeError(PROTOCOL, "NUL inside the response name", 2)
+        if len(rest) > MAX_TEXT_LENGTH:
+            raise DecodeError(PROTOCOL, f"response name longer than {MAX_TEXT_LENGTH} bytes", 2)
         msg = AnnouncementRequest(rest.decode("latin-1"), unused)
     else:
         msg = OtherBrowserMessage(opcode, buf.pull_rest())
@@ -525,6 +535,7 @@ class BrowseDatagram:
     mailslot_class: int = MAILSLOT_CLASS_UNRELIABLE
 
 
+@decoder(PROTOCOL)
 def decode(data: bytes) -> BrowseDatagram:
     """Decode a UDP 138 payload that carries an MS-BRWS frame; anything else
     (other mailslots, fragments, non-SMB data) is a :class:`DecodeError`."""

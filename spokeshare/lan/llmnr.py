@@ -33,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError, UsageError
+from spokeshare.errors import DecodeError, UsageError, decoder
 
 PROTOCOL = "llmnr"
 
@@ -250,6 +250,7 @@ def _pull_rr(buf: Buffer, data: bytes) -> ResourceRecord:
     return ResourceRecord(name, rtype, rclass, ttl, rdata)
 
 
+@decoder(PROTOCOL)
 def decode(data: bytes) -> Message:
     """Decode one LLMNR message; raises only :class:`DecodeError`."""
     if len(data) > MAX_MESSAGE:

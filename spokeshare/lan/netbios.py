@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, decoder
 
 PROTOCOL = "nbns"
 
@@ -459,6 +459,7 @@ class NbnsPacket:
 # -- decoding ------------------------------------------------------------------------
 
 
+@decoder(PROTOCOL)
 def decode(data: bytes) -> NbnsPacket:
     """Decode one UDP payload; raises :class:`DecodeError` and nothing else."""
     if len(data) > MAX_UDP_PAYLOAD:

@@ -21,16 +21,17 @@ Use::
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
 from spokeshare.errors import DecodeError
 from spokeshare.lan import browse, netbios
+from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 from spokeshare.lan.responder import (
     ANNOUNCE_INITIAL_INTERVAL,
     ANNOUNCE_MAX_INTERVAL,
@@ -38,6 +39,7 @@ from spokeshare.lan.responder import (
     BCAST_REQ_RETRY_COUNT,
     BCAST_REQ_RETRY_TIMEOUT,
     BrowseAnnouncer,
+    ChallengeIgnored,
     Command,
     NameClaimed,
     NameConflict,
@@ -135,18 +137,6 @@ class NetbiosSettings:
         )
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, owner: NetbiosService, port_kind: str) -> None:
-        self._owner = owner
-        self._kind = port_kind
-
-    def datagram_received(self, data: bytes, addr: tuple[str | object, int]) -> None:
-        self._owner._received(self._kind, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("netbios %s socket error: %s", self._kind, exc)
-
-
 class NetbiosService:
     """Binds UDP 137/138 on one interface and runs the name and browse cores."""
 
@@ -170,8 +160,11 @@ class NetbiosService:
         self._transports: list[asyncio.DatagramTransport] = []
         self._send: dict[str, asyncio.DatagramTransport] = {}
         self._timer: asyncio.TimerHandle | None = None
-        self._bad_packets = 0
-        self._bad_logged_at = -_BAD_PACKET_LOG_INTERVAL
+        #: When ``_timer`` fires (loop time): kept here, not asked of the handle,
+        #: whose type depends on the event loop (uvloop's Handle has no ``when()``).
+        self._timer_due: float | None = None
+        #: Hostile-input lines, rate-limited, and their counters (hostile.py).
+        self._hostile = RateLimitedLog(logger, _BAD_PACKET_LOG_INTERVAL)
         self._running = False
 
     def __repr__(self) -> str:
@@ -182,7 +175,8 @@ class NetbiosService:
         return {
             **self.names.statistics(),
             **self.announcer.statistics(),
-            "bad_packets": self._bad_packets,
+            "bad_packets": self._hostile.counts.get("bad_packets", 0),
+            **{k: v for k, v in self._hostile.counts.items() if k != "bad_packets"},
             "names": {str(n): st.value for n, st in self.names.names()},
         }
 
@@ -226,6 +220,7 @@ class NetbiosService:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._timer_due = None
         # Let the datagram transports flush what stop() queued before closing.
         await asyncio.sleep(0)
         self._close()
@@ -259,7 +254,10 @@ class NetbiosService:
             sock.close()
             raise
         transport, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Endpoint(self, kind), sock=sock
+            lambda: GuardedDatagramProtocol(
+                functools.partial(self._received, kind), self._hostile, f"netbios {kind}"
+            ),
+            sock=sock,
         )
         self._transports.append(transport)
         return transport
@@ -295,19 +293,13 @@ class NetbiosService:
         self._rearm()
 
     def _bad_packet(self, source: IPv4Address, exc: DecodeError) -> None:
-        self._bad_packets += 1
-        now = time.monotonic()
-        if now - self._bad_logged_at >= _BAD_PACKET_LOG_INTERVAL:
-            self._bad_logged_at = now
-            logger.debug(
-                "dropped undecodable packet from %s: %s (%s dropped so far)",
-                source,
-                exc,
-                self._bad_packets,
-            )
+        self._hostile(
+            "bad_packets", exc.protocol, "dropped undecodable packet from %s: %s", source, exc
+        )
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_due = None
         if not self._running or self._loop is None:
             return
         now = self._loop.time()
@@ -319,12 +311,14 @@ class NetbiosService:
             return
         when = next_timer(self.names.get_timer(), self.announcer.get_timer())
         if self._timer is not None:
-            if when is not None and self._timer.when() == when:
+            if when is not None and self._timer_due == when:
                 return
             self._timer.cancel()
             self._timer = None
+            self._timer_due = None
         if when is not None:
             self._timer = self._loop.call_at(when, self._on_timer)
+            self._timer_due = when
 
     def _execute(self, commands: Sequence[Command]) -> None:
         for cmd in commands:
@@ -333,16 +327,38 @@ class NetbiosService:
             elif isinstance(cmd, SendBrowse):
                 self._sendto("dgm", browse.encode(cmd.packet), cmd.address, cmd.port)
             elif isinstance(cmd, NameClaimed):
-                logger.info("claimed NetBIOS name %s", cmd.name)
+                if cmd.reclaimed:
+                    logger.warning("reclaimed NetBIOS name %s: its other owner is gone", cmd.name)
+                else:
+                    logger.info("claimed NetBIOS name %s", cmd.name)
             elif isinstance(cmd, NameConflict):
-                logger.warning(
-                    "NetBIOS name conflict: %s is held by %s (%s); not answering for it",
+                logger.log(
+                    logging.DEBUG if cmd.repeated else logging.WARNING,
+                    "NetBIOS name conflict: %s is held by %s (%s); not answering for it, "
+                    "checking again every %.0f s",
                     cmd.name,
                     cmd.owner,
                     cmd.reason,
+                    self.names.config.conflict_recheck_interval,
                 )
             elif isinstance(cmd, NameDefended):
-                logger.info("defended NetBIOS name %s against %s", cmd.name, cmd.challenger)
+                # One line per name per interval: spoofed sources must not flood the log.
+                self._hostile(
+                    "defences_logged",
+                    str(cmd.name),
+                    "defended NetBIOS name %s against %s",
+                    cmd.name,
+                    cmd.challenger,
+                )
+            elif isinstance(cmd, ChallengeIgnored):
+                self._hostile(
+                    "challenges_logged",
+                    str(cmd.name),
+                    "ignored %s from %s for %s (NoNameReleaseOnDemand)",
+                    cmd.reason,
+                    cmd.source,
+                    cmd.name,
+                )
 
     def _sendto(self, kind: str, data: bytes, address: IPv4Address, port: int) -> None:
         transport = self._send.get(kind)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, decoder
 from spokeshare.lan.netbios import NetbiosName, pull_name, push_name
 
 PROTOCOL = "nbss"
@@ -134,6 +134,7 @@ class NeedData(enum.Enum):
 NEED_DATA = NeedData.NEED_DATA
 
 
+@decoder(PROTOCOL)
 def parse_header(header: bytes) -> tuple[int, int]:
     """Return (TYPE, LENGTH) from the 4-byte header; checks FLAGS (RFC 1002 §4.3.1).
 
@@ -154,6 +155,7 @@ def parse_header(header: bytes) -> tuple[int, int]:
     return ptype, ((flags & 0x01) << 16) | length
 
 
+@decoder(PROTOCOL)
 def decode(data: bytes) -> SessionPacket:
     """Decode exactly one session packet (header included)."""
     if len(data) < 4:

@@ -19,13 +19,28 @@ REQUESTs and listening for a defence (RFC 1001 §15.2.2.1, RFC 1002 §5.1.1.1)::
     IDLE         start()                                        REGISTERING query + registration #1
     REGISTERING  timer, fewer than retries sent                 REGISTERING registration #k
     REGISTERING  timer, all sent, silence (= success, nmbd)     CLAIMED    NameClaimed
-    REGISTERING  ACT_ERR/CFT_ERR response, or another host's    CONFLICT   NameConflict
-                 positive answer for the name
+    REGISTERING  ACT_ERR response, or another host's positive   CONFLICT   NameConflict, re-check
+                 answer for the name (we detected it ourselves)            timer armed
     CLAIMED      query for the name                             CLAIMED    positive answer (unicast)
-    CLAIMED      another host registers it (unique name)        CLAIMED    ACT_ERR unicast, Defended
-    CLAIMED      CFT_ERR (name conflict demand) from another    CONFLICT   NameConflict
+    CLAIMED      another host registers/refreshes it (unique)   CLAIMED    ACT_ERR unicast, Defended
+    CLAIMED      CFT_ERR (conflict demand), release, or an      CLAIMED    ChallengeIgnored
+                 unsolicited answer for it from another host
     CLAIMED      stop()                                         RELEASED   release request (bcast)
-    CONFLICT     anything                                       CONFLICT   nothing, ever
+    CONFLICT     re-check timer (every recheck_interval)        REGISTERING query + registration #1
+    CONFLICT     start() (after a withdraw/announce cycle)      REGISTERING query + registration #1
+    CONFLICT     stop()                                         CONFLICT   nothing (timer cleared)
+
+Conflicts come only from what the edge detects itself: its own registration
+refused (ACT_ERR) or another host answering the query the edge sends before it
+registers. Such a name is not answered, and is checked again every
+``conflict_recheck_interval`` seconds by claiming it anew: while the other owner
+is there it defends the name again (a repeat conflict, reported as such); once it
+is gone the claim meets silence and the name is ours again. An unsolicited NAME
+CONFLICT DEMAND (RFC 1002 §4.2.8), a NAME RELEASE for a name we hold, or a
+positive answer nobody asked for are one spoofable packet each: they are
+counted, reported as :class:`ChallengeIgnored` and change nothing. This is
+Windows' ``NoNameReleaseOnDemand`` behaviour (default since Windows Server
+2003), which nmbd shares by never acting on CFT_ERR.
 
 Rules that hold in every state: packets from our own address are ignored (we hear
 our own broadcasts); a broadcast query never gets a negative answer; only names
@@ -90,6 +105,16 @@ RATE_BURST = 10.0
 RATE_PER_SECOND = 5.0
 #: Sources remembered by the rate limiter (oldest forgotten first).
 RATE_MAX_SOURCES = 1024
+#: All answers together, whatever the source (spoofed sources defeat a per-source
+#: bucket): a bucket of 100 refilled at 50 per second, far above what an office's PCs
+#: ask for and a bound on what the edge can be made to send (docs/lan-hardening.md).
+RATE_GLOBAL_BURST = 100.0
+RATE_GLOBAL_PER_SECOND = 50.0
+#: How often a name in conflict is checked again (our choice; RFC 1001/1002 have no
+#: re-check, a B-node there keeps the conflict until restarted): one query and three
+#: registrations a minute per name, so a departed owner's name comes back within a
+#: minute.
+CONFLICT_RECHECK_INTERVAL = 60.0
 
 
 # -- commands and notices ------------------------------------------------------------
@@ -115,18 +140,25 @@ class SendBrowse:
 
 @dataclass(frozen=True)
 class NameClaimed:
-    """Registration met no defence: the name is ours and will be answered."""
+    """Registration met no defence: the name is ours and will be answered.
+
+    ``reclaimed`` is True when the name was in conflict before (the other owner is gone).
+    """
 
     name: NetbiosName
+    reclaimed: bool = False
 
 
 @dataclass(frozen=True)
 class NameConflict:
-    """Another host owns (or defends) the name; we will never answer for it."""
+    """Another host owns (or defends) the name; we do not answer for it until a
+    re-check finds it gone. ``repeated`` is True when the re-check found the same
+    owner again (the adapter need not shout twice)."""
 
     name: NetbiosName
     owner: IPv4Address
     reason: str
+    repeated: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,7 +169,17 @@ class NameDefended:
     challenger: IPv4Address
 
 
-Command = SendNbns | SendBrowse | NameClaimed | NameConflict | NameDefended
+@dataclass(frozen=True)
+class ChallengeIgnored:
+    """An unsolicited claim on a name we hold (conflict demand, release, stray answer)
+    from ``source``, ignored (NoNameReleaseOnDemand, see the module docstring)."""
+
+    name: NetbiosName
+    source: IPv4Address
+    reason: str
+
+
+Command = SendNbns | SendBrowse | NameClaimed | NameConflict | NameDefended | ChallengeIgnored
 
 
 class NameState(enum.Enum):
@@ -184,6 +226,9 @@ class TokenBucket:
 
 # -- the name service core -----------------------------------------------------------
 
+#: The one key of the global bucket.
+_EVERYONE = IPv4Address("0.0.0.0")
+
 
 @dataclass
 class _Name:
@@ -199,6 +244,10 @@ class _Name:
     wins_deadline: float | None = None
     wins_registered: bool = False
     conflict_with: IPv4Address | None = None
+    #: When a name in CONFLICT is claimed again to see whether its owner is gone.
+    recheck_at: float | None = None
+    #: True from a conflict until the name is claimed again.
+    was_in_conflict: bool = False
     #: The name's own address, when it has one (else the interface's).
     address: IPv4Address | None = None
 
@@ -218,6 +267,9 @@ class ResponderConfig:
     wins_refresh_interval: float = WINS_REFRESH_INTERVAL
     rate_burst: float = RATE_BURST
     rate_per_second: float = RATE_PER_SECOND
+    rate_global_burst: float = RATE_GLOBAL_BURST
+    rate_global_per_second: float = RATE_GLOBAL_PER_SECOND
+    conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
     extra_addresses: tuple[IPv4Address, ...] = field(default=())
     #: (name, address) for virtual names that answer with an address of their own.
     name_addresses: tuple[tuple[str, IPv4Address], ...] = field(default=())
@@ -235,6 +287,8 @@ class ResponderConfig:
             raise ValueError("virtual names repeat")
         if self.retry_count < 1 or self.retry_interval <= 0:
             raise ValueError("registration needs at least one send and a positive interval")
+        if self.conflict_recheck_interval <= self.retry_interval * self.retry_count:
+            raise ValueError("conflict re-check must be longer than a registration")
 
 
 class NameResponder:
@@ -244,6 +298,7 @@ class NameResponder:
         self.config = config
         self._rng = rng or random.Random()
         self._limiter = TokenBucket(config.rate_burst, config.rate_per_second)
+        self._global = TokenBucket(config.rate_global_burst, config.rate_global_per_second, 1)
         per_name = {n.upper(): a for n, a in config.name_addresses}
         self._own = {config.address, *config.extra_addresses, *per_name.values()}
         self._names: dict[tuple[str, int, str], _Name] = {}
@@ -253,7 +308,15 @@ class NameResponder:
                 self._names[n.key] = _Name(n, group=False, address=per_name.get(vname.upper()))
         wg = NetbiosName.create(config.workgroup, 0x00)
         self._names[wg.key] = _Name(wg, group=True)
-        self._stats = {"answered": 0, "status": 0, "defended": 0, "ignored": 0}
+        self._stats = {
+            "answered": 0,
+            "status": 0,
+            "defended": 0,
+            "ignored": 0,
+            "challenges_ignored": 0,
+            "conflicts": 0,
+            "reclaimed": 0,
+        }
 
     def __repr__(self) -> str:
         states = ", ".join(f"{n.name}={n.state.value}" for n in self._names.values())
@@ -267,31 +330,43 @@ class NameResponder:
         return [(n.name, n.state) for n in self._names.values()]
 
     def statistics(self) -> dict[str, int]:
-        return {**self._stats, "rate_limited": self._limiter.refused}
+        return {
+            **self._stats,
+            "rate_limited": self._limiter.refused,
+            "rate_limited_global": self._global.refused,
+        }
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, now: float) -> list[Command]:
         """Begin claiming every name: the first broadcast registration of each.
 
         Also after :meth:`stop`: released names are claimed again (the edge withdraws
-        its names while HQ is away and claims them back when it returns).
+        its names while HQ is away and claims them back when it returns), and names
+        in conflict are checked again at once.
         """
         out: list[Command] = []
         for n in self._names.values():
-            if n.state not in (NameState.IDLE, NameState.RELEASED):
+            if n.state not in (NameState.IDLE, NameState.RELEASED, NameState.CONFLICT):
                 continue
-            n.state = NameState.REGISTERING
-            n.trn_id = self._rng.randrange(1, 0x10000)
-            n.sent = 0
-            if not n.group:
-                # Ask first: a host that owns the name but does not defend it (or is
-                # itself still registering, as nmbd is for its first seconds) may
-                # still answer a query (RFC 1001 §15.1.4 "name query" before use).
-                query = netbios.name_query_request(
-                    self._rng.randrange(1, 0x10000), n.name, broadcast=True
-                )
-                out.append(SendNbns(query, self.config.broadcast, self.config.port))
-            out += self._send_registration(n, now)
+            out += self._claim(n, now)
+        return out
+
+    def _claim(self, n: _Name, now: float) -> list[Command]:
+        """Query for the name (unique ones) and send the first registration."""
+        out: list[Command] = []
+        n.recheck_at = None
+        n.state = NameState.REGISTERING
+        n.trn_id = self._rng.randrange(1, 0x10000)
+        n.sent = 0
+        if not n.group:
+            # Ask first: a host that owns the name but does not defend it (or is
+            # itself still registering, as nmbd is for its first seconds) may
+            # still answer a query (RFC 1001 §15.1.4 "name query" before use).
+            query = netbios.name_query_request(
+                self._rng.randrange(1, 0x10000), n.name, broadcast=True
+            )
+            out.append(SendNbns(query, self.config.broadcast, self.config.port))
+        out += self._send_registration(n, now)
         return out
 
     def stop(self, now: float) -> list[Command]:
@@ -317,7 +392,7 @@ class NameResponder:
                     )
                     out.append(SendNbns(pkt, self.config.wins_server, self.config.port))
                 n.state = NameState.RELEASED
-            n.deadline = n.wins_deadline = n.wins_refresh_at = None
+            n.deadline = n.wins_deadline = n.wins_refresh_at = n.recheck_at = None
         return out
 
     def get_timer(self) -> float | None:
@@ -325,7 +400,7 @@ class NameResponder:
         times = [
             t
             for n in self._names.values()
-            for t in (n.deadline, n.wins_deadline, n.wins_refresh_at)
+            for t in (n.deadline, n.wins_deadline, n.wins_refresh_at, n.recheck_at)
             if t is not None
         ]
         return min(times) if times else None
@@ -340,11 +415,19 @@ class NameResponder:
                         out += self._send_registration(n, now)
                     else:
                         n.state = NameState.CLAIMED
-                        out.append(NameClaimed(n.name))
+                        out.append(NameClaimed(n.name, reclaimed=n.was_in_conflict))
+                        if n.was_in_conflict:
+                            self._stats["reclaimed"] += 1
+                        n.was_in_conflict = False
+                        n.conflict_with = None
                         if self.config.wins_server is not None and not n.group:
                             n.wins_sent = 0
                             n.wins_trn_id = self._rng.randrange(1, 0x10000)
                             out += self._send_wins(n, now, Opcode.REGISTRATION)
+            if n.recheck_at is not None and now >= n.recheck_at:
+                n.recheck_at = None
+                if n.state is NameState.CONFLICT:
+                    out += self._claim(n, now)
             if n.wins_deadline is not None and now >= n.wins_deadline:
                 n.wins_deadline = None
                 if n.state is NameState.CLAIMED and n.wins_sent < UCAST_REQ_RETRY_COUNT:
@@ -389,7 +472,21 @@ class NameResponder:
             # Another host refreshing one of our names claims it just as much
             # (smbtorture nbt.register.refresh_own expects ACT_ERR here too).
             return self._handle_registration(packet, q.name, source, port, now)
+        if packet.opcode is Opcode.RELEASE:
+            return self._ignore(q.name, source, "name release for a name we hold")
         return []
+
+    def _ignore(self, name: NetbiosName, source: IPv4Address, reason: str) -> list[Command]:
+        """NoNameReleaseOnDemand: count an unsolicited claim on a held unique name."""
+        n = self._names.get(name.key)
+        if n is None or n.group or n.state is not NameState.CLAIMED:
+            return []
+        self._stats["challenges_ignored"] += 1
+        return [ChallengeIgnored(n.name, source, reason)]
+
+    def _allow(self, source: IPv4Address, now: float) -> bool:
+        """Per-source bucket first, then the global one (both must have a token)."""
+        return self._limiter.allow(source, now) and self._global.allow(_EVERYONE, now)
 
     def _owned(self, name: NetbiosName) -> _Name | None:
         n = self._names.get(name.key)
@@ -414,10 +511,10 @@ class NameResponder:
             known = self._names.get(name.key)
             if packet.broadcast or netbios.NmFlags.RD in packet.flags or known is not None:
                 return []
-            if not self._limiter.allow(source, now):
+            if not self._allow(source, now):
                 return []
             return [SendNbns(netbios.negative_query_response(packet, name), source, port)]
-        if not self._limiter.allow(source, now):
+        if not self._allow(source, now):
             return []
         self._stats["answered"] += 1
         entry = NbEntry(n.address or interface, group=n.group)
@@ -441,7 +538,7 @@ class NameResponder:
             for n in self._names.values()
             if n.state is NameState.CLAIMED
         ]
-        if not listed or not self._limiter.allow(source, now):
+        if not listed or not self._allow(source, now):
             return []
         self._stats["status"] += 1
         return [SendNbns(netbios.node_status_response(packet, name, listed), source, port)]
@@ -452,7 +549,7 @@ class NameResponder:
         n = self._owned(name)
         if n is None or n.group:
             return []  # group names are shared; only unique names are defended
-        if not packet.additionals or not self._limiter.allow(source, now):
+        if not packet.additionals or not self._allow(source, now):
             return []
         self._stats["defended"] += 1
         reply = netbios.negative_registration_response(packet, Rcode.ACT_ERR)
@@ -474,32 +571,39 @@ class NameResponder:
                     n.wins_refresh_at = now + self.config.wins_refresh_interval
                     continue
                 if packet.rcode == Rcode.ACT_ERR and n.state is NameState.REGISTERING:
-                    out += self._conflict(n, source, "registration refused with ACT_ERR")
-                elif packet.rcode == Rcode.ACT_ERR and from_wins:
-                    out += self._conflict(n, source, "WINS server refused the registration")
-                elif packet.rcode == Rcode.CFT_ERR and n.state in (
-                    NameState.REGISTERING,
-                    NameState.CLAIMED,
-                ):
-                    out += self._conflict(n, source, "name conflict demand (CFT_ERR)")
+                    out += self._conflict(n, source, now, "registration refused with ACT_ERR")
+                elif packet.rcode == Rcode.ACT_ERR and from_wins and n.state is NameState.CLAIMED:
+                    out += self._conflict(n, source, now, "WINS server refused the registration")
+                elif packet.rcode == Rcode.CFT_ERR:
+                    # RFC 1002 §4.2.8 NAME CONFLICT DEMAND: unsolicited, from anyone,
+                    # spoofable in one packet; never obeyed (module docstring).
+                    out += self._ignore(n.name, source, "name conflict demand (CFT_ERR)")
             elif (
                 packet.opcode is Opcode.QUERY
                 and packet.rcode == Rcode.OK
                 and rr.rtype == RRType.NB
                 and not n.group
-                and n.state is NameState.REGISTERING
             ):
-                out += self._conflict(n, source, "another host answers queries for it")
+                if n.state is NameState.REGISTERING:
+                    out += self._conflict(n, source, now, "another host answers queries for it")
+                else:
+                    out += self._ignore(n.name, source, "unsolicited answer for a name we hold")
             elif packet.opcode is Opcode.WACK and from_wins:
                 n.wins_deadline = now + max(float(rr.ttl), UCAST_REQ_RETRY_TIMEOUT)
         return out
 
     # -- helpers ---------------------------------------------------------------------
-    def _conflict(self, n: _Name, owner: IPv4Address, reason: str) -> list[Command]:
+    def _conflict(
+        self, n: _Name, owner: IPv4Address, now: float, reason: str
+    ) -> list[Command]:
+        repeated = n.was_in_conflict and n.conflict_with == owner
         n.state = NameState.CONFLICT
         n.deadline = n.wins_deadline = n.wins_refresh_at = None
+        n.recheck_at = now + self.config.conflict_recheck_interval
         n.conflict_with = owner
-        return [NameConflict(n.name, owner, reason)]
+        n.was_in_conflict = True
+        self._stats["conflicts"] += 1
+        return [NameConflict(n.name, owner, reason, repeated)]
 
     def _send_registration(self, n: _Name, now: float) -> list[Command]:
         n.sent += 1

@@ -43,7 +43,7 @@ from uuid import UUID, uuid5
 import defusedxml  # type: ignore[import-untyped]
 import defusedxml.ElementTree as DET  # type: ignore[import-untyped]
 
-from spokeshare.errors import DecodeError, UsageError
+from spokeshare.errors import DecodeError, UsageError, decoder
 
 PROTOCOL = "wsd"
 
@@ -189,6 +189,7 @@ def _parse_tree(data: bytes) -> tuple[ET.Element, dict[str, str]]:
     return root, nsmap
 
 
+@decoder(PROTOCOL)
 def decode(data: bytes) -> WsdMessage:
     """Parse one SOAP 1.2 envelope; raises only :class:`DecodeError`."""
     root, nsmap = _parse_tree(data)
@@ -458,6 +459,7 @@ class HttpRequest:
         return None
 
 
+@decoder("http")
 def parse_http_request(data: bytes) -> HttpRequest | None:
     """Parse one HTTP/1.x request (RFC 9112 §2-§6) from the bytes received so far.
 

@@ -25,6 +25,7 @@ from spokeshare.lan.netbios import NbnsPacket, NetbiosName, NmFlags, Opcode, Rco
 from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 from spokeshare.lan.responder import (
     BrowseAnnouncer,
+    ChallengeIgnored,
     Command,
     NameClaimed,
     NameConflict,
@@ -160,11 +161,124 @@ def test_another_hosts_positive_answer_while_registering_is_a_conflict() -> None
     assert out == [NameConflict(NFS20, OTHER, "another host answers queries for it")]
 
 
-def test_conflict_demand_after_claim() -> None:
+def conflict_demand(name: NetbiosName) -> bytes:
+    """The 62-byte NAME CONFLICT DEMAND of issue 15 (RFC 1002 §4.2.8: a response,
+    opcode registration, rcode CFT_ERR), as a LAN host can send it unicast."""
+    reg = netbios.registration_request(0x4242, name, OTHER)
+    data = netbios.encode(netbios.negative_registration_response(reg, Rcode.CFT_ERR))
+    assert len(data) == 62
+    return data
+
+
+def test_conflict_demand_for_a_held_name_is_ignored() -> None:
+    """One spoofed packet per name used to take GLOBAL-NFS off NetBIOS for good."""
     r = claimed()
-    reg = netbios.registration_request(5, NFS20, OTHER)
-    demand = netbios.negative_registration_response(reg, Rcode.CFT_ERR)
-    assert [type(c) for c in r.handle_packet(demand, OTHER, 137, EDGE, 9.0)] == [NameConflict]
+    for name in (NFS00, NFS20):
+        out = r.handle_packet(netbios.decode(conflict_demand(name)), OTHER, 137, EDGE, 9.0)
+        assert out == [ChallengeIgnored(name, OTHER, "name conflict demand (CFT_ERR)")]
+    assert r.state(NFS00) is NameState.CLAIMED and r.state(NFS20) is NameState.CLAIMED
+    assert r.statistics()["challenges_ignored"] == 2
+    for t in (10.0, 40.0, 100.0):  # and it stays so, timers or not
+        r.handle_timer(t)
+        (cmd,) = sends(r.handle_packet(query(NFS20), PC, 5000, EDGE, t))
+        assert cmd.packet.answers[0].rdata == netbios.NbRData((netbios.NbEntry(EDGE),))
+
+
+def test_release_by_another_host_for_a_held_name_is_ignored() -> None:
+    r = claimed()
+    for name in (NFS00, NFS20, ACME00):
+        release = netbios.release_request(7, name, OTHER)
+        out = r.handle_packet(release, OTHER, 137, EDGE, 9.0)
+        # a member leaving the (shared) workgroup is nothing to report
+        assert out == ([] if name == ACME00 else
+                       [ChallengeIgnored(name, OTHER, "name release for a name we hold")])
+    assert {st for _, st in r.names()} == {NameState.CLAIMED}
+    assert sends(r.handle_packet(query(NFS00), PC, 5000, EDGE, 9.1))
+
+
+def test_unsolicited_positive_answer_for_a_held_name_is_ignored() -> None:
+    r = claimed()
+    answer = netbios.positive_query_response(query(NFS20), NFS20, [netbios.NbEntry(OTHER)])
+    out = r.handle_packet(answer, OTHER, 137, EDGE, 9.0)
+    assert [type(c) for c in out] == [ChallengeIgnored]
+    assert r.state(NFS20) is NameState.CLAIMED
+
+
+def test_refresh_and_registration_by_others_are_defended_not_obeyed() -> None:
+    r = claimed()
+    for pkt in (netbios.refresh_request(8, NFS20, OTHER, ttl=300),
+                netbios.registration_request(9, NFS20, OTHER)):
+        out = r.handle_packet(pkt, OTHER, 137, EDGE, 9.0)
+        assert NameDefended(NFS20, OTHER) in out
+    assert r.state(NFS20) is NameState.CLAIMED
+
+
+def _refused(r: NameResponder, out: list[Command], name: NetbiosName, now: float) -> list[Command]:
+    reg = next(c.packet for c in sends(out)
+               if c.packet.questions[0].name == name and c.packet.opcode is Opcode.REGISTRATION)
+    return r.handle_packet(netbios.negative_registration_response(reg), OTHER, 137, EDGE, now)
+
+
+def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -> None:
+    r = make(conflict_recheck_interval=30.0)
+    out = r.start(0.0)
+    assert _refused(r, out, NFS20, 0.1) == [
+        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR")]
+    for t in (0.25, 0.5, 0.75):
+        r.handle_timer(t)
+    assert r.state(NFS20) is NameState.CONFLICT
+    assert r.get_timer() == pytest.approx(30.1)
+    # the owner is still there at the first re-check: it defends again
+    out = r.handle_timer(30.1)
+    assert r.state(NFS20) is NameState.REGISTERING
+    assert {c.packet.opcode for c in sends(out)} == {Opcode.QUERY, Opcode.REGISTRATION}
+    assert _refused(r, out, NFS20, 30.2) == [
+        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", repeated=True)]
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 31.0) == []
+    # gone at the second: three registrations meet silence, the name is ours again
+    t = r.get_timer()
+    assert t == pytest.approx(60.2)
+    done: list[Command] = []
+    while t is not None:
+        done += r.handle_timer(t)
+        t = r.get_timer()
+    assert NameClaimed(NFS20, reclaimed=True) in done
+    assert r.state(NFS20) is NameState.CLAIMED
+    assert r.statistics()["reclaimed"] == 1 and r.statistics()["conflicts"] == 2
+    assert sends(r.handle_packet(query(NFS20), PC, 5000, EDGE, 61.0))
+
+
+def test_conflict_found_by_our_query_is_rechecked_too() -> None:
+    r = make(conflict_recheck_interval=10.0)
+    r.start(0.0)
+    answer = netbios.positive_query_response(query(NFS00), NFS00, [netbios.NbEntry(OTHER)])
+    assert [type(c) for c in r.handle_packet(answer, OTHER, 137, EDGE, 0.1)] == [NameConflict]
+    t = r.get_timer()
+    while t is not None and t < 20:
+        r.handle_timer(t)
+        t = r.get_timer()
+    assert r.state(NFS00) is NameState.CLAIMED
+
+
+def test_withdraw_and_announce_recheck_a_conflict_at_once() -> None:
+    r = make()
+    out = r.start(0.0)
+    _refused(r, out, NFS20, 0.1)
+    r.stop(1.0)
+    assert r.state(NFS20) is NameState.CONFLICT and r.get_timer() is None
+    out = r.start(2.0)
+    assert NFS20 in {c.packet.questions[0].name for c in sends(out)}
+    assert r.state(NFS20) is NameState.REGISTERING
+
+
+def test_global_answer_budget_holds_against_many_sources() -> None:
+    r = claimed(rate_global_burst=20.0, rate_global_per_second=10.0)
+    answered = sum(
+        len(sends(r.handle_packet(query(NFS20), IPv4Address(f"198.18.201.{i}"), 5000, EDGE, 9.0)))
+        for i in range(1, 101)
+    )
+    assert answered == 20
+    assert r.statistics()["rate_limited_global"] == 80
 
 
 # -- answering -----------------------------------------------------------------------
@@ -507,6 +621,72 @@ def test_adapter_on_loopback() -> None:
                 s.close()
 
     asyncio.run(scenario())
+
+
+def test_adapter_under_uvloop_with_hostile_floods() -> None:
+    """uvloop's Handle has no ``when()``: timers due within a millisecond (a flood of
+    AnnouncementRequests with no delay) once raised AttributeError. The flood, the
+    conflict demands of issue 15 and browse frames with over-long fields run here
+    under uvloop; nothing reaches the loop's exception handler and the names stay."""
+    import uvloop
+
+    errors: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
+        port = _free_udp_port("127.0.0.2")
+        dport = _free_udp_port("127.0.0.2")
+        settings = NetbiosSettings(
+            IPv4Address("127.0.0.2"), IPv4Address("127.0.0.3"), "ACME",
+            (("GLOBAL-NFS", "Files at HQ"),), nbns_port=port, dgm_port=dport,
+            registration_retry_interval=0.02, bind_broadcast=False,
+            announce_request_max_delay=0.0005,
+        )
+        pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pc.bind(("127.0.0.1", 0))
+        service = NetbiosService(settings, random.Random(5))
+        request = browse.encode(browse.BrowseDatagram(
+            browse.Datagram(browse.DatagramType.DIRECT_GROUP, 1, IPv4Address("127.0.0.1"),
+                            NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x1E), b""),
+            browse.AnnouncementRequest("NYC-PC")))
+        long_comment = _announcement_with_comment(300)
+        try:
+            await service.start()
+            await asyncio.sleep(0.15)
+            for i in range(300):
+                pc.sendto(request, ("127.0.0.2", dport))
+                pc.sendto(long_comment, ("127.0.0.2", dport))
+                if i % 50 == 0:
+                    for name in (NFS00, NFS20):
+                        pc.sendto(conflict_demand(name), ("127.0.0.2", port))
+                await asyncio.sleep(0.0005)  # let the loop read: no kernel drops
+            await asyncio.sleep(0.05)
+            stats = service.statistics()
+            assert stats["names"] == {
+                "GLOBAL-NFS<00>": "claimed", "GLOBAL-NFS<20>": "claimed", "ACME<00>": "claimed"}
+            assert stats["challenges_ignored"] == 12
+            assert stats["bad_packets"] == 300
+            assert "internal_errors" not in stats
+            assert stats["announcements"] > 2  # the requests were served
+        finally:
+            await service.stop()
+            pc.close()
+
+    uvloop.run(scenario())
+    assert errors == []
+
+
+def _announcement_with_comment(length: int) -> bytes:
+    """A HostAnnouncement whose comment is ``length`` bytes, the input of issue 15
+    (the Announcement class refuses over 255, so the frame is patched: the comment
+    is its last field)."""
+    msg = browse.Announcement("NYC-PC", 0x9A03, comment="x")
+    frame = browse.encode_browser_message(msg)[:-2] + b"c" * length + b"\0"
+    slot = browse.encode_mailslot(browse.Mailslot(browse.BROWSE_MAILSLOT, frame))
+    return browse.encode_datagram(browse.Datagram(
+        browse.DatagramType.DIRECT_GROUP, 2, IPv4Address("127.0.0.1"),
+        NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x1D), slot))
 
 
 def test_settings_validation() -> None:
