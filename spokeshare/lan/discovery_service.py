@@ -75,6 +75,9 @@ class DiscoverySettings:
     llmnr_ttl: int = llmnr.DEFAULT_TTL
     #: (name, IPv4) for names that have an address of their own on the interface.
     name_addresses: tuple[tuple[str, str], ...] = ()
+    #: (name, IPv6 or "") for those names: their own IPv6 address, or "" for none
+    #: (then no AAAA for them: the interface's IPv6 serves other names' services).
+    name_addresses6: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         src = "discovery"
@@ -110,6 +113,15 @@ class DiscoverySettings:
     @property
     def ifindex(self) -> int:
         return socket.if_nametoindex(self.interface)
+
+    def ipv6_of(self, name: str) -> str | None:
+        """The IPv6 address advertised for ``name`` (AAAA), or None for none."""
+        own = dict(self.name_addresses6)
+        if name in own:
+            return own[name] or None
+        if name in dict(self.name_addresses):
+            return None  # its own IPv4 but no IPv6 of its own
+        return self.ipv6_link_local
 
 
 class _BadPacketLog:
@@ -228,7 +240,10 @@ class LlmnrService:
     def __init__(self, settings: DiscoverySettings) -> None:
         self.settings = settings
         self.core = llmnr.LlmnrResponder(
-            settings.names, ttl=settings.llmnr_ttl, name_addresses=dict(settings.name_addresses)
+            settings.names,
+            ttl=settings.llmnr_ttl,
+            name_addresses=dict(settings.name_addresses),
+            name_addresses6={n: settings.ipv6_of(n) for n in settings.names},
         )
         self._local = llmnr.InterfaceAddresses(settings.ipv4, settings.ipv6_link_local)
         self._transports: list[asyncio.DatagramTransport] = []

@@ -31,8 +31,15 @@ def ipv4_interface(ifname: str, address: str) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface(f"{address}/{mask}")
 
 
-def ipv6_link_local(ifname: str, proc: Path = Path("/proc/net/if_inet6")) -> str | None:
-    """The interface's fe80::/10 address, if it has one."""
+def ipv6_link_local(
+    ifname: str,
+    proc: Path = Path("/proc/net/if_inet6"),
+    exclude: set[str] | frozenset[str] = frozenset(),
+) -> str | None:
+    """The interface's fe80::/10 address, if it has one (the lowest, for a stable
+    choice; addresses in ``exclude``, e.g. the names' own, are skipped)."""
+    skip = {ipaddress.IPv6Address(a) for a in exclude}
+    found: list[ipaddress.IPv6Address] = []
     try:
         lines = proc.read_text().splitlines()
     except OSError:
@@ -41,9 +48,9 @@ def ipv6_link_local(ifname: str, proc: Path = Path("/proc/net/if_inet6")) -> str
         fields = line.split()
         if len(fields) == 6 and fields[5] == ifname:
             addr = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
-            if addr.is_link_local:
-                return str(addr)
-    return None
+            if addr.is_link_local and addr not in skip:
+                found.append(addr)
+    return str(min(found)) if found else None
 
 
 def interface_of(address: str) -> str | None:

@@ -376,8 +376,15 @@ class LlmnrResponder:
         rate_limit: int = RATE_LIMIT,
         rate_window: float = RATE_WINDOW,
         name_addresses: Mapping[str, str] | None = None,
+        name_addresses6: Mapping[str, str | None] | None = None,
     ) -> None:
         self._names = frozenset(n.rstrip(".").casefold() for n in names)
+        #: A name's own IPv6 address (None: the name has none, so no AAAA: only what
+        #: answers is advertised); names not listed share the interface's.
+        self._addresses6 = {
+            n.rstrip(".").casefold(): str(ipaddress.IPv6Address(a.split("%", 1)[0])) if a else None
+            for n, a in (name_addresses6 or {}).items()
+        }
         #: A name with an address of its own is answered with it, not the interface's
         #: (two names carrying different SMB services live on two addresses).
         self._addresses = {
@@ -433,8 +440,10 @@ class LlmnrResponder:
         if q.qtype in (TYPE_A, TYPE_ANY) and ipv4 is not None:
             packed = ipaddress.IPv4Address(ipv4).packed
             answers.append(ResourceRecord(q.name, TYPE_A, CLASS_IN, self._ttl, packed))
-        if q.qtype in (TYPE_AAAA, TYPE_ANY) and local.ipv6 is not None:
-            packed = ipaddress.IPv6Address(local.ipv6.split("%", 1)[0]).packed
+        key = q.name.rstrip(".").casefold()
+        ipv6 = self._addresses6[key] if key in self._addresses6 else local.ipv6
+        if q.qtype in (TYPE_AAAA, TYPE_ANY) and ipv6 is not None:
+            packed = ipaddress.IPv6Address(ipv6.split("%", 1)[0]).packed
             answers.append(ResourceRecord(q.name, TYPE_AAAA, CLASS_IN, self._ttl, packed))
         # An authoritative responder with no record of the asked type still answers,
         # with an empty answer section, so the querier need not wait for its timeout.

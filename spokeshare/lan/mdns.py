@@ -69,8 +69,9 @@ class MdnsPublisher:
         s = self.settings
         own = dict(s.name_addresses).get(name, s.ipv4)
         addresses = [ipaddress.IPv4Address(own).packed]
-        if s.ipv6_link_local is not None:
-            addresses.append(ipaddress.IPv6Address(s.ipv6_link_local).packed)
+        own6 = s.ipv6_of(name)  # only an address whose listeners serve this name
+        if own6 is not None:
+            addresses.append(ipaddress.IPv6Address(own6.split("%", 1)[0]).packed)
         server = f"{name}.local."
         smb = ServiceInfo(
             SMB_TYPE,

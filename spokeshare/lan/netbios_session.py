@@ -261,9 +261,13 @@ class SessionReader:
 
 
 #: RFC 1002 §4.3.2 leaves the called name to the server; ``*SMBSERVER<20>`` is the
-#: generic name SMB clients (smbclient, Windows) call when the real one is refused
-#: or unknown ([MS-CIFS] §3.2.4.2.2 "*SMBSERVER").
+#: generic name SMB clients (smbclient, the Linux kernel's cifs) call when the real one
+#: is refused or unknown ([MS-CIFS] §3.2.4.2.2 "*SMBSERVER").
 SMBSERVER_NAME = "*SMBSERVER"
+#: The 8-character form Windows XP-era redirectors send for the same generic call.
+SMBSERV_NAME = "*SMBSERV"
+#: Every generic called name a server answers as if its own name had been called.
+GENERIC_NAMES = frozenset({SMBSERVER_NAME, SMBSERV_NAME})
 #: The server-service suffix: a file server is called as NAME<20> (lan-presence.md §1.7).
 SERVER_SUFFIX = 0x20
 
@@ -288,14 +292,15 @@ def answer_session_request(
     - ``NAME<20>`` for one of ``names`` (case-insensitive): positive.
     - one of ``names`` with another suffix: NEGATIVE, 0x80 "not listening on called
       name" (the name is ours, no service listens on it; RFC 1002 §4.3.4).
-    - ``*SMBSERVER<20>``: positive for ``smbserver_name`` when one is given (only
-      unambiguous when the edge has one virtual name), otherwise 0x82.
+    - ``*SMBSERVER<20>`` or ``*SMBSERV<20>`` (:data:`GENERIC_NAMES`): positive for
+      ``smbserver_name`` when one is given (the caller gives one only when every name
+      served at the called address stands for the same hub service), otherwise 0x82.
     - anything else: NEGATIVE, 0x82 "called name not present".
     """
     called = request.called
     wanted = called.name.upper()
     by_upper = {n.upper(): n for n in names}
-    if wanted == SMBSERVER_NAME and called.suffix == SERVER_SUFFIX and smbserver_name:
+    if wanted in GENERIC_NAMES and called.suffix == SERVER_SUFFIX and smbserver_name:
         return SessionDecision(PositiveSessionResponse(), smbserver_name)
     if wanted in by_upper:
         if called.suffix == SERVER_SUFFIX:

@@ -299,6 +299,11 @@ class Edge:
         self.listeners = edge_listeners(cfg, bundle.services)
         self.rng = rng or random.Random()
         self.servers: list[asyncio.AbstractServer] = []
+        #: LAN IPv4 listen address -> the IPv6 address serving the same names
+        #: ("fe80::1%lan0"); set by the edge daemon before start().
+        self.ipv6: dict[str, str] = {}
+        #: Listeners that could not bind: "tcp ADDR:PORT" -> reason and holder.
+        self.degraded: dict[str, str] = {}
         self.idle: deque[EdgeTunnel] = deque()
         self.connecting = 0
         self.failures = 0
@@ -340,45 +345,80 @@ class Edge:
             "clients": len(self.clients),
             "streams_total": self.streams_total,
             "streams_failed": self.streams_failed,
+            "listeners_degraded": dict(self.degraded),
         }
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
+        await self.listen()
+        self.spawn(self._control_loop())
+        self.kick()
+
+    # -- LAN listeners (each bound alone: one taken port leaves the rest serving) ------
+    def _addresses(self, ipv4: str) -> list[str]:
+        """``ipv4`` and the IPv6 address (with %scope) that serves the same names."""
+        v6 = self.ipv6.get(ipv4)
+        return [ipv4, v6] if v6 else [ipv4]
+
+    async def _serve(
+        self, factory: Callable[[], asyncio.Protocol], addr: str, port: int, what: str
+    ) -> bool:
+        """Listen on ``addr``:``port`` (IPv6 link-local as ``fe80::x%ifname``).
+
+        A bind failure (another daemon holds the port: smbd on 445/139, cupsd on 631)
+        is logged once, naming the holder and the fix, and recorded in
+        :attr:`degraded`; the edge goes on without that listener.
+        """
         loop = asyncio.get_running_loop()
-        for (addr, port), service in sorted(self.listeners.items()):
+        try:
             server = await loop.create_server(
-                functools.partial(ClientEnd, self, service),
+                factory, addr, port, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            from spokeshare.lan import coexist
+
+            holder = coexist.Scanner().holder_of("tcp", addr, port)
+            key = f"tcp {addr}:{port}"
+            self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
+            log.error(
+                "cannot listen on %s:%d for %s (%s): %s holds it: %s",
                 addr,
                 port,
-                reuse_address=True,
-                backlog=1024,
+                what,
+                exc.strerror or exc,
+                holder,
+                coexist.fix_for(holder),
             )
-            self.servers.append(server)
-            bound = server.sockets[0].getsockname()
-            log.info("edge listening on %s:%d for service %s", bound[0], bound[1], service)
+            return False
+        self.servers.append(server)
+        bound = server.sockets[0].getsockname()
+        log.info("edge listening on %s:%d for %s", addr, bound[1], what)
+        return True
+
+    async def listen(self) -> None:
+        """Open every LAN listener: relayed services on their addresses, the NetBIOS
+        session service per address, each also on that address's IPv6 twin."""
+        for (ipv4, port), service in sorted(self.listeners.items()):
+            for addr in self._addresses(ipv4):
+                await self._serve(
+                    functools.partial(ClientEnd, self, service), addr, port, f"service {service}"
+                )
         nb = self.cfg.netbios
         if nb.enabled and nb.session_port:
             by_address: dict[str, dict[str, str]] = {}
             for n in self.cfg.names:
                 by_address.setdefault(n.address or self.cfg.lan_address, {})[n.name] = n.service
-            for addr, names in sorted(by_address.items()):
-                only = next(iter(names)) if len(names) == 1 else None
-                server = await loop.create_server(
-                    functools.partial(SessionClientEnd, self, names, only),
-                    addr,
-                    nb.session_port,
-                    reuse_address=True,
-                    backlog=1024,
-                )
-                self.servers.append(server)
-                log.info(
-                    "edge listening on %s:%d for NetBIOS sessions to %s",
-                    addr,
-                    nb.session_port,
-                    ", ".join(names),
-                )
-        self.spawn(self._control_loop())
-        self.kick()
+            for ipv4, names in sorted(by_address.items()):
+                # *SMBSERVER / *SMBSERV are answered only when every name at this
+                # address stands for one hub service (then any of them will do).
+                generic = sorted(names)[0] if len(set(names.values())) == 1 else None
+                for addr in self._addresses(ipv4):
+                    await self._serve(
+                        functools.partial(SessionClientEnd, self, names, generic),
+                        addr,
+                        nb.session_port,
+                        f"NetBIOS sessions to {', '.join(names)}",
+                    )
 
     async def close(self) -> None:
         self._closing = True

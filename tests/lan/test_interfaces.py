@@ -27,3 +27,17 @@ def test_ipv6_link_local_from_proc(tmp_path: Path) -> None:
     assert interfaces.ipv6_link_local("lan0", proc) == "fe80::2c55:3bff:fe20:2868"
     assert interfaces.ipv6_link_local("lo", proc) is None
     assert interfaces.ipv6_link_local("lan0", tmp_path / "missing") is None
+
+
+def test_ipv6_link_local_skips_the_names_own(tmp_path: Path) -> None:
+    """A second link-local address on the interface (a name's address6) is not taken
+    for the interface's own, whatever order the kernel lists them in."""
+    proc = tmp_path / "if_inet6"
+    proc.write_text(
+        "fe800000000000000000000000000003 02 40 20 80     lan0\n"
+        "fe800000000000002c553bfffe202868 02 40 20 80     lan0\n"
+    )
+    assert interfaces.ipv6_link_local("lan0", proc, exclude={"fe80::3"}) == (
+        "fe80::2c55:3bff:fe20:2868"
+    )
+    assert interfaces.ipv6_link_local("lan0", proc) == "fe80::3"  # lowest when none excluded

@@ -175,6 +175,23 @@ def test_aaaa_and_any_use_interface_addresses() -> None:
     assert empty is not None and empty.answers == () and empty.rcode == 0
 
 
+def test_names_with_their_own_address_get_their_own_ipv6_or_none() -> None:
+    """Only what answers is advertised: a name on its own IPv4 address gets its own
+    IPv6 address (the edge listens there for its service), or no AAAA at all, never
+    the interface's (whose port 445 carries another name's service)."""
+    r = LlmnrResponder(
+        ["GLOBAL-NFS", "GLOBAL-ENG", "GLOBAL-OPS"],
+        name_addresses={"GLOBAL-ENG": "198.18.203.3", "GLOBAL-OPS": "198.18.203.4"},
+        name_addresses6={"GLOBAL-ENG": "fe80::3%lan0", "GLOBAL-OPS": None},
+    )
+    eng = ask(r, "GLOBAL-ENG", TYPE_ANY)
+    assert eng is not None and [a.address for a in eng.answers] == ["198.18.203.3", "fe80::3"]
+    ops = ask(r, "GLOBAL-OPS", TYPE_AAAA)
+    assert ops is not None and ops.answers == () and ops.rcode == 0
+    nfs = ask(r, "GLOBAL-NFS", TYPE_AAAA)
+    assert nfs is not None and [a.address for a in nfs.answers] == ["fe80::1"]
+
+
 def test_answer_address_is_the_receiving_interface() -> None:
     r = LlmnrResponder(["GLOBAL-NFS"])
     resp = ask(r, "GLOBAL-NFS", local=InterfaceAddresses("10.9.8.7"))

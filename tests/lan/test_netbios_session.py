@@ -158,3 +158,28 @@ def test_answer_session_request() -> None:
     assert nbss.answer_session_request(smbserver, names).virtual_name is None
     assert nbss.answer_session_request(smbserver, names, smbserver_name="GLOBAL-NFS") == \
         nbss.SessionDecision(PositiveSessionResponse(), "GLOBAL-NFS")
+
+
+def test_generic_called_names() -> None:
+    """*SMBSERVER<20> (Samba's client, Linux cifs) and *SMBSERV<20> (XP-era clients)
+    are answered as the server's own name when the caller gives one; the request is
+    built from raw bytes as a PC sends it: 81 00 00 44 + called + calling."""
+    calling = nbss.encode(
+        SessionRequest(NetbiosName("NYC-PC", 0x00), NetbiosName("NYC-PC", 0x00))
+    )[4 + 34 :]
+    for generic in ("*SMBSERVER", "*SMBSERV"):
+        called = NetbiosName(generic, 0x20)
+        raw = nbss.encode(SessionRequest(called, NetbiosName("NYC-PC", 0x00)))
+        assert raw[:4] == b"\x81\x00\x00\x44" and raw[4 + 34 :] == calling
+        req = nbss.decode(raw)
+        assert isinstance(req, SessionRequest)
+        ok = nbss.answer_session_request(req, ["GLOBAL-NFS"], smbserver_name="GLOBAL-NFS")
+        assert nbss.encode(ok.response) == b"\x82\x00\x00\x00"
+        assert ok.virtual_name == "GLOBAL-NFS"
+        # no name given (names at that address stand for different services): 0x82
+        no = nbss.answer_session_request(req, ["GLOBAL-NFS", "GLOBAL-ENG"])
+        assert nbss.encode(no.response) == b"\x83\x00\x00\x01\x82"
+        other_suffix = SessionRequest(NetbiosName(generic, 0x00), req.calling)
+        assert nbss.answer_session_request(
+            other_suffix, ["GLOBAL-NFS"], smbserver_name="GLOBAL-NFS"
+        ).virtual_name is None
