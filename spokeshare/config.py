@@ -11,7 +11,7 @@ import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,10 +36,17 @@ def parse_hostport(value: str, source: str, key: str) -> tuple[str, int]:
     return m.group(1), port
 
 
+#: RFC 1179 section 3.1: an LPD client connects from a source port in 721-731.
+RFC1179_SOURCE_PORTS = range(721, 732)
+
+
 @dataclass(frozen=True)
 class Backend:
     host: str
     port: int
+    #: Connect from a reserved source port, RFC 1179 section 3.1 (721-731), for LPD
+    #: servers that refuse other ports. Binding one needs root or CAP_NET_BIND_SERVICE.
+    reserved_source_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +165,27 @@ class EdgeConfig:
     hub_dead_after: float = 15.0
     netbios: NetbiosConfig = field(default_factory=NetbiosConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    #: True when edge.toml has no ``names`` key: the names are then :data:`DEFAULT_NAMES`,
+    #: kept only where the office's bundle allows their service (:func:`for_services`).
+    default_names: bool = False
+
+
+#: The file-server name an edge carries when edge.toml names none.
+DEFAULT_NAMES = (VirtualName("GLOBAL-NFS", "smb"),)
+
+
+def for_services(cfg: EdgeConfig, services: tuple[str, ...]) -> EdgeConfig:
+    """``cfg`` for an office allowed ``services`` (the bundle's list).
+
+    Default names (edge.toml has no ``names``) are kept only when the office may use
+    their service: an office enrolled for printing only (``--services ipp``) then runs
+    without a file-server name. Names edge.toml gives are left as they are, so a name
+    the bundle does not allow is still refused by :func:`edge_listeners`.
+    """
+    if not cfg.default_names:
+        return cfg
+    kept = tuple(n for n in cfg.names if n.service in services)
+    return replace(cfg, names=kept, default_names=False)
 
 
 # -- strict TOML reading ---------------------------------------------------------------
@@ -253,8 +281,9 @@ def load_hub(path: Path) -> HubConfig:
             raise ConfigError(src, svc_root.key(name), "service names are lower-case [a-z0-9-]")
         t = svc_root.table(name)
         host, port = parse_hostport(t.take("backend", str), src, t.key("backend"))
+        reserved = t.take("reserved_source_port", bool, False)
         t.done()
-        services[name] = Backend(host, port)
+        services[name] = Backend(host, port, reserved)
     svc_root.done()
     if not services:
         raise ConfigError(src, "services", "no service is defined")
@@ -301,9 +330,10 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     workgroup = check_netbios_name(lan.take("workgroup", str, "WORKGROUP"), src, "lan.workgroup")
     lan.done()
     names: list[VirtualName] = []
-    raw_names = root.data.pop("names", [{"name": "GLOBAL-NFS", "service": "smb"}])
-    if not isinstance(raw_names, list) or not raw_names:
-        raise ConfigError(src, "names", "must be a non-empty array of tables")
+    default_names = "names" not in root.data
+    raw_names = root.data.pop("names", [])
+    if not isinstance(raw_names, list):
+        raise ConfigError(src, "names", "must be an array of tables (empty: no virtual name)")
     for i, raw in enumerate(raw_names):
         t = _Table(src, f"names[{i}]", raw)
         nm = check_netbios_name(t.take("name", str), src, t.key("name"))
@@ -326,6 +356,8 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         if nm in {n.name for n in names}:
             raise ConfigError(src, t.key("name"), f"{nm} is configured twice")
         names.append(VirtualName(nm, svc, comment, naddr, nport))
+    if default_names:
+        names = list(DEFAULT_NAMES)
     ports_t = root.table("ports")
     ports = dict(DEFAULT_LAN_PORTS)
     for svc in list(ports_t.data):
@@ -367,6 +399,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         dead_after,
         netbios,
         discovery,
+        default_names=default_names,
     )
 
 
@@ -382,6 +415,8 @@ def edge_listeners(cfg: EdgeConfig, services: tuple[str, ...]) -> dict[tuple[str
         if cfg.ports.get(svc, 0) > 0:  # port 0 turns a service's LAN listener off
             out[(cfg.lan_address, cfg.ports[svc])] = svc
     for i, n in enumerate(cfg.names):
+        if cfg.default_names and n.service not in services:
+            continue  # a default name the office may not use (see for_services)
         if n.service not in services:
             raise ConfigError(
                 cfg.source,

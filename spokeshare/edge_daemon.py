@@ -25,7 +25,7 @@ from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from spokeshare.bundle import Bundle
-from spokeshare.config import EdgeConfig
+from spokeshare.config import EdgeConfig, for_services
 from spokeshare.lan import interfaces
 from spokeshare.tunnel.edge import Edge, HubState
 
@@ -62,6 +62,8 @@ class _NetbiosPresence:
 
 class EdgeDaemon:
     def __init__(self, cfg: EdgeConfig, bundle: Bundle) -> None:
+        # Default names follow the bundle: a printing-only office has no file server.
+        cfg = for_services(cfg, bundle.services)
         self.cfg = cfg
         self.bundle = bundle
         self.edge = Edge(cfg, bundle)
@@ -112,7 +114,7 @@ class EdgeDaemon:
         log.info(
             "edge for office %s up: names %s, hub %s",
             self.bundle.office,
-            ", ".join(n.name for n in self.cfg.names),
+            ", ".join(n.name for n in self.cfg.names) or "none",
             self.bundle.hub_name,
         )
 
@@ -136,6 +138,10 @@ class EdgeDaemon:
 
         cfg = self.cfg
         out: list[Any] = []
+        if not cfg.names:
+            # A printing-only office: no file-server name to register, announce or answer.
+            log.info("no virtual names: NetBIOS, WS-Discovery, LLMNR and mDNS names are off")
+            return out
         iface = interfaces.ipv4_interface(cfg.lan_interface, cfg.lan_address)
         if cfg.netbios.enabled:
             nb = cfg.netbios

@@ -37,7 +37,7 @@ from spokeshare import __version__, enrollment, hubstatus, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import tls, wire
+from spokeshare.tunnel import reserved_port, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import tune_lan, tune_wan
 
@@ -214,7 +214,9 @@ class HubTunnel(TunnelEnd):
             self.opened_at = time.monotonic()
             cast(asyncio.Transport, self.transport).pause_reading()
             office.streams_total += 1
-            self.hub.spawn(self._connect_backend(backend.host, backend.port))
+            self.hub.spawn(
+                self._connect_backend(backend.host, backend.port, backend.reserved_source_port)
+            )
 
     def _refuse(self, status: wire.Status, reason: str) -> None:
         """Answer a status, close, and log it: as the stream's one line when it was one."""
@@ -237,11 +239,19 @@ class HubTunnel(TunnelEnd):
             self.transport.write(wire.encode_status(wire.StatusReply(status, reason[:200])))
             self.transport.close()
 
-    async def _connect_backend(self, host: str, port: int) -> None:
+    async def _connect_backend(self, host: str, port: int, reserved: bool = False) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.hub.cfg.limits.backend_connect_timeout):
-                btrans, bend = await loop.create_connection(PlainEnd, host, port)
+                if reserved:  # RFC 1179 section 3.1: LPD servers that want port 721-731
+                    sock = await reserved_port.connect(host, port)
+                    try:
+                        btrans, bend = await loop.create_connection(PlainEnd, sock=sock)
+                    except BaseException:
+                        sock.close()
+                        raise
+                else:
+                    btrans, bend = await loop.create_connection(PlainEnd, host, port)
         except (OSError, TimeoutError) as exc:
             if self.state is TunnelState.CONNECTING:
                 self._refuse(
