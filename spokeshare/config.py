@@ -90,6 +90,11 @@ class VirtualName:
     address: str = ""
     #: LAN TCP port for the name's service (default: ports[service], else ports.smb).
     port: int = -1
+    #: IPv6 address of a name that has its own IPv4 ``address`` (e.g. a second
+    #: link-local address on the LAN interface). Without it such a name is advertised
+    #: and served over IPv4 only; names without their own ``address`` share the
+    #: interface's link-local address.
+    address6: str = ""
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,9 @@ class EdgeConfig:
     hub_dead_after: float = 15.0
     netbios: NetbiosConfig = field(default_factory=NetbiosConfig)
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    #: Serve and advertise the LAN interface's IPv6 link-local address (and names'
+    #: address6) too; false: IPv4 only, no AAAA and no IPv6 XAddrs anywhere.
+    lan_ipv6: bool = True
     #: True when edge.toml has no ``names`` key: the names are then :data:`DEFAULT_NAMES`,
     #: kept only where the office's bundle allows their service (:func:`for_services`).
     default_names: bool = False
@@ -328,6 +336,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     except ValueError:
         raise ConfigError(src, "lan.address", f"{address!r} is not an IPv4 address") from None
     workgroup = check_netbios_name(lan.take("workgroup", str, "WORKGROUP"), src, "lan.workgroup")
+    lan_ipv6 = lan.take("ipv6", bool, True)
     lan.done()
     names: list[VirtualName] = []
     default_names = "names" not in root.data
@@ -350,12 +359,24 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         nport = t.take("port", int, -1)
         if nport != -1 and not 0 <= nport < 65536:
             raise ConfigError(src, t.key("port"), "port out of range")
+        naddr6 = t.take("address6", str, "")
+        if naddr6:
+            try:
+                ipaddress.IPv6Address(naddr6)
+            except ValueError:
+                raise ConfigError(
+                    src, t.key("address6"), f"{naddr6!r} is not an IPv6 address"
+                ) from None
+            if not naddr:
+                raise ConfigError(
+                    src, t.key("address6"), "needs the name's own IPv4 address too"
+                )
         t.done()
         if len(comment) > 43:
             raise ConfigError(src, t.key("comment"), "at most 43 characters (MS-BRWS 2.2.1)")
         if nm in {n.name for n in names}:
             raise ConfigError(src, t.key("name"), f"{nm} is configured twice")
-        names.append(VirtualName(nm, svc, comment, naddr, nport))
+        names.append(VirtualName(nm, svc, comment, naddr, nport, naddr6))
     if default_names:
         names = list(DEFAULT_NAMES)
     ports_t = root.table("ports")
@@ -399,6 +420,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         dead_after,
         netbios,
         discovery,
+        lan_ipv6=lan_ipv6,
         default_names=default_names,
     )
 

@@ -270,13 +270,18 @@ class LabPrinter:
     location: str
     shared: bool
     #: ``lpadmin -m`` model (a driver of the cups package), or "" for a raw queue.
+    #: Jobs go through the driver's filters (text to PDF to PCL/PostScript) and then
+    #: to ``/dev/null``.
     model: str = ""
 
 
-#: HQ's queues: two shared (one raw, one with a PostScript PPD: colour, duplex, URF),
-#: one that is not shared and must never be seen from an office.
+#: HQ's queues, with drivers of the cups package as a real HQ has (raw queues are
+#: deprecated, and CUPS reports no URF for them): two shared (a black-and-white PCL
+#: laser, a colour PostScript printer), one not shared that no office may ever see.
 HQ_PRINTERS = (
-    LabPrinter(PRINTER, "HQ laser (lab)", "HQ", shared=True),
+    LabPrinter(
+        PRINTER, "HQ laser (lab)", "HQ", shared=True, model="drv:///sample.drv/laserjet.ppd"
+    ),
     LabPrinter(
         "hq-color", "HQ colour (lab)", "HQ, 2nd floor", shared=True,
         model="drv:///sample.drv/generic.ppd",
@@ -308,6 +313,8 @@ class CupsHost:
     namespace: str
     addresses: tuple[str, ...]  # plain addresses it answers on (port 631)
     root: Path
+    #: The D-Bus system bus cupsd's DNS-SD uses (default ``ROOT/dbus.sock``: none).
+    bus: Path | None = None
 
     @property
     def socket(self) -> Path:
@@ -315,7 +322,7 @@ class CupsHost:
 
     @property
     def dbus_socket(self) -> Path:
-        return self.root / "dbus.sock"
+        return self.bus or self.root / "dbus.sock"
 
     def stock_config(self) -> str:
         text = STOCK_CUPSD_CONF.read_text()
