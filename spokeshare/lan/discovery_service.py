@@ -20,6 +20,7 @@ Each service has the same life cycle, driven by the edge:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import random
@@ -35,6 +36,7 @@ from uuid import UUID
 
 from spokeshare.errors import ConfigError, DecodeError
 from spokeshare.lan import llmnr, wsd
+from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 
 log = logging.getLogger("spokeshare.lan.discovery")
 
@@ -45,8 +47,12 @@ IPV6_MULTICAST_ALL = 29
 LLMNR_UNICAST_TTL = 255
 #: Multicast stays on the link: TTL / hop limit 1 (RFC 4795 §2, WS-Discovery §2.4).
 MULTICAST_TTL = 1
-#: HTTP metadata connection budget: read the request within this time.
+#: HTTP metadata connection budget: read the request and write the answer within
+#: this time (Windows fetches metadata in one short request).
 HTTP_TIMEOUT = 5.0
+#: HTTP metadata connections open at once; more are closed at once (our bound: an
+#: office's PCs fetch metadata a few at a time, after a Hello or a Probe).
+HTTP_MAX_CONNECTIONS = 32
 #: Bad packets: at most one debug line per source per this many seconds.
 BAD_PACKET_LOG_INTERVAL = 10.0
 
@@ -124,25 +130,6 @@ class DiscoverySettings:
         return self.ipv6_link_local
 
 
-class _BadPacketLog:
-    """Debug lines for dropped packets, at most one per source per interval."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._last: dict[str, float] = {}
-        self.dropped = 0
-
-    def __call__(self, source: str, exc: DecodeError) -> None:
-        self.dropped += 1
-        now = time.monotonic()
-        if now - self._last.get(source, -BAD_PACKET_LOG_INTERVAL) < BAD_PACKET_LOG_INTERVAL:
-            return
-        if len(self._last) > 1024:
-            self._last.clear()
-        self._last[source] = now
-        log.debug("%s: dropped bad packet from %s: %s", self._what, source, exc)
-
-
 # -- sockets ----------------------------------------------------------------------------
 
 
@@ -210,24 +197,17 @@ def unicast_socket(
     return sock
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    """Hands every datagram to a callback; the callback catches what it expects."""
-
-    def __init__(self, on_datagram: Callable[[bytes, Any], None]) -> None:
-        self._on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: Any) -> None:
-        self._on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("datagram socket error: %s", exc)
-
-
 async def _endpoint(
-    sock: socket.socket, on_datagram: Callable[[bytes, Any], None]
+    sock: socket.socket,
+    on_datagram: Callable[[bytes, Any], None],
+    hostile: RateLimitedLog,
+    what: str,
 ) -> asyncio.DatagramTransport:
+    """A datagram endpoint whose handler nothing escapes (hostile.GuardedDatagramProtocol)."""
     loop = asyncio.get_running_loop()
-    transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(on_datagram), sock=sock)
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: GuardedDatagramProtocol(on_datagram, hostile, what), sock=sock
+    )
     return transport
 
 
@@ -248,13 +228,15 @@ class LlmnrService:
         self._local = llmnr.InterfaceAddresses(settings.ipv4, settings.ipv6_link_local)
         self._transports: list[asyncio.DatagramTransport] = []
         self._replies: dict[int, asyncio.DatagramTransport] = {}
-        self._bad = _BadPacketLog("llmnr")
+        self._hostile = RateLimitedLog(log, BAD_PACKET_LOG_INTERVAL)
 
     def __repr__(self) -> str:
         return f"<LlmnrService {self.settings.interface} {self.core!r}>"
 
     def statistics(self) -> llmnr.ResponderStatistics:
-        return self.core.statistics()
+        return dataclasses.replace(
+            self.core.statistics(), internal_errors=self._hostile.counts.get("internal_errors", 0)
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -266,11 +248,16 @@ class LlmnrService:
         try:
             for group, local, family in families:
                 uni = await _endpoint(
-                    unicast_socket(local, s.llmnr_port, s, LLMNR_UNICAST_TTL), self._received
+                    unicast_socket(local, s.llmnr_port, s, LLMNR_UNICAST_TTL),
+                    self._received,
+                    self._hostile,
+                    "llmnr",
                 )
                 self._transports.append(uni)
                 self._replies[family] = uni
-                mc = await _endpoint(multicast_socket(group, s.llmnr_port, s), self._received)
+                mc = await _endpoint(
+                    multicast_socket(group, s.llmnr_port, s), self._received, self._hostile, "llmnr"
+                )
                 self._transports.append(mc)
         except OSError:
             await self.stop()
@@ -283,7 +270,9 @@ class LlmnrService:
         try:
             reply = self.core.handle(data, source, self._local, time.monotonic())
         except DecodeError as exc:
-            self._bad(source, exc)
+            self._hostile(
+                "bad_packets", source, "llmnr: dropped bad packet from %s: %s", source, exc
+            )
             return
         if reply is None:
             return
@@ -343,13 +332,20 @@ class WsdService:
         self._timer_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._bad = _BadPacketLog("wsd")
+        self._hostile = RateLimitedLog(log, BAD_PACKET_LOG_INTERVAL)
+        self._http_connections = 0
 
     def __repr__(self) -> str:
         return f"<WsdService {self.settings.interface} {self.core!r}>"
 
     def statistics(self) -> wsd.HostStatistics:
-        return self.core.statistics()
+        c = self._hostile.counts
+        return dataclasses.replace(
+            self.core.statistics(),
+            internal_errors=c.get("internal_errors", 0),
+            http_refused=c.get("http_refused", 0),
+            http_bad=c.get("http_bad", 0),
+        )
 
     async def start(self) -> None:
         s = self.settings
@@ -362,12 +358,17 @@ class WsdService:
                 fam = _WsdFamily(local, group)
                 self._families[local] = fam
                 fam.unicast = await _endpoint(
-                    unicast_socket(local, s.wsd_port, s), partial(self._received, local, False)
+                    unicast_socket(local, s.wsd_port, s),
+                    partial(self._received, local, False),
+                    self._hostile,
+                    "wsd",
                 )
                 fam.transports.append(fam.unicast)
                 mc = await _endpoint(
                     multicast_socket(str(group[0]), s.wsd_port, s),
                     partial(self._received, local, True),
+                    self._hostile,
+                    "wsd",
                 )
                 fam.transports.append(mc)
                 # An IPv6 link-local listen address needs its scope (the interface).
@@ -394,7 +395,9 @@ class WsdService:
         try:
             self.core.handle_datagram(data, source, local, multicast, time.monotonic())
         except DecodeError as exc:
-            self._bad(source[0], exc)
+            self._hostile(
+                "bad_packets", source[0], "wsd: dropped bad packet from %s: %s", source[0], exc
+            )
             return
         self._wake.set()
 
@@ -424,27 +427,55 @@ class WsdService:
     ) -> None:
         peer = writer.get_extra_info("peername")
         source = str(peer[0]) if peer else "?"
+        if self._http_connections >= HTTP_MAX_CONNECTIONS:
+            # Beyond the cap a connection is closed at once: held-open connections
+            # from one host cannot starve Explorer's metadata requests for long.
+            self._hostile(
+                "http_refused", "cap", "wsd: http from %s refused: %d connections open",
+                source, self._http_connections,
+            )
+            writer.transport.abort()
+            return
+        self._http_connections += 1
         try:
-            raw = b""
-            request = None
+            # One budget for the whole exchange: reading, answering and writing.
             async with asyncio.timeout(HTTP_TIMEOUT):
-                while request is None:
-                    chunk = await reader.read(4096)
-                    if not chunk:
-                        return
-                    raw += chunk
-                    request = wsd.parse_http_request(raw)
-            status, body = self.core.handle_http(request)
-            log.debug("wsd: %s %s %s from %s", request.method, request.target, status, source)
-            writer.write(wsd.build_http_response(status, body))
-            await writer.drain()
-        except DecodeError as exc:
-            self._bad(source, exc)
-            writer.write(wsd.build_http_response(400))
+                try:
+                    request = await self._read_request(reader)
+                except DecodeError as exc:
+                    self._hostile("http_bad", source, "wsd: bad http from %s: %s", source, exc)
+                    writer.write(wsd.build_http_response(400))
+                    await writer.drain()
+                    return
+                if request is None:
+                    return
+                status, body = self.core.handle_http(request)
+                log.debug("wsd: %s %s %s from %s", request.method, request.target, status, source)
+                writer.write(wsd.build_http_response(status, body))
+                await writer.drain()
         except (TimeoutError, ConnectionError) as exc:
             log.debug("wsd: http connection from %s ended: %r", source, exc)
+        except Exception as exc:  # noqa: BLE001 - top of the connection handler
+            self._hostile(
+                "internal_errors", "http", "wsd: http from %s raised %r", source, exc
+            )
         finally:
+            self._http_connections -= 1
             writer.close()
+
+    @staticmethod
+    async def _read_request(reader: asyncio.StreamReader) -> wsd.HttpRequest | None:
+        """Read until one request is complete (None: the peer closed first); bounded by
+        wsd.parse_http_request's limits, which raise DecodeError beyond them."""
+        raw = b""
+        while True:
+            chunk = await reader.read(4096)
+            if not chunk:
+                return None
+            raw += chunk
+            request = wsd.parse_http_request(raw)
+            if request is not None:
+                return request
 
     async def _flush(self, budget: float = 2.5) -> None:
         """Wait until queued datagrams (e.g. Byes) have gone out, at most ``budget`` s."""

@@ -26,10 +26,13 @@ from typing import Any
 LOG_INTERVAL = 10.0
 #: Keys remembered; beyond that the table is cleared (bounded memory under spoofing).
 MAX_KEYS = 1024
+#: Lines per counter per interval, whatever the keys (a spoofer has many sources).
+MAX_LINES_PER_INTERVAL = 5
 
 
 class RateLimitedLog:
-    """Log at most one line per ``key`` per ``interval`` seconds; count every call.
+    """Log at most one line per ``key`` per ``interval`` seconds, and at most
+    MAX_LINES_PER_INTERVAL per ``what`` whatever the key; count every call.
 
     ``counts`` maps each ``what`` (a short counter name) to how often it happened,
     logged or not; services merge it into their ``statistics()``.
@@ -45,6 +48,7 @@ class RateLimitedLog:
         self._interval = interval
         self._clock = clock
         self._last: dict[tuple[str, str], float] = {}
+        self._window: dict[str, tuple[float, int]] = {}
         self.counts: dict[str, int] = {}
 
     def __repr__(self) -> str:
@@ -62,6 +66,12 @@ class RateLimitedLog:
         last = self._last.get((what, key))
         if last is not None and now - last < self._interval:
             return False
+        start, lines = self._window.get(what, (now, 0))
+        if now - start >= self._interval:
+            start, lines = now, 0
+        if lines >= MAX_LINES_PER_INTERVAL:
+            return False
+        self._window[what] = (start, lines + 1)
         if len(self._last) >= MAX_KEYS:
             self._last.clear()
         self._last[(what, key)] = now

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 
 from spokeshare.buffer import Buffer
 from spokeshare.errors import DecodeError, UsageError, decoder
+from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 PROTOCOL = "llmnr"
 
@@ -335,6 +336,10 @@ RATE_LIMIT = 20
 RATE_WINDOW = 1.0
 #: Sources remembered by the limiter (oldest forgotten first): bounded memory.
 RATE_SOURCES = 1024
+#: All answers together, whatever the source (a spoofer has many): 100 at once,
+#: then 50 a second (docs/lan-hardening.md).
+RATE_GLOBAL_BURST = 100.0
+RATE_GLOBAL_PER_SECOND = 50.0
 
 
 @dataclass(frozen=True)
@@ -357,6 +362,8 @@ class ResponderStatistics:
     ignored: int
     malformed: int
     rate_limited: int
+    #: Filled in by the adapter (discovery_service.LlmnrService).
+    internal_errors: int = 0
 
 
 class LlmnrResponder:
@@ -377,6 +384,8 @@ class LlmnrResponder:
         rate_window: float = RATE_WINDOW,
         name_addresses: Mapping[str, str] | None = None,
         name_addresses6: Mapping[str, str | None] | None = None,
+        global_burst: float = RATE_GLOBAL_BURST,
+        global_rate: float = RATE_GLOBAL_PER_SECOND,
     ) -> None:
         self._names = frozenset(n.rstrip(".").casefold() for n in names)
         #: A name's own IPv6 address (None: the name has none, so no AAAA: only what
@@ -397,6 +406,9 @@ class LlmnrResponder:
         self._rate_limit = rate_limit
         self._rate_window = rate_window
         self._sources: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # The global budget only: the per-source window above is the per-source one.
+        everyone = Budget(global_burst, global_rate)
+        self._global = AnswerBudget(everyone, everyone, max_sources=1)
         self.enabled = True
         self._answered = 0
         self._ignored = 0
@@ -472,7 +484,7 @@ class LlmnrResponder:
         if response is None:
             self._ignored += 1
             return None
-        if not self._allow(src, now):
+        if not self._allow(src, now) or not self._global.allow("", now):
             self._rate_limited += 1
             return None
         self._answered += 1

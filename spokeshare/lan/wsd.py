@@ -44,6 +44,7 @@ import defusedxml  # type: ignore[import-untyped]
 import defusedxml.ElementTree as DET  # type: ignore[import-untyped]
 
 from spokeshare.errors import DecodeError, UsageError, decoder
+from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 PROTOCOL = "wsd"
 
@@ -60,6 +61,8 @@ MAX_MESSAGE = 32 * 1024
 #: Largest HTTP request head (request line + headers) and body we accept.
 MAX_HTTP_HEAD = 8 * 1024
 MAX_HTTP_BODY = 32 * 1024
+#: Header lines in one request (Windows sends 6; http.client's own cap is 100).
+MAX_HTTP_HEADERS = 32
 
 #: SOAP-over-UDP Appendix I, with wsdd's repeat counts (4 multicast, 2 unicast).
 MULTICAST_UDP_REPEAT = 4
@@ -72,6 +75,21 @@ UDP_UPPER_DELAY = 0.500
 APP_MAX_DELAY = 0.500
 #: SOAP-over-UDP Appendix II: remember this many message IDs to drop duplicates.
 KNOWN_MESSAGES = 128
+#: WS-Discovery's application-level limits: MAX_UDP_ENVELOPE_SIZE (4096 octets) for
+#: a message over UDP, MAX_URI_SIZE (2048 octets) for a URI, MAX_FIELD_SIZE (256
+#: characters) for other fields. Longer is refused before any answer is built.
+MAX_UDP_ENVELOPE = 4096
+MAX_URI = 2048
+#: The identifier we echo (MessageID, into RelatesTo): MAX_FIELD_SIZE, so a reply
+#: cannot grow with what a sender puts there (every sender seen uses urn:uuid, 45).
+MAX_ECHOED_ID = 256
+#: Probe/Resolve answers: per source 4 at once then 2 a second (a PC probes once,
+#: repeated with one MessageID), and 20 then 10 a second for everyone together.
+#: Each answer is UNICAST_UDP_REPEAT datagrams per endpoint (docs/lan-hardening.md).
+ANSWER_BURST_PER_SOURCE = 4.0
+ANSWER_RATE_PER_SOURCE = 2.0
+ANSWER_BURST_GLOBAL = 20.0
+ANSWER_RATE_GLOBAL = 10.0
 
 # -- namespaces and actions -------------------------------------------------------------
 
@@ -203,6 +221,10 @@ def decode(data: bytes) -> WsdMessage:
     message_id = _text(header.find(_q(NS_WSA, "MessageID")))
     if not action or not message_id:
         raise DecodeError(PROTOCOL, "header lacks wsa:Action or wsa:MessageID")
+    if len(message_id) > MAX_ECHOED_ID:
+        raise DecodeError(PROTOCOL, f"wsa:MessageID longer than {MAX_ECHOED_ID} characters")
+    if len(action) > MAX_URI:
+        raise DecodeError(PROTOCOL, f"wsa:Action longer than {MAX_URI} characters")
     app_sequence = None
     seq = header.find(_q(NS_WSD, "AppSequence"))
     if seq is not None:
@@ -479,6 +501,8 @@ def parse_http_request(data: bytes) -> HttpRequest | None:
     except UnicodeDecodeError as exc:
         raise DecodeError("http", "request head is not ASCII") from exc
     lines = head.split("\r\n")
+    if len(lines) - 1 > MAX_HTTP_HEADERS:
+        raise DecodeError("http", f"more than {MAX_HTTP_HEADERS} header lines")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not parts[0].isalpha() or not parts[2].startswith("HTTP/1."):
         raise DecodeError("http", f"bad request line {lines[0][:80]!r}")
@@ -551,6 +575,12 @@ class HostStatistics:
     probes_answered: int
     resolves_answered: int
     gets_answered: int
+    oversized: int = 0
+    rate_limited: int = 0
+    #: Filled in by the adapter (discovery_service.WsdService).
+    internal_errors: int = 0
+    http_refused: int = 0
+    http_bad: int = 0
 
 
 @dataclass
@@ -587,6 +617,11 @@ class WsdHost:
     ``addresses`` are the interface's addresses (IPv4 and/or IPv6 link-local);
     Hello and Bye go to the multicast group of each. ``instance_id`` must grow
     with every restart (WS-Discovery §7: the adapter passes the start time).
+
+    Answers are bounded: a Probe or Resolve is answered only within
+    ``answer_budget`` (per source and for everyone, :mod:`spokeshare.lan.ratelimit`),
+    datagrams over MAX_UDP_ENVELOPE and MessageIDs over MAX_ECHOED_ID are refused,
+    so no reply grows with what the sender chose.
     """
 
     def __init__(
@@ -597,6 +632,7 @@ class WsdHost:
         instance_id: int,
         rng: random.Random,
         http_port: int = HTTP_PORT,
+        answer_budget: AnswerBudget | None = None,
     ) -> None:
         if not endpoints:
             raise UsageError("wsd: a host needs at least one endpoint")
@@ -612,6 +648,11 @@ class WsdHost:
         self.active = False
         self._received = self._duplicates = self._malformed = 0
         self._probes = self._resolves = self._gets = 0
+        self._oversized = 0
+        self._budget = answer_budget or AnswerBudget(
+            Budget(ANSWER_BURST_PER_SOURCE, ANSWER_RATE_PER_SOURCE),
+            Budget(ANSWER_BURST_GLOBAL, ANSWER_RATE_GLOBAL),
+        )
 
     def __repr__(self) -> str:
         names = ",".join(ep.name for ep in self.endpoints)
@@ -625,6 +666,8 @@ class WsdHost:
             self._probes,
             self._resolves,
             self._gets,
+            self._oversized,
+            self._budget.refused_source + self._budget.refused_global,
         )
 
     def _new_id(self) -> str:
@@ -684,6 +727,9 @@ class WsdHost:
         Raises :class:`DecodeError` for malformed input.
         """
         self._received += 1
+        if len(data) > MAX_UDP_ENVELOPE:
+            self._oversized += 1
+            raise DecodeError(PROTOCOL, f"datagram of {len(data)} bytes over {MAX_UDP_ENVELOPE}")
         try:
             msg = decode(data)
         except DecodeError:
@@ -698,6 +744,8 @@ class WsdHost:
         if msg.action == ACTION_PROBE:
             if msg.scopes or not set(msg.types) <= OUR_TYPES:
                 return msg
+            if not self._budget.allow(source[0], now):
+                return msg
             self._probes += 1
             for ep in self.endpoints:
                 reply = build_probe_matches(
@@ -707,6 +755,8 @@ class WsdHost:
         elif msg.action == ACTION_RESOLVE:
             ep_or_none = self._by_urn.get(msg.endpoint or "")
             if ep_or_none is None:
+                return msg
+            if not self._budget.allow(source[0], now):
                 return msg
             self._resolves += 1
             reply = build_resolve_matches(
