@@ -22,14 +22,18 @@ so it never answers on, or with the address of, another interface.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
+
+from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 if TYPE_CHECKING:
     from spokeshare.lan.discovery_service import DiscoverySettings
@@ -38,6 +42,17 @@ log = logging.getLogger("spokeshare.lan.discovery")
 
 SMB_TYPE = "_smb._tcp.local."
 DEVICE_INFO_TYPE = "_device-info._tcp.local."
+#: A name in conflict is probed again this often (our choice, as for NetBIOS names):
+#: once its other owner is gone the name is published again.
+CONFLICT_RECHECK_INTERVAL = 60.0
+#: Unicast answers (legacy unicast, RFC 6762 §6.7, and QU answers, §5.4) per
+#: destination and for everyone: zeroconf limits its multicast answers (one per
+#: record per second, §6) but answers every unicast query, so a spoofed source could
+#: be sent answers it never asked for (docs/lan-hardening.md).
+UNICAST_BURST_PER_SOURCE = 10.0
+UNICAST_RATE_PER_SOURCE = 5.0
+UNICAST_BURST_GLOBAL = 50.0
+UNICAST_RATE_GLOBAL = 25.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +60,10 @@ class MdnsStatistics:
     published: tuple[str, ...]
     conflicts: tuple[str, ...]
     withdrawn: bool
+    #: Unicast answers zeroconf wanted to send and the budget refused.
+    rate_limited: int = 0
+    #: Names published again after a conflict (the other owner went away).
+    reclaimed: int = 0
 
 
 class MdnsPublisher:
@@ -57,12 +76,24 @@ class MdnsPublisher:
         self._published: list[str] = []
         self._conflicts: list[str] = []
         self._withdrawn = False
+        self._budget = AnswerBudget(
+            Budget(UNICAST_BURST_PER_SOURCE, UNICAST_RATE_PER_SOURCE),
+            Budget(UNICAST_BURST_GLOBAL, UNICAST_RATE_GLOBAL),
+        )
+        self._reclaimed = 0
+        self._recheck: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<MdnsPublisher {','.join(self._published)} withdrawn={self._withdrawn}>"
 
     def statistics(self) -> MdnsStatistics:
-        return MdnsStatistics(tuple(self._published), tuple(self._conflicts), self._withdrawn)
+        return MdnsStatistics(
+            tuple(self._published),
+            tuple(self._conflicts),
+            self._withdrawn,
+            self._budget.refused_source + self._budget.refused_global,
+            self._reclaimed,
+        )
 
     def infos(self, name: str) -> tuple[ServiceInfo, ServiceInfo]:
         """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name."""
@@ -99,7 +130,31 @@ class MdnsPublisher:
             interfaces.append(socket.if_nametoindex(s.interface))
             version = IPVersion.All
         self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        self._budget_unicast(self._zc)
         await self._register_all()
+        self._recheck = asyncio.create_task(self._recheck_conflicts(), name="mdns-recheck")
+
+    def _budget_unicast(self, azc: AsyncZeroconf) -> None:
+        """Wrap zeroconf's send (not a fork: one attribute on our own instance) so
+        that unicast answers are charged to :attr:`_budget`; multicast ones (addr
+        None) pass, zeroconf already limits those per record."""
+        zc = azc.zeroconf
+        send = zc.async_send
+        budget = self._budget
+
+        def budgeted_send(out: Any, addr: str | None = None, *args: Any, **kw: Any) -> None:
+            if addr is not None and not budget.allow(addr, time.monotonic()):
+                return
+            send(out, addr, *args, **kw)
+
+        zc.async_send = budgeted_send  # type: ignore[method-assign]
+
+    async def _recheck_conflicts(self) -> None:
+        """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""
+        while True:
+            await asyncio.sleep(CONFLICT_RECHECK_INTERVAL)
+            if self._conflicts and not self._withdrawn:
+                await self._register_all()
 
     async def _register_all(self) -> None:
         if self._zc is None:
@@ -108,19 +163,32 @@ class MdnsPublisher:
             if name in self._published:
                 continue
             infos = self.infos(name)
+            done: list[ServiceInfo] = []
             try:
                 for info in infos:
                     await (await self._zc.async_register_service(info))
                     self._registered.append(info)
+                    done.append(info)
             except NonUniqueNameException:
-                log.error(
-                    "mdns: name conflict: %s.local is already in use on %s",
+                # Undo a half-published name, so that the re-check starts clean.
+                for info in done:
+                    self._registered.remove(info)
+                    await (await self._zc.async_unregister_service(info))
+                log.log(
+                    logging.DEBUG if name in self._conflicts else logging.WARNING,
+                    "mdns: name conflict: %s.local is already in use on %s; "
+                    "checking again every %.0f s",
                     name,
                     self.settings.interface,
+                    CONFLICT_RECHECK_INTERVAL,
                 )
                 if name not in self._conflicts:
                     self._conflicts.append(name)
                 continue
+            if name in self._conflicts:
+                self._conflicts.remove(name)
+                self._reclaimed += 1
+                log.warning("mdns: reclaimed %s.local: its other owner is gone", name)
             if name not in self._published:
                 self._published.append(name)
             log.info("mdns: published %s.local (_smb._tcp port %s)", name, self.settings.smb_port)
@@ -148,6 +216,9 @@ class MdnsPublisher:
         """Goodbyes, then close the responder."""
         if self._zc is None:
             return
+        if self._recheck is not None:
+            self._recheck.cancel()
+            self._recheck = None
         await self._unregister_all()
         await self._zc.async_close()
         self._zc = None

@@ -93,7 +93,7 @@ def test_conflict_reported_other_names_published(caplog: pytest.LogCaptureFixtur
     pub = MdnsPublisher(settings())
     fake = FakeZeroconf({"GLOBAL-NFS._smb._tcp.local."})
     pub._zc = fake  # type: ignore[assignment]
-    with caplog.at_level(logging.ERROR, "spokeshare.lan.discovery"):
+    with caplog.at_level(logging.WARNING, "spokeshare.lan.discovery"):
         run(pub._register_all())
     stats = pub.statistics()
     assert stats.conflicts == ("GLOBAL-NFS",) and stats.published == ("PRINT-HQ",)
@@ -117,3 +117,51 @@ def test_withdraw_goodbyes_announce_again_stop_closes() -> None:
     run(pub.stop())
     assert fake.closed and len(fake.unregistered) == 8
     run(pub.stop())  # idempotent
+
+
+def test_conflict_rechecked_and_reclaimed_once_the_owner_is_gone(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another host held GLOBAL-NFS.local at start; the re-check publishes it once
+    that host is gone, and a half-published name is undone, not left behind."""
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf({"GLOBAL-NFS._device-info._tcp.local."})
+    pub._zc = fake  # type: ignore[assignment]
+    with caplog.at_level(logging.DEBUG, "spokeshare.lan.discovery"):
+        run(pub._register_all())
+        assert fake.unregistered == ["GLOBAL-NFS._smb._tcp.local."]  # undone
+        run(pub._register_all())  # still taken: reported once only
+        assert caplog.text.count("name conflict: GLOBAL-NFS.local") == 2
+        assert [r.levelno for r in caplog.records if "conflict" in r.message] == [
+            logging.WARNING, logging.DEBUG]
+        fake.taken.clear()
+        run(pub._register_all())
+    stats = pub.statistics()
+    assert stats.conflicts == () and set(stats.published) == {"GLOBAL-NFS", "PRINT-HQ"}
+    assert stats.reclaimed == 1
+    assert "reclaimed GLOBAL-NFS.local" in caplog.text
+
+
+def test_unicast_answers_are_budgeted() -> None:
+    """zeroconf answers every legacy-unicast query; our wrapper of its send charges
+    unicast answers to a per-destination and a global budget, multicast passes."""
+    sent: list[tuple[object, str | None]] = []
+
+    class Zc:
+        def async_send(self, out: object, addr: str | None = None, *args: object) -> None:
+            sent.append((out, addr))
+
+    class Azc:
+        zeroconf = Zc()
+
+    pub = MdnsPublisher(settings())
+    pub._budget_unicast(Azc())  # type: ignore[arg-type]
+    for _ in range(100):
+        Azc.zeroconf.async_send("answer", "198.18.200.2", 5300)
+        Azc.zeroconf.async_send("multicast")
+    assert sum(1 for _, a in sent if a is None) == 100
+    from spokeshare.lan.mdns import UNICAST_BURST_PER_SOURCE
+
+    unicast = sum(1 for _, a in sent if a is not None)
+    assert UNICAST_BURST_PER_SOURCE <= unicast < UNICAST_BURST_PER_SOURCE + 5
+    assert pub.statistics().rate_limited == 100 - unicast
