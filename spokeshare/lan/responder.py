@@ -58,7 +58,9 @@ after 1, 2, 4, 8 and 12 minutes and every 12 minutes from then on (MS-BRWS §3.2
 "starting at 1 minute ... doubling ... up to 12 minutes"; Periodicity carries the
 interval in milliseconds). An AnnouncementRequest for our workgroup makes every
 name announce again after a random delay of up to 30 s (MS-BRWS §3.2.5.1, so that
-a whole LAN does not answer at once), and resets the ramp to its start. stop()
+a whole LAN does not answer at once), and resets the ramp to its start; further
+requests before that answer has gone out do not move it (a flood of requests
+makes one answer per delay, not a flood of broadcasts). stop()
 announces every name with server type 0 ("this server is gone", nmbd's
 ``announce_my_servers_removed()``).
 """
@@ -657,6 +659,8 @@ class _Announce:
     next_at: float | None = None
     interval: float = ANNOUNCE_INITIAL_INTERVAL
     update_count: int = 0
+    #: An AnnouncementRequest scheduled the next announcement (and more do not move it).
+    requested: bool = False
 
 
 class BrowseAnnouncer:
@@ -703,12 +707,13 @@ class BrowseAnnouncer:
         ]
         self._running = False
         self.sent = 0
+        self.requests = 0
 
     def __repr__(self) -> str:
         return f"<BrowseAnnouncer {self.workgroup} names={[i.name for i in self._items]}>"
 
     def statistics(self) -> dict[str, int]:
-        return {"announcements": self.sent}
+        return {"announcements": self.sent, "announcement_requests": self.requests}
 
     def start(self, now: float) -> list[Command]:
         """Announce every name at once, then follow the ramp."""
@@ -741,6 +746,7 @@ class BrowseAnnouncer:
             # Periodicity tells the master browser when to expect the next one; it
             # drops us after three missed periods (lan-presence.md §2.2).
             interval = item.interval
+            item.requested = False
             out.append(self._announce(item, self.server_type, interval))
             item.next_at = now + interval
             item.interval = min(interval * 2, self.max_interval)
@@ -755,8 +761,17 @@ class BrowseAnnouncer:
             return []
         if packet.datagram.destination_name.name.upper() != self.workgroup:
             return []
+        self.requests += 1
+        if all(item.requested for item in self._items):
+            # One answer per request delay, however many requests: each new request
+            # drawing its own delay would pull the answer ever earlier, so that a
+            # flood of requests became a flood of broadcasts.
+            return []
         when = now + self._rng.uniform(0.0, self.request_max_delay)
         for item in self._items:
+            if item.requested:
+                continue
+            item.requested = True
             item.interval = self.initial_interval
             if item.next_at is None or item.next_at > when:
                 item.next_at = when

@@ -500,6 +500,22 @@ def test_announcement_request_answered_after_random_delay() -> None:
     assert after == pytest.approx(due + 1.0)  # ramp restarted
 
 
+def test_a_flood_of_announcement_requests_makes_one_answer_per_delay() -> None:
+    a = announcer(initial_interval=60.0, max_interval=720.0, request_max_delay=30.0)
+    a.start(0.0)
+    req = browse.decode((VECTORS / "19-nmbd-udp138.bin").read_bytes())
+    sent = 0
+    for i in range(600_000):  # 2,000 requests a second for five minutes
+        t = 1.0 + i * 0.0005
+        a.handle_datagram(req, t)
+        due = a.get_timer()
+        if due is not None and due <= t:
+            sent += len(a.handle_timer(t))
+    # one answer (for both names) per random delay of up to 30 s, plus the ramp
+    assert 2 * 10 <= sent <= 2 * 60
+    assert a.statistics()["announcement_requests"] == 600_000
+
+
 def test_announcement_request_for_another_workgroup_is_ignored() -> None:
     a = announcer()
     a.start(0.0)
