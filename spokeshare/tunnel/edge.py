@@ -29,6 +29,7 @@ from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
 from spokeshare.lan import netbios_session
+from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
@@ -112,7 +113,15 @@ class SessionClientEnd(ClientEnd):
         )
 
     def _give_up(self, reason: str) -> None:
-        log.info("NetBIOS session from %s:%d closed: %s", self.peer[0], self.peer[1], reason)
+        # LAN input: a rate-limited debug line and a counter (lan/hostile.py).
+        self.edge.session_log(
+            "netbios_sessions_dropped",
+            self.peer[0],
+            "NetBIOS session from %s:%d closed: %s",
+            self.peer[0],
+            self.peer[1],
+            reason,
+        )
         if self.transport is not None:
             self.transport.close()
 
@@ -147,12 +156,17 @@ class SessionClientEnd(ClientEnd):
             self._wait.cancel()
             self._wait = None
         if decision.virtual_name is None:
-            log.info(
+            # smbclient asks for a name it has, then for *SMBSERVER: worth an info
+            # line, rate-limited like all LAN-triggered lines.
+            self.edge.session_log(
+                "netbios_sessions_refused",
+                self.peer[0],
                 "NetBIOS session from %s:%d for %s refused: %s",
                 self.peer[0],
                 self.peer[1],
                 request.called,
                 decision.response,
+                level=logging.INFO,
             )
             transport.close()
             return
@@ -322,6 +336,8 @@ class Edge:
         self._kick_handle: asyncio.Handle | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
         self.tasks = TaskSet(log, "edge task")
+        #: Lines and counters for what LAN clients get wrong on 139 (rate-limited).
+        self.session_log = RateLimitedLog(log)
         self.spawn = self.tasks.spawn
         self._control_heard = 0.0
         self._ping_sent: dict[int, float] = {}
@@ -338,6 +354,7 @@ class Edge:
         return {
             "office": self.bundle.office,
             "hub": self.hub_state.value,
+            **self.session_log.counts,
             "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
             "idle": len(self.idle),
             "connecting": self.connecting,
