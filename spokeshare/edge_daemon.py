@@ -13,23 +13,42 @@ Owns the lifecycle:
 
 LAN presence needs the LAN interface: ``lan.interface``, or the one holding
 ``lan.address``; without either the edge relays only.
+
+IPv6 (``lan.ipv6``, on by default): every relayed port and the NetBIOS session
+service also listen on the interface's link-local address (``fe80::x%ifname``), and
+names with an ``address6`` on theirs; LLMNR AAAA, mDNS AAAA and WS-Discovery XAddrs
+name only those addresses, so everything advertised answers.
+
+Sharing the box (:mod:`spokeshare.lan.coexist`): before starting each LAN protocol,
+and every :data:`COEXIST_INTERVAL` seconds after, the edge looks for another daemon
+serving it on this host (nmbd, wsdd, avahi-daemon, systemd-resolved...). That
+protocol is then left to the other daemon (stopped, or never started), one line
+names the daemon and the fix, and :meth:`EdgeDaemon.statistics` and
+``STATE_DIR/lan-status.json`` show it degraded; the relay and every other protocol
+keep running. When the other daemon goes, the protocol comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
+import json
 import logging
+import os
 import uuid
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, for_services
-from spokeshare.lan import interfaces
+from spokeshare.lan import coexist, interfaces
 from spokeshare.tunnel.edge import Edge, HubState
 
 log = logging.getLogger("spokeshare.edge")
+
+#: Seconds between looks for another daemon serving one of the LAN protocols.
+COEXIST_INTERVAL = 5.0
 
 
 class Presence(Protocol):
@@ -68,6 +87,14 @@ class EdgeDaemon:
         self.bundle = bundle
         self.edge = Edge(cfg, bundle)
         self.presence: list[Any] = []
+        #: LAN protocol -> its presence service (netbios, llmnr, wsd, mdns).
+        self.protocols: dict[str, Any] = {}
+        #: LAN protocol -> "ok", or why it is degraded (the line that was logged).
+        self.lan_status: dict[str, str] = {}
+        self._running: set[str] = set()
+        self._coexist: asyncio.Task[None] | None = None
+        self._scanner = coexist.Scanner()
+        self._local_addresses: list[str] = []
         self.withdrawn = False
         self._withdraw_timer: asyncio.TimerHandle | None = None
         self._transition: asyncio.Task[None] | None = None
@@ -84,6 +111,7 @@ class EdgeDaemon:
             **self.edge.statistics(),
             "withdrawn": self.withdrawn,
             "presence": [type(p).__name__ for p in self.presence],
+            "lan": dict(self.lan_status),
         }
 
     async def run(self) -> None:
@@ -94,23 +122,29 @@ class EdgeDaemon:
             await self.close()
 
     async def start(self) -> None:
-        await self.edge.start()
-        self.edge.on_hub_state.append(self._hub_state_changed)
         address = IPv4Address(self.cfg.lan_address)
         if not self.cfg.lan_interface and not (address.is_unspecified or address.is_loopback):
             found = interfaces.interface_of(self.cfg.lan_address)
             if found:
                 log.info("LAN interface %s holds %s", found, self.cfg.lan_address)
                 self.cfg = dataclasses.replace(self.cfg, lan_interface=found)
+        link_local = self._ipv6_link_local()
+        self.edge.ipv6 = self._ipv6_listeners(link_local)
+        await self.edge.start()
+        self.edge.on_hub_state.append(self._hub_state_changed)
         if self.cfg.lan_interface:
-            self.presence = self._build_presence()
-            for p in self.presence:
-                await p.start()
+            self.protocols = self._build_presence(link_local)
+            self.presence = list(self.protocols.values())
+            self._local_addresses = self._lan_addresses(link_local)
+            for protocol in self.protocols:
+                await self._start_protocol(protocol)
+            self._coexist = asyncio.get_running_loop().create_task(self._coexist_loop())
         else:
             log.warning(
                 "no LAN interface (set lan.interface, or lan.address to an address of one): "
                 "name services are off, relaying only"
             )
+        self._write_status()
         log.info(
             "edge for office %s up: names %s, hub %s",
             self.bundle.office,
@@ -118,26 +152,141 @@ class EdgeDaemon:
             self.bundle.hub_name,
         )
 
+    # -- addresses -------------------------------------------------------------------
+    def _ipv6_link_local(self) -> str | None:
+        """The interface's own link-local address (names' address6 excluded)."""
+        if not (self.cfg.lan_ipv6 and self.cfg.lan_interface):
+            return None
+        exclude = {n.address6 for n in self.cfg.names if n.address6}
+        return interfaces.ipv6_link_local(self.cfg.lan_interface, exclude=exclude)
+
+    def _scoped(self, address6: str) -> str:
+        if ipaddress.IPv6Address(address6).is_link_local:
+            return f"{address6}%{self.cfg.lan_interface}"
+        return address6
+
+    def _ipv6_listeners(self, link_local: str | None) -> dict[str, str]:
+        """IPv4 listen address -> the IPv6 address serving the same names."""
+        out: dict[str, str] = {}
+        if link_local is None and not any(n.address6 for n in self.cfg.names):
+            return out
+        if link_local is not None:
+            out[self.cfg.lan_address] = self._scoped(link_local)
+        for n in self.cfg.names:
+            if n.address and n.address6 and self.cfg.lan_ipv6:
+                out[n.address] = self._scoped(n.address6)
+        return out
+
+    def _lan_addresses(self, link_local: str | None) -> list[str]:
+        out = [self.cfg.lan_address]
+        out += [n.address for n in self.cfg.names if n.address]
+        out += [n.address6 for n in self.cfg.names if n.address6]
+        if link_local:
+            out.append(link_local)
+        try:
+            iface = interfaces.ipv4_interface(self.cfg.lan_interface, self.cfg.lan_address)
+            out.append(str(iface.network.broadcast_address))
+        except Exception:  # noqa: BLE001 - only a better guess; the wildcard check stays
+            pass
+        return out
+
+    # -- sharing the box -------------------------------------------------------------
+    async def _start_protocol(self, protocol: str) -> None:
+        """Start one LAN protocol unless another daemon here serves it already."""
+        other = self._scanner.check(protocol, self._local_addresses)
+        if other is not None:
+            self._degrade(protocol, other)
+            return
+        p = self.protocols[protocol]
+        try:
+            await p.start()
+        except OSError as exc:
+            port = coexist.PROTOCOL_PORTS[protocol][0][1]
+            holder = self._scanner.check(protocol, self._local_addresses)
+            self._degrade(
+                protocol,
+                holder or f"{protocol} could not bind (port {port}): {exc.strerror or exc}",
+            )
+            return
+        self._running.add(protocol)
+        if protocol in self.lan_status and self.lan_status[protocol] != "ok":
+            log.warning("%s: the other daemon is gone; the edge serves it again", protocol)
+        self.lan_status[protocol] = "ok"
+        if self.withdrawn:
+            await self._call(p, "withdraw")
+
+    def _degrade(self, protocol: str, why: str) -> None:
+        if self.lan_status.get(protocol) != why:
+            log.error("%s off (degraded): %s", protocol, why)
+        self.lan_status[protocol] = why
+
+    async def _coexist_loop(self) -> None:
+        while True:
+            await asyncio.sleep(COEXIST_INTERVAL)
+            changed = False
+            for protocol in self.protocols:
+                try:
+                    other = self._scanner.check(protocol, self._local_addresses)
+                except OSError as exc:  # /proc unreadable: keep what we have
+                    log.debug("coexist check %s: %s", protocol, exc)
+                    continue
+                if protocol in self._running and other is not None:
+                    # Never two answerers for one name: the other daemon keeps it.
+                    self._running.discard(protocol)
+                    await self._call(self.protocols[protocol], "stop")
+                    self._degrade(protocol, other)
+                    changed = True
+                elif protocol not in self._running and other is None:
+                    await self._start_protocol(protocol)
+                    changed = True
+            if changed:
+                self._write_status()
+
+    def _write_status(self) -> None:
+        """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, for operators."""
+        data = {
+            "lan": self.lan_status,
+            "listeners_degraded": self.edge.degraded,
+            "withdrawn": self.withdrawn,
+        }
+        path = self.cfg.state_dir / "lan-status.json"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.debug("cannot write %s: %s", path, exc)
+
+    @staticmethod
+    async def _call(p: Any, what: str) -> None:
+        try:
+            await getattr(p, what)()
+        except OSError as exc:
+            log.warning("%s %s: %s", type(p).__name__, what, exc)
+
     async def close(self) -> None:
         if self._withdraw_timer is not None:
             self._withdraw_timer.cancel()
         if self._transition is not None:
             self._transition.cancel()
-        for p in reversed(self.presence):
-            try:
-                await p.stop()
-            except OSError as exc:
-                log.warning("stopping %s: %s", type(p).__name__, exc)
+        if self._coexist is not None:
+            self._coexist.cancel()
+        for protocol in reversed(list(self.protocols)):
+            if protocol in self._running:
+                self._running.discard(protocol)
+                await self._call(self.protocols[protocol], "stop")
         await self.edge.close()
 
     # -- what is on the LAN ----------------------------------------------------------
-    def _build_presence(self) -> list[Any]:
+    def _build_presence(self, link_local: str | None) -> dict[str, Any]:
         from spokeshare.lan.discovery_service import DiscoverySettings, LlmnrService, WsdService
         from spokeshare.lan.mdns import MdnsPublisher
         from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
+        from spokeshare.printing.printer_sync import with_printers
 
         cfg = self.cfg
-        out: list[Any] = []
+        out: dict[str, Any] = {}
         if not cfg.names:
             # A printing-only office: no file-server name to register, announce or answer.
             log.info("no virtual names: NetBIOS, WS-Discovery, LLMNR and mDNS names are off")
@@ -157,7 +306,7 @@ class EdgeDaemon:
                     (n.name, IPv4Address(n.address)) for n in cfg.names if n.address
                 ),
             )
-            out.append(_NetbiosPresence(NetbiosService(settings)))
+            out["netbios"] = _NetbiosPresence(NetbiosService(settings))
         d = cfg.discovery
         if d.wsd or d.llmnr or d.mdns:
             disc = DiscoverySettings(
@@ -166,16 +315,22 @@ class EdgeDaemon:
                 names=tuple(n.name for n in cfg.names),
                 uuid_namespace=uuid.uuid5(uuid.NAMESPACE_URL, f"spokeshare:{self.bundle.office}"),
                 workgroup=cfg.workgroup,
-                ipv6_link_local=interfaces.ipv6_link_local(cfg.lan_interface),
+                ipv6_link_local=link_local,
                 smb_port=cfg.ports.get("smb", 445) or 445,
                 name_addresses=tuple((n.name, n.address) for n in cfg.names if n.address),
+                name_addresses6=tuple(
+                    (n.name, n.address6 if cfg.lan_ipv6 else "")
+                    for n in cfg.names
+                    if n.address
+                ),
             )
             if d.llmnr:
-                out.append(LlmnrService(disc))
+                out["llmnr"] = LlmnrService(disc)
             if d.wsd:
-                out.append(WsdService(disc))
+                out["wsd"] = WsdService(disc)
             if d.mdns:
-                out.append(MdnsPublisher(disc))
+                # HQ's printers are published through the names' responder.
+                out["mdns"] = with_printers(MdnsPublisher(disc), self.edge)
         return out
 
     # -- withdrawing while HQ is away ------------------------------------------------
@@ -219,7 +374,9 @@ class EdgeDaemon:
                 ", ".join(n.name for n in self.cfg.names),
             )
         self.withdrawn = withdraw
-        for p in self.presence:
+        for protocol, p in self.protocols.items():
+            if protocol not in self._running:
+                continue  # left to another daemon on this host
             try:
                 await (p.withdraw() if withdraw else p.announce())
             except OSError as exc:
@@ -229,3 +386,4 @@ class EdgeDaemon:
                     "withdraw" if withdraw else "announce",
                     exc,
                 )
+        self._write_status()

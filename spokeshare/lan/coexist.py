@@ -141,6 +141,21 @@ def foreign_sockets(
     return found
 
 
+#: Interpreters whose process name says nothing: the script they run names the daemon.
+_INTERPRETERS = ("python", "perl", "sh", "bash", "dash")
+
+
+def process_name(comm: str, argv: list[str]) -> str:
+    """``comm``, unless it is an interpreter: then the basename of the script it runs
+    (``python3 /usr/sbin/wsdd -i lan0`` is wsdd)."""
+    if not comm.startswith(_INTERPRETERS) or not argv:
+        return comm
+    for arg in argv[1:]:
+        if not arg.startswith("-"):
+            return arg.rsplit("/", 1)[-1] or comm
+    return comm
+
+
 def describe(protocol: str, owners: Iterable[Owner], port: int) -> str:
     """One log line's worth: which daemon holds the protocol's port, and the fix."""
     named = sorted({(o.name, o.pid) for o in owners})
@@ -202,12 +217,17 @@ class Scanner:
             if int(pid) == me:
                 continue
             if wanted.intersection(self._inodes_of(self.proc / pid / "fd")):
-                try:
-                    name = (self.proc / pid / "comm").read_text().strip()
-                except OSError:
-                    name = "?"
-                found.append(Owner(int(pid), name))
+                found.append(Owner(int(pid), self._name_of(pid)))
         return found
+
+    def _name_of(self, pid: str) -> str:
+        """The daemon's name: ``comm``, or for a script (wsdd is Python) the script's."""
+        try:
+            comm = (self.proc / pid / "comm").read_text().strip()
+            argv = (self.proc / pid / "cmdline").read_bytes()[:4096].split(b"\0")
+        except OSError:
+            return "?"
+        return process_name(comm, [a.decode(errors="replace") for a in argv if a])
 
     def check(
         self,
@@ -246,4 +266,3 @@ def fix_for(holder: str) -> str:
     """The advice for a daemon named at the start of ``holder`` (see :meth:`holder_of`)."""
     name = holder.split(" ", 1)[0]
     return _FIXES.get(name, "stop it, or give the edge another address or port")
-

@@ -6,6 +6,7 @@ built from those tables. The real daemons (nmbd, wsdd, avahi-daemon) are in the 
 test tests/lab/test_coexist.py.
 """
 
+# ruff: noqa: E501  (socket tables keep the kernel's line layout)
 from __future__ import annotations
 
 import socket
@@ -128,3 +129,13 @@ def test_holder_of_a_taken_tcp_port() -> None:
         port = srv.getsockname()[1]
         # held by this very process: owners() leaves the caller out
         assert coexist.Scanner().holder_of("tcp", "127.0.0.1", port) == "another process"
+
+
+def test_process_name_of_a_script() -> None:
+    assert coexist.process_name("python3", ["/usr/bin/python3", "/usr/sbin/wsdd", "-i", "x"]) == (
+        "wsdd"
+    )
+    assert coexist.process_name("python3", ["python3", "-u", "/opt/x/wsdd2"]) == "wsdd2"
+    assert coexist.process_name("avahi-daemon", ["avahi-daemon: running [oldbox.local]"]) == (
+        "avahi-daemon"
+    )

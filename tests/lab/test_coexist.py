@@ -1,0 +1,301 @@
+"""The edge on a box that still runs the old hack: nmbd, smbd, wsdd and avahi-daemon.
+
+Office nyc's edge host runs, before the edge starts, what an office box typically ran
+before spokeshare: Samba's nmbd with ``netbios aliases = GLOBAL-NFS`` and smbd on
+445, wsdd announcing GLOBAL-NFS, and avahi-daemon. The edge must come up anyway
+(relay, LLMNR and the NetBIOS session service running), leave each taken protocol to
+the daemon holding it with one log line naming it and the fix, show it degraded in
+``lan-status.json``, never add a second answerer, take a protocol back when its
+daemon goes, and give it up again when the daemon comes back.
+
+systemd-resolved is not among them: Debian 12 ships it as a separate package whose
+installation takes over the machine's /etc/resolv.conf, and it needs systemd as
+PID 1; the edge's check for it is the same socket-table check as for avahi-daemon.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from spokeshare.lab import netns, services, spokes
+from spokeshare.lab.topology import LAN_IFNAME, Lab
+from spokeshare.lab.wire import LinkSettings
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.lab
+
+EDGE = "198.18.11.1"
+EDGE_HOST = "nyc-edge"
+PC = "nyc-pc"
+
+_SMB_CONF = """\
+[global]
+  netbios name = OLDBOX
+  netbios aliases = GLOBAL-NFS
+  workgroup = ACME
+  server role = standalone server
+  interfaces = {edge}/24
+  bind interfaces only = yes
+  local master = no
+  smb ports = 445
+  private dir = {r}/private
+  lock directory = {r}/lock
+  state directory = {r}/state
+  cache directory = {r}/cache
+  pid directory = {r}/run
+  ncalrpc dir = {r}/run/ncalrpc
+  log file = {r}/log.%m
+  passdb backend = tdbsam:{r}/private/passdb.tdb
+  map to guest = Bad User
+  load printers = no
+  printcap name = /dev/null
+  disable spoolss = yes
+[old]
+  path = {r}/old
+  guest ok = yes
+"""
+
+_AVAHI_CONF = """\
+[server]
+host-name=oldbox
+use-ipv4=yes
+use-ipv6=no
+allow-interfaces={iface}
+enable-dbus=no
+[wide-area]
+enable-wide-area=no
+[publish]
+publish-hinfo=no
+publish-workstation=no
+"""
+
+
+def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def _listening(proto: str, port: int) -> bool:
+    out = netns.run_in(EDGE_HOST, ["ss", f"-Hln{proto}", f"sport = :{port}"], check=False)
+    return bool(out.stdout.decode().strip())
+
+
+class OldBox:
+    """The old daemons on the edge host, recorded in the lab registry, stopped by PID."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.root = lab.host_dir(EDGE_HOST) / "oldbox"
+        self.pids: dict[str, int] = {}
+
+    def _spawn(self, what: str, argv: list[str], samba: bool = False) -> int:
+        pid = services.spawn(
+            self.lab.registry, EDGE_HOST, argv, what, self.lab.logs_dir / f"old-{what}.log",
+            new_session=not samba,
+        )  # fmt: skip
+        self.pids[what] = pid
+        return pid
+
+    def start_samba(self) -> None:
+        r = self.root
+        for sub in ("private", "lock", "state", "cache", "run", "old"):
+            (r / sub).mkdir(parents=True, exist_ok=True)
+        conf = r / "smb.conf"
+        conf.write_text(_SMB_CONF.format(edge=EDGE, r=r))
+        for daemon in ("smbd", "nmbd"):
+            self._spawn(
+                daemon, [daemon, "--foreground", "--debug-stdout", f"--configfile={conf}"], True
+            )
+        services.wait_for("old smbd on 445", lambda: _listening("t", 445), 30)
+        services.wait_for("old nmbd on 137", lambda: _listening("u", 137), 30)
+
+    def start_wsdd(self) -> None:
+        argv = ["wsdd", "-i", LAN_IFNAME, "-4", "-n", "GLOBAL-NFS", "-w", "ACME",
+                "-U", "0c2e1f6a-5d0b-4c59-8a52-1f1e2d3c4b5a"]  # fmt: skip
+        self._spawn("wsdd", argv)
+        services.wait_for("old wsdd on 5357", lambda: _listening("t", 5357), 30)
+
+    def start_avahi(self) -> None:
+        run_dir = self.root / "avahi-run"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "avahi-daemon.conf"
+        conf.write_text(_AVAHI_CONF.format(iface=LAN_IFNAME))
+        log = self.lab.logs_dir / "old-avahi-daemon.log"
+        start = log.stat().st_size if log.exists() else 0
+        # avahi keeps its pid file in /run/avahi-daemon, shared by every namespace:
+        # give this one a private directory there (ip netns exec's mount namespace).
+        script = (
+            "mkdir -p /run/avahi-daemon && "
+            f"mount --bind {shlex.quote(str(run_dir))} /run/avahi-daemon && "
+            f"exec avahi-daemon --no-chroot --no-drop-root --no-rlimits -f {shlex.quote(str(conf))}"
+        )
+        self._spawn("avahi-daemon", ["sh", "-c", script])
+        services.wait_for(
+            "old avahi-daemon",
+            lambda: "Server startup complete" in log.read_text(errors="replace")[start:],
+            30,
+        )
+
+    def stop(self, what: str) -> None:
+        self.lab.registry.kill_process(self.pids.pop(what))
+
+
+def start_edge_beside_old_box(lab: Lab, office: str) -> int:
+    box = OldBox(lab)
+    box.start_samba()
+    box.start_wsdd()
+    box.start_avahi()
+    lab.old_box = box  # type: ignore[attr-defined]
+    conf = lab.host_dir(EDGE_HOST) / "edge.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(spokes.edge_toml(lab, office))
+    pid = lab.spawn(EDGE_HOST, spokes._cli("edge", "--config", str(conf)), f"edge-{office}")
+    log = lab.logs_dir / f"edge-{office}.log"
+    services.wait_for(
+        "the edge up beside the old daemons",
+        lambda: (
+            log.exists()
+            and f"edge for office {office} up" in log.read_text()
+            and spokes.office_connected(lab, office)
+        ),
+        30,
+    )
+    return pid
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    path = Path(tempfile.mkdtemp(prefix="ss-coexist-"))
+    path.chmod(0o755)
+    the_lab = Lab(
+        path,
+        ["nyc"],
+        LinkSettings(rtt_ms=20),
+        start_hub=spokes.start_hub,
+        start_edge=start_edge_beside_old_box,
+    )
+    ok = False
+    try:
+        the_lab.up()
+        yield the_lab
+        ok = True
+    finally:
+        the_lab.down(keep_logs=not ok)
+        if ok:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def edge_log(lab: Lab) -> str:
+    return (lab.logs_dir / "edge-nyc.log").read_text()
+
+
+def lan_status(lab: Lab) -> dict[str, object]:
+    path = lab.host_dir(EDGE_HOST) / "state" / "lan-status.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def protocol_state(lab: Lab, protocol: str) -> str:
+    lan = lan_status(lab).get("lan", {})
+    return str(lan.get(protocol, "")) if isinstance(lan, dict) else ""
+
+
+def nbns_answers(lab: Lab, name: str) -> list[str]:
+    """Every answer to a broadcast query from the PC (nmblookup prints each)."""
+    out = sh(lab, PC, "nmblookup", name).stdout
+    return re.findall(rf"^(\S+) {name}<00>$", out, re.M)
+
+
+def mdns_a(lab: Lab, name: str) -> list[str]:
+    out = sh(
+        lab, PC, "dig", "+short", "+tries=1", "+time=2", "-p", "5353", f"@{EDGE}",
+        f"{name}.local", "A",
+    ).stdout  # fmt: skip
+    return [line for line in out.splitlines() if re.fullmatch(r"[\d.]+", line)]
+
+
+def wsdd_discovers(lab: Lab, seconds: float) -> set[str]:
+    argv = ["wsdd", "-D", "-i", LAN_IFNAME, "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", "-v"]
+    p = subprocess.Popen(
+        netns.exec_argv(PC, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = p.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+    return set(re.findall(r"discovered (\S+) in Workgroup:ACME on 198\.18\.11\.", out))
+
+
+def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:
+    return wait_for(cond, timeout, what, interval=0.5)
+
+
+def test_edge_runs_beside_the_old_daemons(lab: Lab) -> None:
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    log = edge_log(lab)
+    for protocol, daemon in (("netbios", "nmbd"), ("wsd", "wsdd"), ("mdns", "avahi-daemon")):
+        lines = [ln for ln in log.splitlines() if f"{protocol} off (degraded)" in ln]
+        assert len(lines) == 1, (protocol, lines)  # one line, naming the daemon and the fix
+        assert f"{daemon} (pid " in lines[0] and "systemctl disable --now" in lines[0]
+        assert f"{daemon} (pid {box.pids[daemon]})" in protocol_state(lab, protocol)
+    taken = [ln for ln in log.splitlines() if f"cannot listen on {EDGE}:445" in ln]
+    assert len(taken) == 1 and "smbd (pid" in taken[0], taken
+    status = lan_status(lab)
+    assert protocol_state(lab, "llmnr") == "ok"
+    assert f"tcp {EDGE}:445" in status["listeners_degraded"]  # type: ignore[operator]
+
+    # The relay runs: 139 (its listener bound) reaches HQ's share through the hub.
+    res = sh(lab, PC, "smbclient", "//GLOBAL-NFS/share", "-N", "-I", EDGE, "-p", "139", "-c", "ls")
+    assert res.returncode == 0, res.stdout + res.stderr
+    wait_until(
+        "the hub's stream line",
+        lambda: re.search(
+            r"stream office=nyc client=198\.18\.11\.10:\d+ service=smb .*result=ok",
+            (lab.logs_dir / "hub.log").read_text(),
+        ),
+        10,
+    )
+    # LLMNR (nobody else serves it here) answers; NetBIOS has one answerer, nmbd.
+    out = sh(lab, PC, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+    assert f"GLOBAL-NFS IN A {EDGE}" in out, out
+    wait_until("nmbd's alias registered", lambda: nbns_answers(lab, "GLOBAL-NFS"), 30)
+    assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
+    assert mdns_a(lab, "GLOBAL-NFS") == []  # avahi does not publish it, nor does the edge
+    assert mdns_a(lab, "oldbox") == [EDGE]  # avahi alone answers for its own name
+
+
+def test_protocols_come_back_when_the_daemons_go(lab: Lab) -> None:
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    for daemon in ("avahi-daemon", "wsdd", "nmbd"):
+        box.stop(daemon)
+    for protocol in ("mdns", "wsd", "netbios"):
+        wait_until(f"{protocol} back", lambda p=protocol: protocol_state(lab, p) == "ok", 30)
+    assert edge_log(lab).count("the other daemon is gone; the edge serves it again") == 3
+    wait_until("the edge's NetBIOS name claimed", lambda: nbns_answers(lab, "GLOBAL-NFS"), 20)
+    assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
+    wait_until("GLOBAL-NFS.local", lambda: mdns_a(lab, "GLOBAL-NFS") == [EDGE], 20)
+    assert "GLOBAL-NFS" in wsdd_discovers(lab, 8)
+
+
+def test_a_daemon_started_later_takes_the_protocol_back(lab: Lab) -> None:
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    before = edge_log(lab).count("mdns off (degraded)")
+    box.start_avahi()
+    wait_until("mdns degraded again", lambda: "avahi-daemon" in protocol_state(lab, "mdns"), 30)
+    assert edge_log(lab).count("mdns off (degraded)") == before + 1
+    assert mdns_a(lab, "GLOBAL-NFS") == []  # the edge said goodbye; avahi alone remains
+    assert mdns_a(lab, "oldbox") == [EDGE]
+    assert protocol_state(lab, "llmnr") == "ok" and protocol_state(lab, "netbios") == "ok"
