@@ -61,6 +61,10 @@ class HubLimits:
     backend_connect_timeout: float = 5.0
     #: Concurrent tunnels (streams, pooled and control) one office may hold.
     max_tunnels_per_office: int = 4096
+    #: TLS handshakes in progress at once. At the cap the oldest one is dropped to make
+    #: room (a handshake that takes long is a stalled or hostile client; an edge's
+    #: completes in one round trip), which bounds the memory a flood can take.
+    max_handshakes: int = 256
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,8 @@ class HubConfig:
     #: Worker processes sharing the listen ports (SO_REUSEPORT): one event loop per
     #: core for a hub that relays more than one core can encrypt.
     workers: int = 1
+    #: WAN socket options of the tunnels the hub accepts ([sockets], as on the edge).
+    sockets: SocketConfig = field(default_factory=lambda: SocketConfig())
 
 
 @dataclass(frozen=True)
@@ -116,8 +122,13 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class SocketConfig:
-    #: TCP_USER_TIMEOUT and keepalive: how fast a dead WAN link is noticed (seconds).
+    #: TCP_USER_TIMEOUT and keepalive: how fast a dead WAN link is noticed (seconds) on
+    #: an idle pool tunnel or the control channel.
     user_timeout: float = 10.0
+    #: TCP_USER_TIMEOUT while a tunnel carries a client's stream (seconds): a WAN
+    #: outage this long stalls the stream instead of cutting it. Above what SMB clients
+    #: tolerate themselves (Windows about 60 s, smbclient 20 s unless -t says more).
+    stream_user_timeout: float = 120.0
     keepalive_idle: int = 5
     keepalive_interval: int = 2
     keepalive_count: int = 3
@@ -125,6 +136,10 @@ class SocketConfig:
     #: choice when those allow the bandwidth-delay product); otherwise bytes to force.
     buffer_bytes: int = 0
     congestion: str = "bbr"
+    #: Cap on the retransmission timeout (seconds, 1-120; TCP_RTO_MAX_MS, Linux 6.15+):
+    #: after an outage the tunnel retries at most this long after the link returns,
+    #: instead of RFC 6298's doubling. 0 leaves the kernel's backoff (up to 120 s).
+    rto_max: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -296,8 +311,23 @@ def load_hub(path: Path) -> HubConfig:
     if not services:
         raise ConfigError(src, "services", "no service is defined")
     limits = _dataclass_from(root.table("limits"), HubLimits)
+    if limits.max_handshakes < 1:
+        raise ConfigError(src, "limits.max_handshakes", "must be at least 1")
+    sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     root.done()
-    return HubConfig(src, listen, services, state_dir, heartbeat, limits, status_listen, workers)
+    return HubConfig(
+        src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets
+    )
+
+
+def _check_sockets(src: str, cfg: SocketConfig) -> SocketConfig:
+    if cfg.rto_max and not 1.0 <= cfg.rto_max <= 120.0:
+        raise ConfigError(src, "sockets.rto_max", "must be 0 (kernel default) or 1 to 120 seconds")
+    if cfg.stream_user_timeout < cfg.user_timeout:
+        raise ConfigError(
+            src, "sockets.stream_user_timeout", "must not be shorter than sockets.user_timeout"
+        )
+    return cfg
 
 
 def _bad(src: str, key: str) -> tuple[str, int]:
@@ -391,7 +421,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     pool = _dataclass_from(root.table("pool"), PoolConfig)
     if pool.min_idle > pool.max_idle:
         raise ConfigError(src, "pool.min_idle", "exceeds pool.max_idle")
-    sockets = _dataclass_from(root.table("sockets"), SocketConfig)
+    sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     netbios = _dataclass_from(root.table("netbios"), NetbiosConfig)
     if netbios.wins_server:
         try:

@@ -31,6 +31,16 @@ def test_hub_config_loads(tmp_path: Path) -> None:
     assert cfg.listen == (("0.0.0.0", 7443),)
     assert cfg.services["smb"].port == 445
     assert cfg.limits.header_timeout == 3.0
+    assert cfg.limits.max_handshakes == 256
+    assert (cfg.sockets.user_timeout, cfg.sockets.stream_user_timeout) == (10.0, 120.0)
+    assert cfg.sockets.rto_max == 1.0
+
+
+def test_hub_sockets_section(tmp_path: Path) -> None:
+    text = HUB + "max_handshakes = 32\n[sockets]\nstream_user_timeout = 90.0\nrto_max = 0.0\n"
+    cfg = load_hub(write(tmp_path, text))
+    assert cfg.limits.max_handshakes == 32
+    assert (cfg.sockets.stream_user_timeout, cfg.sockets.rto_max) == (90.0, 0.0)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +55,15 @@ def test_hub_config_loads(tmp_path: Path) -> None:
         (HUB.replace("services.smb", "services.SMB"), "services.SMB", "lower-case"),
         (HUB.replace("0.0.0.0:7443", "0.0.0.0:70000"), "hub.listen", "out of range"),
         ("[hub]\n", "services", "no service"),
+        (HUB + "max_handshakes = 0\n", "limits.max_handshakes", "at least 1"),
+        (HUB + "[sockets]\nrto_max = 0.5\n", "sockets.rto_max", "1 to 120 seconds"),
+        (HUB + "[sockets]\nrto_max = 121.0\n", "sockets.rto_max", "1 to 120 seconds"),
+        (
+            HUB + "[sockets]\nstream_user_timeout = 5.0\n",
+            "sockets.stream_user_timeout",
+            "not be shorter",
+        ),
+        (HUB + "[sockets]\nuser_timout = 5.0\n", "sockets.user_timout", "unknown key"),
         ("[hub\n", "", "not valid TOML"),
     ],
 )

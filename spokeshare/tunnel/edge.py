@@ -33,7 +33,7 @@ from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
-from spokeshare.tunnel.sockets import tune_lan, tune_wan
+from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.edge")
 stream_log = logging.getLogger("spokeshare.edge.stream")
@@ -491,6 +491,9 @@ class Edge:
         )
         self.streams_total += 1
         self.clients.add(tunnel)
+        # From here the tunnel carries a client: a WAN outage stalls it, not cuts it.
+        if tunnel.transport is not None:
+            carry_stream(tunnel.transport.get_extra_info("socket"), self.cfg.sockets, True)
         tunnel.open_stream(client)
 
     def _status_timeout(self, client: ClientEnd, tunnel: EdgeTunnel) -> None:
@@ -790,5 +793,13 @@ class Edge:
             for client in list(self.waiters):
                 self.waiters.remove(client)
                 self._reject(client, f"hub unreachable ({state.value})")
+            # Idle tunnels fail fast with the control channel: none is handed to a client
+            # while the hub is away, and the pool refills once it is back. Streams
+            # already running keep their tunnels (sockets.carry_stream).
+            idle, self.idle = list(self.idle), deque()
+            for t in idle:
+                t.abort(f"hub unreachable ({state.value})")
+            if idle:
+                log.info("dropped %d idle tunnel(s) while the hub is unreachable", len(idle))
         for cb in self.on_hub_state:
             cb(state)

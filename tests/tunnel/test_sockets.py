@@ -1,0 +1,63 @@
+"""WAN socket options: short user timeout in the pool, long one while carrying a stream,
+and the retransmission backoff capped (TCP_RTO_MAX_MS where the kernel has it)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from spokeshare.config import SocketConfig
+from spokeshare.tunnel.sockets import (
+    TCP_RTO_MAX_MS,
+    TCP_THIN_LINEAR_TIMEOUTS,
+    TCP_USER_TIMEOUT,
+    cap_rto,
+    carry_stream,
+    tune_wan,
+)
+
+
+@pytest.fixture
+def sock() -> Iterator[socket.socket]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        yield s
+
+
+def user_timeout(s: socket.socket) -> int:
+    return s.getsockopt(socket.IPPROTO_TCP, TCP_USER_TIMEOUT)
+
+
+def test_stream_gets_the_long_timeout_and_gives_it_back(sock: socket.socket) -> None:
+    cfg = SocketConfig(user_timeout=10.0, stream_user_timeout=120.0)
+    tune_wan(sock, cfg)
+    assert user_timeout(sock) == 10_000
+    carry_stream(sock, cfg, True)
+    assert user_timeout(sock) == 120_000
+    carry_stream(sock, cfg, False)
+    assert user_timeout(sock) == 10_000
+
+
+def test_rto_capped(sock: socket.socket) -> None:
+    mode = cap_rto(sock, SocketConfig(rto_max=2.0))
+    if mode == "rto_max":
+        assert sock.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS) == 2000
+    else:  # a kernel before 6.15
+        assert mode == "thin_linear"
+        assert sock.getsockopt(socket.IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS) == 1
+
+
+def test_rto_left_alone_when_off(sock: socket.socket) -> None:
+    assert cap_rto(sock, SocketConfig(rto_max=0.0)) == ""
+
+
+def test_closed_or_foreign_sockets_are_ignored() -> None:
+    cfg = SocketConfig()
+    carry_stream(None, cfg, True)
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.close()
+    carry_stream(s, cfg, True)  # no error: the stream's end is handled elsewhere
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
+        carry_stream(u, cfg, True)
+        assert tune_wan(u, cfg) == ""
