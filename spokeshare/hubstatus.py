@@ -75,6 +75,19 @@ def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
         "time": max(float(s.get("time", 0)) for s in snapshots),
         "handshakes": sum(int(s.get("handshakes", 0)) for s in snapshots),
         "handshake_failures": sum(int(s.get("handshake_failures", 0)) for s in snapshots),
+        "handshakes_in_progress": sum(int(s.get("handshakes_in_progress", 0)) for s in snapshots),
+        "refusals": _sum_counts([s.get("refusals", {}) for s in snapshots]),
         "tunnels": sum(int(s.get("tunnels", 0)) for s in snapshots),
         "offices": dict(sorted(offices.items())),
     }
+
+
+def _sum_counts(tables: list[Any]) -> dict[str, int]:
+    """Per-cause counters of several workers, added up."""
+    out: dict[str, int] = {}
+    for t in tables:
+        if isinstance(t, dict):
+            for k, v in t.items():
+                if isinstance(v, int):
+                    out[str(k)] = out.get(str(k), 0) + v
+    return dict(sorted(out.items()))

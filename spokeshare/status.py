@@ -48,7 +48,15 @@ def render_metrics(stats: dict[str, Any]) -> str:
         "# HELP spokeshare_hub_handshake_failures_total TLS handshakes refused or failed",
         "# TYPE spokeshare_hub_handshake_failures_total counter",
         f"spokeshare_hub_handshake_failures_total {int(stats.get('handshake_failures', 0))}",
+        "# HELP spokeshare_hub_handshakes_in_progress TLS handshakes running now",
+        "# TYPE spokeshare_hub_handshakes_in_progress gauge",
+        f"spokeshare_hub_handshakes_in_progress {int(stats.get('handshakes_in_progress', 0))}",
+        "# HELP spokeshare_hub_refused_total connections failed or refused, by cause",
+        "# TYPE spokeshare_hub_refused_total counter",
     ]
+    refusals: dict[str, int] = stats.get("refusals", {})
+    for cause, count in sorted(refusals.items()):
+        out.append(f'spokeshare_hub_refused_total{{cause="{_label(cause)}"}} {int(count)}')
     offices: dict[str, dict[str, Any]] = stats.get("offices", {})
     for key, metric, help_text in _OFFICE_GAUGES + _OFFICE_COUNTERS:
         kind = "counter" if metric.endswith("_total") else "gauge"

@@ -16,6 +16,8 @@ def test_render_metrics() -> None:
             "tunnels": 5,
             "handshakes": 9,
             "handshake_failures": 1,
+            "handshakes_in_progress": 3,
+            "refusals": {"tls:WRONG_VERSION_NUMBER": 7, "evicted": 2},
             "offices": {
                 "nyc": {
                     "connected": True,
@@ -34,6 +36,9 @@ def test_render_metrics() -> None:
     assert 'spokeshare_office_rtt_milliseconds{office="nyc"} 101.5\n' in text
     assert 'spokeshare_office_connected{office="nyc"} 1\n' in text
     assert "# TYPE spokeshare_office_bytes_down_total counter" in text
+    assert "spokeshare_hub_handshakes_in_progress 3\n" in text
+    assert 'spokeshare_hub_refused_total{cause="tls:WRONG_VERSION_NUMBER"} 7\n' in text
+    assert 'spokeshare_hub_refused_total{cause="evicted"} 2\n' in text
 
 
 def test_answer_rejects() -> None:

@@ -33,19 +33,26 @@ from typing import Any, cast
 
 from cryptography import x509
 
-from spokeshare import __version__, enrollment, hubstatus, pki
+from spokeshare import __version__, enrollment, heap, hubstatus, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
+from spokeshare.loglimit import LogLimiter
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import reserved_port, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
-from spokeshare.tunnel.sockets import tune_lan, tune_wan
+from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.hub")
 stream_log = logging.getLogger("spokeshare.hub.stream")
 
 #: Bytes a tunnel may carry ahead of the backend connection being ready (0-RTT data).
 MAX_EARLY = 256 * 1024
+#: Seconds between log lines for one kind of refused connection from one address, and
+#: between the summaries of what was held back (see spokeshare.loglimit).
+REFUSAL_LOG_INTERVAL = 60.0
+#: After a burst of failed handshakes, free heap pages go back to the system (see
+#: spokeshare.heap) at most this often, in seconds, once the burst has calmed down.
+HEAP_RELEASE_INTERVAL = 10.0
 
 
 class TunnelState(enum.Enum):
@@ -264,6 +271,8 @@ class HubTunnel(TunnelEnd):
             self._log_stream(None, "tunnel lost before backend connected")
             return
         tune_lan(btrans.get_extra_info("socket"))
+        # This tunnel now carries a client: a WAN outage stalls it, not cuts it.
+        carry_stream(self.transport.get_extra_info("socket"), self.hub.sockets, True)
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
         splice = Splice(btrans, self.transport, self._stream_done)
         self.splice = splice
@@ -377,7 +386,7 @@ class Hub:
         #: This process's index when the hub runs several workers (None: the only one).
         self.worker = worker
         self.directory = directory
-        self.sockets = sockets or SocketConfig()
+        self.sockets = sockets or cfg.sockets or SocketConfig()
         self.registry: dict[str, enrollment.OfficeRecord] = {}
         self._registry_mtime = 0.0
         self.offices: dict[str, OfficeState] = {}
@@ -390,6 +399,15 @@ class Hub:
         self.status_server: asyncio.Server | None = None
         self.handshakes = 0
         self.handshake_failures = 0
+        #: Failed or refused connections per cause (tls.handshake_cause, "evicted", ...).
+        self.refusals: dict[str, int] = {}
+        self.refusal_log = LogLimiter(REFUSAL_LOG_INTERVAL)
+        #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
+        self._handshaking: dict[asyncio.Task[None], float] = {}
+        self._evicting: set[asyncio.Task[None]] = set()
+        self._burst_failures = 0
+        self._heap_released_at = 0.0
+        self.heap_releases = 0
         self.tasks = TaskSet(log, "connection task")
         self.spawn = self.tasks.spawn
         self._stopping = asyncio.Event()
@@ -448,7 +466,35 @@ class Hub:
                 log.error("accept failed: %s", exc.strerror or exc)
                 await asyncio.sleep(0.1)
                 continue
-            self.spawn(self.handshake(sock, (str(peer[0]), int(peer[1]))))
+            if len(self._handshaking) >= self.cfg.limits.max_handshakes:
+                self._evict_oldest_handshake()
+            task = self.spawn(self.handshake(sock, (str(peer[0]), int(peer[1]))))
+            if not task.done():
+                self._handshaking[task] = time.monotonic()
+                task.add_done_callback(self._handshake_ended)
+
+    def _evict_oldest_handshake(self) -> None:
+        """At the cap: the handshake in progress the longest gives way to the new one.
+
+        An edge's handshake completes in one round trip; one that is still running
+        after hundreds of newer ones arrived is a stalled or hostile client.
+        """
+        task = next(iter(self._handshaking))
+        del self._handshaking[task]
+        self._evicting.add(task)
+        task.cancel()
+
+    def _handshake_ended(self, task: asyncio.Task[None]) -> None:
+        self._handshaking.pop(task, None)
+        self._evicting.discard(task)
+
+    def refused(self, cause: str, peer: tuple[str, int], message: str, *args: object) -> None:
+        """Count a failed or refused connection; log it unless its kind from its address
+        was logged less than REFUSAL_LOG_INTERVAL ago (the rest are summarised)."""
+        self.refusals[cause] = self.refusals.get(cause, 0) + 1
+        self._burst_failures += 1
+        if self.refusal_log.admit(cause, peer[0], time.monotonic()):
+            log.warning(message, *args)
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -482,20 +528,36 @@ class Hub:
                 ssl=self.ssl,
                 ssl_handshake_timeout=self.cfg.limits.handshake_timeout,
             )
+        except asyncio.CancelledError:
+            # Evicted at the handshake cap, or the hub is stopping.
+            sock.close()
+            if asyncio.current_task() in self._evicting:
+                self.handshake_failures += 1
+                self.refused(
+                    "evicted",
+                    peer,
+                    "TLS handshake from %s:%s dropped: %d handshakes in progress "
+                    "(limits.max_handshakes) and it was the oldest",
+                    peer[0],
+                    peer[1],
+                    self.cfg.limits.max_handshakes,
+                )
+            raise
         except (OSError, TimeoutError, ConnectionError) as exc:
             self.handshake_failures += 1
-            log.warning(
-                "TLS handshake from %s:%s failed: %s",
-                peer[0],
-                peer[1],
-                tls.describe_handshake_error(exc),
-            )
+            reason = tls.describe_handshake_error(exc)
+            cause = tls.handshake_cause(exc)
+            # Drop the exception (its traceback holds this frame) before anything else.
+            del exc
             sock.close()
+            self.refused(cause, peer, "TLS handshake from %s:%s failed: %s", *peer, reason)
             return
         self.handshakes += 1
         sslobj = transport.get_extra_info("ssl_object")
         if not tls.check_alpn(sslobj):
-            log.warning("tunnel from %s:%s refused: ALPN is not %s", peer[0], peer[1], wire.ALPN)
+            self.refused(
+                "alpn", peer, "tunnel from %s:%s refused: ALPN is not %s", *peer, wire.ALPN
+            )
             transport.abort()
             return
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -505,13 +567,20 @@ class Hub:
             cert = x509.load_der_x509_certificate(der)
             name = pki.office_of(cert)
         except (EnrollmentError, ValueError) as exc:
-            log.warning("tunnel from %s:%s refused: %s", peer[0], peer[1], exc)
+            self.refused("identity", peer, "tunnel from %s:%s refused: %s", *peer, exc)
             transport.abort()
             return
         why = self._admission(name, cert.serial_number)
         if why is not None:
             status, reason = why
-            log.warning("tunnel from %s:%s office=%s refused: %s", peer[0], peer[1], name, reason)
+            self.refused(
+                f"admission:{status.name}",
+                peer,
+                "tunnel from %s:%s office=%s refused: %s",
+                *peer,
+                name,
+                reason,
+            )
             transport.write(wire.encode_status(wire.StatusReply(status, reason)))
             transport.close()
             return
@@ -597,8 +666,30 @@ class Hub:
                         ctl.abort("heartbeat lost")
                     else:
                         ctl.send_ping()
+            self._calm_down(now)
             self.write_status()
             await asyncio.sleep(min(1.0, interval))
+
+    def _calm_down(self, now: float) -> None:
+        """Once a second: summarise the refusals held back from the log, and after a
+        burst of failed handshakes give the freed heap back (spokeshare.heap)."""
+        held = self.refusal_log.summary(now)
+        if held:
+            log.warning(
+                "%d more refused connection(s) not logged one by one in the last %.0fs: %s",
+                sum(held.values()),
+                REFUSAL_LOG_INTERVAL,
+                ", ".join(f"{k}={v}" for k, v in sorted(held.items())),
+            )
+        if (
+            self._burst_failures
+            and len(self._handshaking) < max(1, self.cfg.limits.max_handshakes // 4)
+            and now - self._heap_released_at >= HEAP_RELEASE_INTERVAL
+        ):
+            self._burst_failures = 0
+            self._heap_released_at = now
+            self.heap_releases += 1
+            heap.release_free_memory()
 
     def statistics(self) -> dict[str, Any]:
         return {
@@ -607,6 +698,9 @@ class Hub:
             "time": time.time(),
             "handshakes": self.handshakes,
             "handshake_failures": self.handshake_failures,
+            "handshakes_in_progress": len(self._handshaking),
+            "refusals": dict(sorted(self.refusals.items())),
+            "heap_releases": self.heap_releases,
             "tunnels": self.tunnel_count(),
             "offices": {n: o.statistics() for n, o in sorted(self.offices.items())},
         }

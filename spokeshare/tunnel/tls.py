@@ -68,3 +68,24 @@ def describe_handshake_error(exc: BaseException) -> str:
     if isinstance(exc, ConnectionError | OSError):
         return f"connection failed: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"
+
+
+def handshake_cause(exc: BaseException) -> str:
+    """A short, bounded key for a failed handshake's kind (log limiting, counters).
+
+    ``timeout``, ``reset``, ``closed``, ``tls:REASON`` (OpenSSL's reason code, e.g.
+    ``tls:WRONG_VERSION_NUMBER``), ``certificate`` or ``os:ERRNO``.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return "certificate"
+    if isinstance(exc, ssl.SSLError):
+        return f"tls:{exc.reason}" if exc.reason else "tls"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError):
+        return "reset"
+    if isinstance(exc, ConnectionError):
+        return "closed"
+    if isinstance(exc, OSError):
+        return f"os:{exc.errno}"
+    return type(exc).__name__

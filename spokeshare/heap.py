@@ -1,0 +1,38 @@
+"""Giving freed heap memory back to the system after a burst of short-lived connections.
+
+Every TLS handshake allocates native memory (OpenSSL's SSL object and its record
+buffers, the event loop's SSL protocol buffers) and frees it when the connection
+ends. glibc's malloc returns freed memory to the system only from the top of its
+heap (M_TRIM_THRESHOLD); a burst of thousands of handshakes in progress at once
+leaves the heap large and full of free holes below a few live blocks, and the
+process keeps that memory as RSS for good. ``malloc_trim(0)`` releases the free
+pages anywhere in the heap (glibc 2.8+, malloc_trim(3)). Elsewhere it is a no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        fn = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def release_free_memory() -> bool:
+    """Return free heap pages to the system; True if any were released."""
+    fn = _malloc_trim()
+    return bool(fn(0)) if fn is not None else False
