@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import time
@@ -54,7 +55,7 @@ class Smbd:
         return out
 
 
-def _config(root: Path, port: int) -> str:
+def _config(root: Path, port: int, extra_globals: tuple[str, ...] = ()) -> str:
     return "\n".join(
         [
             "[global]",
@@ -78,6 +79,7 @@ def _config(root: Path, port: int) -> str:
             "  load printers = no",
             "  printcap name = /dev/null",
             "  disable spoolss = yes",
+            *(f"  {line}" for line in extra_globals),
             "",
             "[share]",
             f"  path = {root}/share",
@@ -90,12 +92,13 @@ def _config(root: Path, port: int) -> str:
 
 
 @contextlib.contextmanager
-def running_smbd(root: Path) -> Iterator[Smbd]:
+def running_smbd(root: Path, extra_globals: tuple[str, ...] = ()) -> Iterator[Smbd]:
+    """A real smbd on 127.0.0.1 (a free port); ``extra_globals``: more [global] lines."""
     for sub in ("private", "lock", "state", "cache", "run", "share"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = root / "smb.conf"
-    conf.write_text(_config(root, port))
+    conf.write_text(_config(root, port, extra_globals))
     (root / "client.conf").write_text(
         "[global]\n  client min protocol = SMB2\n  workgroup = ACME\n"
     )
@@ -122,3 +125,29 @@ def running_smbd(root: Path) -> Iterator[Smbd]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+#: smbtorture's NDR dump of an FSCTL_QUERY_NETWORK_INTERFACE_INFO answer (``-d 10``):
+#: one ``ipv4 : ADDR`` / ``ipv6 : ADDR`` line per address the server hands out.
+_NDR_ADDRESS = re.compile(r"^\s*ipv[46]\s*:\s*(\S+)\s*$", re.M)
+
+
+def smbtorture_interface_addresses(
+    unc: str, extra: list[str] | None = None, prefix: list[str] | None = None
+) -> tuple[list[str], str]:
+    """Ask a server which addresses it hands out for multichannel, as a client would.
+
+    Runs the real ``smbtorture UNC smb2.ioctl.network_interface_info`` as guest with
+    debug level 10 (``prefix``, e.g. ``ip netns exec HOST``, runs it elsewhere).
+    Returns the addresses listed in the server's FSCTL_QUERY_NETWORK_INTERFACE_INFO
+    answer and smbtorture's output. A server that does not offer SMB3 multichannel is
+    never asked (smbtorture, like Windows and Linux clients, checks the NEGOTIATE
+    capability first and reports a skip): no address.
+    """
+    argv = [*(prefix or []), "smbtorture", unc, "-U%", *(extra or []), "-d", "10",
+            "smb2.ioctl.network_interface_info"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    if not re.search(r"^(success|skip): network_interface_info", out, re.M):
+        raise RuntimeError("smbtorture failed: " + out[-2000:])
+    return _NDR_ADDRESS.findall(out), out

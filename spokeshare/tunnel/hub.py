@@ -445,11 +445,21 @@ class Hub:
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
         self.spawn(self._housekeeping())
+        if not self.worker:  # one process asks, not every worker
+            self.spawn(self._check_hq())
         if self.cfg.status_listen is not None and not self.worker:
             from spokeshare import status
 
             host, port = self.cfg.status_listen
             self.status_server = await status.serve(host, port, self.merged_statistics)
+
+    async def _check_hq(self) -> None:
+        """Ask HQ's SMB backends what they tell clients (spokeshare.hqcheck)."""
+        from spokeshare import hqcheck
+
+        for name, backend in sorted(self.cfg.services.items()):
+            if name == "smb" or backend.port == 445:
+                await hqcheck.check_smb_backend(name, backend.host, backend.port)
 
     @property
     def ports(self) -> list[int]:
