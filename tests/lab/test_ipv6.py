@@ -1,0 +1,198 @@
+"""Every address the edge advertises answers, on every port it claims (IPv4 and IPv6).
+
+Office nyc's edge carries three names: GLOBAL-NFS (service smb, the edge's own
+address and the LAN interface's link-local IPv6), GLOBAL-ENG (service eng, its own
+IPv4 198.18.11.3 and its own link-local fe80::3) and GLOBAL-OPS (service ops, its own
+IPv4 198.18.11.4 and no IPv6: it must get no AAAA anywhere). From nyc-pc the real
+llmnr-query (IPv4 and IPv6), dig (mDNS A/AAAA) and wsdd (WS-Discovery over
+239.255.255.250 and ff02::c, fetching metadata from every XAddr) collect what is
+handed out; then smbclient (445 and 139), curl (631) and plain TCP connects reach every
+one of those addresses on every port the edge's log says it listens on for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from spokeshare.lab import netns, spokes
+from spokeshare.lab.topology import LAN_IFNAME, Lab
+from spokeshare.lab.wire import LinkSettings
+from tests.helpers import wait_for
+
+pytestmark = pytest.mark.lab
+
+EDGE = "198.18.11.1"
+ENG, ENG6 = "198.18.11.3", "fe80::3"
+OPS = "198.18.11.4"
+PC = "nyc-pc"
+NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG), ("GLOBAL-OPS", "ops", OPS)]
+
+
+def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
+
+
+def start_edge(lab: Lab, office: str) -> int:
+    """The lab's edge, with GLOBAL-ENG given its own link-local address (address6)."""
+    plan = lab.office(office)
+    lab.exec(plan.edge, ["ip", "-6", "addr", "add", f"{ENG6}/64", "dev", LAN_IFNAME], check=True)
+    text = spokes.edge_toml(lab, office, NAMES)
+    text = text.replace(f'address = "{ENG}"', f'address = "{ENG}"\naddress6 = "{ENG6}"')
+    assert f'address6 = "{ENG6}"' in text
+    conf = lab.host_dir(plan.edge) / "edge.toml"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(text)
+    for _, _, address in NAMES:
+        if address:
+            lab.exec(
+                plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME], check=True
+            )
+    pid = lab.spawn(plan.edge, spokes._cli("edge", "--config", str(conf)), f"edge-{office}")
+    log = lab.logs_dir / f"edge-{office}.log"
+    wait_for(
+        lambda: (
+            log.exists()
+            and f"edge for office {office} up" in log.read_text()
+            and spokes.office_connected(lab, office)
+        ),
+        30,
+        "the edge up",
+    )
+    return pid
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    path = Path(tempfile.mkdtemp(prefix="ss-ipv6-"))
+    path.chmod(0o755)
+    hq = "198.19.0.1"
+    the_lab = Lab(
+        path,
+        ["nyc"],
+        LinkSettings(rtt_ms=10),
+        start_hub=functools.partial(
+            spokes.start_hub, extra_services={"eng": f"{hq}:445", "ops": f"{hq}:445"}
+        ),
+        start_edge=start_edge,
+    )
+    try:
+        the_lab.up()
+        yield the_lab
+    finally:
+        the_lab.down()
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def link_local(lab: Lab, host: str) -> str:
+    out = sh(lab, host, "ip", "-6", "-o", "addr", "show", "dev", LAN_IFNAME, "scope", "link").stdout
+    found = sorted(a for a in re.findall(r"inet6 (fe80::[0-9a-f:]+)/64", out) if a != ENG6)
+    assert found, out
+    return found[0]
+
+
+def claimed(lab: Lab) -> dict[str, set[int]]:
+    """Address -> ports, from the edge's "edge listening on ADDR:PORT" log lines."""
+    out: dict[str, set[int]] = {}
+    text = (lab.logs_dir / "edge-nyc.log").read_text()
+    for addr, port in re.findall(r"edge listening on (\S+):(\d+) for", text):
+        out.setdefault(addr.split("%", 1)[0], set()).add(int(port))
+    return out
+
+
+def llmnr(lab: Lab, name: str, qtype: str, ipv6: bool) -> list[str]:
+    argv = ["llmnr-query", "-I", LAN_IFNAME, "-T", qtype, *(["-6"] if ipv6 else []), name]
+    out = sh(lab, PC, *argv).stdout
+    return re.findall(rf"{name} IN {qtype} (\S+)", out)
+
+
+def mdns(lab: Lab, name: str, qtype: str, server: str) -> list[str]:
+    out = sh(
+        lab, PC, "dig", "+short", "+tries=2", "+time=2", "-p", "5353", f"@{server}",
+        f"{name}.local", qtype,
+    ).stdout  # fmt: skip
+    return [ln for ln in out.splitlines() if re.fullmatch(r"[0-9a-f.:]+", ln)]
+
+
+def wsd_xaddr_hosts(lab: Lab, seconds: float) -> dict[str, set[str]]:
+    """Name -> hosts of the XAddrs the real wsdd fetched metadata from (v4 and v6)."""
+    argv = ["wsdd", "-D", "-i", LAN_IFNAME, "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c13", "-v"]
+    p = subprocess.Popen(
+        netns.exec_argv(PC, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, _ = p.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        p.terminate()
+        out, _ = p.communicate(timeout=10)
+    found: dict[str, set[str]] = {}
+    for name, host in re.findall(r"discovered (\S+) in Workgroup:ACME on (\S+)", out):
+        # wsdd writes "198.18.11.1" or "[fe80::1%lan0]" / "fe80::1%lan0]" (0.7.0)
+        found.setdefault(name, set()).add(re.sub(r"[\[\]]", "", host).split("%", 1)[0])
+    return found
+
+
+def scoped(addr: str) -> str:
+    return f"{addr}%{LAN_IFNAME}" if addr.startswith("fe80:") else addr
+
+
+def reach(lab: Lab, name: str, addr: str, port: int) -> None:
+    """A real client of what the port carries gets an answer through the edge."""
+    if port in (445, 139):
+        res = sh(
+            lab, PC, "smbclient", f"//{name}/share", "-N", "-I", scoped(addr), "-p", str(port),
+            "-c", "ls",
+        )  # fmt: skip
+        assert res.returncode == 0, (name, addr, port, res.stdout + res.stderr)
+    elif port == 631:
+        host = f"[{addr}%25{LAN_IFNAME}]" if ":" in addr else addr
+        res = sh(lab, PC, "curl", "-g", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                 "--max-time", "10", f"http://{host}:631/")  # fmt: skip
+        assert re.fullmatch(r"[1-5]\d\d", res.stdout), (addr, res.stdout, res.stderr)
+    else:
+        probe = (
+            "import socket,sys;a=sys.argv[1];p=int(sys.argv[2]);"
+            "i=socket.getaddrinfo(a,p,type=socket.SOCK_STREAM)[0];"
+            "s=socket.socket(i[0],socket.SOCK_STREAM);s.settimeout(5);s.connect(i[4]);print('ok')"
+        )
+        res = sh(lab, PC, "python3", "-c", probe, scoped(addr), str(port))
+        assert res.stdout.strip() == "ok", (addr, port, res.stderr)
+
+
+def test_every_advertised_address_answers_on_every_claimed_port(lab: Lab) -> None:
+    edge6 = link_local(lab, "nyc-edge")
+    ports = claimed(lab)
+    # What the names are handed out as, by each protocol, over IPv4 and IPv6.
+    handed: dict[str, set[str]] = {}
+    for name, _, _ in NAMES:
+        got = handed.setdefault(name, set())
+        for qtype in ("A", "AAAA"):
+            for ipv6 in (False, True):
+                got.update(llmnr(lab, name, qtype, ipv6))
+            for server in (EDGE, scoped(edge6)):
+                got.update(mdns(lab, name, qtype, server))
+    assert handed["GLOBAL-NFS"] == {EDGE, edge6}, handed
+    assert handed["GLOBAL-ENG"] == {ENG, ENG6}, handed
+    assert handed["GLOBAL-OPS"] == {OPS}, handed  # its own IPv4, no IPv6 of its own
+    xaddrs = wsd_xaddr_hosts(lab, 10)
+    for name, _, _ in NAMES:
+        # wsdd fetched the metadata from every XAddr, over both families.
+        assert xaddrs.get(name) == {EDGE, edge6}, xaddrs
+    assert {EDGE, edge6} <= set(ports)
+    assert ports[EDGE] == ports[edge6] and 5357 not in ports[EDGE]
+    assert ports[ENG] == ports[ENG6] == {445, 139}
+    assert ports[OPS] == {445, 139} and edge6 != ENG6
+    for name, addresses in handed.items():
+        for addr in addresses:
+            for port in sorted(ports[addr]):
+                if port in (445, 139) and addr in (EDGE, edge6) and name != "GLOBAL-NFS":
+                    continue  # the interface's address carries GLOBAL-NFS's service
+                reach(lab, name, addr, port)
