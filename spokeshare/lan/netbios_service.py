@@ -38,6 +38,7 @@ from spokeshare.lan.responder import (
     ANNOUNCE_REQUEST_MAX_DELAY,
     BCAST_REQ_RETRY_COUNT,
     BCAST_REQ_RETRY_TIMEOUT,
+    CONFLICT_RECHECK_INTERVAL,
     BrowseAnnouncer,
     ChallengeIgnored,
     Command,
@@ -89,6 +90,8 @@ class NetbiosSettings:
     bind_broadcast: bool = True
     #: (name, address) for names answered with an address of their own.
     name_addresses: tuple[tuple[str, IPv4Address], ...] = ()
+    #: Seconds between re-checks of a name in conflict (responder.py; tests shorten it).
+    conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
 
     def __post_init__(self) -> None:
         if not self.names:
@@ -134,6 +137,7 @@ class NetbiosSettings:
             wins_server=self.wins_server,
             port=self.nbns_port,
             name_addresses=self.name_addresses,
+            conflict_recheck_interval=self.conflict_recheck_interval,
         )
 
 

@@ -38,6 +38,7 @@ from spokeshare.lan.responder import (
     TokenBucket,
     next_timer,
 )
+from tests.helpers import wait_for
 
 VECTORS = Path(__file__).parent / "vectors"
 EDGE = IPv4Address("198.18.200.1")
@@ -552,9 +553,10 @@ def test_pure_modules_import_no_io() -> None:
         before = set(sys.modules)  # the interpreter itself preloads "time"
         import spokeshare.lan.netbios, spokeshare.lan.browse
         import spokeshare.lan.netbios_session, spokeshare.lan.responder
+        import spokeshare.lan.ratelimit
         io = {"asyncio", "socket", "ssl", "logging", "time", "selectors"}
         bad = io & (set(sys.modules) - before)
-        for mod in ("netbios", "browse", "netbios_session", "responder"):
+        for mod in ("netbios", "browse", "netbios_session", "responder", "ratelimit"):
             tree = ast.parse(open(sys.modules["spokeshare.lan." + mod].__file__).read())
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):
@@ -730,9 +732,11 @@ from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 async def main():
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     announce = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
+    recheck = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
     s = NetbiosSettings.for_interface(IPv4Interface(sys.argv[1]), "ACME",
         [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "nbt-e0",
-        announce_initial_interval=announce, announce_request_max_delay=min(announce, 30.0))
+        announce_initial_interval=announce, announce_request_max_delay=min(announce, 30.0),
+        conflict_recheck_interval=recheck)
     svc = NetbiosService(s)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -790,13 +794,15 @@ def lab_lan() -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _start_edge(tmp: Path, announce: float = 60.0) -> tuple[subprocess.Popen[str], str]:
+def _start_edge(
+    tmp: Path, announce: float = 60.0, recheck: float = 60.0
+) -> tuple[subprocess.Popen[str], str]:
     """Run the adapter in nbt-edge; returns the process and its "ready" line."""
     root = Path(__file__).parents[2]
     with open(tmp / "edge.log", "a") as log:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
-             f"{LAB_EDGE}/24", str(announce)],
+             f"{LAB_EDGE}/24", str(announce), str(recheck)],
             cwd=root, stdout=subprocess.PIPE, stderr=log, text=True,
         )
     assert proc.stdout is not None
@@ -954,7 +960,8 @@ def test_lab_real_master_browser_lists_the_edge_and_drops_it_at_stop(lab_lan: Pa
 @pytest.mark.lab
 def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
     """An nmbd in nbt-pc already is GLOBAL-NFS: the edge reports the conflict and
-    never answers for that name, while its other name works."""
+    does not answer for that name, while its other name works; its re-checks find
+    nmbd still there, and once nmbd is gone the edge reclaims the name."""
     tmp = lab_lan
     conf = tmp / "nmbd.conf"
     conf.write_text((tmp / "smb.conf").read_text().replace("NBT-PC", "GLOBAL-NFS"))
@@ -967,7 +974,7 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
                                                   "GLOBAL-NFS#20"):
             assert time.monotonic() < deadline and nmbd.poll() is None, "nmbd did not start"
             time.sleep(0.5)
-        edge, line = _start_edge(tmp)
+        edge, line = _start_edge(tmp, recheck=4.0)
         try:
             assert "'GLOBAL-NFS<20>': 'conflict'" in line, (tmp / "edge.log").read_text()
             assert "'GLOBAL-NFS<00>': 'conflict'" in line, line
@@ -978,6 +985,17 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
             assert f"{LAB_EDGE} GLOBAL-NFS" not in out, out
             out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-ENG#20")
             assert f"{LAB_EDGE} GLOBAL-ENG<20>" in out, out
+            conflict = "NetBIOS name conflict: GLOBAL-NFS<20> is held by " + LAB_PC
+            wait_for(lambda: (tmp / "edge.log").read_text().count(conflict) >= 2, 20,
+                     "a re-check that finds nmbd still there", interval=0.5)
+            assert f"{LAB_EDGE} GLOBAL-NFS" not in _nmblookup(
+                tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
+            _stop_nmbd(nmbd)  # the other owner goes away
+            wait_for(lambda: "reclaimed NetBIOS name GLOBAL-NFS<20>"
+                     in (tmp / "edge.log").read_text(), 20, "the edge to reclaim GLOBAL-NFS",
+                     interval=0.5)
+            out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
+            assert f"{LAB_EDGE} GLOBAL-NFS<20>" in out, out
         finally:
             _stop(edge)
     finally:
