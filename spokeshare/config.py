@@ -170,6 +170,22 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class PrintersConfig:
+    """HQ's printers on the office LAN (DNS-SD, :mod:`spokeshare.printing.printer_sync`)."""
+
+    #: Advertise the printers HQ's CUPS shares with this office (needs the ipp service).
+    advertise: bool = True
+    #: Seconds between two syncs with HQ's CUPS. A printer added, changed or removed at
+    #: HQ shows on the LAN within this plus a few seconds of probing; at most
+    #: :data:`MAX_PRINTER_SYNC_INTERVAL`, so within the minute.
+    sync_interval: float = 20.0
+
+
+#: Upper bound of printers.sync_interval (changes reach the LAN within 60 s).
+MAX_PRINTER_SYNC_INTERVAL = 50.0
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     source: str
     bundle: Path
@@ -191,6 +207,7 @@ class EdgeConfig:
     #: True when edge.toml has no ``names`` key: the names are then :data:`DEFAULT_NAMES`,
     #: kept only where the office's bundle allows their service (:func:`for_services`).
     default_names: bool = False
+    printers: PrintersConfig = field(default_factory=PrintersConfig)
 
 
 #: The file-server name an edge carries when edge.toml names none.
@@ -435,6 +452,13 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
             "must be positive and at most announce_max_interval",
         )
     discovery = _dataclass_from(root.table("discovery"), DiscoveryConfig)
+    printers = _dataclass_from(root.table("printers"), PrintersConfig)
+    if not 1.0 <= printers.sync_interval <= MAX_PRINTER_SYNC_INTERVAL:
+        raise ConfigError(
+            src,
+            "printers.sync_interval",
+            f"must be between 1 and {MAX_PRINTER_SYNC_INTERVAL:.0f} seconds",
+        )
     root.done()
     return EdgeConfig(
         src,
@@ -452,6 +476,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         discovery,
         lan_ipv6=lan_ipv6,
         default_names=default_names,
+        printers=printers,
     )
 
 

@@ -95,6 +95,13 @@ class MdnsPublisher:
             self._reclaimed,
         )
 
+    @property
+    def zeroconf(self) -> AsyncZeroconf | None:
+        """The running responder, or None before start / after stop. HQ's printers
+        (:mod:`spokeshare.printing.printer_sync`) are published through it too: one
+        responder per interface (RFC 6762 section 15)."""
+        return self._zc
+
     def infos(self, name: str) -> tuple[ServiceInfo, ServiceInfo]:
         """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name."""
         s = self.settings
