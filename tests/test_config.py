@@ -147,3 +147,19 @@ def test_shipped_examples_load() -> None:
     edge = load_edge(root / "edge.toml.example")
     assert edge.netbios.session_port == 139 and edge.discovery.withdraw_after == 30.0
     assert [n.name for n in edge.names] == ["GLOBAL-NFS"]
+
+
+def test_printers_sync_interval_documented_default_and_bounds(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent / "etc"
+    shipped = load_edge(root / "edge.toml.example").printers
+    default = load_edge(None).printers
+    assert shipped.advertise and shipped.sync_interval == 20.0 == default.sync_interval
+    cfg = load_edge(write(tmp_path, EDGE + "\n[printers]\nsync_interval = 5\nadvertise = false\n"))
+    assert cfg.printers.sync_interval == 5.0 and not cfg.printers.advertise
+    for bad in ("0.5", "51", "-1"):
+        with pytest.raises(ConfigError) as info:
+            load_edge(write(tmp_path, EDGE + f"\n[printers]\nsync_interval = {bad}\n"))
+        assert info.value.key == "printers.sync_interval"
+    with pytest.raises(ConfigError) as info:
+        load_edge(write(tmp_path, EDGE + "\n[printers]\nsync = 5\n"))
+    assert info.value.key == "printers.sync"
