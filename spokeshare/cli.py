@@ -67,6 +67,22 @@ def cmd_init(a: argparse.Namespace) -> int:
         if not backend:
             raise ConfigError("--service", s, "expected NAME=HOST:PORT")
         services[name] = backend
+    from spokeshare.config import parse_hostport
+    from spokeshare.printing import ipp_relay
+
+    if "ipp" in services:
+        host, port = parse_hostport(services["ipp"], "--service", "ipp")
+        why = ipp_relay.loopback_reason(host, port)
+        if why is not None:
+            raise ConfigError("--service", "ipp", why)
+    else:
+        default = ipp_relay.default_backend()
+        if default is None:
+            raise ConfigError(
+                "--service", "ipp", "this host has no LAN address for cupsd; give "
+                "--service ipp=ADDRESS:631 (not loopback: see README, printing at HQ)"
+            )
+        services["ipp"] = default
     files = enrollment.init(
         Path(a.dir),
         a.hub_name,
@@ -85,13 +101,38 @@ def cmd_office_add(a: argparse.Namespace) -> int:
     name = a.name.lower()
     out = Path(a.out) if a.out else Path(f"{name}.bundle")
     services = [s for s in a.services.split(",") if s] if a.services else None
-    rec = enrollment.add_office(directory, name, services, out, days=a.days)
+    rec = enrollment.add_office(
+        directory, name, services, out, days=a.days, printers=_printers_arg(a.printers)
+    )
     print(
         f"office {rec.name} enrolled: services {', '.join(rec.services)}, "
+        f"printers {_printers_text(rec.printers)}, "
         f"certificate valid until {rec.not_after:%Y-%m-%d}"
     )
     print(f"bundle written to {out} (mode 0600); copy it to the office box, then run there:")
     print(f"  spokeshare edge --bundle /etc/spokeshare/{out.name} --lan-address LAN-IP")
+    return 0
+
+
+def _printers_arg(value: str | None) -> list[str] | None:
+    """``--printers a,b`` as a list; absent or ``all``: None (every printer HQ shares)."""
+    if value is None or value.strip().lower() in ("all", "*"):
+        return None
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def _printers_text(printers: tuple[str, ...] | None) -> str:
+    if printers is None:
+        return "all"
+    return ",".join(printers) if printers else "none"
+
+
+def cmd_office_set(a: argparse.Namespace) -> int:
+    rec = enrollment.set_printers(Path(a.dir), a.name.lower(), _printers_arg(a.printers))
+    print(
+        f"office {rec.name} may use printers: {_printers_text(rec.printers)} "
+        "(a running hub applies it within seconds)"
+    )
     return 0
 
 
@@ -132,6 +173,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 "rtt_ms": st.get("rtt_ms"),
                 "clients": st.get("clients", 0),
                 "services": list(rec.services),
+                "printers": list(rec.printers) if rec.printers is not None else None,
             }
         )
     if a.json:
@@ -139,8 +181,13 @@ def cmd_office_list(a: argparse.Namespace) -> int:
         return 0
     if not live:
         print("(hub not running or status stale: connection columns unknown)")
-    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}"
-    print(fmt.format("OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS"))
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {}"
+    print(
+        fmt.format(
+            "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
+            "PRINTERS",
+        )
+    )
     for r in rows:
         rtt = f"{r['rtt_ms']:.1f}" if r["rtt_ms"] is not None else "-"
         print(
@@ -152,6 +199,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 _ago(r["last_seen"]),
                 rtt,
                 r["clients"],
+                _printers_text(tuple(r["printers"]) if r["printers"] is not None else None),
             )
         )
     return 0
@@ -185,6 +233,12 @@ def cmd_hub(a: argparse.Namespace) -> int:
     directory = Path(a.dir)
     config = Path(a.config) if a.config else directory / "hub.toml"
     cfg = load_hub(config)
+    from spokeshare.printing import ipp_relay
+
+    ipp = cfg.services.get(ipp_relay.SERVICE)
+    why = ipp_relay.resolves_loopback(ipp.host, ipp.port) if ipp is not None else None
+    if why is not None:
+        raise ConfigError(str(config), "services.ipp.backend", why)
     if cfg.workers > 1 and a.worker is None:
         from spokeshare import supervisor
 
@@ -258,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--service",
         action="append",
         metavar="NAME=HOST:PORT",
-        help="a backend service (default smb=127.0.0.1:445, ipp=127.0.0.1:631)",
+        help="a backend service (default smb=127.0.0.1:445, ipp=THIS-HOST-LAN-ADDRESS:631; "
+        "ipp is never loopback: cupsd would treat every office as local)",
     )
     s.add_argument(
         "--listen",
@@ -277,7 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--services", help="comma-separated services it may use (default: all)")
     s.add_argument("--out", help="bundle file (default NAME.bundle)")
     s.add_argument("--days", type=int, default=825, help="certificate lifetime in days")
+    s.add_argument(
+        "--printers",
+        metavar="A,B",
+        help="HQ printers (CUPS queue names) it may use, enforced at the hub "
+        "(default: all printers HQ's CUPS shares)",
+    )
     s.set_defaults(func=cmd_office_add)
+    s = osub.add_parser("set", help="change what an office may use (its printers)")
+    s.add_argument("name")
+    s.add_argument("--dir", default=d)
+    s.add_argument(
+        "--printers",
+        metavar="A,B|all",
+        required=True,
+        help="HQ printers it may use; 'all' for every printer HQ shares",
+    )
+    s.set_defaults(func=cmd_office_set)
     s = osub.add_parser("list", help="every office: expiry, revoked, connected, RTT, clients")
     s.add_argument("--dir", default=d)
     s.add_argument("--json", action="store_true")

@@ -16,6 +16,7 @@ without a restart (and cuts that office's live tunnels).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -48,6 +49,9 @@ class OfficeRecord:
     #: The certificate this one renewed, still accepted until the office runs the new
     #: bundle (``office renew --cut-previous`` drops it at once).
     previous: tuple[int, ...] = ()
+    #: HQ printers (CUPS queue names) the office may use; None: every printer HQ's
+    #: CUPS shares. Enforced by the hub's IPP handling (spokeshare.printing.hub_ipp).
+    printers: tuple[str, ...] | None = None
 
     def accepts(self, serial: int) -> bool:
         return self.revoked is None and (serial == self.serial or serial in self.previous)
@@ -60,6 +64,7 @@ class OfficeRecord:
             "services": list(self.services),
             "added": self.added.isoformat(),
             "revoked": self.revoked.isoformat() if self.revoked else None,
+            "printers": list(self.printers) if self.printers is not None else None,
         }
 
     @classmethod
@@ -72,6 +77,7 @@ class OfficeRecord:
             added=dt.datetime.fromisoformat(d["added"]),
             revoked=dt.datetime.fromisoformat(d["revoked"]) if d.get("revoked") else None,
             previous=tuple(int(s, 16) for s in d.get("previous", [])),
+            printers=tuple(d["printers"]) if d.get("printers") is not None else None,
         )
 
 
@@ -160,9 +166,15 @@ def add_office(
     days: int = 825,
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
+    printers: list[str] | None = None,
 ) -> OfficeRecord:
-    """Issue an office's certificate and write its bundle (mode 0600) to ``out``."""
+    """Issue an office's certificate and write its bundle (mode 0600) to ``out``.
+
+    ``printers``: the HQ queues it may use (None: all HQ shares); EnrollmentError if a
+    name is not a valid CUPS queue name.
+    """
     name = pki.check_office_name(name)
+    checked = check_printers(printers)
     ca = _ca(directory)
     hub_cfg = load_hub(directory / "hub.toml")
     offices = load_registry(directory)
@@ -182,6 +194,7 @@ def add_office(
         issued.cert.not_valid_after_utc,
         tuple(wanted),
         dt.datetime.now(dt.UTC),
+        printers=checked,
     )
     offices[name] = rec
     save_registry(directory, offices)
@@ -214,6 +227,7 @@ def renew_office(
         rec.added,
         None,
         () if cut_previous else (rec.serial,),
+        rec.printers,
     )
     offices[name] = rec
     save_registry(directory, offices)
@@ -265,7 +279,41 @@ def revoke_office(directory: Path, name: str) -> OfficeRecord:
         rec.added,
         dt.datetime.now(dt.UTC),
         rec.previous,
+        rec.printers,
     )
+    offices[name] = rec
+    save_registry(directory, offices)
+    return rec
+
+
+#: CUPS queue names: 1..127 printable characters without space, ``/``, ``\\``, ``?``,
+#: quotes or ``#`` (CUPS ``lpadmin``'s validate_name); ``,`` separates list entries.
+_BAD_PRINTER_CHARS = frozenset(" /\\?'\"#,")
+
+
+def check_printers(printers: list[str] | tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """``printers`` as a sorted, de-duplicated tuple, or None (all); EnrollmentError for a
+    name CUPS would not accept as a queue name."""
+    if printers is None:
+        return None
+    seen: dict[str, str] = {}
+    for p in printers:
+        if not 0 < len(p) <= 127 or not p.isprintable() or any(c in _BAD_PRINTER_CHARS for c in p):
+            raise EnrollmentError(f"{p!r} is not a CUPS printer name")
+        seen.setdefault(p.casefold(), p)
+    return tuple(sorted(seen.values(), key=str.casefold))
+
+
+def set_printers(directory: Path, name: str, printers: list[str] | None) -> OfficeRecord:
+    """Give office ``name`` these printers (None: every printer HQ shares). The running
+    hub picks the change up with its next registry reload (about a second)."""
+    name = pki.check_office_name(name)
+    checked = check_printers(printers)
+    offices = load_registry(directory)
+    rec = offices.get(name)
+    if rec is None:
+        raise EnrollmentError(f"no office named {name!r}")
+    rec = dataclasses.replace(rec, printers=checked)
     offices[name] = rec
     save_registry(directory, offices)
     return rec

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare import bundle, pki
+from spokeshare import bundle, enrollment, pki
 from spokeshare.errors import EnrollmentError
+from spokeshare.printing import ipp_relay
 from tests.helpers import Stack, wait_for
 
 
@@ -54,7 +55,10 @@ def test_init_add_list(tmp_path: Path) -> None:
     assert "hq.example" in san.get_values_for_type(pki.x509.DNSName)
     assert [str(a) for a in san.get_values_for_type(pki.x509.IPAddress)] == ["203.0.113.7"]
     assert 'backend = "10.0.0.5:445"' in (d / "hub.toml").read_text()
-    assert 'backend = "127.0.0.1:631"' in (d / "hub.toml").read_text()
+    # ipp defaults to this host's own LAN address: never loopback (see printing.ipp_relay)
+    default_ipp = ipp_relay.default_backend()
+    assert default_ipp is not None and not ipp_relay.is_loopback(default_ipp.split(":")[0])
+    assert f'backend = "{default_ipp}"' in (d / "hub.toml").read_text()
 
     again = cli("init", "--dir", str(d), "--hub-name", "x", "--address", "x:1")
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
@@ -112,6 +116,57 @@ def test_init_add_list(tmp_path: Path) -> None:
     assert renew.returncode == 2 and "revoked" in renew.stderr
 
 
+def test_init_refuses_a_loopback_ipp_backend(tmp_path: Path) -> None:
+    for backend in ("127.0.0.1:631", "localhost:631", "[::1]:631"):
+        res = cli("init", "--dir", str(tmp_path / "d"), "--hub-name", "hq", "--address",
+                  "hq:7443", "--service", f"ipp={backend}")  # fmt: skip
+        assert res.returncode == 2, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert "is loopback" in line and "cupsctl --share-printers --remote-any" in line
+        assert not (tmp_path / "d").exists()
+
+
+def test_hub_start_refuses_a_loopback_ipp_backend(tmp_path: Path) -> None:
+    d = tmp_path / "dep"
+    enrollment.init(d, "hq", ["127.0.0.1:7443"], {"ipp": "localhost:631"},
+                    listen=["127.0.0.1:7443"])  # fmt: skip
+    res = cli("hub", "--dir", str(d))
+    assert res.returncode == 2
+    (line,) = res.stderr.strip().splitlines()
+    assert "services.ipp.backend" in line and "is loopback" in line and "cupsctl" in line
+
+
+def test_office_printers_add_set_list(tmp_path: Path) -> None:
+    d = tmp_path / "dep"
+    assert cli("init", "--dir", str(d), "--hub-name", "hq", "--address", "hq:7443",
+               "--service", "ipp=198.18.0.1:631").returncode == 0  # fmt: skip
+    res = cli("office", "add", "nyc", "--dir", str(d), "--printers", "hq-laser,HQ-Color",
+              cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "printers HQ-Color,hq-laser" in res.stdout
+    assert enrollment.load_registry(d)["nyc"].printers == ("HQ-Color", "hq-laser")
+    assert cli("office", "add", "sf", "--dir", str(d), cwd=tmp_path).returncode == 0
+    assert enrollment.load_registry(d)["sf"].printers is None  # all by default
+
+    listed = json.loads(cli("office", "list", "--dir", str(d), "--json").stdout)
+    assert {o["office"]: o["printers"] for o in listed["offices"]} == {
+        "nyc": ["HQ-Color", "hq-laser"],
+        "sf": None,
+    }
+    assert "HQ-Color,hq-laser" in cli("office", "list", "--dir", str(d)).stdout
+
+    assert cli("office", "set", "sf", "--dir", str(d), "--printers", "hq-laser").returncode == 0
+    assert enrollment.load_registry(d)["sf"].printers == ("hq-laser",)
+    assert cli("office", "set", "nyc", "--dir", str(d), "--printers", "all").returncode == 0
+    assert enrollment.load_registry(d)["nyc"].printers is None
+    bad = cli("office", "set", "nyc", "--dir", str(d), "--printers", "a b")
+    assert bad.returncode == 2 and "not a CUPS printer name" in bad.stderr
+    assert cli("office", "set", "paris", "--dir", str(d), "--printers", "x").returncode == 2
+    # renewing and revoking keep the list
+    cli("office", "renew", "sf", "--dir", str(d), "--out", str(tmp_path / "sf2.bundle"))
+    assert enrollment.load_registry(d)["sf"].printers == ("hq-laser",)
+
+
 def test_office_list_shows_live_state(stack: Stack) -> None:
     d = stack.dep.dir
 
@@ -135,6 +190,7 @@ def test_office_list_shows_live_state(stack: Stack) -> None:
         "RTT",
         "ms",
         "CLIENTS",
+        "PRINTERS",
     ]
     assert text.splitlines()[1].split()[3] == "yes"
 

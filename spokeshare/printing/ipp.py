@@ -351,8 +351,9 @@ class _Cursor:
         if end > len(self.data):
             if self.partial:
                 raise NeedMoreData(f"ipp: {end - len(self.data)} more octets needed")
-            raise DecodeError(PROTOCOL, f"needs {n} octets, {len(self.data) - self.pos} left",
-                              self.pos)
+            raise DecodeError(
+                PROTOCOL, f"needs {n} octets, {len(self.data) - self.pos} left", self.pos
+            )
         v = self.data[self.pos : end]
         self.pos = end
         return v

@@ -57,13 +57,16 @@ class TunnelState(enum.Enum):
 class ClientEnd(PlainEnd):
     """A LAN client's TCP connection to one of the edge's listeners."""
 
-    __slots__ = ("edge", "service", "peer", "arrived", "deadline")
+    __slots__ = ("edge", "service", "peer", "local", "arrived", "deadline")
 
     def __init__(self, edge: Edge, service: str) -> None:
         super().__init__()
         self.edge = edge
         self.service = service
         self.peer: tuple[str, int] = ("", 0)
+        #: The edge address and port the client connected to (the hub's IPP handling
+        #: names them in the Host it gives cupsd).
+        self.local: tuple[str, int] = ("", 0)
         self.arrived = 0.0
         self.deadline: asyncio.TimerHandle | None = None
 
@@ -75,6 +78,8 @@ class ClientEnd(PlainEnd):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
+        local = transport.get_extra_info("sockname") or ("", 0)
+        self.local = (str(local[0]), int(local[1]))
         self.arrived = time.monotonic()
         tune_lan(transport.get_extra_info("socket"))
 
@@ -219,7 +224,8 @@ class EdgeTunnel(TunnelEnd):
         self.client = client
         self.state = TunnelState.OPENING
         host, port = client.peer
-        t.write(wire.encode_open(wire.OpenStream(client.service, host, port)))
+        local, local_port = client.local
+        t.write(wire.encode_open(wire.OpenStream(client.service, host, port, local, local_port)))
         self.splice = Splice(cast(asyncio.Transport, client.transport), t, self._stream_done)
         client.attach(self.splice)
 

@@ -37,6 +37,8 @@ from spokeshare import __version__, enrollment, heap, hubstatus, pki
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError
 from spokeshare.loglimit import LogLimiter
+from spokeshare.printing import ipp_relay
+from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import reserved_port, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
@@ -273,8 +275,19 @@ class HubTunnel(TunnelEnd):
         tune_lan(btrans.get_extra_info("socket"))
         # This tunnel now carries a client: a WAN outage stalls it, not cuts it.
         carry_stream(self.transport.get_extra_info("socket"), self.hub.sockets, True)
+        is_ipp = self.header is not None and self.header.service == ipp_relay.SERVICE
+        if is_ipp and ipp_relay.loopback_backend(btrans):
+            # Never hand an office's request to cupsd as a local one (printing/ipp_relay).
+            abort_with_rst(btrans)
+            self._refuse(wire.Status.BACKEND_DOWN, f"ipp backend {host}:{port} is loopback")
+            return
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
-        splice = Splice(btrans, self.transport, self._stream_done)
+        if is_ipp:
+            splice: Splice = ipp_relay.IppSplice(
+                btrans, self.transport, self._stream_done, self._ipp_info(), self._ipp_policy
+            )
+        else:
+            splice = Splice(btrans, self.transport, self._stream_done)
         self.splice = splice
         self.state = TunnelState.RELAYING
         early, self.buf = bytes(self.buf), bytearray()
@@ -283,6 +296,16 @@ class HubTunnel(TunnelEnd):
         bend.attach(splice)
         if not self.transport.is_closing():
             self.transport.resume_reading()
+
+    def _ipp_info(self) -> StreamInfo:
+        h = cast(wire.OpenStream, self.header)
+        office = self.office.name if self.office else "?"
+        return StreamInfo(office, f"{h.client_host}:{h.client_port}", h.local_host, h.local_port)
+
+    def _ipp_policy(self) -> PrinterPolicy:
+        """The office's printer list as the registry says now (reloaded while running)."""
+        rec = self.hub.registry.get(self.office.name) if self.office else None
+        return PrinterPolicy.of(rec.printers if rec is not None else ())
 
     def _stream_done(self, splice: Splice) -> None:
         if self.office is not None:

@@ -11,7 +11,9 @@ Edge -> hub, first bytes on a tunnel (the *open header*)::
     |version| kind  | body length   | body (body length bytes)
     +-------+-------+---------------+---------------------------------
     body, kind STREAM:  u8 service length, service (ASCII), u8 address family
-                        (0 none, 4 IPv4, 6 IPv6), address (0/4/16 bytes), u16 port
+                        (0 none, 4 IPv4, 6 IPv6), address (0/4/16 bytes), u16 port,
+                        then optionally the edge's own address and port the client
+                        connected to, in the same family/address/port form
     body, kind CONTROL: u8 version-string length, edge software version (ASCII)
 
 Hub -> edge, first bytes on a tunnel (the *status*)::
@@ -97,13 +99,18 @@ class OpenStream:
     service: str
     client_host: str = ""
     client_port: int = 0
+    #: The edge address and port the client connected to (empty/0: not sent). The hub's
+    #: IPP handling builds the Host cupsd sees from them (docs/protocol.md).
+    local_host: str = ""
+    local_port: int = 0
 
     def __post_init__(self) -> None:
         if not valid_service_name(self.service):
             raise ValueError(f"invalid service name {self.service!r}")
-        if self.client_host:
-            ipaddress.ip_address(self.client_host)
-        if not 0 <= self.client_port <= 0xFFFF:
+        for host in (self.client_host, self.local_host):
+            if host:
+                ipaddress.ip_address(host)
+        if not 0 <= self.client_port <= 0xFFFF or not 0 <= self.local_port <= 0xFFFF:
             raise ValueError("client port out of range")
 
 
@@ -141,13 +148,9 @@ def encode_open(header: OpenHeader) -> bytes:
         name = header.service.encode("ascii")
         body.push_uint8(len(name))
         body.push_bytes(name)
-        if header.client_host:
-            addr = ipaddress.ip_address(header.client_host)
-            body.push_uint8(addr.version)
-            body.push_bytes(addr.packed)
-        else:
-            body.push_uint8(0)
-        body.push_uint16(header.client_port)
+        _push_address(body, header.client_host, header.client_port)
+        if header.local_host or header.local_port:
+            _push_address(body, header.local_host, header.local_port)
     else:
         kind = Kind.CONTROL
         v = header.edge_version.encode("ascii")
@@ -160,6 +163,29 @@ def encode_open(header: OpenHeader) -> bytes:
     out.push_uint16(len(raw))
     out.push_bytes(raw)
     return out.getvalue()
+
+
+def _push_address(body: Buffer, host: str, port: int) -> None:
+    if host:
+        addr = ipaddress.ip_address(host)
+        body.push_uint8(addr.version)
+        body.push_bytes(addr.packed)
+    else:
+        body.push_uint8(0)
+    body.push_uint16(port)
+
+
+def _pull_address(buf: Buffer) -> tuple[str, int]:
+    family = buf.pull_uint8()
+    if family == 0:
+        host = ""
+    elif family == 4:
+        host = str(ipaddress.IPv4Address(buf.pull_bytes(4)))
+    elif family == 6:
+        host = str(ipaddress.IPv6Address(buf.pull_bytes(16)))
+    else:
+        raise buf.error(f"unknown address family {family}")
+    return host, buf.pull_uint16()
 
 
 class UnsupportedVersion(DecodeError):
@@ -200,20 +226,13 @@ def parse_open(data: bytes | bytearray) -> tuple[OpenHeader, int] | None:
                 service = name.decode("ascii")
             except UnicodeDecodeError:
                 raise buf.error("service name is not ASCII") from None
-            family = buf.pull_uint8()
-            if family == 0:
-                host = ""
-            elif family == 4:
-                host = str(ipaddress.IPv4Address(buf.pull_bytes(4)))
-            elif family == 6:
-                host = str(ipaddress.IPv6Address(buf.pull_bytes(16)))
-            else:
-                raise buf.error(f"unknown address family {family}")
-            port = buf.pull_uint16()
+            host, port = _pull_address(buf)
+            # Headers of edges before the local address was added end here.
+            local_host, local_port = ("", 0) if buf.eof() else _pull_address(buf)
             buf.finish()
             if not valid_service_name(service):
                 raise buf.error(f"invalid service name {service!r}")
-            header = OpenStream(service, host, port)
+            header = OpenStream(service, host, port, local_host, local_port)
         else:
             v = buf.pull_bytes(buf.pull_uint8())
             buf.finish()

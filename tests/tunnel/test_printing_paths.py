@@ -160,24 +160,27 @@ def test_default_names_follow_the_bundle_and_given_names_do_not(tmp_path: Path) 
 def test_printing_only_office_edge_starts_and_relays_ipp(
     tmp_path: Path, loop_thread: LoopThread
 ) -> None:
-    """``office add NAME --services ipp`` then ``spokeshare edge --bundle``: the edge runs
-    with no file-server name and carries IPP (here to a loopback stand-in backend)."""
+    """``office add NAME --services ipp,raw`` then ``spokeshare edge --bundle``: the edge
+    runs with no file-server name and carries the printing services (here raw, to a
+    loopback stand-in backend: the hub refuses a loopback ipp backend by design, so IPP
+    through the hub is tested against a real cupsd in tests/lab/test_ipp_hub_lab.py)."""
     backend = Backend(echo)
-    dep = make_deployment(tmp_path, {"smb": free_port(), "ipp": backend.port})
-    path = dep.add_office("shop", ["ipp"])
-    ipp = free_port()
+    dep = make_deployment(tmp_path, {"smb": free_port(), "ipp": free_port(),
+                                     "raw": backend.port})  # fmt: skip
+    path = dep.add_office("shop", ["ipp", "raw"])
+    ipp, raw = free_port(), free_port()
     cfg = load_edge(None, {"bundle": str(path), "lan_address": "127.0.0.1",
-                           "ports": {"ipp": ipp}})  # fmt: skip
+                           "ports": {"ipp": ipp, "raw": raw}})  # fmt: skip
     daemon = EdgeDaemon(cfg, bundle.read(path))  # before: names[0].service refused
     assert daemon.cfg.names == ()
-    assert daemon.edge.listeners == {("127.0.0.1", ipp): "ipp"}
+    assert daemon.edge.listeners == {("127.0.0.1", ipp): "ipp", ("127.0.0.1", raw): "raw"}
     hub = Hub(dep.hub_config(), dep.dir)
     try:
         loop_thread.run(hub.start())
         loop_thread.run(daemon.start())
         wait_for(lambda: loop_thread.call(lambda: daemon.edge.hub_state.value == "up"))
         request = b"POST /printers/hq-laser HTTP/1.1\r\nHost: x\r\n\r\n"
-        with socket.create_connection(("127.0.0.1", ipp), timeout=10) as s:
+        with socket.create_connection(("127.0.0.1", raw), timeout=10) as s:
             s.sendall(request)
             s.shutdown(socket.SHUT_WR)
             assert recv_all(s) == request

@@ -32,6 +32,11 @@ OPEN_TABLE = [
     ),
     (OpenStream("ipp"), bytes.fromhex("01 01 0007 03 697070 00 0000")),
     (
+        # with the edge address the client connected to (198.18.11.1:631), for IPP
+        OpenStream("ipp", "198.18.11.10", 49152, "198.18.11.1", 631),
+        bytes.fromhex("01 01 0012 03 697070 04 c6120b0a c000 04 c6120b01 0277"),
+    ),
+    (
         OpenStream("smb", "2001:db8::1", 445),
         bytes.fromhex("01 01 0017 03 736d62 06 20010db8000000000000000000000001 01bd"),
     ),
@@ -77,7 +82,8 @@ def test_status_table(msg: StatusReply, raw: bytes) -> None:
         (bytes.fromhex("01 01 0201"), "exceeds 512"),
         (bytes.fromhex("01 01 0007 03 534d42 00 0000"), "invalid service name 'SMB'"),
         (bytes.fromhex("01 01 0007 03 736d62 05 0000"), "unknown address family 5"),
-        (bytes.fromhex("01 01 0008 03 736d62 00 0000 ff"), "1 trailing bytes"),
+        (bytes.fromhex("01 01 000b 03 736d62 00 0000 00 0000 ff"), "1 trailing bytes"),
+        (bytes.fromhex("01 01 0008 03 736d62 00 0000 ff"), "unknown address family 255"),
         (bytes.fromhex("01 01 0006 03 736d62 04 c6"), "needs 4 bytes"),
         (bytes.fromhex("01 01 0004 09 736d6200"), "needs 9 bytes"),
         (bytes.fromhex("01 02 0002 01 ff"), "not ASCII"),
