@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spokeshare.printing import hub_ipp, ipp
+from spokeshare.printing import hub_ipp, ipp, ipp_relay
 from spokeshare.printing.hub_ipp import IppGate, PrinterPolicy, StreamInfo
 from tests.strategies import mutated
 
 VECTORS = Path(__file__).parent / "vectors"
+ALL = PrinterPolicy.of(None)
 INFO = StreamInfo("nyc", "198.18.11.10:40000", "198.18.11.1", 631)
 
 
@@ -98,7 +99,7 @@ def test_ensure_printer_name() -> None:
 class Pair:
     """Office client -> gate -> cupsd stand-in, all in memory."""
 
-    def __init__(self, policy: PrinterPolicy = PrinterPolicy.of(None)) -> None:
+    def __init__(self, policy: PrinterPolicy = ALL) -> None:
         self.gate = IppGate(INFO, policy)
         self.client = h11.Connection(h11.CLIENT)
         self.cupsd = h11.Connection(h11.SERVER)
@@ -357,3 +358,53 @@ def test_mutated_requests_never_raise(data: bytes, limited: bool) -> None:
     gate.client_eof()
     gate.backend_data(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     gate.backend_eof()
+
+
+@settings(max_examples=100)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=20), st.booleans())
+def test_request_split_anywhere_reaches_cupsd_whole(cuts: list[int], limited: bool) -> None:
+    job = ipp.encode(
+        ipp.IppMessage(
+            (1, 1),
+            ipp.Operation.PRINT_JOB,
+            3,
+            (ipp.operation_attributes("ipp://GLOBAL-NFS:631/printers/hq-laser", "alice"),),
+            b"%!PS-Adobe\n" * 40,
+        )
+    )
+    wire = (
+        b"POST /printers/hq-laser HTTP/1.1\r\nHost: GLOBAL-NFS\r\n"
+        b"Content-Type: application/ipp\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(job[i : i + 100]), job[i : i + 100])
+                   for i in range(0, len(job), 100))
+        + b"0\r\n\r\n"
+    )  # fmt: skip
+    p = Pair(PrinterPolicy.of(["hq-laser"]) if limited else ALL)
+    pos = 0
+    for c in cuts:
+        if pos < len(wire):
+            p.send_raw(wire[pos : pos + c])
+            pos += c
+    if pos < len(wire):
+        p.send_raw(wire[pos:])
+    assert p.body_at_cupsd() == job
+    assert any(isinstance(e, h11.EndOfMessage) for e in p.at_cupsd)
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.3.4.5", True), ("::1", True), ("::ffff:127.0.0.1", True),
+     ("localhost", True), ("LOCALHOST.", True), ("198.19.0.1", False), ("hq.example", False)],
+)  # fmt: skip
+def test_loopback_backends_are_recognised(host: str, loopback: bool) -> None:
+    assert ipp_relay.is_loopback(host) is loopback
+    why = ipp_relay.loopback_reason(host, 631)
+    assert (why is not None) is loopback
+    if why:
+        assert "\n" not in why and "cupsctl --share-printers --remote-any" in why
+
+
+def test_init_default_backend_skips_loopback_and_link_local() -> None:
+    pick = ipp_relay.choose_backend_address
+    assert pick(["127.0.0.1", "169.254.1.1", "198.18.0.5", "10.0.0.1"]) == "198.18.0.5"
+    assert pick(["127.0.0.1"]) is None
