@@ -163,6 +163,8 @@ class NetbiosService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._transports: list[asyncio.DatagramTransport] = []
         self._send: dict[str, asyncio.DatagramTransport] = {}
+        #: While answering a packet that came to a name's own address: its socket.
+        self._reply_from: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         #: When ``_timer`` fires (loop time): kept here, not asked of the handle,
         #: whose type depends on the event loop (uvloop's Handle has no ``when()``).
@@ -199,6 +201,12 @@ class NetbiosService:
                 self._send[kind] = unicast
                 if s.bind_broadcast and s.broadcast_address != s.interface_address:
                     await self._endpoint(kind, s.broadcast_address, port)
+            # A name with its own address answers node status there, with its names
+            # only (queries to that address reach no other socket).
+            for own in sorted({a for _, a in s.name_addresses} - {s.interface_address}):
+                self._send[f"nbns {own}"] = await self._endpoint(
+                    "nbns", own, s.nbns_port, local=own
+                )
         except OSError:
             self._close()
             raise
@@ -239,7 +247,7 @@ class NetbiosService:
 
     # -- plumbing --------------------------------------------------------------------
     async def _endpoint(
-        self, kind: str, address: IPv4Address, port: int
+        self, kind: str, address: IPv4Address, port: int, local: IPv4Address | None = None
     ) -> asyncio.DatagramTransport:
         assert self._loop is not None
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -259,7 +267,9 @@ class NetbiosService:
             raise
         transport, _ = await self._loop.create_datagram_endpoint(
             lambda: GuardedDatagramProtocol(
-                functools.partial(self._received, kind), self._hostile, f"netbios {kind}"
+                functools.partial(self._received, kind, local=local),
+                self._hostile,
+                f"netbios {kind}",
             ),
             sock=sock,
         )
@@ -272,7 +282,13 @@ class NetbiosService:
         self._transports.clear()
         self._send.clear()
 
-    def _received(self, kind: str, data: bytes, addr: tuple[str | object, int]) -> None:
+    def _received(
+        self,
+        kind: str,
+        data: bytes,
+        addr: tuple[str | object, int],
+        local: IPv4Address | None = None,
+    ) -> None:
         if not self._running or self._loop is None:
             return
         now = self._loop.time()
@@ -286,8 +302,20 @@ class NetbiosService:
                 raise DecodeError(kind, "oversized datagram", 0)
             if kind == "nbns":
                 commands = self.names.handle_packet(
-                    netbios.decode(data), source, port, self.settings.interface_address, now
+                    netbios.decode(data),
+                    source,
+                    port,
+                    local or self.settings.interface_address,
+                    now,
                 )
+                if local is not None:  # answer from the address that was asked
+                    self._reply_from = f"nbns {local}"
+                    try:
+                        self._execute(commands)
+                    finally:
+                        self._reply_from = None
+                    self._rearm()
+                    return
             else:
                 commands = self.announcer.handle_datagram(browse.decode(data), now)
         except DecodeError as exc:
@@ -365,7 +393,8 @@ class NetbiosService:
                 )
 
     def _sendto(self, kind: str, data: bytes, address: IPv4Address, port: int) -> None:
-        transport = self._send.get(kind)
+        own = self._reply_from if kind == "nbns" else None
+        transport = (self._send.get(own) if own else None) or self._send.get(kind)
         if transport is None or transport.is_closing():
             return
         transport.sendto(data, (str(address), port))

@@ -464,7 +464,7 @@ class NameResponder:
         if packet.opcode is Opcode.QUERY and q.qtype == RRType.NB:
             return self._handle_query(packet, q.name, source, port, interface, now)
         if packet.opcode is Opcode.QUERY and q.qtype == RRType.NBSTAT:
-            return self._handle_node_status(packet, q.name, source, port, now)
+            return self._handle_node_status(packet, q.name, source, port, interface, now)
         if packet.opcode in (
             Opcode.REGISTRATION,
             Opcode.MULTIHOMED_REGISTRATION,
@@ -524,13 +524,24 @@ class NameResponder:
         return [SendNbns(answer, source, port)]
 
     def _handle_node_status(
-        self, packet: NbnsPacket, name: NetbiosName, source: IPv4Address, port: int, now: float
+        self,
+        packet: NbnsPacket,
+        name: NetbiosName,
+        source: IPv4Address,
+        port: int,
+        asked: IPv4Address,
+        now: float,
     ) -> list[Command]:
         wildcard = name.name == "*" and name.suffix == 0
         if wildcard and packet.broadcast:
             return []  # everyone would answer a broadcast "*": not our business
-        if not wildcard and self._owned(name) is None:
+        owned = None if wildcard else self._owned(name)
+        if not wildcard and owned is None:
             return []
+        # Only the names served at the address asked (a broadcast asks the name's
+        # own address); the workgroup is listed at every address, as nmbd does.
+        if packet.broadcast and owned is not None and not owned.group:
+            asked = owned.address or self.config.address
         listed = [
             NodeName(
                 n.name.name,
@@ -539,6 +550,7 @@ class NameResponder:
             )
             for n in self._names.values()
             if n.state is NameState.CLAIMED
+            and (n.group or (n.address or self.config.address) == asked)
         ]
         if not listed or not self._allow(source, now):
             return []

@@ -357,6 +357,23 @@ def test_node_status_lists_every_name_and_the_workgroup() -> None:
     assert r.handle_packet(foreign, PC, 1, EDGE, 10.0) == []
 
 
+def test_node_status_lists_only_the_names_served_at_the_address_asked() -> None:
+    """GLOBAL-ENG has an address of its own: asked there, node status lists it (and
+    the workgroup) only; asked at the interface's address, the names served there."""
+    eng = IPv4Address("198.18.200.3")
+    r = claimed(("GLOBAL-NFS", "GLOBAL-ENG"), name_addresses=(("GLOBAL-ENG", eng),))
+    req = netbios.decode((VECTORS / "02-client-udp137.bin").read_bytes())  # nmblookup -A
+
+    def listed(asked: IPv4Address) -> list[tuple[str, int]]:
+        (cmd,) = sends(r.handle_packet(req, PC, 37066, asked, 10.0))
+        rdata = cmd.packet.answers[0].rdata
+        assert isinstance(rdata, netbios.NodeStatusRData)
+        return [(n.name, n.suffix) for n in rdata.names]
+
+    assert listed(eng) == [("GLOBAL-ENG", 0x00), ("GLOBAL-ENG", 0x20), ("ACME", 0x00)]
+    assert listed(EDGE) == [("GLOBAL-NFS", 0x00), ("GLOBAL-NFS", 0x20), ("ACME", 0x00)]
+
+
 def test_defends_unique_names_with_act_err() -> None:
     r = claimed()
     challenge = netbios.registration_request(0x77, NFS20, OTHER)
