@@ -27,6 +27,7 @@ from spokeshare.lab import netns, services, spokes
 from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import HQ, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
+from spokeshare.printing import dnssd
 from tests.lab.test_lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -111,29 +112,40 @@ def test_ippfind_finds_every_shared_printer_with_rp_urf_pdl(lab: Lab, avahi: Ava
     assert not any("private" in n or v["rp"].endswith("hq-private") for n, v in found.items())
     # the IPP Everywhere subtype too
     assert set(expected) <= set(ippfind(lab, avahi, "_ipp._tcp,_print"))
+    # _printer._tcp: the LPD port when the office relays LPD, else CUPS's placeholder 0
+    lpd = "515" if services.listening("nyc-edge", 515) else "0"
+    placeholders = ippfind(lab, avahi, "_printer._tcp")
+    assert {n: v["port"] for n, v in placeholders.items() if n in expected} == dict.fromkeys(
+        expected, lpd
+    )
 
 
 def test_printer_added_at_hq_appears_and_removed_one_leaves(
     lab: Lab, avahi: AvahiHost
 ) -> None:
     cups = hq_cups(lab)
+    # An info longer than an instance name may be (63 octets), with a "." in it.
     new = services.LabPrinter(
-        "hq-annex", "HQ annex (lab)", "HQ annex", shared=True,
-        model="drv:///sample.drv/generic.ppd",
+        "hq-annex", "HQ annex (lab). Second floor, east wing, by the kitchen and the lifts",
+        "HQ annex", shared=True, model="drv:///sample.drv/generic.ppd",
     )  # fmt: skip
+    instance = "HQ annex (lab)- Second floor, east wing, by the kitchen and the"
+    assert instance == dnssd.instance_name(new.info) and len(instance.encode()) == 63
     cups.add_printer(new)
     try:
         added_at = time.monotonic()
-        wait_until("hq-annex in ippfind", lambda: new.info in ippfind(lab, avahi), SYNC_BUDGET)
+        wait_until("hq-annex in ippfind", lambda: instance in ippfind(lab, avahi), SYNC_BUDGET)
         print(f"appeared {time.monotonic() - added_at:.1f} s after lpadmin")
-        assert ippfind(lab, avahi)[new.info]["rp"] == "printers/hq-annex"
+        assert ippfind(lab, avahi)[instance]["rp"] == "printers/hq-annex"
     finally:
         cups.remove_printer(new.name)
+    removed_at = time.monotonic()
     wait_until(
-        "hq-annex gone from ippfind", lambda: new.info not in ippfind(lab, avahi), SYNC_BUDGET
+        "hq-annex gone from ippfind", lambda: instance not in ippfind(lab, avahi), SYNC_BUDGET
     )
+    print(f"gone {time.monotonic() - removed_at:.1f} s after lpadmin -x")
     assert "HQ laser (lab)" in ippfind(lab, avahi)  # the others stay
-    assert "'HQ annex (lab)' (queue hq-annex) left the LAN (goodbye)" in edge_log(lab)
+    assert f"{instance!r} (queue hq-annex) left the LAN (goodbye)" in edge_log(lab)
 
 
 PC_RESPONDER = """

@@ -5,6 +5,9 @@ publishes is in test_hq_printers.py)."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -209,3 +212,17 @@ def test_hostile_answers_keep_good_printers(printers: list[dict[str, tuple[objec
         check_bounded(s)
 
 
+
+
+def test_pure_modules_import_no_io() -> None:
+    code = (
+        "import sys, spokeshare.printing.dnssd, spokeshare.printing.hq_printers\n"
+        "bad = [m for m in ('asyncio', 'socket', 'ssl', 'logging', 'selectors') "
+        "if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for mod in ("dnssd", "hq_printers"):
+        src = (Path(dnssd.__file__).parent / f"{mod}.py").read_text()
+        for banned in ("asyncio", "socket", "ssl", "logging", "time"):
+            assert f"import {banned}\n" not in src and f"from {banned} " not in src
