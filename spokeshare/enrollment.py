@@ -124,6 +124,11 @@ def init(
         raise EnrollmentError("give at least one --address HOST:PORT that offices dial")
     dial = [parse_hostport(a, "--address", "") for a in addresses]
     svc = dict(DEFAULT_SERVICES)
+    if "ipp" not in (services or {}):
+        # cupsd by this host's LAN address, never loopback (spokeshare.printing.ipp_relay)
+        from spokeshare.printing import ipp_relay
+
+        svc["ipp"] = ipp_relay.default_backend() or svc["ipp"]
     svc.update(services or {})
     backends = {n: parse_hostport(v, "--service", n) for n, v in svc.items()}
     if listen:

@@ -77,7 +77,7 @@ LIST_OPERATIONS = frozenset(
         ipp.Operation.CUPS_GET_PRINTERS,
         ipp.Operation.CUPS_GET_CLASSES,
         ipp.Operation.CUPS_GET_DEFAULT,
-        0x0043,  # Get-Printers, PWG 5100.22 section 7.1.4
+        0x004F,  # Get-Printers, PWG 5100.22 (CUPS ipp.h IPP_OP_GET_PRINTERS)
     }
 )
 #: Request headers never passed to cupsd: RFC 9110 7.6.1 hop-by-hop fields the hub
