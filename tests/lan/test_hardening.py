@@ -269,3 +269,24 @@ def test_rate_limited_log_counts_everything_and_writes_little(
     assert len(caplog.records) == MAX_LINES_PER_INTERVAL + 1
     assert hostile.counts == {"bad_packets": 1001}
     assert {r.levelno for r in caplog.records} == {logging.DEBUG}
+
+
+def test_guarded_datagram_protocol_counts_what_a_handler_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An exception escaping datagram_received would reach the event loop's handler:
+    an ERROR with a traceback per packet. The guard counts it and logs debug."""
+    from spokeshare.lan.hostile import GuardedDatagramProtocol
+
+    def handler(data: bytes, addr: object) -> None:
+        raise KeyError(data)
+
+    hostile = RateLimitedLog(logging.getLogger("spokeshare.test"))
+    proto = GuardedDatagramProtocol(handler, hostile, "test")
+    with caplog.at_level(logging.DEBUG, "spokeshare.test"):
+        for i in range(100):
+            proto.datagram_received(b"x%d" % i, ("198.18.200.2", 137))
+        proto.error_received(ConnectionRefusedError())
+    assert hostile.counts == {"internal_errors": 100, "socket_errors": 1}
+    assert {r.levelno for r in caplog.records} == {logging.DEBUG}
+    assert len(caplog.records) == 2 and not any(r.exc_info for r in caplog.records)
