@@ -46,6 +46,8 @@ ALICE = "alice"
 ALICE_PASSWORD = "alice-lab-pw"
 ALICE_UID = 2001
 NETNS_ETC = Path("/etc/netns")
+#: Samba's background queue daemon: keeps CUPS's printer list for smbd.
+SAMBA_BGQD = "/usr/libexec/samba/samba-bgqd"
 
 
 # --- process helpers -----------------------------------------------------------------
@@ -136,10 +138,18 @@ class SambaHost:
     addresses: tuple[str, ...]  # CIDRs it listens on, "198.19.0.1/32"
     root: Path
     master_browser: bool = False  # run nmbd as the local master browser, allow NT1
+    #: The CUPS server whose printers smbd shares (HQ: its cupsd's socket); None: no
+    #: printing, as on the office file servers.
+    print_server: Path | None = None
 
     @property
     def conf(self) -> Path:
         return self.root / "smb.conf"
+
+    @property
+    def print_spool(self) -> Path:
+        """Where smbd spools a print file before handing it to CUPS (Debian: /var/tmp)."""
+        return self.root / "spool"
 
     @property
     def share_path(self) -> Path:
@@ -165,10 +175,7 @@ class SambaHost:
             f"  passdb backend = tdbsam:{r}/private/passdb.tdb",
             "  map to guest = Bad User",
             "  guest account = nobody",
-            "  load printers = no",
-            "  printing = bsd",
-            "  printcap name = /dev/null",
-            "  disable spoolss = yes",
+            *self._printing_globals(),
             "  dns proxy = no",
         ]
         if self.master_browser:
@@ -197,12 +204,47 @@ class SambaHost:
             "  directory mask = 0777",
             "",
         ]
+        if self.print_server is not None:
+            # Debian's stock [printers] section (smb.conf as the samba package installs
+            # it), with the lab's spool directory for /var/tmp: every CUPS printer
+            # becomes a share of its own name; printing needs an authenticated user.
+            lines += [
+                "[printers]",
+                "  comment = All Printers",
+                "  browseable = no",
+                f"  path = {self.print_spool}",
+                "  printable = yes",
+                "  guest ok = no",
+                "  read only = yes",
+                "  create mask = 0700",
+                "",
+            ]
         return "\n".join(lines)
 
+    def _printing_globals(self) -> list[str]:
+        if self.print_server is None:
+            return [
+                "  load printers = no",
+                "  printing = bsd",
+                "  printcap name = /dev/null",
+                "  disable spoolss = yes",
+            ]
+        # What Debian's smb.conf and Samba's defaults give a print server (README, HQ):
+        # the printers come from CUPS's list, jobs go to CUPS. `cups server` only
+        # because the lab's cupsd has a socket of its own; a real HQ's smbd finds
+        # /run/cups/cups.sock by default.
+        return [
+            "  load printers = yes",
+            "  printing = cups",
+            "  printcap name = cups",
+            f"  cups server = {self.print_server}",
+        ]
+
     def prepare(self) -> None:
-        for sub in ("private", "lock", "state", "cache", "run", SHARE):
+        for sub in ("private", "lock", "state", "cache", "run", SHARE, "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.share_path.chmod(0o1777)
+        self.print_spool.chmod(0o1777)
         self.conf.write_text(self.config_text())
 
     def start(self, registry: StateRegistry, listen_address: str, log_dir: Path) -> list[int]:
@@ -233,7 +275,33 @@ class SambaHost:
             timeout=30,
             alive=lambda: netns.pid_alive(smbd, start),
         )
+        if self.print_server is not None:
+            pids.append(self._start_bgqd(registry, log_dir))
         return pids
+
+    def _start_bgqd(self, registry: StateRegistry, log_dir: Path) -> int:
+        """Start samba-bgqd, which fetches CUPS's printer list for smbd (README, HQ).
+
+        Samba 4.17 (Debian 12) starts it only from rpcd_spoolss, i.e. once a client has
+        used the spoolss RPC pipe; until then smbd knows no printer and a print share's
+        tree connect fails with NT_STATUS_BAD_NETWORK_NAME (seen here). A print server
+        therefore runs it as a service of its own, as Samba's own samba-bgqd.service
+        does; ready when it has written the printer list smbd reads.
+        """
+        pid = spawn(
+            registry, self.namespace,
+            [SAMBA_BGQD, "--foreground", "--debug-stdout", f"--configfile={self.conf}"],
+            f"samba-bgqd {self.netbios_name}", log_dir / f"{self.namespace}-samba-bgqd.log",
+            new_session=False,
+        )  # fmt: skip
+        start = registry.processes()[-1]["start"]
+        wait_for(
+            f"samba-bgqd {self.netbios_name}: printer list",
+            lambda: any(self.root.glob("*/printer_list.tdb")),
+            timeout=30,
+            alive=lambda: netns.pid_alive(pid, start),
+        )
+        return pid
 
     def add_user(self, name: str, password: str) -> None:
         """Add a Samba user (the Unix account must exist in the namespace's /etc/passwd)."""
@@ -440,6 +508,101 @@ SystemGroup root
             timeout=30,
             alive=alive,
             interval=0.1,
+        )
+        return pid
+
+
+# --- LPD and raw printing at HQ --------------------------------------------------------------
+
+#: RFC 1179 section 3.1: an LPD server listens on TCP port 515.
+LPD_PORT = 515
+#: The raw (AppSocket/JetDirect) port of a network printer: bytes in, printed out.
+RAW_PORT = 9100
+CUPS_LPD = "/usr/lib/cups/daemon/cups-lpd"
+
+
+@dataclass(frozen=True)
+class LpdServer:
+    """HQ's LPD service: CUPS's own ``cups-lpd`` in front of HQ's cupsd.
+
+    ``cups-lpd`` is inetd-style: one process per connection, the socket on its stdin and
+    stdout; it turns each LPD job into an IPP job of the local cupsd. A real HQ runs it
+    from a socket unit with ``Accept=yes`` (README, HQ). The lab runs the same thing
+    without PID 1: ``systemd-socket-activate --accept --inetd`` holds the listening
+    socket and spawns one ``cups-lpd`` per connection, as user ``lp`` as Debian's inetd
+    line does. ``-n`` turns off reverse lookups of the client (here always the hub).
+    ``CUPS_SERVER`` names the lab cupsd's socket, which a real HQ's cups-lpd finds by
+    default (/run/cups/cups.sock).
+    """
+
+    namespace: str
+    address: str
+    cups_socket: Path
+
+    def argv(self) -> list[str]:
+        return [
+            "systemd-socket-activate", f"--listen={self.address}:{LPD_PORT}",
+            "--accept", "--inetd", f"--setenv=CUPS_SERVER={self.cups_socket}",
+            "setpriv", "--reuid=lp", "--regid=lp", "--init-groups",
+            CUPS_LPD, "-n",
+        ]  # fmt: skip
+
+    def start(self, registry: StateRegistry, log_dir: Path) -> int:
+        """Start the listener; return once it accepts on ``address:515``."""
+        pid = spawn(registry, self.namespace, self.argv(), "cups-lpd hq",
+                    log_dir / f"{self.namespace}-cups-lpd.log")  # fmt: skip
+        start = registry.processes()[-1]["start"]
+        wait_for(
+            "cups-lpd listener",
+            lambda: listening(self.namespace, LPD_PORT, self.address),
+            timeout=30,
+            alive=lambda: netns.pid_alive(pid, start),
+        )
+        return pid
+
+
+@dataclass(frozen=True)
+class RawPrinter:
+    """A network printer's raw port at HQ (AppSocket/JetDirect, TCP 9100).
+
+    Raw 9100 is not a CUPS service: CUPS's ``socket`` backend *sends* to such a port,
+    nothing in CUPS listens on one. What an office's raw print reaches at a real HQ is
+    a printer (or a print-server box) listening on 9100, so the lab has one: Debian's
+    ``p910nd``, the 9100 daemon that print-server boxes run, writing every job to
+    :attr:`device` (a file standing for the printer's mechanism; each job is written
+    from its start, as to a device). A job is complete when p910nd has written all of
+    it and closed the connection, which the client sees as end of stream.
+
+    p910nd keeps its lock in /var/lock/p910nd and its pid file in /run; the lab gives it
+    a private /run (a bind mount inside its own mount namespace, which ``ip netns exec``
+    makes) so nothing of it lands on the host.
+    """
+
+    namespace: str
+    address: str
+    root: Path
+
+    @property
+    def device(self) -> Path:
+        return self.root / "printer.out"
+
+    def start(self, registry: StateRegistry, log_dir: Path) -> int:
+        """Start p910nd on ``address:9100``; return once it accepts."""
+        run_dir = self.root / "run"
+        (run_dir / "lock" / "p910nd").mkdir(parents=True, exist_ok=True)
+        self.device.touch()
+        argv = [
+            "sh", "-c", 'mount --bind "$1" /run && exec p910nd -d -f "$2" -i "$3" 0',
+            "p910nd", str(run_dir), str(self.device), self.address,
+        ]  # fmt: skip
+        pid = spawn(registry, self.namespace, argv, "p910nd hq",
+                    log_dir / f"{self.namespace}-p910nd.log")  # fmt: skip
+        start = registry.processes()[-1]["start"]
+        wait_for(
+            "p910nd",
+            lambda: listening(self.namespace, RAW_PORT, self.address),
+            timeout=30,
+            alive=lambda: netns.pid_alive(pid, start),
         )
         return pid
 

@@ -40,10 +40,19 @@ def office_connected(lab: Lab, office: str) -> bool:
     return isinstance(offices, dict) and bool(offices.get(office, {}).get("connected"))
 
 
-def start_hub(lab: Lab, extra_services: dict[str, str] | None = None) -> int:
+def start_hub(
+    lab: Lab,
+    extra_services: dict[str, str] | None = None,
+    office_services: dict[str, list[str]] | None = None,
+    lpd_reserved_port: bool = False,
+) -> int:
     """Create the deployment (CA, hub identity, a bundle per office) and start the hub.
 
-    ``extra_services`` adds hub services (name -> HOST:PORT) beside smb and ipp.
+    The hub's services are HQ's smbd (smb), cupsd (ipp), cups-lpd (lpd) and the raw
+    printer (raw); ``extra_services`` adds more (name -> HOST:PORT). Every office may
+    use all of them unless ``office_services`` lists its own (``office add --services``).
+    ``lpd_reserved_port`` sets ``reserved_source_port`` on the lpd service, as for an
+    LPD server that wants RFC 1179 source ports (cups-lpd accepts either).
     """
     deploy = lab.deploy_dir
     hq = lab.hub_address
@@ -51,12 +60,25 @@ def start_hub(lab: Lab, extra_services: dict[str, str] | None = None) -> int:
         deploy,
         HUB_NAME,
         [f"{hq}:{HUB_PORT}"],
-        {"smb": f"{hq}:445", "ipp": f"{hq}:631", **(extra_services or {})},
+        {
+            "smb": f"{hq}:445",
+            "ipp": f"{hq}:631",
+            "lpd": f"{hq}:{services.LPD_PORT}",
+            "raw": f"{hq}:{services.RAW_PORT}",
+            **(extra_services or {}),
+        },
         state_dir=lab.host_dir("hq") / "hub-state",
         listen=[f"{hq}:{HUB_PORT}"],
     )
+    if lpd_reserved_port:
+        hub_toml = deploy / "hub.toml"
+        text = hub_toml.read_text()
+        hub_toml.write_text(
+            text.replace("[services.lpd]\n", "[services.lpd]\nreserved_source_port = true\n")
+        )
     for plan in lab.offices:
-        enrollment.add_office(deploy, plan.name, None, bundle_path(lab, plan.name))
+        allowed = (office_services or {}).get(plan.name)
+        enrollment.add_office(deploy, plan.name, allowed, bundle_path(lab, plan.name))
     pid = lab.spawn("hq", _cli("hub", "--dir", str(deploy)), "hub")
     services.wait_for("the hub", lambda: services.listening("hq", HUB_PORT, hq), timeout=30)
     return pid
@@ -71,8 +93,14 @@ NameSpec = tuple[str, str, str]
 
 
 def edge_toml(
-    lab: Lab, office: str, names: list[NameSpec] | None = None, wins_server: str = ""
+    lab: Lab,
+    office: str,
+    names: list[NameSpec] | None = None,
+    wins_server: str = "",
+    default_names: bool = False,
 ) -> str:
+    """edge.toml for ``office``; ``default_names`` leaves ``[[names]]`` out, so the edge
+    derives them from its bundle (GLOBAL-NFS only when the office may use smb)."""
     plan = lab.office(office)
     lines = [
         "# edge configuration written by the lab",
@@ -85,7 +113,7 @@ def edge_toml(
         f'address = "{plan.edge_ip}"',
         f'workgroup = "{WORKGROUP}"',
     ]
-    for name, service, address in names or [(VIRTUAL_NAME, "smb", "")]:
+    for name, service, address in [] if default_names else names or [(VIRTUAL_NAME, "smb", "")]:
         lines += [
             "[[names]]",
             f'name = "{name}"',
@@ -112,17 +140,24 @@ def edge_toml(
 
 
 def start_edge(
-    lab: Lab, office: str, names: list[NameSpec] | None = None, wins_server: str = ""
+    lab: Lab,
+    office: str,
+    names: list[NameSpec] | None = None,
+    wins_server: str = "",
+    printing_only: tuple[str, ...] = (),
 ) -> int:
     """Write the office's edge.toml and start its edge; return once the hub sees it
     and its names are claimed on the LAN.
 
-    A name with its own address gets that address on the edge's LAN interface.
+    A name with its own address gets that address on the edge's LAN interface. An
+    office in ``printing_only`` gets an edge.toml without names (its bundle has no smb,
+    so it carries no file-server name) and is ready once connected.
     """
     plan = lab.office(office)
     conf = lab.host_dir(plan.edge) / "edge.toml"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    conf.write_text(edge_toml(lab, office, names, wins_server))
+    bare = office in printing_only
+    conf.write_text(edge_toml(lab, office, names, wins_server, default_names=bare))
     for _, _, address in names or []:
         if address:
             lab.exec(
@@ -131,6 +166,8 @@ def start_edge(
     pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
     log_file = lab.logs_dir / f"edge-{office}.log"
     wanted = [f"claimed NetBIOS name {n}<00>" for n, _, _ in names or [(VIRTUAL_NAME, "", "")]]
+    if bare:
+        wanted = ["up: names none"]
 
     def ready() -> bool:
         try:

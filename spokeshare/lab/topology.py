@@ -3,7 +3,7 @@
 Address plan (all inside 198.18.0.0/15, RFC 2544's benchmarking range):
 
 ==========================  ==========================================================
-HQ service address          198.19.0.1/32 on ``hq``'s ``lo`` (hub, smbd, cupsd)
+HQ service address          198.19.0.1/32 on ``hq``'s ``lo`` (hub, smbd, cupsd, LPD, raw)
 WAN of office *i* (1-based)  198.19.*i*.0/30: ``hq`` .1 (``wan-NAME``), edge .2 (``wan0``)
 LAN of office *i*            198.18.(10+*i*).0/24: edge .1, fs .2, pc .10 (``lan0``)
 ==========================  ==========================================================
@@ -343,16 +343,26 @@ class Lab:
             step(f"{o.name}: WAN link")
             self._build_wan(o)
 
+        step("hq: cupsd")
+        hq_ips = (HQ_SERVICE_IP, *(o.wan_hq_ip for o in self.offices))
+        hq_cups = services.CupsHost(HQ, hq_ips, self.host_dir(HQ) / "cups")
+        hq_cups.start(reg, self.logs_dir)
+
+        # After cupsd: smbd shares the printers CUPS lists when it starts.
         step("hq: smbd")
         hq_addrs = (f"{HQ_SERVICE_IP}/32", *(f"{o.wan_hq_ip}/30" for o in self.offices))
         services.add_hq_unix_user(reg, HQ)
-        hq_samba = services.SambaHost(HQ, "HQ", hq_addrs, self.host_dir(HQ) / "samba")
+        hq_samba = services.SambaHost(
+            HQ, "HQ", hq_addrs, self.host_dir(HQ) / "samba", print_server=hq_cups.socket
+        )
         hq_samba.start(reg, HQ_SERVICE_IP, self.logs_dir)
         hq_samba.add_user(services.ALICE, services.ALICE_PASSWORD)
 
-        step("hq: cupsd")
-        hq_ips = (HQ_SERVICE_IP, *(o.wan_hq_ip for o in self.offices))
-        services.CupsHost(HQ, hq_ips, self.host_dir(HQ) / "cups").start(reg, self.logs_dir)
+        step("hq: cups-lpd (515) and a raw printer (9100)")
+        services.LpdServer(HQ, HQ_SERVICE_IP, hq_cups.socket).start(reg, self.logs_dir)
+        services.RawPrinter(HQ, HQ_SERVICE_IP, self.host_dir(HQ) / "raw-printer").start(
+            reg, self.logs_dir
+        )
 
         for o in self.offices:
             step(f"{o.name}: file server {o.fs_netbios_name}")
