@@ -1,0 +1,174 @@
+"""The edge's printer sync against a real python-zeroconf responder and browser on
+loopback (no lab): what reaches the network after each sync, subtypes included.
+
+HQ's answers are the CUPS-Get-Printers answer captured from the lab's stock cupsd
+(``vectors_dnssd/get-printers.bin``), edited with the IPP codec to play HQ adding,
+renaming and removing queues; the fetch is the only stand-in (the real path through
+the hub is the lab test, tests/lab/test_printers_lan.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from zeroconf import ServiceStateChange
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
+from spokeshare.printing import ipp
+from spokeshare.printing.printer_sync import FetchError, PrinterAdvertiser
+
+ANSWER = (Path(__file__).parent / "vectors_dnssd" / "get-printers.bin").read_bytes()
+HOST = "EDGE-T.local."
+LOOPBACK = bytes([127, 0, 0, 1])
+
+
+def edited(drop: str = "", rename: tuple[str, str] | None = None) -> bytes:
+    """The captured answer without queue ``drop`` / with a queue's printer-info changed."""
+    msg = ipp.decode(ANSWER)
+    groups = []
+    for g in msg.groups:
+        name_attr = g.get("printer-name")
+        name = name_attr.string() if name_attr else ""
+        if g.tag == ipp.GroupTag.PRINTER and name == drop:
+            continue
+        if g.tag == ipp.GroupTag.PRINTER and rename and name == rename[0]:
+            attrs = tuple(
+                ipp.Attribute.of("printer-info", ipp.Tag.TEXT, rename[1])
+                if a.name == "printer-info"
+                else a
+                for a in g.attributes
+            )
+            g = dataclasses.replace(g, attributes=attrs)
+        groups.append(g)
+    return ipp.encode(dataclasses.replace(msg, groups=tuple(groups)))
+
+
+class Responder:
+    """What the advertiser needs of the names' publisher: its running responder."""
+
+    def __init__(self, zc: AsyncZeroconf) -> None:
+        self.zeroconf: AsyncZeroconf | None = zc
+
+
+class Script:
+    """HQ's answers, one per fetch; an exception instance is raised instead."""
+
+    def __init__(self) -> None:
+        self.next: bytes | Exception = ANSWER
+
+    async def __call__(self) -> bytes:
+        if isinstance(self.next, Exception):
+            raise self.next
+        return self.next
+
+
+class Seen:
+    """A browser on the LAN (another responder): instance names present per type."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, set[str]] = {}
+        self.changed = asyncio.Event()
+
+    def handler(
+        self, zeroconf: object, service_type: str, name: str, state_change: ServiceStateChange
+    ) -> None:
+        names = self.names.setdefault(service_type, set())
+        instance = name.removesuffix("._ipp._tcp.local.")
+        if state_change is ServiceStateChange.Removed:
+            names.discard(instance)
+        else:
+            names.add(instance)
+        self.changed.set()
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def test_sync_follows_hq_and_the_lan_sees_it(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "spokeshare.printing.sync")
+
+    async def scenario() -> None:
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        lan = AsyncZeroconf(interfaces=["127.0.0.1"])
+        seen = Seen()
+        types = [
+            "_ipp._tcp.local.",
+            "_universal._sub._ipp._tcp.local.",
+            "_print._sub._ipp._tcp.local.",
+        ]
+        browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
+        script = Script()
+        adv = PrinterAdvertiser(
+            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+        )
+
+        async def until(what: str, cond: Callable[[], bool]) -> None:
+            try:
+                async with asyncio.timeout(15):
+                    while not cond():
+                        seen.changed.clear()
+                        await seen.changed.wait()
+            except TimeoutError:
+                pytest.fail(f"{what}: not within 15 s; the LAN sees {seen.names}")
+
+        def on_lan(*names: str) -> bool:
+            return all(seen.names.get(t, set()) == set(names) for t in types)
+
+        try:
+            await adv.sync_once()
+            assert sorted(adv.statistics().printers) == ["HQ colour (lab)", "HQ laser (lab)"]
+            await until("both on the LAN", lambda: on_lan("HQ colour (lab)", "HQ laser (lab)"))
+            info = AsyncServiceInfo("_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.")
+            assert await info.async_request(lan.zeroconf, 3000)
+            assert info.server == HOST and info.port == 631
+            assert info.properties[b"rp"] == b"printers/hq-laser"
+            assert info.properties[b"URF"] == b"V1.4,CP1,W8,PQ4,RS150,FN3"
+
+            # HQ renames hq-color: the old name leaves (goodbye), the new one comes.
+            script.next = edited(rename=("hq-color", "Colour, 2nd floor"))
+            await adv.sync_once()
+            await until("renamed", lambda: on_lan("Colour, 2nd floor", "HQ laser (lab)"))
+
+            # HQ unreachable: nothing changes, one line however often it fails.
+            script.next = FetchError("hub refused: NOT_ALLOWED")
+            await adv.sync_once()
+            await adv.sync_once()
+            assert sorted(adv.statistics().printers) == ["Colour, 2nd floor", "HQ laser (lab)"]
+            fails = [r for r in caplog.records if "cannot fetch HQ's printers" in r.message]
+            assert len(fails) == 1 and adv.statistics().failures == 2
+
+            # HQ removes hq-laser: it leaves the LAN, the other stays.
+            script.next = edited(drop="hq-laser", rename=("hq-color", "Colour, 2nd floor"))
+            await adv.sync_once()
+            await until("hq-laser gone", lambda: on_lan("Colour, 2nd floor"))
+
+            # Withdrawn with the names, back when announced.
+            await adv.withdraw()
+            await until("all withdrawn", lambda: on_lan())
+            await adv.sync_once()  # a sync while withdrawn publishes nothing
+            assert adv.statistics().printers == ()
+            script.next = ANSWER
+            await adv.start()
+            await adv.announce()
+            await until("back", lambda: on_lan("HQ colour (lab)", "HQ laser (lab)"))
+        finally:
+            await adv.stop()
+            await browser.async_cancel()
+            await lan.async_close()
+            await zc.async_close()
+        assert not any(
+            t.endswith("._sub._ipp._tcp.local.") for t in zc.zeroconf.registry.async_get_types()
+        )
+
+    loop.run_until_complete(scenario())
