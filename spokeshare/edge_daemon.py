@@ -323,6 +323,7 @@ class EdgeDaemon:
                     for n in cfg.names
                     if n.address
                 ),
+                state_dir=cfg.state_dir,
             )
             if d.llmnr:
                 out["llmnr"] = LlmnrService(disc)

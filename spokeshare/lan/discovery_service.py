@@ -31,11 +31,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 from spokeshare.errors import ConfigError, DecodeError
-from spokeshare.lan import llmnr, wsd
+from spokeshare.lan import counters, llmnr, onlink, wsd
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 
 log = logging.getLogger("spokeshare.lan.discovery")
@@ -84,6 +85,9 @@ class DiscoverySettings:
     #: (name, IPv6 or "") for those names: their own IPv6 address, or "" for none
     #: (then no AAAA for them: the interface's IPv6 serves other names' services).
     name_addresses6: tuple[tuple[str, str], ...] = ()
+    #: Where WS-Discovery keeps InstanceId and MetadataVersion growing across
+    #: restarts and clock steps (lan/counters.py); None: wall clock and version 1.
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         src = "discovery"
@@ -119,6 +123,16 @@ class DiscoverySettings:
     @property
     def ifindex(self) -> int:
         return socket.if_nametoindex(self.interface)
+
+    def link(self) -> onlink.Link:
+        """The office link (the interface's IPv4 subnet; link-local is always on it)."""
+        try:
+            from spokeshare.lan.interfaces import ipv4_interface
+
+            return onlink.Link((ipv4_interface(self.interface, self.ipv4).network,))
+        except ConfigError:  # no netmask readable: the addresses alone
+            extra = [f"{a}/32" for _, a in self.name_addresses]
+            return onlink.Link.of([f"{self.ipv4}/32", *extra])
 
     def ipv6_of(self, name: str) -> str | None:
         """The IPv6 address advertised for ``name`` (AAAA), or None for none."""
@@ -219,6 +233,9 @@ class LlmnrService:
 
     def __init__(self, settings: DiscoverySettings) -> None:
         self.settings = settings
+        self._link = settings.link()
+        #: Queries not answered: the sender is not on the office link.
+        self.off_link_dropped = 0
         self.core = llmnr.LlmnrResponder(
             settings.names,
             ttl=settings.llmnr_ttl,
@@ -267,6 +284,9 @@ class LlmnrService:
 
     def _received(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
+        if not self._link.on_link(source):  # RFC 4795 §2.5: off-link senders get nothing
+            self.off_link_dropped += 1
+            return
         try:
             reply = self.core.handle(data, source, self._local, time.monotonic())
         except DecodeError as exc:
@@ -313,17 +333,23 @@ class WsdService:
 
     def __init__(self, settings: DiscoverySettings, rng: random.Random | None = None) -> None:
         self.settings = settings
-        self.endpoints = tuple(
-            wsd.Endpoint.for_name(n, settings.workgroup, settings.uuid_namespace)
-            for n in settings.names
-        )
+        self._link = settings.link()
+        #: Datagrams not answered: the sender is not on the office link.
+        self.off_link_dropped = 0
         addresses = [settings.ipv4]
         if settings.ipv6_link_local is not None:
             addresses.append(settings.ipv6_link_local)
+        self.counters = self._advance_counters(settings, addresses)
+        self.endpoints = tuple(
+            wsd.Endpoint.for_name(
+                n, settings.workgroup, settings.uuid_namespace, self.counters.metadata_version
+            )
+            for n in settings.names
+        )
         self.core = wsd.WsdHost(
             self.endpoints,
             addresses,
-            instance_id=int(time.time()),  # WS-Discovery §7: grows with every restart
+            instance_id=self.counters.instance_id,  # WS-Discovery §7: only grows
             rng=rng or random.SystemRandom(),
             http_port=settings.wsd_http_port,
         )
@@ -337,6 +363,21 @@ class WsdService:
 
     def __repr__(self) -> str:
         return f"<WsdService {self.settings.interface} {self.core!r}>"
+
+    @staticmethod
+    def _advance_counters(
+        settings: DiscoverySettings, addresses: list[str]
+    ) -> counters.WsdCounters:
+        """This start's InstanceId and MetadataVersion, stored before first use."""
+        digest = counters.metadata_digest(settings.names, settings.workgroup, addresses)
+        previous = counters.load(settings.state_dir) if settings.state_dir else None
+        now = counters.advance(previous, time.time(), digest)
+        if settings.state_dir is not None:
+            try:
+                counters.store(settings.state_dir, now)
+            except OSError as exc:
+                log.warning("wsd: cannot keep counters in %s: %s", settings.state_dir, exc)
+        return now
 
     def statistics(self) -> wsd.HostStatistics:
         c = self._hostile.counts
@@ -392,6 +433,9 @@ class WsdService:
 
     def _received(self, local: str, multicast: bool, data: bytes, addr: Any) -> None:
         source = (str(addr[0]), int(addr[1]))
+        if not self._link.on_link(source[0]):  # only office PCs (as LLMNR, mDNS)
+            self.off_link_dropped += 1
+            return
         try:
             self.core.handle_datagram(data, source, local, multicast, time.monotonic())
         except DecodeError as exc:

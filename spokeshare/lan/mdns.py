@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo
 from zeroconf.asyncio import AsyncZeroconf
 
+from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class MdnsPublisher:
         )
         self._reclaimed = 0
         self._recheck: asyncio.Task[None] | None = None
+        #: Unicast answers not sent: the asker is not on the office link (RFC 6762 §11).
+        self.off_link_dropped = 0
 
     def __repr__(self) -> str:
         return f"<MdnsPublisher {','.join(self._published)} withdrawn={self._withdrawn}>"
@@ -137,6 +140,7 @@ class MdnsPublisher:
             interfaces.append(socket.if_nametoindex(s.interface))
             version = IPVersion.All
         self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        self._link_rules(self._zc)  # innermost: the budget below charges what it sends
         self._budget_unicast(self._zc)
         await self._register_all()
         self._recheck = asyncio.create_task(self._recheck_conflicts(), name="mdns-recheck")
@@ -155,6 +159,59 @@ class MdnsPublisher:
             send(out, addr, *args, **kw)
 
         zc.async_send = budgeted_send  # type: ignore[method-assign]
+
+    # -- on-link and legacy-unicast rules (RFC 6762 §11, §6.7) ------------------------
+    def _link_rules(self, azc: AsyncZeroconf) -> None:
+        """Wrap zeroconf's send (one attribute on our own instance, not a fork):
+
+        - a unicast answer to a source that is not on the office link is dropped
+          (RFC 6762 §11: such queries MUST be ignored);
+        - unicast answers leave with IP TTL / hop limit 255 (§11 SHOULD);
+        - a legacy unicast answer (querier's port not 5353) gets every TTL capped at
+          10 s and no cache-flush bit (§6.7; zeroconf echoes ID and question).
+        """
+        from zeroconf._core import async_send_with_transport
+
+        from spokeshare.lan import onlink
+
+        zc = azc.zeroconf
+        send = zc.async_send
+        s = self.settings
+        try:
+            v4 = interfaces_mod.ipv4_interface(s.interface, s.ipv4)
+            link = onlink.Link((v4.network,))
+        except Exception:  # noqa: BLE001 - no netmask: the interface address alone
+            link = onlink.Link.of([f"{s.ipv4}/32", *(f"{a}/32" for _, a in s.name_addresses)])
+        self._link = link
+
+        def ruled_send(
+            out: Any,
+            addr: str | None = None,
+            port: int = MDNS_PORT,
+            v6_flow_scope: Any = (),
+            transport: Any = None,
+        ) -> None:
+            if addr is None:
+                send(out, addr, port, v6_flow_scope, transport)
+                return
+            if not link.on_link(addr):
+                self.off_link_dropped += 1
+                return
+            senders = [transport] if transport else list(zc.engine.senders)
+            for t in senders:
+                _unicast_ttl_255(t)
+            if port == MDNS_PORT:
+                send(out, addr, port, v6_flow_scope, transport)
+                return
+            for num, packet in enumerate(out.packets()):
+                try:
+                    fixed = onlink.legacy_unicast_response(packet)
+                except ValueError:
+                    continue
+                for t in senders:
+                    async_send_with_transport(False, t, fixed, num, out, addr, port, v6_flow_scope)
+
+        zc.async_send = ruled_send  # type: ignore[method-assign]
 
     async def _recheck_conflicts(self) -> None:
         """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""
@@ -229,3 +286,22 @@ class MdnsPublisher:
         await self._unregister_all()
         await self._zc.async_close()
         self._zc = None
+
+
+#: RFC 6762 §3: the mDNS port; a query from another port is a legacy unicast query.
+MDNS_PORT = 5353
+#: RFC 6762 §11: responses (unicast ones too) SHOULD carry IP TTL / hop limit 255.
+UNICAST_TTL = 255
+
+
+def _unicast_ttl_255(transport: Any) -> None:
+    sock = getattr(transport, "sock", None)
+    if sock is None:
+        return
+    try:
+        if getattr(transport, "is_ipv6", False):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, UNICAST_TTL)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, UNICAST_TTL)
+    except OSError:
+        pass  # the kernel default then; answers still go out

@@ -296,14 +296,20 @@ class Endpoint:
     name: str
     workgroup: str
     uuid: UUID
+    #: WS-Discovery §4.1 MetadataVersion; the edge keeps it growing (lan/counters.py).
+    metadata_version: int = 1
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name or not self.workgroup:
             raise UsageError(f"wsd: bad endpoint name {self.name!r} / workgroup {self.workgroup!r}")
 
     @classmethod
-    def for_name(cls, name: str, workgroup: str, namespace: UUID) -> Endpoint:
-        return cls(name.upper(), workgroup.upper(), endpoint_uuid(namespace, name))
+    def for_name(
+        cls, name: str, workgroup: str, namespace: UUID, metadata_version: int = 1
+    ) -> Endpoint:
+        return cls(
+            name.upper(), workgroup.upper(), endpoint_uuid(namespace, name), metadata_version
+        )
 
     @property
     def urn(self) -> str:
@@ -368,7 +374,7 @@ def _target_body(
     if xaddr is not None:
         ET.SubElement(el, "wsd:XAddrs").text = xaddr
     if version:
-        ET.SubElement(el, "wsd:MetadataVersion").text = "1"
+        ET.SubElement(el, "wsd:MetadataVersion").text = str(ep.metadata_version)
     return el
 
 
