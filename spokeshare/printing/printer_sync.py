@@ -198,7 +198,9 @@ class PrinterAdvertiser:
     ``fetch`` returns the IPP body of a CUPS-Get-Printers answer or raises
     :class:`FetchError`; ``host`` is the SRV target (``NAME.local.``) with its
     ``addresses`` (packed), ``port`` the edge's IPP port, ``lpd_port`` the office's LPD
-    port (0: placeholder), ``interval`` seconds between syncs.
+    port (0: placeholder), ``interval`` seconds between syncs. ``host_owned`` says
+    whether the edge holds ``host`` on the LAN now: while another host has it (an mDNS
+    conflict), no printer points at it (the edge answers only for names it owns).
     """
 
     def __init__(
@@ -210,8 +212,10 @@ class PrinterAdvertiser:
         port: int,
         lpd_port: int = 0,
         interval: float = 20.0,
+        host_owned: Callable[[], bool] = lambda: True,
     ) -> None:
         self.publisher = publisher
+        self.host_owned = host_owned
         self.fetch = fetch
         self.host = host
         self.addresses = addresses
@@ -223,6 +227,7 @@ class PrinterAdvertiser:
         self._skipped: set[tuple[str, str]] = set()
         self._withdrawn = False
         self._failing = False
+        self._host_lost = False
         self._syncs = 0
         self._failures = 0
         self._wake = asyncio.Event()
@@ -298,6 +303,14 @@ class PrinterAdvertiser:
         self._failing = False
         self._syncs += 1
         services, skipped = dnssd.printer_services(printers, self.host, self.port, self.lpd_port)
+        if not self.host_owned():
+            if not self._host_lost:
+                log.warning("printers: not advertised while %s is held by another host", self.host)
+            self._host_lost = True
+            services = ()
+        elif self._host_lost:
+            log.info("printers: %s is ours again; advertising the printers", self.host)
+            self._host_lost = False
         now_skipped = {(s.printer, s.reason) for s in skipped}
         for printer, reason in sorted(now_skipped - self._skipped):
             log.warning("printers: HQ printer %r left out: %s", printer, reason)
@@ -539,5 +552,6 @@ def with_printers(publisher: MdnsPublisher, edge: Edge) -> MdnsPublisher | MdnsW
     advertiser = PrinterAdvertiser(
         publisher, fetch, host, addresses, port, lpd_port=max(lpd, 0),
         interval=cfg.printers.sync_interval,
+        host_owned=lambda: name in publisher.statistics().published,
     )  # fmt: skip
     return MdnsWithPrinters(publisher, advertiser)

@@ -172,3 +172,33 @@ def test_sync_follows_hq_and_the_lan_sees_it(
         )
 
     loop.run_until_complete(scenario())
+
+
+def test_no_printer_points_at_a_name_another_host_holds(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        owned = [False]
+        adv = PrinterAdvertiser(
+            Responder(zc), Script(), HOST, [LOOPBACK], 631,  # type: ignore[arg-type]
+            interval=3600, host_owned=lambda: owned[0],
+        )  # fmt: skip
+        try:
+            await adv.sync_once()
+            await adv.sync_once()
+            assert adv.statistics().printers == ()
+            assert zc.zeroconf.registry.async_get_infos_server(HOST.lower()) == []
+            owned[0] = True
+            await adv.sync_once()
+            assert len(adv.statistics().printers) == 2
+            owned[0] = False
+            await adv.sync_once()
+            assert adv.statistics().printers == ()
+        finally:
+            await adv.stop()
+            await zc.async_close()
+
+    loop.run_until_complete(scenario())
+    lines = [r.message for r in caplog.records if "held by another host" in r.message]
+    assert lines == [f"printers: not advertised while {HOST} is held by another host"] * 2
