@@ -57,6 +57,6 @@ def unchecked(cls: type[T], **fields: object) -> T:
         elif f.default is not dataclasses.MISSING:
             value = f.default
         else:
-            value = f.default_factory()  # type: ignore[misc]
+            value = f.default_factory()  # type: ignore[operator]
         object.__setattr__(obj, f.name, value)
     return obj

@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from ipaddress import IPv4Address
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spokeshare.buffer import Buffer
 from spokeshare.errors import DecodeError
 from spokeshare.lan import browse, llmnr, netbios, wsd
 from spokeshare.lan import netbios_session as nbss
@@ -99,7 +101,7 @@ def test_nbns_name_scope_around_its_limit(n: int) -> None:
     q = unchecked(netbios.Question, name=name)
     packet = netbios.NbnsPacket(0x1234, netbios.Opcode.QUERY, questions=())
     data = netbios.encode(packet)[:4] + b"\x00\x01" + bytes(6)
-    body = netbios.Buffer(protocol="t")
+    body = Buffer(protocol="t")
     netbios.push_name(body, q.name)
     body.push_uint16(q.qtype)
     body.push_uint16(q.qclass)
@@ -290,3 +292,62 @@ def test_guarded_datagram_protocol_counts_what_a_handler_raises(
     assert hostile.counts == {"internal_errors": 100, "socket_errors": 1}
     assert {r.levelno for r in caplog.records} == {logging.DEBUG}
     assert len(caplog.records) == 2 and not any(r.exc_info for r in caplog.records)
+
+
+def test_http_metadata_server_caps_connections_and_recovers() -> None:
+    """HTTP on 5357: connections beyond HTTP_MAX_CONNECTIONS are closed at once, a bad
+    request gets 400, and once the held connections go a request is answered again.
+    (The handler of WsdService, served on loopback.)"""
+    import asyncio
+
+    from spokeshare.lan.discovery_service import (
+        HTTP_MAX_CONNECTIONS,
+        DiscoverySettings,
+        WsdService,
+    )
+
+    svc = WsdService(DiscoverySettings("eth0", "198.18.200.1", ("GLOBAL-NFS",), NS))
+
+    async def until(cond: Callable[[], bool]) -> None:
+        """Poll the handler's connection count (no event to wait on there)."""
+        async with asyncio.timeout(5):
+            while not cond():  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(svc._http_client, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        held = []
+        try:
+            for _ in range(HTTP_MAX_CONNECTIONS):
+                r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.write(b"POST /x HTTP/1.1\r\n")  # never finished
+                held.append((r, w))
+            await until(lambda: svc._http_connections == HTTP_MAX_CONNECTIONS)
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.1\r\n\r\n")
+            try:
+                assert await asyncio.wait_for(r.read(), 2) == b""  # closed, unanswered
+            except ConnectionResetError:
+                pass
+            w.close()
+            assert svc.statistics().http_refused == 1
+            for _, hw in held:
+                hw.close()
+            await until(lambda: svc._http_connections == 0)
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(40))
+                    + b"\r\n")
+            assert (await asyncio.wait_for(r.read(), 2)).startswith(b"HTTP/1.1 400 ")
+            w.close()
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(b"GET /nothing HTTP/1.1\r\n\r\n")
+            assert (await asyncio.wait_for(r.read(), 2)).startswith(b"HTTP/1.1 404 ")
+            w.close()
+            assert svc.statistics().http_bad == 1
+            assert svc.statistics().internal_errors == 0
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(scenario())
