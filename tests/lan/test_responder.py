@@ -237,12 +237,12 @@ def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -
         NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", repeated=True)]
     assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 31.0) == []
     # gone at the second: three registrations meet silence, the name is ours again
-    t = r.get_timer()
-    assert t == pytest.approx(60.2)
+    due = r.get_timer()
+    assert due == pytest.approx(60.2)
     done: list[Command] = []
-    while t is not None:
-        done += r.handle_timer(t)
-        t = r.get_timer()
+    while due is not None:
+        done += r.handle_timer(due)
+        due = r.get_timer()
     assert NameClaimed(NFS20, reclaimed=True) in done
     assert r.state(NFS20) is NameState.CLAIMED
     assert r.statistics()["reclaimed"] == 1 and r.statistics()["conflicts"] == 2
@@ -703,7 +703,8 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
             assert stats["challenges_ignored"] == 12
             assert stats["bad_packets"] == 300
             assert "internal_errors" not in stats
-            assert stats["announcements"] > 2  # the requests were served
+            announced = stats["announcements"]
+            assert isinstance(announced, int) and announced > 2  # the requests were served
         finally:
             await service.stop()
             pc.close()

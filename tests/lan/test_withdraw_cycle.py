@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address
 
-from spokeshare.lan.responder import NameResponder, NameState, ResponderConfig
+from spokeshare.lan.responder import NameResponder, NameState, ResponderConfig, SendNbns
 
 
 def test_names_are_claimed_again_after_stop() -> None:
@@ -53,7 +53,8 @@ def test_a_name_with_its_own_address_answers_with_it() -> None:
             )
         )
         out = r.handle_packet(q, IPv4Address("198.18.11.10"), 137, IPv4Address("198.18.11.1"), now)
-        reply = netbios.decode(netbios.encode(out[0].packet))  # type: ignore[attr-defined]
+        assert isinstance(out[0], SendNbns)
+        reply = netbios.decode(netbios.encode(out[0].packet))
         answers[name] = str(reply.answers[0].rdata.entries[0].address)  # type: ignore[union-attr]
     assert answers == {"GLOBAL-NFS": "198.18.11.1", "GLOBAL-ENG": "198.18.11.3"}
 
