@@ -8,6 +8,8 @@ llmnr-query (IPv4 and IPv6), dig (mDNS A/AAAA) and wsdd (WS-Discovery over
 239.255.255.250 and ff02::c, fetching metadata from every XAddr) collect what is
 handed out; then smbclient (445 and 139), curl (631) and plain TCP connects reach every
 one of those addresses on every port the edge's log says it listens on for it.
+The same lab checks the mDNS legacy unicast answers (RFC 6762 §6.7) and that askers
+off the office link get no answer (RFC 4795 §2.5, RFC 6762 §11).
 """
 
 from __future__ import annotations
@@ -196,3 +198,45 @@ def test_every_advertised_address_answers_on_every_claimed_port(lab: Lab) -> Non
                 if port in (445, 139) and addr in (EDGE, edge6) and name != "GLOBAL-NFS":
                     continue  # the interface's address carries GLOBAL-NFS's service
                 reach(lab, name, addr, port)
+
+
+def _dig_answers(lab: Lab, *argv: str) -> list[list[str]]:
+    out = sh(lab, PC, "dig", "+noall", "+answer", "+tries=1", "+time=2", *argv).stdout
+    return [line.split() for line in out.splitlines() if line and not line.startswith(";")]
+
+
+def test_mdns_legacy_unicast_answers(lab: Lab) -> None:
+    """dig asks from an ephemeral port (a legacy querier, RFC 6762 §6.7): the answer
+    echoes ID and question (dig checks both), carries TTLs of at most 10 s and no
+    cache-flush bit (dig would print CLASS32769 instead of IN)."""
+    for qtype in ("A", "SRV", "PTR"):
+        name = {"A": "GLOBAL-NFS.local", "SRV": "GLOBAL-NFS._smb._tcp.local"}.get(
+            qtype, "_smb._tcp.local"
+        )
+        rows = _dig_answers(lab, "-p", "5353", f"@{EDGE}", name, qtype)
+        assert rows, (qtype, rows)
+        for owner, ttl, rrclass, rrtype, *_ in rows:
+            assert int(ttl) <= 10 and rrclass == "IN", (owner, ttl, rrclass, rrtype)
+
+
+def test_off_link_askers_get_no_answer(lab: Lab) -> None:
+    """A query from an address outside the office subnet (a routed asker, here an
+    extra address on the PC with a route back on the edge) gets no LLMNR or mDNS
+    answer (RFC 4795 §2.5, RFC 6762 §11); the same query from the PC's own address
+    does."""
+    off = "198.18.99.10"
+    lab.exec(PC, ["ip", "addr", "add", f"{off}/32", "dev", LAN_IFNAME], check=True)
+    lab.exec("nyc-edge", ["ip", "route", "add", f"{off}/32", "dev", LAN_IFNAME], check=True)
+    try:
+        for source, expect in (("198.18.11.10", True), (off, False)):
+            mdns_rows = _dig_answers(
+                lab, "-b", source, "-p", "5353", f"@{EDGE}", "GLOBAL-NFS.local", "A"
+            )
+            llmnr_rows = _dig_answers(
+                lab, "-b", source, "-p", "5355", f"@{EDGE}", "GLOBAL-NFS", "A"
+            )
+            assert bool(mdns_rows) is expect, (source, mdns_rows)
+            assert bool(llmnr_rows) is expect, (source, llmnr_rows)
+    finally:
+        lab.exec("nyc-edge", ["ip", "route", "del", f"{off}/32", "dev", LAN_IFNAME])
+        lab.exec(PC, ["ip", "addr", "del", f"{off}/32", "dev", LAN_IFNAME])
