@@ -82,6 +82,9 @@ class HubConfig:
     workers: int = 1
     #: WAN socket options of the tunnels the hub accepts ([sockets], as on the edge).
     sockets: SocketConfig = field(default_factory=lambda: SocketConfig())
+    #: At start, ask each SMB backend (service ``smb`` or port 445) what it offers its
+    #: clients and warn about what the relay cannot fix (README, HQ section).
+    check_backends: bool = True
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,7 @@ def load_hub(path: Path) -> HubConfig:
     status_raw = hub.take("status_listen", str, "")
     status_listen = parse_hostport(status_raw, src, "hub.status_listen") if status_raw else None
     workers = hub.take("workers", int, 1)
+    check_backends = hub.take("check_backends", bool, True)
     if not 1 <= workers <= 64:
         raise ConfigError(src, "hub.workers", "must be between 1 and 64")
     if not 0.05 <= heartbeat <= 300:
@@ -333,7 +337,8 @@ def load_hub(path: Path) -> HubConfig:
     sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     root.done()
     return HubConfig(
-        src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets
+        src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets,
+        check_backends,
     )
 
 

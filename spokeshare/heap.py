@@ -36,3 +36,40 @@ def release_free_memory() -> bool:
     """Return free heap pages to the system; True if any were released."""
     fn = _malloc_trim()
     return bool(fn(0)) if fn is not None else False
+
+
+class ReleasePolicy:
+    """When to give freed heap back, as a pure function of what happened and ``now``.
+
+    After at least ``churn`` connections have ended since the last release, and no
+    more often than every ``interval`` seconds (a release walks the whole heap: a few
+    milliseconds for a few hundred MiB, so a busy daemon may well do it every interval).
+    Raises ValueError for non-positive arguments.
+    """
+
+    def __init__(self, churn: int = 1, interval: float = 10.0) -> None:
+        if churn < 1 or interval <= 0:
+            raise ValueError("churn and interval must be positive")
+        self.churn = churn
+        self.interval = interval
+        self._ended = 0
+        self._last: float | None = None
+        self.releases = 0
+
+    def __repr__(self) -> str:
+        return f"<ReleasePolicy ended={self._ended} releases={self.releases}>"
+
+    def note(self, ended: int = 1) -> None:
+        """``ended`` connections (handshakes failed, tunnels closed) went away."""
+        self._ended += ended
+
+    def due(self, now: float) -> bool:
+        """True (and counted as done) if a release should run now."""
+        if self._ended < self.churn:
+            return False
+        if self._last is not None and now - self._last < self.interval:
+            return False
+        self._ended = 0
+        self._last = now
+        self.releases += 1
+        return True

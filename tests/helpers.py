@@ -93,10 +93,15 @@ class Deployment:
         self.bundles[name] = out
         return out
 
-    def hub_config(self, **limits: Any) -> HubConfig:
+    def hub_config(self, check_backends: bool = False, **limits: Any) -> HubConfig:
+        """hub.toml, with fast heartbeats; the start-up probe of SMB backends is off
+        unless asked for (test backends count their connections)."""
         cfg = load_hub(self.dir / "hub.toml")
         return dataclasses.replace(
-            cfg, heartbeat_interval=0.5, limits=dataclasses.replace(cfg.limits, **limits)
+            cfg,
+            heartbeat_interval=0.5,
+            check_backends=check_backends,
+            limits=dataclasses.replace(cfg.limits, **limits),
         )
 
     def set_backend(self, service: str, port: int) -> None:

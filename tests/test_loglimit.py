@@ -63,3 +63,19 @@ def test_memory_and_lines_bounded(events: list[tuple[str, int, float]]) -> None:
     held = sum(lim._held.values())
     assert logged + held == len(events)
     assert logged <= 7 * (int(now // 10.0) + 1)
+
+
+def test_heap_release_policy() -> None:
+    from spokeshare.heap import ReleasePolicy
+
+    policy = ReleasePolicy(churn=3, interval=10.0)
+    assert not policy.due(0.0)  # nothing ended
+    policy.note(2)
+    assert not policy.due(1.0)
+    policy.note()
+    assert policy.due(2.0) and policy.releases == 1
+    policy.note(5)
+    assert not policy.due(5.0)  # less than an interval since the last release
+    assert policy.due(12.0) and policy.releases == 2
+    with pytest.raises(ValueError):
+        ReleasePolicy(churn=0)

@@ -24,12 +24,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
-from spokeshare import __version__
+from spokeshare import __version__, heap
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
 from spokeshare.lan import netbios_session
 from spokeshare.lan.hostile import RateLimitedLog
+from spokeshare.loglimit import LogLimiter
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
@@ -81,6 +82,7 @@ class ClientEnd(PlainEnd):
         local = transport.get_extra_info("sockname") or ("", 0)
         self.local = (str(local[0]), int(local[1]))
         self.arrived = time.monotonic()
+        self.edge.heap_policy.note()
         tune_lan(transport.get_extra_info("socket"))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -302,6 +304,7 @@ class EdgeTunnel(TunnelEnd):
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         prev, self.state = self.state, TunnelState.CLOSED
+        self.edge.heap_policy.note()
         if self.splice is not None:
             self.splice.tunnel_lost(exc)
         if self.status_waiter is not None and not self.status_waiter.done():
@@ -338,6 +341,11 @@ class Edge:
         self.streams_total = 0
         self.streams_failed = 0
         self.congestion = ""
+        #: Per-client WARNINGs: one per kind per LAN address per minute (a LAN flood).
+        self.client_log = LogLimiter(60.0)
+        #: Tunnels and clients come and go by thousands under a LAN flood; their freed
+        #: TLS buffers go back to the system once the churn calms down (spokeshare.heap).
+        self.heap_policy = heap.ReleasePolicy()
         self.on_hub_state: list[Callable[[HubState], None]] = []
         self._kick_handle: asyncio.Handle | None = None
         self._wake_handle: asyncio.TimerHandle | None = None
@@ -375,7 +383,14 @@ class Edge:
     async def start(self) -> None:
         await self.listen()
         self.spawn(self._control_loop())
+        self.spawn(self._housekeeping())
         self.kick()
+
+    async def _housekeeping(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(1.0)
+            if self.heap_policy.due(time.monotonic()):
+                heap.release_free_memory()
 
     # -- LAN listeners (each bound alone: one taken port leaves the rest serving) ------
     def _addresses(self, ipv4: str) -> list[str]:
@@ -506,11 +521,12 @@ class Edge:
         client.deadline = None
         if tunnel.state is TunnelState.OPENING and client.splice is not None:
             self.streams_failed += 1
-            log.warning(
-                "no answer from hub within %.1fs for client %s:%d; closing it",
-                self.status_timeout(),
-                *client.peer,
-            )
+            if self.client_log.admit("no-answer", client.peer[0], time.monotonic()):
+                log.warning(
+                    "no answer from hub within %.1fs for client %s:%d; closing it",
+                    self.status_timeout(),
+                    *client.peer,
+                )
             client.splice.abort("hub did not answer in time")
             self._suspect_hub()
 
@@ -546,7 +562,9 @@ class Edge:
 
     def hub_refused(self, reply: wire.StatusReply, client: ClientEnd | None = None) -> None:
         who = f" for client {client.peer[0]}:{client.peer[1]}" if client else ""
-        log.warning("hub refused%s: %s (%s)", who, reply.status.name, reply.reason)
+        source = client.peer[0] if client else ""
+        if self.client_log.admit(reply.status.name, source, time.monotonic()):
+            log.warning("hub refused%s: %s (%s)", who, reply.status.name, reply.reason)
         if reply.status is wire.Status.REVOKED:
             self._set_hub_state(HubState.REVOKED)
 

@@ -52,7 +52,7 @@ MAX_EARLY = 256 * 1024
 #: Seconds between log lines for one kind of refused connection from one address, and
 #: between the summaries of what was held back (see spokeshare.loglimit).
 REFUSAL_LOG_INTERVAL = 60.0
-#: After a burst of failed handshakes, free heap pages go back to the system (see
+#: After a burst of connections, free heap pages go back to the system (see
 #: spokeshare.heap) at most this often, in seconds, once the burst has calmed down.
 HEAP_RELEASE_INTERVAL = 10.0
 
@@ -166,6 +166,7 @@ class HubTunnel(TunnelEnd):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state = TunnelState.CLOSED
+        self.hub.heap_policy.note()
         if self._timer:
             self._timer.cancel()
         if self.splice is not None:
@@ -428,9 +429,9 @@ class Hub:
         #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
         self._handshaking: dict[asyncio.Task[None], float] = {}
         self._evicting: set[asyncio.Task[None]] = set()
-        self._burst_failures = 0
-        self._heap_released_at = 0.0
-        self.heap_releases = 0
+        #: Handshakes and tunnels come and go by thousands under a flood; their freed
+        #: TLS buffers go back to the system once it calms down (spokeshare.heap).
+        self.heap_policy = heap.ReleasePolicy(interval=HEAP_RELEASE_INTERVAL)
         self.tasks = TaskSet(log, "connection task")
         self.spawn = self.tasks.spawn
         self._stopping = asyncio.Event()
@@ -468,7 +469,7 @@ class Hub:
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
         self.spawn(self._housekeeping())
-        if not self.worker:  # one process asks, not every worker
+        if self.cfg.check_backends and not self.worker:  # one process asks, not every worker
             self.spawn(self._check_hq())
         if self.cfg.status_listen is not None and not self.worker:
             from spokeshare import status
@@ -525,7 +526,7 @@ class Hub:
         """Count a failed or refused connection; log it unless its kind from its address
         was logged less than REFUSAL_LOG_INTERVAL ago (the rest are summarised)."""
         self.refusals[cause] = self.refusals.get(cause, 0) + 1
-        self._burst_failures += 1
+        self.heap_policy.note()
         if self.refusal_log.admit(cause, peer[0], time.monotonic()):
             log.warning(message, *args)
 
@@ -705,7 +706,7 @@ class Hub:
 
     def _calm_down(self, now: float) -> None:
         """Once a second: summarise the refusals held back from the log, and after a
-        burst of failed handshakes give the freed heap back (spokeshare.heap)."""
+        burst of connections give the freed heap back (spokeshare.heap)."""
         held = self.refusal_log.summary(now)
         if held:
             log.warning(
@@ -714,14 +715,8 @@ class Hub:
                 REFUSAL_LOG_INTERVAL,
                 ", ".join(f"{k}={v}" for k, v in sorted(held.items())),
             )
-        if (
-            self._burst_failures
-            and len(self._handshaking) < max(1, self.cfg.limits.max_handshakes // 4)
-            and now - self._heap_released_at >= HEAP_RELEASE_INTERVAL
-        ):
-            self._burst_failures = 0
-            self._heap_released_at = now
-            self.heap_releases += 1
+        calm = len(self._handshaking) < max(1, self.cfg.limits.max_handshakes // 4)
+        if calm and self.heap_policy.due(now):
             heap.release_free_memory()
 
     def statistics(self) -> dict[str, Any]:
@@ -733,7 +728,7 @@ class Hub:
             "handshake_failures": self.handshake_failures,
             "handshakes_in_progress": len(self._handshaking),
             "refusals": dict(sorted(self.refusals.items())),
-            "heap_releases": self.heap_releases,
+            "heap_releases": self.heap_policy.releases,
             "tunnels": self.tunnel_count(),
             "offices": {n: o.statistics() for n, o in sorted(self.offices.items())},
         }

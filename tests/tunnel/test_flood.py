@@ -105,9 +105,9 @@ def test_three_flood_rounds_leave_memory_log_and_offices_fine(
             worker.start()
             try:
                 for _ in range(ROUNDS):
-                    releases = int(hub_status(dep).get("heap_releases", 0))
                     res = asyncio.run(flood(dep.hub_port, RATE, SECONDS))
                     assert res.opened > 0.9 * RATE * SECONDS, res
+                    releases = int(hub_status(dep).get("heap_releases", 0))
                     # Settled: no handshake left in progress, the freed heap given back.
                     wait_for(
                         lambda r=releases: (  # type: ignore[misc]

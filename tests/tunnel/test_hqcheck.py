@@ -35,7 +35,7 @@ def test_stock_smbd_hands_out_its_addresses_and_the_hub_warns_once(
         )
         assert "127.0.0.1" in addresses
         dep = make_deployment(tmp_path / "dep", {"smb": smbd.port})
-        hub = Hub(dep.hub_config(), dep.dir)
+        hub = Hub(dep.hub_config(check_backends=True), dep.dir)
         loop_thread.run(hub.start())
         try:
             wait_for(lambda: bool(warnings(caplog)), what="the hub's multichannel warning")
