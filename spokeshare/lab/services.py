@@ -46,6 +46,15 @@ ALICE = "alice"
 ALICE_PASSWORD = "alice-lab-pw"
 ALICE_UID = 2001
 NETNS_ETC = Path("/etc/netns")
+#: The lab's virtual name (spokes.VIRTUAL_NAME), an alias of HQ's smbd as the README says.
+HQ_ALIAS = "GLOBAL-NFS"
+#: README, "HQ: what its servers must be told": multichannel off (it would hand office
+#: PCs HQ's own addresses), the virtual name as an alias (Kerberos SPNs need a domain,
+#: which the lab's standalone HQ does not have).
+HQ_README_GLOBALS = (
+    "  server multi channel support = no",
+    f"  netbios aliases = {HQ_ALIAS}",
+)
 #: Samba's background queue daemon: keeps CUPS's printer list for smbd.
 SAMBA_BGQD = "/usr/libexec/samba/samba-bgqd"
 
@@ -193,7 +202,9 @@ class SambaHost:
                 "  smb ports = 445 139",
             ]
         else:
-            lines += ["  disable netbios = yes", "  smb ports = 445"]
+            # HQ's file server, reached through the hub: the [global] lines the README
+            # ("HQ: what its servers must be told") has every operator add.
+            lines += ["  disable netbios = yes", "  smb ports = 445", *HQ_README_GLOBALS]
         lines += [
             "",
             f"[{SHARE}]",
