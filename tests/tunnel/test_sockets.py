@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from spokeshare.tunnel.sockets import (
     carry_stream,
     tune_wan,
 )
+from tests.helpers import Stack
 
 
 @pytest.fixture
@@ -61,3 +63,30 @@ def test_closed_or_foreign_sockets_are_ignored() -> None:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as u:
         carry_stream(u, cfg, True)
         assert tune_wan(u, cfg) == ""
+
+
+def test_tunnels_carrying_a_stream_have_the_long_timeout(stack: Stack) -> None:
+    """Real edge and hub on loopback: a tunnel handed to a client switches to the stream
+    timeout at both ends; idle pool tunnels and the control channel keep the short one."""
+    from spokeshare.tunnel.edge import TunnelState as EdgeState
+    from spokeshare.tunnel.hub import TunnelState as HubState
+
+    def timeouts() -> tuple[set[int], set[int], set[int], set[int]]:
+        def of(t: Any) -> int:
+            return user_timeout(t.transport.get_extra_info("socket"))
+
+        edge, hub = stack.edge, stack.hub
+        busy_edge = {of(t) for t in edge.clients}
+        idle_edge = {of(t) for t in edge.idle} | ({of(edge.control)} if edge.control else set())
+        tunnels = [t for o in hub.offices.values() for t in o.tunnels]
+        busy_hub = {of(t) for t in tunnels if t.state is HubState.RELAYING}
+        idle_hub = {of(t) for t in tunnels if t.state is not HubState.RELAYING}
+        assert all(t.state is EdgeState.RELAYING for t in edge.clients)
+        return busy_edge, idle_edge, busy_hub, idle_hub
+
+    with stack.connect() as c:
+        c.sendall(b"hello")
+        assert c.recv(5) == b"hello"  # the stream runs end to end
+        busy_edge, idle_edge, busy_hub, idle_hub = stack.lt.call(timeouts)
+    assert busy_edge == {120_000} and busy_hub == {120_000}
+    assert idle_edge == {10_000} and idle_hub == {10_000}
