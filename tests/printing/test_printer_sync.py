@@ -27,8 +27,11 @@ HOST = "EDGE-T.local."
 LOOPBACK = bytes([127, 0, 0, 1])
 
 
-def edited(drop: str = "", rename: tuple[str, str] | None = None) -> bytes:
-    """The captured answer without queue ``drop`` / with a queue's printer-info changed."""
+def edited(
+    drop: str = "", rename: tuple[str, str] | None = None, attribute: str = "printer-info"
+) -> bytes:
+    """The captured answer without queue ``drop`` / with ``attribute`` of a queue changed
+    (``rename`` = (queue, new text))."""
     msg = ipp.decode(ANSWER)
     groups = []
     for g in msg.groups:
@@ -38,8 +41,8 @@ def edited(drop: str = "", rename: tuple[str, str] | None = None) -> bytes:
             continue
         if g.tag == ipp.GroupTag.PRINTER and rename and name == rename[0]:
             attrs = tuple(
-                ipp.Attribute.of("printer-info", ipp.Tag.TEXT, rename[1])
-                if a.name == "printer-info"
+                ipp.Attribute.of(attribute, ipp.Tag.TEXT, rename[1])
+                if a.name == attribute
                 else a
                 for a in g.attributes
             )
@@ -135,9 +138,28 @@ def test_sync_follows_hq_and_the_lan_sees_it(
             assert info.properties[b"rp"] == b"printers/hq-laser"
             assert info.properties[b"URF"] == b"V1.4,CP1,W8,PQ4,RS150,FN3"
 
+            # HQ moves hq-laser: same name, the LAN gets the new TXT (note=).
+            script.next = edited(rename=("hq-laser", "Basement"), attribute="printer-location")
+            await adv.sync_once()
+
+            async def note() -> bytes | None:
+                fresh = AsyncServiceInfo("_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.")
+                await fresh.async_request(lan.zeroconf, 3000)
+                return fresh.properties.get(b"note")
+
+            async with asyncio.timeout(15):  # the browser sees Updated when TXT changes
+                while True:
+                    seen.changed.clear()
+                    if await note() == b"Basement":
+                        break
+                    await seen.changed.wait()
+            assert on_lan("HQ colour (lab)", "HQ laser (lab)")  # nobody left or came
+            assert "printers: updated 'HQ laser (lab)' (queue hq-laser)" in caplog.messages
+
+
             # HQ renames hq-color: the old name leaves (goodbye), the new one comes.
             script.next = edited(rename=("hq-color", "Colour, 2nd floor"))
-            await adv.sync_once()
+            await adv.sync_once()  # (hq-laser's location is back to "HQ" too: an update)
             await until("renamed", lambda: on_lan("Colour, 2nd floor", "HQ laser (lab)"))
 
             # HQ unreachable: nothing changes, one line however often it fails.
