@@ -586,8 +586,15 @@ class NameResponder:
                     continue
                 if packet.rcode == Rcode.ACT_ERR and n.state is NameState.REGISTERING:
                     out += self._conflict(n, source, now, "registration refused with ACT_ERR")
-                elif packet.rcode == Rcode.ACT_ERR and from_wins and n.state is NameState.CLAIMED:
+                elif (
+                    packet.rcode == Rcode.ACT_ERR
+                    and from_wins
+                    and n.state is NameState.CLAIMED
+                    and packet.trn_id == n.wins_trn_id  # the answer to our own request
+                ):
                     out += self._conflict(n, source, now, "WINS server refused the registration")
+                elif packet.rcode == Rcode.ACT_ERR:
+                    out += self._ignore(n.name, source, "unsolicited registration refusal")
                 elif packet.rcode == Rcode.CFT_ERR:
                     # RFC 1002 §4.2.8 NAME CONFLICT DEMAND: unsolicited, from anyone,
                     # spoofable in one packet; never obeyed (module docstring).

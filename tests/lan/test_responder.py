@@ -197,6 +197,18 @@ def test_release_by_another_host_for_a_held_name_is_ignored() -> None:
     assert sends(r.handle_packet(query(NFS00), PC, 5000, EDGE, 9.1))
 
 
+def test_unsolicited_registration_refusal_for_a_held_name_is_ignored() -> None:
+    """An ACT_ERR nobody asked for, even from the WINS server's address, unless it
+    answers our own WINS request (its transaction id)."""
+    r = claimed(wins_server=OTHER)
+    for trn_id in (1, 2):
+        reg = netbios.registration_request(trn_id, NFS20, EDGE, broadcast=False)
+        refusal = netbios.negative_registration_response(reg, Rcode.ACT_ERR)
+        out = r.handle_packet(refusal, OTHER, 137, EDGE, 9.0)
+        assert [type(c) for c in out] == [ChallengeIgnored]
+    assert r.state(NFS20) is NameState.CLAIMED
+
+
 def test_unsolicited_positive_answer_for_a_held_name_is_ignored() -> None:
     r = claimed()
     answer = netbios.positive_query_response(query(NFS20), NFS20, [netbios.NbEntry(OTHER)])
