@@ -1287,6 +1287,9 @@ def measure_outage(
     two seconds' worth of bytes into it; survived = exit 0 and identical bytes."""
     from spokeshare.lab.topology import LAN_IFNAME
 
+    # Every contender starts from a settled lab: the edge connected to the hub again
+    # after the previous outage (the next outage is measured, not that reconnection).
+    services.wait_for("nyc heard at the hub", functools.partial(_office_fresh, lab), 90)
     local = work / f"outage-{c.name}.bin"
     local.unlink(missing_ok=True)
     argv = ["smbclient", f"//{c.host}/{SHARE}", "-N", "-p", str(c.smb_port),
@@ -1334,6 +1337,15 @@ def measure_outage(
         errors = re.findall(r"NT_STATUS_\w+", text)
         note = errors[-1] if errors else f"exit {p.returncode}"
     return OutageResult(c.name, outage_s, survived, resume, note, grown)
+
+
+def _office_fresh(lab: Lab) -> bool:
+    """The hub heard nyc's control channel within the last 3 s (a control channel left
+    over from before an outage stays "connected" at the hub for three heartbeats)."""
+    offices = spokes.hub_status(lab).get("offices", {})
+    office = offices.get(OFFICE, {}) if isinstance(offices, dict) else {}
+    seen = office.get("last_seen") if isinstance(office, dict) else None
+    return bool(office.get("connected")) and isinstance(seen, float) and time.time() - seen < 3
 
 
 def _rss_mib(pids: Sequence[int | None]) -> float:

@@ -14,6 +14,7 @@ that has no OK status ``pool.open_timeout`` after it arrived is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import functools
 import logging
@@ -234,6 +235,8 @@ class EdgeTunnel(TunnelEnd):
     def data_received(self, data: bytes) -> None:
         st = self.state
         if st is TunnelState.RELAYING:
+            if self.edge.hub_state is HubState.DOWN:
+                self.edge.heard_from_hub()  # a stream survived an outage: the link is back
             cast(Splice, self.splice).tunnel_data(data)
             return
         if st is TunnelState.CONTROL and self.status_waiter is None:
@@ -354,6 +357,8 @@ class Edge:
         self.session_log = RateLimitedLog(log)
         self.spawn = self.tasks.spawn
         self._control_heard = 0.0
+        #: Set when a running stream receives bytes while the hub counts as down.
+        self._hub_heard = asyncio.Event()
         self._ping_sent: dict[int, float] = {}
         self._ping_seq = 0
         self._closing = False
@@ -722,7 +727,7 @@ class Edge:
                 failures += 1
                 self._dial_failed(exc, "the control channel")
                 self._set_hub_state(HubState.DOWN)
-                await asyncio.sleep(
+                await self._retry_after(
                     pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
                 )
                 continue
@@ -754,6 +759,21 @@ class Edge:
                 await asyncio.sleep(self.heartbeat)
             if not self._closing:
                 self._set_hub_state(HubState.DOWN)
+
+    async def _retry_after(self, delay: float) -> None:
+        """Back off before the next control dial, in seconds; cut short when a stream
+        that survived the outage hears from the hub again (the WAN is back, so new
+        clients need not wait out the backoff to be served)."""
+        self._hub_heard.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._hub_heard.wait()
+
+    def heard_from_hub(self) -> None:
+        """A stream's tunnel received bytes while the hub counted as down."""
+        if not self._hub_heard.is_set():
+            log.info("a running stream hears from the hub again; reconnecting now")
+            self._hub_heard.set()
 
     def _send_ping(self, tunnel: EdgeTunnel) -> None:
         t = tunnel.transport
