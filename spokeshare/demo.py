@@ -9,7 +9,11 @@ client tools, run in the office PCs, printing their output as it comes:
    shows ``GLOBAL-NFS`` beside ``FS-NYC``;
 3. nyc-pc writes a file to ``\\\\GLOBAL-NFS\\share``; sf-pc reads the same bytes back
    through its own edge (SHA-256 of both shown);
-4. sf-pc prints to ``hq-laser`` through its edge, and the job completes at HQ;
+4. sf-pc, with nothing configured for printers, finds HQ's printers on its LAN with
+   ``ippfind`` (DNS-SD answered by its edge; the PC runs avahi as a Linux desktop
+   does), prints to ``hq-laser`` at the address found, and the job completes at HQ
+   (``lpstat -W completed`` over HQ's cupsd socket); should discovery fail, the step
+   says so and prints by the edge's URI;
 5. the hub's office list: both offices connected, with their RTT.
 
 A step that fails says why and the demo carries on with the next one (when
@@ -35,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from spokeshare.lab import services, spokes
+from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.netns import LabError
-from spokeshare.lab.topology import DEFAULT_STATE_DIR, HQ, Lab
+from spokeshare.lab.topology import DEFAULT_STATE_DIR, HQ, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,11 @@ UNRESOLVED_BROWSE_TIMEOUT = 20.0
 #: Samba 4.17 warns about ``client use spnego`` on every run; it is noise here.
 _NOISE = re.compile(r"^lpcfg_do_global_parameter: WARNING: The \"client use spnego\" option")
 PRINT_TIMEOUT = 30.0
+#: The edge publishes HQ's printers after its first sync (printers.sync_interval 20 s).
+DISCOVER_TIMEOUT = 60.0
+#: Seconds each ``ippfind`` run browses.
+IPPFIND_SECONDS = 5
+IPPFIND_FORMAT = "{service_name}|{service_hostname}|{service_port}|{txt_rp}|{txt_pdl}"
 #: The hub learns an office's RTT from the control channel's first heartbeat.
 OFFICE_LIST_TIMEOUT = 20.0
 
@@ -98,13 +108,20 @@ class Demo:
     # --- running tools ------------------------------------------------------------------
 
     def run(
-        self, host: str, argv: Sequence[str], show: bool = True, timeout: float = TOOL_TIMEOUT
+        self,
+        host: str,
+        argv: Sequence[str],
+        show: bool = True,
+        timeout: float = TOOL_TIMEOUT,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` in ``host``; show the command and its output, indented."""
         if show:
             self.out(f"  {host}$ {_shell_words(argv)}")
         try:
-            proc = self.lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
+            proc = self.lab.exec(
+                host, list(argv), capture_output=True, text=True, timeout=timeout, env=env
+            )
         except subprocess.TimeoutExpired as exc:
             text = _decode(exc.stdout) + _decode(exc.stderr)
             proc = subprocess.CompletedProcess(list(argv), 124, text, "")
@@ -149,7 +166,7 @@ class Demo:
         self.step("nyc-pc looks up GLOBAL-NFS by broadcast on its LAN", self.resolve)
         self.step("FS-NYC's browse list shows GLOBAL-NFS beside FS-NYC", self.browse)
         self.step("nyc-pc writes to \\\\GLOBAL-NFS\\share, sf-pc reads it back", self.files)
-        self.step("sf-pc prints to hq-laser through its edge; the job completes at HQ",
+        self.step("sf-pc finds HQ's printers on its LAN, prints; the job completes at HQ",
                   self.print_job)  # fmt: skip
         self.step("the hub's office list: who is connected, at what RTT", self.office_list)
         return all(r.ok for r in self.results)
@@ -261,34 +278,75 @@ class Demo:
 
     def print_job(self, result: StepResult) -> None:
         sf = self.lab.office("sf")
-        self.out("   sf-pc has no driver and no route to HQ: it prints to its edge, which")
-        self.out("   carries IPP to HQ's CUPS.")
+        self.out("   sf-pc has no driver, no queue and no route to HQ. Like a Mac, or Windows'")
+        self.out("   'Add a printer', it looks for printers on its LAN (DNS-SD); its edge")
+        self.out("   answers with HQ's shared queues, and the job travels to HQ's CUPS.")
+        found = self._discover(sf.pc, services.PRINTER)
+        if found is None:
+            address, port, resource = sf.edge_ip, 631, f"printers/{services.PRINTER}"
+            self.out(f"   (not found by DNS-SD: printing by the edge's URI, "
+                     f"ipp://{address}:{port}/{resource})")  # fmt: skip
+        else:
+            address, port, resource = found
         doc = self.lab.host_dir(sf.pc) / "demo" / "memo.txt"
         doc.parent.mkdir(parents=True, exist_ok=True)
         doc.write_text("Memo from the sf office, printed at HQ through spokeshare.\n")
-        lp = self.run(sf.pc, ["lp", "-h", f"{sf.edge_ip}:631", "-d", services.PRINTER, str(doc)])
+        queue = resource.rsplit("/", 1)[-1]
+        lp = self.run(sf.pc, ["lp", "-h", f"{address}:{port}", "-d", queue, str(doc)])
         match = re.search(r"request id is (\S+)", lp.stdout)
         if lp.returncode != 0 or match is None:
             result.note = "the job was not accepted"
             return
         job = match.group(1)
-        argv = ["lpstat", "-h", f"{self.lab.hub_address}:631", "-W", "completed",
-                "-o", services.PRINTER]  # fmt: skip
+        socket_path = self.lab.host_dir(HQ) / "cups" / "cups.sock"
+        argv = ["lpstat", "-h", str(socket_path), "-W", "completed", "-o", queue]
         deadline = time.monotonic() + PRINT_TIMEOUT
         while True:
             proc = self.run(HQ, argv, show=False)
-            done = re.search(rf"^{re.escape(job)}\s", proc.stdout, re.M) is not None
+            done = job in _completed_jobs(proc.stdout)
             if done or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        self.out(f"  {HQ}$ {_shell_words(argv)}")
+        self.out(f"  {HQ}$ lpstat -W completed -o {queue}      (HQ's cupsd, on its socket)")
         self._show(proc.stdout + proc.stderr)
-        result.ok = done
-        result.note = (
-            f"{job} completed at HQ"
-            if done
-            else f"{job} not completed at HQ after {PRINT_TIMEOUT:.0f} s"
-        )
+        result.ok = done and found is not None
+        if not done:
+            result.note = f"{job} not completed at HQ after {PRINT_TIMEOUT:.0f} s"
+        elif found is None:
+            result.note = f"{job} completed at HQ, but sf-pc did not find the printer by DNS-SD"
+        else:
+            result.note = f"found by DNS-SD, {job} completed at HQ"
+
+    def _discover(self, pc: str, printer: str) -> tuple[str, int, str] | None:
+        """``ippfind`` on ``pc`` until ``printer`` shows; its (address, port, resource).
+
+        The PC gets an avahi-daemon (what ippfind talks to on any Linux desktop); the
+        host name in the answer is resolved over mDNS as nss-mdns would.
+        """
+        avahi = AvahiHost(pc, LAN_IFNAME, pc, self.lab.host_dir(pc) / "avahi")
+        if not avahi.bus_socket.exists():
+            avahi.start(self.lab.registry, self.lab.logs_dir)
+        argv = ["ippfind", "_ipp._tcp,_universal", "-T", str(IPPFIND_SECONDS),
+                "-x", "echo", IPPFIND_FORMAT, ";"]  # fmt: skip
+        deadline = time.monotonic() + DISCOVER_TIMEOUT
+        while True:
+            proc = self.run(pc, argv, show=False, env=avahi.env())
+            hit = _ippfind_printers(proc.stdout).get(f"printers/{printer}")
+            if hit is not None or time.monotonic() > deadline:
+                break
+        self.out(f"  {pc}$ ippfind _ipp._tcp,_universal -T {IPPFIND_SECONDS} -x echo "
+                 "'{service_name} {service_hostname}:{service_port} rp={txt_rp}' ';'")  # fmt: skip
+        for row in _ippfind_rows(proc.stdout):
+            self.out("    {} {}:{} rp={} pdl={}".format(*row))
+        if hit is None:
+            self.out(f"    ({printer} not found within {DISCOVER_TIMEOUT:.0f} s)")
+            return None
+        host, port = hit
+        resolve = self.run(pc, ["avahi-resolve-host-name", "-4", host], env=avahi.env())
+        address = _resolved_address(resolve.stdout, host)
+        if address is None:
+            return None
+        return address, port, f"printers/{printer}"
 
     def office_list(self, result: StepResult) -> None:
         self.out("   At HQ, one command shows every office, its tunnel and its latency.")
@@ -357,6 +415,37 @@ def _browse_servers(stdout: str) -> set[str]:
     return servers
 
 
+def _ippfind_rows(stdout: str) -> list[tuple[str, str, str, str, str]]:
+    """Rows of ``ippfind -x echo IPPFIND_FORMAT ;``: name, host, port, rp, pdl."""
+    rows = []
+    for line in stdout.splitlines():
+        parts = line.split("|")
+        if len(parts) == 5:
+            rows.append((parts[0], parts[1], parts[2], parts[3], parts[4]))
+    return rows
+
+
+def _ippfind_printers(stdout: str) -> dict[str, tuple[str, int]]:
+    """``rp`` -> (host, port) of each printer in ``ippfind`` output (bad rows skipped)."""
+    out: dict[str, tuple[str, int]] = {}
+    for _, host, port, rp, _ in _ippfind_rows(stdout):
+        if port.isdigit() and host:
+            out[rp] = (host.rstrip("."), int(port))
+    return out
+
+
+def _resolved_address(stdout: str, host: str) -> str | None:
+    """The IPv4 address in ``avahi-resolve-host-name -4 HOST`` output."""
+    pattern = rf"^{re.escape(host.rstrip('.'))}\.?\s+(\d+\.\d+\.\d+\.\d+)\s*$"
+    m = re.search(pattern, stdout, re.M | re.I)
+    return m.group(1) if m else None
+
+
+def _completed_jobs(stdout: str) -> set[str]:
+    """Job ids in ``lpstat -W completed -o`` output (``hq-laser-3  alice  1024  date``)."""
+    return set(re.findall(r"^(\S+-\d+)\s", stdout, re.M))
+
+
 def _office_rtt(lab: Lab, office: str) -> float | None:
     offices = spokes.hub_status(lab).get("offices", {})
     if not isinstance(offices, dict):
@@ -377,8 +466,9 @@ def add_demo_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Build the lab: HQ with Samba, CUPS and the hub; offices nyc and sf,\n"
         "each with an edge, a PC and a local file server, behind an emulated WAN.\n"
         "Then, with the real client tools: resolve GLOBAL-NFS on nyc's LAN, read\n"
-        "FS-NYC's browse list, write a file from nyc and read it back in sf, print\n"
-        "from sf at HQ, and show the hub's office list. Exits 1 if a step failed.\n"
+        "FS-NYC's browse list, write a file from nyc and read it back in sf, find\n"
+        "HQ's printers on sf's LAN (ippfind) and print to one, the job completing at\n"
+        "HQ, and show the hub's office list. Exits 1 if a step failed.\n"
         "Needs root; see docs/lab.md.",
         epilog="afterwards: spokeshare lab exec nyc-pc -- smbclient //GLOBAL-NFS/share -N\n"
         "           spokeshare lab down",
