@@ -8,8 +8,9 @@ PAPPL ``pappl/dnssd.c``). Per printer the edge publishes:
 - ``<instance>._ipp._tcp.local.`` SRV to a name the edge answers for, on the edge's
   IPP port, with subtypes ``_universal._sub._ipp._tcp`` (AirPrint, iOS) and
   ``_print._sub._ipp._tcp`` (IPP Everywhere), and the TXT record below;
-- ``<instance>._printer._tcp.local.`` with port 0 (CUPS and PAPPL reserve the name
-  this way without offering LPD), or the office's LPD port when it has one.
+- ``<instance>._printer._tcp.local.`` with port 0 and no TXT (CUPS and PAPPL reserve
+  the name this way without offering LPD), or the office's LPD port when it has one,
+  with the same TXT except ``rp`` = the LPD queue (the printer-name).
 
 Instance name (RFC 6763 section 4.1.1): ``printer-info``, else ``printer-name`` (CUPS
 appends `` @ <computer>``; the edge stands in for HQ, so the plain name is kept), in
@@ -190,6 +191,16 @@ class PrinterService:
     def properties(self) -> dict[str, str]:
         """The TXT pairs as an ordered dict (python-zeroconf ``ServiceInfo.properties``)."""
         return dict(self.txt)
+
+    @property
+    def lpd_txt(self) -> tuple[tuple[str, str], ...]:
+        """TXT of ``_printer._tcp``: none for the port-0 placeholder (as CUPS); with a
+        real LPD port the same keys, ``rp`` naming the LPD queue (an LPD client's ``rp``
+        is the queue name, Apple's Bonjour Printing Specification; cups-lpd serves each
+        CUPS queue under its printer-name)."""
+        if self.lpd_port == 0:
+            return ()
+        return tuple((k, self.printer if k == "rp" else v) for k, v in self.txt)
 
     def renamed(self, instance: str) -> PrinterService:
         return PrinterService(self.printer, instance, self.rp, self.txt, self.port, self.lpd_port)

@@ -332,7 +332,7 @@ class PrinterAdvertiser:
         return self.publisher.zeroconf
 
     def _info(self, type_: str, instance: str, port: int, svc: PrinterService) -> ServiceInfo:
-        props = svc.properties if type_ != dnssd.PRINTER_TYPE else {}
+        props = svc.properties if type_ != dnssd.PRINTER_TYPE else dict(svc.lpd_txt)
         return ServiceInfo(
             type_,
             f"{instance}.{dnssd.IPP_TYPE if '._sub.' in type_ else type_}",
@@ -451,7 +451,7 @@ class PrinterAdvertiser:
         ipp, lpd, subs = self._infos(svc, old.instance)
         self._remove_subtypes_quietly(azc, old.subtypes)
         await (await azc.async_update_service(ipp))
-        if lpd.port != old.lpd.port:
+        if lpd.port != old.lpd.port or lpd.properties != old.lpd.properties:
             await (await azc.async_update_service(lpd))
         published = self._add_subtypes(azc, subs)
         self._published[svc.printer] = _Published(svc, old.instance, ipp, lpd, published)

@@ -118,6 +118,9 @@ def test_ippfind_finds_every_shared_printer_with_rp_urf_pdl(lab: Lab, avahi: Ava
     assert {n: v["port"] for n, v in placeholders.items() if n in expected} == dict.fromkeys(
         expected, lpd
     )
+    # with LPD the record names the queue (rp), as the placeholder names nothing
+    queues = {n: v["rp"] for n, v in placeholders.items() if n in expected}
+    assert queues == {n: rp.split("/")[1] if lpd == "515" else "" for n, rp in expected.items()}
 
 
 def test_printer_added_at_hq_appears_and_removed_one_leaves(

@@ -226,3 +226,11 @@ def test_pure_modules_import_no_io() -> None:
         src = (Path(dnssd.__file__).parent / f"{mod}.py").read_text()
         for banned in ("asyncio", "socket", "ssl", "logging", "time"):
             assert f"import {banned}\n" not in src and f"from {banned} " not in src
+
+
+def test_lpd_record_names_the_queue_only_with_a_real_port() -> None:
+    attrs = {"printer-name": ("q",), "printer-make-and-model": ("M",)}
+    assert printer_service(attrs, "E.local.", 631).lpd_txt == ()  # type: ignore[arg-type]
+    lpd = printer_service(attrs, "E.local.", 631, lpd_port=515)  # type: ignore[arg-type]
+    assert dict(lpd.lpd_txt) == {**dict(lpd.txt), "rp": "q"}
+    assert dict(lpd.txt)["rp"] == "printers/q"
