@@ -49,7 +49,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import h11
-from zeroconf import BadTypeInNameException, NonUniqueNameException, ServiceInfo
+from zeroconf import (
+    BadTypeInNameException,
+    NonUniqueNameException,
+    ServiceInfo,
+    ServiceNameAlreadyRegistered,
+)
+from zeroconf import Error as ZeroconfError
 
 from spokeshare.errors import DecodeError
 from spokeshare.printing import dnssd, hq_printers
@@ -320,12 +326,20 @@ class PrinterAdvertiser:
                 return
             current = {k: p.service for k, p in self._published.items()}
             plan = dnssd.plan_sync(current, services)
+            # One printer's trouble with the responder costs that printer only.
             for printer in plan.remove:
-                await self._unpublish(printer)
+                await self._guarded(printer, "withdraw", self._unpublish(printer))
             for svc in plan.update:
-                await self._update(svc)
+                await self._guarded(svc.printer, "update", self._update(svc))
             for svc in plan.add:
-                await self._publish(svc)
+                await self._guarded(svc.printer, "publish", self._publish(svc))
+
+    async def _guarded(self, printer: str, what: str, step: Awaitable[None]) -> None:
+        try:
+            await step
+        except (ZeroconfError, OSError) as exc:
+            self._failures += 1
+            log.error("printers: %s of queue %s failed: %r", what, printer, exc)
 
     # -- zeroconf ----------------------------------------------------------------------
     def _zc(self) -> AsyncZeroconf | None:
@@ -362,7 +376,9 @@ class PrinterAdvertiser:
             ipp, lpd, subs = self._infos(svc, instance)
             try:
                 await (await azc.async_register_service(ipp))
-            except NonUniqueNameException:
+            except (NonUniqueNameException, ServiceNameAlreadyRegistered):
+                # Held by another host (probing), or by another of HQ's printers that
+                # got this name after a conflict: either way, the next name.
                 log.warning(
                     "printers: name conflict: %r is already in use on the LAN "
                     "(RFC 6762 section 9); trying %r",
@@ -375,7 +391,7 @@ class PrinterAdvertiser:
                 return
             try:
                 await (await azc.async_register_service(lpd))
-            except NonUniqueNameException:
+            except (NonUniqueNameException, ServiceNameAlreadyRegistered):
                 log.warning(
                     "printers: name conflict: %r is already in use on the LAN; trying %r",
                     f"{instance}.{dnssd.PRINTER_TYPE}",

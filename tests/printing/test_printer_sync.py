@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from zeroconf import ServiceStateChange
+from zeroconf import ServiceInfo, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from spokeshare.printing import ipp
@@ -224,3 +224,44 @@ def test_no_printer_points_at_a_name_another_host_holds(
     loop.run_until_complete(scenario())
     lines = [r.message for r in caplog.records if "held by another host" in r.message]
     assert lines == [f"printers: not advertised while {HOST} is held by another host"] * 2
+
+
+def test_conflicts_rename_past_other_hosts_and_our_own_names(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another host holds "HQ laser (lab)"; HQ also has a queue named "HQ laser (lab) (2)"
+    (listed first): hq-laser becomes "HQ laser (lab) (3)", both subtypes follow."""
+    caplog.set_level(logging.INFO, "spokeshare.printing.sync")
+
+    async def scenario() -> None:
+        other = AsyncZeroconf(interfaces=["127.0.0.1"])
+        mac = ServiceInfo(
+            "_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.", port=631,
+            properties={"rp": "ipp/print"}, server="office-mac.local.", addresses=[LOOPBACK],
+        )  # fmt: skip
+        await (await other.async_register_service(mac))
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        script = Script()
+        script.next = edited(rename=("hq-color", "HQ laser (lab) (2)"))
+        adv = PrinterAdvertiser(
+            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+        )
+        try:
+            await adv.sync_once()
+            assert sorted(adv.statistics().printers) == ["HQ laser (lab) (2)", "HQ laser (lab) (3)"]
+            assert adv.statistics().renamed == (("HQ laser (lab)", "HQ laser (lab) (3)"),)
+            for sub in ("_universal", "_print"):
+                names = {i.name for i in zc.zeroconf.registry.async_get_infos_type(
+                    f"{sub}._sub._ipp._tcp.local.")}  # fmt: skip
+                assert "HQ laser (lab) (3)._ipp._tcp.local." in names
+        finally:
+            await adv.stop()
+            await zc.async_close()
+            await (await other.async_unregister_service(mac))
+            await other.async_close()
+
+    loop.run_until_complete(scenario())
+    assert (
+        "printers: name conflict: 'HQ laser (lab)._ipp._tcp.local.' is already in use on the LAN "
+        "(RFC 6762 section 9); trying 'HQ laser (lab) (2)'" in caplog.messages
+    )
