@@ -40,8 +40,9 @@ def edited(
         if g.tag == ipp.GroupTag.PRINTER and name == drop:
             continue
         if g.tag == ipp.GroupTag.PRINTER and rename and name == rename[0]:
+            tag = ipp.Tag.NAME if attribute == "printer-name" else ipp.Tag.TEXT
             attrs = tuple(
-                ipp.Attribute.of(attribute, ipp.Tag.TEXT, rename[1])
+                ipp.Attribute.of(attribute, tag, rename[1])
                 if a.name == attribute
                 else a
                 for a in g.attributes
@@ -265,3 +266,31 @@ def test_conflicts_rename_past_other_hosts_and_our_own_names(
         "printers: name conflict: 'HQ laser (lab)._ipp._tcp.local.' is already in use on the LAN "
         "(RFC 6762 section 9); trying 'HQ laser (lab) (2)'" in caplog.messages
     )
+
+
+def test_unusable_printer_left_out_with_one_line_the_others_published(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """HQ answers hq-color with a printer-name CUPS would never create ("a/b")."""
+    caplog.set_level(logging.INFO, "spokeshare.printing.sync")
+
+    async def scenario() -> None:
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        script = Script()
+        script.next = edited(rename=("hq-color", "a/b"), attribute="printer-name")
+        adv = PrinterAdvertiser(
+            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+        )
+        try:
+            await adv.sync_once()
+            await adv.sync_once()
+            assert adv.statistics().printers == ("HQ laser (lab)",)
+        finally:
+            await adv.stop()
+            await zc.async_close()
+
+    loop.run_until_complete(scenario())
+    left_out = [m for m in caplog.messages if "left out" in m]
+    assert left_out == [
+        "printers: HQ printer 'a/b' left out: printer-name is not a CUPS queue name"
+    ]
