@@ -117,16 +117,23 @@ class AvahiHost:
             f"exec avahi-daemon --no-chroot --no-drop-root --no-rlimits "
             f"-f {shlex.quote(str(avahi_conf))}"
         )
+        log_path = log_dir / f"{self.namespace}-avahi.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0  # the log is appended
         avahi = spawn(
             registry, self.namespace, ["sh", "-c", script],
             f"avahi-daemon {self.namespace}", log_dir / f"{self.namespace}-avahi.log",
             env={**self.env(), "LC_ALL": "C"},
         )  # fmt: skip
         avahi_start = registry.processes()[-1]["start"]
-        log_path = log_dir / f"{self.namespace}-avahi.log"
+
+        def started() -> bool:
+            with log_path.open("rb") as f:
+                f.seek(offset)
+                return b"Server startup complete" in f.read()
+
         wait_for(
             f"avahi-daemon {self.namespace}",
-            lambda: "Server startup complete" in log_path.read_text(errors="replace"),
+            started,
             timeout=20,
             alive=lambda: netns.pid_alive(avahi, avahi_start),
         )
