@@ -1478,10 +1478,17 @@ def run_outages(a: argparse.Namespace, out: Path) -> int:
                 _say(f"[{time.monotonic() - t0:6.0f}s] outage {o:.0f} s {n}: {r}")
                 results = [x for x in results if (x.contender, x.outage_s) != (n, o)] + [r]
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    runs = [
+        *saved.get("runs", []),
+        f"{when} (--outages {a.outages} --contenders {','.join(names)})",
+    ]
     store.write_text(
-        json.dumps({"when": when, "results": [dataclasses.asdict(r) for r in results]}, indent=1)
+        json.dumps(
+            {"when": when, "runs": runs, "results": [dataclasses.asdict(r) for r in results]},
+            indent=1,
+        )
     )
-    write_outage_block(out, render_outages(results, machine_facts(), when))
+    write_outage_block(out, render_outages(results, machine_facts(), "; ".join(runs)))
     _say(f"wrote {out} and {store}")
     return 0
 
