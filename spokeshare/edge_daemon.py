@@ -208,6 +208,10 @@ class EdgeDaemon:
                 holder or f"{protocol} could not bind (port {port}): {exc.strerror or exc}",
             )
             return
+        except Exception as exc:  # noqa: BLE001 - one protocol's fault must not stop the edge
+            log.exception("%s failed to start", protocol)
+            self._degrade(protocol, f"{protocol} failed to start: {exc!r}")
+            return
         self._running.add(protocol)
         if protocol in self.lan_status and self.lan_status[protocol] != "ok":
             log.warning("%s: the other daemon is gone; the edge serves it again", protocol)

@@ -46,6 +46,8 @@ IP_MULTICAST_ALL = 49
 IPV6_MULTICAST_ALL = 29
 #: RFC 4795 §2.5: unicast LLMNR responses carry IPv4 TTL / hop limit 255.
 LLMNR_UNICAST_TTL = 255
+#: RFC 4795 §2.7 / §4.1: LLMNR_TIMEOUT, 1 s, how long a uniqueness query waits.
+LLMNR_UNIQUENESS_WAIT = 1.0
 #: Multicast stays on the link: TTL / hop limit 1 (RFC 4795 §2, WS-Discovery §2.4).
 MULTICAST_TTL = 1
 #: HTTP metadata connection budget: read the request and write the answer within
@@ -243,6 +245,14 @@ class LlmnrService:
             name_addresses6={n: settings.ipv6_of(n) for n in settings.names},
         )
         self._local = llmnr.InterfaceAddresses(settings.ipv4, settings.ipv6_link_local)
+        self._own = {settings.ipv4, *(a for _, a in settings.name_addresses)}
+        if settings.ipv6_link_local:
+            self._own.add(settings.ipv6_link_local)
+        self._own.update(a for _, a in settings.name_addresses6 if a)
+        #: Uniqueness queries in flight (RFC 4795 §4.1): LLMNR id -> name.
+        self._probes: dict[int, str] = {}
+        #: Names another host answers for -> that host (we do not answer for them).
+        self.conflicts: dict[str, str] = {}
         self._transports: list[asyncio.DatagramTransport] = []
         self._replies: dict[int, asyncio.DatagramTransport] = {}
         self._hostile = RateLimitedLog(log, BAD_PACKET_LOG_INTERVAL)
@@ -279,13 +289,60 @@ class LlmnrService:
         except OSError:
             await self.stop()
             raise
+        await self._verify_unique()
         self.core.enabled = True
-        log.info("llmnr: answering for %s on %s", ",".join(s.names), s.interface)
+        answered = [n for n in s.names if n not in self.conflicts]
+        log.info("llmnr: answering for %s on %s", ",".join(answered) or "none", s.interface)
+
+    async def _verify_unique(self) -> None:
+        """RFC 4795 §4.1: before answering, ask for each name on the link; a response
+        from another host means the name is taken there, and the edge does not answer
+        for it (logged once; the other protocols are unaffected)."""
+        s = self.settings
+        rng = random.SystemRandom()
+        self._probes = {}
+        for name in s.names:
+            qid = rng.randrange(1, 0x10000)
+            self._probes[qid] = name
+            query = llmnr.build_query(qid, name)
+            for family, group in (
+                (socket.AF_INET, (llmnr.MCAST_V4, s.llmnr_port)),
+                (socket.AF_INET6, (llmnr.MCAST_V6, s.llmnr_port, 0, s.ifindex)),
+            ):
+                transport = self._replies.get(family)
+                if transport is not None:
+                    transport.sendto(query, group)
+        await asyncio.sleep(LLMNR_UNIQUENESS_WAIT)
+        self._probes = {}
+        for name, owner in sorted(self.conflicts.items()):
+            self.core.exclude(name)
+            log.warning(
+                "llmnr: name conflict: %s is answered by %s on %s (RFC 4795 §4.1); "
+                "not answering for it over LLMNR",
+                name,
+                owner,
+                s.interface,
+            )
+
+    def _probe_answer(self, data: bytes, source: str) -> bool:
+        """True if ``data`` answers one of our uniqueness queries (then it is noted)."""
+        try:
+            msg = llmnr.decode(data)
+        except DecodeError:
+            return False
+        name = self._probes.get(msg.id)
+        if name is None or not msg.is_response:
+            return False
+        if msg.answers and source.split("%", 1)[0] not in self._own:
+            self.conflicts.setdefault(name, source)
+        return True
 
     def _received(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
         if not self._link.on_link(source):  # RFC 4795 §2.5: off-link senders get nothing
             self.off_link_dropped += 1
+            return
+        if self._probes and self._probe_answer(data, source):
             return
         try:
             reply = self.core.handle(data, source, self._local, time.monotonic())

@@ -421,6 +421,11 @@ class LlmnrResponder:
     def owns(self, name: str) -> bool:
         return name.rstrip(".").casefold() in self._names
 
+    def exclude(self, name: str) -> None:
+        """Stop answering for ``name``: another host holds it (RFC 4795 §4.1). The
+        responder keeps at least its type; with no name left it answers nothing."""
+        self._names = self._names - {name.rstrip(".").casefold()}
+
     def statistics(self) -> ResponderStatistics:
         return ResponderStatistics(
             self._answered, self._ignored, self._malformed, self._rate_limited

@@ -213,6 +213,44 @@ class MdnsPublisher:
 
         zc.async_send = ruled_send  # type: ignore[method-assign]
 
+    # -- probing the host name (RFC 6762 §8.1) ------------------------------------------
+    async def _host_name_taken(self, name: str, info: ServiceInfo) -> bool:
+        """Probe ``NAME.local`` before publishing it: zeroconf probes the service
+        instance names only, not the A/AAAA host name (a unique record too, §8.1).
+
+        Three queries for ``NAME.local`` type ANY, 250 ms apart, our address records
+        in the authority section (§8.2); then any address record for the name that
+        came in since the first probe, with an address that is not ours, means
+        another host holds it. zeroconf caches every record it hears, so the answers
+        are read from its cache, keeping only those created after the probing began.
+        """
+        from zeroconf import current_time_millis
+        from zeroconf._dns import DNSAddress, DNSQuestion
+        from zeroconf._protocol.outgoing import DNSOutgoing
+        from zeroconf.const import _CLASS_IN, _FLAGS_QR_QUERY, _TYPE_A, _TYPE_AAAA, _TYPE_ANY
+
+        zc = getattr(self._zc, "zeroconf", None)  # None before start (or a stand-in)
+        if zc is None:
+            return False
+        host = f"{name}.local."
+        ours = {bytes(a) for a in info.addresses_by_version(IPVersion.All)}
+        started = current_time_millis()
+        for _ in range(PROBE_COUNT):
+            out = DNSOutgoing(_FLAGS_QR_QUERY)
+            out.add_question(DNSQuestion(host, _TYPE_ANY, _CLASS_IN))
+            for packed in ours:  # §10.2: no cache-flush bit in a query's records
+                rrtype = _TYPE_A if len(packed) == 4 else _TYPE_AAAA
+                # add_authorative_answer takes pointers only; the list takes any record
+                record = DNSAddress(host, rrtype, _CLASS_IN, HOST_TTL, packed)
+                out.authorities.append(record)  # type: ignore[arg-type]
+            zc.async_send(out)
+            await asyncio.sleep(PROBE_INTERVAL)
+        for entry in zc.cache.entries_with_name(host.lower()):
+            address = getattr(entry, "address", None)
+            if address is not None and entry.created >= started and bytes(address) not in ours:
+                return True
+        return False
+
     async def _recheck_conflicts(self) -> None:
         """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""
         while True:
@@ -229,6 +267,8 @@ class MdnsPublisher:
             infos = self.infos(name)
             done: list[ServiceInfo] = []
             try:
+                if await self._host_name_taken(name, infos[0]):
+                    raise NonUniqueNameException(f"{name}.local")
                 for info in infos:
                     await (await self._zc.async_register_service(info))
                     self._registered.append(info)
@@ -305,3 +345,8 @@ def _unicast_ttl_255(transport: Any) -> None:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, UNICAST_TTL)
     except OSError:
         pass  # the kernel default then; answers still go out
+#: RFC 6762 §10: host address records' TTL (what zeroconf publishes them with).
+HOST_TTL = 120
+#: RFC 6762 §8.1: three probes, 250 ms apart.
+PROBE_COUNT = 3
+PROBE_INTERVAL = 0.25
