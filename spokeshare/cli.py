@@ -286,7 +286,10 @@ def cmd_edge(a: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
+    """The ``spokeshare`` parser; ``optional`` names the one lab/demo/bench command to
+    build in full (importing its module), the others are stand-ins (see :func:`parse_args`).
+    """
     p = argparse.ArgumentParser(
         prog="spokeshare",
         description="HQ's Samba and CUPS on every branch-office LAN, over mutual TLS 1.3.",
@@ -387,25 +390,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_edge)
 
-    _add_optional(sub)
+    for name, help_text in OPTIONAL_COMMANDS.items():
+        if name == optional:
+            _add_optional(sub, name)
+        else:
+            # A stand-in: its name and help line for the command list; the arguments
+            # are parsed again by the real parser once the command is known.
+            sub.add_parser(name, help=help_text, add_help=False)
     return p
 
 
-def _add_optional(sub: Any) -> None:
-    """Subcommands that live in their own packages (the lab, the demo)."""
-    from spokeshare import bench_wan, demo
-    from spokeshare.lab import cli as lab_cli
-    from spokeshare.lab import spokes
+# Subcommands whose code lives outside the daemon: the lab, the demo, the benchmarks.
+# Their modules (and what they need: pyroute2, matplotlib, the ``lab`` extra) are
+# imported only when that subcommand runs, so ``spokeshare hub`` and ``spokeshare
+# edge`` load the daemon alone. Each help line is the one the real parser declares
+# (tests/test_cli.py compares them).
+OPTIONAL_COMMANDS = {
+    "lab": "HQ and branch offices as network namespaces, with a real WAN between them",
+    "demo": "build the lab (HQ, nyc, sf at 100 ms) and play what spokeshare is for",
+    "bench": "benchmarks (writes docs/benchmarks.md)",
+}
 
-    lab = lab_cli.add_lab_parser(sub, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
-    lab.set_defaults(func=lab_cli.run_lab_command)
-    demo.add_demo_parser(sub)
-    bench_wan.add_bench_parser(sub)
+
+def _add_optional(sub: Any, name: str) -> None:
+    """Add the real parser of the optional subcommand ``name``, importing its module."""
+    if name == "lab":
+        from spokeshare.lab import cli as lab_cli
+        from spokeshare.lab import spokes
+
+        lab = lab_cli.add_lab_parser(sub, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
+        lab.set_defaults(func=lab_cli.run_lab_command)
+    elif name == "demo":
+        from spokeshare import demo
+
+        demo.add_demo_parser(sub)
+    elif name == "bench":
+        from spokeshare import bench_wan
+
+        bench_wan.add_bench_parser(sub)
+    else:
+        raise ValueError(f"no optional subcommand {name!r}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; a lab, demo or bench command imports its module here.
+
+    Exits (``SystemExit``) on ``--help``, ``--version`` and usage errors, as argparse does.
+    """
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.command in OPTIONAL_COMMANDS:
+        parser = build_parser(first.command)
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parse_args(argv)
     _setup_logging(a.verbose)
     try:
         return int(a.func(a) or 0)

@@ -1,0 +1,110 @@
+"""The ``spokeshare`` command line: what the daemons import, and complete ``--help``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from spokeshare import cli
+
+# Modules only the lab, the demo and the benchmarks need (the ``lab`` extra among them).
+NOT_IN_DAEMON = ("spokeshare.lab", "spokeshare.demo", "spokeshare.bench_wan", "pyroute2",
+                 "matplotlib")  # fmt: skip
+
+# Runs in a fresh interpreter: parses ``spokeshare COMMAND --help`` as the installed
+# command does, then imports the module the command runs, and prints which of
+# NOT_IN_DAEMON's modules got loaded.
+_PROBE = """
+import contextlib, io, json, sys
+from spokeshare import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        cli.main([sys.argv[1], "--help"])
+    except SystemExit as exc:
+        code = exc.code
+import importlib
+importlib.import_module(sys.argv[2])
+names = sys.argv[3:]
+loaded = sorted(m for m in sys.modules if any(m == n or m.startswith(n + ".") for n in names))
+print(json.dumps({"code": code, "help": out.getvalue(), "loaded": loaded}))
+"""
+
+
+@pytest.mark.parametrize(
+    ("command", "daemon_module"),
+    [("edge", "spokeshare.edge_daemon"), ("hub", "spokeshare.tunnel.hub")],
+)
+def test_daemon_command_imports_no_lab_demo_or_bench(command: str, daemon_module: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, command, daemon_module, *NOT_IN_DAEMON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result = json.loads(proc.stdout)
+    assert result["code"] == 0
+    assert result["help"].startswith(f"usage: spokeshare {command} ")
+    assert result["loaded"] == []
+
+
+def test_probe_sees_a_lab_import() -> None:
+    """The probe above can fail: ``lab --help`` does load the lab and pyroute2."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, "lab", "spokeshare.cli", *NOT_IN_DAEMON],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = json.loads(proc.stdout)["loaded"]
+    assert "spokeshare.lab.cli" in loaded
+    assert "pyroute2" in loaded
+
+
+@pytest.mark.parametrize("name", sorted(cli.OPTIONAL_COMMANDS))
+def test_command_list_same_with_stand_in_or_real_parser(name: str) -> None:
+    """The stand-in's help line is the real parser's: ``spokeshare --help`` is unchanged."""
+    assert cli.build_parser().format_help() == cli.build_parser(name).format_help()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["lab", "--help"], ["--state-dir", "up", "down", "status", "exec", "wan"]),
+        (["lab", "up", "--help"], ["--offices", "--rtt", "--jitter", "--loss", "--rate-mbit"]),
+        (["demo", "--help"], ["--rtt", "--state-dir", "--keep", "--down", "--browse-timeout"]),
+        (["bench", "--help"], ["wan"]),
+        (["bench", "wan", "--help"], ["--quick", "--out", "--img-dir", "--outages"]),
+    ],
+)
+def test_optional_command_help_lists_its_options(
+    argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(argv)
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: spokeshare {' '.join(argv[:-1])} ")
+    for word in expected:
+        assert word in out
+
+
+def test_optional_command_arguments_parsed_by_the_real_parser() -> None:
+    a = cli.parse_args(["lab", "up", "--offices", "nyc", "--rtt", "50"])
+    assert (a.command, a.lab_command, a.offices, a.rtt) == ("lab", "up", "nyc", 50.0)
+    a = cli.parse_args(["bench", "wan", "--quick"])
+    assert (a.bench_command, a.quick) == ("wan", True)
+
+
+def test_unknown_option_of_optional_command_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(["demo", "--no-such-option"])
+    assert exc.value.code == 2
+    assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
