@@ -410,6 +410,8 @@ OPTIONAL_COMMANDS = {
     "demo": "build the lab (HQ, nyc, sf at 100 ms) and play what spokeshare is for",
     "bench": "benchmarks (writes docs/benchmarks.md)",
 }
+# What the ``lab`` extra in pyproject.toml installs for them (top-level module names).
+LAB_EXTRA = ("pyroute2", "matplotlib")
 
 
 def _add_optional(sub: Any, name: str) -> None:
@@ -440,7 +442,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     first, _ = parser.parse_known_args(argv)
     if first.command in OPTIONAL_COMMANDS:
-        parser = build_parser(first.command)
+        try:
+            parser = build_parser(first.command)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name.partition(".")[0] not in LAB_EXTRA:
+                raise
+            parser.error(
+                f"{first.command} needs the lab extra (pip install 'spokeshare[lab]'): "
+                f"no module {exc.name}"
+            )
     return parser.parse_args(argv)
 
 

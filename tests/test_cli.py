@@ -108,3 +108,21 @@ def test_unknown_option_of_optional_command_is_a_usage_error(
         cli.parse_args(["demo", "--no-such-option"])
     assert exc.value.code == 2
     assert "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+
+
+def test_lab_command_without_the_lab_extra_says_what_to_install() -> None:
+    """Without pyroute2 (an install without ``[lab]``), ``lab`` is a usage error, no traceback."""
+    code = (
+        "import sys\n"
+        "sys.modules['pyroute2'] = None  # import pyroute2 now raises ModuleNotFoundError\n"
+        "from spokeshare import cli\n"
+        "cli.main(['lab', 'status'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "lab needs the lab extra (pip install 'spokeshare[lab]'): no module pyroute2" in (
+        proc.stderr
+    )
