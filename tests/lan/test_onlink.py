@@ -10,7 +10,9 @@ import dns.message
 import dns.rdataclass
 from hypothesis import given
 from hypothesis import strategies as st
-from zeroconf import DNSAddress, DNSOutgoing, DNSQuestion, const
+from zeroconf import const
+from zeroconf._dns import DNSAddress, DNSQuestion  # zeroconf re-exports them without __all__
+from zeroconf._protocol.outgoing import DNSOutgoing
 
 from spokeshare.lan import onlink
 from tests.strategies import mutated
