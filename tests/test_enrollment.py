@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from spokeshare import bundle, enrollment, pki
 from spokeshare.errors import EnrollmentError
@@ -49,11 +50,9 @@ def test_init_add_list(tmp_path: Path) -> None:
     assert mode(d) == 0o700
     assert mode(d / "ca.key") == 0o600 and mode(d / "hub.key") == 0o600
     hub_cert = pki.load_cert((d / "hub.crt").read_bytes())
-    san = hub_cert.extensions.get_extension_for_oid(
-        pki.x509.oid.ExtensionOID.SUBJECT_ALTERNATIVE_NAME
-    ).value
-    assert "hq.example" in san.get_values_for_type(pki.x509.DNSName)
-    assert [str(a) for a in san.get_values_for_type(pki.x509.IPAddress)] == ["203.0.113.7"]
+    san = hub_cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "hq.example" in san.get_values_for_type(x509.DNSName)
+    assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["203.0.113.7"]
     assert 'backend = "10.0.0.5:445"' in (d / "hub.toml").read_text()
     # ipp defaults to this host's own LAN address: never loopback (see printing.ipp_relay)
     default_ipp = ipp_relay.default_backend()
