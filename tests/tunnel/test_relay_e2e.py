@@ -55,7 +55,12 @@ def test_full_duplex_sha256(deployment, loop_thread: LoopThread) -> None:  # typ
 
     def handler(conn: socket.socket) -> None:
         h = hashlib.sha256()
-        t = threading.Thread(target=lambda: (conn.sendall(down), conn.shutdown(socket.SHUT_WR)))
+
+        def send_down() -> None:
+            conn.sendall(down)
+            conn.shutdown(socket.SHUT_WR)
+
+        t = threading.Thread(target=send_down)
         t.start()
         while d := conn.recv(1 << 20):
             h.update(d)
@@ -237,10 +242,10 @@ def _buffered(st: Stack) -> int:
                 total += (
                     t.splice.plain.get_write_buffer_size() + t.splice.tunnel.get_write_buffer_size()
                 )
-    for t in st.edge.clients:
-        if t.splice is not None:
+    for c in st.edge.clients:
+        if c.splice is not None:
             total += (
-                t.splice.plain.get_write_buffer_size() + t.splice.tunnel.get_write_buffer_size()
+                c.splice.plain.get_write_buffer_size() + c.splice.tunnel.get_write_buffer_size()
             )
     return total
 
