@@ -282,7 +282,11 @@ def test_protocols_come_back_when_the_daemons_go(lab: Lab) -> None:
     for daemon in ("avahi-daemon", "wsdd", "nmbd"):
         box.stop(daemon)
     for protocol in ("mdns", "wsd", "netbios"):
-        wait_until(f"{protocol} back", lambda p=protocol: protocol_state(lab, p) == "ok", 30)
+
+        def back(p: str = protocol) -> bool:
+            return protocol_state(lab, p) == "ok"
+
+        wait_until(f"{protocol} back", back, 30)
     assert edge_log(lab).count("the other daemon is gone; the edge serves it again") == 3
     wait_until("the edge's NetBIOS name claimed", lambda: nbns_answers(lab, "GLOBAL-NFS"), 20)
     assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]

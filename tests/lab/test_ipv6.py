@@ -95,7 +95,9 @@ def lab() -> Iterator[Lab]:
 
 def link_local(lab: Lab, host: str) -> str:
     out = sh(lab, host, "ip", "-6", "-o", "addr", "show", "dev", LAN_IFNAME, "scope", "link").stdout
-    found = sorted(a for a in re.findall(r"inet6 (fe80::[0-9a-f:]+)/64", out) if a != ENG6)
+    found: list[str] = sorted(
+        a for a in re.findall(r"inet6 (fe80::[0-9a-f:]+)/64", out) if a != ENG6
+    )
     assert found, out
     return found[0]
 
