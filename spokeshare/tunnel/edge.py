@@ -80,8 +80,9 @@ class ClientEnd(PlainEnd):
         super().connection_made(transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         self.peer = (str(peer[0]), int(peer[1]))
-        local = transport.get_extra_info("sockname") or ("", 0)
-        self.local = (str(local[0]), int(local[1]))
+        local = transport.get_extra_info("sockname")
+        # (host, port, ...) for TCP; a socket pair (the edge's own streams) has none
+        self.local = (str(local[0]), int(local[1])) if isinstance(local, tuple) else ("", 0)
         self.arrived = time.monotonic()
         self.edge.heap_policy.note()
         tune_lan(transport.get_extra_info("socket"))

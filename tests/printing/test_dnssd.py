@@ -230,7 +230,7 @@ def test_pure_modules_import_no_io() -> None:
 
 def test_lpd_record_names_the_queue_only_with_a_real_port() -> None:
     attrs = {"printer-name": ("q",), "printer-make-and-model": ("M",)}
-    assert printer_service(attrs, "E.local.", 631).lpd_txt == ()  # type: ignore[arg-type]
-    lpd = printer_service(attrs, "E.local.", 631, lpd_port=515)  # type: ignore[arg-type]
+    assert printer_service(attrs, "E.local.", 631).lpd_txt == ()
+    lpd = printer_service(attrs, "E.local.", 631, lpd_port=515)
     assert dict(lpd.lpd_txt) == {**dict(lpd.txt), "rp": "q"}
     assert dict(lpd.txt)["rp"] == "printers/q"

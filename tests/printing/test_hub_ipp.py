@@ -129,9 +129,9 @@ class Pair:
                 if isinstance(ev, h11.ConnectionClosed):
                     break
 
-    def send(self, *events: object) -> None:
+    def send(self, *events: h11.Event) -> None:
         for ev in events:
-            data = self.client.send(ev)  # type: ignore[arg-type]
+            data = self.client.send(ev)
             if data:  # empty bytes would read as EOF
                 self._run(self.gate.client_data(data))
 
@@ -144,7 +144,7 @@ class Pair:
             headers=[(b"content-type", ctype), (b"content-length", str(len(body)).encode())],
         )
         for ev in (head, h11.Data(data=body), h11.EndOfMessage()):
-            data = self.cupsd.send(ev)  # type: ignore[arg-type]
+            data = self.cupsd.send(ev)
             if data:
                 self._run(self.gate.backend_data(data))
         self.cupsd.start_next_cycle()
