@@ -41,6 +41,8 @@ import argparse
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
+import importlib.metadata
 import json
 import multiprocessing as mp
 import os
@@ -219,10 +221,17 @@ def stop(p: subprocess.Popen[bytes]) -> None:
             p.wait(5)
 
 
-def check_alive(p: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def check_alive(p: subprocess.Popen[bytes], what: str, log: Path) -> bool:
+    """True while ``p`` runs (to chain with ``and``); RuntimeError with its log's end once
+    it has exited."""
     if p.poll() is not None:
         tail = log.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{what} exited with {p.returncode}; its log ends:\n{tail}")
+    return True
+
+
+def alive_and_listening(p: subprocess.Popen[bytes], what: str, log: Path, port: int) -> bool:
+    return check_alive(p, what, log) and listening(port)
 
 
 # -- the backend (runs as ``--serve backend``) ------------------------------------------
@@ -458,7 +467,7 @@ def make_stunnel_pki(d: Path) -> None:
     (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     for stem, (cn, eku, san) in leaves.items():
         key = ec.generate_private_key(ec.SECP256R1())
-        exts = [x509.ExtendedKeyUsage([eku])]
+        exts: list[x509.ExtensionType] = [x509.ExtendedKeyUsage([eku])]
         if san:
             exts.append(x509.SubjectAlternativeName(san))
         cert = build(cn, key, ("stunnel bench CA", ca_key), False, exts)
@@ -536,10 +545,7 @@ def stunnel_pair(tmp: Path, backend_port: int, tag: str) -> Iterator[Relay]:
             (office, office_port, "stunnel office", office_log),
         ):
             wait_until(
-                lambda p=p, port=port, what=what, log=log: (
-                    check_alive(p, what, log),
-                    listening(port),
-                )[1],
+                functools.partial(alive_and_listening, p, what, log, port),
                 15,
                 f"{what} to listen",
             )
@@ -678,7 +684,7 @@ def spokeshare_hub(tmp: Path, dep: Deployment, loop: str, tag: str) -> Iterator[
         argv = [sys.executable, __file__, "--serve", "hub", "--loop", loop, "--arg", str(dep.dir)]
     with process(argv, log) as p:
         wait_until(
-            lambda: (check_alive(p, "hub", log), listening(dep.hub_port))[1],
+            lambda: check_alive(p, "hub", log) and listening(dep.hub_port),
             20,
             "the hub to listen",
         )
@@ -699,9 +705,10 @@ def spokeshare_edge(
     with process(argv, log) as p:
         wait_until(
             lambda: (
-                check_alive(p, "edge", log),
-                listening(port) and pool_ready(dep, hub_pid, min_idle),
-            )[1],
+                check_alive(p, "edge", log)
+                and listening(port)
+                and pool_ready(dep, hub_pid, min_idle)
+            ),
             120,
             f"the edge's pool of {min_idle}",
         )
@@ -723,8 +730,6 @@ def machine_facts() -> dict[str, str]:
         (ln.strip() for ln in (st.stdout + st.stderr).splitlines() if ln.startswith("stunnel ")),
         "?",
     )
-    import uvloop
-
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return {
         "cpu": model,
@@ -733,7 +738,7 @@ def machine_facts() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "openssl": ssl.OPENSSL_VERSION,
-        "uvloop": uvloop.__version__,
+        "uvloop": importlib.metadata.version("uvloop"),
         "stunnel": stv,
     }
 
@@ -912,22 +917,22 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
         L.append(f"| {key} | {parts[0]} | {parts[1]} |")
     L.append("")
 
-    r = {p: sp["rtt"][p] for p in PATHS}
+    rtt = {p: sp["rtt"][p] for p in PATHS}
     L.append(
         f"### Round trip, 1 KiB request/response on an established connection "
-        f"({len(r['direct'])} round trips, µs)"
+        f"({len(rtt['direct'])} round trips, µs)"
     )
     L.append("")
     L.append("| | direct | stunnel | spokeshare | spokeshare/stunnel | spokeshare/direct |")
     L.append("|---|---|---|---|---|---|")
     for q, name in ((0.5, "p50"), (0.99, "p99")):
-        v = {p: pct(r[p], q) for p in PATHS}
+        v = {p: pct(rtt[p], q) for p in PATHS}
         L.append(
             f"| {name} | {v['direct']:.1f} | {v['stunnel']:.1f} | {v['spokeshare']:.1f} | "
             f"{ratio(v['spokeshare'], v['stunnel'])} | {ratio(v['spokeshare'], v['direct'])} |"
         )
     for q, name in ((0.5, "p50"), (0.99, "p99")):
-        v = {p: pct(r[p], q) for p in PATHS}
+        v = {p: pct(rtt[p], q) for p in PATHS}
         add_st, add_sp = v["stunnel"] - v["direct"], v["spokeshare"] - v["direct"]
         L.append(
             f"| added over direct, {name} | 0 | +{add_st:.1f} | +{add_sp:.1f} | "
@@ -1009,8 +1014,8 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
     L.append("")
     L.append("Targets (issue 2):")
     L.append("")
-    for v in verdicts:
-        L.append(f"- {v}")
+    for verdict in verdicts:
+        L.append(f"- {verdict}")
     return "\n".join(L) + "\n", verdicts
 
 
