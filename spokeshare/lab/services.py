@@ -371,6 +371,12 @@ SHARED_PRINTERS = tuple(p.name for p in HQ_PRINTERS if p.shared)
 UNSHARED_PRINTERS = tuple(p.name for p in HQ_PRINTERS if not p.shared)
 
 
+def _cups_unreachable(stderr: bytes) -> bool:
+    """Whether a CUPS tool failed to reach cupsd at all (nothing was changed)."""
+    text = stderr.decode(errors="replace")
+    return "Unable to connect" in text or "Bad file descriptor" in text
+
+
 @dataclass(frozen=True)
 class CupsHost:
     """HQ's print server; configuration, spool and logs under ``root``.
@@ -433,9 +439,27 @@ SystemGroup root
         return {"cupsd.conf": self.stock_config(), "cups-files.conf": cups_files}
 
     def admin(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[bytes]:
-        """Run a CUPS client tool (``lpadmin``, ``cupsctl``...) against this cupsd's socket."""
+        """Run a CUPS client tool (``lpadmin``, ``cupsctl``...) against this cupsd's socket.
+
+        cupsd restarts its listeners after cupsctl's PUT and on SIGHUP; a tool whose
+        connection is caught in that restart fails before sending anything ("Unable to
+        connect to server", "Bad file descriptor": seen here now and then). Such a failure
+        is retried, up to three tries, once the socket answers again.
+        """
         full = [argv[0], "-h", str(self.socket), *argv[1:]]
-        return netns.run_in(self.namespace, full, check=check)
+        for _ in range(2):
+            done = netns.run_in(self.namespace, full, check=False)
+            if done.returncode == 0 or not _cups_unreachable(done.stderr):
+                break
+            wait_for("cupsd on its socket", self._answers, timeout=30, interval=0.1)
+        else:
+            done = netns.run_in(self.namespace, full, check=False)
+        if check and done.returncode != 0:
+            raise LabError(
+                f"{' '.join(full)} exited {done.returncode}: "
+                f"{done.stderr.decode(errors='replace').strip()}"
+            )
+        return done
 
     def add_printer(self, printer: LabPrinter) -> None:
         argv = ["lpadmin", "-p", printer.name, "-v", "file:///dev/null",
@@ -467,7 +491,8 @@ SystemGroup root
         wait_for("cupsd on its socket again", self._answers, timeout=30, alive=alive, interval=0.1)
 
     def _answers(self) -> bool:
-        return self.admin(["lpstat", "-r"], check=False).returncode == 0
+        full = ["lpstat", "-h", str(self.socket), "-r"]
+        return netns.run_in(self.namespace, full, check=False).returncode == 0
 
     def start(self, registry: StateRegistry, log_dir: Path) -> int:
         """Start stock cupsd, share it as the README says, add the queues; wait for them."""
