@@ -26,7 +26,7 @@ def main() -> None:
                     data = b""
                     while chunk := s.recv(65536):
                         data += chunk
-                out = {"raw": data.hex()}
+                out: dict[str, object] = {"raw": data.hex()}
             else:
                 body = bytes.fromhex(req["body"])
                 conn.putrequest("POST", req["path"], skip_host=True, skip_accept_encoding=True)
