@@ -182,7 +182,14 @@ class PrintersConfig:
     #: HQ shows on the LAN within this plus a few seconds of probing; at most
     #: :data:`MAX_PRINTER_SYNC_INTERVAL`, so within the minute.
     sync_interval: float = 20.0
+    #: The ``NAME.local`` host name the printers' SRV records point at when the edge
+    #: has no virtual file-server name on ``lan.address`` (an office enrolled for
+    #: printing only). Empty: ``<office>-print`` (:mod:`spokeshare.printing.print_host`).
+    host_name: str = ""
 
+
+#: RFC 1035 section 2.3.1 / RFC 1123 section 2.1: one host-name label.
+_DNS_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 
 #: Upper bound of printers.sync_interval (changes reach the LAN within 60 s).
 MAX_PRINTER_SYNC_INTERVAL = 50.0
@@ -463,6 +470,13 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
             src,
             "printers.sync_interval",
             f"must be between 1 and {MAX_PRINTER_SYNC_INTERVAL:.0f} seconds",
+        )
+    if printers.host_name and not _DNS_LABEL.match(printers.host_name):
+        raise ConfigError(
+            src,
+            "printers.host_name",
+            "must be one DNS label (1-63 letters, digits or '-', not starting or "
+            "ending with '-'; no '.local')",
         )
     root.done()
     return EdgeConfig(

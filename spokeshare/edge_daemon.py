@@ -294,6 +294,12 @@ class EdgeDaemon:
         if not cfg.names:
             # A printing-only office: no file-server name to register, announce or answer.
             log.info("no virtual names: NetBIOS, WS-Discovery, LLMNR and mDNS names are off")
+            # HQ's printers still: mDNS for a print host name (printing/print_host.py).
+            from spokeshare.printing.print_host import print_host_presence
+
+            printing = print_host_presence(cfg, self.bundle.office, self.edge, link_local)
+            if printing is not None:
+                out["mdns"] = printing
             return out
         iface = interfaces.ipv4_interface(cfg.lan_interface, cfg.lan_address)
         if cfg.netbios.enabled:

@@ -105,8 +105,10 @@ class MdnsPublisher:
         responder per interface (RFC 6762 section 15)."""
         return self._zc
 
-    def infos(self, name: str) -> tuple[ServiceInfo, ServiceInfo]:
-        """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name."""
+    def infos(self, name: str) -> tuple[ServiceInfo, ...]:
+        """The ``_smb._tcp`` and ``_device-info._tcp`` records of one virtual name
+        (the first one's addresses are the name's A/AAAA, probed before publishing;
+        a subclass may publish other records for its names)."""
         s = self.settings
         own = dict(s.name_addresses).get(name, s.ipv4)
         addresses = [ipaddress.IPv4Address(own).packed]

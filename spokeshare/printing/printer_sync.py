@@ -534,12 +534,16 @@ class MdnsWithPrinters:
         await self.printers.announce()
 
 
-def with_printers(publisher: MdnsPublisher, edge: Edge) -> MdnsPublisher | MdnsWithPrinters:
+def with_printers(
+    publisher: MdnsPublisher, edge: Edge, host: str | None = None
+) -> MdnsPublisher | MdnsWithPrinters:
     """``publisher`` alone, or with HQ's printers when this office advertises them.
 
     Printers need the ``ipp`` service in the bundle, an IPP listener (``ports.ipp``),
-    ``printers.advertise`` and a virtual name on ``lan.address`` (where the IPP listener
-    is) to be their SRV target; each missing piece is said in one log line.
+    ``printers.advertise`` and a host name on ``lan.address`` (where the IPP listener
+    is) to be their SRV target: ``host`` (one of ``publisher``'s names: the print host
+    of a printing-only office, :mod:`spokeshare.printing.print_host`), else the first
+    virtual name there; each missing piece is said in one log line.
     """
     cfg = edge.cfg
     if not cfg.printers.advertise:
@@ -548,7 +552,7 @@ def with_printers(publisher: MdnsPublisher, edge: Edge) -> MdnsPublisher | MdnsW
     if "ipp" not in edge.bundle.services or port <= 0:
         log.info("printers: not advertised (this office has no IPP service or listener)")
         return publisher
-    name = next(
+    name = host or next(
         (n.name for n in cfg.names if not n.address or n.address == cfg.lan_address), None
     )
     if name is None:
