@@ -25,7 +25,10 @@ serving it on this host (nmbd, wsdd, avahi-daemon, systemd-resolved...). That
 protocol is then left to the other daemon (stopped, or never started), one line
 names the daemon and the fix, and :meth:`EdgeDaemon.statistics` and
 ``STATE_DIR/lan-status.json`` show it degraded; the relay and every other protocol
-keep running. When the other daemon goes, the protocol comes back.
+keep running. When the other daemon goes, the protocol comes back. TCP listeners
+whose port another daemon held at start (smbd on 445/139, cupsd on 631) are retried
+at the same cadence (:data:`spokeshare.tunnel.edge.LISTENER_RETRY_INTERVAL`) and
+leave ``listeners_degraded`` when they come up.
 """
 
 from __future__ import annotations
@@ -132,6 +135,8 @@ class EdgeDaemon:
         self.edge.ipv6 = self._ipv6_listeners(link_local)
         await self.edge.start()
         self.edge.on_hub_state.append(self._hub_state_changed)
+        # A TCP listener whose port was taken binds once it is free (edge.retry_listeners).
+        self.edge.on_listeners_changed.append(self._write_status)
         if self.cfg.lan_interface:
             self.protocols = self._build_presence(link_local)
             self.presence = list(self.protocols.values())

@@ -37,6 +37,11 @@ from spokeshare.tunnel import pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
+#: Seconds between attempts to bind a listener whose port another daemon held at
+#: start (the same cadence as the LAN protocols' look for other daemons,
+#: spokeshare.edge_daemon.COEXIST_INTERVAL).
+LISTENER_RETRY_INTERVAL = 5.0
+
 log = logging.getLogger("spokeshare.edge")
 stream_log = logging.getLogger("spokeshare.edge.stream")
 
@@ -331,6 +336,11 @@ class Edge:
         self.ipv6: dict[str, str] = {}
         #: Listeners that could not bind: "tcp ADDR:PORT" -> reason and holder.
         self.degraded: dict[str, str] = {}
+        #: The same listeners, as what is needed to bind them again (retried every
+        #: LISTENER_RETRY_INTERVAL seconds): key -> (factory, address, port, what).
+        self._unbound: dict[str, tuple[Callable[[], asyncio.Protocol], str, int, str]] = {}
+        #: Called after a retried listener came up (the daemon rewrites its status).
+        self.on_listeners_changed: list[Callable[[], None]] = []
         self.idle: deque[EdgeTunnel] = deque()
         self.connecting = 0
         self.failures = 0
@@ -390,6 +400,7 @@ class Edge:
         await self.listen()
         self.spawn(self._control_loop())
         self.spawn(self._housekeeping())
+        self.spawn(self._retry_listeners_loop())
         self.kick()
 
     async def _housekeeping(self) -> None:
@@ -421,23 +432,60 @@ class Edge:
         except OSError as exc:
             from spokeshare.lan import coexist
 
-            holder = coexist.Scanner().holder_of("tcp", addr, port)
             key = f"tcp {addr}:{port}"
+            self._unbound[key] = (factory, addr, port, what)
+            if key in self.degraded:
+                return False  # a retry that failed again: logged once already
+            holder = coexist.Scanner().holder_of("tcp", addr, port)
             self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
             log.error(
-                "cannot listen on %s:%d for %s (%s): %s holds it: %s",
+                "cannot listen on %s:%d for %s (%s): %s holds it: %s; "
+                "retrying every %.0fs",
                 addr,
                 port,
                 what,
                 exc.strerror or exc,
                 holder,
                 coexist.fix_for(holder),
+                LISTENER_RETRY_INTERVAL,
             )
             return False
         self.servers.append(server)
         bound = server.sockets[0].getsockname()
         log.info("edge listening on %s:%d for %s", addr, bound[1], what)
         return True
+
+    async def retry_listeners(self) -> int:
+        """Try once more to bind every listener whose port was taken; return how many
+        came up. Each one that does is logged (one line) and leaves :attr:`degraded`."""
+        up = 0
+        for key, (factory, addr, port, what) in list(self._unbound.items()):
+            if self._closing:
+                break
+            if await self._serve(factory, addr, port, what):
+                if self._closing:  # close() ran while binding: it missed this one
+                    self.servers[-1].close()
+                    break
+                del self._unbound[key]
+                was = self.degraded.pop(key, "")
+                up += 1
+                log.warning(
+                    "%s:%d is free again (was held by %s): the edge listens there for %s",
+                    addr,
+                    port,
+                    was.rsplit("; held by ", 1)[-1] or "another process",
+                    what,
+                )
+        if up:
+            for cb in list(self.on_listeners_changed):
+                cb()
+        return up
+
+    async def _retry_listeners_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(LISTENER_RETRY_INTERVAL)
+            if self._unbound:
+                await self.retry_listeners()
 
     async def listen(self) -> None:
         """Open every LAN listener: relayed services on their addresses, the NetBIOS
