@@ -28,8 +28,9 @@ limited per source address. Time is passed in; nothing here touches a socket.
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from spokeshare.buffer import Buffer
@@ -364,6 +365,12 @@ class ResponderStatistics:
     rate_limited: int
     #: Filled in by the adapter (discovery_service.LlmnrService).
     internal_errors: int = 0
+    #: From :class:`NameClaims` (filled in by the adapter): conflicts found by our
+    #: own uniqueness checks, names reclaimed once their other owner was gone, and
+    #: answers, C-bit queries and other claims on our names nobody asked us about.
+    conflicts: int = 0
+    reclaimed: int = 0
+    challenges_ignored: int = 0
 
 
 class LlmnrResponder:
@@ -388,6 +395,7 @@ class LlmnrResponder:
         global_rate: float = RATE_GLOBAL_PER_SECOND,
     ) -> None:
         self._names = frozenset(n.rstrip(".").casefold() for n in names)
+        self._configured = self._names
         #: A name's own IPv6 address (None: the name has none, so no AAAA: only what
         #: answers is advertised); names not listed share the interface's.
         self._addresses6 = {
@@ -425,6 +433,12 @@ class LlmnrResponder:
         """Stop answering for ``name``: another host holds it (RFC 4795 §4.1). The
         responder keeps at least its type; with no name left it answers nothing."""
         self._names = self._names - {name.rstrip(".").casefold()}
+
+    def include(self, name: str) -> None:
+        """Answer for a configured ``name`` again (it was reclaimed, RFC 4795 §4.1)."""
+        key = name.rstrip(".").casefold()
+        if key in self._configured:
+            self._names = self._names | {key}
 
     def statistics(self) -> ResponderStatistics:
         return ResponderStatistics(
@@ -494,3 +508,178 @@ class LlmnrResponder:
             return None
         self._answered += 1
         return encode(response)
+
+
+# -- uniqueness verification and conflicts (RFC 4795 §4) ---------------------------------
+
+#: RFC 4795 §2.7: LLMNR_TIMEOUT, 1 s: how long a uniqueness query waits for answers.
+UNIQUENESS_WAIT = 1.0
+#: How often a name in conflict is checked again (our choice, as for NetBIOS and mDNS
+#: in this project; RFC 4795 §4 has no re-check): while the other owner answers the
+#: name stays in conflict; once it is silent the name is ours again.
+CONFLICT_RECHECK_INTERVAL = 60.0
+
+
+@dataclass(frozen=True)
+class UniquenessQuery:
+    """Send ``data`` (a query for ``name``, C clear, type ANY, RFC 4795 §4.1) to the
+    LLMNR groups of every family the edge answers on."""
+
+    name: str
+    id: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class LlmnrConflict:
+    """Another host (``owner``, an address) answered our uniqueness query for ``name``:
+    it is not answered until a re-check finds it free. ``repeat`` is True when the
+    name was already in conflict (report it quietly)."""
+
+    name: str
+    owner: str
+    repeat: bool = False
+
+
+@dataclass(frozen=True)
+class LlmnrReclaimed:
+    """A name in conflict met silence at its re-check: it is answered again."""
+
+    name: str
+
+
+ClaimCommand = UniquenessQuery | LlmnrConflict | LlmnrReclaimed
+
+
+@dataclass
+class _Claim:
+    name: str
+    #: None, or the id of the uniqueness query in flight and when its wait ends.
+    query_id: int | None = None
+    deadline: float | None = None
+    #: First other host that answered the query in flight.
+    answered_by: str | None = None
+    #: Verified (or verified before and not found in conflict since): answered.
+    held: bool = False
+    #: Owner found by the last check that failed (None: not in conflict).
+    conflict_with: str | None = None
+    recheck_at: float | None = None
+
+
+class NameClaims:
+    """Uniqueness verification and conflict handling for the edge's LLMNR names.
+
+    RFC 4795 §4.1: at start and when the interface comes up (:meth:`verify`) a query
+    for each name (type ANY, C clear) goes to the link; an answer with C clear from
+    an address that is not ours, to *that* query's id, within ``wait`` seconds, puts
+    the name in conflict: it is not answered (:meth:`answering` False) and is
+    reported (:class:`LlmnrConflict`). Answers with C set are from a host attached
+    several times to the link and are not a conflict (§4.1).
+
+    RFC 4795 §4.2: a query with C set for a name we hold makes us re-verify it
+    (:meth:`received` returns the query) and is never answered (the responder
+    ignores C queries); the name keeps being answered while it is re-verified, so a
+    spoofed C query silences nothing.
+
+    A name in conflict is checked again every ``recheck_interval`` seconds and
+    reclaimed (:class:`LlmnrReclaimed`) when nobody answers. Responses nobody asked
+    for (another id, or no query in flight) are counted as ``challenges_ignored``
+    and change nothing, so a spoofer can cause at most a conflict that a single
+    forged answer to an in-flight query creates, lasting until the next re-check.
+
+    Time is the ``now`` argument (seconds, monotonic); nothing here logs or sends.
+    """
+
+    def __init__(
+        self,
+        names: Iterable[str],
+        own_addresses: Iterable[str],
+        *,
+        wait: float = UNIQUENESS_WAIT,
+        recheck_interval: float = CONFLICT_RECHECK_INTERVAL,
+        new_id: Callable[[], int] | None = None,
+    ) -> None:
+        if recheck_interval <= wait:
+            raise UsageError("llmnr: conflict re-check must be longer than a uniqueness wait")
+        self._claims = {n.rstrip(".").casefold(): _Claim(n.rstrip(".")) for n in names}
+        self._own = frozenset(a.split("%", 1)[0] for a in own_addresses)
+        self._wait = wait
+        self._recheck = recheck_interval
+        rng = random.SystemRandom()
+        self._new_id = new_id or (lambda: rng.randrange(1, 0x10000))
+        self._stats = {"conflicts": 0, "reclaimed": 0, "challenges_ignored": 0}
+
+    def statistics(self) -> dict[str, int]:
+        """Counters: ``conflicts``, ``reclaimed``, ``challenges_ignored``."""
+        return dict(self._stats)
+
+    def answering(self, name: str) -> bool:
+        """True if ``name`` is ours to answer for now."""
+        claim = self._claims.get(name.rstrip(".").casefold())
+        return claim is not None and claim.held
+
+    def conflicts(self) -> dict[str, str]:
+        """Names in conflict -> the address that answered for them."""
+        return {c.name: c.conflict_with for c in self._claims.values() if c.conflict_with}
+
+    def _query(self, claim: _Claim, now: float) -> UniquenessQuery:
+        qid = self._new_id() & 0xFFFF
+        claim.query_id, claim.deadline, claim.answered_by = qid, now + self._wait, None
+        claim.recheck_at = None
+        return UniquenessQuery(claim.name, qid, build_query(qid, claim.name, TYPE_ANY))
+
+    def verify(self, now: float) -> list[UniquenessQuery]:
+        """Start a uniqueness check of every name not already being checked (start-up,
+        interface up, announce after a withdraw; RFC 4795 §4.1)."""
+        return [self._query(c, now) for c in self._claims.values() if c.query_id is None]
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` next has something to do, or None."""
+        times = [
+            t for c in self._claims.values() for t in (c.deadline, c.recheck_at) if t is not None
+        ]
+        return min(times, default=None)
+
+    def received(self, msg: Message, source: str, now: float) -> list[ClaimCommand]:
+        """Look at one decoded datagram from ``source`` (an address)."""
+        src = source.split("%", 1)[0]
+        if src in self._own or len(msg.questions) != 1:
+            return []
+        claim = self._claims.get(msg.questions[0].name.rstrip(".").casefold())
+        if claim is None:
+            return []
+        if not msg.is_response:
+            if msg.conflict and msg.opcode == 0 and claim.held and claim.query_id is None:
+                return [self._query(claim, now)]  # RFC 4795 §4.2: re-verify, do not answer
+            return []
+        if claim.query_id is None or msg.id != claim.query_id:
+            if msg.answers:
+                self._stats["challenges_ignored"] += 1
+            return []
+        others = [rr.address for rr in msg.answers if rr.address is not None]
+        if msg.conflict or not others or all(a in self._own for a in others):
+            return []  # §4.1: C set means the same host on the link twice
+        if claim.answered_by is None:
+            claim.answered_by = src
+        return []
+
+    def poll(self, now: float) -> list[ClaimCommand]:
+        """Finish checks whose wait is over and start due re-checks."""
+        out: list[ClaimCommand] = []
+        for c in self._claims.values():
+            if c.deadline is not None and now >= c.deadline:
+                c.query_id = c.deadline = None
+                if c.answered_by is not None:
+                    repeat = c.conflict_with == c.answered_by
+                    c.conflict_with, c.answered_by, c.held = c.answered_by, None, False
+                    c.recheck_at = now + self._recheck
+                    self._stats["conflicts"] += 1
+                    out.append(LlmnrConflict(c.name, c.conflict_with, repeat))
+                else:
+                    if c.conflict_with is not None:
+                        self._stats["reclaimed"] += 1
+                        out.append(LlmnrReclaimed(c.name))
+                    c.conflict_with, c.held = None, True
+            elif c.recheck_at is not None and now >= c.recheck_at:
+                out.append(self._query(c, now))
+        return out
