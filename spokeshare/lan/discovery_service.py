@@ -28,7 +28,7 @@ import re
 import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -249,10 +249,9 @@ class LlmnrService:
         if settings.ipv6_link_local:
             self._own.add(settings.ipv6_link_local)
         self._own.update(a for _, a in settings.name_addresses6 if a)
-        #: Uniqueness queries in flight (RFC 4795 §4.1): LLMNR id -> name.
-        self._probes: dict[int, str] = {}
-        #: Names another host answers for -> that host (we do not answer for them).
-        self.conflicts: dict[str, str] = {}
+        # LLMNR uniqueness and conflicts (RFC 4795 §4): llmnr.NameClaims decides.
+        self.claims = llmnr.NameClaims(settings.names, self._own, wait=LLMNR_UNIQUENESS_WAIT)
+        self._claims_timer: asyncio.TimerHandle | None = None
         self._transports: list[asyncio.DatagramTransport] = []
         self._replies: dict[int, asyncio.DatagramTransport] = {}
         self._hostile = RateLimitedLog(log, BAD_PACKET_LOG_INTERVAL)
@@ -260,9 +259,16 @@ class LlmnrService:
     def __repr__(self) -> str:
         return f"<LlmnrService {self.settings.interface} {self.core!r}>"
 
+    @property
+    def conflicts(self) -> dict[str, str]:
+        """Names another host answers for -> that host (we do not answer for them)."""
+        return self.claims.conflicts()
+
     def statistics(self) -> llmnr.ResponderStatistics:
         return dataclasses.replace(
-            self.core.statistics(), internal_errors=self._hostile.counts.get("internal_errors", 0)
+            self.core.statistics(),
+            internal_errors=self._hostile.counts.get("internal_errors", 0),
+            **self.claims.statistics(),
         )
 
     async def start(self) -> None:
@@ -295,57 +301,70 @@ class LlmnrService:
         log.info("llmnr: answering for %s on %s", ",".join(answered) or "none", s.interface)
 
     async def _verify_unique(self) -> None:
-        """RFC 4795 §4.1: before answering, ask for each name on the link; a response
-        from another host means the name is taken there, and the edge does not answer
-        for it (logged once; the other protocols are unaffected)."""
-        s = self.settings
-        rng = random.SystemRandom()
-        self._probes = {}
-        for name in s.names:
-            qid = rng.randrange(1, 0x10000)
-            self._probes[qid] = name
-            query = llmnr.build_query(qid, name)
-            for family, group in (
-                (socket.AF_INET, (llmnr.MCAST_V4, s.llmnr_port)),
-                (socket.AF_INET6, (llmnr.MCAST_V6, s.llmnr_port, 0, s.ifindex)),
-            ):
-                transport = self._replies.get(family)
-                if transport is not None:
-                    transport.sendto(query, group)
+        """RFC 4795 §4.1: before answering, ask for each name on the link and wait
+        LLMNR_TIMEOUT; a name another host answers for is not answered over LLMNR
+        (the other protocols are unaffected) and is checked again every
+        llmnr.CONFLICT_RECHECK_INTERVAL seconds until it is free."""
+        self._claims_run(self.claims.verify(time.monotonic()))
         await asyncio.sleep(LLMNR_UNIQUENESS_WAIT)
-        self._probes = {}
-        for name, owner in sorted(self.conflicts.items()):
-            self.core.exclude(name)
-            log.warning(
-                "llmnr: name conflict: %s is answered by %s on %s (RFC 4795 §4.1); "
-                "not answering for it over LLMNR",
-                name,
-                owner,
-                s.interface,
-            )
+        self._claims_due()
 
-    def _probe_answer(self, data: bytes, source: str) -> bool:
-        """True if ``data`` answers one of our uniqueness queries (then it is noted)."""
-        try:
-            msg = llmnr.decode(data)
-        except DecodeError:
-            return False
-        name = self._probes.get(msg.id)
-        if name is None or not msg.is_response:
-            return False
-        if msg.answers and source.split("%", 1)[0] not in self._own:
-            self.conflicts.setdefault(name, source)
-        return True
+    def _claims_run(self, commands: Sequence[llmnr.ClaimCommand]) -> None:
+        s = self.settings
+        for c in commands:
+            if isinstance(c, llmnr.UniquenessQuery):
+                for family, group in (
+                    (socket.AF_INET, (llmnr.MCAST_V4, s.llmnr_port)),
+                    (socket.AF_INET6, (llmnr.MCAST_V6, s.llmnr_port, 0, s.ifindex)),
+                ):
+                    transport = self._replies.get(family)
+                    if transport is not None:
+                        transport.sendto(c.data, group)
+            elif isinstance(c, llmnr.LlmnrConflict):
+                self.core.exclude(c.name)
+                # A repeat (same owner at a re-check) is debug: one warning per owner.
+                log.log(
+                    logging.DEBUG if c.repeat else logging.WARNING,
+                    "llmnr: name conflict: %s is answered by %s on %s (RFC 4795 §4.1); "
+                    "not answering for it over LLMNR, checking again every %.0f s",
+                    c.name,
+                    c.owner,
+                    s.interface,
+                    llmnr.CONFLICT_RECHECK_INTERVAL,
+                )
+            else:
+                self.core.include(c.name)
+                log.info("llmnr: reclaimed %s on %s: its other owner is gone", c.name, s.interface)
+        self._claims_rearm()
+
+    def _claims_rearm(self) -> None:
+        if self._claims_timer is not None:
+            self._claims_timer.cancel()
+            self._claims_timer = None
+        due = self.claims.next_deadline()
+        if due is None or not self._transports:
+            return
+        delay = max(0.0, due - time.monotonic())
+        self._claims_timer = asyncio.get_running_loop().call_later(delay, self._claims_due)
+
+    def _claims_due(self) -> None:
+        self._claims_timer = None
+        self._claims_run(self.claims.poll(time.monotonic()))
 
     def _received(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
         if not self._link.on_link(source):  # RFC 4795 §2.5: off-link senders get nothing
             self.off_link_dropped += 1
             return
-        if self._probes and self._probe_answer(data, source):
-            return
+        now = time.monotonic()
+        try:  # answers to our uniqueness queries, C-bit queries (RFC 4795 §4)
+            commands = self.claims.received(llmnr.decode(data), source, now)
+        except DecodeError:
+            commands = []  # counted and logged by core.handle below
+        if commands:
+            self._claims_run(commands)
         try:
-            reply = self.core.handle(data, source, self._local, time.monotonic())
+            reply = self.core.handle(data, source, self._local, now)
         except DecodeError as exc:
             self._hostile(
                 "bad_packets", source, "llmnr: dropped bad packet from %s: %s", source, exc
@@ -365,9 +384,13 @@ class LlmnrService:
     async def announce(self) -> None:
         self.core.enabled = True
         log.info("llmnr: answering again for %s", ",".join(self.settings.names))
+        self._claims_run(self.claims.verify(time.monotonic()))  # RFC 4795 §4.1
 
     async def stop(self) -> None:
         self.core.enabled = False
+        if self._claims_timer is not None:
+            self._claims_timer.cancel()
+            self._claims_timer = None
         for t in self._transports:
             t.close()
         self._transports.clear()
