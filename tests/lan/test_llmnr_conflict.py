@@ -200,3 +200,19 @@ def test_property_any_sequence_ends_with_the_name_back_once_peers_are_silent(
         now += 0.5
         c.poll(now)
     assert c.answering("GLOBAL-NFS") and c.conflicts() == {}
+
+
+def test_service_counts_unsolicited_answers_and_keeps_answering() -> None:
+    """The asyncio adapter feeds every datagram to NameClaims: llmnrd's answer, arriving
+    with no check in flight, is counted in the service's statistics and the name is
+    still answered (LlmnrService without sockets: nothing is sent)."""
+    from uuid import UUID
+
+    from spokeshare.lan.discovery_service import DiscoverySettings, LlmnrService
+
+    ns = UUID("00000000-0000-0000-0000-000000000001")
+    svc = LlmnrService(DiscoverySettings("eth0", "198.18.202.2", ("GLOBAL-NFS",), ns))
+    svc._received(LLMNRD_ANSWER, (LLMNRD, 5355))
+    stats = svc.statistics()
+    assert stats.challenges_ignored == 1 and stats.conflicts == 0
+    assert svc.conflicts == {} and svc.core.owns("GLOBAL-NFS")
