@@ -490,3 +490,31 @@ def plan_sync(current: Mapping[str, PrinterService], desired: Iterable[PrinterSe
         elif new != old:
             update.append(new)
     return SyncPlan(tuple(remove), tuple(add), tuple(update))
+
+
+# -- conflicts after publication (RFC 6762 section 9) ---------------------------------------
+
+#: One record's data as compared for conflicts: ("SRV", target lower-cased, port) or
+#: ("TXT", the TXT record's octets).
+RecordData = tuple[str, str, int] | tuple[str, bytes]
+
+
+def conflicts(
+    ours: Mapping[str, Iterable[RecordData]], heard: Iterable[tuple[str, RecordData]]
+) -> set[str]:
+    """The names we hold that another host now claims (RFC 6762 section 9).
+
+    ``ours`` maps each service instance name we publish (lower-cased, as DNS compares
+    names, RFC 6762 section 16) to every SRV and TXT data we have announced for it;
+    ``heard`` is (lower-cased name, data) of the SRV/TXT answers just received (not
+    goodbyes). A heard record for one of our names whose data is none of ours is a
+    conflict: these records are unique to their owner (section 2), so another host is
+    announcing our instance name. Our own announcements, looped back or late after an
+    update, carry data we announced and are not conflicts.
+    """
+    out: set[str] = set()
+    for name, data in heard:
+        held = ours.get(name)
+        if held is not None and data not in set(held):
+            out.add(name)
+    return out

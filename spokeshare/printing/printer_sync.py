@@ -52,10 +52,12 @@ import h11
 from zeroconf import (
     BadTypeInNameException,
     NonUniqueNameException,
+    RecordUpdateListener,
     ServiceInfo,
     ServiceNameAlreadyRegistered,
 )
 from zeroconf import Error as ZeroconfError
+from zeroconf._dns import DNSService, DNSText  # not exported by the package
 
 from spokeshare.errors import DecodeError
 from spokeshare.printing import dnssd, hq_printers
@@ -187,6 +189,31 @@ class _Published:
     ipp: ServiceInfo
     lpd: ServiceInfo
     subtypes: tuple[ServiceInfo, ...]
+    n: int = 1  # 1: the instance name as built; n >= 2: dnssd.alternative_name(..., n)
+
+
+class _ConflictListener(RecordUpdateListener):
+    """Hands every SRV/TXT answer the responder receives to the advertiser's conflict
+    check. python-zeroconf checks for conflicts only while probing (it looks for the
+    name in its cache before each probe, ``Zeroconf.async_check_service``); once a
+    service is registered, a conflicting answer from another host is only cached. This
+    listener (zeroconf's public listener interface, not a fork) closes that gap."""
+
+    def __init__(self, advertiser: PrinterAdvertiser) -> None:
+        self.advertiser = advertiser
+
+    def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        heard: list[tuple[str, dnssd.RecordData]] = []
+        for update in records:
+            rec = update.new
+            if rec.ttl == 0:  # a goodbye claims nothing (RFC 6762 section 10.1)
+                continue
+            if isinstance(rec, DNSService):
+                heard.append((rec.key, ("SRV", rec.server.lower(), rec.port)))
+            elif isinstance(rec, DNSText):
+                heard.append((rec.key, ("TXT", rec.text)))
+        if heard:
+            self.advertiser.heard(heard)
 
 
 @dataclass(frozen=True)
@@ -239,6 +266,12 @@ class PrinterAdvertiser:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        #: name key -> every SRV/TXT data announced for it while we hold it.
+        self._ours: dict[str, set[dnssd.RecordData]] = {}
+        self._listener = _ConflictListener(self)
+        self._listening: AsyncZeroconf | None = None
+        self._renaming: dict[str, asyncio.Task[None]] = {}
+        self._conflicts_after = 0
 
     def __repr__(self) -> str:
         return (
@@ -267,8 +300,15 @@ class PrinterAdvertiser:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        for task in list(self._renaming.values()):
+            task.cancel()
+        await asyncio.gather(*self._renaming.values(), return_exceptions=True)
+        self._renaming.clear()
         async with self._lock:
             await self._unpublish_all()
+        if self._listening is not None:
+            self._listening.zeroconf.async_remove_listener(self._listener)
+            self._listening = None
 
     async def withdraw(self) -> None:
         """Goodbyes for every printer; the sync pauses until :meth:`announce`."""
@@ -367,16 +407,20 @@ class PrinterAdvertiser:
         )
         return ipp, lpd, subs
 
-    async def _publish(self, svc: PrinterService) -> None:
+    async def _publish(self, svc: PrinterService, first: int = 1) -> None:
         azc = self._zc()
         if azc is None:
             return
-        for n in range(1, MAX_RENAMES + 1):
+        self._listen(azc)
+        for n in range(first, first + MAX_RENAMES):
             instance = svc.instance if n == 1 else dnssd.alternative_name(svc.instance, n)
             ipp, lpd, subs = self._infos(svc, instance)
+            # Before the records go out: their loopback is ours, not a conflict.
+            self._remember(ipp, lpd)
             try:
                 await (await azc.async_register_service(ipp))
             except (NonUniqueNameException, ServiceNameAlreadyRegistered):
+                self._forget(ipp, lpd)
                 # Held by another host (probing), or by another of HQ's printers that
                 # got this name after a conflict: either way, the next name.
                 log.warning(
@@ -387,6 +431,7 @@ class PrinterAdvertiser:
                 )
                 continue
             except BadTypeInNameException as exc:
+                self._forget(ipp, lpd)
                 log.warning("printers: HQ printer %r left out: %s", svc.printer, exc)
                 return
             try:
@@ -398,9 +443,10 @@ class PrinterAdvertiser:
                     dnssd.alternative_name(svc.instance, n + 1),
                 )
                 await (await azc.async_unregister_service(ipp))
+                self._forget(ipp, lpd)
                 continue
             published = self._add_subtypes(azc, subs)
-            self._published[svc.printer] = _Published(svc, instance, ipp, lpd, published)
+            self._published[svc.printer] = _Published(svc, instance, ipp, lpd, published, n)
             if instance != svc.instance:
                 self._renamed[svc.instance] = instance
             else:
@@ -465,12 +511,13 @@ class PrinterAdvertiser:
         if azc is None or old is None:
             return
         ipp, lpd, subs = self._infos(svc, old.instance)
+        self._remember(ipp, lpd)  # before the new TXT goes out
         self._remove_subtypes_quietly(azc, old.subtypes)
         await (await azc.async_update_service(ipp))
         if lpd.port != old.lpd.port or lpd.properties != old.lpd.properties:
             await (await azc.async_update_service(lpd))
         published = self._add_subtypes(azc, subs)
-        self._published[svc.printer] = _Published(svc, old.instance, ipp, lpd, published)
+        self._published[svc.printer] = _Published(svc, old.instance, ipp, lpd, published, old.n)
         log.info("printers: updated %r (queue %s)", old.instance, svc.printer)
 
     def _remove_subtypes_quietly(self, azc: AsyncZeroconf, subs: tuple[ServiceInfo, ...]) -> None:
@@ -484,11 +531,65 @@ class PrinterAdvertiser:
         azc = self._zc()
         if pub is None or azc is None:
             return
+        self._ours.pop(pub.ipp.key, None)
+        self._ours.pop(pub.lpd.key, None)
         self._remove_subtypes(azc, pub.subtypes)
         await (await azc.async_unregister_service(pub.lpd))
         await (await azc.async_unregister_service(pub.ipp))
         self._renamed.pop(pub.service.instance, None)
         log.info("printers: %r (queue %s) left the LAN (goodbye)", pub.instance, printer)
+
+    # -- conflicts after publication (RFC 6762 section 9) ------------------------------
+    def _listen(self, azc: AsyncZeroconf) -> None:
+        if self._listening is not azc:
+            azc.zeroconf.async_add_listener(self._listener, None)
+            self._listening = azc
+
+    def _remember(self, *infos: ServiceInfo) -> None:
+        for info in infos:
+            ours = self._ours.setdefault(info.key, set())
+            ours.add(("SRV", (info.server or "").lower(), info.port or 0))
+            ours.add(("TXT", info.text))
+
+    def _forget(self, *infos: ServiceInfo) -> None:
+        """Drop what :meth:`_remember` noted for names that were not taken after all
+        (unless another of our printers holds them)."""
+        held = {k for p in self._published.values() for k in (p.ipp.key, p.lpd.key)}
+        for info in infos:
+            if info.key not in held:
+                self._ours.pop(info.key, None)
+
+    def heard(self, records: list[tuple[str, dnssd.RecordData]]) -> None:
+        """SRV/TXT answers just received (lower-cased name, data): a printer whose
+        name another host now announces with other data is renamed (RFC 6762 section
+        9: on a conflict after probing, the host MUST probe again; here with the next
+        name, as CUPS and mDNSResponder do)."""
+        held = {k for p in self._published.values() for k in (p.ipp.key, p.lpd.key)}
+        lost = dnssd.conflicts({k: v for k, v in self._ours.items() if k in held}, records)
+        for pub in list(self._published.values()):
+            if {pub.ipp.key, pub.lpd.key} & lost and pub.service.printer not in self._renaming:
+                task = asyncio.get_running_loop().create_task(
+                    self._rename(pub.service.printer), name=f"printer-rename-{pub.instance}"
+                )
+                self._renaming[pub.service.printer] = task
+
+    async def _rename(self, printer: str) -> None:
+        try:
+            async with self._lock:
+                pub = self._published.get(printer)
+                if pub is None or self._withdrawn:
+                    return
+                self._conflicts_after += 1
+                log.warning(
+                    "printers: name conflict: another host announces %r with other data "
+                    "(RFC 6762 section 9); renaming it, from %r",
+                    f"{pub.instance}.{dnssd.IPP_TYPE}",
+                    dnssd.alternative_name(pub.service.instance, pub.n + 1),
+                )
+                await self._guarded(printer, "withdraw", self._unpublish(printer))
+                await self._guarded(printer, "publish", self._publish(pub.service, pub.n + 1))
+        finally:
+            self._renaming.pop(printer, None)
 
     async def _unpublish_all(self) -> None:
         for printer in list(self._published):

@@ -234,3 +234,22 @@ def test_lpd_record_names_the_queue_only_with_a_real_port() -> None:
     lpd = printer_service(attrs, "E.local.", 631, lpd_port=515)
     assert dict(lpd.lpd_txt) == {**dict(lpd.txt), "rp": "q"}
     assert dict(lpd.txt)["rp"] == "printers/q"
+
+
+def test_conflicts_only_other_data_for_names_we_hold() -> None:
+    """RFC 6762 section 9: another host's SRV/TXT for our instance name is a conflict;
+    our own data (looped back, or an older TXT of ours) and other names are not."""
+    ours: dict[str, set[dnssd.RecordData]] = {
+        "hq laser._ipp._tcp.local.": {
+            ("SRV", "edge.local.", 631),
+            ("TXT", b"\x05rp=a"),
+            ("TXT", b"\x05rp=b"),
+        }
+    }
+    name = "hq laser._ipp._tcp.local."
+    assert dnssd.conflicts(ours, [(name, ("SRV", "edge.local.", 631))]) == set()
+    assert dnssd.conflicts(ours, [(name, ("TXT", b"\x05rp=a"))]) == set()
+    assert dnssd.conflicts(ours, [("mac._ipp._tcp.local.", ("SRV", "mac.local.", 631))]) == set()
+    assert dnssd.conflicts(ours, [(name, ("SRV", "mac.local.", 631))]) == {name}
+    assert dnssd.conflicts(ours, [(name, ("SRV", "edge.local.", 632))]) == {name}
+    assert dnssd.conflicts(ours, [(name, ("TXT", b"\x05rp=c"))]) == {name}

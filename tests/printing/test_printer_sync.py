@@ -294,3 +294,81 @@ def test_unusable_printer_left_out_with_one_line_the_others_published(
     assert left_out == [
         "printers: HQ printer 'a/b' left out: printer-name is not a CUPS queue name"
     ]
+
+
+def test_conflict_after_publication_renames_with_both_subtypes(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RFC 6762 section 9: "HQ laser (lab)" is published; then an office Mac starts
+    announcing that instance name with its own SRV/TXT (without probing, as after two
+    LAN segments are joined). The edge renames its printer "HQ laser (lab) (2)" with a
+    log line; a browser on the LAN finds the new name under both subtypes, and the
+    edge's other printer and the Mac's record stay."""
+    caplog.set_level(logging.INFO, "spokeshare.printing.sync")
+
+    async def scenario() -> None:
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        other = AsyncZeroconf(interfaces=["127.0.0.1"])
+        lan = AsyncZeroconf(interfaces=["127.0.0.1"])
+        seen = Seen()
+        types = [
+            "_ipp._tcp.local.",
+            "_universal._sub._ipp._tcp.local.",
+            "_print._sub._ipp._tcp.local.",
+        ]
+        browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
+        adv = PrinterAdvertiser(
+            Responder(zc), Script(), HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+        )
+        mac = ServiceInfo(
+            "_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.", port=631,
+            properties={"rp": "ipp/print"}, server="office-mac.local.", addresses=[LOOPBACK],
+        )  # fmt: skip
+        try:
+            await adv.sync_once()
+            assert sorted(adv.statistics().printers) == ["HQ colour (lab)", "HQ laser (lab)"]
+            assert not any("another host announces" in m for m in caplog.messages)
+            # cooperating_responders: zeroconf announces without probing first
+            await (await other.async_register_service(mac, cooperating_responders=True))
+
+            def renamed() -> bool:
+                return sorted(adv.statistics().printers) == [
+                    "HQ colour (lab)", "HQ laser (lab) (2)"
+                ]  # fmt: skip
+
+            def subtypes_follow() -> bool:
+                return all(
+                    "HQ laser (lab) (2)" in seen.names.get(t, set())
+                    and "HQ colour (lab)" in seen.names.get(t, set())
+                    for t in types[1:]
+                )
+
+            async with asyncio.timeout(15):
+                while not (renamed() and subtypes_follow()):
+                    seen.changed.clear()
+                    try:
+                        await asyncio.wait_for(seen.changed.wait(), 1.0)
+                    except TimeoutError:
+                        pass  # the rename itself is not seen by the browser; look again
+            assert adv.statistics().renamed == (("HQ laser (lab)", "HQ laser (lab) (2)"),)
+            info = AsyncServiceInfo("_ipp._tcp.local.", "HQ laser (lab) (2)._ipp._tcp.local.")
+            assert await info.async_request(lan.zeroconf, 3000)
+            assert info.server == HOST and info.properties[b"rp"] == b"printers/hq-laser"
+            # The Mac's record is the Mac's: the edge's goodbye did not take it away.
+            theirs = AsyncServiceInfo("_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.")
+            assert await theirs.async_request(lan.zeroconf, 3000)
+            assert theirs.server == "office-mac.local."
+        finally:
+            await adv.stop()
+            await browser.async_cancel()
+            await (await other.async_unregister_service(mac))
+            await other.async_close()
+            await lan.async_close()
+            await zc.async_close()
+
+    loop.run_until_complete(scenario())
+    lines = [m for m in caplog.messages if "another host announces" in m]
+    assert lines == [
+        "printers: name conflict: another host announces 'HQ laser (lab)._ipp._tcp.local.' "
+        "with other data (RFC 6762 section 9); renaming it, from 'HQ laser (lab) (2)'"
+    ]
