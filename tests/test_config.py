@@ -163,3 +163,13 @@ def test_printers_sync_interval_documented_default_and_bounds(tmp_path: Path) ->
     with pytest.raises(ConfigError) as info:
         load_edge(write(tmp_path, EDGE + "\n[printers]\nsync = 5\n"))
     assert info.value.key == "printers.sync"
+
+
+def test_printers_host_name_default_empty_one_label_else_refused(tmp_path: Path) -> None:
+    assert load_edge(None).printers.host_name == ""  # then <office>-print
+    cfg = load_edge(write(tmp_path, EDGE + '\n[printers]\nhost_name = "sf-printers"\n'))
+    assert cfg.printers.host_name == "sf-printers"
+    for bad in ('"sf.print"', '"-sf"', '"sf print"', f'"{"a" * 64}"', '"sf-print.local"'):
+        with pytest.raises(ConfigError) as info:
+            load_edge(write(tmp_path, EDGE + f"\n[printers]\nhost_name = {bad}\n"))
+        assert info.value.key == "printers.host_name"

@@ -22,7 +22,10 @@ and brings the LAN in step (:func:`spokeshare.printing.dnssd.plan_sync`), throug
 Conflicts (RFC 6762 section 9): when probing finds ``Office Laser._ipp._tcp.local.``
 already held by another host, the printer is published as ``Office Laser (2)`` (then
 ``(3)``...), as CUPS and mDNSResponder rename, with a log line; its ``_universal`` and
-``_print`` subtypes follow the new name.
+``_print`` subtypes follow the new name. A conflict after publication (another host
+starts announcing a published instance name with other SRV/TXT data) is caught by a
+record listener on the responder (python-zeroconf checks only while probing) and
+renames the printer the same way (:meth:`PrinterAdvertiser.heard`).
 
 Subtypes: python-zeroconf keeps one registration per instance name and publishes the
 PTR of that registration's type only. The subtype PTRs
