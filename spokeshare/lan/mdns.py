@@ -142,6 +142,12 @@ class MdnsPublisher:
             interfaces.append(socket.if_nametoindex(s.interface))
             version = IPVersion.All
         self._zc = AsyncZeroconf(interfaces=interfaces, ip_version=version)
+        # Host names answered for ANY questions and probes (RFC 6762 §8.1, §9): set
+        # before the listeners exist (zeroconf creates them in a task, each taking
+        # zc.query_handler), so every one of them calls this handler.
+        from spokeshare.lan.mdns_defence import HostNameQueryHandler
+
+        self._zc.zeroconf.query_handler = HostNameQueryHandler(self._zc.zeroconf)
         self._link_rules(self._zc)  # innermost: the budget below charges what it sends
         self._budget_unicast(self._zc)
         await self._register_all()
