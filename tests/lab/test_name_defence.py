@@ -5,7 +5,8 @@ avahi-daemon) and answers LLMNR for ``GLOBAL-NFS`` (llmnrd): the edge must find 
 when it probes (RFC 6762 §8.1 for the host name, RFC 4795 §4.1) and stay silent for
 that name on those protocols while still serving GLOBAL-ENG. Then the office file
 server's avahi-daemon, started later as ``global-eng``, probes a name the edge holds:
-the edge should defend it so that avahi renames itself (it does not yet: strict xfail).
+the edge defends it (RFC 6762 §8.1, §9: it answers the ANY probe) so that avahi
+renames itself.
 """
 
 from __future__ import annotations
@@ -132,14 +133,30 @@ def test_names_held_by_the_pc_are_left_to_it(lab: Lab) -> None:
     assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [PC_IP], out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (docs/lan-audit.md): python-zeroconf does not answer avahi's probe "
-    "for a host name it publishes, so avahi keeps global-eng.local too",
-)
 def test_edge_defends_a_name_it_holds(lab: Lab) -> None:
     log = start_avahi(lab, "nyc-fs", "global-eng")
     # avahi reports startup before its probes end; the conflict line follows.
     wait_for(lambda: "global-eng-2" in log.read_text(errors="replace"), 15, "avahi to yield")
     assert "Host name conflict" in log.read_text(errors="replace")
     assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
+
+
+def test_llmnr_name_reclaimed_when_llmnrd_goes(lab: Lab) -> None:
+    """RFC 4795 §4: the edge left GLOBAL-NFS to the PC's llmnrd at start; once llmnrd
+    stops, the next re-check (every llmnr.CONFLICT_RECHECK_INTERVAL, 60 s) meets silence
+    and the edge answers for the name again, with its own address."""
+    from spokeshare.lan.llmnr import CONFLICT_RECHECK_INTERVAL
+
+    edge_log = lab.logs_dir / "edge-nyc.log"
+    wait_for(lambda: "llmnr: name conflict: GLOBAL-NFS" in edge_log.read_text(), 30, "conflict")
+    assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == []
+    (pid,) = [p["pid"] for p in lab.registry.processes() if p["what"] == "llmnrd nyc-pc"]
+    lab.registry.kill_process(pid)
+    wait_for(
+        lambda: "llmnr: reclaimed GLOBAL-NFS" in edge_log.read_text(),
+        CONFLICT_RECHECK_INTERVAL + 15,
+        "the edge reclaims GLOBAL-NFS over LLMNR",
+    )
+    assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == [EDGE]
+    out = sh(lab, "nyc-fs", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+    assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [EDGE], out
