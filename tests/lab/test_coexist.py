@@ -30,6 +30,7 @@ from spokeshare.lab import netns, services, spokes
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab import wsdd_client
 
 pytestmark = pytest.mark.lab
 
@@ -226,17 +227,9 @@ def mdns_a(lab: Lab, name: str) -> list[str]:
 
 
 def wsdd_discovers(lab: Lab, seconds: float) -> set[str]:
-    argv = ["wsdd", "-D", "-i", LAN_IFNAME, "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", "-v"]
-    p = subprocess.Popen(
-        netns.exec_argv(PC, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = p.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        p.terminate()
-        out, _ = p.communicate(timeout=10)
-    return set(re.findall(r"discovered (\S+) in Workgroup:ACME on 198\.18\.11\.", out))
+    return wsdd_client.wsdd_discovers(
+        PC, LAN_IFNAME, "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", seconds
+    )
 
 
 def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:

@@ -27,6 +27,7 @@ from spokeshare.lab import spokes
 from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab import wsdd_client
 
 pytestmark = pytest.mark.lab
 
@@ -78,20 +79,9 @@ def browse_list(lab: Lab) -> str:
 
 def wsdd_discovers(lab: Lab, seconds: float) -> set[str]:
     """Run the real wsdd in discovery mode on nyc-pc; which names it lists in ACME."""
-    argv = ["wsdd", "-D", "-i", "lan0", "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c11", "-v"]
-    p = subprocess.Popen(
-        ["ip", "netns", "exec", "nyc-pc", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
+    return wsdd_client.wsdd_discovers(
+        "nyc-pc", "lan0", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c11", seconds
     )
-    try:
-        out, _ = p.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        p.terminate()
-        out, _ = p.communicate(timeout=10)
-    return set(re.findall(r"discovered (\S+) in Workgroup:ACME on 198\.18\.11\.", out))
 
 
 def test_names_resolve_to_their_addresses(lab: Lab) -> None:

@@ -24,10 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare.lab import netns, spokes
+from spokeshare.lab import spokes
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab import wsdd_client
 
 pytestmark = pytest.mark.lab
 
@@ -127,16 +128,7 @@ def mdns(lab: Lab, name: str, qtype: str, server: str) -> list[str]:
 
 def wsd_xaddr_hosts(lab: Lab, seconds: float) -> dict[str, set[str]]:
     """Name -> hosts of the XAddrs the real wsdd fetched metadata from (v4 and v6)."""
-    argv = ["wsdd", "-D", "-i", LAN_IFNAME, "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c13", "-v"]
-    p = subprocess.Popen(
-        netns.exec_argv(PC, argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        out, _ = p.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        p.terminate()
-        out, _ = p.communicate(timeout=10)
+    out = wsdd_client.wsdd_log(PC, LAN_IFNAME, "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c13", seconds)
     found: dict[str, set[str]] = {}
     for name, host in re.findall(r"discovered (\S+) in Workgroup:ACME on (\S+)", out):
         # wsdd writes "198.18.11.1" or "[fe80::1%lan0]" / "fe80::1%lan0]" (0.7.0)

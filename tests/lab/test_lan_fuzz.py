@@ -34,6 +34,7 @@ from spokeshare.lab import spokes
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab import wsdd_client
 
 pytestmark = pytest.mark.lab
 
@@ -129,16 +130,9 @@ def resolves(lab: Lab) -> str | None:
 
 
 def wsdd_discovers(lab: Lab, seconds: float) -> set[str]:
-    argv = ["wsdd", "-D", "-i", LAN_IFNAME, "-U", "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", "-v"]
-    p = subprocess.Popen(["ip", "netns", "exec", lab.office(OFFICE).pc, *argv],
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         start_new_session=True)
-    try:
-        out, _ = p.communicate(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        p.terminate()
-        out, _ = p.communicate(timeout=10)
-    return set(re.findall(r"discovered (\S+) in Workgroup:ACME on 198\.18\.11\.", out))
+    return wsdd_client.wsdd_discovers(
+        lab.office(OFFICE).pc, LAN_IFNAME, "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", seconds
+    )
 
 
 def test_edge_survives_a_hostile_lan(lab: Lab) -> None:
