@@ -496,28 +496,9 @@ SystemGroup root
 
     def start(self, registry: StateRegistry, log_dir: Path) -> int:
         """Start stock cupsd, share it as the README says, add the queues; wait for them."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)
-        for sub in ("spool", "spool/tmp", "cache", "state"):
-            (self.root / sub).mkdir(exist_ok=True)
-        for name, text in self.files().items():
-            path = self.root / name
-            path.write_text(text)
-            path.chmod(0o644)
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-               "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={self.dbus_socket}"}  # fmt: skip
-        pid = spawn(
-            registry,
-            self.namespace,
-            ["cupsd", "-f", "-c", str(self.root / "cupsd.conf"),
-             "-s", str(self.root / "cups-files.conf")],
-            "cupsd hq",
-            log_dir / f"{self.namespace}-cupsd.log",
-            env=env,
-        )  # fmt: skip
+        pid = self.start_stock(registry, log_dir)
         start = registry.processes()[-1]["start"]
         alive = lambda: netns.pid_alive(pid, start)  # noqa: E731
-        wait_for("cupsd", self._answers, timeout=30, alive=alive, interval=0.1)
         # The README's step for HQ: share printers, accept remote clients.
         self.admin(["cupsctl", "--share-printers", "--remote-any"])
         # cupsd reloads its configuration after cupsctl; then it answers on "Port 631".
@@ -545,6 +526,33 @@ SystemGroup root
             alive=alive,
             interval=0.1,
         )
+        return pid
+
+    def start_stock(self, registry: StateRegistry, log_dir: Path) -> int:
+        """Start cupsd with Debian's stock settings and no queue (an office PC's own
+        cupsd, or HQ's before its set-up); return its PID once its socket answers."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        for sub in ("spool", "spool/tmp", "cache", "state"):
+            (self.root / sub).mkdir(exist_ok=True)
+        for name, text in self.files().items():
+            path = self.root / name
+            path.write_text(text)
+            path.chmod(0o644)
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+               "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={self.dbus_socket}"}  # fmt: skip
+        pid = spawn(
+            registry,
+            self.namespace,
+            ["cupsd", "-f", "-c", str(self.root / "cupsd.conf"),
+             "-s", str(self.root / "cups-files.conf")],
+            f"cupsd {self.namespace}",
+            log_dir / f"{self.namespace}-cupsd.log",
+            env=env,
+        )  # fmt: skip
+        start = registry.processes()[-1]["start"]
+        alive = lambda: netns.pid_alive(pid, start)  # noqa: E731
+        wait_for("cupsd", self._answers, timeout=30, alive=alive, interval=0.1)
         return pid
 
 
