@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from zeroconf import DNSIncoming
-from zeroconf._dns import DNSAddress, DNSQuestion
+from zeroconf._dns import DNSAddress, DNSQuestion, DNSRecord
+from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_QR_QUERY, _TYPE_A, _TYPE_ANY
 
@@ -34,9 +34,10 @@ def _query(
     q.unicast = True
     out.add_question(q)
     if authority:
-        out.authorities.append(  # type: ignore[arg-type]
-            DNSAddress(name, _TYPE_A, _CLASS_IN, 120, ipaddress.ip_address("198.18.11.2").packed)
+        proposed: DNSRecord = DNSAddress(
+            name, _TYPE_A, _CLASS_IN, 120, ipaddress.ip_address("198.18.11.2").packed
         )
+        out.authorities.append(proposed)  # type: ignore[arg-type]
     for k in known:
         out.add_answer_at_time(k, 0)
     return DNSIncoming(out.packets()[0])
