@@ -14,8 +14,6 @@ the PC has no nss-mdns, so libcups cannot resolve ``GLOBAL-NFS.local`` itself.
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import HQ, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab.building import running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -38,18 +37,11 @@ FIND_BUDGET = 60.0
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-driverless-"))
-    path.chmod(0o755)  # cupsd's filters (user lp) must reach the spool under it
-    the_lab = Lab(
-        path, (OFFICE,), LinkSettings(rtt_ms=40),
+    with running_lab(
+        "ss-driverless-", (OFFICE,), LinkSettings(rtt_ms=40),
         start_hub=spokes.start_hub, start_edge=spokes.start_edge,
-    )  # fmt: skip
-    try:
-        the_lab.up()
+    ) as the_lab:  # fmt: skip
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,7 @@ import functools
 import hashlib
 import os
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -28,6 +25,8 @@ from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab import wsdd_client
+from tests.lab.building import running_lab
+from tests.lab.shell import sh
 
 pytestmark = pytest.mark.lab
 
@@ -43,28 +42,17 @@ def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:
     return wait_for(cond, timeout, what, interval=0.5)
 
 
-def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-edge-lan-"))
-    path.chmod(0o755)
     hq = "198.19.0.1"
-    the_lab = Lab(
-        path,
+    with running_lab(
+        "ss-edge-lan-",
         ["nyc"],
         LinkSettings(rtt_ms=40),
         start_hub=functools.partial(spokes.start_hub, extra_services={"eng": f"{hq}:445"}),
         start_edge=functools.partial(spokes.start_edge, names=NAMES, wins_server=FS),
-    )
-    try:
-        the_lab.up()
+    ) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def resolves(lab: Lab, name: str) -> str | None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 from spokeshare.lab import netns, services, spokes
 from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
+from tests.lab.building import running_lab
 from tests.lab.test_lab import wait_until
 from tests.samba import smbtorture_interface_addresses
 
@@ -36,15 +35,10 @@ LINK = LinkSettings(rtt_ms=20.0, rate_mbit=40.0)
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-blips-"))
-    path.chmod(0o755)  # smbd's guests must reach the share
-    lab = Lab(path, ("nyc",), LINK, start_hub=spokes.start_hub, start_edge=spokes.start_edge)
-    try:
-        lab.up()
+    with running_lab(
+        "ss-blips-", ("nyc",), LINK, start_hub=spokes.start_hub, start_edge=spokes.start_edge
+    ) as lab:
         yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -29,6 +25,8 @@ from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab import wsdd_client
+from tests.lab.building import running_lab
+from tests.lab.shell import sh
 
 pytestmark = pytest.mark.lab
 
@@ -37,10 +35,6 @@ ENG, ENG6 = "198.18.11.3", "fe80::3"
 OPS = "198.18.11.4"
 PC = "nyc-pc"
 NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG), ("GLOBAL-OPS", "ops", OPS)]
-
-
-def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
 
 
 def start_edge(lab: Lab, office: str) -> int:
@@ -74,24 +68,17 @@ def start_edge(lab: Lab, office: str) -> int:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-ipv6-"))
-    path.chmod(0o755)
     hq = "198.19.0.1"
-    the_lab = Lab(
-        path,
+    with running_lab(
+        "ss-ipv6-",
         ["nyc"],
         LinkSettings(rtt_ms=10),
         start_hub=functools.partial(
             spokes.start_hub, extra_services={"eng": f"{hq}:445", "ops": f"{hq}:445"}
         ),
         start_edge=start_edge,
-    )
-    try:
-        the_lab.up()
+    ) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def link_local(lab: Lab, host: str) -> str:

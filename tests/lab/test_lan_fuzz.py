@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,6 +32,8 @@ from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab import wsdd_client
+from tests.lab.building import running_lab
+from tests.lab.shell import sh
 
 pytestmark = pytest.mark.lab
 
@@ -57,25 +56,16 @@ RSS_TOLERANCE = 3 << 20
 REPO = Path(__file__).resolve().parents[2]
 
 
-def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-lan-fuzz-"))
-    path.chmod(0o755)
-    the_lab = Lab(path, [OFFICE], LinkSettings(rtt_ms=10), start_hub=spokes.start_hub,
-                  start_edge=spokes.start_edge)
-    try:
-        the_lab.up()
+    with running_lab(
+        "ss-lan-fuzz-", [OFFICE], LinkSettings(rtt_ms=10), start_hub=spokes.start_hub,
+        start_edge=spokes.start_edge,
+    ) as the_lab:  # fmt: skip
         pc = the_lab.office(OFFICE).pc
         for address in EXTRA_SOURCES:
             sh(the_lab, pc, "ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME)
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def edge_counters(lab: Lab) -> tuple[int, int]:

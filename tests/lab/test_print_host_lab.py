@@ -10,10 +10,7 @@ find HQ's shared printers with the print host as their host.
 from __future__ import annotations
 
 import functools
-import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -21,6 +18,7 @@ from spokeshare.lab import spokes
 from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
+from tests.lab.building import running_lab
 from tests.lab.test_lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -32,21 +30,14 @@ SYNC_BUDGET = 60.0
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-printhost-"))
-    path.chmod(0o755)
-    the_lab = Lab(
-        path,
+    with running_lab(
+        "ss-printhost-",
         [OFFICE],
         LinkSettings(rtt_ms=20),
         start_hub=functools.partial(spokes.start_hub, office_services={OFFICE: ["ipp"]}),
         start_edge=functools.partial(spokes.start_edge, printing_only=(OFFICE,)),
-    )
-    try:
-        the_lab.up()
+    ) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,10 @@ conflict with another responder on the LAN, and last the WAN outage.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -28,6 +25,7 @@ from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import HQ, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from spokeshare.printing import dnssd
+from tests.lab.building import running_lab
 from tests.lab.test_lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -40,18 +38,11 @@ SYNC_INTERVAL = PrintersConfig().sync_interval
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-printers-"))
-    path.chmod(0o755)
-    lab = Lab(
-        path, ("nyc",), LinkSettings(rtt_ms=40),
+    with running_lab(
+        "ss-printers-", ("nyc",), LinkSettings(rtt_ms=40),
         start_hub=spokes.start_hub, start_edge=spokes.start_edge,
-    )  # fmt: skip
-    try:
-        lab.up()
+    ) as lab:  # fmt: skip
         yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,8 @@ import functools
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +32,8 @@ from spokeshare.lab import services, spokes
 from spokeshare.lab.topology import HQ, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab.building import running_lab
+from tests.lab.shell import sh
 
 pytestmark = pytest.mark.lab
 
@@ -42,27 +42,16 @@ PRINTING_ONLY = "sf"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-printing-"))
-    path.chmod(0o755)  # smbd's users and cupsd's filters must reach it
-    the_lab = Lab(
-        path,
+    with running_lab(
+        "ss-printing-",
         ["nyc", PRINTING_ONLY],
         LinkSettings(rtt_ms=20),
         start_hub=functools.partial(
             spokes.start_hub, office_services={PRINTING_ONLY: ["ipp"]}, lpd_reserved_port=True
         ),
         start_edge=functools.partial(spokes.start_edge, printing_only=(PRINTING_ONLY,)),
-    )
-    try:
-        the_lab.up()
+    ) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
 
 
 def cups_socket(lab: Lab) -> str:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from spokeshare import demo
 from spokeshare.lab import netns, services, spokes
 from spokeshare.lab.topology import HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
+from tests.lab.building import running_lab
 from tests.lab.test_lab import lab_leftovers, recorded_pids, run, wait_until
 
 pytestmark = pytest.mark.lab
@@ -37,18 +36,11 @@ OFFICES = ("nyc", "sf")
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     """HQ, nyc and sf with the real hub and edges, in a private 0755 state dir."""
-    path = Path(tempfile.mkdtemp(prefix="ss-scenario-"))
-    path.chmod(0o755)  # smbd's guests and cupsd's backends must reach it
-    lab = Lab(
-        path, OFFICES, LinkSettings(rtt_ms=RTT_MS),
+    with running_lab(
+        "ss-scenario-", OFFICES, LinkSettings(rtt_ms=RTT_MS),
         start_hub=spokes.start_hub, start_edge=spokes.start_edge,
-    )  # fmt: skip
-    try:
-        lab.up()
+    ) as lab:  # fmt: skip
         yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def unc(lab: Lab, office: str) -> list[str]:

@@ -1,0 +1,41 @@
+"""A lab brought up in its own state directory for one test module, and taken down after.
+
+Each test module keeps its own settings (offices, WAN link, hub and edge hooks); only the
+bring-up and clean-up they all share lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from spokeshare.lab.topology import EdgeHook, HubHook, Lab
+from spokeshare.lab.wire import LinkSettings
+
+
+@contextlib.contextmanager
+def running_lab(
+    prefix: str,
+    offices: Sequence[str],
+    wan: LinkSettings,
+    *,
+    start_hub: HubHook,
+    start_edge: EdgeHook,
+) -> Iterator[Lab]:
+    """A :class:`Lab` of ``offices`` over ``wan``, up, in a fresh ``prefix``-named dir.
+
+    The dir is 0755 (smbd's users and cupsd's filters, user lp, must reach it). On exit,
+    also when the body raised, the lab is taken down and the dir removed.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    lab = Lab(path, offices, wan, start_hub=start_hub, start_edge=start_edge)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+        shutil.rmtree(path, ignore_errors=True)
