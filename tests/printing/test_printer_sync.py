@@ -25,6 +25,12 @@ from spokeshare.printing.printer_sync import FetchError, PrinterAdvertiser
 ANSWER = (Path(__file__).parent / "vectors_dnssd" / "get-printers.bin").read_bytes()
 HOST = "EDGE-T.local."
 LOOPBACK = bytes([127, 0, 0, 1])
+#: What the LAN browser (:class:`Seen`) watches: the printer type and both subtypes.
+BROWSED_TYPES = (
+    "_ipp._tcp.local.",
+    "_universal._sub._ipp._tcp.local.",
+    "_print._sub._ipp._tcp.local.",
+)
 
 
 def edited(
@@ -106,11 +112,7 @@ def test_sync_follows_hq_and_the_lan_sees_it(
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         lan = AsyncZeroconf(interfaces=["127.0.0.1"])
         seen = Seen()
-        types = [
-            "_ipp._tcp.local.",
-            "_universal._sub._ipp._tcp.local.",
-            "_print._sub._ipp._tcp.local.",
-        ]
+        types = list(BROWSED_TYPES)
         browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
         script = Script()
         adv = PrinterAdvertiser(
@@ -311,11 +313,7 @@ def test_conflict_after_publication_renames_with_both_subtypes(
         other = AsyncZeroconf(interfaces=["127.0.0.1"])
         lan = AsyncZeroconf(interfaces=["127.0.0.1"])
         seen = Seen()
-        types = [
-            "_ipp._tcp.local.",
-            "_universal._sub._ipp._tcp.local.",
-            "_print._sub._ipp._tcp.local.",
-        ]
+        types = list(BROWSED_TYPES)
         browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
         adv = PrinterAdvertiser(
             Responder(zc), Script(), HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
