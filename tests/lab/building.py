@@ -1,4 +1,5 @@
-"""A lab brought up in its own state directory for one test module, and taken down after.
+"""A lab brought up in its own state directory for one test module, and taken down after;
+an office PC's own avahi-daemon started in it, and stopped after.
 
 Each test module keeps its own settings (offices, WAN link, hub and edge hooks); only the
 bring-up and clean-up they all share lives here.
@@ -12,7 +13,8 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from spokeshare.lab.topology import EdgeHook, HubHook, Lab
+from spokeshare.lab.avahi import AvahiHost
+from spokeshare.lab.topology import LAN_IFNAME, EdgeHook, HubHook, Lab
 from spokeshare.lab.wire import LinkSettings
 
 
@@ -39,3 +41,17 @@ def running_lab(
     finally:
         lab.down()
         shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def running_avahi(lab: Lab, pc: str) -> Iterator[AvahiHost]:
+    """``pc``'s own avahi-daemon on its LAN interface, host name ``pc``, state under the
+    PC's lab dir; on exit its processes are stopped by PID, newest first (lab.down would
+    too)."""
+    host = AvahiHost(pc, LAN_IFNAME, pc, lab.host_dir(pc) / "avahi")
+    pids = host.start(lab.registry, lab.logs_dir)
+    try:
+        yield host
+    finally:
+        for pid in reversed(pids):
+            lab.registry.kill_process(pid)

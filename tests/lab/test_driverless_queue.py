@@ -21,10 +21,10 @@ import pytest
 
 from spokeshare.lab import services, spokes
 from spokeshare.lab.avahi import AvahiHost
-from spokeshare.lab.topology import HQ, LAN_IFNAME, Lab
+from spokeshare.lab.topology import HQ, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
-from tests.lab.building import running_lab
+from tests.lab.building import running_avahi, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -47,13 +47,8 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def avahi(lab: Lab) -> Iterator[AvahiHost]:
     """The PC's own avahi-daemon (stopped by PID; lab.down would too)."""
-    host = AvahiHost(PC, LAN_IFNAME, PC, lab.host_dir(PC) / "avahi")
-    pids = host.start(lab.registry, lab.logs_dir)
-    try:
+    with running_avahi(lab, PC) as host:
         yield host
-    finally:
-        for pid in reversed(pids):
-            lab.registry.kill_process(pid)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,9 @@ import pytest
 
 from spokeshare.lab import spokes
 from spokeshare.lab.avahi import AvahiHost
-from spokeshare.lab.topology import LAN_IFNAME, Lab
+from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
-from tests.lab.building import running_lab
+from tests.lab.building import running_avahi, running_lab
 from tests.lab.test_lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -42,14 +42,8 @@ def lab() -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def avahi(lab: Lab) -> Iterator[AvahiHost]:
-    pc = f"{OFFICE}-pc"
-    host = AvahiHost(pc, LAN_IFNAME, pc, lab.host_dir(pc) / "avahi")
-    pids = host.start(lab.registry, lab.logs_dir)
-    try:
+    with running_avahi(lab, f"{OFFICE}-pc") as host:
         yield host
-    finally:
-        for pid in reversed(pids):
-            lab.registry.kill_process(pid)
 
 
 def ippfind(lab: Lab, avahi: AvahiHost, regtype: str) -> dict[str, tuple[str, str, str]]:

@@ -22,10 +22,10 @@ import pytest
 from spokeshare.config import PrintersConfig
 from spokeshare.lab import netns, services, spokes
 from spokeshare.lab.avahi import AvahiHost
-from spokeshare.lab.topology import HQ, LAN_IFNAME, Lab
+from spokeshare.lab.topology import HQ, Lab
 from spokeshare.lab.wire import LinkSettings
 from spokeshare.printing import dnssd
-from tests.lab.building import running_lab
+from tests.lab.building import running_avahi, running_lab
 from tests.lab.test_lab import wait_until
 
 pytestmark = pytest.mark.lab
@@ -48,13 +48,8 @@ def lab() -> Iterator[Lab]:
 @pytest.fixture(scope="module")
 def avahi(lab: Lab) -> Iterator[AvahiHost]:
     """The office PC's own avahi-daemon (stopped by PID; lab.down would too)."""
-    host = AvahiHost("nyc-pc", LAN_IFNAME, "nyc-pc", lab.host_dir("nyc-pc") / "avahi")
-    pids = host.start(lab.registry, lab.logs_dir)
-    try:
+    with running_avahi(lab, "nyc-pc") as host:
         yield host
-    finally:
-        for pid in reversed(pids):
-            lab.registry.kill_process(pid)
 
 
 def hq_cups(lab: Lab) -> services.CupsHost:
