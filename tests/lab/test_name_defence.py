@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from spokeshare.lab import services, spokes
+from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
@@ -32,44 +32,16 @@ pytestmark = pytest.mark.lab
 EDGE, ENG, PC_IP, FS_IP = "198.18.11.1", "198.18.11.3", "198.18.11.10", "198.18.11.2"
 NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG)]
 
-_AVAHI_CONF = """\
-[server]
-host-name={host}
-use-ipv4=yes
-use-ipv6=no
-allow-interfaces={iface}
-enable-dbus=no
-[wide-area]
-enable-wide-area=no
-[publish]
-publish-hinfo=no
-publish-workstation=no
-"""
-
-
 def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
 
 
 def start_avahi(lab: Lab, host: str, hostname: str) -> Path:
-    """avahi-daemon on ``host`` calling itself ``hostname``; returns its log file."""
-    root = lab.host_dir(host) / "avahi"
-    (root / "run").mkdir(parents=True, exist_ok=True)
-    conf = root / "avahi-daemon.conf"
-    conf.write_text(_AVAHI_CONF.format(host=hostname, iface=LAN_IFNAME))
-    log = lab.logs_dir / f"{host}-avahi.log"
-    script = (
-        "mkdir -p /run/avahi-daemon && "
-        f"mount --bind {shlex.quote(str(root / 'run'))} /run/avahi-daemon && "
-        f"exec avahi-daemon --no-chroot --no-drop-root --no-rlimits -f {shlex.quote(str(conf))}"
-    )
-    services.spawn(lab.registry, host, ["sh", "-c", script], f"avahi {host}", log)
-    services.wait_for(
-        f"avahi-daemon on {host}",
-        lambda: "Server startup complete" in log.read_text(errors="replace"),
-        30,
-    )
-    return log
+    """avahi-daemon on ``host`` calling itself ``hostname`` (the lab's own
+    :class:`AvahiHost`, stopped by PID with the lab); returns its log file."""
+    avahi = AvahiHost(host, LAN_IFNAME, hostname, lab.host_dir(host) / "avahi")
+    avahi.start(lab.registry, lab.logs_dir)
+    return lab.logs_dir / f"{host}-avahi.log"
 
 
 def start_edge_after_the_pc(lab: Lab, office: str) -> int:
