@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from spokeshare.lab import netns, services, spokes
+from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
@@ -64,21 +64,6 @@ _SMB_CONF = """\
   path = {r}/old
   guest ok = yes
 """
-
-_AVAHI_CONF = """\
-[server]
-host-name=oldbox
-use-ipv4=yes
-use-ipv6=no
-allow-interfaces={iface}
-enable-dbus=no
-[wide-area]
-enable-wide-area=no
-[publish]
-publish-hinfo=no
-publish-workstation=no
-"""
-
 
 def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
@@ -125,25 +110,11 @@ class OldBox:
         services.wait_for("old wsdd on 5357", lambda: _listening("t", 5357), 30)
 
     def start_avahi(self) -> None:
-        run_dir = self.root / "avahi-run"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.root / "avahi-daemon.conf"
-        conf.write_text(_AVAHI_CONF.format(iface=LAN_IFNAME))
-        log = self.lab.logs_dir / "old-avahi-daemon.log"
-        start = log.stat().st_size if log.exists() else 0
-        # avahi keeps its pid file in /run/avahi-daemon, shared by every namespace:
-        # give this one a private directory there (ip netns exec's mount namespace).
-        script = (
-            "mkdir -p /run/avahi-daemon && "
-            f"mount --bind {shlex.quote(str(run_dir))} /run/avahi-daemon && "
-            f"exec avahi-daemon --no-chroot --no-drop-root --no-rlimits -f {shlex.quote(str(conf))}"
-        )
-        self._spawn("avahi-daemon", ["sh", "-c", script])
-        services.wait_for(
-            "old avahi-daemon",
-            lambda: "Server startup complete" in log.read_text(errors="replace")[start:],
-            30,
-        )
+        """The lab's own :class:`AvahiHost` (its bus and avahi-daemon), host ``oldbox``."""
+        host = AvahiHost(EDGE_HOST, LAN_IFNAME, "oldbox", self.root / "avahi")
+        bus, avahi = host.start(self.lab.registry, self.lab.logs_dir)
+        self.pids["dbus-daemon"] = bus
+        self.pids["avahi-daemon"] = avahi
 
     def stop(self, what: str) -> None:
         self.lab.registry.kill_process(self.pids.pop(what))
