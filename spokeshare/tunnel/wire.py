@@ -378,7 +378,8 @@ def encode_control(message: dict[str, Any]) -> bytes:
 def _parse_control(payload: bytes) -> dict[str, Any]:
     try:
         value = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # RecursionError: arrays nested deeper than the interpreter's recursion limit
         raise DecodeError(_PROTO, "control message is not JSON") from None
     if not isinstance(value, dict) or not isinstance(value.get("t"), str):
         raise DecodeError(_PROTO, "control message is not an object with a type")

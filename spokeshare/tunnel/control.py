@@ -1,0 +1,382 @@
+"""The control channel, sans-IO: typed messages and one heartbeat core for both ends.
+
+Each edge keeps one control channel open to the hub: a tunnel whose open header is
+``OpenControl`` and that, after the hub's OK status, carries CONTROL frames only
+(docs/protocol.md, "Control channel"). Each frame holds one message, a UTF-8 JSON
+object whose ``"t"`` names its type::
+
+    {"t":"ping","seq":7}
+    {"t":"pong","seq":7,"stats":{"clients":2,"idle":4,"streams_total":90,"streams_failed":1}}
+    {"t":"revoked"}
+
+A pong from the edge carries the edge's statistics; one from the hub carries none.
+Keys a message does not know are ignored and a type it does not know decodes to
+:class:`Unknown` (the peer may be newer), so new messages can be added without a new
+wire version.
+
+How the heartbeat works
+-----------------------
+Both ends run the same :class:`Heartbeat`: it pings every ``interval`` seconds, answers
+every ping with a pong, measures the round-trip time from the pong that echoes a ping's
+``seq``, and declares the peer lost once ``dead_after`` seconds pass without a single
+message from it (any message counts, not only pongs). The shell feeds it what arrives
+(:meth:`Heartbeat.receive`), asks when to wake (:meth:`Heartbeat.get_timer`), wakes it
+(:meth:`Heartbeat.handle_timer`) and carries out the commands it returns. Nothing here
+reads a clock: ``now`` is a parameter, in seconds of a monotonic clock.
+
+The edge configures it by ``hub_dead_after`` (pinging three times in that span), the hub
+by ``heartbeat_interval`` (declaring the edge lost after three silent intervals): the
+same rule, :data:`PINGS_PER_DEAD_AFTER`, from either end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spokeshare.errors import DecodeError, UsageError
+from spokeshare.tunnel import wire
+
+_PROTO = "tunnel-control"
+
+#: Pings sent per ``dead_after`` span: a peer is lost after missing this many in a row,
+#: so one lost ping (or a pong delayed by a burst of stream traffic) is never enough.
+PINGS_PER_DEAD_AFTER = 3
+#: Shortest ping interval, in seconds (a test's tiny ``hub_dead_after`` must not turn
+#: the heartbeat into a busy loop).
+MIN_INTERVAL = 0.05
+#: Pings remembered while awaiting their pongs. More than ``PINGS_PER_DEAD_AFTER`` (a pong
+#: that can still arrive before the peer counts as lost always finds its ping), and a
+#: bound (a peer that never answers cannot grow the table).
+MAX_PINGS_IN_FLIGHT = 16
+#: Largest ``seq`` accepted: JSON numbers beyond 2**53 lose precision in other readers.
+MAX_SEQ = (1 << 53) - 1
+#: Longest message type name, and bounds on a pong's statistics.
+MAX_TYPE = 32
+MAX_STATS = 32
+MAX_STAT_NAME = 64
+#: Statistics values are counters and gauges: bounded like a signed 64-bit integer.
+MAX_STAT_VALUE = (1 << 63) - 1
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+def _check_seq(seq: int) -> None:
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise UsageError(f"control seq {seq!r} is not an integer in 0..{MAX_SEQ}")
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Asks the peer for a :class:`Pong` echoing ``seq``."""
+
+    seq: int
+
+    def __post_init__(self) -> None:
+        _check_seq(self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Answers the :class:`Ping` with the same ``seq``.
+
+    ``stats`` is the sender's statistics snapshot (name -> counter or gauge; the edge
+    sends ``clients``, ``idle``, ``streams_total``, ``streams_failed``), or None (the
+    hub's pongs).
+    """
+
+    seq: int
+    stats: Mapping[str, int | float] | None = None
+
+    def __post_init__(self) -> None:
+        _check_seq(self.seq)
+        if self.stats is not None:
+            if len(self.stats) > MAX_STATS:
+                raise UsageError(f"{len(self.stats)} statistics exceed {MAX_STATS}")
+            for name, value in self.stats.items():
+                _check_stat(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """The hub tells the edge its office has been revoked (the hub then cuts it off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    """A message of a type this version does not know (a newer peer); ignored."""
+
+    type: str
+
+
+ControlMessage = Ping | Pong | Revoked | Unknown
+
+
+def _check_stat(name: object, value: object) -> None:
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_STAT_NAME:
+        raise UsageError(f"statistic name {name!r} is not 1..{MAX_STAT_NAME} characters")
+    if not _is_number(value):
+        raise UsageError(f"statistic {name} = {value!r} is not a finite number in range")
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -MAX_STAT_VALUE <= value <= MAX_STAT_VALUE
+    if isinstance(value, float):
+        return math.isfinite(value) and abs(value) <= MAX_STAT_VALUE
+    return False
+
+
+def to_json(msg: ControlMessage) -> dict[str, Any]:
+    """The JSON object for ``msg`` (the wire form before framing)."""
+    if isinstance(msg, Ping):
+        return {"t": "ping", "seq": msg.seq}
+    if isinstance(msg, Pong):
+        out: dict[str, Any] = {"t": "pong", "seq": msg.seq}
+        if msg.stats is not None:
+            out["stats"] = dict(msg.stats)
+        return out
+    if isinstance(msg, Revoked):
+        return {"t": "revoked"}
+    raise UsageError(f"{msg!r} cannot be sent (an unknown type is only ever received)")
+
+
+def encode(msg: ControlMessage) -> bytes:
+    """``msg`` as one CONTROL frame (frame header and JSON payload), ready to write.
+
+    Raises :class:`UsageError` for :class:`Unknown` (it is never sent).
+    """
+    return wire.encode_control(to_json(msg))
+
+
+def decode(payload: bytes) -> ControlMessage:
+    """Decode one CONTROL frame's payload (UTF-8 JSON, at most ``wire.MAX_CONTROL``).
+
+    Raises :class:`DecodeError` (protocol ``tunnel-control``) and nothing else for
+    bytes that are not a control message.
+    """
+    if len(payload) > wire.MAX_CONTROL:
+        raise DecodeError(_PROTO, f"message of {len(payload)} bytes exceeds {wire.MAX_CONTROL}")
+    try:
+        value = json.loads(payload)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # ValueError covers JSONDecodeError and ints too long to convert; RecursionError
+        # deeply nested arrays.
+        raise DecodeError(_PROTO, "message is not JSON") from None
+    return decode_json(value)
+
+
+def decode_json(value: object) -> ControlMessage:
+    """Decode one message from its parsed JSON (``wire.ControlReceived.message``).
+
+    Raises :class:`DecodeError` for a value that is not an object with a string
+    ``"t"``, or whose fields are missing, of the wrong type or out of bounds.
+    """
+    if not isinstance(value, dict):
+        raise DecodeError(_PROTO, "message is not a JSON object")
+    kind = value.get("t")
+    if not isinstance(kind, str) or not 0 < len(kind) <= MAX_TYPE:
+        raise DecodeError(_PROTO, f"message type is not a string of 1..{MAX_TYPE} characters")
+    if kind == "ping":
+        return Ping(_seq(value))
+    if kind == "pong":
+        return Pong(_seq(value), _stats(value.get("stats")))
+    if kind == "revoked":
+        return Revoked()
+    return Unknown(kind)
+
+
+def _seq(value: dict[str, Any]) -> int:
+    seq = value.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise DecodeError(_PROTO, f"seq is not an integer in 0..{MAX_SEQ}")
+    return seq
+
+
+def _stats(raw: object) -> dict[str, int | float] | None:
+    """A pong's statistics; entries whose value is not a number are skipped (a newer
+    peer may report more), but the count and every name are bounded."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise DecodeError(_PROTO, "stats is not a JSON object")
+    if len(raw) > MAX_STATS:
+        raise DecodeError(_PROTO, f"{len(raw)} statistics exceed {MAX_STATS}")
+    out: dict[str, int | float] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_STAT_NAME:
+            raise DecodeError(_PROTO, f"statistic name is not 1..{MAX_STAT_NAME} characters")
+        if _is_number(value):
+            out[name] = value
+    return out
+
+
+# -- the heartbeat -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatConfig:
+    """``interval``: seconds between pings; ``dead_after``: seconds of silence after
+    which the peer counts as lost."""
+
+    interval: float
+    dead_after: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.interval <= self.dead_after:
+            raise UsageError(f"heartbeat interval {self.interval} not in (0, {self.dead_after}]")
+
+    @classmethod
+    def from_dead_after(cls, dead_after: float) -> HeartbeatConfig:
+        """The edge's form (``hub_dead_after``): ping :data:`PINGS_PER_DEAD_AFTER` times
+        in that span, at least :data:`MIN_INTERVAL` apart."""
+        interval = max(MIN_INTERVAL, dead_after / PINGS_PER_DEAD_AFTER)
+        return cls(interval, max(dead_after, interval))
+
+    @classmethod
+    def from_interval(cls, interval: float) -> HeartbeatConfig:
+        """The hub's form (``heartbeat_interval``): lost after
+        :data:`PINGS_PER_DEAD_AFTER` silent intervals."""
+        return cls(interval, PINGS_PER_DEAD_AFTER * interval)
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Write ``message`` on the control channel (``encode(message)``)."""
+
+    message: ControlMessage
+
+
+@dataclass(frozen=True, slots=True)
+class RttMeasured:
+    """A pong answered one of our pings: ``rtt`` seconds from ping to pong."""
+
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    """The peer reported its statistics in a pong."""
+
+    stats: Mapping[str, int | float]
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRevoked:
+    """The hub says this office is revoked."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLost:
+    """Nothing heard for ``silence`` seconds (at least ``dead_after``): close the channel
+    and treat the peer as unreachable. The heartbeat stops (no more timers)."""
+
+    silence: float
+
+
+Command = Send | RttMeasured | PeerStats | PeerRevoked | PeerLost
+
+
+class Heartbeat:
+    """One end's heartbeat on one control channel (module docstring).
+
+    Built when the channel is up (the edge has the hub's OK, the hub has sent it); the
+    first ping is due at once. After :class:`PeerLost` it does nothing more.
+    """
+
+    __slots__ = ("cfg", "heard", "next_ping", "rtt", "lost", "_seq", "_sent")
+
+    def __init__(self, cfg: HeartbeatConfig, now: float) -> None:
+        self.cfg = cfg
+        #: When the peer was last heard from (any message), monotonic seconds.
+        self.heard = now
+        self.next_ping = now
+        #: The last measured round-trip time in seconds, or None before the first pong.
+        self.rtt: float | None = None
+        self.lost = False
+        self._seq = 0
+        self._sent: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return (
+            f"<Heartbeat heard={self.heard:.3f} next_ping={self.next_ping:.3f} "
+            f"rtt={self.rtt} in_flight={len(self._sent)} lost={self.lost}>"
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Pings sent whose pong has not come (at most :data:`MAX_PINGS_IN_FLIGHT`)."""
+        return len(self._sent)
+
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` is next due (monotonic seconds), None once lost."""
+        if self.lost:
+            return None
+        return min(self.next_ping, self.heard + self.cfg.dead_after)
+
+    def handle_timer(self, now: float) -> list[Command]:
+        """Declare the peer lost if it has been silent ``dead_after``, else ping if due."""
+        if self.lost:
+            return []
+        if now - self.heard >= self.cfg.dead_after:
+            self.lost = True
+            self._sent.clear()
+            return [PeerLost(now - self.heard)]
+        if now >= self.next_ping:
+            self.next_ping = now + self.cfg.interval
+            return [self._ping(now)]
+        return []
+
+    def ping_now(self, now: float) -> list[Command]:
+        """A ping out of schedule (the edge suspects the hub: a stream got no status in
+        time); the regular schedule is unchanged."""
+        return [] if self.lost else [self._ping(now)]
+
+    def receive(
+        self, msg: ControlMessage, now: float, stats: Mapping[str, int | float] | None = None
+    ) -> list[Command]:
+        """A message arrived from the peer at ``now``; ``stats`` is what our pong to a
+        ping carries (the edge's statistics; None from the hub)."""
+        if self.lost:
+            return []
+        self.heard = now
+        if isinstance(msg, Ping):
+            return [Send(Pong(msg.seq, stats))]
+        if isinstance(msg, Pong):
+            out: list[Command] = []
+            sent = self._sent.pop(msg.seq, None)
+            if sent is not None:
+                self.rtt = max(0.0, now - sent)
+                out.append(RttMeasured(self.rtt))
+            if msg.stats is not None:
+                out.append(PeerStats(msg.stats))
+            return out
+        if isinstance(msg, Revoked):
+            return [PeerRevoked()]
+        return []  # Unknown: a newer peer's message; hearing it is all that counts
+
+    def _ping(self, now: float) -> Send:
+        self._seq = self._seq + 1 if self._seq < MAX_SEQ else 1
+        self._sent[self._seq] = now
+        if len(self._sent) > MAX_PINGS_IN_FLIGHT:
+            del self._sent[next(iter(self._sent))]  # the oldest (insertion order)
+        return Send(Ping(self._seq))
+
+
+#: After the hub refused the control channel (any status but OK, other than a dial
+#: failure), wait at least as long as after this many failed dials: a hub that is busy,
+#: shutting down or refusing our certificate is not helped by being asked every second.
+REFUSED_AS_FAILURES = 6
+
+
+def redial_failures(failures: int, refused: bool) -> int:
+    """The failure count whose backoff (``pool.backoff_delay``) the next control dial
+    waits: ``failures`` for dial failures, at least :data:`REFUSED_AS_FAILURES` after a
+    refusal."""
+    return max(failures, REFUSED_AS_FAILURES) if refused else failures
