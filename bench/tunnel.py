@@ -46,10 +46,8 @@ import importlib.metadata
 import json
 import multiprocessing as mp
 import os
-import platform
 import signal
 import socket
-import ssl
 import struct
 import subprocess
 import sys
@@ -60,12 +58,34 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from spokeshare.bench_wan import recv_exact
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python bench/tunnel.py): the bench package is this checkout's.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.common import (  # noqa: E402
+    ROOT,
+    STUNNEL,
+    MiB,
+    StunnelService,
+    check_alive,
+    cpu_seconds,
+    free_port,
+    listening,
+    machine_facts,
+    median,
+    pct,
+    process,
+    ratio,
+    recv_exact,
+    replace_block,
+    rss_kib,
+    stunnel_config,
+    threads,
+    wait_until,
+    write_stunnel_pki,
+)
+
 PATHS = ("direct", "stunnel", "spokeshare")
-STUNNEL = "/usr/bin/stunnel4"
-MiB = 1 << 20
 REQ = struct.Struct("!cQ")  # backend request: opcode, length
 COUNT = struct.Struct("!Q")
 MSG = 1024  # request/response size for the latency measures
@@ -94,51 +114,6 @@ PLANS = {
 
 
 # -- small helpers ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:port (read from /proc, no connection)."""
-    want = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as f:
-        return any(
-            line.split()[1] == want and line.split()[3] == "0A" for line in f.readlines()[1:]
-        )
-
-
-def wait_until(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = cond()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def threads(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a whole process (all its threads, live and exited)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def connect(port: int, timeout: float | None = 30.0) -> socket.socket:
@@ -174,60 +149,6 @@ def sink(sock: socket.socket, n: int) -> int:
             break
         got += k
     return got
-
-
-def pct(samples: list[float], q: float) -> float:
-    s = sorted(samples)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def median(xs: list[float]) -> float:
-    s = sorted(xs)
-    m = len(s) // 2
-    return s[m] if len(s) % 2 else (s[m - 1] + s[m]) / 2
-
-
-# -- processes -------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def process(
-    argv: list[str], log: Path, pass_fds: tuple[int, ...] = ()
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A child in its own session, output to ``log``; stopped by PID on exit."""
-    with open(log, "ab") as out:
-        p = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            pass_fds=pass_fds,
-            cwd=ROOT,
-        )
-    try:
-        yield p
-    finally:
-        stop(p)
-
-
-def stop(p: subprocess.Popen[bytes]) -> None:
-    if p.poll() is None:
-        p.send_signal(signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait(5)
-
-
-def check_alive(p: subprocess.Popen[bytes], what: str, log: Path) -> bool:
-    """True while ``p`` runs (to chain with ``and``); RuntimeError with its log's end once
-    it has exited."""
-    if p.poll() is not None:
-        tail = log.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"{what} exited with {p.returncode}; its log ends:\n{tail}")
-    return True
 
 
 def alive_and_listening(p: subprocess.Popen[bytes], what: str, log: Path, port: int) -> bool:
@@ -428,98 +349,6 @@ def hold_connections(port: int, n: int) -> list[socket.socket]:
 # -- stunnel ---------------------------------------------------------------------------
 
 
-def make_stunnel_pki(d: Path) -> None:
-    """A throwaway CA, the HQ side's certificate (hub.bench) and the office's, ECDSA P-256."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = dt.datetime.now(dt.UTC)
-
-    def name(cn: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-    def build(
-        subject: str, key: Any, issuer: tuple[str, Any] | None, ca: bool, exts: list[Any]
-    ) -> Any:
-        b = (
-            x509.CertificateBuilder()
-            .subject_name(name(subject))
-            .issuer_name(name(issuer[0] if issuer else subject))
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-        )
-        for e in exts:
-            b = b.add_extension(e, critical=False)
-        return b.sign(issuer[1] if issuer else key, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_usage = x509.KeyUsage(False, False, False, False, False, True, True, False, False)
-    ca = build("stunnel bench CA", ca_key, None, True, [ca_usage])
-    leaves = {
-        "hub": ("hub.bench", ExtendedKeyUsageOID.SERVER_AUTH, [x509.DNSName("hub.bench")]),
-        "office": ("office.bench", ExtendedKeyUsageOID.CLIENT_AUTH, []),
-    }
-    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for stem, (cn, eku, san) in leaves.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        exts: list[x509.ExtensionType] = [x509.ExtendedKeyUsage([eku])]
-        if san:
-            exts.append(x509.SubjectAlternativeName(san))
-        cert = build(cn, key, ("stunnel bench CA", ca_key), False, exts)
-        (d / f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        fd = os.open(d / f"{stem}.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.write(fd, key_pem)
-        os.close(fd)
-
-
-STUNNEL_HQ = """\
-; HQ side: TLS in from the offices, plain TCP out to the backend
-foreground = yes
-pid =
-syslog = no
-
-[bench]
-accept = 127.0.0.1:{accept}
-connect = 127.0.0.1:{connect}
-cert = {d}/hub.crt
-key = {d}/hub.key
-CAfile = {d}/ca.crt
-verifyChain = yes
-requireCert = yes
-sslVersionMin = TLSv1.3
-sslVersionMax = TLSv1.3
-"""
-
-STUNNEL_OFFICE = """\
-; office side: plain TCP in from the LAN, TLS out to HQ
-foreground = yes
-pid =
-syslog = no
-
-[bench]
-client = yes
-accept = 127.0.0.1:{accept}
-connect = 127.0.0.1:{connect}
-cert = {d}/office.crt
-key = {d}/office.key
-CAfile = {d}/ca.crt
-verifyChain = yes
-checkHost = hub.bench
-sslVersionMin = TLSv1.3
-sslVersionMax = TLSv1.3
-"""
-
-
 @dataclasses.dataclass
 class Relay:
     port: int  # where clients connect
@@ -531,11 +360,13 @@ class Relay:
 def stunnel_pair(tmp: Path, backend_port: int, tag: str) -> Iterator[Relay]:
     d = tmp / "stunnel"
     if not (d / "ca.crt").exists():
-        d.mkdir(exist_ok=True)
-        make_stunnel_pki(d)
+        write_stunnel_pki(d, "hub.bench", ["127.0.0.1"], "bench")
     hq_port, office_port = free_port(), free_port()
-    (d / "hq.conf").write_text(STUNNEL_HQ.format(accept=hq_port, connect=backend_port, d=d))
-    (d / "office.conf").write_text(STUNNEL_OFFICE.format(accept=office_port, connect=hq_port, d=d))
+    svc = StunnelService(
+        "bench", f"127.0.0.1:{office_port}", f"127.0.0.1:{hq_port}", f"127.0.0.1:{backend_port}"
+    )
+    for side in ("hq", "office"):
+        (d / f"{side}.conf").write_text(stunnel_config(d, side, [svc], "hub.bench"))
     with contextlib.ExitStack() as stack:
         hq_log, office_log = tmp / f"stunnel-hq-{tag}.log", tmp / f"stunnel-office-{tag}.log"
         hq = stack.enter_context(process([STUNNEL, str(d / "hq.conf")], hq_log))
@@ -718,31 +549,6 @@ def spokeshare_edge(
 # -- the measures ----------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, str]:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    st = subprocess.run([STUNNEL, "-version"], capture_output=True, text=True)
-    stv = next(
-        (ln.strip() for ln in (st.stdout + st.stderr).splitlines() if ln.startswith("stunnel ")),
-        "?",
-    )
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {
-        "cpu": model,
-        "cores": str(os.cpu_count()),
-        "memory": f"{mem / (1 << 30):.1f} GiB",
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "openssl": ssl.OPENSSL_VERSION,
-        "uvloop": importlib.metadata.version("uvloop"),
-        "stunnel": stv,
-    }
-
-
 def measure_speed(
     tmp: Path, plan: Plan, backend_port: int, say: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -866,10 +672,6 @@ def measure_spokeshare_memory(
 # -- the report ------------------------------------------------------------------------
 
 
-def ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}x" if b else "-"
-
-
 def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str, list[str]]:
     """The generated Markdown, and the target verdict lines."""
     L: list[str] = []
@@ -878,8 +680,8 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
     L.append("")
     L.append("| machine | |")
     L.append("|---|---|")
-    for k in ("cpu", "cores", "memory", "kernel", "python", "openssl", "uvloop", "stunnel"):
-        L.append(f"| {k} | {facts[k]} |")
+    for fact, value in facts.items():
+        L.append(f"| {fact} | {value} |")
     L.append(
         f"| load average (1 min) at start / end | {res['load'][0]:.2f} / {res['load'][1]:.2f} |"
     )
@@ -1021,20 +823,7 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
 
 def write_doc(path: Path, body: str) -> None:
     """Replace the generated block in ``path`` (creating the file/section if needed)."""
-    block = f"{BEGIN}\n{body}{END}\n"
-    if path.exists():
-        text = path.read_text()
-    else:
-        text = "# Benchmarks\n\n## Tunnel on loopback\n\n"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1].lstrip("\n")
-    elif "## Tunnel on loopback" in text:
-        head, rest = text.split("## Tunnel on loopback", 1)
-        text = head + "## Tunnel on loopback\n\n" + block + rest
-    else:
-        text = text.rstrip("\n") + "\n\n## Tunnel on loopback\n\n" + block
-    path.write_text(text)
+    replace_block(path, BEGIN, END, f"{BEGIN}\n{body}{END}\n", heading="## Tunnel on loopback")
 
 
 # -- main ------------------------------------------------------------------------------
@@ -1047,7 +836,7 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     if not os.path.exists(STUNNEL):
         say(f"bench: {STUNNEL} not found (Debian package stunnel4)")
         return 2
-    facts = machine_facts()
+    facts = {**machine_facts(), "uvloop": importlib.metadata.version("uvloop")}
     res: dict[str, Any] = {
         "plan": dataclasses.asdict(plan),
         "facts": facts,

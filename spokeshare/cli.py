@@ -427,9 +427,16 @@ def _add_optional(sub: Any, name: str) -> None:
 
         demo.add_demo_parser(sub)
     elif name == "bench":
-        from spokeshare import bench_wan
+        # The benchmarks are the checkout's bench/ package, not part of the installed
+        # one: found beside this package (an editable install, ``./run setup``).
+        root = Path(__file__).resolve().parent.parent
+        if not (root / "bench" / "wan.py").is_file():
+            raise ModuleNotFoundError(f"no bench/ beside {root / 'spokeshare'}", name="bench")
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        from bench import wan
 
-        bench_wan.add_bench_parser(sub)
+        wan.add_bench_parser(sub)
     else:
         raise ValueError(f"no optional subcommand {name!r}")
 
@@ -445,6 +452,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         try:
             parser = build_parser(first.command)
         except ModuleNotFoundError as exc:
+            if exc.name == "bench":
+                parser.error(
+                    "bench runs from a source checkout installed with pip install -e "
+                    f"(./run setup): {exc}"
+                )
             if exc.name is None or exc.name.partition(".")[0] not in LAB_EXTRA:
                 raise
             parser.error(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spokeshare.bench_wan import (
+from bench.wan import (
     OUTAGE_BEGIN,
     OUTAGE_END,
     OutageResult,

@@ -6,46 +6,37 @@ benchmark's business, never asserted here.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from bench import common
+from bench import tunnel as bench
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "bench" / "tunnel.py"
 STUNNEL = "/usr/bin/stunnel4"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_tunnel", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up here
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_backend_protocol_and_helpers(tmp_path: Path) -> None:
     """The backend's U/D/E requests and the load generators agree on bytes moved."""
     import socket
 
-    bench = _load()
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(16)
     port = lsock.getsockname()[1]
     argv = [sys.executable, str(SCRIPT), "--serve", "backend", "--arg", str(lsock.fileno())]
-    with bench.process(argv, tmp_path / "backend.log", pass_fds=(lsock.fileno(),)):
+    with common.process(argv, tmp_path / "backend.log", pass_fds=(lsock.fileno(),)):
         lsock.close()
-        up = bench.bulk(port, b"U", 2, 3 * bench.MiB + 7, [])
-        down = bench.bulk(port, b"D", 1, 5 * bench.MiB + 3, [])
-        assert up["bytes"] == 2 * (3 * bench.MiB + 7)
-        assert down["bytes"] == 5 * bench.MiB + 3
+        up = bench.bulk(port, b"U", 2, 3 * common.MiB + 7, [])
+        down = bench.bulk(port, b"D", 1, 5 * common.MiB + 3, [])
+        assert up["bytes"] == 2 * (3 * common.MiB + 7)
+        assert down["bytes"] == 5 * common.MiB + 3
         assert len(bench.rtt(port, 20, warm=2)) == 20
         assert len(bench.first_byte(port, 5, 0.0)) == 5
         held = bench.hold_connections(port, 4)
@@ -55,11 +46,10 @@ def test_backend_protocol_and_helpers(tmp_path: Path) -> None:
 
 
 def test_percentiles_and_doc_section(tmp_path: Path) -> None:
-    bench = _load()
     xs = [float(i) for i in range(1, 101)]
-    assert bench.pct(xs, 0.5) in (50.0, 51.0)
-    assert bench.pct(xs, 0.99) == 99.0
-    assert bench.median([3.0, 1.0, 2.0]) == 2.0
+    assert common.pct(xs, 0.5) in (50.0, 51.0)
+    assert common.pct(xs, 0.99) == 99.0
+    assert common.median([3.0, 1.0, 2.0]) == 2.0
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
     bench.write_doc(doc, "first\n")

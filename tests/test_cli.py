@@ -11,7 +11,7 @@ import pytest
 from spokeshare import cli
 
 # Modules only the lab, the demo and the benchmarks need (the ``lab`` extra among them).
-NOT_IN_DAEMON = ("spokeshare.lab", "spokeshare.demo", "spokeshare.bench_wan", "pyroute2",
+NOT_IN_DAEMON = ("spokeshare.lab", "spokeshare.demo", "bench", "pyroute2",
                  "matplotlib")  # fmt: skip
 
 # Runs in a fresh interpreter: parses ``spokeshare COMMAND --help`` as the installed

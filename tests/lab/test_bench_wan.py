@@ -1,7 +1,7 @@
 """The WAN benchmark's machinery, once, with tiny sizes at one RTT.
 
 Builds the bench's own lab (under the lab lock), runs every measuring function of
-:mod:`spokeshare.bench_wan` against the three contenders (direct, stunnel, spokeshare)
+:mod:`bench.wan` against the three contenders (direct, stunnel, spokeshare)
 and checks that each produced a number and that every file crossed byte for byte (the
 measuring functions compare what arrived with its source and raise otherwise). Timings
 are reported by the benchmark, never asserted here.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare import bench_wan
-from spokeshare.bench_wan import CONTENDERS, PLANS, Bench, Cell
+from bench import wan as bench_wan
+from bench.wan import CONTENDERS, PLANS, Bench, Cell
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

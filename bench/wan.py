@@ -39,7 +39,7 @@ What is measured (:data:`MEASURES`):
 
 Probes that must run in ``nyc-pc`` (the SMB2 first-answer timer, the echo round trips,
 the raw TCP ceiling) are this module run as a program in that namespace
-(``python -m spokeshare.bench_wan probe ...``); they print one JSON line.
+(``python bench/wan.py connect|echo|sink ...``); they print one JSON line.
 
 Only one lab can exist on a machine (host names are fixed), so :func:`bench_lab` holds
 an exclusive ``flock`` on :data:`LOCK_PATH` from before ``up()`` until after ``down()``,
@@ -57,7 +57,6 @@ import functools
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -73,10 +72,29 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from spokeshare.lab import netns, services, spokes
-from spokeshare.lab.netns import LabError
-from spokeshare.lab.topology import HQ, Lab
-from spokeshare.lab.wire import LinkSettings
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python bench/wan.py, the probes in the lab's hosts): the bench
+    # package is this checkout's.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    MiB,
+    StunnelService,
+    machine_facts,
+    pct,
+    ratio,
+    recv_exact,
+    replace_block,
+    rss_kib,
+    say,
+    stunnel_config,
+    tool_version,
+    write_stunnel_pki,
+)
+from spokeshare.lab import netns, services, spokes  # noqa: E402
+from spokeshare.lab.netns import LabError  # noqa: E402
+from spokeshare.lab.topology import HQ, Lab  # noqa: E402
+from spokeshare.lab.wire import LinkSettings  # noqa: E402
 
 OFFICE = "nyc"
 PC = f"{OFFICE}-pc"
@@ -98,10 +116,11 @@ STUNNEL_HUB_NAME = "hq.stunnel.lab"
 STUNNEL = "stunnel4"
 
 LOCK_PATH = Path("/tmp/spokeshare-lab.lock")
+#: This file, run in the lab's hosts for the probes and the HQ helpers.
+SCRIPT = Path(__file__).resolve()
 #: How long to wait for a lab built without the lock to disappear.
 FOREIGN_LAB_WAIT = 600.0
 MSG = 1024
-MiB = 1 << 20
 BEGIN = "<!-- wan:begin -->"
 END = "<!-- wan:end -->"
 
@@ -400,19 +419,6 @@ def check_negotiate_response(msg: bytes) -> None:
 # -- probes, run inside nyc-pc ---------------------------------------------------------
 
 
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    """Exactly ``n`` bytes from ``s`` (the benchmarks' probes and load generators)."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = s.recv_into(view[got:])
-        if not k:
-            raise ConnectionError(f"connection closed after {got} of {n} bytes")
-        got += k
-    return bytes(buf)
-
-
 def probe_connect(host: str, port: int, count: int, gap: float) -> list[float]:
     """Seconds from ``connect()`` to the first byte of the SMB2 NEGOTIATE answer."""
     out = []
@@ -512,8 +518,8 @@ def serve(host: str) -> None:
 
 
 def _program(argv: Sequence[str]) -> int:
-    """``python -m spokeshare.bench_wan``: the probes and servers the bench runs in hosts."""
-    p = argparse.ArgumentParser(prog="python -m spokeshare.bench_wan")
+    """``python bench/wan.py``: the probes and servers the bench runs in the lab's hosts."""
+    p = argparse.ArgumentParser(prog="python bench/wan.py")
     sub = p.add_subparsers(dest="what", required=True)
     s = sub.add_parser("serve")
     s.add_argument("host")
@@ -543,10 +549,6 @@ def _program(argv: Sequence[str]) -> int:
 # -- the lab ---------------------------------------------------------------------------
 
 
-def _say(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 @contextlib.contextmanager
 def lab_lock(hosts: Sequence[str], wait_s: float = FOREIGN_LAB_WAIT) -> Iterator[None]:
     """Hold the machine's lab lock; then wait for any lab built without it to go away."""
@@ -555,7 +557,7 @@ def lab_lock(hosts: Sequence[str], wait_s: float = FOREIGN_LAB_WAIT) -> Iterator
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _say(f"waiting for another lab to finish (lock {LOCK_PATH})")
+            say(f"waiting for another lab to finish (lock {LOCK_PATH})")
             fcntl.flock(fd, fcntl.LOCK_EX)
         deadline = time.monotonic() + wait_s
         said = False
@@ -566,7 +568,7 @@ def lab_lock(hosts: Sequence[str], wait_s: float = FOREIGN_LAB_WAIT) -> Iterator
                     f"(namespaces {', '.join(busy)}); not touching it"
                 )
             if not said:
-                _say(f"another lab is up (namespaces {', '.join(busy)}); waiting for it to go")
+                say(f"another lab is up (namespaces {', '.join(busy)}); waiting for it to go")
                 said = True
             time.sleep(2)
         yield
@@ -577,65 +579,24 @@ def lab_lock(hosts: Sequence[str], wait_s: float = FOREIGN_LAB_WAIT) -> Iterator
 
 def write_stunnel_configs(d: Path) -> tuple[Path, Path]:
     """A throwaway CA, HQ's and the office's certificates, and both stunnel configs."""
-    from spokeshare import pki
-
-    d.mkdir(parents=True, exist_ok=True)
-    ca = pki.make_ca("stunnel lab CA", days=2)
-    hub = pki.issue_hub(ca, STUNNEL_HUB_NAME, [HQ_IP], days=2)
-    office = pki.issue_office(ca, OFFICE, days=2)
-    pki.write_public(d / "ca.crt", pki.cert_pem(ca.cert))
-    for stem, issued in (("hq", hub), ("office", office)):
-        pki.write_public(d / f"{stem}.crt", pki.cert_pem(issued.cert))
-        pki.write_private(d / f"{stem}.key", pki.key_pem(issued.key))
-    common = [
-        "foreground = yes",
-        "pid =",
-        "syslog = no",
-        "socket = l:TCP_NODELAY=1",
-        "socket = r:TCP_NODELAY=1",
+    write_stunnel_pki(d, STUNNEL_HUB_NAME, [HQ_IP], OFFICE)
+    svcs = [
+        StunnelService(svc, f"{EDGE_IP}:{lan}", f"{HQ_IP}:{hq_port}", f"{HQ_IP}:{backend}")
+        for svc, lan, hq_port, backend in (
+            ("smb", STUNNEL_SMB_LAN, STUNNEL_SMB_HQ, 445),
+            ("echo", STUNNEL_ECHO_LAN, STUNNEL_ECHO_HQ, ECHO_PORT),
+        )
     ]
-    tls = [
-        "sslVersionMin = TLSv1.3",
-        "sslVersionMax = TLSv1.3",
-        f"CAfile = {d}/ca.crt",
-        "verifyChain = yes",
-    ]
-    hq = [*common]
+    (d / "hq.conf").write_text(stunnel_config(d, "hq", svcs, STUNNEL_HUB_NAME))
     # info level logs whether each TLS session was resumed (a line per connection)
-    office_conf = [*common, "debug = info"]
-    for svc, lan, hq_port, backend in (
-        ("smb", STUNNEL_SMB_LAN, STUNNEL_SMB_HQ, 445),
-        ("echo", STUNNEL_ECHO_LAN, STUNNEL_ECHO_HQ, ECHO_PORT),
-    ):
-        hq += [
-            "",
-            f"[{svc}]",
-            f"accept = {HQ_IP}:{hq_port}",
-            f"connect = {HQ_IP}:{backend}",
-            f"cert = {d}/hq.crt",
-            f"key = {d}/hq.key",
-            *tls,
-            "requireCert = yes",
-        ]
-        office_conf += [
-            "",
-            f"[{svc}]",
-            "client = yes",
-            f"accept = {EDGE_IP}:{lan}",
-            f"connect = {HQ_IP}:{hq_port}",
-            f"cert = {d}/office.crt",
-            f"key = {d}/office.key",
-            *tls,
-            f"checkHost = {STUNNEL_HUB_NAME}",
-        ]
-    (d / "hq.conf").write_text("\n".join(hq) + "\n")
-    (d / "office.conf").write_text("\n".join(office_conf) + "\n")
+    office = stunnel_config(d, "office", svcs, STUNNEL_HUB_NAME, extra_global=["debug = info"])
+    (d / "office.conf").write_text(office)
     return d / "hq.conf", d / "office.conf"
 
 
 def start_extras(lab: Lab) -> None:
     """The HQ echo/sink server and the stunnel pair, spawned (recorded) in the lab."""
-    lab.spawn(HQ, [sys.executable, "-m", "spokeshare.bench_wan", "serve", HQ_IP], "bench-serve")
+    lab.spawn(HQ, [sys.executable, str(SCRIPT), "serve", HQ_IP], "bench-serve")
     hq_conf, office_conf = write_stunnel_configs(lab.host_dir(HQ) / "stunnel")
     lab.spawn(HQ, [STUNNEL, str(hq_conf)], "stunnel-hq")
     lab.spawn(EDGE, [STUNNEL, str(office_conf)], "stunnel-office")
@@ -709,7 +670,7 @@ def run_in(lab: Lab, host: str, argv: Sequence[str], timeout: float) -> Run:
 
 
 def probe(lab: Lab, *args: str | int | float, timeout: float = 600) -> Any:
-    argv = [sys.executable, "-m", "spokeshare.bench_wan", *map(str, args)]
+    argv = [sys.executable, str(SCRIPT), *map(str, args)]
     r = run_in(lab, PC, argv, timeout)
     if r.rc != 0 or r.timed_out:
         raise BenchError(f"probe {' '.join(map(str, args))}: {r.out.strip()[-500:]}")
@@ -745,7 +706,7 @@ class Bench:
     plan: Plan
     work: Path  # nyc-pc's local files (the PC shares the machine's filesystem)
     results: Results = dataclasses.field(default_factory=dict)
-    progress: Callable[[str], None] = _say
+    progress: Callable[[str], None] = say
 
     @property
     def hq_share(self) -> Path:
@@ -821,12 +782,7 @@ def measure_echo(b: Bench, c: Contender, rtt: float) -> Cell:
         b.lab, "echo", c.echo_host, c.echo_port, b.plan.echo_count, "--budget", b.plan.echo_budget_s
     )
     ms = [x * 1000 for x in s]
-    return Cell(statistics.median(ms), ms, f"p90 {_pct(ms, 0.9):.2f} ms, n={len(ms)}")
-
-
-def _pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+    return Cell(statistics.median(ms), ms, f"p90 {pct(ms, 0.9):.2f} ms, n={len(ms)}")
 
 
 _RATE = re.compile(r"\(average ([0-9.]+) KiloBytes/sec\)")
@@ -1022,33 +978,12 @@ def run_all(b: Bench) -> None:
 # -- the report --------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, str]:
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-
-    def version(argv: list[str], pat: str) -> str:
-        try:
-            p = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except OSError:
-            return "?"
-        m = re.search(pat, p.stdout + p.stderr)
-        return m.group(0) if m else "?"
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def wan_facts() -> dict[str, str]:
+    """The machine (:func:`bench.common.machine_facts`), smbclient, the lab's TCP."""
     cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     return {
-        "CPU": model,
-        "cores": str(os.cpu_count()),
-        "memory": f"{mem / (1 << 30):.1f} GiB",
-        "kernel": platform.release(),
-        "Python": platform.python_version(),
-        "smbclient": version(["smbclient", "--version"], r"Version \S+"),
-        "stunnel": version([STUNNEL, "-version"], r"stunnel \S+"),
-        "OpenSSL (stunnel)": version([STUNNEL, "-version"], r"OpenSSL \S+"),
+        **machine_facts(),
+        "smbclient": tool_version(["smbclient", "--version"], r"Version \S+"),
         "TCP congestion control": f"{cc} (every namespace; spokeshare's WAN sockets ask for bbr)",
     }
 
@@ -1061,12 +996,6 @@ def _fmt(v: float | None, unit: str) -> str:
     if unit == "s":
         return f"{v:.2f}"
     return f"{v:.2f}" if v < 10 else f"{v:.1f}"
-
-
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "-"
-    return f"{a / b:.2f}x"
 
 
 def _cell_text(m: Measure, cell: Cell | None, rtt: float, files: int = 0) -> str:
@@ -1101,8 +1030,8 @@ def table(m: Measure, rows: dict[str, dict[float, Cell]], files: int = 0) -> lis
         out.append(
             f"| {rtt:.0f} ms | "
             + " | ".join(_cell_text(m, cells[c], rtt, files) for c in CONTENDERS)
-            + f" | {_ratio(vals['spokeshare'], vals['stunnel'])}"
-            + f" | {_ratio(vals['spokeshare'], vals['direct'])} |"
+            + f" | {ratio(vals['spokeshare'], vals['stunnel'])}"
+            + f" | {ratio(vals['spokeshare'], vals['direct'])} |"
             + (f" {_diff(vals['spokeshare'], vals['direct'])} |" if m.added else "")
         )
     return out
@@ -1220,14 +1149,7 @@ def render(
 
 def write_block(out: Path, block: str) -> None:
     """Replace the ``wan`` block of ``out`` (creating the file), leaving the rest alone."""
-    text = out.read_text() if out.exists() else "# Benchmarks\n\n"
-    start, end = text.find(BEGIN), text.find(END)
-    if start != -1 and end > start:
-        text = text[:start] + block.rstrip("\n") + text[end + len(END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
+    replace_block(out, BEGIN, END, block)
 
 
 def _results_json(results: Results) -> dict[str, Any]:
@@ -1349,13 +1271,9 @@ def _office_fresh(lab: Lab) -> bool:
 
 
 def _rss_mib(pids: Sequence[int | None]) -> float:
-    total = 0
-    for pid in pids:
-        if pid is None:
-            raise BenchError("a relay process is not known")
-        with open(f"/proc/{pid}/status") as f:
-            total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return total / 1024
+    if any(pid is None for pid in pids):
+        raise BenchError("a relay process is not known")
+    return sum(rss_kib(pid) for pid in pids if pid is not None) / 1024
 
 
 def _outage_json_path(out: Path) -> Path:
@@ -1438,14 +1356,7 @@ def render_outages(results: list[OutageResult], facts: dict[str, str], when: str
 
 
 def write_outage_block(out: Path, block: str) -> None:
-    text = out.read_text() if out.exists() else ""
-    if OUTAGE_BEGIN in text and OUTAGE_END in text:
-        head, rest = text.split(OUTAGE_BEGIN, 1)
-        tail = rest.split(OUTAGE_END, 1)[1]
-        text = head + block.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    out.write_text(text)
+    replace_block(out, OUTAGE_BEGIN, OUTAGE_END, block)
 
 
 def run_outages(a: argparse.Namespace, out: Path) -> int:
@@ -1464,7 +1375,7 @@ def run_outages(a: argparse.Namespace, out: Path) -> int:
     saved = json.loads(store.read_text()) if store.exists() else {"results": []}
     results = [OutageResult(**r) for r in saved["results"]]
     t0 = time.monotonic()
-    _say("bench wan --outages: building the lab")
+    say("bench wan --outages: building the lab")
     with bench_lab() as lab:
         work = lab.host_dir(PC) / "bench"
         work.mkdir(parents=True, exist_ok=True)
@@ -1475,7 +1386,7 @@ def run_outages(a: argparse.Namespace, out: Path) -> int:
         for o in outages:
             for n in names:
                 r = measure_outage(lab, work, share, contenders()[n], o)
-                _say(f"[{time.monotonic() - t0:6.0f}s] outage {o:.0f} s {n}: {r}")
+                say(f"[{time.monotonic() - t0:6.0f}s] outage {o:.0f} s {n}: {r}")
                 results = [x for x in results if (x.contender, x.outage_s) != (n, o)] + [r]
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     runs = [
@@ -1488,8 +1399,8 @@ def run_outages(a: argparse.Namespace, out: Path) -> int:
             indent=1,
         )
     )
-    write_outage_block(out, render_outages(results, machine_facts(), "; ".join(runs)))
-    _say(f"wrote {out} and {store}")
+    write_outage_block(out, render_outages(results, wan_facts(), "; ".join(runs)))
+    say(f"wrote {out} and {store}")
     return 0
 
 
@@ -1512,12 +1423,12 @@ def run_wan(a: argparse.Namespace) -> int:
         return run_outages(a, out)
     img_dir = Path(a.img_dir) if a.img_dir else out.parent / "img"
     t0 = time.monotonic()
-    _say(f"bench wan ({plan.name}): building the lab")
+    say(f"bench wan ({plan.name}): building the lab")
     with bench_lab() as lab:
-        _say(f"[{time.monotonic() - t0:6.0f}s] lab up; preparing files")
+        say(f"[{time.monotonic() - t0:6.0f}s] lab up; preparing files")
         b = prepare(lab, plan)
         extra = measure_ceiling(b)
-        _say(f"[{time.monotonic() - t0:6.0f}s] raw TCP ceiling {extra['raw_tcp_mb_s']:.0f} MB/s")
+        say(f"[{time.monotonic() - t0:6.0f}s] raw TCP ceiling {extra['raw_tcp_mb_s']:.0f} MB/s")
         run_all(b)
         stunnel_log = lab.logs_dir / "stunnel-office.log"
         resumed = (
@@ -1526,8 +1437,8 @@ def run_wan(a: argparse.Namespace) -> int:
             else 0
         )
     elapsed = time.monotonic() - t0
-    _say(f"bench wan: {elapsed / 60:.1f} minutes; stunnel resumed {resumed} TLS sessions")
-    facts = machine_facts()
+    say(f"bench wan: {elapsed / 60:.1f} minutes; stunnel resumed {resumed} TLS sessions")
+    facts = wan_facts()
     block = render(b, facts, extra, elapsed, img_dir, out)
     write_block(out, block)
     if a.json:
@@ -1544,7 +1455,7 @@ def run_wan(a: argparse.Namespace) -> int:
                 indent=1,
             )
         )
-    _say(f"wrote {out} and plots in {img_dir}")
+    say(f"wrote {out} and plots in {img_dir}")
     return 0
 
 
