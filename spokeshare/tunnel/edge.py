@@ -33,7 +33,7 @@ from spokeshare.lan import netbios_session
 from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import pool, tls, wire
+from spokeshare.tunnel import control, pool, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
@@ -219,6 +219,8 @@ class EdgeTunnel(TunnelEnd):
         self.client: ClientEnd | None = None
         self.frames: wire.FrameReader | None = None
         self.status_waiter: asyncio.Future[wire.StatusReply] | None = None
+        #: The control channel's heartbeat, once the hub said OK to it.
+        self.heartbeat: control.Heartbeat | None = None
 
     def __repr__(self) -> str:
         return f"<EdgeTunnel {self.state.value}>"
@@ -264,6 +266,9 @@ class EdgeTunnel(TunnelEnd):
             self._opened(reply, rest)
         elif st is TunnelState.CONTROL and self.status_waiter is not None:
             waiter, self.status_waiter = self.status_waiter, None
+            if reply.status is wire.Status.OK:
+                # The channel is up from here: the hub's first ping may be in ``rest``.
+                self.heartbeat = control.Heartbeat(self.edge.heartbeat_cfg, time.monotonic())
             if not waiter.done():
                 waiter.set_result(reply)
             if rest:
@@ -367,11 +372,9 @@ class Edge:
         #: Lines and counters for what LAN clients get wrong on 139 (rate-limited).
         self.session_log = RateLimitedLog(log)
         self.spawn = self.tasks.spawn
-        self._control_heard = 0.0
+        self.heartbeat_cfg = control.HeartbeatConfig.from_dead_after(cfg.hub_dead_after)
         #: Set when a running stream receives bytes while the hub counts as down.
         self._hub_heard = asyncio.Event()
-        self._ping_sent: dict[int, float] = {}
-        self._ping_seq = 0
         self._closing = False
 
     def __repr__(self) -> str:
@@ -752,11 +755,9 @@ class Edge:
             self.control = None
 
     # -- the control channel ---------------------------------------------------------
-    @property
-    def heartbeat(self) -> float:
-        return max(0.05, self.cfg.hub_dead_after / 3)
-
     async def _control_loop(self) -> None:
+        """Dial the control channel, keep it (the heartbeat, control.Heartbeat), and
+        dial again with backoff when it fails, is refused or falls silent."""
         failures = 0
         while not self._closing:
             try:
@@ -787,27 +788,31 @@ class Edge:
                 if reply.status is not wire.Status.REVOKED:
                     self._set_hub_state(HubState.DOWN)
                 await asyncio.sleep(
-                    pool.backoff_delay(self.cfg.pool, max(failures, 6), self.rng.uniform(0.5, 1.0))
+                    pool.backoff_delay(
+                        self.cfg.pool,
+                        control.redial_failures(failures, refused=True),
+                        self.rng.uniform(0.5, 1.0),
+                    )
                 )
                 continue
             failures = 0
             self.control = tunnel
-            self._control_heard = time.monotonic()
+            hb = cast(control.Heartbeat, tunnel.heartbeat)
             self._set_hub_state(HubState.UP)
             self.failures, self.last_failure = 0, None
             self.kick()
-            while tunnel.state is TunnelState.CONTROL and not self._closing:
-                if time.monotonic() - self._control_heard > self.cfg.hub_dead_after:
-                    log.warning(
-                        "no heartbeat from hub for %.1fs; treating it as unreachable",
-                        time.monotonic() - self._control_heard,
-                    )
-                    tunnel.abort("heartbeat lost")
-                    break
-                self._send_ping(tunnel)
-                await asyncio.sleep(self.heartbeat)
+            await self._keep_control(tunnel, hb)
             if not self._closing:
                 self._set_hub_state(HubState.DOWN)
+
+    async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
+        """Wake the heartbeat when it asks, until the channel closes or the hub is lost."""
+        while tunnel.state is TunnelState.CONTROL and not self._closing:
+            self._control_commands(tunnel, hb.handle_timer(time.monotonic()))
+            due = hb.get_timer()
+            if due is None:
+                return
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     async def _retry_after(self, delay: float) -> None:
         """Back off before the next control dial, in seconds; cut short when a stream
@@ -824,50 +829,54 @@ class Edge:
             log.info("a running stream hears from the hub again; reconnecting now")
             self._hub_heard.set()
 
-    def _send_ping(self, tunnel: EdgeTunnel) -> None:
-        t = tunnel.transport
-        if t is None or t.is_closing():
-            return
-        self._ping_seq += 1
-        self._ping_sent[self._ping_seq] = time.monotonic()
-        if len(self._ping_sent) > 16:
-            self._ping_sent.pop(min(self._ping_sent))
-        t.write(wire.encode_control({"t": "ping", "seq": self._ping_seq}))
-
     def _suspect_hub(self) -> None:
         """A stream got no answer in time: ask the control channel right away."""
-        if self.control is not None:
-            self._send_ping(self.control)
+        ctl = self.control
+        if ctl is not None and ctl.heartbeat is not None:
+            self._control_commands(ctl, ctl.heartbeat.ping_now(time.monotonic()))
 
     def control_bytes(self, tunnel: EdgeTunnel, data: bytes) -> None:
+        """Bytes on the control channel after the hub's OK: frames of control messages."""
+        hb = tunnel.heartbeat
         try:
             events = cast(wire.FrameReader, tunnel.frames).feed(data)
+            messages = [
+                control.decode_json(ev.message)
+                for ev in events
+                if isinstance(ev, wire.ControlReceived)
+            ]
         except DecodeError as exc:
             log.warning("bad control frame from hub (%s); reconnecting", exc.reason)
             tunnel.abort("bad control frame")
             return
-        for ev in events:
-            if not isinstance(ev, wire.ControlReceived):
-                tunnel.abort("unexpected frame on control channel")
-                return
-            self._control_heard = time.monotonic()
-            msg = ev.message
-            if msg["t"] == "ping":
-                t = cast(asyncio.Transport, tunnel.transport)
-                t.write(
-                    wire.encode_control(
-                        {"t": "pong", "seq": msg.get("seq", 0), "stats": self._pong_stats()}
-                    )
-                )
-            elif msg["t"] == "pong":
-                sent = self._ping_sent.pop(msg.get("seq", -1), None)
-                if sent is not None:
-                    self.rtt = time.monotonic() - sent
-            elif msg["t"] == "revoked":
+        if len(messages) != len(events):
+            tunnel.abort("unexpected frame on control channel")
+            return
+        if hb is None:
+            return
+        for msg in messages:
+            self._control_commands(tunnel, hb.receive(msg, time.monotonic(), self._pong_stats()))
+
+    def _control_commands(self, tunnel: EdgeTunnel, commands: list[control.Command]) -> None:
+        """Carry out what the heartbeat decided."""
+        for cmd in commands:
+            if isinstance(cmd, control.Send):
+                t = tunnel.transport
+                if t is not None and not t.is_closing():
+                    t.write(control.encode(cmd.message))
+            elif isinstance(cmd, control.RttMeasured):
+                self.rtt = cmd.rtt
+            elif isinstance(cmd, control.PeerRevoked):
                 log.error("hub says this office (%s) is revoked", self.bundle.office)
                 self._set_hub_state(HubState.REVOKED)
+            elif isinstance(cmd, control.PeerLost):
+                log.warning(
+                    "no heartbeat from hub for %.1fs; treating it as unreachable", cmd.silence
+                )
+                tunnel.abort("heartbeat lost")
+            # PeerStats: the hub's pongs carry none; nothing to keep if one did
 
-    def _pong_stats(self) -> dict[str, int]:
+    def _pong_stats(self) -> dict[str, int | float]:
         return {
             "clients": len(self.clients),
             "idle": len(self.idle),
