@@ -29,7 +29,7 @@ from spokeshare import __version__, heap
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError
-from spokeshare.lan import netbios_session
+from spokeshare.lan import nbss_answer
 from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
 from spokeshare.tasks import TaskSet
@@ -96,115 +96,6 @@ class ClientEnd(PlainEnd):
         super().connection_lost(exc)
         if self.splice is None:
             self.edge.client_gone(self)
-
-
-class SessionClientEnd(ClientEnd):
-    """A client on the NetBIOS session service port (139, RFC 1002 §4.3).
-
-    The edge answers the session request itself: positive for one of its virtual
-    names (``NAME<20>``), the proper negative answer otherwise. What follows is SMB in
-    the same 4-byte framing as direct-hosted SMB on 445, so it is relayed as is to the
-    called name's hub service.
-    """
-
-    __slots__ = ("names", "smbserver", "reader", "session_up", "_wait")
-
-    #: Seconds a client may take to send its session request (RFC 1002 leaves it open).
-    REQUEST_TIMEOUT = 10.0
-
-    def __init__(self, edge: Edge, names: dict[str, str], smbserver: str | None) -> None:
-        super().__init__(edge, "")
-        self.names = names  # NetBIOS name (upper case) -> hub service
-        self.smbserver = smbserver
-        self.reader = netbios_session.SessionReader()
-        self.session_up = False
-        self._wait: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._accepted(transport)
-        self._wait = asyncio.get_running_loop().call_later(
-            self.REQUEST_TIMEOUT, self._give_up, "no session request in time"
-        )
-
-    def _give_up(self, reason: str) -> None:
-        # LAN input: a rate-limited debug line and a counter (lan/hostile.py).
-        self.edge.session_log(
-            "netbios_sessions_dropped",
-            self.peer[0],
-            "NetBIOS session from %s:%d closed: %s",
-            self.peer[0],
-            self.peer[1],
-            reason,
-        )
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        if self.session_up:
-            super().data_received(data)
-            return
-        self.reader.feed(data)
-        while True:
-            try:
-                packet = self.reader.next_packet()
-            except DecodeError as exc:
-                self._session_failed(f"bad session packet: {exc.reason}")
-                return
-            if packet is netbios_session.NEED_DATA:
-                return
-            if isinstance(packet, netbios_session.SessionKeepAlive):
-                continue
-            if not isinstance(packet, netbios_session.SessionRequest):
-                self._session_failed("first packet is not a session request")
-                return
-            self._answer(packet)
-            return
-
-    def _answer(self, request: netbios_session.SessionRequest) -> None:
-        transport = cast(asyncio.Transport, self.transport)
-        decision = netbios_session.answer_session_request(
-            request, list(self.names), smbserver_name=self.smbserver
-        )
-        transport.write(netbios_session.encode(decision.response))
-        if self._wait is not None:
-            self._wait.cancel()
-            self._wait = None
-        if decision.virtual_name is None:
-            # smbclient asks for a name it has, then for *SMBSERVER: worth an info
-            # line, rate-limited like all LAN-triggered lines.
-            self.edge.session_log(
-                "netbios_sessions_refused",
-                self.peer[0],
-                "NetBIOS session from %s:%d for %s refused: %s",
-                self.peer[0],
-                self.peer[1],
-                request.called,
-                decision.response,
-                level=logging.INFO,
-            )
-            transport.close()
-            return
-        self.service = self.names[decision.virtual_name.upper()]
-        self.session_up = True
-        self.arrived = time.monotonic()
-        rest = self.reader.take_rest()
-        if rest:
-            self._early.append(rest)
-            transport.pause_reading()
-        self.edge.client_arrived(self)
-
-    def _session_failed(self, reason: str) -> None:
-        if self._wait is not None:
-            self._wait.cancel()
-            self._wait = None
-        self._give_up(reason)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._wait is not None:
-            self._wait.cancel()
-            self._wait = None
-        if self.session_up:
-            super().connection_lost(exc)
 
 
 class EdgeTunnel(TunnelEnd):
@@ -285,7 +176,7 @@ class EdgeTunnel(TunnelEnd):
             client.deadline = None
         if reply.status is not wire.Status.OK:
             self.edge.hub_refused(reply, client)
-            splice.result = f"refused: {reply.status.name}"
+            splice.refused(reply.status.name)
             self._log(splice)
             self.edge.streams_failed += 1
             self.state = TunnelState.CLOSED
@@ -509,7 +400,7 @@ class Edge:
                 generic = sorted(names)[0] if len(set(names.values())) == 1 else None
                 for addr in self._addresses(ipv4):
                     await self._serve(
-                        functools.partial(SessionClientEnd, self, names, generic),
+                        functools.partial(nbss_answer.SessionAnswerer, self, names, generic),
                         addr,
                         nb.session_port,
                         f"NetBIOS sessions to {', '.join(names)}",
@@ -535,6 +426,20 @@ class Edge:
         log.info("edge stopped")
 
     # -- clients ---------------------------------------------------------------------
+    def session_accepted(self, transport: asyncio.Transport) -> None:
+        """A PC connected to the NetBIOS session port (lan.nbss_answer.SessionHost)."""
+        self.heap_policy.note()
+        tune_lan(transport.get_extra_info("socket"))
+
+    def session_up(self, transport: asyncio.Transport, service: str, early: bytes) -> None:
+        """The session answerer said yes for ``service``: from here the connection is a
+        client like one on 445 (lan.nbss_answer.SessionHost)."""
+        client = ClientEnd(self, service)
+        transport.set_protocol(client)
+        client.connection_made(transport)
+        if early:
+            client.data_received(early)  # kept, reading paused, until a stream attaches
+
     def client_arrived(self, client: ClientEnd) -> None:
         """A LAN client connected: hand it a warm tunnel, or wait for one, or refuse.
 
