@@ -1,11 +1,13 @@
-"""The hub's relay for the ``ipp`` service: a :class:`Splice` that runs each request
-through :class:`spokeshare.printing.hub_ipp.IppGate` instead of copying bytes.
+"""The hub's relay for the ``ipp`` service: the filter (:class:`IppFilter`) through
+which the stream's :class:`spokeshare.tunnel.relay.Splice` runs each request, by
+:class:`spokeshare.printing.hub_ipp.IppGate`, instead of copying bytes.
 
-The tunnel side (frames from the edge) feeds the gate's client half, the backend side
-(cupsd's TCP connection) its backend half; what the gate returns is written, ended
-and logged here. Flow control is the splice's: a full write buffer on one side stops
-reading on the other, and the tunnel is also not read while the client waits for an
-answer (``IppGate.reading_client``), so pipelined requests wait in the kernel.
+The tunnel side (payloads from the edge) feeds the gate's client half, the backend side
+(cupsd's TCP connection) its backend half; what the gate returns is written and ended
+by the splice and logged here. Framing, counters, aborts and flow control are the
+splice's: a full write buffer on one side stops reading on the other, and the tunnel is
+also not read while the client waits for an answer (``IppGate.reading_client``), so
+pipelined requests wait in the kernel.
 
 :func:`loopback_backend` is the check that the hub never reaches cupsd over loopback:
 CUPS treats a loopback peer as local (``scheduler/client.c``), which would hand every
@@ -20,10 +22,8 @@ import logging
 import socket
 from collections.abc import Callable
 
-from spokeshare.errors import DecodeError
 from spokeshare.printing.hub_ipp import Commands, IppGate, PrinterPolicy, StreamInfo
-from spokeshare.tunnel import wire
-from spokeshare.tunnel.relay import Splice, abort_with_rst
+from spokeshare.tunnel.relay import Forward
 
 log = logging.getLogger("spokeshare.hub.ipp")
 
@@ -116,118 +116,50 @@ def loopback_backend(transport: asyncio.BaseTransport) -> bool:
     return bool(peer) and is_loopback(str(peer[0]))
 
 
-class IppSplice(Splice):
-    """One ``ipp`` stream at the hub: tunnel (office client) <-> gate <-> cupsd."""
+class IppFilter:
+    """One ``ipp`` stream at the hub, as the :class:`Splice`'s filter: the tunnel side
+    (the office client) and the plain side (cupsd) both go through an :class:`IppGate`.
 
-    __slots__ = ("gate", "policy_of", "_client_ended", "_backend_closed", "_backend_eof")
+    ``policy_of`` is read before each client chunk, so a changed printer list applies
+    at once, also to a connection already open (it returns the office's policy as the
+    hub last loaded it: no work per call).
+    """
 
-    def __init__(
-        self,
-        plain: asyncio.Transport,
-        tunnel: asyncio.Transport,
-        on_done: Callable[[Splice], None],
-        info: StreamInfo,
-        policy_of: Callable[[], PrinterPolicy],
-    ) -> None:
-        super().__init__(plain, tunnel, on_done)
+    __slots__ = ("gate", "policy_of", "_backend_eof")
+
+    def __init__(self, info: StreamInfo, policy_of: Callable[[], PrinterPolicy]) -> None:
         self.policy_of = policy_of
         self.gate = IppGate(info, policy_of())
-        self._client_ended = False
-        self._backend_closed = False
         self._backend_eof = False
 
     def __repr__(self) -> str:
-        return f"<IppSplice {self.gate!r} up={self.up} down={self.down} result={self.result}>"
+        return f"<IppFilter {self.gate!r}>"
 
-    # -- applying the gate's commands ------------------------------------------------
-    def _apply(self, cmds: Commands) -> None:
+    @property
+    def reading_tunnel(self) -> bool:
+        return self.gate.reading_client
+
+    def plain_data(self, data: bytes) -> Forward:
+        return self._forward(self.gate.backend_data(data))
+
+    def plain_eof(self) -> Forward:
+        if self._backend_eof:
+            return Forward()
+        self._backend_eof = True
+        return self._forward(self.gate.backend_eof())
+
+    def tunnel_data(self, data: bytes) -> Forward:
+        self.gate.policy = self.policy_of()
+        return self._forward(self.gate.client_data(data))
+
+    def tunnel_eof(self) -> Forward:
+        return self._forward(self.gate.client_eof())
+
+    @staticmethod
+    def _forward(cmds: Commands) -> Forward:
         for level, message in cmds.logs:
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", message)
-        for chunk in cmds.to_backend:
-            if chunk and not self._backend_closed:
-                self.plain.write(chunk)
-        for chunk in cmds.to_client:
-            if chunk and not self._client_ended:
-                self._to_tunnel(chunk)
-        if cmds.close_client and not self._client_ended:
-            self._client_ended = True
-            self.plain_eof = True  # our EOF frame: the client side is done
-            self.tunnel.write(wire.EOF_FRAME)
-        if cmds.close_backend and not self._backend_closed:
-            self._backend_closed = True
-            self.plain.close()
-        self._update_reading()
-        self._maybe_finish()
-
-    def _to_tunnel(self, data: bytes) -> None:
-        self.up += len(data)
-        view = memoryview(data)
-        for i in range(0, len(data), wire.MAX_FRAME):
-            part = view[i : i + wire.MAX_FRAME]
-            self.tunnel.write(wire.frame_header(wire.FrameType.DATA, len(part)) + bytes(part))
-
-    def _update_reading(self) -> None:
-        if self.result is not None:
-            return
-        if self._tunnel_paused or not self.gate.reading_client:
-            self.tunnel.pause_reading()
-        elif not self.tunnel.is_closing():
-            self.tunnel.resume_reading()
-
-    # -- backend (plain) side --------------------------------------------------------
-    def plain_data(self, data: bytes) -> None:
-        if self.result is not None or self._backend_closed:
-            return
-        self._apply(self.gate.backend_data(data))
-
-    def plain_eof_received(self) -> None:
-        if self.result is not None or self._backend_eof:
-            return
-        self._backend_eof = True
-        self._apply(self.gate.backend_eof())
-
-    def plain_lost(self, exc: Exception | None) -> None:
-        if self.result is not None or self._backend_closed:
-            return  # we closed it ourselves
-        if exc is not None:
-            super().plain_lost(exc)
-            return
-        self._backend_closed = True
-        if not self._backend_eof:
-            self._backend_eof = True
-            self._apply(self.gate.backend_eof())
-
-    def plain_resume_writing(self) -> None:
-        self._tunnel_paused = False
-        self._update_reading()
-
-    # -- tunnel side -----------------------------------------------------------------
-    def tunnel_data(self, data: bytes | memoryview) -> None:
-        if self.result is not None:
-            return
-        try:
-            events = self.reader.feed(data)
-        except DecodeError as exc:
-            self._fail(f"bad frame from peer: {exc.reason}")
-            self.tunnel.abort()
-            abort_with_rst(self.plain)
-            return
-        self.gate.policy = self.policy_of()  # a changed printer list applies at once
-        for ev in events:
-            if self.result is not None:
-                return
-            if isinstance(ev, wire.DataReceived):
-                self.down += len(ev.data)
-                self._apply(self.gate.client_data(bytes(ev.data)))
-            elif isinstance(ev, wire.EofReceived):
-                self.tunnel_eof = True
-                self._apply(self.gate.client_eof())
-
-    def _maybe_finish(self) -> None:
-        if self.plain_eof and self.tunnel_eof and self.result is None:
-            self.result = "ok"
-            if not self._backend_closed:
-                self._backend_closed = True
-                self.plain.close()
-            self.tunnel.close()
-            self._on_done(self)
+        # The gate ends both sides together (IppGate._end).
+        return Forward(
+            tuple(cmds.to_backend), tuple(cmds.to_client), cmds.close_client or cmds.close_backend
+        )

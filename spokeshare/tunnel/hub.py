@@ -283,12 +283,8 @@ class HubTunnel(TunnelEnd):
             self._refuse(wire.Status.BACKEND_DOWN, f"ipp backend {host}:{port} is loopback")
             return
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
-        if is_ipp:
-            splice: Splice = ipp_relay.IppSplice(
-                btrans, self.transport, self._stream_done, self._ipp_info(), self._ipp_policy
-            )
-        else:
-            splice = Splice(btrans, self.transport, self._stream_done)
+        gate = ipp_relay.IppFilter(self._ipp_info(), self._ipp_policy) if is_ipp else None
+        splice = Splice(btrans, self.transport, self._stream_done, gate)
         self.splice = splice
         self.state = TunnelState.RELAYING
         early, self.buf = bytes(self.buf), bytearray()
@@ -312,8 +308,8 @@ class HubTunnel(TunnelEnd):
         if self.office is not None:
             self.office.bytes_up += splice.up
             self.office.bytes_down += splice.down
-        self._log_stream(splice, splice.result or "?")
-        if splice.result == "ok":
+        self._log_stream(splice, str(splice.result))
+        if splice.result is not None and splice.result.ok:
             self.state = TunnelState.CLOSED
 
     def _log_stream(self, splice: Splice | None, result: str, level: int = logging.INFO) -> None:

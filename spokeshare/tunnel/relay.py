@@ -17,18 +17,41 @@ How it works
   either side goes away otherwise (RST, TLS error, timeout), the other side is
   aborted: the plain side with an RST (SO_LINGER 0), the tunnel by dropping it, which
   the far end sees as a tunnel lost without EOF and turns into an RST in turn.
+- A filter (:class:`StreamFilter`, the hub's IPP gate) may stand between the two: it
+  then gets the plain side's bytes and FIN and the tunnel's payloads and EOF, and says
+  what to write to each side and when the stream ends (:class:`Forward`). The tunnel
+  side (framing, counters, backpressure, aborts) stays the splice's.
+
+States
+------
+The stream as the tunnel sees it; every transition is in :data:`TRANSITIONS`, and an
+event a state does not list raises :class:`UsageError` (a bug, never a peer's doing:
+the callbacks check the state before they move it)::
+
+    RELAYING --SEND_EOF--> SENT_EOF --GOT_EOF--> DONE   plain FIN first
+    RELAYING --GOT_EOF--> GOT_EOF --SEND_EOF--> DONE    tunnel EOF first
+    RELAYING --FILTER_END--> ENDED --GOT_EOF--> DONE    the filter ended the stream
+    GOT_EOF --FILTER_END--> DONE
+    any state but DONE --FAIL--> DONE                   reset, lost, bad frame, abort
+
+``SENT_EOF``: our EOF frame is out, the tunnel still brings data for the plain side.
+``GOT_EOF``: the peer's EOF frame came (the plain side got its FIN), the plain side
+still sends. ``ENDED``: the filter ended the stream: our EOF frame is out and the plain
+side closed; only the peer's EOF frame is awaited. How a ``DONE`` stream ended is its
+:class:`Ending`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import socket
 import struct
-import time
 from collections.abc import Callable
-from typing import cast
+from dataclasses import dataclass
+from typing import Protocol, cast
 
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.tunnel import wire
 
 #: Per-transport write buffer bounds (bytes). The kernel's socket buffers hold the
@@ -53,8 +76,113 @@ def abort_with_rst(transport: asyncio.Transport) -> None:
     transport.abort()
 
 
+class State(enum.Enum):
+    """Where a :class:`Splice` is (module docstring, "States")."""
+
+    RELAYING = "relaying"
+    SENT_EOF = "sent-eof"
+    GOT_EOF = "got-eof"
+    ENDED = "ended"
+    DONE = "done"
+
+
+class Event(enum.Enum):
+    """What moves a :class:`Splice` from one :class:`State` to the next."""
+
+    SEND_EOF = "send-eof"  # the plain side's FIN: our EOF frame written
+    GOT_EOF = "got-eof"  # the peer's EOF frame read
+    FILTER_END = "filter-end"  # the filter ended the stream
+    FAIL = "fail"  # reset, lost, bad frame or aborted from outside
+
+
+#: Every transition a splice makes: (state, event) -> next state.
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.RELAYING, Event.SEND_EOF): State.SENT_EOF,
+    (State.RELAYING, Event.GOT_EOF): State.GOT_EOF,
+    (State.RELAYING, Event.FILTER_END): State.ENDED,
+    (State.SENT_EOF, Event.GOT_EOF): State.DONE,
+    (State.GOT_EOF, Event.SEND_EOF): State.DONE,
+    (State.GOT_EOF, Event.FILTER_END): State.DONE,
+    (State.ENDED, Event.GOT_EOF): State.DONE,
+    **{(s, Event.FAIL): State.DONE for s in State if s is not State.DONE},
+}
+
+
+class Result(enum.Enum):
+    """How a stream ended; the value is the text of its log line's ``result=``."""
+
+    OK = "ok"
+    #: The hub answered a status other than OK (the edge's splice; detail: the status).
+    REFUSED = "refused"
+    PLAIN_RESET = "plain side reset"
+    PLAIN_CLOSED = "plain side closed without EOF"
+    #: The tunnel went away without its EOF frame (detail: the error, if any).
+    TUNNEL_LOST = "tunnel lost"
+    #: The peer sent bytes that are not frames (detail: what was wrong).
+    BAD_FRAME = "bad frame from peer"
+    #: Cut from outside: revocation, shutdown, no answer in time (detail: the reason).
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A :class:`Result` and its detail. ``str()`` is what the stream's log line says
+    (``ok``, ``tunnel lost: ...``, ``refused: NOT_ALLOWED``, an abort's own reason)."""
+
+    kind: Result
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind is Result.ABORTED:
+            return self.detail or self.kind.value
+        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
+
+    @property
+    def ok(self) -> bool:
+        """True when both directions ended with their EOF."""
+        return self.kind is Result.OK
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """What a :class:`StreamFilter` decided after one input: bytes for each side (in
+    order) and whether the stream ends (our EOF frame, then the plain side closed)."""
+
+    to_plain: tuple[bytes, ...] = ()
+    to_tunnel: tuple[bytes, ...] = ()
+    end: bool = False
+
+
+class StreamFilter(Protocol):
+    """What stands between the two sides of a filtered :class:`Splice`.
+
+    Each call gets one input and returns what to forward. ``plain_eof`` may be called
+    again after the plain side closed (a clean close counts as its FIN); a filter that
+    cares ignores the repeat.
+    """
+
+    @property
+    def reading_tunnel(self) -> bool:
+        """False while the tunnel must not be read (e.g. an answer is on its way)."""
+        ...
+
+    def plain_data(self, data: bytes) -> Forward: ...
+
+    def plain_eof(self) -> Forward: ...
+
+    def tunnel_data(self, data: bytes) -> Forward: ...
+
+    def tunnel_eof(self) -> Forward: ...
+
+
 class Splice:
-    """One stream's relay between ``plain`` (TCP) and ``tunnel`` (TLS, framed)."""
+    """One stream's relay between ``plain`` (TCP) and ``tunnel`` (TLS, framed).
+
+    ``on_done`` is called once, when the stream reaches ``DONE`` (``result`` set), except
+    after :meth:`refused`. ``up`` and ``down`` count payload bytes towards and from the
+    tunnel. With a ``filter`` the plain side's bytes and the tunnel's payloads go through
+    it (:class:`StreamFilter`) instead of straight across.
+    """
 
     __slots__ = (
         "plain",
@@ -62,13 +190,11 @@ class Splice:
         "reader",
         "up",
         "down",
-        "plain_eof",
-        "tunnel_eof",
+        "state",
         "result",
-        "started",
+        "filter",
         "_on_done",
-        "_plain_paused",
-        "_tunnel_paused",
+        "_plain_full",
     )
 
     def __init__(
@@ -76,33 +202,148 @@ class Splice:
         plain: asyncio.Transport,
         tunnel: asyncio.Transport,
         on_done: Callable[[Splice], None],
+        filter: StreamFilter | None = None,
     ) -> None:
         self.plain = plain
         self.tunnel = tunnel
         self.reader = wire.FrameReader()
         self.up = 0  # bytes plain -> tunnel
         self.down = 0  # bytes tunnel -> plain
-        self.plain_eof = False  # plain side sent FIN; EOF frame sent
-        self.tunnel_eof = False  # EOF frame received; FIN sent to plain
-        self.result: str | None = None
-        self.started = time.monotonic()
+        self.state = State.RELAYING
+        self.result: Ending | None = None
+        self.filter = filter
         self._on_done = on_done
-        self._plain_paused = False
-        self._tunnel_paused = False
+        #: The plain side's write buffer is above HIGH_WATER: the tunnel is not read.
+        self._plain_full = False
         plain.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         tunnel.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def __repr__(self) -> str:
-        return f"<Splice up={self.up} down={self.down} result={self.result}>"
+        return (
+            f"<Splice {self.state.value} up={self.up} down={self.down} result={self.result}"
+            f"{' filter=' + repr(self.filter) if self.filter is not None else ''}>"
+        )
 
-    @property
-    def finished(self) -> bool:
-        return self.result is not None
+    def _move(self, event: Event) -> State:
+        try:
+            self.state = TRANSITIONS[(self.state, event)]
+        except KeyError:
+            raise UsageError(f"splice in state {self.state.value} cannot {event.value}") from None
+        return self.state
 
     # -- plain side ------------------------------------------------------------------
     def plain_data(self, data: bytes) -> None:
-        if self.result is not None:
+        if self.state not in (State.RELAYING, State.GOT_EOF):
             return
+        if self.filter is not None:
+            self._apply(self.filter.plain_data(data))
+        else:
+            self._send(data)
+
+    def plain_eof_received(self) -> None:
+        if self.state not in (State.RELAYING, State.GOT_EOF):
+            return
+        if self.filter is not None:
+            self._apply(self.filter.plain_eof())
+            return
+        self.tunnel.write(wire.EOF_FRAME)
+        if self._move(Event.SEND_EOF) is State.DONE:
+            self._finish()
+
+    def plain_lost(self, exc: Exception | None) -> None:
+        if self.state in (State.DONE, State.ENDED):
+            return  # ENDED: we closed it ourselves
+        if self.filter is not None and exc is None:
+            # A filter's peer may end by closing (HTTP's close-delimited answer).
+            if self.state in (State.RELAYING, State.GOT_EOF):
+                self._apply(self.filter.plain_eof())
+                return
+        self._fail(Ending(Result.PLAIN_RESET if exc else Result.PLAIN_CLOSED))
+        self.tunnel.abort()
+
+    def plain_pause_writing(self) -> None:
+        self._plain_full = True
+        self._update_tunnel_reading()
+
+    def plain_resume_writing(self) -> None:
+        self._plain_full = False
+        self._update_tunnel_reading()
+
+    # -- tunnel side -----------------------------------------------------------------
+    def tunnel_data(self, data: bytes | memoryview) -> None:
+        if self.state is State.DONE:
+            return
+        try:
+            events = self.reader.feed(data)
+        except DecodeError as exc:
+            self._fail(Ending(Result.BAD_FRAME, exc.reason))
+            self.tunnel.abort()
+            abort_with_rst(self.plain)
+            return
+        for ev in events:
+            if self.result is not None:
+                return
+            if isinstance(ev, wire.DataReceived):
+                self.down += len(ev.data)
+                if self.filter is None:
+                    self.plain.write(ev.data)
+                elif self.state is not State.ENDED:
+                    self._apply(self.filter.tunnel_data(bytes(ev.data)))
+            elif isinstance(ev, wire.EofReceived):
+                self._got_eof()
+
+    def _got_eof(self) -> None:
+        before = self.state
+        if self._move(Event.GOT_EOF) is State.DONE:
+            self._finish()
+        elif self.filter is not None:
+            if before is State.RELAYING:
+                self._apply(self.filter.tunnel_eof())
+        elif self.plain.can_write_eof():
+            self.plain.write_eof()
+
+    def tunnel_lost(self, exc: Exception | None) -> None:
+        if self.state is State.DONE:
+            return
+        self._fail(Ending(Result.TUNNEL_LOST, "" if exc is None else str(exc)))
+        abort_with_rst(self.plain)
+
+    def tunnel_pause_writing(self) -> None:
+        self.plain.pause_reading()
+
+    def tunnel_resume_writing(self) -> None:
+        if self.state in (State.RELAYING, State.GOT_EOF):
+            self.plain.resume_reading()
+
+    # -- the filter ------------------------------------------------------------------
+    def _apply(self, fwd: Forward) -> None:
+        for chunk in fwd.to_plain:
+            if chunk and not self.plain.is_closing():
+                self.plain.write(chunk)
+        if self.state in (State.RELAYING, State.GOT_EOF):
+            for chunk in fwd.to_tunnel:
+                if chunk:
+                    self._send(chunk)
+            if fwd.end:
+                self.tunnel.write(wire.EOF_FRAME)
+                if self._move(Event.FILTER_END) is State.DONE:
+                    self._finish()
+                    return
+                self.plain.close()
+        self._update_tunnel_reading()
+
+    def _update_tunnel_reading(self) -> None:
+        if self.state is State.DONE:
+            return
+        # ENDED: the filter is done; the tunnel is read for the peer's EOF frame.
+        reading = self.filter is None or self.state is State.ENDED or self.filter.reading_tunnel
+        if self._plain_full or not reading:
+            self.tunnel.pause_reading()
+        elif not self.tunnel.is_closing():
+            self.tunnel.resume_reading()
+
+    def _send(self, data: bytes) -> None:
+        """``data`` to the tunnel as DATA frames."""
         n = len(data)
         self.up += n
         if n <= SMALL_FRAME:
@@ -118,82 +359,33 @@ class Splice:
             part = view[i : i + wire.MAX_FRAME]
             self.tunnel.writelines((wire.frame_header(wire.FrameType.DATA, len(part)), part))
 
-    def plain_eof_received(self) -> None:
-        if self.result is not None or self.plain_eof:
-            return
-        self.plain_eof = True
-        self.tunnel.write(wire.EOF_FRAME)
-        self._maybe_finish()
-
-    def plain_lost(self, exc: Exception | None) -> None:
-        if self.result is not None:
-            return
-        self._fail("plain side reset" if exc else "plain side closed without EOF")
-        self.tunnel.abort()
-
-    def plain_pause_writing(self) -> None:
-        self._tunnel_paused = True
-        self.tunnel.pause_reading()
-
-    def plain_resume_writing(self) -> None:
-        self._tunnel_paused = False
-        if self.result is None:
-            self.tunnel.resume_reading()
-
-    # -- tunnel side -----------------------------------------------------------------
-    def tunnel_data(self, data: bytes | memoryview) -> None:
-        if self.result is not None:
-            return
-        try:
-            events = self.reader.feed(data)
-        except DecodeError as exc:
-            self._fail(f"bad frame from peer: {exc.reason}")
-            self.tunnel.abort()
-            abort_with_rst(self.plain)
-            return
-        for ev in events:
-            if isinstance(ev, wire.DataReceived):
-                self.down += len(ev.data)
-                self.plain.write(ev.data)
-            elif isinstance(ev, wire.EofReceived):
-                self.tunnel_eof = True
-                if self.plain.can_write_eof():
-                    self.plain.write_eof()
-                self._maybe_finish()
-
-    def tunnel_lost(self, exc: Exception | None) -> None:
-        if self.result is not None:
-            return
-        self._fail("tunnel lost" if exc is None else f"tunnel lost: {exc}")
-        abort_with_rst(self.plain)
-
-    def tunnel_pause_writing(self) -> None:
-        self._plain_paused = True
-        self.plain.pause_reading()
-
-    def tunnel_resume_writing(self) -> None:
-        self._plain_paused = False
-        if self.result is None:
-            self.plain.resume_reading()
-
     # -- endings ---------------------------------------------------------------------
     def abort(self, reason: str) -> None:
-        """Cut the stream from outside (revocation, shutdown)."""
-        if self.result is not None:
+        """Cut the stream from outside (revocation, shutdown); ``reason`` is logged."""
+        if self.state is State.DONE:
             return
-        self._fail(reason)
+        self._fail(Ending(Result.ABORTED, reason))
         self.tunnel.abort()
         abort_with_rst(self.plain)
 
-    def _maybe_finish(self) -> None:
-        if self.plain_eof and self.tunnel_eof and self.result is None:
-            self.result = "ok"
-            self.plain.close()
-            self.tunnel.close()
-            self._on_done(self)
+    def refused(self, status: str) -> None:
+        """The hub refused the stream with ``status`` (its name): the splice is done
+        without touching either transport (the caller closes them) and without
+        ``on_done`` (the caller logs)."""
+        if self.state is State.DONE:
+            return
+        self._move(Event.FAIL)
+        self.result = Ending(Result.REFUSED, status)
 
-    def _fail(self, reason: str) -> None:
-        self.result = reason
+    def _finish(self) -> None:
+        self.result = Ending(Result.OK)
+        self.plain.close()
+        self.tunnel.close()
+        self._on_done(self)
+
+    def _fail(self, ending: Ending) -> None:
+        self._move(Event.FAIL)
+        self.result = ending
         self._on_done(self)
 
 
