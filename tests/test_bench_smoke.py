@@ -88,3 +88,48 @@ def test_smoke_run_reports_all_three_paths(tmp_path: Path) -> None:
     for heading in ("Bulk throughput", "Round trip", "New connection", "Memory per idle"):
         assert heading in table
     assert table.count("| direct | stunnel | spokeshare |") >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(STUNNEL), reason="needs Debian's stunnel4")
+def test_capacity_smoke_run_is_well_formed(tmp_path: Path) -> None:
+    """bench/capacity.py with tiny sizes: every measure produced counts and its table."""
+    out = tmp_path / "capacity.json"
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nkept\n")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "capacity.py"), "--smoke", "--json", str(out),
+         "--write", str(doc)],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    plan = res["plan"]
+    idle = res["idle"]
+    assert idle["tunnels"] == plan["idle_tunnels"]
+    assert sum(idle["per_edge"]) == plan["idle_tunnels"] and idle["edges"] == 2
+    assert len(idle["hub_rss_kib"]) == 2 and len(idle["edges_rss_kib"]) == 2
+    assert res["idle_stunnel"]["connections"] == plan["stunnel_idle"]
+    for path in ("opens_spokeshare", "opens_stunnel"):
+        opens = res[path]
+        assert opens["count"] > 0 and opens["failed"] == 0, opens
+        assert len(opens["cpu"]) == 2
+    assert res["opens_spokeshare"]["idle_held_after"] == plan["idle_tunnels"]
+    sizes = res["offices"]["sizes"]
+    assert list(sizes) == [str(n) for n in plan["offices"]]
+    for n, v in sizes.items():
+        assert v["enrolled"] >= int(n)
+        assert len(v["office_add_cli_s"]) == plan["add_samples"]
+        assert len(v["office_list_cli_s"]) == 3
+        hs = v["handshakes"]
+        assert hs["hub_handshakes"] > 0 and hs["failed"] == 0, hs
+        # the hub counted every handshake a client completed, and no other
+        assert hs["hub_handshakes"] == hs["client_count"], hs
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n")
+    assert text.count("## Hub capacity on loopback") == 1
+    for heading in ("### Idle tunnels", "### Stream opens", "### Enrolled offices"):
+        assert heading in text and heading in proc.stdout

@@ -1,0 +1,756 @@
+#!/usr/bin/env python3
+"""One hub's capacity on loopback: idle tunnels and their memory, stream opens per second
+while holding them (against a stunnel pair), and 10 vs 1,000 enrolled offices.
+
+Usage (from anywhere; root is fine, nothing privileged is needed)::
+
+    .venv/bin/python bench/capacity.py            # full: 10,000 idle tunnels, 1,000 offices
+    .venv/bin/python bench/capacity.py --quick    # under 2 minutes: 1,000 tunnels
+    .venv/bin/python bench/capacity.py --smoke    # tiny sizes: checks the machinery only
+    .venv/bin/python bench/capacity.py --write    # also replace the block in docs/benchmarks.md
+
+What is measured (issue 14's hub capacity targets), all on 127.0.0.1, each process
+started here in its own session and stopped by its PID:
+
+``idle``
+    One hub (``spokeshare hub``, the CLI) and several real edges (``spokeshare edge``), each
+    an office of its own whose warm pool is raised to ``min_idle = max_idle =`` its share
+    of the total, so that no office passes the hub's ``limits.max_tunnels_per_office``
+    (4,096). The hub's RSS is read before the first edge and once every pool is full; the
+    growth over the tunnels it holds is given per 1,000 tunnels. The stunnel pair has no
+    pool: its nearest equivalent, idle relayed connections (a thread each per side), is
+    measured with up to 1,000 of them and given per 1,000 too.
+``opens``
+    While the hub holds those idle tunnels: ``clients`` processes, each looping connect,
+    a 16-byte echo through the relay to a backend, close, for a fixed time; through one
+    more edge (its pool at the defaults) and through the stunnel pair, one after the other.
+    Opens per second, and CPU of each side read from /proc: opens per second per hub core
+    is opens / the hub's CPU seconds. With ``py-spy`` installed (the dev extra), a further
+    window is profiled and the hub's top functions listed (not during the measured window).
+``offices``
+    A deployment with 10, then 1,000 enrolled offices: the time of ``spokeshare office
+    add`` (the CLI, a new process each, so Python's start is in it; ``spokeshare --version``
+    is given as that floor), of ``office list``, and the TLS handshakes per second the
+    hub completes (its own counter in its status file) from client processes that
+    connect with an office's certificate and close after the handshake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import dataclasses
+import datetime as dt
+import functools
+import importlib.metadata
+import json
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__" and not __package__:
+    # Run as a file (python bench/capacity.py): the bench package is this checkout's.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import tunnel  # noqa: E402
+from bench.common import (  # noqa: E402
+    ROOT,
+    STUNNEL,
+    check_alive,
+    cpu_seconds,
+    free_port,
+    listening,
+    machine_facts,
+    median,
+    process,
+    ratio,
+    recv_exact,
+    replace_block,
+    rss_kib,
+    say,
+    wait_until,
+)
+
+BEGIN = "<!-- bench/capacity.py: generated section begins -->"
+END = "<!-- bench/capacity.py: generated section ends -->"
+HEADING = "## Hub capacity on loopback"
+ECHO = 16  # bytes echoed per opened stream
+PY_SPY = Path(sys.executable).parent / "py-spy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    name: str
+    idle_tunnels: int  # idle tunnels the hub holds (all edges together)
+    per_edge: int  # of which one edge (office) holds at most this many
+    stunnel_idle: int  # idle relayed connections through stunnel
+    clients: int  # processes looping connect, echo, close
+    opens_s: float  # seconds each opens window lasts
+    offices: tuple[int, ...]  # registry sizes compared
+    add_samples: int  # CLI ``office add`` runs timed at each size
+    handshake_clients: int
+    handshake_s: float
+    profile_s: float  # py-spy window on the hub (0: none)
+
+
+PLANS = {
+    "full": Plan("full", 10_000, 2_500, 1_000, 16, 20.0, (10, 1_000), 5, 4, 10.0, 10.0),
+    "quick": Plan("quick", 1_000, 500, 200, 16, 6.0, (10, 1_000), 2, 4, 4.0, 4.0),
+    "smoke": Plan("smoke", 8, 4, 4, 2, 1.0, (2, 4), 1, 1, 1.0, 0.0),
+}
+
+
+# -- the deployment ----------------------------------------------------------------------
+
+
+def enrol(dep: tunnel.Deployment, names: list[str]) -> list[float]:
+    """Enrol ``names`` in process (the enrollment module ``office add`` runs); the
+    seconds each took. Bundles go to DIR/bundles/NAME.bundle."""
+    from spokeshare import enrollment
+
+    out = dep.dir / "bundles"
+    out.mkdir(exist_ok=True)
+    took = []
+    for name in names:
+        t0 = time.perf_counter()
+        enrollment.add_office(dep.dir, name, ["bench"], out / f"{name}.bundle")
+        took.append(time.perf_counter() - t0)
+    return took
+
+
+def bundle_of(dep: tunnel.Deployment, office: str) -> Path:
+    return dep.dir / "bundles" / f"{office}.bundle"
+
+
+def offices_status(dep: tunnel.Deployment) -> dict[str, Any]:
+    st = tunnel.hub_status(dep, 0) or {}
+    offices = st.get("offices", {})
+    return offices if isinstance(offices, dict) else {}
+
+
+def pools_full(dep: tunnel.Deployment, want: dict[str, int]) -> bool:
+    offices = offices_status(dep)
+    return all(
+        bool(offices.get(o, {}).get("connected")) and offices[o].get("idle_tunnels", 0) >= n
+        for o, n in want.items()
+    )
+
+
+@dataclasses.dataclass
+class Edge:
+    office: str
+    port: int
+    pid: int
+
+
+@contextlib.contextmanager
+def edge(tmp: Path, dep: tunnel.Deployment, office: str, pool: int | None) -> Iterator[Edge]:
+    """``spokeshare edge`` for ``office`` (its own state dir); ``pool`` tunnels idle
+    (``min_idle = max_idle``), or the defaults when None."""
+    d = tmp / f"edge-{office}"
+    d.mkdir(exist_ok=True)
+    port = free_port()
+    cfg = tunnel.edge_toml(
+        d, dataclasses.replace(dep, bundle=bundle_of(dep, office)), port, 4, office
+    )
+    if pool is not None:
+        text = cfg.read_text()
+        start = text.index("[pool]")
+        end = text.find("\n[", start + 1)
+        tail = text[end:] if end != -1 else "\n"
+        cfg.write_text(
+            text[:start] + f"[pool]\nmin_idle = {pool}\nmax_idle = {pool}\nmax_age = 3600\n" + tail
+        )
+    log = tmp / f"edge-{office}.log"
+    with process([*tunnel.spokeshare_cmd(), "edge", "--config", str(cfg)], log) as p:
+        wait_until(
+            lambda: check_alive(p, f"edge {office}", log) and listening(port),
+            30,
+            f"edge {office} to listen",
+        )
+        yield Edge(office, port, p.pid)
+
+
+@contextlib.contextmanager
+def hub(tmp: Path, dep: tunnel.Deployment, tag: str) -> Iterator[int]:
+    log = tmp / f"hub-{tag}.log"
+    with process([*tunnel.spokeshare_cmd(), "hub", "--dir", str(dep.dir)], log) as p:
+        wait_until(
+            lambda: (
+                check_alive(p, "hub", log)
+                and listening(dep.hub_port)
+                and tunnel.hub_status(dep, p.pid) is not None
+            ),
+            30,
+            "the hub to listen",
+        )
+        yield p.pid
+
+
+def deployment(tmp: Path, backend_port: int, idle_minutes: float = 60) -> tunnel.Deployment:
+    """``spokeshare init`` + office ``bench``; tunnels may idle ``idle_minutes`` at the hub."""
+    dep = tunnel.make_deployment(tmp, backend_port)
+    toml = dep.dir / "hub.toml"
+    text = toml.read_text()
+    limits = f"idle_timeout = {idle_minutes * 60:.0f}\n"
+    if "[limits]" in text:
+        text = text.replace("[limits]\n", f"[limits]\n{limits}")
+    else:
+        text = text.rstrip("\n") + f"\n\n[limits]\n{limits}"
+    toml.write_text(text)
+    return dep
+
+
+# -- load generators ---------------------------------------------------------------------
+
+
+def _open_loop(port: int, seconds: float, barrier: Any, q: Any) -> None:
+    """Connect, 16-byte echo through the backend's ``E``, close; until ``seconds`` pass."""
+    os.setsid()
+    msg = tunnel.REQ.pack(b"E", 0)
+    payload = os.urandom(ECHO)
+    n = failed = 0
+    try:
+        barrier.wait(60)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    s.sendall(msg + payload)
+                    if recv_exact(s, ECHO) != payload:
+                        raise ConnectionError("echo answered other bytes")
+                n += 1
+            except OSError:
+                failed += 1
+        q.put(("ok", n, failed))
+    except BaseException as exc:  # reported to the parent, which raises it
+        q.put(("error", repr(exc), 0))
+
+
+def _handshake_loop(port: int, bundles: list[str], seconds: float, barrier: Any, q: Any) -> None:
+    """TLS handshakes with the offices' certificates (in turn) to the hub; close each."""
+    from spokeshare import bundle
+    from spokeshare.tunnel import tls
+
+    os.setsid()
+    try:
+        ctxs = []
+        for path in bundles:
+            b = bundle.read(Path(path))
+            ctxs.append((tls.client_context(b.ca_pem, b.cert_pem, b.key_pem), b.hub_name))
+        n = failed = 0
+        barrier.wait(60)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            ctx, name = ctxs[n % len(ctxs)]
+            try:
+                raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+                with ctx.wrap_socket(raw, server_hostname=name):
+                    pass
+                n += 1
+            except (OSError, ssl.SSLError):
+                failed += 1
+        q.put(("ok", n, failed))
+    except BaseException as exc:  # reported to the parent, which raises it
+        q.put(("error", repr(exc), 0))
+
+
+def load(
+    target: Callable[..., None], args: tuple[Any, ...], workers: int, pids: list[int]
+) -> dict[str, Any]:
+    """``workers`` forked processes running ``target(*args, barrier, queue)``; their counts
+    summed, with the wall time and the CPU seconds of ``pids`` over the same window."""
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(workers + 1)
+    q = ctx.SimpleQueue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, q)) for _ in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        barrier.wait(60)
+        cpu0 = [cpu_seconds(pid) for pid in pids]
+        t0 = time.perf_counter()
+        out = [q.get() for _ in procs]
+        wall = time.perf_counter() - t0
+        cpu1 = [cpu_seconds(pid) for pid in pids]
+        for p in procs:
+            p.join(30)
+    finally:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.join(5)
+    errors = [o[1] for o in out if o[0] != "ok"]
+    if errors:
+        raise RuntimeError(f"load generator failed: {errors[0]}")
+    done = sum(o[1] for o in out)
+    return {
+        "count": done,
+        "failed": sum(o[2] for o in out),
+        "wall": wall,
+        "per_s": done / wall,
+        "cpu": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
+    }
+
+
+# -- py-spy --------------------------------------------------------------------------------
+
+
+def profiled(
+    pid: int, seconds: float, out: Path, during: Callable[[], object]
+) -> dict[str, Any] | None:
+    """py-spy on ``pid`` for ``seconds`` while ``during()`` runs: the functions where it
+    spent most samples (self), and the share inclusive of ``do_handshake``; None without
+    py-spy."""
+    if not PY_SPY.exists() or seconds <= 0:
+        return None
+    argv = [str(PY_SPY), "record", "--pid", str(pid), "--duration", str(int(max(1, seconds))),
+            "--rate", "200", "--format", "raw", "--output", str(out), "--nonblocking"]  # fmt: skip
+    spy = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        during()
+        text, _ = spy.communicate(timeout=seconds + 60)
+    finally:
+        if spy.poll() is None:
+            spy.kill()
+            spy.wait()
+    if spy.returncode != 0 or not out.exists():
+        return {"error": text.decode(errors="replace").strip()[-300:]}
+    self_n: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        self_n[_short(frames[-1])] += n
+        for f in {_short(f) for f in frames}:
+            incl[f] += n
+    if not total:
+        return {"error": "no samples"}
+    hs = sum(v for k, v in incl.items() if "do_handshake" in k.split(" ")[0])
+    return {
+        "samples": total,
+        "top_self": [(k, v / total) for k, v in self_n.most_common(8)],
+        "do_handshake_inclusive": hs / total,
+    }
+
+
+def _short(frame: str) -> str:
+    """``func (path/to/module.py:123)`` as ``func (module.py)``."""
+    name, _, where = frame.partition(" (")
+    file = where.split(":")[0].rsplit("/", 1)[-1].rstrip(")")
+    return f"{name} ({file})" if file else name
+
+
+# -- the measures --------------------------------------------------------------------------
+
+
+def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    dep = deployment(tmp / "idle", backend_port)
+    n_edges = -(-plan.idle_tunnels // plan.per_edge)
+    shares = [
+        plan.idle_tunnels // n_edges + (i < plan.idle_tunnels % n_edges) for i in range(n_edges)
+    ]
+    names = [f"idle{i + 1}" for i in range(n_edges)]
+    enrol(dep, [*names, "load"])
+    with contextlib.ExitStack() as stack:
+        hub_pid = stack.enter_context(hub(tmp, dep, "idle"))
+        time.sleep(1.0)  # the hub's first status write and heap settle
+        rss0 = rss_kib(hub_pid)
+        t0 = time.monotonic()
+        edges = [
+            stack.enter_context(edge(tmp, dep, o, s)) for o, s in zip(names, shares, strict=True)
+        ]
+        want = dict(zip(names, shares, strict=True))
+        wait_until(
+            functools.partial(pools_full, dep, want), 60 + plan.idle_tunnels / 20, "every pool full"
+        )
+        fill_s = time.monotonic() - t0
+        time.sleep(2.0)
+        held = sum(offices_status(dep)[o].get("idle_tunnels", 0) for o in names)
+        rss1 = rss_kib(hub_pid)
+        res["idle"] = {
+            "tunnels": held,
+            "edges": n_edges,
+            "per_edge": shares,
+            "fill_s": fill_s,
+            "hub_rss_kib": [rss0, rss1],
+            "hub_kib_per_1000": (rss1 - rss0) / held * 1000,
+            "edges_rss_kib": [rss_kib(e.pid) for e in edges],
+        }
+        say(
+            f"  idle: {held} tunnels from {n_edges} edges in {fill_s:.0f} s; hub RSS "
+            f"{rss0 / 1024:.0f} -> {rss1 / 1024:.0f} MiB "
+            f"({res['idle']['hub_kib_per_1000'] / 1024:.1f} MiB per 1,000)"
+        )
+        # stream opens while holding them, then through stunnel
+        ld = stack.enter_context(edge(tmp, dep, "load", None))
+        wait_until(functools.partial(pools_full, dep, {"load": 4}), 60, "the load edge's pool")
+        sp = load(_open_loop, (ld.port, plan.opens_s), plan.clients, [ld.pid, hub_pid])
+        still = sum(offices_status(dep)[o].get("idle_tunnels", 0) for o in names)
+        res["opens_spokeshare"] = {**sp, "idle_held_after": still}
+        say(
+            f"  opens spokeshare: {sp['per_s']:.0f}/s, {sp['failed']} failed; edge "
+            f"{sp['cpu'][0] / sp['wall']:.2f} core, hub {sp['cpu'][1] / sp['wall']:.2f} core"
+        )
+        # A further window under the same load, profiled (its rate is not reported).
+        res["profile"] = profiled(
+            hub_pid,
+            plan.profile_s,
+            tmp / "hub.pyspy",
+            functools.partial(load, _open_loop, (ld.port, plan.profile_s), plan.clients, []),
+        )
+    with tunnel.stunnel_pair(tmp, backend_port, "capacity") as st:
+        st_res = load(_open_loop, (st.port, plan.opens_s), plan.clients, [st.office_pid, st.hq_pid])
+        res["opens_stunnel"] = st_res
+        say(
+            f"  opens stunnel: {st_res['per_s']:.0f}/s, {st_res['failed']} failed; office "
+            f"{st_res['cpu'][0] / st_res['wall']:.2f} core, "
+            f"HQ {st_res['cpu'][1] / st_res['wall']:.2f} core"
+        )
+        before = rss_kib(st.hq_pid)
+        socks = tunnel.hold_connections(st.port, plan.stunnel_idle)
+        try:
+            time.sleep(1.0)
+            after = rss_kib(st.hq_pid)
+        finally:
+            for s in socks:
+                s.close()
+        res["idle_stunnel"] = {
+            "connections": plan.stunnel_idle,
+            "hq_rss_kib": [before, after],
+            "hq_kib_per_1000": (after - before) / plan.stunnel_idle * 1000,
+        }
+    return res
+
+
+def cli_seconds(argv: list[str]) -> float:
+    """Wall seconds of one ``spokeshare`` command (a new process); it must succeed."""
+    t0 = time.perf_counter()
+    subprocess.run(
+        [*tunnel.spokeshare_cmd(), *argv], check=True, stdout=subprocess.DEVNULL, cwd=ROOT
+    )
+    return time.perf_counter() - t0
+
+
+def _settled_status(dep: tunnel.Deployment, after: float) -> dict[str, Any] | None:
+    """The hub's status written after ``after`` with no handshake in progress (every
+    handshake a client completed is then in its counter)."""
+    st = tunnel.hub_status(dep, 0)
+    if st is None or float(st.get("time", 0.0)) <= after:
+        return None
+    return st if st.get("handshakes_in_progress", 0) == 0 else None
+
+
+def handshake_rate(
+    dep: tunnel.Deployment, hub_pid: int, plan: Plan, offices: list[str]
+) -> dict[str, Any]:
+    """TLS handshakes the hub completed per second (the difference of its own counter,
+    read from status files written before and after the load) while the clients loop."""
+
+    def count() -> int:
+        now = time.time()
+        st = wait_until(functools.partial(_settled_status, dep, now), 10, "the hub's status")
+        return int(st["handshakes"])
+
+    bundles = [str(bundle_of(dep, o)) for o in offices]
+    h0 = count()
+    r = load(
+        _handshake_loop,
+        (dep.hub_port, bundles, plan.handshake_s),
+        plan.handshake_clients,
+        [hub_pid],
+    )
+    done = count() - h0
+    return {
+        "hub_handshakes": done,
+        "per_s": done / r["wall"],
+        "client_count": r["count"],
+        "failed": r["failed"],
+        "hub_cpu_s": r["cpu"][0],
+        "wall": r["wall"],
+    }
+
+
+def measure_offices(tmp: Path, plan: Plan, backend_port: int) -> dict[str, Any]:
+    """For each registry size: CLI ``office add`` (timed), ``office list``, handshakes/s."""
+    from spokeshare import enrollment
+
+    res: dict[str, Any] = {"cli_floor_s": median([cli_seconds(["--version"]) for _ in range(3)])}
+    dep = deployment(tmp / "offices", backend_port)
+    res["sizes"] = {}
+    extra = 0
+    for size in plan.offices:
+        have = len(enrollment.load_registry(dep.dir))
+        names = [f"o{i:04d}" for i in range(have, size)]
+        took = enrol(dep, names)
+        adds = []
+        for _ in range(plan.add_samples):
+            extra += 1
+            name = f"cli{extra:03d}"
+            out = tmp / f"{name}.bundle"
+            adds.append(
+                cli_seconds(
+                    [
+                        "office",
+                        "add",
+                        name,
+                        "--dir",
+                        str(dep.dir),
+                        "--services",
+                        "bench",
+                        "--out",
+                        str(out),
+                    ]  # fmt: skip
+                )
+            )
+        enrolled = len(enrollment.load_registry(dep.dir))
+        with hub(tmp, dep, f"offices-{size}") as hub_pid:
+            lists = [cli_seconds(["office", "list", "--dir", str(dep.dir)]) for _ in range(3)]
+            hs = handshake_rate(dep, hub_pid, plan, names[-4:] if names else [])
+            rss = rss_kib(hub_pid)
+        res["sizes"][str(size)] = {
+            "enrolled": enrolled,
+            "office_add_cli_s": adds,
+            "office_add_inprocess_last_s": took[-10:],
+            "office_list_cli_s": lists,
+            "handshakes": hs,
+            "hub_rss_kib": rss,
+        }
+        say(
+            f"  {enrolled} offices: office add {median(adds):.2f} s (CLI), office list "
+            f"{median(lists):.2f} s, {hs['per_s']:.0f} handshakes/s at the hub "
+            f"({hs['hub_cpu_s'] / hs['wall']:.2f} core)"
+        )
+    return res
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> str:
+    """The generated Markdown block (markers included)."""
+    L = [BEGIN, f"Run: `{plan.name}` plan, {res['when']}, {res['elapsed_s'] / 60:.1f} minutes.", ""]
+    L += ["| machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in facts.items())]
+    L.append(
+        f"| load average (1 min) at start / end | {res['load'][0]:.2f} / {res['load'][1]:.2f} |"
+    )
+    L.append("")
+    idle, sti = res["idle"], res["idle_stunnel"]
+    L += [
+        f"### Idle tunnels held by one hub ({idle['tunnels']:,} from {idle['edges']} edges)",
+        "",
+        f"Each edge is an office of its own with `min_idle = max_idle = "
+        f"{max(idle['per_edge'])}` (below the hub's 4,096 tunnels per office); filling "
+        f"every pool took {idle['fill_s']:.0f} s. stunnel has no pool: its figure is idle "
+        f"relayed connections ({sti['connections']:,} held), HQ side only.",
+        "",
+        "| | hub (HQ side) RSS | per 1,000 idle | target |",
+        "|---|---|---|---|",
+    ]
+    r0, r1 = idle["hub_rss_kib"]
+    per = idle["hub_kib_per_1000"]
+    at_10k = r0 + per * 10
+    L.append(
+        f"| spokeshare hub | {r0 / 1024:.0f} MiB empty, {r1 / 1024:.0f} MiB holding "
+        f"{idle['tunnels']:,} | {per / 1024:.1f} MiB | 10,000 within 1 GiB: "
+        f"{at_10k / 1024:.0f} MiB {'(measured)' if idle['tunnels'] >= 10_000 else '(extrapolated)'}"
+        f" {'met' if at_10k <= 1024 * 1024 else 'MISSED'} |"
+    )
+    s0, s1 = sti["hq_rss_kib"]
+    L.append(
+        f"| stunnel, HQ side | {s0 / 1024:.0f} MiB, {s1 / 1024:.0f} MiB holding "
+        f"{sti['connections']:,} | {sti['hq_kib_per_1000'] / 1024:.1f} MiB | |"
+    )
+    L.append(f"| spokeshare/stunnel | | {ratio(per, sti['hq_kib_per_1000'])} | |")
+    edges = idle["edges_rss_kib"]
+    L += [
+        "",
+        f"The edges' RSS holding their pools: {', '.join(f'{e / 1024:.0f}' for e in edges)} MiB.",
+        "",
+    ]
+    sp, st = res["opens_spokeshare"], res["opens_stunnel"]
+    L += [
+        f"### Stream opens per second while the hub holds them ({plan.clients} clients, "
+        f"{plan.opens_s:.0f} s each)",
+        "",
+        f"Each client loops: connect, {ECHO}-byte echo through the relay to the backend, "
+        "close. spokeshare through one more edge with the default pool (`min_idle = 4`, "
+        "`max_connecting = 8`): every stream takes a pooled tunnel, a full TLS handshake "
+        "each; the stunnel pair with its defaults (the office side resumes TLS sessions).",
+        "",
+        "| | opens/s | failed | office side, cores | HQ side, cores "
+        "| opens per HQ-side core-second |",
+        "|---|---|---|---|---|---|",
+    ]
+    per_core: dict[str, float] = {}
+    for label, r in (("stunnel", st), ("spokeshare", sp)):
+        office_c, hq_c = (c / r["wall"] for c in r["cpu"])
+        per_core[label] = r["count"] / r["cpu"][1] if r["cpu"][1] else 0.0
+        L.append(
+            f"| {label} | {r['per_s']:.0f} | {r['failed']} | {office_c:.2f} | {hq_c:.2f} | "
+            f"{per_core[label]:.0f} |"
+        )
+    L.append(
+        f"| spokeshare/stunnel | **{ratio(sp['per_s'], st['per_s'])}** | | | | "
+        f"**{ratio(per_core['spokeshare'], per_core['stunnel'])}** |"
+    )
+    L.append("")
+    L.append(
+        f"Target: at least 1,000 opens per second per hub core: "
+        f"{per_core['spokeshare']:.0f} per hub core-second, "
+        f"{'met' if per_core['spokeshare'] >= 1000 else 'MISSED'}. Idle tunnels still held "
+        f"after the opens: {sp['idle_held_after']:,}."
+    )
+    prof = res.get("profile")
+    if prof and "top_self" in prof:
+        L += [
+            "",
+            f"py-spy on the hub under the same load ({prof['samples']} samples, "
+            f"`--nonblocking`): {prof['do_handshake_inclusive'] * 100:.0f}% of samples are "
+            "inside `do_handshake`. Top functions by own time (uvloop's own C code, the "
+            "polling and socket calls, shows as the frame that runs the loop, "
+            "`Runner.run`):",
+            "",
+            "| function | share of samples |",
+            "|---|---|",
+            *(f"| `{name}` | {share * 100:.1f}% |" for name, share in prof["top_self"]),
+        ]
+    elif prof:
+        L += ["", f"py-spy failed: {prof.get('error')}"]
+    off = res["offices"]
+    L += [
+        "",
+        "### Enrolled offices",
+        "",
+        f"`office add` and `office list` are the CLI, a new process each; "
+        f"`spokeshare --version` alone takes {off['cli_floor_s']:.2f} s here (Python's "
+        "start and imports). Handshakes: clients connect with an office's certificate and "
+        "close once the handshake is done; the hub's own counter.",
+        "",
+        "| offices enrolled | office add (CLI, median) "
+        "| office add (in process, median of last 10) "
+        "| office list (CLI, median of 3) | handshakes/s at the hub | hub cores | "
+        "handshakes per hub core-second |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rates = []
+    for _size, v in off["sizes"].items():
+        hs = v["handshakes"]
+        per_cs = hs["hub_handshakes"] / hs["hub_cpu_s"] if hs["hub_cpu_s"] else 0.0
+        rates.append(hs["per_s"])
+        inproc = v["office_add_inprocess_last_s"]
+        L.append(
+            f"| {v['enrolled']:,} | {median(v['office_add_cli_s']):.2f} s | "
+            f"{(median(inproc) * 1000 if inproc else 0):.0f} ms | "
+            f"{median(v['office_list_cli_s']):.2f} s | {hs['per_s']:.0f} | "
+            f"{hs['hub_cpu_s'] / hs['wall']:.2f} | {per_cs:.0f} |"
+        )
+    if len(rates) >= 2:
+        L += ["", f"Handshakes/s, largest registry over smallest: {ratio(rates[-1], rates[0])}."]
+    L.append(END)
+    return "\n".join(L) + "\n"
+
+
+def code_version() -> str:
+    """The commit of the spokeshare code the hub and edges run, ``+changes`` when its
+    spokeshare/ differs from that commit."""
+    import spokeshare
+
+    src = Path(spokeshare.__file__).resolve().parent.parent
+    git = ["git", "-C", str(src)]
+    rev = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    if rev.returncode != 0:
+        return f"{src} (not a git checkout)"
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--", "spokeshare"], capture_output=True, text=True
+    ).stdout.strip()
+    return f"commit {rev.stdout.strip()}" + (" +changes in spokeshare/" if dirty else "")
+
+
+def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> int:
+    if not os.path.exists(STUNNEL):
+        say(f"capacity: {STUNNEL} not found (Debian package stunnel4)")
+        return 2
+    facts = {
+        **machine_facts(),
+        "uvloop": importlib.metadata.version("uvloop"),
+        "spokeshare measured": code_version(),
+    }
+    res: dict[str, Any] = {
+        "plan": dataclasses.asdict(plan),
+        "facts": facts,
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    load0 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="spokeshare-capacity-"))
+    try:
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(4096)
+        backend_port = lsock.getsockname()[1]
+        argv = [sys.executable, tunnel.__file__, "--serve", "backend", "--arg", str(lsock.fileno())]
+        with process(argv, tmp / "backend.log", pass_fds=(lsock.fileno(),)):
+            lsock.close()
+            say(f"capacity: {plan.name} plan; idle tunnels and stream opens")
+            res.update(measure_idle_and_opens(tmp, plan, backend_port))
+            say("capacity: enrolled offices")
+            res["offices"] = measure_offices(tmp, plan, backend_port)
+    finally:
+        if keep:
+            say(f"capacity: logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    res["elapsed_s"] = time.monotonic() - t0
+    res["load"] = (load0, os.getloadavg()[0])
+    body = render(facts, plan, res)
+    print(body)
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
+    if write:
+        replace_block(write, BEGIN, END, body, heading=HEADING)
+        say(f"capacity: wrote {write}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="1,000 idle tunnels (under 2 minutes)")
+    size.add_argument("--smoke", action="store_true", help="tiny sizes: check the machinery")
+    p.add_argument(
+        "--write",
+        nargs="?",
+        const=str(ROOT / "docs" / "benchmarks.md"),
+        metavar="FILE",
+        help="update the generated section of FILE (default docs/benchmarks.md)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    a = p.parse_args(argv)
+    plan = PLANS["smoke" if a.smoke else "quick" if a.quick else "full"]
+    return run(plan, Path(a.write) if a.write else None, Path(a.json) if a.json else None, a.keep)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
