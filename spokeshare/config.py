@@ -7,11 +7,11 @@ files are documented key by key in etc/hub.toml.example and etc/edge.toml.exampl
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,16 @@ DEFAULT_HUB_PORT = 7443
 DEFAULT_SERVICES = {"smb": "127.0.0.1:445", "ipp": "127.0.0.1:631"}
 #: Where each service listens on the office LAN by default.
 DEFAULT_LAN_PORTS = {"smb": 445, "ipp": 631, "lpd": 515, "raw": 9100}
+#: A workgroup: a NetBIOS name (RFC 1001 section 14.1, 15 characters; the set nmbd
+#: accepts). It travels only in NetBIOS packets and, XML-escaped, in WS-Discovery
+#: metadata (MS-PBSD ``NAME/Workgroup:WG``), both of which carry every one of these.
 _NETBIOS_NAME = re.compile(r"^[A-Z0-9!#$%&'()\-.@^_{}~]{1,15}$")
+#: A virtual name: what NetBIOS (15 characters, RFC 1001 section 14.1) and the
+#: DNS-based protocols (LLMNR, mDNS, WS-Discovery's host names: one RFC 1123 section
+#: 2.1 host label) can all carry. Checked after upper-casing.
+_VIRTUAL_NAME = re.compile(r"^[A-Z0-9](?:[A-Z0-9-]{0,13}[A-Z0-9])?$")
+#: NetBIOS names are at most 15 characters (RFC 1001 section 14.1; the 16th is the suffix).
+MAX_VIRTUAL_NAME = 15
 
 
 def parse_hostport(value: str, source: str, key: str) -> tuple[str, int]:
@@ -104,6 +113,106 @@ class VirtualName:
     #: and served over IPv4 only; names without their own ``address`` share the
     #: interface's link-local address.
     address6: str = ""
+
+
+@dataclass(frozen=True)
+class LanPresence:
+    """The edge's identity on the office LAN, which every LAN core (NetBIOS names and
+    browsing, LLMNR, WS-Discovery, mDNS) takes as it is.
+
+    Validated here, on construction, by one rule per field (docs/protocol.md,
+    "Virtual names"); the cores check none of it again. :func:`load_edge` builds one,
+    so a bad value is a ConfigError at load, naming ``source`` and the edge.toml key,
+    never a failure once the tunnel runs. Names and workgroup are upper-cased.
+
+    - ``interface``: the LAN interface ("" when not known yet: the edge relays only,
+      or finds the interface holding ``address`` at start);
+    - ``address``: ``lan.address``, dotted-quad IPv4; with an ``interface`` it must be
+      a unicast address (the one the names answer with);
+    - ``workgroup``: a NetBIOS name (:func:`check_netbios_name`);
+    - ``names``: the virtual names (:func:`check_virtual_name`), unique, each with an
+      IPv4 ``address`` of its own or "", an ``address6`` only beside one, and a browse
+      comment of at most 43 characters (MS-BRWS 2.2.1);
+    - ``ipv6``: ``lan.ipv6``: serve the interface's IPv6 link-local address and the
+      names' ``address6`` too;
+    - ``host_names``: mDNS-only host names (the print host, :mod:`spokeshare.printing.
+      print_host`): one RFC 1123 label of 1-63 characters each, kept as written.
+    """
+
+    interface: str
+    address: str
+    workgroup: str = "WORKGROUP"
+    names: tuple[VirtualName, ...] = ()
+    ipv6: bool = True
+    host_names: tuple[str, ...] = ()
+    #: The file the values came from, for error messages.
+    source: str = "<lan>"
+
+    def __post_init__(self) -> None:
+        src = self.source
+        if "/" in self.interface or len(self.interface) > 15 or self.interface.strip() != (
+            self.interface
+        ):
+            raise ConfigError(src, "lan.interface", f"{self.interface!r} is not an interface name")
+        v4 = _check_ipv4(self.address, src, "lan.address")
+        if self.interface and (v4.is_unspecified or v4.is_loopback or v4.is_multicast):
+            raise ConfigError(
+                src,
+                "lan.address",
+                f"{v4} is not a LAN unicast address: with lan.interface set, give the "
+                "interface's own address",
+            )
+        object.__setattr__(
+            self, "workgroup", check_netbios_name(self.workgroup, src, "lan.workgroup")
+        )
+        names: list[VirtualName] = []
+        for i, n in enumerate(self.names):
+            key = f"names[{i}]"
+            up = check_virtual_name(n.name, src, f"{key}.name")
+            if up in {m.name for m in names}:
+                raise ConfigError(src, f"{key}.name", f"{up} is configured twice")
+            if n.address:
+                _check_ipv4(n.address, src, f"{key}.address")
+            if n.address6:
+                _check_ipv6(n.address6, src, f"{key}.address6")
+                if not n.address:
+                    raise ConfigError(
+                        src, f"{key}.address6", "needs the name's own IPv4 address too"
+                    )
+            if len(n.comment) > 43:
+                raise ConfigError(src, f"{key}.comment", "at most 43 characters (MS-BRWS 2.2.1)")
+            names.append(replace(n, name=up) if up != n.name else n)
+        object.__setattr__(self, "names", tuple(names))
+        for host in self.host_names:
+            if not _DNS_LABEL.match(host):
+                raise ConfigError(
+                    src,
+                    "printers.host_name",
+                    f"{host!r} must be one DNS label (1-63 letters, digits or '-', not "
+                    "starting or ending with '-'; no '.local')",
+                )
+
+    @property
+    def ipv4(self) -> IPv4Address:
+        return IPv4Address(self.address)
+
+    def name_address(self, name: str) -> str:
+        """The IPv4 address ``name`` answers with: its own, else ``address``."""
+        for n in self.names:
+            if n.name == name.upper():
+                return n.address or self.address
+        return self.address
+
+    def name_address6(self, name: str, link_local: str | None) -> str | None:
+        """The IPv6 address advertised for ``name`` (AAAA, XAddrs), or None: its own
+        ``address6``; none for a name with its own IPv4 but no IPv6; else the
+        interface's ``link_local``. Always None when ``ipv6`` is off."""
+        if not self.ipv6:
+            return None
+        for n in self.names:
+            if n.name == name.upper() and n.address:
+                return n.address6 or None
+        return link_local
 
 
 @dataclass(frozen=True)
@@ -218,6 +327,19 @@ class EdgeConfig:
     #: kept only where the office's bundle allows their service (:func:`for_services`).
     default_names: bool = False
     printers: PrintersConfig = field(default_factory=PrintersConfig)
+
+    def presence(self, host_names: tuple[str, ...] = ()) -> LanPresence:
+        """The LAN presence these (validated) values describe; ``host_names`` adds
+        mDNS-only host names (the print host)."""
+        return LanPresence(
+            self.lan_interface,
+            self.lan_address,
+            self.workgroup,
+            self.names,
+            self.lan_ipv6,
+            host_names,
+            self.source,
+        )
 
 
 #: The file-server name an edge carries when edge.toml names none.
@@ -364,10 +486,78 @@ def _bad(src: str, key: str) -> tuple[str, int]:
 
 
 def check_netbios_name(name: str, source: str, key: str) -> str:
+    """A workgroup (NetBIOS name, :data:`_NETBIOS_NAME`), upper-cased; ConfigError if not."""
     up = name.upper()
     if not _NETBIOS_NAME.match(up):
         raise ConfigError(source, key, f"{name!r} is not a NetBIOS name (1-15 characters)")
     return up
+
+
+def _virtual_name_fault(up: str) -> str | None:
+    """Why ``up`` (upper-cased) is not a virtual name, or None when it is one."""
+    if _VIRTUAL_NAME.match(up):
+        return None
+    if not up:
+        return "it is empty"
+    if not up.isascii():
+        return "it has non-ASCII characters"
+    if len(up) > MAX_VIRTUAL_NAME:
+        return f"it has {len(up)} characters, NetBIOS carries at most {MAX_VIRTUAL_NAME}"
+    if "_" in up:
+        return "'_' cannot be part of a host name for LLMNR, mDNS or WS-Discovery"
+    if "." in up:
+        return "'.' would make it a domain name, not one host name"
+    if any(c.isspace() for c in up):
+        return "it has a space"
+    if up.startswith("-") or up.endswith("-"):
+        return "it starts or ends with '-'"
+    return "it has characters other than letters, digits and '-'"
+
+
+def _suggest(name: str) -> str:
+    """A virtual name close to ``name``, for the error message ('' if none is)."""
+    up = name.upper().encode("ascii", "ignore").decode()
+    fixed = re.sub(r"[^A-Z0-9]+", "-", up)[:MAX_VIRTUAL_NAME].strip("-")
+    return fixed if _VIRTUAL_NAME.match(fixed) else ""
+
+
+def check_virtual_name(name: str, source: str, key: str) -> str:
+    """A virtual name, upper-cased: 1-15 ASCII letters, digits or '-', starting and
+    ending with a letter or digit (docs/protocol.md, "Virtual names").
+
+    The one rule for every protocol the edge speaks: NetBIOS takes 15 characters, and
+    LLMNR (RFC 4795 section 2), mDNS (RFC 6762 section 16, the edge publishing
+    ``NAME.local``) and WS-Discovery's host names need one RFC 1123 section 2.1 host
+    label. A name outside it is refused here, at load, never mapped to another one.
+
+    Raises ConfigError naming ``source`` and ``key``, why, and a name that would do.
+    """
+    up = name.upper()
+    fault = _virtual_name_fault(up)
+    if fault is None:
+        return up
+    hint = _suggest(name)
+    raise ConfigError(
+        source,
+        key,
+        f"{name!r} is not a virtual name: {fault}. Use 1-{MAX_VIRTUAL_NAME} letters, "
+        "digits or '-', starting and ending with a letter or digit"
+        + (f" (e.g. {hint!r})" if hint and hint != up else ""),
+    )
+
+
+def _check_ipv4(value: str, source: str, key: str) -> IPv4Address:
+    try:
+        return IPv4Address(value)
+    except ValueError:
+        raise ConfigError(source, key, f"{value!r} is not an IPv4 address") from None
+
+
+def _check_ipv6(value: str, source: str, key: str) -> IPv6Address:
+    try:
+        return IPv6Address(value)
+    except ValueError:
+        raise ConfigError(source, key, f"{value!r} is not an IPv6 address") from None
 
 
 def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> EdgeConfig:
@@ -390,11 +580,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     interface = lan.take("interface", str, "")
     address = overrides.get("lan_address") or lan.take("address", str, "0.0.0.0")
     lan.data.pop("address", None)
-    try:
-        ipaddress.IPv4Address(address)
-    except ValueError:
-        raise ConfigError(src, "lan.address", f"{address!r} is not an IPv4 address") from None
-    workgroup = check_netbios_name(lan.take("workgroup", str, "WORKGROUP"), src, "lan.workgroup")
+    workgroup = lan.take("workgroup", str, "WORKGROUP")
     lan_ipv6 = lan.take("ipv6", bool, True)
     lan.done()
     names: list[VirtualName] = []
@@ -404,37 +590,15 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         raise ConfigError(src, "names", "must be an array of tables (empty: no virtual name)")
     for i, raw in enumerate(raw_names):
         t = _Table(src, f"names[{i}]", raw)
-        nm = check_netbios_name(t.take("name", str), src, t.key("name"))
+        nm = t.take("name", str)
         svc = t.take("service", str, "smb")
         comment = t.take("comment", str, "spokeshare")
         naddr = t.take("address", str, "")
-        if naddr:
-            try:
-                ipaddress.IPv4Address(naddr)
-            except ValueError:
-                raise ConfigError(
-                    src, t.key("address"), f"{naddr!r} is not an IPv4 address"
-                ) from None
         nport = t.take("port", int, -1)
         if nport != -1 and not 0 <= nport < 65536:
             raise ConfigError(src, t.key("port"), "port out of range")
         naddr6 = t.take("address6", str, "")
-        if naddr6:
-            try:
-                ipaddress.IPv6Address(naddr6)
-            except ValueError:
-                raise ConfigError(
-                    src, t.key("address6"), f"{naddr6!r} is not an IPv6 address"
-                ) from None
-            if not naddr:
-                raise ConfigError(
-                    src, t.key("address6"), "needs the name's own IPv4 address too"
-                )
         t.done()
-        if len(comment) > 43:
-            raise ConfigError(src, t.key("comment"), "at most 43 characters (MS-BRWS 2.2.1)")
-        if nm in {n.name for n in names}:
-            raise ConfigError(src, t.key("name"), f"{nm} is configured twice")
         names.append(VirtualName(nm, svc, comment, naddr, nport, naddr6))
     if default_names:
         names = list(DEFAULT_NAMES)
@@ -453,10 +617,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     netbios = _dataclass_from(root.table("netbios"), NetbiosConfig)
     if netbios.wins_server:
-        try:
-            ipaddress.IPv4Address(netbios.wins_server)
-        except ValueError:
-            raise ConfigError(src, "netbios.wins_server", "not an IPv4 address") from None
+        _check_ipv4(netbios.wins_server, src, "netbios.wins_server")
     if not 0 < netbios.announce_initial_interval <= netbios.announce_max_interval:
         raise ConfigError(
             src,
@@ -479,14 +640,16 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
             "ending with '-'; no '.local')",
         )
     root.done()
+    # Names, workgroup and addresses: validated here, once, by the one rule.
+    presence = LanPresence(interface, address, workgroup, tuple(names), lan_ipv6, source=src)
     return EdgeConfig(
         src,
         bundle,
         state_dir,
-        interface,
-        address,
-        workgroup,
-        tuple(names),
+        presence.interface,
+        presence.address,
+        presence.workgroup,
+        presence.names,
         ports,
         pool,
         sockets,

@@ -289,7 +289,8 @@ class EdgeDaemon:
 
     # -- what is on the LAN ----------------------------------------------------------
     def _build_presence(self, link_local: str | None) -> dict[str, Any]:
-        from spokeshare.lan.discovery_service import DiscoverySettings, LlmnrService, WsdService
+        from spokeshare.lan.discovery_service import LlmnrService, WsdService
+        from spokeshare.lan.discovery_settings import DiscoverySettings
         from spokeshare.lan.mdns import MdnsPublisher
         from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
         from spokeshare.printing.printer_sync import with_printers
@@ -307,37 +308,24 @@ class EdgeDaemon:
                 out["mdns"] = printing
             return out
         iface = interfaces.ipv4_interface(cfg.lan_interface, cfg.lan_address)
+        presence = cfg.presence()  # names, workgroup, addresses: validated at load
         if cfg.netbios.enabled:
             nb = cfg.netbios
             settings = NetbiosSettings.for_interface(
                 iface,
-                cfg.workgroup,
-                [(n.name, n.comment) for n in cfg.names],
-                cfg.lan_interface,
+                presence,
                 announce_initial_interval=nb.announce_initial_interval,
                 announce_max_interval=nb.announce_max_interval,
                 wins_server=IPv4Address(nb.wins_server) if nb.wins_server else None,
-                name_addresses=tuple(
-                    (n.name, IPv4Address(n.address)) for n in cfg.names if n.address
-                ),
             )
             out["netbios"] = _NetbiosPresence(NetbiosService(settings))
         d = cfg.discovery
         if d.wsd or d.llmnr or d.mdns:
             disc = DiscoverySettings(
-                interface=cfg.lan_interface,
-                ipv4=cfg.lan_address,
-                names=tuple(n.name for n in cfg.names),
+                presence,
                 uuid_namespace=uuid.uuid5(uuid.NAMESPACE_URL, f"spokeshare:{self.bundle.office}"),
-                workgroup=cfg.workgroup,
                 ipv6_link_local=link_local,
                 smb_port=cfg.ports.get("smb", 445) or 445,
-                name_addresses=tuple((n.name, n.address) for n in cfg.names if n.address),
-                name_addresses6=tuple(
-                    (n.name, n.address6 if cfg.lan_ipv6 else "")
-                    for n in cfg.names
-                    if n.address
-                ),
                 state_dir=cfg.state_dir,
             )
             if d.llmnr:

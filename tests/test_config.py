@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
 from pathlib import Path
+from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from spokeshare.config import edge_listeners, load_edge, load_hub
+from spokeshare.config import (
+    LanPresence,
+    VirtualName,
+    check_virtual_name,
+    edge_listeners,
+    load_edge,
+    load_hub,
+)
 from spokeshare.errors import ConfigError
+from spokeshare.lan import llmnr, netbios, wsd
+from spokeshare.lan.discovery_settings import DiscoverySettings
+from spokeshare.lan.mdns import MdnsPublisher
+from spokeshare.lan.netbios_service import NetbiosSettings
+from spokeshare.lan.responder import NameResponder
 
 HUB = """
 [hub]
@@ -173,3 +189,73 @@ def test_printers_host_name_default_empty_one_label_else_refused(tmp_path: Path)
         with pytest.raises(ConfigError) as info:
             load_edge(write(tmp_path, EDGE + f"\n[printers]\nhost_name = {bad}\n"))
         assert info.value.key == "printers.host_name"
+
+
+# -- virtual names: one rule, checked at load ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "why", "fix"),
+    [
+        ("FILES_HQ", "'_' cannot be part of a host name", "'FILES-HQ'"),
+        ("SIXTEEN-LETTERS1", "16 characters, NetBIOS carries at most 15", "'SIXTEEN-LETTERS'"),
+        ("files.hq", "'.' would make it a domain name", "'FILES-HQ'"),
+        ("FILES HQ", "it has a space", "'FILES-HQ'"),
+        ("FÄLLE", "non-ASCII", "'FLLE'"),
+        ("-FILES", "starts or ends with '-'", "'FILES'"),
+        ("FILES-", "starts or ends with '-'", "'FILES'"),
+        ("", "it is empty", ""),
+    ],
+)
+def test_virtual_name_outside_the_rule_is_refused_at_load(
+    tmp_path: Path, name: str, why: str, fix: str
+) -> None:
+    """A name one of NetBIOS, LLMNR, mDNS or WS-Discovery cannot carry is a ConfigError
+    from load_edge naming the key, why, and a name that would do (docs/protocol.md)."""
+    with pytest.raises(ConfigError) as info:
+        load_edge(write(tmp_path, EDGE.replace('"GLOBAL-ENG"', f'"{name}"')))
+    assert info.value.key == "names[1].name"
+    assert why in info.value.reason
+    assert "letters, digits or '-'" in info.value.reason
+    if fix:
+        assert f"(e.g. {fix})" in info.value.reason
+
+
+@given(st.text(alphabet="AZaz09-_. Ä", max_size=17))
+def test_every_name_load_accepts_is_carried_by_every_lan_core(name: str) -> None:
+    """Whatever passes the config rule, every LAN core takes without an error once the
+    edge runs: NetBIOS names, browse, LLMNR, WS-Discovery and mDNS (no sockets)."""
+    try:
+        up = check_virtual_name(name, "edge.toml", "names[0].name")
+    except ConfigError:
+        return
+    presence = LanPresence("eth0", "198.18.11.1", "ACME", (VirtualName(name, "smb"),))
+    assert presence.names[0].name == up
+    nb = NetbiosSettings(presence, IPv4Address("198.18.11.255"))
+    NameResponder(nb.responder_config())
+    assert netbios.NetbiosName.create(up, 0x20).raw16()[:15].rstrip() == up.encode()
+    disc = DiscoverySettings(presence, UUID(int=1))
+    llmnr.LlmnrResponder(disc.names)
+    endpoint = wsd.Endpoint.for_name(up, disc.workgroup, disc.uuid_namespace)
+    assert endpoint.computer == f"{up}/Workgroup:ACME"
+    smb, _ = MdnsPublisher(disc).infos(up)
+    assert smb.server == f"{up}.local."
+
+
+def test_lan_presence_checks_addresses_and_duplicates() -> None:
+    nfs = VirtualName("GLOBAL-NFS", "smb")
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"address": "10.0.0.300"}, "lan.address"),
+        ({"interface": "eth0", "address": "0.0.0.0"}, "lan.address"),
+        ({"names": (nfs, VirtualName("global-nfs", "smb"))}, "names[1].name"),
+        ({"names": (VirtualName("A", "smb", address="x"),)}, "names[0].address"),
+        ({"names": (VirtualName("A", "smb", address6="fe80::1"),)}, "names[0].address6"),
+        ({"names": (VirtualName("A", "smb", comment="c" * 44),)}, "names[0].comment"),
+        ({"workgroup": "bad group"}, "lan.workgroup"),
+        ({"host_names": ("a.b",)}, "printers.host_name"),
+    ]
+    for kwargs, key in cases:
+        args: dict[str, object] = {"interface": "", "address": "198.18.11.1", **kwargs}
+        with pytest.raises(ConfigError) as info:
+            LanPresence(**args)  # type: ignore[arg-type]
+        assert info.value.key == key

@@ -14,29 +14,27 @@ Each service has the same life cycle, driven by the edge:
 - ``await announce()`` shows them again (Hello, answers);
 - ``await stop()`` withdraws, waits for the Byes to go out, closes everything.
 
-:class:`LanDiscovery` bundles LLMNR, WSD and mDNS with the same four calls.
+What they need is :class:`spokeshare.lan.discovery_settings.DiscoverySettings`: the
+LAN presence validated at config load, plus what the edge learns at start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import ipaddress
 import logging
 import random
-import re
 import socket
 import struct
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
-from uuid import UUID
 
-from spokeshare.errors import ConfigError, DecodeError
-from spokeshare.lan import counters, llmnr, onlink, wsd
+from spokeshare.errors import DecodeError
+from spokeshare.lan import counters, llmnr, wsd
+from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 
 log = logging.getLogger("spokeshare.lan.discovery")
@@ -58,93 +56,6 @@ HTTP_TIMEOUT = 5.0
 HTTP_MAX_CONNECTIONS = 32
 #: Bad packets: at most one debug line per source per this many seconds.
 BAD_PACKET_LOG_INTERVAL = 10.0
-
-_NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-
-
-@dataclass(frozen=True)
-class DiscoverySettings:
-    """What the LAN discovery side needs; built by the edge from its configuration.
-
-    ``uuid_namespace`` must be stable for the deployment (e.g. derived from the
-    office name or the CA): WSD endpoint UUIDs are uuid5(namespace, NAME).
-    """
-
-    interface: str
-    ipv4: str
-    names: tuple[str, ...]
-    uuid_namespace: UUID
-    workgroup: str = "WORKGROUP"
-    ipv6_link_local: str | None = None
-    smb_port: int = 445
-    llmnr_port: int = llmnr.PORT
-    wsd_port: int = wsd.UDP_PORT
-    wsd_http_port: int = wsd.HTTP_PORT
-    mdns_model: str = "RackMac"
-    llmnr_ttl: int = llmnr.DEFAULT_TTL
-    #: (name, IPv4) for names that have an address of their own on the interface.
-    name_addresses: tuple[tuple[str, str], ...] = ()
-    #: (name, IPv6 or "") for those names: their own IPv6 address, or "" for none
-    #: (then no AAAA for them: the interface's IPv6 serves other names' services).
-    name_addresses6: tuple[tuple[str, str], ...] = ()
-    #: Where WS-Discovery keeps InstanceId and MetadataVersion growing across
-    #: restarts and clock steps (lan/counters.py); None: wall clock and version 1.
-    state_dir: Path | None = None
-
-    def __post_init__(self) -> None:
-        src = "discovery"
-        if not self.interface or "/" in self.interface or len(self.interface) > 15:
-            raise ConfigError(src, "interface", f"bad interface name {self.interface!r}")
-        try:
-            v4 = ipaddress.IPv4Address(self.ipv4)
-        except ValueError as exc:
-            raise ConfigError(src, "ipv4", str(exc)) from exc
-        if v4.is_loopback or v4.is_unspecified or v4.is_multicast:
-            raise ConfigError(src, "ipv4", f"{v4} is not a LAN unicast address")
-        if self.ipv6_link_local is not None:
-            try:
-                v6 = ipaddress.IPv6Address(self.ipv6_link_local)
-            except ValueError as exc:
-                raise ConfigError(src, "ipv6_link_local", str(exc)) from exc
-            if not v6.is_link_local:
-                raise ConfigError(src, "ipv6_link_local", f"{v6} is not link-local (fe80::/10)")
-        if not self.names:
-            raise ConfigError(src, "names", "at least one virtual name is needed")
-        for name in self.names:
-            if not _NAME_RE.match(name) or len(name) > 15:
-                raise ConfigError(src, "names", f"{name!r} is not a 1-15 character host label")
-        if len({n.upper() for n in self.names}) != len(self.names):
-            raise ConfigError(src, "names", "virtual names repeat")
-        if not _NAME_RE.match(self.workgroup) or len(self.workgroup) > 15:
-            raise ConfigError(src, "workgroup", f"bad workgroup {self.workgroup!r}")
-        for key in ("smb_port", "llmnr_port", "wsd_port", "wsd_http_port"):
-            port = getattr(self, key)
-            if not 1 <= port <= 65535:
-                raise ConfigError(src, key, f"port {port} outside 1..65535")
-
-    @property
-    def ifindex(self) -> int:
-        return socket.if_nametoindex(self.interface)
-
-    def link(self) -> onlink.Link:
-        """The office link (the interface's IPv4 subnet; link-local is always on it)."""
-        try:
-            from spokeshare.lan.interfaces import ipv4_interface
-
-            return onlink.Link((ipv4_interface(self.interface, self.ipv4).network,))
-        except ConfigError:  # no netmask readable: the addresses alone
-            extra = [f"{a}/32" for _, a in self.name_addresses]
-            return onlink.Link.of([f"{self.ipv4}/32", *extra])
-
-    def ipv6_of(self, name: str) -> str | None:
-        """The IPv6 address advertised for ``name`` (AAAA), or None for none."""
-        own = dict(self.name_addresses6)
-        if name in own:
-            return own[name] or None
-        if name in dict(self.name_addresses):
-            return None  # its own IPv4 but no IPv6 of its own
-        return self.ipv6_link_local
-
 
 # -- sockets ----------------------------------------------------------------------------
 
@@ -638,57 +549,3 @@ class WsdService:
             for t in fam.transports:
                 t.close()
         self._families.clear()
-
-
-# -- everything together -----------------------------------------------------------------
-
-
-class LanDiscovery:
-    """LLMNR, WS-Discovery and mDNS/DNS-SD for the edge's virtual names, with one life cycle."""
-
-    def __init__(self, settings: DiscoverySettings) -> None:
-        from spokeshare.lan.mdns import MdnsPublisher
-
-        self.settings = settings
-        self.llmnr = LlmnrService(settings)
-        self.wsd = WsdService(settings)
-        self.mdns = MdnsPublisher(settings)
-        self.withdrawn = False
-
-    def __repr__(self) -> str:
-        state = "withdrawn" if self.withdrawn else "announced"
-        return f"<LanDiscovery {','.join(self.settings.names)} {state}>"
-
-    async def start(self) -> None:
-        await self.llmnr.start()
-        try:
-            await self.wsd.start()
-            await self.mdns.start()
-        except BaseException:
-            await self.stop()
-            raise
-
-    async def withdraw(self) -> None:
-        """Hide every name (HQ unreachable): WSD Bye, mDNS goodbye, LLMNR silent."""
-        if self.withdrawn:
-            return
-        self.withdrawn = True
-        log.warning("withdrawing %s from the LAN", ",".join(self.settings.names))
-        await self.wsd.withdraw()
-        await self.llmnr.withdraw()
-        await self.mdns.withdraw()
-
-    async def announce(self) -> None:
-        """Show every name again (HQ reachable)."""
-        if not self.withdrawn:
-            return
-        self.withdrawn = False
-        log.warning("announcing %s on the LAN again", ",".join(self.settings.names))
-        await self.wsd.announce()
-        await self.llmnr.announce()
-        await self.mdns.announce()
-
-    async def stop(self) -> None:
-        await self.mdns.stop()
-        await self.wsd.stop()
-        await self.llmnr.stop()

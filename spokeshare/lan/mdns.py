@@ -37,7 +37,7 @@ from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 if TYPE_CHECKING:
-    from spokeshare.lan.discovery_service import DiscoverySettings
+    from spokeshare.lan.discovery_settings import DiscoverySettings
 
 log = logging.getLogger("spokeshare.lan.discovery")
 

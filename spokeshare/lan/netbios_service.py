@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
-from spokeshare.errors import DecodeError
+from spokeshare.config import LanPresence
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 from spokeshare.lan.responder import (
@@ -63,20 +64,21 @@ _BAD_PACKET_LOG_INTERVAL = 10.0
 
 @dataclass(frozen=True)
 class NetbiosSettings:
-    """Everything the NetBIOS side of the edge needs (validated on construction).
+    """What the NetBIOS side of the edge needs: the LAN presence, taken as it is.
 
-    ``names`` pairs each virtual name with the comment its HostAnnouncement carries.
-    ``interface_name`` (e.g. ``"eth1"``) pins the sockets to that device.
+    ``presence`` (:class:`spokeshare.config.LanPresence`) gives the names, their
+    comments and own addresses, the workgroup, the interface address, and the
+    interface (``presence.interface``, e.g. ``"eth1"``) the sockets are pinned to;
+    they were validated at config load and are not checked again here.
+    ``broadcast_address`` is the interface's subnet broadcast (read at start).
     ``announce_*`` are the browse timers in seconds (MS-BRWS defaults; tests shorten
     them). ``nbns_port`` / ``dgm_port`` exist for tests on loopback; on a LAN they
-    are 137 and 138.
+    are 137 and 138. Raises UsageError for a presence without names or timers out
+    of order (the edge builds none then; config.py checks the configured ones).
     """
 
-    interface_address: IPv4Address
+    presence: LanPresence
     broadcast_address: IPv4Address
-    workgroup: str
-    names: tuple[tuple[str, str], ...]
-    interface_name: str | None = None
     announce_initial_interval: float = ANNOUNCE_INITIAL_INTERVAL
     announce_max_interval: float = ANNOUNCE_MAX_INTERVAL
     announce_request_max_delay: float = ANNOUNCE_REQUEST_MAX_DELAY
@@ -88,42 +90,44 @@ class NetbiosSettings:
     nbns_port: int = netbios.NAME_SERVICE_UDP_PORT
     dgm_port: int = netbios.DATAGRAM_SERVICE_UDP_PORT
     bind_broadcast: bool = True
-    #: (name, address) for names answered with an address of their own.
-    name_addresses: tuple[tuple[str, IPv4Address], ...] = ()
     #: Seconds between re-checks of a name in conflict (responder.py; tests shorten it).
     conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
 
     def __post_init__(self) -> None:
-        if not self.names:
-            raise ValueError("NetbiosSettings needs at least one virtual name")
-        for name, comment in self.names:
-            if len(comment.encode("latin-1", "replace")) > browse.MAX_COMMENT_LENGTH:
-                raise ValueError(f"comment for {name!r} longer than 43 bytes (MS-BRWS §2.2.1)")
+        if not self.presence.names:
+            raise UsageError("NetbiosSettings needs at least one virtual name")
         if not 0 < self.announce_initial_interval <= self.announce_max_interval:
-            raise ValueError("announce intervals must satisfy 0 < initial <= max")
-        for port in (self.nbns_port, self.dgm_port):
-            if not 0 < port < 65536:
-                raise ValueError(f"bad port {port}")
-        self.responder_config()  # validates the names and the workgroup
+            raise UsageError("announce intervals must satisfy 0 < initial <= max")
 
     @classmethod
     def for_interface(
-        cls,
-        interface: IPv4Interface,
-        workgroup: str,
-        names: Sequence[tuple[str, str]],
-        interface_name: str | None = None,
-        **kwargs: object,
+        cls, interface: IPv4Interface, presence: LanPresence, **kwargs: object
     ) -> NetbiosSettings:
-        """Settings from an address with its prefix (``198.18.201.1/24``)."""
-        return cls(
-            interface.ip,
-            interface.network.broadcast_address,
-            workgroup,
-            tuple(names),
-            interface_name,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        """Settings for ``presence`` on an address with its prefix (``198.18.201.1/24``),
+        which gives the broadcast address."""
+        return cls(presence, interface.network.broadcast_address, **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def interface_address(self) -> IPv4Address:
+        return self.presence.ipv4
+
+    @property
+    def interface_name(self) -> str | None:
+        return self.presence.interface or None
+
+    @property
+    def workgroup(self) -> str:
+        return self.presence.workgroup
+
+    @property
+    def names(self) -> tuple[tuple[str, str], ...]:
+        """(name, comment its HostAnnouncement carries) per virtual name."""
+        return tuple((n.name, n.comment) for n in self.presence.names)
+
+    @property
+    def name_addresses(self) -> tuple[tuple[str, IPv4Address], ...]:
+        """(name, address) for names answered with an address of their own."""
+        return tuple((n.name, IPv4Address(n.address)) for n in self.presence.names if n.address)
 
     def responder_config(self) -> ResponderConfig:
         return ResponderConfig(

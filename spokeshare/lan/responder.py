@@ -256,7 +256,13 @@ class _Name:
 
 @dataclass(frozen=True)
 class ResponderConfig:
-    """What a :class:`NameResponder` owns and how it behaves (all validated)."""
+    """What a :class:`NameResponder` owns and how it behaves.
+
+    ``names``, ``workgroup`` and the addresses are the LAN presence's
+    (:class:`spokeshare.config.LanPresence`, built by
+    :meth:`spokeshare.lan.netbios_service.NetbiosSettings.responder_config`), taken
+    as they are. ValueError for no name or a re-check shorter than a registration.
+    """
 
     names: tuple[str, ...]
     workgroup: str
@@ -279,14 +285,10 @@ class ResponderConfig:
     port: int = netbios.NAME_SERVICE_UDP_PORT
 
     def __post_init__(self) -> None:
+        # Names and workgroup come from spokeshare.config.LanPresence, validated at
+        # config load (one rule for every protocol); only this core's own invariants here.
         if not self.names:
             raise ValueError("at least one virtual name is needed")
-        for n in (*self.names, self.workgroup):
-            NetbiosName.create(n, 0)  # 15 bytes at most, latin-1
-            if not n or n.strip() != n:
-                raise ValueError(f"bad NetBIOS name {n!r}")
-        if len({n.upper() for n in self.names}) != len(self.names):
-            raise ValueError("virtual names repeat")
         if self.retry_count < 1 or self.retry_interval <= 0:
             raise ValueError("registration needs at least one send and a positive interval")
         if self.conflict_recheck_interval <= self.retry_interval * self.retry_count:

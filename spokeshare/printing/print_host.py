@@ -70,7 +70,7 @@ def print_host_presence(
     """The mDNS presence of a printing-only office: its print host name and HQ's
     printers pointing at it; None when this office does not advertise printers (no
     ``ipp`` service or listener, ``printers.advertise`` false, mDNS off)."""
-    from spokeshare.lan.discovery_service import DiscoverySettings
+    from spokeshare.lan.discovery_settings import DiscoverySettings
     from spokeshare.printing.printer_sync import MdnsWithPrinters, with_printers
 
     if not (cfg.printers.advertise and cfg.discovery.mdns):
@@ -79,11 +79,8 @@ def print_host_presence(
         return None
     name = host_name(cfg, office)
     settings = DiscoverySettings(
-        interface=cfg.lan_interface,
-        ipv4=cfg.lan_address,
-        names=(name,),
+        cfg.presence(host_names=(name,)),
         uuid_namespace=uuid.uuid5(uuid.NAMESPACE_URL, f"spokeshare:{office}"),
-        workgroup=cfg.workgroup,
         ipv6_link_local=link_local,
         state_dir=cfg.state_dir,
     )

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spokeshare.lan import counters
-from spokeshare.lan.discovery_service import DiscoverySettings, WsdService
+from spokeshare.lan.discovery_service import WsdService
+from tests.lan.settings import discovery_settings
 
 
 @given(
@@ -46,12 +47,9 @@ def test_store_load_and_bad_files(tmp_path: Path) -> None:
 
 
 def _service(state: Path, names: tuple[str, ...]) -> WsdService:
-    settings = DiscoverySettings(
-        interface="lo",
-        ipv4="198.18.200.1",  # only constructed: no socket is opened
-        names=names,
-        uuid_namespace=uuid.UUID(int=7),
-        state_dir=state,
+    # only constructed: no socket is opened
+    settings = discovery_settings(
+        "lo", "198.18.200.1", names, uuid.UUID(int=7), state_dir=state
     )
     return WsdService(settings)
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare.errors import ConfigError
-from spokeshare.lan.discovery_service import DiscoverySettings
+from spokeshare.errors import UsageError
+from tests.lan.settings import discovery_settings
 
 NS_EDGE, NS_PC = "wsd-lab-e", "wsd-lab-p"
 IF_EDGE, IF_PC = "wsdlabE", "wsdlabP"
@@ -35,28 +35,35 @@ is_root = os.geteuid() == 0
 lab = pytest.mark.lab
 needs_root = pytest.mark.skipif(not is_root, reason="needs root for network namespaces")
 
+# The edge's three discovery services (as EdgeDaemon runs them), driven from stdin.
 RUNNER = r"""
 import asyncio, logging, sys, uuid
-from spokeshare.lan.discovery_service import DiscoverySettings, LanDiscovery
+from spokeshare.lan.discovery_service import LlmnrService, WsdService
+from spokeshare.lan.mdns import MdnsPublisher
+from tests.lan.settings import discovery_settings
 
 async def main() -> None:
-    settings = DiscoverySettings(
-        interface=sys.argv[1], ipv4=sys.argv[2], names=tuple(sys.argv[3].split(",")),
-        uuid_namespace=uuid.UUID(sys.argv[4]), workgroup="ACME", ipv6_link_local=sys.argv[5],
+    settings = discovery_settings(
+        sys.argv[1], sys.argv[2], sys.argv[3].split(","), uuid.UUID(sys.argv[4]),
+        "ACME", ipv6_link_local=sys.argv[5],
     )
-    lan = LanDiscovery(settings)
-    await lan.start()
+    mdns = MdnsPublisher(settings)
+    services = (LlmnrService(settings), WsdService(settings), mdns)
+    for service in services:
+        await service.start()
     print("started", flush=True)
     loop = asyncio.get_running_loop()
     while True:
         cmd = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
         if cmd in ("withdraw", "announce"):
-            await getattr(lan, cmd)()
+            for service in services:
+                await getattr(service, cmd)()
             print(cmd, flush=True)
         elif cmd == "conflicts":
-            print(",".join(lan.mdns.statistics().conflicts) or "-", flush=True)
+            print(",".join(mdns.statistics().conflicts) or "-", flush=True)
         else:
-            await lan.stop()
+            for service in reversed(services):
+                await service.stop()
             print("stopped", flush=True)
             return
 
@@ -65,33 +72,19 @@ asyncio.run(main())
 """
 
 
-# -- settings validation (no root needed) -----------------------------------------------
+# -- settings (no root needed) -----------------------------------------------------------
 
 
-def test_settings_validate() -> None:
-    ok = DiscoverySettings("eth0", "10.1.2.3", ("GLOBAL-NFS",), NAMESPACE, workgroup="ACME")
+def test_settings_take_the_presence_as_it_is() -> None:
+    """DiscoverySettings reads names, workgroup and addresses from the LanPresence
+    (validated at config load) and refuses only a presence it cannot serve."""
+    ok = discovery_settings("eth0", "10.1.2.3", ("global-nfs",), NAMESPACE, "acme")
+    assert ok.names == ("GLOBAL-NFS",) and ok.workgroup == "ACME"
     assert ok.wsd_http_port == 5357 and ok.smb_port == 445
-    bad: list[dict[str, object]] = [
-        {"ipv4": "127.0.0.1"},
-        {"ipv4": "nope"},
-        {"names": ()},
-        {"names": ("has.dot",)},
-        {"names": ("A", "a")},
-        {"names": ("X" * 16,)},
-        {"ipv6_link_local": "2001:db8::1"},
-        {"workgroup": "bad group"},
-        {"smb_port": 0},
-        {"interface": ""},
-    ]
-    base: dict[str, object] = {
-        "interface": "eth0",
-        "ipv4": "10.1.2.3",
-        "names": ("GLOBAL-NFS",),
-        "uuid_namespace": NAMESPACE,
-    }
-    for change in bad:
-        with pytest.raises(ConfigError):
-            DiscoverySettings(**{**base, **change})  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        discovery_settings("eth0", "10.1.2.3", (), NAMESPACE)
+    with pytest.raises(UsageError):
+        discovery_settings("", "10.1.2.3", ("GLOBAL-NFS",), NAMESPACE)
 
 
 # -- the lab --------------------------------------------------------------------------------

@@ -300,13 +300,10 @@ def test_http_metadata_server_caps_connections_and_recovers() -> None:
     (The handler of WsdService, served on loopback.)"""
     import asyncio
 
-    from spokeshare.lan.discovery_service import (
-        HTTP_MAX_CONNECTIONS,
-        DiscoverySettings,
-        WsdService,
-    )
+    from spokeshare.lan.discovery_service import HTTP_MAX_CONNECTIONS, WsdService
+    from tests.lan.settings import discovery_settings
 
-    svc = WsdService(DiscoverySettings("eth0", "198.18.200.1", ("GLOBAL-NFS",), NS))
+    svc = WsdService(discovery_settings("eth0", "198.18.200.1", ("GLOBAL-NFS",), NS))
 
     async def until(cond: Callable[[], bool]) -> None:
         """Poll the handler's connection count (no event to wait on there)."""

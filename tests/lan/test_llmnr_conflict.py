@@ -208,10 +208,11 @@ def test_service_counts_unsolicited_answers_and_keeps_answering() -> None:
     still answered (LlmnrService without sockets: nothing is sent)."""
     from uuid import UUID
 
-    from spokeshare.lan.discovery_service import DiscoverySettings, LlmnrService
+    from spokeshare.lan.discovery_service import LlmnrService
+    from tests.lan.settings import discovery_settings
 
     ns = UUID("00000000-0000-0000-0000-000000000001")
-    svc = LlmnrService(DiscoverySettings("eth0", "198.18.202.2", ("GLOBAL-NFS",), ns))
+    svc = LlmnrService(discovery_settings("eth0", "198.18.202.2", ("GLOBAL-NFS",), ns))
     svc._received(LLMNRD_ANSWER, (LLMNRD, 5355))
     stats = svc.statistics()
     assert stats.challenges_ignored == 1 and stats.conflicts == 0

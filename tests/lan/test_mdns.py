@@ -15,21 +15,15 @@ from uuid import UUID
 import pytest
 from zeroconf import NonUniqueNameException, ServiceInfo
 
-from spokeshare.lan.discovery_service import DiscoverySettings
+from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.mdns import DEVICE_INFO_TYPE, SMB_TYPE, MdnsPublisher
+from tests.lan.settings import discovery_settings
 
 NS = UUID("0d5c1f2a-8a44-4a55-9f0e-6c6162000001")
 
 
 def settings(**kw: object) -> DiscoverySettings:
-    base: dict[str, object] = {
-        "interface": "eth0",
-        "ipv4": "198.18.203.1",
-        "names": ("GLOBAL-NFS", "PRINT-HQ"),
-        "uuid_namespace": NS,
-        "workgroup": "ACME",
-    }
-    return DiscoverySettings(**{**base, **kw})  # type: ignore[arg-type]
+    return discovery_settings("eth0", "198.18.203.1", ("GLOBAL-NFS", "PRINT-HQ"), NS, "ACME", **kw)
 
 
 def test_smb_and_device_info_records() -> None:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare.config import LanPresence, VirtualName
+from spokeshare.errors import UsageError
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.netbios import NbnsPacket, NetbiosName, NmFlags, Opcode, Rcode, RRType
 from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
@@ -468,12 +470,12 @@ def test_wins_registration_and_refresh() -> None:
 
 
 def test_config_validation() -> None:
+    """Names are validated at config load (tests/test_config.py); the core refuses
+    only what it cannot run with."""
     with pytest.raises(ValueError):
         ResponderConfig((), "ACME", EDGE, BCAST)
     with pytest.raises(ValueError):
-        ResponderConfig(("A", "a"), "ACME", EDGE, BCAST)
-    with pytest.raises(ValueError):
-        ResponderConfig(("SIXTEEN-LETTERS!",), "ACME", EDGE, BCAST)
+        ResponderConfig(("GLOBAL-NFS",), "ACME", EDGE, BCAST, conflict_recheck_interval=0.5)
 
 
 # -- browse announcer ----------------------------------------------------------------
@@ -609,6 +611,9 @@ def _free_udp_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+FILES = "Files at HQ"
+
+
 def test_adapter_on_loopback() -> None:
     """127.0.0.2 plays the edge, 127.0.0.3 stands in for the broadcast address."""
 
@@ -616,8 +621,8 @@ def test_adapter_on_loopback() -> None:
         port = _free_udp_port("127.0.0.2")
         dport = _free_udp_port("127.0.0.2")
         settings = NetbiosSettings(
-            IPv4Address("127.0.0.2"), IPv4Address("127.0.0.3"), "ACME",
-            (("GLOBAL-NFS", "Files at HQ"),), nbns_port=port, dgm_port=dport,
+            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
+            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
             registration_retry_interval=0.02, bind_broadcast=False,
         )
         loop = asyncio.get_running_loop()
@@ -685,8 +690,8 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
         port = _free_udp_port("127.0.0.2")
         dport = _free_udp_port("127.0.0.2")
         settings = NetbiosSettings(
-            IPv4Address("127.0.0.2"), IPv4Address("127.0.0.3"), "ACME",
-            (("GLOBAL-NFS", "Files at HQ"),), nbns_port=port, dgm_port=dport,
+            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
+            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
             registration_retry_interval=0.02, bind_broadcast=False,
             announce_request_max_delay=0.0005,
         )
@@ -740,13 +745,15 @@ def _announcement_with_comment(length: int) -> bytes:
 def test_settings_validation() -> None:
     from ipaddress import IPv4Interface
 
-    s = NetbiosSettings.for_interface(IPv4Interface("198.18.201.1/24"), "ACME",
-                                      [("GLOBAL-NFS", "x")], "eth1")
+    nfs = VirtualName("global-nfs", "smb", "x", address="198.18.201.9")
+    s = NetbiosSettings.for_interface(
+        IPv4Interface("198.18.201.1/24"), LanPresence("eth1", "198.18.201.1", "acme", (nfs,))
+    )
     assert s.broadcast_address == IPv4Address("198.18.201.255")
-    with pytest.raises(ValueError):
-        NetbiosSettings(EDGE, BCAST, "ACME", ())
-    with pytest.raises(ValueError):
-        NetbiosSettings(EDGE, BCAST, "ACME", (("GLOBAL-NFS", "c" * 44),))
+    assert (s.interface_name, s.workgroup, s.names) == ("eth1", "ACME", (("GLOBAL-NFS", "x"),))
+    assert s.name_addresses == (("GLOBAL-NFS", IPv4Address("198.18.201.9")),)
+    with pytest.raises(UsageError):
+        NetbiosSettings(LanPresence("", str(EDGE), "ACME"), BCAST)
 
 
 # -- the real thing: nmblookup against the adapter across namespaces -----------------
@@ -757,14 +764,17 @@ NS_EDGE, NS_PC, NS_LAN = "nbt-edge", "nbt-pc", "nbt-lan"
 _EDGE_RUNNER = """
 import asyncio, logging, signal, sys
 from ipaddress import IPv4Interface
+from spokeshare.config import LanPresence, VirtualName
 from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 
 async def main():
     logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
     announce = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     recheck = float(sys.argv[3]) if len(sys.argv) > 3 else 60.0
-    s = NetbiosSettings.for_interface(IPv4Interface(sys.argv[1]), "ACME",
-        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "nbt-e0",
+    iface = IPv4Interface(sys.argv[1])
+    names = (VirtualName("GLOBAL-NFS", "smb", "Files at HQ"),
+             VirtualName("GLOBAL-ENG", "smb", "Engineering"))
+    s = NetbiosSettings.for_interface(iface, LanPresence("nbt-e0", str(iface.ip), "ACME", names),
         announce_initial_interval=announce, announce_request_max_delay=min(announce, 30.0),
         conflict_recheck_interval=recheck)
     svc = NetbiosService(s)

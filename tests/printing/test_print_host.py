@@ -19,7 +19,8 @@ import pytest
 from zeroconf._services.info import AddressResolver
 from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from spokeshare.lan.discovery_service import DiscoverySettings
+from spokeshare.config import LanPresence
+from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.mdns import DEVICE_INFO_TYPE
 from spokeshare.printing.print_host import PrintHostPublisher, default_host_name
 from spokeshare.printing.printer_sync import PrinterAdvertiser
@@ -40,7 +41,7 @@ def test_default_host_name_is_one_label() -> None:
 
 def publisher(name: str = "sf-print") -> PrintHostPublisher:
     return PrintHostPublisher(
-        DiscoverySettings(interface="eth0", ipv4=LAN_ADDRESS, names=(name,), uuid_namespace=NS)
+        DiscoverySettings(LanPresence("eth0", LAN_ADDRESS, host_names=(name,)), NS)
     )
 
 
