@@ -259,3 +259,14 @@ def test_lan_presence_checks_addresses_and_duplicates() -> None:
         with pytest.raises(ConfigError) as info:
             LanPresence(**args)  # type: ignore[arg-type]
         assert info.value.key == key
+
+
+def test_print_host_name_is_a_dns_label_not_a_netbios_name() -> None:
+    """mDNS-only host names (the print host) take up to 63 characters: the default
+    ``<office>-print`` of a long office name reaches the mDNS publisher as it is."""
+    host = "headquarters-print"
+    presence = LanPresence("eth0", "198.18.11.1", host_names=(host,))
+    settings = DiscoverySettings(presence, UUID(int=1))
+    assert settings.names == (host,)
+    (device,) = MdnsPublisher(settings).infos(host)[1:]
+    assert device.server == f"{host}.local."
