@@ -189,12 +189,30 @@ def office_of(cert: x509.Certificate) -> str:
     raise EnrollmentError("client certificate names no office")
 
 
+def directory_owner(path: Path) -> tuple[int, int] | None:
+    """``(uid, gid)`` a file written at ``path`` is given: its directory's owner when root
+    writes into a directory another user owns, else None (the writer keeps it).
+
+    The Debian package's /etc/spokeshare belongs to the ``spokeshare`` user the hub and
+    the edge run as, so what root's ``spokeshare init`` or ``office add`` writes there
+    stays readable by them.
+    """
+    if os.geteuid() != 0:
+        return None
+    st = path.parent.stat()
+    return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
+
+
 def write_private(path: Path, data: bytes) -> None:
-    """Write a file readable by its owner only, atomically (never briefly world-readable)."""
+    """Write a file readable by its owner only, atomically (never briefly world-readable);
+    owned as :func:`directory_owner` says."""
     tmp = path.with_name(f".{path.name}.tmp")
+    owner = directory_owner(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
+        if owner is not None:
+            os.fchown(fd, *owner)
         os.write(fd, data)
         os.fsync(fd)
     finally:
@@ -206,15 +224,19 @@ def write_public(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(data)
     os.chmod(tmp, 0o644)
+    owner = directory_owner(path)
+    if owner is not None:
+        os.chown(tmp, *owner)
     os.replace(tmp, path)
 
 
 def check_private(path: Path) -> None:
-    """Refuse a key file that others can read (as ssh does)."""
+    """Refuse a key file that others can read (as ssh does), or that another user owns
+    (root may use the service user's keys: see :func:`directory_owner`)."""
     st = path.stat()
     if st.st_mode & 0o077:
         raise EnrollmentError(
             f"{path} is readable by others (mode {st.st_mode & 0o777:o}); run: chmod 600 {path}"
         )
-    if st.st_uid != os.geteuid():
+    if st.st_uid != os.geteuid() and os.geteuid() != 0:
         raise EnrollmentError(f"{path} is not owned by the user running spokeshare")

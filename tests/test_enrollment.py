@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -207,3 +208,23 @@ def test_bundle_checks(tmp_path: Path, stack: Stack) -> None:
     pki.write_private(p, mixed.encode())
     with pytest.raises(EnrollmentError, match="key does not match|another office"):
         bundle.read(p)
+
+
+def test_root_writes_a_service_users_directory_as_that_user(tmp_path: Path) -> None:
+    """As in the Debian package: /etc/spokeshare belongs to the service user, root runs
+    ``init`` and ``office add`` there, and the hub (as that user) must read the keys."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to own files as another user")
+    d = tmp_path / "dep"
+    d.mkdir()
+    service = (65534, 65534)  # nobody:nogroup stands for the spokeshare user
+    os.chown(d, *service)
+    enrollment.init(d, "hq", ["127.0.0.1:7443"], {"ipp": "192.0.2.1:631"})
+    enrollment.add_office(d, "nyc", None, tmp_path / "nyc.bundle")
+    for name in ("ca.key", "hub.key", "offices.json", "ca.crt", "hub.toml"):
+        st = (d / name).stat()
+        assert (st.st_uid, st.st_gid) == service, name
+    assert stat.S_IMODE((d / "ca.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    # The bundle went to a directory root owns: root's.
+    assert (tmp_path / "nyc.bundle").stat().st_uid == 0
