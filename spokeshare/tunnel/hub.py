@@ -79,6 +79,13 @@ class OfficeState:
     bytes_up: int = 0
     bytes_down: int = 0
     edge_stats: dict[str, Any] = field(default_factory=dict)
+    #: The printers the registry gives the office (the ipp service's gate), as last
+    #: loaded: recomputed by ``Hub.reload_registry``, read by every IPP request.
+    printer_policy: PrinterPolicy = field(default_factory=lambda: PrinterPolicy.of(()))
+
+    def apply_record(self, record: enrollment.OfficeRecord | None) -> None:
+        """Take what the registry says about this office now (None: not enrolled)."""
+        self.printer_policy = PrinterPolicy.of(record.printers if record is not None else ())
 
     def statistics(self) -> dict[str, Any]:
         streams = sum(
@@ -300,9 +307,8 @@ class HubTunnel(TunnelEnd):
         return StreamInfo(office, f"{h.client_host}:{h.client_port}", h.local_host, h.local_port)
 
     def _ipp_policy(self) -> PrinterPolicy:
-        """The office's printer list as the registry says now (reloaded while running)."""
-        rec = self.hub.registry.get(self.office.name) if self.office else None
-        return PrinterPolicy.of(rec.printers if rec is not None else ())
+        """The office's printer list as the registry said when the hub last loaded it."""
+        return self.office.printer_policy if self.office else PrinterPolicy.of(())
 
     def _stream_done(self, splice: Splice) -> None:
         if self.office is not None:
@@ -614,9 +620,7 @@ class Hub:
             transport.write(wire.encode_status(wire.StatusReply(status, reason)))
             transport.close()
             return
-        office = self.offices.get(name)
-        if office is None:
-            office = self.offices[name] = OfficeState(name)
+        office = self.office_state(name)
         if len(office.tunnels) >= self.cfg.limits.max_tunnels_per_office:
             log.warning("office %s at its tunnel limit (%d); refusing", name, len(office.tunnels))
             transport.write(
@@ -625,6 +629,14 @@ class Hub:
             transport.close()
             return
         proto.start(transport, office)
+
+    def office_state(self, name: str) -> OfficeState:
+        """The state of office ``name``, made from the registry on its first tunnel."""
+        office = self.offices.get(name)
+        if office is None:
+            office = self.offices[name] = OfficeState(name)
+            office.apply_record(self.registry.get(name))
+        return office
 
     def _admission(self, name: str, serial: int) -> tuple[wire.Status, str] | None:
         rec = self.registry.get(name)
@@ -657,6 +669,7 @@ class Hub:
         self._registry_mtime = mtime
         for name, office in self.offices.items():
             rec = self.registry.get(name)
+            office.apply_record(rec)
             if rec is None or rec.revoked is not None:
                 self.cut_office(office, "revoked")
             else:
