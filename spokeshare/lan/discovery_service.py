@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from spokeshare.errors import DecodeError
-from spokeshare.lan import counters, llmnr, wsd
+from spokeshare.lan import NEED_DATA, counters, llmnr, wsd
 from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 
@@ -252,7 +252,7 @@ class LlmnrService:
         if self._claims_timer is not None:
             self._claims_timer.cancel()
             self._claims_timer = None
-        due = self.claims.next_deadline()
+        due = self.claims.get_timer()
         if due is None or not self._transports:
             return
         delay = max(0.0, due - time.monotonic())
@@ -260,7 +260,7 @@ class LlmnrService:
 
     def _claims_due(self) -> None:
         self._claims_timer = None
-        self._claims_run(self.claims.poll(time.monotonic()))
+        self._claims_run(self.claims.handle_timer(time.monotonic()))
 
     def _received(self, data: bytes, addr: Any) -> None:
         source = str(addr[0])
@@ -451,7 +451,7 @@ class WsdService:
                 except TimeoutError:
                     pass
                 continue
-            for dg in self.core.pop_due(time.monotonic()):
+            for dg in self.core.handle_timer(time.monotonic()):
                 fam = self._families.get(dg.local)
                 if fam is None or fam.unicast is None:
                     continue
@@ -509,7 +509,7 @@ class WsdService:
                 return None
             raw += chunk
             request = wsd.parse_http_request(raw)
-            if request is not None:
+            if request is not NEED_DATA:
                 return request
 
     async def _flush(self, budget: float = 2.5) -> None:

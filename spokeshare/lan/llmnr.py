@@ -633,8 +633,8 @@ class NameClaims:
         interface up, announce after a withdraw; RFC 4795 §4.1)."""
         return [self._query(c, now) for c in self._claims.values() if c.query_id is None]
 
-    def next_deadline(self) -> float | None:
-        """When :meth:`poll` next has something to do, or None."""
+    def get_timer(self) -> float | None:
+        """When :meth:`handle_timer` next has something to do (monotonic seconds), or None."""
         times = [
             t for c in self._claims.values() for t in (c.deadline, c.recheck_at) if t is not None
         ]
@@ -663,8 +663,9 @@ class NameClaims:
             claim.answered_by = src
         return []
 
-    def poll(self, now: float) -> list[ClaimCommand]:
-        """Finish checks whose wait is over and start due re-checks."""
+    def handle_timer(self, now: float) -> list[ClaimCommand]:
+        """Finish checks whose wait is over and start due re-checks (RFC 4795 §4.1);
+        [] when nothing is due at ``now``."""
         out: list[ClaimCommand] = []
         for c in self._claims.values():
             if c.deadline is not None and now >= c.deadline:

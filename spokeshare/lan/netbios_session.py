@@ -30,6 +30,8 @@ from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
 from spokeshare.errors import DecodeError, decoder
+from spokeshare.lan import NEED_DATA as NEED_DATA
+from spokeshare.lan import NeedData as NeedData
 from spokeshare.lan.netbios import NetbiosName, pull_name, push_name
 
 PROTOCOL = "nbss"
@@ -123,15 +125,6 @@ SessionPacket = (
     | SessionKeepAlive
     | SessionMessage
 )
-
-
-class NeedData(enum.Enum):
-    """Returned by :meth:`SessionReader.next_packet` until a whole packet is buffered."""
-
-    NEED_DATA = "need more data"
-
-
-NEED_DATA = NeedData.NEED_DATA
 
 
 @decoder(PROTOCOL)

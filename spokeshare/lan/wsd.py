@@ -24,7 +24,7 @@ times, unicast ones twice (the counts wsdd uses), the first gap random in
 multicast Probe or Resolve wait a random time up to APP_MAX_DELAY first
 (APP_MAX_DELAY, WS-Discovery §2.4 protocol assignments). Message IDs already
 seen (and our own) are dropped (SOAP-over-UDP Appendix II, bounded cache). The
-adapter asks ``get_timer()`` when to wake and ``pop_due(now)`` what to send.
+adapter asks ``get_timer()`` when to wake and ``handle_timer(now)`` what to send.
 
 XML comes only through defusedxml with DTDs and entities forbidden, after a size
 check; anything wrong raises :class:`DecodeError` and nothing else.
@@ -44,6 +44,7 @@ import defusedxml  # type: ignore[import-untyped]
 import defusedxml.ElementTree as DET  # type: ignore[import-untyped]
 
 from spokeshare.errors import DecodeError, UsageError, decoder
+from spokeshare.lan import NEED_DATA, NeedData
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 PROTOCOL = "wsd"
@@ -488,10 +489,10 @@ class HttpRequest:
 
 
 @decoder("http")
-def parse_http_request(data: bytes) -> HttpRequest | None:
+def parse_http_request(data: bytes) -> HttpRequest | NeedData:
     """Parse one HTTP/1.x request (RFC 9112 §2-§6) from the bytes received so far.
 
-    Returns None while the request is incomplete ("need more"), the request once
+    Returns :data:`spokeshare.lan.NEED_DATA` while the request is incomplete, the request once
     head and Content-Length body are there; raises :class:`DecodeError` for bad or
     oversized input (head over 8 KiB, body over 32 KiB, chunked bodies).
     """
@@ -499,7 +500,7 @@ def parse_http_request(data: bytes) -> HttpRequest | None:
     if end < 0:
         if len(data) > MAX_HTTP_HEAD:
             raise DecodeError("http", f"request head over {MAX_HTTP_HEAD} bytes")
-        return None
+        return NEED_DATA
     if end + 4 > MAX_HTTP_HEAD:
         raise DecodeError("http", f"request head over {MAX_HTTP_HEAD} bytes")
     try:
@@ -532,7 +533,7 @@ def parse_http_request(data: bytes) -> HttpRequest | None:
         raise DecodeError("http", f"body of {length} bytes over {MAX_HTTP_BODY}")
     body = data[end + 4 :]
     if len(body) < length:
-        return None
+        return NEED_DATA
     if len(body) > length:
         raise DecodeError("http", "bytes after the request body")
     return HttpRequest(method, target, version, tuple(headers), bytes(body))
@@ -799,8 +800,8 @@ class WsdHost:
         """When the next datagram is due, or None."""
         return self._queue[0].due if self._queue else None
 
-    def pop_due(self, now: float) -> list[Datagram]:
-        """Remove and return every datagram due at ``now``."""
+    def handle_timer(self, now: float) -> list[Datagram]:
+        """Remove and return every datagram due at ``now`` ([] when none is)."""
         due = [d for d in self._queue if d.due <= now]
         if due:
             self._queue = [d for d in self._queue if d.due > now]

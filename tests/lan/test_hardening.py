@@ -168,7 +168,7 @@ def host(**kw: object) -> wsd.WsdHost:
     eps = [wsd.Endpoint.for_name(n, "ACME", NS) for n in ("GLOBAL-NFS", "GLOBAL-ENG")]
     h = wsd.WsdHost(eps, ["198.18.200.1"], instance_id=1, rng=random.Random(1), **kw)  # type: ignore[arg-type]
     h.announce(0.0)
-    h.pop_due(10.0)
+    h.handle_timer(10.0)
     return h
 
 
@@ -191,7 +191,7 @@ def test_thirty_kib_message_id_is_not_echoed() -> None:
     with pytest.raises(DecodeError):
         h.handle_datagram(wsd.build_probe("urn:x:" + "i" * 30 * 1024), ("198.18.200.2", 3702),
                           "198.18.200.1", False, 11.0)
-    assert h.pop_due(20.0) == []
+    assert h.handle_timer(20.0) == []
     assert h.statistics().oversized == 1
 
 
@@ -202,7 +202,7 @@ def test_reply_size_does_not_grow_with_the_message_id() -> None:
         mid = "urn:x:" + "i" * (length - 6)
         h.handle_datagram(wsd.build_probe(mid), ("198.18.200.2", 3702), "198.18.200.1",
                           False, 11.0)
-        out = h.pop_due(20.0)
+        out = h.handle_timer(20.0)
         assert len(out) == 2 * wsd.UNICAST_UDP_REPEAT  # two endpoints, each repeated
         sizes.append(max(len(d.payload) for d in out))
     assert sizes[1] - sizes[0] <= wsd.MAX_ECHOED_ID
@@ -239,7 +239,7 @@ def test_http_header_count_around_its_limit(n: int) -> None:
     except DecodeError:
         assert n > wsd.MAX_HTTP_HEADERS
         return
-    assert req is not None and len(req.headers) == n
+    assert isinstance(req, wsd.HttpRequest) and len(req.headers) == n
 
 
 # -- budgets and the log -----------------------------------------------------------------

@@ -57,26 +57,26 @@ def test_silence_claims_the_name() -> None:
     c = claims()
     started(c)
     assert not c.answering("GLOBAL-NFS")  # not before the check is over (§4.1)
-    assert c.poll(0.5) == []
-    assert c.poll(1.0) == [] and c.answering("global-nfs")
-    assert c.next_deadline() is None
+    assert c.handle_timer(0.5) == []
+    assert c.handle_timer(1.0) == [] and c.answering("global-nfs")
+    assert c.get_timer() is None
 
 
 def test_llmnrd_answering_our_query_is_a_conflict_then_reclaimed_when_gone() -> None:
     c = claims(recheck_interval=60.0)
     started(c)
     assert c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 0.2) == []
-    assert c.poll(1.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
+    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
     assert not c.answering("GLOBAL-NFS") and c.conflicts() == {"GLOBAL-NFS": LLMNRD}
-    assert c.next_deadline() == 61.0
+    assert c.get_timer() == 61.0
     # Re-check: llmnrd still there, a repeat conflict.
     query = llmnr.build_query(QID, "GLOBAL-NFS", TYPE_ANY)
-    assert c.poll(61.0) == [UniquenessQuery("GLOBAL-NFS", QID, query)]
+    assert c.handle_timer(61.0) == [UniquenessQuery("GLOBAL-NFS", QID, query)]
     c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 61.1)
-    assert c.poll(62.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True)]
+    assert c.handle_timer(62.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True)]
     # Next re-check meets silence: reclaimed.
-    assert [type(x) for x in c.poll(122.0)] == [UniquenessQuery]
-    assert c.poll(123.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
+    assert [type(x) for x in c.handle_timer(122.0)] == [UniquenessQuery]
+    assert c.handle_timer(123.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
     assert c.statistics() == {"conflicts": 2, "reclaimed": 1, "challenges_ignored": 0}
 
 
@@ -97,17 +97,17 @@ def test_not_a_conflict(msg: Message, source: str, why: str) -> None:
     c = claims()
     started(c)
     assert c.received(msg, source, 0.5) == [], why
-    assert c.poll(1.0) == [], why
+    assert c.handle_timer(1.0) == [], why
     assert c.answering("GLOBAL-NFS"), why
 
 
 def test_unsolicited_answer_after_start_takes_nothing() -> None:
     c = claims()
     started(c)
-    c.poll(1.0)
+    c.handle_timer(1.0)
     for t in range(100):
         assert c.received(answer(), "198.18.202.9", 2.0 + t) == []
-        assert c.poll(2.0 + t) == []
+        assert c.handle_timer(2.0 + t) == []
     assert c.answering("GLOBAL-NFS")
     assert c.statistics()["challenges_ignored"] == 100
 
@@ -117,38 +117,38 @@ def test_c_bit_query_re_verifies_and_keeps_answering_meanwhile() -> None:
     # the owner does not answer it but checks its name again.
     c = claims()
     started(c)
-    c.poll(1.0)
+    c.handle_timer(1.0)
     conflict_query = Message(0x0101, FLAG_C, (Question("GLOBAL-NFS", TYPE_A),))
     (q,) = c.received(conflict_query, "198.18.202.7", 5.0)
     assert isinstance(q, UniquenessQuery)
     assert c.answering("GLOBAL-NFS")  # a spoofed C query silences nothing
     # A flood of C queries while that check is in flight sends no more queries.
     assert all(c.received(conflict_query, "198.18.202.7", 5.1) == [] for _ in range(50))
-    assert c.poll(6.0) == [] and c.answering("GLOBAL-NFS")
+    assert c.handle_timer(6.0) == [] and c.answering("GLOBAL-NFS")
 
 
 def test_c_bit_query_re_verification_finds_real_owner() -> None:
     c = claims()
     started(c)
-    c.poll(1.0)
+    c.handle_timer(1.0)
     c.received(Message(9, FLAG_C, (Question("GLOBAL-NFS", TYPE_A),)), "198.18.202.7", 5.0)
     c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 5.5)
-    assert c.poll(6.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
+    assert c.handle_timer(6.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
 
 
 def test_spoofed_answer_during_a_check_lasts_at_most_one_recheck() -> None:
     c = claims(recheck_interval=60.0)
     started(c)
     c.received(answer(), "198.18.202.66", 0.5)  # a spoofer that guessed the id
-    assert c.poll(1.0) == [LlmnrConflict("GLOBAL-NFS", "198.18.202.66")]
-    c.poll(61.0)
-    assert c.poll(62.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
+    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", "198.18.202.66")]
+    c.handle_timer(61.0)
+    assert c.handle_timer(62.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
 
 
 def test_verify_again_at_interface_up_re_checks_claimed_names() -> None:
     c = claims()
     started(c)
-    c.poll(1.0)
+    c.handle_timer(1.0)
     assert len(c.verify(100.0)) == 1 and c.answering("GLOBAL-NFS")
     assert c.verify(100.1) == []  # already in flight
 
@@ -191,14 +191,14 @@ def test_property_any_sequence_ends_with_the_name_back_once_peers_are_silent(
             c.received(Message(3, flags, (Question("GLOBAL-NFS", TYPE_A),)), src, now)
         elif kind == "verify":
             c.verify(now)
-        c.poll(now)
+        c.handle_timer(now)
         if c.conflicts():
             assert not c.answering("GLOBAL-NFS")
     # The peers go quiet: within one wait plus one re-check the name is ours again.
     end = now + 1.0 + recheck + 1.0
     while now < end:
         now += 0.5
-        c.poll(now)
+        c.handle_timer(now)
     assert c.answering("GLOBAL-NFS") and c.conflicts() == {}
 
 

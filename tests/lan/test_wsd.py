@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from spokeshare.errors import DecodeError
-from spokeshare.lan import wsd
+from spokeshare.lan import NEED_DATA, wsd
 from spokeshare.lan.wsd import Endpoint, HttpRequest, WsdHost
 from tests.strategies import mutated, mutated_any
 
@@ -53,7 +53,7 @@ def test_wsdd_client_resolve_names_our_stable_endpoint() -> None:
 
 def test_wsdd_client_get_over_http() -> None:
     req = wsd.parse_http_request(vector("wsdd-client-get.http"))
-    assert req is not None
+    assert isinstance(req, wsd.HttpRequest)
     ep = Endpoint.for_name("GLOBAL-NFS", "ACME", NS)
     assert (req.method, req.target) == ("POST", ep.path)
     assert req.header("content-type") == wsd.CONTENT_TYPE
@@ -139,7 +139,7 @@ def test_endpoint_uuid_is_stable_and_per_name() -> None:
 def test_announce_sends_hello_four_times_per_endpoint_with_growing_gaps() -> None:
     host = make_host("GLOBAL-NFS", "PRINT-HQ")
     host.announce(100.0)
-    sent = host.pop_due(200.0)
+    sent = host.handle_timer(200.0)
     assert len(sent) == 8 and host.get_timer() is None
     for ep in host.endpoints:
         mine = [d for d in sent if ep.urn.encode() in d.payload]
@@ -153,20 +153,20 @@ def test_announce_sends_hello_four_times_per_endpoint_with_growing_gaps() -> Non
     assert all(n is not None and n[0] == 1700000000 for n in numbers)
 
 
-def test_timer_and_pop_due() -> None:
+def test_get_timer_and_handle_timer() -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(10.0)
     assert host.get_timer() == 10.0
-    assert len(host.pop_due(10.0)) == 1
+    assert len(host.handle_timer(10.0)) == 1
     nxt = host.get_timer()
     assert nxt is not None and nxt > 10.0
-    assert host.pop_due(nxt - 0.001) == []
+    assert host.handle_timer(nxt - 0.001) == []
 
 
 def probe_answers(host: WsdHost, data: bytes, multicast: bool = True) -> list[wsd.Datagram]:
-    host.pop_due(1e9)
+    host.handle_timer(1e9)
     host.handle_datagram(data, PEER, LOCAL, multicast, 50.0)
-    return host.pop_due(1e9)
+    return host.handle_timer(1e9)
 
 
 def test_probe_gets_one_probematches_per_endpoint_after_random_delay() -> None:
@@ -228,9 +228,9 @@ def test_resolve_answers_with_receiving_interface_address() -> None:
     host = make_host("GLOBAL-NFS", "PRINT-HQ", addresses=(LOCAL, "fe80::1"))
     host.announce(0.0)
     ep = host.endpoints[1]
-    host.pop_due(1e9)
+    host.handle_timer(1e9)
     host.handle_datagram(wsd.build_resolve("urn:uuid:r1", ep.urn), PEER, "fe80::1", True, 5.0)
-    sent = host.pop_due(1e9)
+    sent = host.handle_timer(1e9)
     assert len(sent) == 2 and {d.local for d in sent} == {"fe80::1"}
     msg = wsd.decode(sent[0].payload)
     assert msg.action == wsd.ACTION_RESOLVE_MATCHES and msg.endpoint == ep.urn
@@ -246,7 +246,7 @@ def test_resolve_for_someone_else_ignored() -> None:
 def test_duplicates_and_own_messages_dropped() -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(0.0)
-    hello = host.pop_due(1e9)[0].payload
+    hello = host.handle_timer(1e9)[0].payload
     assert host.handle_datagram(hello, PEER, LOCAL, True, 1.0) is None  # our own, looped
     probe = vector("wsdd-client-probe.xml")
     assert probe_answers(host, probe)
@@ -264,28 +264,28 @@ def test_duplicate_cache_is_bounded() -> None:
 def test_withdraw_sends_bye_and_stops_answering_then_announce_again() -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(0.0)
-    host.pop_due(1e9)
+    host.handle_timer(1e9)
     host.handle_datagram(wsd.build_probe("urn:uuid:w1"), PEER, LOCAL, True, 1.0)
     host.withdraw(1.0)  # pending answers are dropped, Bye x4 queued
-    sent = host.pop_due(1e9)
+    sent = host.handle_timer(1e9)
     assert [wsd.decode(d.payload).action for d in sent] == [wsd.ACTION_BYE] * 4
     assert probe_answers(host, wsd.build_probe("urn:uuid:w2")) == []
     ep = host.endpoints[0]
     req = HttpRequest("POST", ep.path, "HTTP/1.1", (), wsd.build_get("urn:uuid:g", ep.urn))
     assert host.handle_http(req)[0] == 503
     host.withdraw(2.0)
-    assert host.pop_due(1e9) == []  # no second Bye
+    assert host.handle_timer(1e9) == []  # no second Bye
     host.announce(3.0)
-    assert {wsd.decode(d.payload).action for d in host.pop_due(1e9)} == {wsd.ACTION_HELLO}
+    assert {wsd.decode(d.payload).action for d in host.handle_timer(1e9)} == {wsd.ACTION_HELLO}
     assert probe_answers(host, wsd.build_probe("urn:uuid:w3"))
 
 
 def test_message_numbers_grow_per_endpoint() -> None:
     host = make_host("GLOBAL-NFS")
     host.announce(0.0)
-    first = wsd.decode(host.pop_due(1e9)[0].payload).app_sequence
+    first = wsd.decode(host.handle_timer(1e9)[0].payload).app_sequence
     host.withdraw(1.0)
-    second = wsd.decode(host.pop_due(1e9)[0].payload).app_sequence
+    second = wsd.decode(host.handle_timer(1e9)[0].payload).app_sequence
     assert first is not None and second is not None and second[1] > first[1]
 
 
@@ -293,7 +293,7 @@ def test_http_get_per_endpoint_path() -> None:
     host = make_host("GLOBAL-NFS", "PRINT-HQ")
     host.announce(0.0)
     req = wsd.parse_http_request(vector("wsdd-client-get.http"))
-    assert req is not None
+    assert isinstance(req, wsd.HttpRequest)
     status, body = host.handle_http(req)
     assert status == 200
     assert wsd.decode(body).computer == "GLOBAL-NFS/Workgroup:ACME"
@@ -350,9 +350,10 @@ def test_size_checked_before_parsing() -> None:
 def test_http_parser(data: bytes, expect: tuple[str, str, bytes] | None) -> None:
     req = wsd.parse_http_request(data)
     if expect is None:
-        assert req is None
+        assert req is NEED_DATA
     else:
-        assert req is not None and (req.method, req.target, req.body) == expect
+        assert isinstance(req, wsd.HttpRequest)
+        assert (req.method, req.target, req.body) == expect
 
 
 @pytest.mark.parametrize(
@@ -422,7 +423,7 @@ def test_mutated_http_decode_or_decodeerror(raw: bytes) -> None:
         req = wsd.parse_http_request(raw)
     except DecodeError:
         return
-    if req is not None:
+    if isinstance(req, wsd.HttpRequest):
         status, _ = host.handle_http(req)
         assert status in (200, 400, 404, 405)
 

@@ -150,7 +150,7 @@ def role_llmnr_ask(name: str, out: str) -> None:
 def role_wsd_fake_host() -> None:
     """Answer wsdd's discovery with spokeshare's builders, recording what wsdd sends."""
     sys.path.insert(0, str(REPO))
-    from spokeshare.lan import wsd
+    from spokeshare.lan import NEED_DATA, wsd
 
     ep = wsd.Endpoint.for_name("GLOBAL-NFS", "ACME", NAMESPACE)
     recv = mcast_socket(wsd.MCAST_V4, wsd.UDP_PORT, ADDR_H)
@@ -178,12 +178,12 @@ def role_wsd_fake_host() -> None:
                 conn, _ = http.accept()
                 conn.settimeout(5)
                 raw = b""
-                while (req := wsd.parse_http_request(raw)) is None:
+                while (req := wsd.parse_http_request(raw)) is NEED_DATA:
                     chunk = conn.recv(65536)
                     if not chunk:
                         break
                     raw += chunk
-                if req is not None and "get" in wanted:
+                if isinstance(req, wsd.HttpRequest) and "get" in wanted:
                     (HERE / "wsdd-client-get.http").write_bytes(raw)
                     wanted.discard("get")
                     msg = wsd.decode(req.body)
