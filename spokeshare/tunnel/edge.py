@@ -21,7 +21,6 @@ import logging
 import random
 import socket
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -105,7 +104,6 @@ class EdgeTunnel(TunnelEnd):
         super().__init__()
         self.edge = edge
         self.state = TunnelState.IDLE
-        self.created = time.monotonic()
         self.buf = bytearray()
         self.client: ClientEnd | None = None
         self.frames: wire.FrameReader | None = None
@@ -165,6 +163,7 @@ class EdgeTunnel(TunnelEnd):
             if rest:
                 self.edge.control_bytes(self, rest)
         else:  # an idle tunnel told something by the hub: it is refusing us
+            self.edge.pool.tunnel_lost(self)  # closing: never handed out from here
             self.edge.hub_refused(reply)
             self.close()
 
@@ -217,6 +216,11 @@ class EdgeTunnel(TunnelEnd):
         self.edge.tunnel_lost(self, prev)
 
 
+def _live(client: ClientEnd) -> bool:
+    """A waiting client still connected (a closed one may not have been reported yet)."""
+    return client.transport is not None and not client.transport.is_closing()
+
+
 class Edge:
     """The edge daemon's tunnel side (LAN presence hooks in via ``on_hub_state``)."""
 
@@ -237,13 +241,9 @@ class Edge:
         self._unbound: dict[str, tuple[Callable[[], asyncio.Protocol], str, int, str]] = {}
         #: Called after a retried listener came up (the daemon rewrites its status).
         self.on_listeners_changed: list[Callable[[], None]] = []
-        self.idle: deque[EdgeTunnel] = deque()
-        self.connecting = 0
-        self.failures = 0
-        self.last_failure: float | None = None
-        self.jitter = 1.0
+        #: Idle tunnels, waiting clients, dials in flight and backoff (tunnel.pool).
+        self.pool: pool.Pool[EdgeTunnel, ClientEnd] = pool.Pool(cfg.pool)
         self.address_index = 0
-        self.waiters: deque[ClientEnd] = deque()
         self.clients: set[EdgeTunnel] = set()
         self.hub_state = HubState.STARTING
         self.control: EdgeTunnel | None = None
@@ -267,6 +267,20 @@ class Edge:
         #: Set when a running stream receives bytes while the hub counts as down.
         self._hub_heard = asyncio.Event()
         self._closing = False
+
+    @property
+    def idle(self) -> list[EdgeTunnel]:
+        """The pool's idle tunnels, oldest first (a copy)."""
+        return self.pool.idle
+
+    @property
+    def waiters(self) -> list[ClientEnd]:
+        """Clients waiting for a tunnel, first come first (a copy)."""
+        return self.pool.waiters
+
+    @property
+    def connecting(self) -> int:
+        return self.pool.connecting
 
     def __repr__(self) -> str:
         return (
@@ -410,14 +424,14 @@ class Edge:
         self._closing = True
         for s in self.servers:
             s.close()
-        for t in list(self.idle):
+        idle, waiters = self.pool.drain()
+        for t in idle:
             t.close()
-        self.idle.clear()
         for t in list(self.clients):
             t.abort("edge shutting down")
         if self.control is not None:
             self.control.close()
-        for w in list(self.waiters):
+        for w in waiters:
             if w.transport is not None:
                 w.transport.close()
         self.tasks.cancel_all()
@@ -449,28 +463,26 @@ class Edge:
         measured RTTs on a slower link). While the hub counts as unreachable a client
         is refused at once.
         """
-        tunnel = self._take()
+        tunnel, stale = self.pool.take(time.monotonic())
+        for t in stale:
+            t.close()
         if tunnel is not None:
             self._start_stream(tunnel, client)
         elif self.hub_state in (HubState.DOWN, HubState.REVOKED):
             self._reject(client, f"hub unreachable ({self.hub_state.value})")
         else:
             cast(asyncio.Transport, client.transport).pause_reading()
-            self.waiters.append(client)
+            self.pool.wait(client)
             client.deadline = asyncio.get_running_loop().call_later(
                 self.cfg.pool.connect_timeout, self._wait_timeout, client
             )
         self.kick()
 
-    def status_timeout(self) -> float:
-        rtt = self.rtt or 0.0
-        return max(self.cfg.pool.open_timeout, 4 * rtt)
-
     def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
         if client.deadline is not None:
             client.deadline.cancel()
         client.deadline = asyncio.get_running_loop().call_later(
-            self.status_timeout(), self._status_timeout, client, tunnel
+            pool.status_timeout(self.cfg.pool, self.rtt), self._status_timeout, client, tunnel
         )
         self.streams_total += 1
         self.clients.add(tunnel)
@@ -486,7 +498,7 @@ class Edge:
             if self.client_log.admit("no-answer", client.peer[0], time.monotonic()):
                 log.warning(
                     "no answer from hub within %.1fs for client %s:%d; closing it",
-                    self.status_timeout(),
+                    pool.status_timeout(self.cfg.pool, self.rtt),
                     *client.peer,
                 )
             client.splice.abort("hub did not answer in time")
@@ -494,8 +506,7 @@ class Edge:
 
     def _wait_timeout(self, client: ClientEnd) -> None:
         client.deadline = None
-        if client in self.waiters:
-            self.waiters.remove(client)
+        if self.pool.client_gone(client):
             self._reject(
                 client, f"no tunnel to the hub within {self.cfg.pool.connect_timeout:.1f}s"
             )
@@ -517,10 +528,8 @@ class Edge:
             abort_with_rst(client.transport)
 
     def client_gone(self, client: ClientEnd) -> None:
-        if client in self.waiters:
-            self.waiters.remove(client)
-            if client.deadline is not None:
-                client.deadline.cancel()
+        if self.pool.client_gone(client) and client.deadline is not None:
+            client.deadline.cancel()
 
     def hub_refused(self, reply: wire.StatusReply, client: ClientEnd | None = None) -> None:
         who = f" for client {client.peer[0]}:{client.peer[1]}" if client else ""
@@ -531,15 +540,6 @@ class Edge:
             self._set_hub_state(HubState.REVOKED)
 
     # -- the pool --------------------------------------------------------------------
-    def _take(self) -> EdgeTunnel | None:
-        now = time.monotonic()
-        while self.idle:
-            t = self.idle.popleft()
-            if t.state is TunnelState.IDLE and now - t.created < self.cfg.pool.max_age:
-                return t
-            t.close()
-        return None
-
     def kick(self) -> None:
         """Ask the pool policy what to do, soon (coalesces bursts of events)."""
         if self._kick_handle is None and not self._closing:
@@ -550,30 +550,15 @@ class Edge:
         if self._closing:
             return
         now = time.monotonic()
-        cfg = self.cfg.pool
-        ages = [t.created for t in self.idle]
-        for i in reversed(pool.expired(cfg, ages, now)):
-            t = self.idle[i]
-            del self.idle[i]
+        revoked = self.hub_state is HubState.REVOKED
+        ev = self.pool.evaluate(now, dial=not revoked)
+        for t in ev.close:
             t.close()
-        if self.hub_state is HubState.REVOKED:
+        if revoked:
             return
-        state = pool.PoolState(
-            len(self.idle),
-            self.connecting,
-            len(self.waiters),
-            self.failures,
-            self.last_failure,
-            self.jitter,
-        )
-        decision = pool.decide(cfg, state, now)
-        for _ in range(decision.open):
-            self.connecting += 1
+        for _ in range(ev.open):
             self.spawn(self._open_pooled())
-        wake = decision.wake_at
-        if self.idle:
-            oldest = self.idle[0].created + cfg.max_age
-            wake = oldest if wake is None else min(wake, oldest)
+        wake = ev.wake_at
         if self._wake_handle is not None:
             self._wake_handle.cancel()
             self._wake_handle = None
@@ -613,47 +598,39 @@ class Edge:
             raise ConnectionError(f"hub did not agree on ALPN {wire.ALPN}")
         return proto
 
-    def _dial_failed(self, exc: BaseException, what: str) -> None:
-        self.failures += 1
-        self.last_failure = time.monotonic()
-        self.jitter = self.rng.uniform(0.5, 1.0)
+    def _dial_failed(self, exc: BaseException, what: str, pooled: bool) -> None:
+        now, jitter = time.monotonic(), self.rng.uniform(0.5, 1.0)
+        if pooled:
+            self.pool.dial_failed(now, jitter)
+        else:
+            self.pool.unreachable(now, jitter)
         self.address_index += 1
         reason = tls.describe_handshake_error(exc)
-        if self.failures == 1:
+        if self.pool.failures == 1:
             log.warning("cannot reach hub for %s: %s (retrying with backoff)", what, reason)
         else:
-            log.debug("hub still unreachable (%d failures): %s", self.failures, reason)
+            log.debug("hub still unreachable (%d failures): %s", self.pool.failures, reason)
 
     async def _open_pooled(self) -> None:
         try:
             tunnel = await self._dial()
         except (OSError, TimeoutError) as exc:
-            self.connecting -= 1
-            self._dial_failed(exc, "a pooled tunnel")
+            self._dial_failed(exc, "a pooled tunnel", pooled=True)
             self.kick()
             return
-        self.connecting -= 1
-        if self.failures:
-            log.info("hub reachable again after %d failed attempt(s)", self.failures)
-        self.failures = 0
+        if self.pool.failures:
+            log.info("hub reachable again after %d failed attempt(s)", self.pool.failures)
         if self._closing:
             tunnel.close()
             return
-        while self.waiters:
-            client = self.waiters.popleft()
-            if client.transport is not None and not client.transport.is_closing():
-                self._start_stream(tunnel, client)
-                break
-        else:
-            self.idle.append(tunnel)
+        client = self.pool.tunnel_ready(tunnel, time.monotonic(), _live)
+        if client is not None:
+            self._start_stream(tunnel, client)
         self.kick()
 
     def tunnel_lost(self, tunnel: EdgeTunnel, prev: TunnelState) -> None:
         if prev is TunnelState.IDLE:
-            try:
-                self.idle.remove(tunnel)
-            except ValueError:
-                pass  # was already taken or retired
+            self.pool.tunnel_lost(tunnel)  # False: already taken or retired
             self.kick()
         self.clients.discard(tunnel)
         if tunnel is self.control:
@@ -680,7 +657,7 @@ class Edge:
                     reply = await waiter
             except (OSError, TimeoutError) as exc:
                 failures += 1
-                self._dial_failed(exc, "the control channel")
+                self._dial_failed(exc, "the control channel", pooled=False)
                 self._set_hub_state(HubState.DOWN)
                 await self._retry_after(
                     pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
@@ -704,7 +681,7 @@ class Edge:
             self.control = tunnel
             hb = cast(control.Heartbeat, tunnel.heartbeat)
             self._set_hub_state(HubState.UP)
-            self.failures, self.last_failure = 0, None
+            self.pool.reachable()
             self.kick()
             await self._keep_control(tunnel, hb)
             if not self._closing:
@@ -797,13 +774,12 @@ class Edge:
         log.info("hub %s -> %s", self.hub_state.value, state.value)
         self.hub_state = state
         if state in (HubState.DOWN, HubState.REVOKED):
-            for client in list(self.waiters):
-                self.waiters.remove(client)
-                self._reject(client, f"hub unreachable ({state.value})")
             # Idle tunnels fail fast with the control channel: none is handed to a client
             # while the hub is away, and the pool refills once it is back. Streams
             # already running keep their tunnels (sockets.carry_stream).
-            idle, self.idle = list(self.idle), deque()
+            idle, waiters = self.pool.drain()
+            for client in waiters:
+                self._reject(client, f"hub unreachable ({state.value})")
             for t in idle:
                 t.abort(f"hub unreachable ({state.value})")
             if idle:

@@ -20,13 +20,36 @@ Policy
 Invariants (property-tested): never more than ``max_connecting`` connecting (or one
 per waiting client, up to ``max_idle``, during a burst); never
 opens while the backoff window is running; never asks to open beyond ``max_idle``.
+
+Execution state
+---------------
+:class:`Pool` holds what the policy is applied to: the idle tunnels with the time each
+became ready, the clients waiting for one, the dials in flight, the failure count and
+the jitter of the current backoff window. The edge's shell dials, writes and closes;
+every choice of *which* tunnel goes to *which* client, and which is closed, is made
+here, with ``now`` a parameter. This is where pools break (httpcore's bug history:
+a connection closed while handed out, or handed out twice, or past its age), so its
+promises are property-tested over random event sequences:
+
+- a tunnel leaves the pool once: handed to one client, or returned to be closed,
+  never both and never twice; one the shell reported lost is never handed out;
+- a tunnel is never handed out at or past ``max_age``;
+- a client is handed at most one tunnel, and none after it left or timed out.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from spokeshare.config import PoolConfig
+
+#: A client's open header is answered after about one RTT; a status slower than this
+#: many measured RTTs (and than ``open_timeout``) means the hub or the path is in
+#: trouble, not merely far away.
+STATUS_RTTS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,3 +97,174 @@ def decide(cfg: PoolConfig, s: PoolState, now: float) -> PoolDecision:
 def expired(cfg: PoolConfig, created: list[float], now: float) -> list[int]:
     """Indexes of idle tunnels (by creation time) that are too old to hand out."""
     return [i for i, t in enumerate(created) if now - t >= cfg.max_age]
+
+
+def status_timeout(cfg: PoolConfig, rtt: float | None) -> float:
+    """Seconds a client's stream may wait for the hub's status once its open header is
+    out: ``open_timeout``, or :data:`STATUS_RTTS` measured round trips on a slower link."""
+    return max(cfg.open_timeout, STATUS_RTTS * (rtt or 0.0))
+
+
+T = TypeVar("T", bound=Hashable)
+C = TypeVar("C", bound=Hashable)
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation(Generic[T]):
+    """What the shell does after :meth:`Pool.evaluate`: close ``close`` (expired idle
+    tunnels), start ``open`` dials, and evaluate again at ``wake_at`` (None: only when
+    something happens)."""
+
+    close: tuple[T, ...]
+    open: int
+    wake_at: float | None
+
+
+class Pool(Generic[T, C]):
+    """The warm pool's execution state: idle tunnels (``T``), waiting clients (``C``),
+    dials in flight and failures (module docstring). Pure: the shell reports events and
+    carries out what each call returns; ``now`` is monotonic seconds."""
+
+    __slots__ = ("cfg", "_idle", "_waiters", "connecting", "failures", "last_failure", "jitter")
+
+    def __init__(self, cfg: PoolConfig) -> None:
+        self.cfg = cfg
+        #: Idle tunnels, oldest first, each with the time it became ready.
+        self._idle: deque[tuple[T, float]] = deque()
+        self._waiters: deque[C] = deque()
+        #: Dials started and not yet reported (:meth:`tunnel_ready`, :meth:`dial_failed`).
+        self.connecting = 0
+        self.failures = 0
+        self.last_failure: float | None = None
+        #: The jitter factor of the current backoff window, in [0.5, 1.0].
+        self.jitter = 1.0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Pool idle={len(self._idle)} waiting={len(self._waiters)} "
+            f"connecting={self.connecting} failures={self.failures}>"
+        )
+
+    @property
+    def idle(self) -> list[T]:
+        """The idle tunnels, oldest first (a copy)."""
+        return [t for t, _ in self._idle]
+
+    @property
+    def waiters(self) -> list[C]:
+        """The waiting clients, first come first (a copy)."""
+        return list(self._waiters)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def is_waiting(self, client: C) -> bool:
+        return client in self._waiters
+
+    def state(self) -> PoolState:
+        return PoolState(
+            len(self._idle),
+            self.connecting,
+            len(self._waiters),
+            self.failures,
+            self.last_failure,
+            self.jitter,
+        )
+
+    # -- clients -------------------------------------------------------------------------
+    def take(self, now: float) -> tuple[T | None, list[T]]:
+        """A tunnel for a client that arrived at ``now`` (None: none is ready), and the
+        expired idle tunnels met on the way, which the shell closes."""
+        stale: list[T] = []
+        while self._idle:
+            tunnel, ready = self._idle.popleft()
+            if now - ready < self.cfg.max_age:
+                return tunnel, stale
+            stale.append(tunnel)
+        return None, stale
+
+    def wait(self, client: C) -> None:
+        """``client`` waits for the next tunnel (the shell has found none to take)."""
+        self._waiters.append(client)
+
+    def client_gone(self, client: C) -> bool:
+        """``client`` closed or timed out while waiting; True if it was waiting."""
+        try:
+            self._waiters.remove(client)
+        except ValueError:
+            return False
+        return True
+
+    # -- dials -----------------------------------------------------------------------------
+    def tunnel_ready(
+        self, tunnel: T, now: float, live: Callable[[C], bool] = lambda c: True
+    ) -> C | None:
+        """A dial succeeded: the first waiting client that is still ``live`` gets the
+        tunnel (returned; the shell starts its stream), else it becomes idle. Waiters
+        found not live on the way are dropped. Resets the backoff."""
+        self.connecting = max(0, self.connecting - 1)
+        self.reachable()
+        while self._waiters:
+            client = self._waiters.popleft()
+            if live(client):
+                return client
+        self._idle.append((tunnel, now))
+        return None
+
+    def dial_failed(self, now: float, jitter: float) -> None:
+        """A pooled dial failed at ``now``; ``jitter`` is a fresh draw in [0.5, 1.0]."""
+        self.connecting = max(0, self.connecting - 1)
+        self.unreachable(now, jitter)
+
+    def unreachable(self, now: float, jitter: float) -> None:
+        """Any dial to the hub failed (a pooled one or the control channel's): one more
+        failure, and a new backoff window from ``now`` with ``jitter``."""
+        self.failures += 1
+        self.last_failure = now
+        self.jitter = jitter
+
+    def reachable(self) -> None:
+        """A dial succeeded (or the control channel is up): the backoff is over."""
+        self.failures, self.last_failure = 0, None
+
+    def tunnel_lost(self, tunnel: T) -> bool:
+        """An idle tunnel closed under us (the hub or the WAN closed it); True if it was
+        idle here (it is forgotten and never handed out)."""
+        for i, (t, _) in enumerate(self._idle):
+            if t == tunnel:
+                del self._idle[i]
+                return True
+        return False
+
+    def drain(self) -> tuple[list[T], list[C]]:
+        """The hub is away: every idle tunnel (to close) and waiting client (to refuse)
+        leave the pool; it refills once the hub is back."""
+        idle = [t for t, _ in self._idle]
+        waiters = list(self._waiters)
+        self._idle.clear()
+        self._waiters.clear()
+        return idle, waiters
+
+    # -- the policy ------------------------------------------------------------------------
+    def evaluate(self, now: float, dial: bool = True) -> Evaluation[T]:
+        """Retire expired idle tunnels, then apply :func:`decide` (only when ``dial``:
+        a revoked office dials no more). The dials asked for count as connecting from
+        here; ``wake_at`` includes the next idle tunnel's expiry."""
+        close: list[T] = []
+        while self._idle and now - self._idle[0][1] >= self.cfg.max_age:
+            close.append(self._idle.popleft()[0])
+        # Ages are not always in order (a tunnel reported ready late): check the rest.
+        if any(now - ready >= self.cfg.max_age for _, ready in self._idle):
+            keep = [(t, r) for t, r in self._idle if now - r < self.cfg.max_age]
+            close += [t for t, r in self._idle if now - r >= self.cfg.max_age]
+            self._idle = deque(keep)
+        if not dial:
+            return Evaluation(tuple(close), 0, None)
+        decision = decide(self.cfg, self.state(), now)
+        self.connecting += decision.open
+        wake = decision.wake_at
+        if self._idle:
+            oldest = min(r for _, r in self._idle) + self.cfg.max_age
+            wake = oldest if wake is None else min(wake, oldest)
+        return Evaluation(tuple(close), decision.open, wake)

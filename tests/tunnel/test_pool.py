@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spokeshare.config import PoolConfig
-from spokeshare.tunnel.pool import PoolState, backoff_delay, decide, expired
+from spokeshare.tunnel.pool import (
+    Evaluation,
+    Pool,
+    PoolState,
+    backoff_delay,
+    decide,
+    expired,
+    status_timeout,
+)
 
 CFG = PoolConfig(
     min_idle=4, max_idle=16, max_connecting=3, max_age=60.0, backoff_initial=0.5, backoff_max=8.0
@@ -90,3 +98,161 @@ def test_policy_invariants(
             assert d.open <= 1  # one probe at a time after a failure
     if d.wake_at is not None:
         assert d.wake_at > now
+
+
+def test_status_timeout_is_open_timeout_or_four_rtts() -> None:
+    assert status_timeout(CFG, None) == CFG.open_timeout
+    assert status_timeout(CFG, 0.1) == CFG.open_timeout  # 0.4 s < 1 s
+    assert status_timeout(CFG, 0.5) == 2.0
+
+
+# -- the execution state -------------------------------------------------------------------
+
+AGED = PoolConfig(
+    min_idle=2, max_idle=6, max_connecting=2, max_age=10.0, backoff_initial=0.5, backoff_max=4.0
+)
+
+
+def test_take_hands_the_oldest_live_tunnel_and_returns_expired_ones() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    assert p.tunnel_ready("a", 0.0) is None
+    assert p.tunnel_ready("b", 5.0) is None
+    assert p.take(10.0) == ("b", ["a"])  # "a" is 10 s old: never handed out
+    assert p.take(10.0) == (None, [])
+
+
+def test_ready_tunnel_goes_to_the_first_live_waiter() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.evaluate(0.0)
+    p.wait("pc1")
+    p.wait("pc2")
+    p.wait("pc3")
+    assert p.client_gone("pc2") and not p.client_gone("pc2")
+    assert p.tunnel_ready("a", 1.0, live=lambda c: c != "pc1") == "pc3"
+    assert p.waiting == 0 and p.idle == []
+    assert p.tunnel_ready("b", 1.0) is None and p.idle == ["b"]
+
+
+def test_lost_idle_tunnel_is_forgotten() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.tunnel_ready("a", 0.0)
+    assert p.tunnel_lost("a") and not p.tunnel_lost("a")
+    assert p.take(1.0) == (None, [])
+
+
+def test_evaluate_retires_expired_and_wakes_at_the_next_expiry() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    ev = p.evaluate(0.0)
+    assert ev.open == 2 and p.connecting == 2
+    p.tunnel_ready("a", 1.0)
+    p.tunnel_ready("b", 3.0)
+    ev = p.evaluate(3.0)
+    assert ev.close == () and ev.open == 0 and ev.wake_at == 11.0
+    ev = p.evaluate(11.0)
+    assert ev.close == ("a",) and ev.open == 1 and ev.wake_at == 13.0
+    assert p.evaluate(20.0, dial=False) == Evaluation(("b",), 0, None)
+
+
+def test_failures_back_off_and_success_resets() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.evaluate(0.0)
+    p.dial_failed(1.0, 1.0)
+    p.dial_failed(1.0, 1.0)
+    assert (p.failures, p.last_failure, p.connecting) == (2, 1.0, 0)
+    ev = p.evaluate(1.5)
+    assert ev.open == 0 and ev.wake_at == 2.0  # 0.5 * 2 after the second failure
+    assert p.evaluate(2.0).open == 1  # one probe
+    p.tunnel_ready("a", 2.5)
+    assert (p.failures, p.last_failure) == (0, None)
+
+
+def test_drain_empties_idle_and_waiters() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.tunnel_ready("a", 0.0)
+    p.wait("pc1")
+    assert p.drain() == (["a"], ["pc1"])
+    assert p.idle == [] and p.waiting == 0
+
+
+# Steps of time that land exactly on max_age (10 s) and backoff ends as well as between.
+STEP = st.one_of(st.sampled_from([0.0, 0.5, 2.5, 5.0, 10.0]), st.floats(0, 12))
+EVENT = st.one_of(
+    st.tuples(st.just("arrive"), STEP),
+    st.tuples(st.just("ready"), STEP),
+    st.tuples(st.just("fail"), STEP),
+    st.tuples(st.just("lost"), st.integers(0, 30)),
+    st.tuples(st.just("gone"), st.integers(0, 30)),
+    st.tuples(st.just("evaluate"), STEP),
+    st.tuples(st.just("drain"), st.just(0)),
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(EVENT, max_size=80))
+def test_a_tunnel_leaves_the_pool_once_and_never_stale(
+    events: list[tuple[str, float]],
+) -> None:
+    """Random sequences of client arrivals, tunnels ready, dials failed, tunnels lost,
+    clients gone, evaluations as time passes and drains (the hub away): a tunnel is
+    handed to one client or closed, once; never handed after it was lost or at
+    ``max_age``; a client gets at most one tunnel, never after it left or was refused."""
+    p: Pool[int, int] = Pool(AGED)
+    now = 0.0
+    ready_at: dict[int, float] = {}
+    handed: dict[int, int] = {}  # tunnel -> client
+    closed: list[int] = []
+    lost: set[int] = set()
+    gone: set[int] = set()  # clients that left, timed out or were refused
+    served: set[int] = set()
+    clients = 0
+
+    def hand(tunnel: int, client: int) -> None:
+        assert tunnel not in handed and tunnel not in closed and tunnel not in lost
+        assert now - ready_at[tunnel] < AGED.max_age
+        assert client not in served and client not in gone
+        handed[tunnel] = client
+        served.add(client)
+
+    def close(tunnels: list[int] | tuple[int, ...]) -> None:
+        for t in tunnels:
+            assert t not in handed and t not in closed and t not in lost
+            closed.append(t)
+
+    for what, arg in events:
+        if what in ("arrive", "ready", "fail", "evaluate"):
+            now += float(arg)
+        if what == "arrive":
+            clients += 1
+            tunnel, stale = p.take(now)
+            close(stale)
+            if tunnel is None:
+                p.wait(clients)
+            else:
+                hand(tunnel, clients)
+        elif what == "ready":
+            t = len(ready_at)
+            ready_at[t] = now
+            client = p.tunnel_ready(t, now, live=lambda c: c not in gone)
+            if client is not None:
+                hand(t, client)
+        elif what == "fail":
+            p.dial_failed(now, 0.75)
+        elif what == "lost" and ready_at:
+            t = int(arg) % len(ready_at)
+            if t not in handed and t not in closed:
+                p.tunnel_lost(t)
+                lost.add(t)
+        elif what == "gone" and clients:
+            c = int(arg) % clients + 1
+            p.client_gone(c)
+            if c not in served:
+                gone.add(c)
+        elif what == "evaluate":
+            close(p.evaluate(now).close)
+        elif what == "drain":
+            idle, waiters = p.drain()
+            close(idle)
+            gone.update(waiters)
+        assert p.connecting >= 0
+        assert not set(p.idle) & (set(handed) | set(closed) | lost)
+        assert len(p.idle) <= len(ready_at)
