@@ -37,7 +37,6 @@ started here in its own session and stopped by its PID:
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import dataclasses
@@ -45,10 +44,8 @@ import datetime as dt
 import functools
 import importlib.metadata
 import json
-import multiprocessing as mp
 import os
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -68,9 +65,10 @@ from bench.common import (  # noqa: E402
     ROOT,
     STUNNEL,
     check_alive,
-    cpu_seconds,
+    fork_workers,
     free_port,
     listening,
+    loopback_parser,
     machine_facts,
     median,
     process,
@@ -270,38 +268,16 @@ def _handshake_loop(port: int, bundles: list[str], seconds: float, barrier: Any,
 def load(
     target: Callable[..., None], args: tuple[Any, ...], workers: int, pids: list[int]
 ) -> dict[str, Any]:
-    """``workers`` forked processes running ``target(*args, barrier, queue)``; their counts
-    summed, with the wall time and the CPU seconds of ``pids`` over the same window."""
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(workers + 1)
-    q = ctx.SimpleQueue()
-    procs = [ctx.Process(target=target, args=(*args, barrier, q)) for _ in range(workers)]
-    try:
-        for p in procs:
-            p.start()
-        barrier.wait(60)
-        cpu0 = [cpu_seconds(pid) for pid in pids]
-        t0 = time.perf_counter()
-        out = [q.get() for _ in procs]
-        wall = time.perf_counter() - t0
-        cpu1 = [cpu_seconds(pid) for pid in pids]
-        for p in procs:
-            p.join(30)
-    finally:
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGKILL)
-                p.join(5)
-    errors = [o[1] for o in out if o[0] != "ok"]
-    if errors:
-        raise RuntimeError(f"load generator failed: {errors[0]}")
-    done = sum(o[1] for o in out)
+    """``workers`` processes running ``target``; their counts summed, with the wall time
+    and the CPU seconds of ``pids`` over the same window."""
+    run = fork_workers(target, args, workers, pids, "load generator")
+    done = sum(r[0] for r in run.results)
     return {
         "count": done,
-        "failed": sum(o[2] for o in out),
-        "wall": wall,
-        "per_s": done / wall,
-        "cpu": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
+        "failed": sum(r[1] for r in run.results),
+        "wall": run.wall,
+        "per_s": done / run.wall,
+        "cpu": run.cpu,
     }
 
 
@@ -705,13 +681,7 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="spokeshare-capacity-"))
     try:
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(4096)
-        backend_port = lsock.getsockname()[1]
-        argv = [sys.executable, tunnel.__file__, "--serve", "backend", "--arg", str(lsock.fileno())]
-        with process(argv, tmp / "backend.log", pass_fds=(lsock.fileno(),)):
-            lsock.close()
+        with tunnel.backend(tmp) as backend_port:
             say(f"capacity: {plan.name} plan; idle tunnels and stream opens")
             res.update(measure_idle_and_opens(tmp, plan, backend_port))
             say("capacity: enrolled offices")
@@ -734,19 +704,9 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="1,000 idle tunnels (under 2 minutes)")
-    size.add_argument("--smoke", action="store_true", help="tiny sizes: check the machinery")
-    p.add_argument(
-        "--write",
-        nargs="?",
-        const=str(ROOT / "docs" / "benchmarks.md"),
-        metavar="FILE",
-        help="update the generated section of FILE (default docs/benchmarks.md)",
+    p = loopback_parser(
+        __doc__.split("\n\n")[0] if __doc__ else None, "1,000 idle tunnels (under 2 minutes)"
     )
-    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     a = p.parse_args(argv)
     plan = PLANS["smoke" if a.smoke else "quick" if a.quick else "full"]
     return run(plan, Path(a.write) if a.write else None, Path(a.json) if a.json else None, a.keep)

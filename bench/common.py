@@ -9,8 +9,10 @@ hub or the edge.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
+import multiprocessing as mp
 import os
 import platform
 import re
@@ -169,6 +171,51 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerRun:
+    """What :func:`fork_workers` gathered: each worker's result tuple (without its
+    ``"ok"``), the wall time from the start signal to the last result, and the CPU
+    seconds each watched process spent meanwhile."""
+
+    results: list[tuple[Any, ...]]
+    wall: float
+    cpu: list[float]
+
+
+def fork_workers(
+    target: Callable[..., None], args: tuple[Any, ...], workers: int, pids: list[int], what: str
+) -> WorkerRun:
+    """Run ``target(*args, barrier, queue)`` in ``workers`` forked processes, released
+    together by the barrier; each puts ``("ok", ...)`` or ``("error", text)`` on the queue.
+    RuntimeError naming ``what`` if any failed. Workers still alive at the end are
+    killed by PID."""
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(workers + 1)
+    q = ctx.SimpleQueue()
+    procs = [ctx.Process(target=target, args=(*args, barrier, q)) for _ in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        barrier.wait(60)
+        cpu0 = [cpu_seconds(pid) for pid in pids]
+        t0 = time.perf_counter()
+        out = [q.get() for _ in procs]
+        wall = time.perf_counter() - t0
+        cpu1 = [cpu_seconds(pid) for pid in pids]
+        for p in procs:
+            p.join(30)
+    finally:
+        for p in procs:
+            if p.is_alive() and p.pid is not None:
+                os.kill(p.pid, signal.SIGKILL)
+                p.join(5)
+    errors = [o[1] for o in out if o[0] != "ok"]
+    if errors:
+        raise RuntimeError(f"{what}: {errors[0]}")
+    cpu = [b - a for a, b in zip(cpu0, cpu1, strict=True)]
+    return WorkerRun([tuple(o[1:]) for o in out], wall, cpu)
+
+
 # -- the machine -----------------------------------------------------------------------
 
 
@@ -299,3 +346,22 @@ def replace_block(path: Path, begin: str, end: str, block: str, heading: str = "
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def loopback_parser(description: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options the loopback benchmarks share: ``--quick``/``--smoke``, ``--write
+    [FILE]`` (default docs/benchmarks.md), ``--json FILE``, ``--keep``."""
+    p = argparse.ArgumentParser(description=description)
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help=quick_help)
+    size.add_argument("--smoke", action="store_true", help="tiny sizes: check the machinery")
+    p.add_argument(
+        "--write",
+        nargs="?",
+        const=str(ROOT / "docs" / "benchmarks.md"),
+        metavar="FILE",
+        help="update the generated section of FILE (default docs/benchmarks.md)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    return p

@@ -44,7 +44,6 @@ import datetime as dt
 import functools
 import importlib.metadata
 import json
-import multiprocessing as mp
 import os
 import signal
 import socket
@@ -63,14 +62,15 @@ if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
-    ROOT,
     STUNNEL,
     MiB,
     StunnelService,
     check_alive,
     cpu_seconds,
+    fork_workers,
     free_port,
     listening,
+    loopback_parser,
     machine_facts,
     median,
     pct,
@@ -254,40 +254,18 @@ def _bulk_worker(port: int, op: bytes, n: int, barrier: Any, q: Any) -> None:
 
 def bulk(port: int, op: bytes, streams: int, n: int, pids: list[int]) -> dict[str, Any]:
     """``streams`` parallel transfers of ``n`` bytes each; aggregate bytes per second."""
-    ctx = mp.get_context("fork")
-    barrier = ctx.Barrier(streams + 1)
-    q = ctx.SimpleQueue()
-    procs = [
-        ctx.Process(target=_bulk_worker, args=(port, op, n, barrier, q)) for _ in range(streams)
-    ]
-    try:
-        for p in procs:
-            p.start()
-        barrier.wait(60)
-        cpu0 = [cpu_seconds(pid) for pid in pids]
-        w0 = time.perf_counter()
-        out = [q.get() for _ in procs]
-        wall = time.perf_counter() - w0
-        cpu1 = [cpu_seconds(pid) for pid in pids]
-        for p in procs:
-            p.join(30)
-    finally:
-        for p in procs:
-            if p.is_alive() and p.pid is not None:
-                os.kill(p.pid, signal.SIGKILL)
-                p.join(5)
-    errors = [o[1] for o in out if o[0] != "ok"]
-    if errors:
-        raise RuntimeError(f"bulk {op.decode()} x{streams} on port {port}: {errors[0]}")
-    start = min(o[1] for o in out)
-    end = max(o[2] for o in out)
-    total = sum(o[3] for o in out)
+    run = fork_workers(
+        _bulk_worker, (port, op, n), streams, pids, f"bulk {op.decode()} x{streams} on port {port}"
+    )
+    start = min(r[0] for r in run.results)
+    end = max(r[1] for r in run.results)
+    total = sum(r[2] for r in run.results)
     return {
         "bytes": total,
         "seconds": end - start,
         "bps": total / (end - start),
-        "cpu": [b - a for a, b in zip(cpu0, cpu1, strict=True)],
-        "wall": wall,
+        "cpu": run.cpu,
+        "wall": run.wall,
     }
 
 
@@ -829,6 +807,24 @@ def write_doc(path: Path, body: str) -> None:
 # -- main ------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def backend(tmp: Path) -> Iterator[int]:
+    """The backend (``--serve backend``) as a process of its own, stopped by its PID; its
+    port on 127.0.0.1. The listening socket is made here and handed over, so it is ready
+    before the process has started."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(4096)
+    port = int(lsock.getsockname()[1])
+    argv = [sys.executable, __file__, "--serve", "backend", "--arg", str(lsock.fileno())]
+    try:
+        with process(argv, tmp / "backend.log", pass_fds=(lsock.fileno(),)):
+            lsock.close()
+            yield port
+    finally:
+        lsock.close()
+
+
 def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -846,16 +842,7 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     tmpdir = tempfile.mkdtemp(prefix="spokeshare-bench-")
     tmp = Path(tmpdir)
     try:
-        lsock = socket.socket()
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(1024)
-        backend_port = lsock.getsockname()[1]
-        with process(
-            [sys.executable, __file__, "--serve", "backend", "--arg", str(lsock.fileno())],
-            tmp / "backend.log",
-            pass_fds=(lsock.fileno(),),
-        ):
-            lsock.close()
+        with backend(tmp) as backend_port:
             say(f"bench: {plan.name} plan; speed (direct, stunnel, spokeshare)")
             res["speed"] = measure_speed(tmp, plan, backend_port, say)
             say("bench: memory, stunnel")
@@ -882,18 +869,9 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    size = p.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
-    size.add_argument("--smoke", action="store_true", help="tiny sizes: check the machinery")
-    p.add_argument(
-        "--write",
-        nargs="?",
-        const=str(ROOT / "docs" / "benchmarks.md"),
-        metavar="FILE",
-        help="update the generated section of FILE (default docs/benchmarks.md)",
+    p = loopback_parser(
+        __doc__.split("\n\n")[0] if __doc__ else None, "smaller sizes (about a minute)"
     )
-    p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON")
     p.add_argument(
         "--hub-workers",
         type=int,
@@ -901,7 +879,6 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="run the hub as N worker processes for the speed measures",
     )
-    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     p.add_argument("--serve", choices=("backend", "hub", "edge"), help=argparse.SUPPRESS)
     p.add_argument(
         "--loop", choices=("asyncio", "uvloop"), default="asyncio", help=argparse.SUPPRESS

@@ -158,22 +158,15 @@ class Plan:
     ceiling_bytes: int
 
 
-def _rtts(**over: tuple[float, ...]) -> dict[str, tuple[float, ...]]:
-    out = {
-        m: RTTS
-        for m in (
-            "connect",
-            "ls",
-            "echo",
-            "bulk",
-            "bulk_100mbit",
-            "bulk_loss",
-            "folder",
-            "concurrency",
-        )
-    }
-    out.update(over)
-    return out
+#: The plan's groups of measures, each run at its own RTTs (``Plan.rtts``).
+GROUPS = ("connect", "ls", "echo", "bulk", "bulk_100mbit", "bulk_loss", "folder", "concurrency")
+
+
+def _rtts(
+    default: tuple[float, ...] = RTTS, **over: tuple[float, ...]
+) -> dict[str, tuple[float, ...]]:
+    """Every group at ``default``, but those named in ``over``."""
+    return {m: over.get(m, default) for m in GROUPS}
 
 
 PLANS: dict[str, Plan] = {
@@ -230,21 +223,7 @@ PLANS: dict[str, Plan] = {
         4,
         4096,
         30.0,
-        _rtts(
-            **{
-                m: (20.0,)
-                for m in (
-                    "connect",
-                    "ls",
-                    "echo",
-                    "bulk",
-                    "bulk_100mbit",
-                    "bulk_loss",
-                    "folder",
-                    "concurrency",
-                )
-            }
-        ),
+        _rtts((20.0,)),
         4 * MiB,
     ),
 }

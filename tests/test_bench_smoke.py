@@ -24,15 +24,7 @@ STUNNEL = "/usr/bin/stunnel4"
 
 def test_backend_protocol_and_helpers(tmp_path: Path) -> None:
     """The backend's U/D/E requests and the load generators agree on bytes moved."""
-    import socket
-
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
-    lsock.listen(16)
-    port = lsock.getsockname()[1]
-    argv = [sys.executable, str(SCRIPT), "--serve", "backend", "--arg", str(lsock.fileno())]
-    with common.process(argv, tmp_path / "backend.log", pass_fds=(lsock.fileno(),)):
-        lsock.close()
+    with bench.backend(tmp_path) as port:
         up = bench.bulk(port, b"U", 2, 3 * common.MiB + 7, [])
         down = bench.bulk(port, b"D", 1, 5 * common.MiB + 3, [])
         assert up["bytes"] == 2 * (3 * common.MiB + 7)
