@@ -22,8 +22,8 @@ from spokeshare.errors import ConfigError
 from spokeshare.lan import llmnr, netbios, wsd
 from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.mdns import MdnsPublisher
+from spokeshare.lan.netbios_core import NameResponder
 from spokeshare.lan.netbios_service import NetbiosSettings
-from spokeshare.lan.responder import NameResponder
 
 HUB = """
 [hub]

@@ -1,4 +1,5 @@
-"""Browse announcements: NetBIOS datagrams carrying ``\\MAILSLOT\\BROWSE`` (UDP 138). Sans-IO.
+"""NetBIOS datagram service (nbdgm, RFC 1002 §4.4; UDP 138) carrying browse
+announcements (``\\MAILSLOT\\BROWSE``, MS-BRWS): codec. Sans-IO.
 
 Three layers, each with its own decode/encode pair, and :func:`decode` /
 :func:`encode` for the whole stack:

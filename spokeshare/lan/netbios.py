@@ -1,4 +1,4 @@
-"""NetBIOS name service codec (RFC 1001, RFC 1002; UDP 137). Sans-IO.
+"""NetBIOS name service (nbns, RFC 1002 §4.2; UDP 137) codec, and NetBIOS names. Sans-IO.
 
 :func:`decode` turns one UDP payload into an :class:`NbnsPacket`, :func:`encode` turns
 one back into bytes. Both sides check everything: every length and count, every

@@ -1,4 +1,5 @@
-"""What the edge says on UDP 137 and 138, decided without I/O.
+"""NetBIOS decision cores: name service (nbns, UDP 137) and browse announcements over
+the datagram service (nbdgm, UDP 138), RFC 1002 §4.2 and §4.4, MS-BRWS. Sans-IO.
 
 Two cores, both driven aioquic-style: events in (a decoded packet with where it
 came from, or "the timer fired"), commands out (:class:`SendNbns`,

@@ -1,7 +1,7 @@
-"""The asyncio side of NetBIOS on the LAN: UDP 137 (names) and UDP 138 (browse).
+"""The asyncio side of NetBIOS on the LAN: nbns on UDP 137 (names) and nbdgm on UDP 138 (browse).
 
 Thin on purpose: it binds, receives, decodes, hands the packet to the pure cores
-in :mod:`spokeshare.lan.responder`, sends what they return and keeps one timer for
+in :mod:`spokeshare.lan.netbios_core`, sends what they return and keeps one timer for
 both. Everything that decides lives in the cores.
 
 Sockets, per port (as nmbd does it, lan-presence.md §1.1): one bound to the
@@ -33,7 +33,7 @@ from spokeshare.config import LanPresence
 from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
-from spokeshare.lan.responder import (
+from spokeshare.lan.netbios_core import (
     ANNOUNCE_INITIAL_INTERVAL,
     ANNOUNCE_MAX_INTERVAL,
     ANNOUNCE_REQUEST_MAX_DELAY,
@@ -90,7 +90,7 @@ class NetbiosSettings:
     nbns_port: int = netbios.NAME_SERVICE_UDP_PORT
     dgm_port: int = netbios.DATAGRAM_SERVICE_UDP_PORT
     bind_broadcast: bool = True
-    #: Seconds between re-checks of a name in conflict (responder.py; tests shorten it).
+    #: Seconds between re-checks of a name in conflict (netbios_core.py; tests shorten it).
     conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
 
     def __post_init__(self) -> None:

@@ -1,4 +1,4 @@
-"""NetBIOS session service framing (RFC 1002 §4.3; TCP 139). Sans-IO.
+"""NetBIOS session service (nbss, RFC 1002 §4.3; TCP 139) framing. Sans-IO.
 
 A client calling by NetBIOS name opens TCP 139 and sends a SESSION REQUEST naming
 the called and calling names; the server answers with a POSITIVE SESSION RESPONSE

@@ -17,7 +17,7 @@ makes Windows list an endpoint as a *computer in a workgroup*:
   ``NAME/Workgroup:WG`` (MS-PBSD; the ``/`` separator is what wsdd and Windows use).
 
 How the core works: :class:`WsdHost` is fed received datagrams and HTTP bodies with
-the current time, and queues outgoing :class:`Datagram` values, each with the time
+the current time, and queues outgoing :class:`SendDatagram` values, each with the time
 it is due. SOAP-over-UDP (Appendix I) repeats every datagram: multicast ones 4
 times, unicast ones twice (the counts wsdd uses), the first gap random in
 [UDP_MIN_DELAY, UDP_MAX_DELAY] and doubling up to UDP_UPPER_DELAY. Answers to a
@@ -564,7 +564,7 @@ def build_http_response(status: int, body: bytes = b"", content_type: str = CONT
 
 
 @dataclass(frozen=True)
-class Datagram:
+class SendDatagram:
     """A datagram to send at ``due``: to ``destination`` or, when None, to the
     multicast group of the family of ``local`` (the interface address it belongs to)."""
 
@@ -651,7 +651,7 @@ class WsdHost:
         self._by_path = {ep.path: ep for ep in self.endpoints}
         self._seq = {ep.urn: _Sequence(instance_id, self._new_id()) for ep in self.endpoints}
         self._known = _Known()
-        self._queue: list[Datagram] = []
+        self._queue: list[SendDatagram] = []
         self.active = False
         self._received = self._duplicates = self._malformed = 0
         self._probes = self._resolves = self._gets = 0
@@ -693,7 +693,7 @@ class WsdHost:
         at = start
         gap = self._rng.uniform(UDP_MIN_DELAY, UDP_MAX_DELAY)
         for _ in range(count):
-            self._queue.append(Datagram(payload, local, dest, at))
+            self._queue.append(SendDatagram(payload, local, dest, at))
             at += gap
             gap = min(gap * 2, UDP_UPPER_DELAY)
         self._queue.sort(key=lambda d: d.due)
@@ -800,7 +800,7 @@ class WsdHost:
         """When the next datagram is due, or None."""
         return self._queue[0].due if self._queue else None
 
-    def handle_timer(self, now: float) -> list[Datagram]:
+    def handle_timer(self, now: float) -> list[SendDatagram]:
         """Remove and return every datagram due at ``now`` ([] when none is)."""
         due = [d for d in self._queue if d.due <= now]
         if due:

@@ -24,8 +24,7 @@ from spokeshare.config import LanPresence, VirtualName
 from spokeshare.errors import UsageError
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.netbios import NbnsPacket, NetbiosName, NmFlags, Opcode, Rcode, RRType
-from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
-from spokeshare.lan.responder import (
+from spokeshare.lan.netbios_core import (
     BrowseAnnouncer,
     ChallengeIgnored,
     Command,
@@ -40,6 +39,7 @@ from spokeshare.lan.responder import (
     TokenBucket,
     next_timer,
 )
+from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 from tests.helpers import wait_for
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -583,11 +583,11 @@ def test_pure_modules_import_no_io() -> None:
         import ast, sys
         before = set(sys.modules)  # the interpreter itself preloads "time"
         import spokeshare.lan.netbios, spokeshare.lan.browse
-        import spokeshare.lan.netbios_session, spokeshare.lan.responder
+        import spokeshare.lan.netbios_session, spokeshare.lan.netbios_core
         import spokeshare.lan.ratelimit
         io = {"asyncio", "socket", "ssl", "logging", "time", "selectors"}
         bad = io & (set(sys.modules) - before)
-        for mod in ("netbios", "browse", "netbios_session", "responder", "ratelimit"):
+        for mod in ("netbios", "browse", "netbios_session", "netbios_core", "ratelimit"):
             tree = ast.parse(open(sys.modules["spokeshare.lan." + mod].__file__).read())
             for node in ast.walk(tree):
                 if isinstance(node, ast.Import):

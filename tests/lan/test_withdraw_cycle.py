@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address
 
-from spokeshare.lan.responder import NameResponder, NameState, ResponderConfig, SendNbns
+from spokeshare.lan.netbios_core import NameResponder, NameState, ResponderConfig, SendNbns
 
 
 def test_names_are_claimed_again_after_stop() -> None:

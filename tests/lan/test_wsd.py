@@ -163,7 +163,7 @@ def test_get_timer_and_handle_timer() -> None:
     assert host.handle_timer(nxt - 0.001) == []
 
 
-def probe_answers(host: WsdHost, data: bytes, multicast: bool = True) -> list[wsd.Datagram]:
+def probe_answers(host: WsdHost, data: bytes, multicast: bool = True) -> list[wsd.SendDatagram]:
     host.handle_timer(1e9)
     host.handle_datagram(data, PEER, LOCAL, multicast, 50.0)
     return host.handle_timer(1e9)
