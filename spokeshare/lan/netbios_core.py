@@ -75,6 +75,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+from spokeshare.config import LanPresence
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.netbios import (
     NameFlags,
@@ -259,15 +260,14 @@ class _Name:
 class ResponderConfig:
     """What a :class:`NameResponder` owns and how it behaves.
 
-    ``names``, ``workgroup`` and the addresses are the LAN presence's
-    (:class:`spokeshare.config.LanPresence`, built by
-    :meth:`spokeshare.lan.netbios_service.NetbiosSettings.responder_config`), taken
-    as they are. ValueError for no name or a re-check shorter than a registration.
+    ``presence`` (:class:`spokeshare.config.LanPresence`, validated at config load)
+    gives the names, the workgroup, the interface address and the names' own
+    addresses, taken as they are; ``broadcast`` is the subnet's broadcast address.
+    The rest are RFC 1002 timers and our rate limits (tests shorten them).
+    ValueError for no name or a re-check shorter than a registration.
     """
 
-    names: tuple[str, ...]
-    workgroup: str
-    address: IPv4Address
+    presence: LanPresence
     broadcast: IPv4Address
     answer_ttl: int = netbios.DEFAULT_ANSWER_TTL
     retry_interval: float = BCAST_REQ_RETRY_TIMEOUT
@@ -280,20 +280,35 @@ class ResponderConfig:
     rate_global_per_second: float = RATE_GLOBAL_PER_SECOND
     conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
     extra_addresses: tuple[IPv4Address, ...] = field(default=())
-    #: (name, address) for virtual names that answer with an address of their own.
-    name_addresses: tuple[tuple[str, IPv4Address], ...] = field(default=())
     #: Where broadcasts and WINS requests go (137 on a LAN; other values for tests).
     port: int = netbios.NAME_SERVICE_UDP_PORT
 
     def __post_init__(self) -> None:
         # Names and workgroup come from spokeshare.config.LanPresence, validated at
         # config load (one rule for every protocol); only this core's own invariants here.
-        if not self.names:
+        if not self.presence.names:
             raise ValueError("at least one virtual name is needed")
         if self.retry_count < 1 or self.retry_interval <= 0:
             raise ValueError("registration needs at least one send and a positive interval")
         if self.conflict_recheck_interval <= self.retry_interval * self.retry_count:
             raise ValueError("conflict re-check must be longer than a registration")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n.name for n in self.presence.names)
+
+    @property
+    def workgroup(self) -> str:
+        return self.presence.workgroup
+
+    @property
+    def address(self) -> IPv4Address:
+        return self.presence.ipv4
+
+    @property
+    def name_addresses(self) -> tuple[tuple[str, IPv4Address], ...]:
+        """(name, address) for virtual names that answer with an address of their own."""
+        return tuple((n.name, IPv4Address(n.address)) for n in self.presence.names if n.address)
 
 
 class NameResponder:

@@ -131,16 +131,13 @@ class NetbiosSettings:
 
     def responder_config(self) -> ResponderConfig:
         return ResponderConfig(
-            names=tuple(n for n, _ in self.names),
-            workgroup=self.workgroup,
-            address=self.interface_address,
-            broadcast=self.broadcast_address,
+            self.presence,
+            self.broadcast_address,
             answer_ttl=self.answer_ttl,
             retry_interval=self.registration_retry_interval,
             retry_count=self.registration_retry_count,
             wins_server=self.wins_server,
             port=self.nbns_port,
-            name_addresses=self.name_addresses,
             conflict_recheck_interval=self.conflict_recheck_interval,
         )
 

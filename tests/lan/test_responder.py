@@ -57,17 +57,31 @@ def sends(cmds: list[Command]) -> list[SendNbns]:
     return [c for c in cmds if isinstance(c, SendNbns)]
 
 
+def presence(
+    names: tuple[str, ...],
+    address: IPv4Address = EDGE,
+    name_addresses: tuple[tuple[str, IPv4Address], ...] = (),
+) -> LanPresence:
+    """Workgroup ACME; ``name_addresses`` gives names an address of their own."""
+    own = {n: str(a) for n, a in name_addresses}
+    names_ = tuple(VirtualName(n, "smb", address=own.get(n, "")) for n in names)
+    return LanPresence("", str(address), "ACME", names_)
+
+
 def make(
-    names: tuple[str, ...] = ("GLOBAL-NFS",), address: IPv4Address = EDGE, **kw: object
+    names: tuple[str, ...] = ("GLOBAL-NFS",),
+    address: IPv4Address = EDGE,
+    name_addresses: tuple[tuple[str, IPv4Address], ...] = (),
+    **kw: object,
 ) -> NameResponder:
-    cfg = ResponderConfig(names, "ACME", address, BCAST, **kw)  # type: ignore[arg-type]
+    cfg = ResponderConfig(presence(names, address, name_addresses), BCAST, **kw)  # type: ignore[arg-type]
     return NameResponder(cfg, random.Random(4))
 
 
 def claimed(
     names: tuple[str, ...] = ("GLOBAL-NFS",), address: IPv4Address = EDGE, **kw: object
 ) -> NameResponder:
-    r = make(names, address, **kw)
+    r = make(names, address, **kw)  # type: ignore[arg-type]
     r.start(0.0)
     t = r.get_timer()
     while t is not None and t < 5:
@@ -473,9 +487,9 @@ def test_config_validation() -> None:
     """Names are validated at config load (tests/test_config.py); the core refuses
     only what it cannot run with."""
     with pytest.raises(ValueError):
-        ResponderConfig((), "ACME", EDGE, BCAST)
+        ResponderConfig(presence(()), BCAST)
     with pytest.raises(ValueError):
-        ResponderConfig(("GLOBAL-NFS",), "ACME", EDGE, BCAST, conflict_recheck_interval=0.5)
+        ResponderConfig(presence(("GLOBAL-NFS",)), BCAST, conflict_recheck_interval=0.5)
 
 
 # -- browse announcer ----------------------------------------------------------------

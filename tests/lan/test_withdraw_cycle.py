@@ -5,12 +5,14 @@ from __future__ import annotations
 import random
 from ipaddress import IPv4Address
 
+from spokeshare.config import LanPresence, VirtualName
 from spokeshare.lan.netbios_core import NameResponder, NameState, ResponderConfig, SendNbns
 
 
 def test_names_are_claimed_again_after_stop() -> None:
     cfg = ResponderConfig(
-        ("GLOBAL-NFS",), "ACME", IPv4Address("198.18.11.1"), IPv4Address("198.18.11.255")
+        LanPresence("", "198.18.11.1", "ACME", (VirtualName("GLOBAL-NFS", "smb"),)),
+        IPv4Address("198.18.11.255"),
     )
     r = NameResponder(cfg, rng=random.Random(1))
     now = 0.0
@@ -32,12 +34,10 @@ def test_names_are_claimed_again_after_stop() -> None:
 def test_a_name_with_its_own_address_answers_with_it() -> None:
     from spokeshare.lan import netbios
 
+    eng = VirtualName("GLOBAL-ENG", "eng", address="198.18.11.3")
+    names = (VirtualName("GLOBAL-NFS", "smb"), eng)
     cfg = ResponderConfig(
-        ("GLOBAL-NFS", "GLOBAL-ENG"),
-        "ACME",
-        IPv4Address("198.18.11.1"),
-        IPv4Address("198.18.11.255"),
-        name_addresses=(("GLOBAL-ENG", IPv4Address("198.18.11.3")),),
+        LanPresence("", "198.18.11.1", "ACME", names), IPv4Address("198.18.11.255")
     )
     r = NameResponder(cfg, rng=random.Random(2))
     now = 0.0
