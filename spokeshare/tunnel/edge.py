@@ -15,26 +15,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import logging
 import random
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 from spokeshare import __version__, heap
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import nbss_answer
 from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import control, pool, tls, wire
+from spokeshare.tunnel.edge_state import (
+    HubEvent,
+    HubState,
+    TunnelEvent,
+    TunnelState,
+    hub_transition,
+    tunnel_transition,
+)
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
+
+__all__ = ["ClientEnd", "Edge", "EdgeTunnel", "HubState", "TunnelState"]
 
 #: Seconds between attempts to bind a listener whose port another daemon held at
 #: start (the same cadence as the LAN protocols' look for other daemons,
@@ -43,21 +53,6 @@ LISTENER_RETRY_INTERVAL = 5.0
 
 log = logging.getLogger("spokeshare.edge")
 stream_log = logging.getLogger("spokeshare.edge.stream")
-
-
-class HubState(enum.Enum):
-    STARTING = "starting"
-    UP = "up"
-    DOWN = "down"
-    REVOKED = "revoked"
-
-
-class TunnelState(enum.Enum):
-    IDLE = "idle"
-    OPENING = "opening"
-    RELAYING = "relaying"
-    CONTROL = "control"
-    CLOSED = "closed"
 
 
 class ClientEnd(PlainEnd):
@@ -97,48 +92,132 @@ class ClientEnd(PlainEnd):
             self.edge.client_gone(self)
 
 
+# -- a tunnel's states, each with its own data (transitions: tunnel/edge_state.py) ------
+
+
+@dataclass(slots=True)
+class Idle:
+    """TLS is up; in the pool (or just dialled for the control channel)."""
+
+
+@dataclass(slots=True)
+class Opening:
+    """The open header and the client's first bytes are out; the hub's status is due."""
+
+    client: ClientEnd
+    splice: Splice
+
+
+@dataclass(slots=True)
+class Relaying:
+    """The hub said OK: the splice carries the client's stream."""
+
+    client: ClientEnd
+    splice: Splice
+
+
+@dataclass(slots=True)
+class AwaitControlStatus:
+    """The control channel's open header is out; ``waiter`` gets the hub's status."""
+
+    waiter: asyncio.Future[wire.StatusReply]
+
+
+@dataclass(slots=True)
+class Control:
+    """The control channel runs: frames of control messages, and its heartbeat."""
+
+    frames: wire.FrameReader
+    heartbeat: control.Heartbeat
+
+
+@dataclass(slots=True)
+class Closed:
+    """Refused or lost; nothing more happens on this tunnel."""
+
+
+Phase = Idle | Opening | Relaying | AwaitControlStatus | Control | Closed
+
+_STATE_OF: dict[type[Phase], TunnelState] = {
+    Idle: TunnelState.IDLE,
+    Opening: TunnelState.OPENING,
+    Relaying: TunnelState.RELAYING,
+    AwaitControlStatus: TunnelState.AWAIT_CONTROL_STATUS,
+    Control: TunnelState.CONTROL,
+    Closed: TunnelState.CLOSED,
+}
+
+
 class EdgeTunnel(TunnelEnd):
-    """One TLS connection to the hub: pooled, then a stream or the control channel."""
+    """One TLS connection to the hub: pooled, then a stream or the control channel.
+
+    ``phase`` is its state with that state's data; it changes only through
+    :meth:`_go`, which checks the transition against edge_state.TUNNEL_TRANSITIONS.
+    """
 
     def __init__(self, edge: Edge) -> None:
         super().__init__()
         self.edge = edge
-        self.state = TunnelState.IDLE
+        self.phase: Phase = Idle()
         self.buf = bytearray()
-        self.client: ClientEnd | None = None
-        self.frames: wire.FrameReader | None = None
-        self.status_waiter: asyncio.Future[wire.StatusReply] | None = None
-        #: The control channel's heartbeat, once the hub said OK to it.
-        self.heartbeat: control.Heartbeat | None = None
+
+    @property
+    def state(self) -> TunnelState:
+        return _STATE_OF[type(self.phase)]
 
     def __repr__(self) -> str:
         return f"<EdgeTunnel {self.state.value}>"
 
+    def _go(self, event: TunnelEvent, phase: Phase) -> None:
+        """Enter ``phase`` on ``event``; raises UsageError unless the table allows it."""
+        new = tunnel_transition(self.state, event)
+        if _STATE_OF[type(phase)] is not new:
+            raise UsageError(f"{self!r} on {event.value} goes to {new.value}, not {phase!r}")
+        self.phase = phase
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A TLS client transport (uvloop's does not subclass asyncio.Transport).
         self.transport = cast(asyncio.Transport, transport)
+
+    def _transport(self) -> asyncio.Transport:
+        if self.transport is None:
+            raise UsageError(f"{self!r} is not connected")
+        return self.transport
 
     # -- streams ---------------------------------------------------------------------
     def open_stream(self, client: ClientEnd) -> None:
         """Send the open header and splice the client in, without waiting (0-RTT)."""
-        t = cast(asyncio.Transport, self.transport)
-        self.client = client
-        self.state = TunnelState.OPENING
+        t = self._transport()
+        if client.transport is None:
+            raise UsageError(f"{client!r} is not connected")
         host, port = client.peer
         local, local_port = client.local
         t.write(wire.encode_open(wire.OpenStream(client.service, host, port, local, local_port)))
-        self.splice = Splice(cast(asyncio.Transport, client.transport), t, self._stream_done)
-        client.attach(self.splice)
+        splice = Splice(client.transport, t, functools.partial(self._stream_done, client))
+        self._go(TunnelEvent.OPEN_STREAM, Opening(client, splice))
+        self.splice = splice
+        client.attach(splice)
+
+    def open_control(self) -> asyncio.Future[wire.StatusReply]:
+        """Send the control channel's open header; the future gets the hub's status."""
+        t = self._transport()
+        waiter: asyncio.Future[wire.StatusReply] = asyncio.get_running_loop().create_future()
+        self._go(TunnelEvent.OPEN_CONTROL, AwaitControlStatus(waiter))
+        t.write(wire.encode_open(wire.OpenControl(f"spokeshare/{__version__}")))
+        return waiter
 
     def data_received(self, data: bytes) -> None:
-        st = self.state
-        if st is TunnelState.RELAYING:
+        ph = self.phase
+        if isinstance(ph, Relaying):
             if self.edge.hub_state is HubState.DOWN:
                 self.edge.heard_from_hub()  # a stream survived an outage: the link is back
-            cast(Splice, self.splice).tunnel_data(data)
+            ph.splice.tunnel_data(data)
             return
-        if st is TunnelState.CONTROL and self.status_waiter is None:
-            self.edge.control_bytes(self, data)
+        if isinstance(ph, Control):
+            self.edge.control_bytes(self, ph, data)
             return
+        if isinstance(ph, Closed):
+            return  # refused: the rest is not read
         self.buf += data
         try:
             parsed = wire.parse_status(self.buf)
@@ -151,49 +230,56 @@ class EdgeTunnel(TunnelEnd):
         reply, used = parsed
         rest = bytes(self.buf[used:])
         self.buf.clear()
-        if st is TunnelState.OPENING:
-            self._opened(reply, rest)
-        elif st is TunnelState.CONTROL and self.status_waiter is not None:
-            waiter, self.status_waiter = self.status_waiter, None
-            if reply.status is wire.Status.OK:
-                # The channel is up from here: the hub's first ping may be in ``rest``.
-                self.heartbeat = control.Heartbeat(self.edge.heartbeat_cfg, time.monotonic())
-            if not waiter.done():
-                waiter.set_result(reply)
-            if rest:
-                self.edge.control_bytes(self, rest)
+        if isinstance(ph, Opening):
+            self._opened(ph, reply, rest)
+        elif isinstance(ph, AwaitControlStatus):
+            self._control_status(ph, reply, rest)
         else:  # an idle tunnel told something by the hub: it is refusing us
+            self._go(TunnelEvent.STATUS_REFUSED, Closed())
             self.edge.pool.tunnel_lost(self)  # closing: never handed out from here
             self.edge.hub_refused(reply)
             self.close()
+            self.edge.kick()
 
-    def _opened(self, reply: wire.StatusReply, rest: bytes) -> None:
-        client = cast(ClientEnd, self.client)
-        splice = cast(Splice, self.splice)
+    def _opened(self, ph: Opening, reply: wire.StatusReply, rest: bytes) -> None:
+        client, splice = ph.client, ph.splice
         if client.deadline is not None:
             client.deadline.cancel()
             client.deadline = None
         if reply.status is not wire.Status.OK:
+            self._go(TunnelEvent.STATUS_REFUSED, Closed())
             self.edge.hub_refused(reply, client)
             splice.refused(reply.status.name)
-            self._log(splice)
+            self._log(client, splice)
             self.edge.streams_failed += 1
-            self.state = TunnelState.CLOSED
-            cast(asyncio.Transport, client.transport).close()
+            if client.transport is not None:
+                client.transport.close()
             self.close()
             return
-        self.state = TunnelState.RELAYING
+        self._go(TunnelEvent.STATUS_OK, Relaying(client, splice))
         if rest:
             splice.tunnel_data(rest)
 
-    def _stream_done(self, splice: Splice) -> None:
-        self.edge.clients.discard(self)
-        if self.client is not None and self.client.deadline is not None:
-            self.client.deadline.cancel()
-        self._log(splice)
+    def _control_status(self, ph: AwaitControlStatus, reply: wire.StatusReply, rest: bytes) -> None:
+        if reply.status is wire.Status.OK:
+            # The channel is up from here: the hub's first ping may be in ``rest``.
+            hb = control.Heartbeat(self.edge.heartbeat_cfg, time.monotonic())
+            running = Control(wire.FrameReader(allow_control=True), hb)
+            self._go(TunnelEvent.STATUS_OK, running)
+        else:
+            self._go(TunnelEvent.STATUS_REFUSED, Closed())
+        if not ph.waiter.done():
+            ph.waiter.set_result(reply)
+        if rest and isinstance(self.phase, Control):
+            self.edge.control_bytes(self, self.phase, rest)
 
-    def _log(self, splice: Splice) -> None:
-        c = cast(ClientEnd, self.client)
+    def _stream_done(self, client: ClientEnd, splice: Splice) -> None:
+        self.edge.clients.discard(self)
+        if client.deadline is not None:
+            client.deadline.cancel()
+        self._log(client, splice)
+
+    def _log(self, c: ClientEnd, splice: Splice) -> None:
         stream_log.info(
             "stream client=%s:%d service=%s up=%d down=%d duration=%.3fs result=%s",
             c.peer[0],
@@ -207,12 +293,13 @@ class EdgeTunnel(TunnelEnd):
 
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
-        prev, self.state = self.state, TunnelState.CLOSED
+        prev, ph = self.state, self.phase
+        self._go(TunnelEvent.CONNECTION_LOST, Closed())
         self.edge.heap_policy.note()
         if self.splice is not None:
             self.splice.tunnel_lost(exc)
-        if self.status_waiter is not None and not self.status_waiter.done():
-            self.status_waiter.set_exception(ConnectionError("tunnel closed before status"))
+        if isinstance(ph, AwaitControlStatus) and not ph.waiter.done():
+            ph.waiter.set_exception(ConnectionError("tunnel closed before status"))
         self.edge.tunnel_lost(self, prev)
 
 
@@ -471,7 +558,8 @@ class Edge:
         elif self.hub_state in (HubState.DOWN, HubState.REVOKED):
             self._reject(client, f"hub unreachable ({self.hub_state.value})")
         else:
-            cast(asyncio.Transport, client.transport).pause_reading()
+            if client.transport is not None:
+                client.transport.pause_reading()
             self.pool.wait(client)
             client.deadline = asyncio.get_running_loop().call_later(
                 self.cfg.pool.connect_timeout, self._wait_timeout, client
@@ -537,7 +625,7 @@ class Edge:
         if self.client_log.admit(reply.status.name, source, time.monotonic()):
             log.warning("hub refused%s: %s (%s)", who, reply.status.name, reply.reason)
         if reply.status is wire.Status.REVOKED:
-            self._set_hub_state(HubState.REVOKED)
+            self._hub_event(HubEvent.REVOKED)
 
     # -- the pool --------------------------------------------------------------------
     def kick(self) -> None:
@@ -642,23 +730,18 @@ class Edge:
         dial again with backoff when it fails, is refused or falls silent."""
         failures = 0
         while not self._closing:
+            tunnel: EdgeTunnel | None = None
             try:
                 tunnel = await self._dial()
-                tunnel.state = TunnelState.CONTROL
-                tunnel.frames = wire.FrameReader(allow_control=True)
-                waiter: asyncio.Future[wire.StatusReply] = (
-                    asyncio.get_running_loop().create_future()
-                )
-                tunnel.status_waiter = waiter
-                cast(asyncio.Transport, tunnel.transport).write(
-                    wire.encode_open(wire.OpenControl(f"spokeshare/{__version__}"))
-                )
+                waiter = tunnel.open_control()
                 async with asyncio.timeout(self.cfg.pool.connect_timeout):
                     reply = await waiter
             except (OSError, TimeoutError) as exc:
+                if tunnel is not None:
+                    tunnel.abort("no status for the control channel")
                 failures += 1
                 self._dial_failed(exc, "the control channel", pooled=False)
-                self._set_hub_state(HubState.DOWN)
+                self._hub_event(HubEvent.UNREACHABLE)
                 await self._retry_after(
                     pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
                 )
@@ -668,7 +751,7 @@ class Edge:
                 tunnel.close()
                 failures += 1
                 if reply.status is not wire.Status.REVOKED:
-                    self._set_hub_state(HubState.DOWN)
+                    self._hub_event(HubEvent.UNREACHABLE)
                 await asyncio.sleep(
                     pool.backoff_delay(
                         self.cfg.pool,
@@ -677,15 +760,22 @@ class Edge:
                     )
                 )
                 continue
+            running = tunnel.phase
+            if not isinstance(running, Control):  # lost right after its OK
+                failures += 1
+                self._hub_event(HubEvent.UNREACHABLE)
+                await self._retry_after(
+                    pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
+                )
+                continue
             failures = 0
             self.control = tunnel
-            hb = cast(control.Heartbeat, tunnel.heartbeat)
-            self._set_hub_state(HubState.UP)
+            self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
-            await self._keep_control(tunnel, hb)
+            await self._keep_control(tunnel, running.heartbeat)
             if not self._closing:
-                self._set_hub_state(HubState.DOWN)
+                self._hub_event(HubEvent.UNREACHABLE)
 
     async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
         """Wake the heartbeat when it asks, until the channel closes or the hub is lost."""
@@ -714,14 +804,13 @@ class Edge:
     def _suspect_hub(self) -> None:
         """A stream got no answer in time: ask the control channel right away."""
         ctl = self.control
-        if ctl is not None and ctl.heartbeat is not None:
-            self._control_commands(ctl, ctl.heartbeat.ping_now(time.monotonic()))
+        if ctl is not None and isinstance(ctl.phase, Control):
+            self._control_commands(ctl, ctl.phase.heartbeat.ping_now(time.monotonic()))
 
-    def control_bytes(self, tunnel: EdgeTunnel, data: bytes) -> None:
+    def control_bytes(self, tunnel: EdgeTunnel, running: Control, data: bytes) -> None:
         """Bytes on the control channel after the hub's OK: frames of control messages."""
-        hb = tunnel.heartbeat
         try:
-            events = cast(wire.FrameReader, tunnel.frames).feed(data)
+            events = running.frames.feed(data)
             messages = [
                 control.decode_json(ev.message)
                 for ev in events
@@ -734,8 +823,7 @@ class Edge:
         if len(messages) != len(events):
             tunnel.abort("unexpected frame on control channel")
             return
-        if hb is None:
-            return
+        hb = running.heartbeat
         for msg in messages:
             self._control_commands(tunnel, hb.receive(msg, time.monotonic(), self._pong_stats()))
 
@@ -750,7 +838,7 @@ class Edge:
                 self.rtt = cmd.rtt
             elif isinstance(cmd, control.PeerRevoked):
                 log.error("hub says this office (%s) is revoked", self.bundle.office)
-                self._set_hub_state(HubState.REVOKED)
+                self._hub_event(HubEvent.REVOKED)
             elif isinstance(cmd, control.PeerLost):
                 log.warning(
                     "no heartbeat from hub for %.1fs; treating it as unreachable", cmd.silence
@@ -766,10 +854,10 @@ class Edge:
             "streams_failed": self.streams_failed,
         }
 
-    def _set_hub_state(self, state: HubState) -> None:
+    def _hub_event(self, event: HubEvent) -> None:
+        """Move the hub's state as edge_state.HUB_TRANSITIONS says and act on a change."""
+        state = hub_transition(self.hub_state, event)
         if state is self.hub_state:
-            return
-        if self.hub_state is HubState.REVOKED and state is HubState.DOWN:
             return
         log.info("hub %s -> %s", self.hub_state.value, state.value)
         self.hub_state = state
