@@ -1,20 +1,21 @@
 """The Debian package: ``./run package`` builds it, lintian passes it, and it installs
 and runs on a stock Debian 12 root.
 
-The root is made by mmdebstrap from the Debian mirror apt uses on this host (minbase:
-the Essential packages and apt, less than a stock install), and the package goes in with
+The root is made by mmdebstrap from the Debian mirror apt uses on this host (minbase
+plus systemd as init: less than a stock install), and the package goes in with
 ``apt-get install ./spokeshare_*.deb`` as the README says, so apt must resolve every
 dependency itself and the maintainer scripts run against that root's own passwd and
 dpkg database: the host's packages cannot stand in for anything. Commands then run in
 the root through chroot inside a fresh mount namespace (``unshare --mount``) whose
-/proc mount ends with its last process, so nothing is ever mounted on the host; the
-hub runs as the unit file says (its ``User``, its ``ExecStart``) until it reports that
-it listens, and is stopped by PID.
+/proc mount ends with its last process, so nothing is ever mounted on the host. The
+hub runs as its unit file says (``User``, ``ExecStart``) until it reports that it
+listens, and is stopped by PID; then the root boots with systemd (systemd-nspawn, on
+the host's network, no network namespace: the hub listens on a free loopback port),
+``systemctl enable --now spokeshare-hub`` starts it inside the unit's sandbox, and
+``apt-get remove`` stops it; the container powers itself off.
 
 Building the package (a private environment from the pip registry) takes about 40 s,
-the root and the install about 50 s: done once for the module. No systemd runs in a
-chroot, so that removing the package stops the units is left to debhelper's scripts
-(dh_installsystemd), not shown here.
+the root and the install about 50 s: done once for the module, about 2 minutes in all.
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
         (deb,) = out.glob("spokeshare_*.deb")
         boot = subprocess.run(
             [
-                "mmdebstrap", "--variant=minbase", "--mode=root", "--quiet",
+                "mmdebstrap", "--variant=minbase", "--include=systemd-sysv", "--mode=root",
+                "--quiet",
                 f"--customize-hook=copy-in {deb} /tmp",
                 f'--customize-hook=chroot "$1" apt-get install -y -q /tmp/{deb.name}',
                 f'--customize-hook=rm "$1/tmp/{deb.name}"',
@@ -170,7 +172,79 @@ def _unit(root: Root, name: str) -> dict[str, str]:
     return keys
 
 
-def test_root_enrols_and_the_hub_unit_runs_as_its_user(root: Root) -> None:
+def test_edge_unit_exec_start_runs(root: Root) -> None:
+    unit = _unit(root, "spokeshare-edge.service")
+    done = root.run(unit["ExecStart"].split() + ["--help"], user=unit["User"])
+    assert "--config" in done.stdout and "usage: spokeshare edge" in done.stdout
+
+
+# Runs in the booted root as a oneshot unit: the README's `systemctl enable --now`, then
+# `apt-get remove`, each result a key=value line in /root/result; then powers off.
+BOOT_STEPS = """#!/bin/sh
+exec >/root/steps.log 2>&1
+set -x
+say() { echo "$1" >>/root/result; }
+systemctl enable --now spokeshare-hub.service
+i=0
+until journalctl -u spokeshare-hub | grep -q "hub listening on 127.0.0.1:@PORT@"; do
+    i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
+done
+say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
+say "active=$(systemctl is-active spokeshare-hub)"
+say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
+apt-get remove -y -q spokeshare
+n=0
+for p in /proc/[0-9]*; do
+    tr '\\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q '^/opt/spokeshare/' && n=$((n + 1))
+done
+say "running_after_remove=$n"
+say "done"
+systemctl poweroff
+"""
+BOOT_UNIT = """[Unit]
+After=multi-user.target
+[Service]
+Type=oneshot
+ExecStart=/root/steps.sh
+"""
+
+
+def _boot(root: Root, port: int) -> dict[str, str]:
+    """Boot the root with systemd (systemd-nspawn, the host's network, no machined),
+    run BOOT_STEPS in it, return its results."""
+    steps = root.file("/root/steps.sh")
+    steps.write_text(BOOT_STEPS.replace("@PORT@", str(port)))
+    steps.chmod(0o755)
+    unit = root.file("/etc/systemd/system/steps.service")
+    unit.write_text(BOOT_UNIT)
+    wants = root.file("/etc/systemd/system/multi-user.target.wants")
+    wants.mkdir(exist_ok=True)
+    (wants / "steps.service").symlink_to("/etc/systemd/system/steps.service")
+    nspawn_dir = Path("/run/systemd/nspawn")
+    made_nspawn_dir = not nspawn_dir.exists()
+    try:
+        booted = subprocess.run(
+            ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D",
+             str(root.path), "--boot"],
+            capture_output=True, text=True, timeout=180, check=False,
+        )  # fmt: skip
+        log = root.file("/root/steps.log")
+        detail = booted.stdout[-3000:] + (log.read_text() if log.exists() else "")
+        result = root.file("/root/result")
+        assert result.exists(), detail
+        values = dict(line.split("=", 1) for line in result.read_text().splitlines() if "=" in line)
+        assert "done" in result.read_text(), detail
+        return values
+    finally:
+        (wants / "steps.service").unlink()
+        unit.unlink()
+        if made_nspawn_dir:  # its empty bookkeeping directories on the host
+            for d in sorted(nspawn_dir.rglob("*"), reverse=True):
+                d.rmdir()
+            nspawn_dir.rmdir()
+
+
+def test_root_enrols_then_systemd_runs_the_hub_unit_and_remove_stops_it(root: Root) -> None:
     port, smb = free_port(), free_port()
     # As the README's quick start: root makes the deployment in the package's directory.
     # The ipp backend is a lab address the hub is told not to check (no traffic).
@@ -188,13 +262,13 @@ def test_root_enrols_and_the_hub_unit_runs_as_its_user(root: Root) -> None:
         assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o600), key
     assert root.file("/root/nyc.bundle").stat().st_uid == 0
 
+    # The hub unit's ExecStart as its User, by hand (no systemd): it reads the keys.
     unit = _unit(root, "spokeshare-hub.service")
     argv = unit["ExecStart"].split()
     with process(
         root.argv(argv, user=unit["User"], group=unit["Group"]),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     ) as hub:  # fmt: skip
-        assert hub.stdout is not None
         lines: list[str] = []
 
         def listening() -> bool:
@@ -207,11 +281,14 @@ def test_root_enrols_and_the_hub_unit_runs_as_its_user(root: Root) -> None:
         wait_for(listening, timeout=60, what="the packaged hub to listen")
         assert os.stat(f"/proc/{hub.pid}").st_uid == uid
 
-
-def test_edge_unit_exec_start_runs(root: Root) -> None:
-    unit = _unit(root, "spokeshare-edge.service")
-    done = root.run(unit["ExecStart"].split() + ["--help"], user=unit["User"])
-    assert "--config" in done.stdout and "usage: spokeshare edge" in done.stdout
+    # The same under systemd, with the unit's sandbox; then apt-get remove stops it.
+    result = _boot(root, port)
+    assert result["listening"] == "1", result
+    assert result["active"] == "active", result
+    assert result["user"] == "spokeshare", result
+    assert result["running_after_remove"] == "0", result
+    assert not root.file("/opt/spokeshare").exists()
+    assert root.file("/etc/spokeshare/ca.key").is_file()
 
 
 def test_remove_keeps_configuration_purge_deletes_it_and_the_user(root: Root) -> None:
