@@ -684,6 +684,8 @@ class Edge:
         ):
             proto.abort("ALPN mismatch")
             raise ConnectionError(f"hub did not agree on ALPN {wire.ALPN}")
+        if proto.state is not TunnelState.IDLE:  # closed by the hub before we got it
+            raise ConnectionError("hub closed the tunnel as it came up")
         return proto
 
     def _dial_failed(self, exc: BaseException, what: str, pooled: bool) -> None:
