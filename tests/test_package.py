@@ -223,13 +223,16 @@ def _boot(root: Root, port: int) -> dict[str, str]:
     nspawn_dir = Path("/run/systemd/nspawn")
     made_nspawn_dir = not nspawn_dir.exists()
     try:
-        booted = subprocess.run(
+        console = root.path.parent / "boot.log"
+        # SIGTERM (on the way out, if it hangs) makes nspawn power the container off.
+        with console.open("wb") as out, process(
             ["systemd-nspawn", "--quiet", "--register=no", "--keep-unit", "-D",
              str(root.path), "--boot"],
-            capture_output=True, text=True, timeout=180, check=False,
-        )  # fmt: skip
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        ) as nspawn:  # fmt: skip
+            nspawn.wait(timeout=180)
         log = root.file("/root/steps.log")
-        detail = booted.stdout[-3000:] + (log.read_text() if log.exists() else "")
+        detail = console.read_text()[-3000:] + (log.read_text() if log.exists() else "")
         result = root.file("/root/result")
         assert result.exists(), detail
         values = dict(line.split("=", 1) for line in result.read_text().splitlines() if "=" in line)
