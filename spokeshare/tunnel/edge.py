@@ -1,14 +1,21 @@
-"""The edge: LAN listeners, the warm pool of tunnels, and the control channel.
+"""The edge's I/O shell: LAN listeners, the warm pool's tunnels, the control channel.
 
 A LAN client's connection is handed a tunnel that is already open (TCP and TLS done
 long before), the open header and the client's first bytes go out at once (0-RTT), and
-the hub's status comes back ahead of the backend's first bytes. Tunnels come from a
-pool kept warm by :mod:`spokeshare.tunnel.pool`'s policy.
+the hub's status comes back ahead of the backend's first bytes. Which tunnel goes to
+which client, when to dial and when to retire one are decided by the pure
+:class:`spokeshare.tunnel.pool.Pool`; this module dials, writes and closes.
 
-The control channel carries heartbeats both ways. It decides whether the hub counts as
-reachable: while it is down (after a failure, not during start-up) a new client
-connection is closed at once instead of waiting. In every case a client connection
-that has no OK status ``pool.open_timeout`` after it arrived is closed.
+The control channel carries heartbeats both ways (:class:`spokeshare.tunnel.control.
+Heartbeat` decides when to ping and when the hub is lost). It decides whether the hub
+counts as reachable: while it is down (after a failure, not during start-up) a new
+client connection is closed at once instead of waiting. In every case a client
+connection that has no OK status ``pool.open_timeout`` after it arrived is closed.
+
+The hub's state and each tunnel's change only through the tables of
+:mod:`spokeshare.tunnel.edge_state`; here each tunnel state is a small dataclass
+carrying that state's data (:class:`Opening` its client, :class:`Control` its
+heartbeat). The NetBIOS session answerer on 139 is :mod:`spokeshare.lan.nbss_answer`.
 """
 
 from __future__ import annotations
