@@ -11,7 +11,25 @@ Every accepted TCP connection goes through, in order:
    tunnel may idle but a slow header cannot hold a slot). Unknown version, unknown
    service, service not allowed for this office: a status and close.
 4. STREAM: connect to the service's backend (named only in hub.toml), answer OK, splice.
-   CONTROL: heartbeats; the hub learns the office's RTT, version and clients.
+   CONTROL: heartbeats (``tunnel.control``); the hub learns the office's RTT, version
+   and clients.
+
+Tunnel states
+-------------
+Every transition of a :class:`HubTunnel` is in :data:`TRANSITIONS` and made by
+``HubTunnel._go``, which refuses (``UsageError``) a pair the table does not list. Each
+state carries its own data (the ``phase``: :class:`AwaitHeader`, :class:`Connecting`,
+:class:`Relaying`, :class:`ControlChannel`, :class:`Closed`), so nothing is read from
+an attribute that only some states fill::
+
+    AWAIT_HEADER --OPEN_STREAM--> CONNECTING --BACKEND_UP--> RELAYING --STREAM_ENDED--> CLOSED
+    AWAIT_HEADER --OPEN_CONTROL--> CONTROL
+    AWAIT_HEADER, CONNECTING --REFUSED--> CLOSED     a status other than OK, then close
+    any state --LOST--> CLOSED                        the TLS connection is gone
+
+A tunnel exists from admission on (office and transport known); during the TLS
+handshake and the admission checks its connection's protocol is :class:`Handshaking`,
+which keeps what arrives meanwhile.
 
 Registry changes (``spokeshare office revoke``) are picked up within a second and a
 revoked office's live tunnels are cut. A status snapshot is written to
@@ -29,18 +47,18 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar
 
 from cryptography import x509
 
 from spokeshare import __version__, enrollment, heap, hubstatus, pki
 from spokeshare.config import HubConfig, SocketConfig
-from spokeshare.errors import DecodeError, EnrollmentError
+from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.loglimit import LogLimiter
 from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import reserved_port, tls, wire
+from spokeshare.tunnel import control, reserved_port, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
@@ -58,11 +76,91 @@ HEAP_RELEASE_INTERVAL = 10.0
 
 
 class TunnelState(enum.Enum):
+    """Where a :class:`HubTunnel` is (module docstring, "Tunnel states")."""
+
     AWAIT_HEADER = "await-header"
     CONNECTING = "connecting"
     RELAYING = "relaying"
     CONTROL = "control"
     CLOSED = "closed"
+
+
+class TunnelEvent(enum.Enum):
+    """What moves a :class:`HubTunnel` from one :class:`TunnelState` to the next."""
+
+    OPEN_STREAM = "open-stream"  # a stream header passed the checks: dial the backend
+    OPEN_CONTROL = "open-control"  # a control header: OK sent, heartbeats from here
+    BACKEND_UP = "backend-up"  # the backend answered: OK sent, spliced
+    REFUSED = "refused"  # a status other than OK sent, tunnel closing
+    STREAM_ENDED = "stream-ended"  # the splice is done (both EOFs, or failed and aborted)
+    LOST = "lost"  # the TLS connection is gone
+
+
+#: Every transition a hub tunnel makes: (state, event) -> next state. Anything else
+#: raises UsageError (a bug: the callbacks check the state before they move it).
+TRANSITIONS: dict[tuple[TunnelState, TunnelEvent], TunnelState] = {
+    (TunnelState.AWAIT_HEADER, TunnelEvent.OPEN_STREAM): TunnelState.CONNECTING,
+    (TunnelState.AWAIT_HEADER, TunnelEvent.OPEN_CONTROL): TunnelState.CONTROL,
+    (TunnelState.AWAIT_HEADER, TunnelEvent.REFUSED): TunnelState.CLOSED,
+    (TunnelState.CONNECTING, TunnelEvent.BACKEND_UP): TunnelState.RELAYING,
+    (TunnelState.CONNECTING, TunnelEvent.REFUSED): TunnelState.CLOSED,
+    (TunnelState.RELAYING, TunnelEvent.STREAM_ENDED): TunnelState.CLOSED,
+    **{(s, TunnelEvent.LOST): TunnelState.CLOSED for s in TunnelState},
+}
+
+
+@dataclass(slots=True)
+class AwaitHeader:
+    """Idle in the edge's pool, or reading an open header: bytes so far and the one
+    timer (the pool's idle allowance, then from the first byte the header's)."""
+
+    STATE: ClassVar[TunnelState] = TunnelState.AWAIT_HEADER
+    buf: bytearray = field(default_factory=bytearray)
+    started: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class Connecting:
+    """The stream's backend is being dialled; what the edge sends meanwhile (0-RTT)
+    waits in ``early``, at most MAX_EARLY bytes."""
+
+    STATE: ClassVar[TunnelState] = TunnelState.CONNECTING
+    header: wire.OpenStream
+    opened_at: float  # monotonic
+    early: bytearray
+
+
+@dataclass(slots=True)
+class Relaying:
+    """The stream runs through ``splice`` (also ``TunnelEnd.splice``, for flow control
+    and aborts)."""
+
+    STATE: ClassVar[TunnelState] = TunnelState.RELAYING
+    header: wire.OpenStream
+    opened_at: float
+    splice: Splice
+
+
+@dataclass(slots=True)
+class ControlChannel:
+    """The office's control channel: control frames and their heartbeat, woken by
+    ``timer`` when the heartbeat asks (``control.Heartbeat.get_timer``)."""
+
+    STATE: ClassVar[TunnelState] = TunnelState.CONTROL
+    frames: wire.FrameReader
+    heartbeat: control.Heartbeat
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
+class Closed:
+    """Refused, ended or lost: nothing more happens on this tunnel."""
+
+    STATE: ClassVar[TunnelState] = TunnelState.CLOSED
+
+
+Phase = AwaitHeader | Connecting | Relaying | ControlChannel | Closed
 
 
 @dataclass
@@ -106,97 +204,113 @@ class OfficeState:
         }
 
 
-class HubTunnel(TunnelEnd):
-    """One TLS connection from an edge, after its handshake."""
+class Handshaking(asyncio.Protocol):
+    """The protocol of a connection during its TLS handshake and admission: keeps what
+    arrives until the :class:`HubTunnel` takes over (``transport.set_protocol``)."""
 
-    def __init__(self, hub: Hub, peer: tuple[str, int]) -> None:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data  # admission follows the handshake at once: briefly held
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class HubTunnel(TunnelEnd):
+    """One TLS connection from an admitted office's edge (module docstring)."""
+
+    transport: asyncio.Transport
+
+    def __init__(
+        self, hub: Hub, peer: tuple[str, int], transport: asyncio.Transport, office: OfficeState
+    ) -> None:
         super().__init__()
         self.hub = hub
         self.peer = peer
-        self.office: OfficeState | None = None
-        self.state = TunnelState.AWAIT_HEADER
-        self.buf = bytearray()
-        self.header: wire.OpenStream | None = None
-        self.opened_at = 0.0
-        self.frames: wire.FrameReader | None = None
-        self.ping_sent: dict[int, float] = {}
-        self.ping_seq = 0
-        self.last_heard = time.monotonic()
-        self._timer: asyncio.TimerHandle | None = None
-        self._header_started = False
-
-    def __repr__(self) -> str:
-        who = self.office.name if self.office else "?"
-        return f"<HubTunnel {who} {self.peer[0]}:{self.peer[1]} {self.state.value}>"
-
-    # -- set-up ----------------------------------------------------------------------
-    def start(self, transport: asyncio.Transport, office: OfficeState) -> None:
         self.transport = transport
         self.office = office
-        office.tunnels.add(self)
-        self._arm(self.hub.cfg.limits.idle_timeout, "idle in pool too long")
-        if self.buf:
-            self._on_header_bytes()
+        self.phase: Phase = AwaitHeader()
 
-    def _arm(self, delay: float, reason: str) -> None:
-        if self._timer:
-            self._timer.cancel()
-        self._timer = asyncio.get_running_loop().call_later(delay, self._expire, reason)
+    def __repr__(self) -> str:
+        return f"<HubTunnel {self.office.name} {self.peer[0]}:{self.peer[1]} {self.state.value}>"
 
-    def _expire(self, reason: str) -> None:
-        self._timer = None
-        if self.state is TunnelState.AWAIT_HEADER:
-            if self.buf:
-                self._refuse(wire.Status.BAD_HEADER, "open header too slow")
-            else:
-                log.debug("%r closed: %s", self, reason)
-                self.close()
+    @property
+    def state(self) -> TunnelState:
+        return self.phase.STATE
+
+    def _go(self, event: TunnelEvent, phase: Phase) -> None:
+        """The one place the state changes: ``event`` must lead (TRANSITIONS) to
+        ``phase``'s state; what belonged to the state left behind (its timer) ends."""
+        if TRANSITIONS.get((self.state, event)) is not phase.STATE:
+            raise UsageError(f"hub tunnel in state {self.state.value} cannot {event.value}")
+        old = self.phase
+        if isinstance(old, AwaitHeader | ControlChannel) and old.timer is not None:
+            old.timer.cancel()
+        self.phase = phase
+
+    # -- set-up ----------------------------------------------------------------------
+    def start(self, early: bytes) -> None:
+        """Admitted: join the office, wait for a header (idle in the pool till then)."""
+        self.office.tunnels.add(self)
+        if isinstance(self.phase, AwaitHeader):  # a new tunnel's first state
+            self._arm(self.phase, self.hub.cfg.limits.idle_timeout)
+        if early:
+            self.data_received(early)
+
+    def _arm(self, st: AwaitHeader, delay: float) -> None:
+        if st.timer is not None:
+            st.timer.cancel()
+        st.timer = asyncio.get_running_loop().call_later(delay, self._expire, st)
+
+    def _expire(self, st: AwaitHeader) -> None:
+        st.timer = None
+        if self.phase is not st:
+            return
+        if st.buf:
+            self._refuse(wire.Status.BAD_HEADER, "open header too slow")
+        else:
+            log.debug("%r closed: idle in pool too long", self)
+            self.close()
 
     # -- asyncio callbacks -----------------------------------------------------------
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        pass  # start() is called once the handshake's checks have passed
-
     def data_received(self, data: bytes) -> None:
-        st = self.state
-        if st is TunnelState.RELAYING:
-            cast(Splice, self.splice).tunnel_data(data)
-        elif st is TunnelState.AWAIT_HEADER:
-            self.buf += data
-            if self.transport is not None:
-                self._on_header_bytes()
-        elif st is TunnelState.CONNECTING:
-            self.buf += data
-            if len(self.buf) > MAX_EARLY:
+        st = self.phase
+        if isinstance(st, Relaying):
+            st.splice.tunnel_data(data)
+        elif isinstance(st, AwaitHeader):
+            st.buf += data
+            self._on_header_bytes(st)
+        elif isinstance(st, Connecting):
+            st.early += data
+            if len(st.early) > MAX_EARLY:
                 self._refuse(wire.Status.BAD_HEADER, "too much data before the stream opened")
-        elif st is TunnelState.CONTROL:
-            self._on_control_bytes(data)
+        elif isinstance(st, ControlChannel):
+            self._on_control_bytes(st, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.state = TunnelState.CLOSED
-        self.hub.heap_policy.note()
-        if self._timer:
-            self._timer.cancel()
         if self.splice is not None:
-            self.splice.tunnel_lost(exc)
-        if self.office is not None:
-            self.office.tunnels.discard(self)
-            if self.office.control is self:
-                self.office.control = None
-                log.info(
-                    "office %s control channel closed%s",
-                    self.office.name,
-                    f": {exc}" if exc else "",
-                )
+            self.splice.tunnel_lost(exc)  # a running stream ends first (and is logged)
+        self._go(TunnelEvent.LOST, Closed())
+        self.hub.heap_policy.note()
+        self.office.tunnels.discard(self)
+        if self.office.control is self:
+            self.office.control = None
+            log.info(
+                "office %s control channel closed%s", self.office.name, f": {exc}" if exc else ""
+            )
 
     # -- the open header -------------------------------------------------------------
-    def _on_header_bytes(self) -> None:
-        if not self._header_started:
+    def _on_header_bytes(self, st: AwaitHeader) -> None:
+        if not st.started:
             # The pool's idle allowance ends with the first header byte: from here a
             # slow (or one byte a second) header has header_timeout to complete.
-            self._header_started = True
-            self._arm(self.hub.cfg.limits.header_timeout, "open header too slow")
+            st.started = True
+            self._arm(st, self.hub.cfg.limits.header_timeout)
         try:
-            parsed = wire.parse_open(self.buf)
+            parsed = wire.parse_open(st.buf)
         except wire.UnsupportedVersion as exc:
             self._refuse(
                 wire.Status.UNSUPPORTED_VERSION,
@@ -209,54 +323,61 @@ class HubTunnel(TunnelEnd):
         if parsed is None:
             return
         header, used = parsed
-        del self.buf[:used]
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
-        office = cast(OfficeState, self.office)
+        rest = st.buf[used:]
         if isinstance(header, wire.OpenControl):
-            self._start_control(header)
+            self._start_control(header, bytes(rest))
             return
+        office = self.office
         backend = self.hub.cfg.services.get(header.service)
         record = self.hub.registry.get(office.name)
-        self.header = header
         if backend is None:
-            self._refuse(wire.Status.UNKNOWN_SERVICE, f"no service {header.service!r}")
+            self._refuse(
+                wire.Status.UNKNOWN_SERVICE, f"no service {header.service!r}", (header, 0.0)
+            )
         elif record is None or header.service not in record.services:
             self._refuse(
-                wire.Status.NOT_ALLOWED, f"office {office.name} may not use {header.service!r}"
+                wire.Status.NOT_ALLOWED,
+                f"office {office.name} may not use {header.service!r}",
+                (header, 0.0),
             )
         else:
-            self.state = TunnelState.CONNECTING
-            self.opened_at = time.monotonic()
-            cast(asyncio.Transport, self.transport).pause_reading()
+            conn = Connecting(header, time.monotonic(), rest)
+            self._go(TunnelEvent.OPEN_STREAM, conn)
+            self.transport.pause_reading()
             office.streams_total += 1
-            self.hub.spawn(
-                self._connect_backend(backend.host, backend.port, backend.reserved_source_port)
-            )
+            reserved = backend.reserved_source_port
+            self.hub.spawn(self._connect_backend(conn, backend.host, backend.port, reserved))
 
-    def _refuse(self, status: wire.Status, reason: str) -> None:
-        """Answer a status, close, and log it: as the stream's one line when it was one."""
-        if self.header is not None:
-            self._log_stream(None, f"refused {status.name}: {reason}", logging.WARNING)
+    def _refuse(
+        self,
+        status: wire.Status,
+        reason: str,
+        stream: tuple[wire.OpenStream, float] | None = None,
+    ) -> None:
+        """Answer a status, close, and log it: as the stream's one line when it was one
+        (``stream``: its header and when it opened; a CONNECTING tunnel's own)."""
+        st = self.phase
+        if stream is None and isinstance(st, Connecting):
+            stream = (st.header, st.opened_at)
+        if stream is not None:
+            self._log_stream(stream, None, f"refused {status.name}: {reason}", logging.WARNING)
         else:
             log.warning(
                 "refused tunnel office=%s peer=%s:%s status=%s reason=%s",
-                self.office.name if self.office else "?",
+                self.office.name,
                 self.peer[0],
                 self.peer[1],
                 status.name,
                 reason,
             )
-        self.state = TunnelState.CLOSED
-        if self._timer:
-            self._timer.cancel()
-            self._timer = None
-        if self.transport is not None and not self.transport.is_closing():
+        self._go(TunnelEvent.REFUSED, Closed())
+        if not self.transport.is_closing():
             self.transport.write(wire.encode_status(wire.StatusReply(status, reason[:200])))
             self.transport.close()
 
-    async def _connect_backend(self, host: str, port: int, reserved: bool = False) -> None:
+    async def _connect_backend(
+        self, conn: Connecting, host: str, port: int, reserved: bool = False
+    ) -> None:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.hub.cfg.limits.backend_connect_timeout):
@@ -270,132 +391,157 @@ class HubTunnel(TunnelEnd):
                 else:
                     btrans, bend = await loop.create_connection(PlainEnd, host, port)
         except (OSError, TimeoutError) as exc:
-            if self.state is TunnelState.CONNECTING:
+            if self.phase is conn:
                 self._refuse(
                     wire.Status.BACKEND_DOWN,
                     f"backend {host}:{port}: {tls.describe_handshake_error(exc)}",
                 )
             return
-        if self.state is not TunnelState.CONNECTING or self.transport is None:
+        if self.phase is not conn:
             abort_with_rst(btrans)  # the tunnel went away meanwhile
-            self._log_stream(None, "tunnel lost before backend connected")
+            self._log_stream((conn.header, conn.opened_at), None,
+                             "tunnel lost before backend connected")  # fmt: skip
             return
         tune_lan(btrans.get_extra_info("socket"))
         # This tunnel now carries a client: a WAN outage stalls it, not cuts it.
         carry_stream(self.transport.get_extra_info("socket"), self.hub.sockets, True)
-        is_ipp = self.header is not None and self.header.service == ipp_relay.SERVICE
+        is_ipp = conn.header.service == ipp_relay.SERVICE
         if is_ipp and ipp_relay.loopback_backend(btrans):
             # Never hand an office's request to cupsd as a local one (printing/ipp_relay).
             abort_with_rst(btrans)
             self._refuse(wire.Status.BACKEND_DOWN, f"ipp backend {host}:{port} is loopback")
             return
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
-        gate = ipp_relay.IppFilter(self._ipp_info(), self._ipp_policy) if is_ipp else None
+        gate = None
+        if is_ipp:
+            gate = ipp_relay.IppFilter(self._ipp_info(conn.header), self._ipp_policy)
         splice = Splice(btrans, self.transport, self._stream_done, gate)
+        self._go(TunnelEvent.BACKEND_UP, Relaying(conn.header, conn.opened_at, splice))
         self.splice = splice
-        self.state = TunnelState.RELAYING
-        early, self.buf = bytes(self.buf), bytearray()
-        if early:
-            splice.tunnel_data(early)
+        if conn.early:
+            splice.tunnel_data(bytes(conn.early))
         bend.attach(splice)
         if not self.transport.is_closing():
             self.transport.resume_reading()
 
-    def _ipp_info(self) -> StreamInfo:
-        h = cast(wire.OpenStream, self.header)
-        office = self.office.name if self.office else "?"
-        return StreamInfo(office, f"{h.client_host}:{h.client_port}", h.local_host, h.local_port)
+    def _ipp_info(self, h: wire.OpenStream) -> StreamInfo:
+        return StreamInfo(
+            self.office.name, f"{h.client_host}:{h.client_port}", h.local_host, h.local_port
+        )
 
     def _ipp_policy(self) -> PrinterPolicy:
         """The office's printer list as the registry said when the hub last loaded it."""
-        return self.office.printer_policy if self.office else PrinterPolicy.of(())
+        return self.office.printer_policy
 
     def _stream_done(self, splice: Splice) -> None:
-        if self.office is not None:
-            self.office.bytes_up += splice.up
-            self.office.bytes_down += splice.down
-        self._log_stream(splice, str(splice.result))
-        if splice.result is not None and splice.result.ok:
-            self.state = TunnelState.CLOSED
+        self.office.bytes_up += splice.up
+        self.office.bytes_down += splice.down
+        st = self.phase
+        if isinstance(st, Relaying):  # a splice exists only while relaying
+            self._log_stream((st.header, st.opened_at), splice, str(splice.result))
+            self._go(TunnelEvent.STREAM_ENDED, Closed())
 
-    def _log_stream(self, splice: Splice | None, result: str, level: int = logging.INFO) -> None:
-        h = self.header
+    def _log_stream(
+        self,
+        stream: tuple[wire.OpenStream, float] | None,
+        splice: Splice | None,
+        result: str,
+        level: int = logging.INFO,
+    ) -> None:
+        h, opened_at = stream if stream is not None else (None, 0.0)
         stream_log.log(
             level,
             "stream office=%s client=%s service=%s up=%d down=%d duration=%.3fs result=%s",
-            self.office.name if self.office else "?",
+            self.office.name,
             f"{h.client_host}:{h.client_port}" if h else "-",
             h.service if h else "-",
             splice.up if splice else 0,
             splice.down if splice else 0,
-            time.monotonic() - self.opened_at if self.opened_at else 0.0,
+            time.monotonic() - opened_at if opened_at else 0.0,
             result,
         )
 
     # -- control channel -------------------------------------------------------------
-    def _start_control(self, header: wire.OpenControl) -> None:
-        office = cast(OfficeState, self.office)
-        self.state = TunnelState.CONTROL
-        self.frames = wire.FrameReader(allow_control=True)
+    def _start_control(self, header: wire.OpenControl, rest: bytes) -> None:
+        office = self.office
+        now = time.monotonic()
+        ctl = ControlChannel(
+            wire.FrameReader(allow_control=True),
+            control.Heartbeat(self.hub.heartbeat_cfg, now),
+        )
+        self._go(TunnelEvent.OPEN_CONTROL, ctl)
         if office.control is not None:
             office.control.close()
         office.control = self
         office.version = header.edge_version
         office.last_seen = time.time()
-        self.last_heard = time.monotonic()
-        cast(asyncio.Transport, self.transport).write(
-            wire.encode_status(wire.StatusReply(wire.Status.OK))
-        )
+        self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
         log.info(
             "office %s connected from %s (edge %s)", office.name, self.peer[0], header.edge_version
         )
-        self.send_ping()
-        rest, self.buf = bytes(self.buf), bytearray()
+        self._heartbeat(ctl, ctl.heartbeat.handle_timer(now))  # the first ping, at once
         if rest:
-            self._on_control_bytes(rest)
+            self._on_control_bytes(ctl, rest)
 
-    def send_ping(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        self.ping_seq += 1
-        self.ping_sent[self.ping_seq] = time.monotonic()
-        if len(self.ping_sent) > 16:
-            self.ping_sent.pop(min(self.ping_sent))
-        self.transport.write(wire.encode_control({"t": "ping", "seq": self.ping_seq}))
-
-    def _on_control_bytes(self, data: bytes) -> None:
-        office = cast(OfficeState, self.office)
+    def _on_control_bytes(self, ctl: ControlChannel, data: bytes) -> None:
+        office = self.office
         try:
-            events = cast(wire.FrameReader, self.frames).feed(data)
+            events = ctl.frames.feed(data)
+            messages = [
+                control.decode_json(ev.message)
+                for ev in events
+                if isinstance(ev, wire.ControlReceived)
+            ]
         except DecodeError as exc:
             log.warning("office %s: bad control frame (%s); closing", office.name, exc.reason)
             self.close()
             return
-        for ev in events:
-            if not isinstance(ev, wire.ControlReceived):
-                self.close()
-                return
-            msg = ev.message
-            self.last_heard = time.monotonic()
+        if len(messages) != len(events):
+            log.warning("office %s: a stream frame on the control channel; closing", office.name)
+            self.close()
+            return
+        for msg in messages:
             office.last_seen = time.time()
-            if msg["t"] == "ping":
-                reply = {"t": "pong", "seq": msg.get("seq", 0)}
-                cast(asyncio.Transport, self.transport).write(wire.encode_control(reply))
-            elif msg["t"] == "pong":
-                sent = self.ping_sent.pop(msg.get("seq", -1), None)
-                if sent is not None:
-                    office.rtt = time.monotonic() - sent
-                stats = msg.get("stats")
-                if isinstance(stats, dict):
-                    office.edge_stats = {
-                        k: v for k, v in stats.items() if isinstance(v, int | float)
-                    }
+            self._heartbeat(ctl, ctl.heartbeat.receive(msg, time.monotonic()))
 
-    def send_control(self, message: dict[str, Any]) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(wire.encode_control(message))
+    def _wake(self, ctl: ControlChannel) -> None:
+        ctl.timer = None
+        if self.phase is ctl:
+            self._heartbeat(ctl, ctl.heartbeat.handle_timer(time.monotonic()))
 
-    # -- endings ---------------------------------------------------------------------
+    def _heartbeat(self, ctl: ControlChannel, commands: list[control.Command]) -> None:
+        """Carry out what the heartbeat decided, then sleep until it is next due."""
+        office = self.office
+        for cmd in commands:
+            if isinstance(cmd, control.Send):
+                self.send_control(cmd.message)
+            elif isinstance(cmd, control.RttMeasured):
+                office.rtt = cmd.rtt
+            elif isinstance(cmd, control.PeerStats):
+                office.edge_stats = dict(cmd.stats)
+            elif isinstance(cmd, control.PeerLost):
+                log.warning(
+                    "office %s: no heartbeat for %.1fs; closing its control channel",
+                    office.name,
+                    cmd.silence,
+                )
+                self.abort("heartbeat lost")
+                return
+            # PeerRevoked: only the hub revokes; an edge saying so is ignored
+        if self.phase is not ctl:
+            return
+        due = ctl.heartbeat.get_timer()
+        if ctl.timer is not None:
+            ctl.timer.cancel()
+            ctl.timer = None
+        if due is not None:
+            delay = max(0.0, due - time.monotonic())
+            ctl.timer = asyncio.get_running_loop().call_later(delay, self._wake, ctl)
+
+    def send_control(self, message: control.ControlMessage) -> None:
+        """Write one control message, if this is a control channel still open."""
+        if isinstance(self.phase, ControlChannel) and not self.transport.is_closing():
+            self.transport.write(control.encode(message))
 
 
 class Hub:
@@ -413,6 +559,9 @@ class Hub:
         self.worker = worker
         self.directory = directory
         self.sockets = sockets or cfg.sockets or SocketConfig()
+        #: Every control channel's heartbeat: a ping each heartbeat_interval, the edge
+        #: lost after three silent intervals (control.HeartbeatConfig.from_interval).
+        self.heartbeat_cfg = control.HeartbeatConfig.from_interval(cfg.heartbeat_interval)
         self.registry: dict[str, enrollment.OfficeRecord] = {}
         self._registry_mtime = 0.0
         self.offices: dict[str, OfficeState] = {}
@@ -555,7 +704,7 @@ class Hub:
     # -- handshake and admission -----------------------------------------------------
     async def handshake(self, sock: socket.socket, peer: tuple[str, int]) -> None:
         tune_wan(sock, self.sockets)
-        proto = HubTunnel(self, peer)
+        proto = Handshaking()
         loop = asyncio.get_running_loop()
         try:
             transport, _ = await loop.connect_accepted_socket(
@@ -620,6 +769,8 @@ class Hub:
             transport.write(wire.encode_status(wire.StatusReply(status, reason)))
             transport.close()
             return
+        if proto.lost:
+            return  # gone while we checked it
         office = self.office_state(name)
         if len(office.tunnels) >= self.cfg.limits.max_tunnels_per_office:
             log.warning("office %s at its tunnel limit (%d); refusing", name, len(office.tunnels))
@@ -628,7 +779,9 @@ class Hub:
             )
             transport.close()
             return
-        proto.start(transport, office)
+        tunnel = HubTunnel(self, peer, transport, office)
+        transport.set_protocol(tunnel)
+        tunnel.start(bytes(proto.buf))
 
     def office_state(self, name: str) -> OfficeState:
         """The state of office ``name``, made from the registry on its first tunnel."""
@@ -674,7 +827,7 @@ class Hub:
                 self.cut_office(office, "revoked")
             else:
                 for t in list(office.tunnels):
-                    sslobj = t.transport.get_extra_info("ssl_object") if t.transport else None
+                    sslobj = t.transport.get_extra_info("ssl_object")
                     der = sslobj.getpeercert(binary_form=True) if sslobj else None
                     if der and not rec.accepts(x509.load_der_x509_certificate(der).serial_number):
                         t.abort("certificate superseded")
@@ -684,34 +837,18 @@ class Hub:
             return
         log.warning("office %s %s: cutting %d tunnel(s)", office.name, reason, len(office.tunnels))
         if office.control is not None:
-            office.control.send_control({"t": "revoked"})
+            office.control.send_control(control.Revoked())
         for t in list(office.tunnels):
             t.abort(f"office {reason}")
 
     async def _housekeeping(self) -> None:
-        interval = self.cfg.heartbeat_interval
-        next_ping = time.monotonic()
+        """Once a second: registry changes, the refusal summary, the status file. (Each
+        control channel's heartbeat wakes itself: HubTunnel._heartbeat.)"""
         while True:
             self.reload_registry()
-            now = time.monotonic()
-            if now >= next_ping:
-                next_ping = now + interval
-                for office in self.offices.values():
-                    ctl = office.control
-                    if ctl is None:
-                        continue
-                    if now - ctl.last_heard > 3 * interval:
-                        log.warning(
-                            "office %s: no heartbeat for %.1fs; closing its control channel",
-                            office.name,
-                            now - ctl.last_heard,
-                        )
-                        ctl.abort("heartbeat lost")
-                    else:
-                        ctl.send_ping()
-            self._calm_down(now)
+            self._calm_down(time.monotonic())
             self.write_status()
-            await asyncio.sleep(min(1.0, interval))
+            await asyncio.sleep(1.0)
 
     def _calm_down(self, now: float) -> None:
         """Once a second: summarise the refusals held back from the log, and after a

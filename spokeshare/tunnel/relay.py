@@ -233,10 +233,14 @@ class Splice:
 
     # -- plain side ------------------------------------------------------------------
     def plain_data(self, data: bytes) -> None:
-        if self.state not in (State.RELAYING, State.GOT_EOF):
+        st = self.state
+        if st is not State.RELAYING and st is not State.GOT_EOF:
             return
         if self.filter is not None:
             self._apply(self.filter.plain_data(data))
+        elif len(data) <= SMALL_FRAME:  # the common case, inline (see _send)
+            self.up += len(data)
+            self.tunnel.write(wire.frame_header(wire.FrameType.DATA, len(data)) + data)
         else:
             self._send(data)
 
