@@ -10,9 +10,11 @@ the root through chroot inside a fresh mount namespace (``unshare --mount``) who
 /proc mount ends with its last process, so nothing is ever mounted on the host. The
 hub runs as its unit file says (``User``, ``ExecStart``) until it reports that it
 listens, and is stopped by PID; then the root boots with systemd (systemd-nspawn, on
-the host's network, no network namespace: the hub listens on a free loopback port),
-``systemctl enable --now spokeshare-hub`` starts it inside the unit's sandbox, and
-``apt-get remove`` stops it; the container powers itself off.
+the host's network, no network namespace: hub and edge use free loopback ports, the
+edge has no LAN interface and so no name services or multicast), ``systemctl enable
+--now`` starts the hub and then the edge with the office's bundle inside their units'
+sandboxes, the office shows as connected, and ``apt-get remove`` stops both; the
+container powers itself off.
 
 Building the package (a private environment from the pip registry) takes about 40 s,
 the root and the install about 50 s: done once for the module, about 2 minutes in all.
@@ -178,8 +180,9 @@ def test_edge_unit_exec_start_runs(root: Root) -> None:
     assert "--config" in done.stdout and "usage: spokeshare edge" in done.stdout
 
 
-# Runs in the booted root as a oneshot unit: the README's `systemctl enable --now`, then
-# `apt-get remove`, each result a key=value line in /root/result; then powers off.
+# Runs in the booted root as a oneshot unit: the README's `systemctl enable --now` of the
+# hub, then of the edge with the office's bundle (it connects to the hub), then
+# `apt-get remove`; each result a key=value line in /root/result; then powers off.
 BOOT_STEPS = """#!/bin/sh
 exec >/root/steps.log 2>&1
 set -x
@@ -192,6 +195,40 @@ done
 say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
 say "active=$(systemctl is-active spokeshare-hub)"
 say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
+# The office side as the README has it, on loopback: no LAN interface, so no name
+# services (and no multicast); the edge relays only, on free ports.
+install -o spokeshare -g spokeshare -m 0600 /root/nyc.bundle /etc/spokeshare/nyc.bundle
+cat >/etc/spokeshare/edge.toml <<'EOF'
+[edge]
+bundle = "/etc/spokeshare/nyc.bundle"
+
+[lan]
+address = "127.0.0.1"
+ipv6 = false
+
+[netbios]
+enabled = false
+
+[discovery]
+wsd = false
+mdns = false
+llmnr = false
+
+[printers]
+advertise = false
+
+[ports]
+smb = @SMB@
+ipp = @IPP@
+EOF
+systemctl enable --now spokeshare-edge.service
+i=0
+until spokeshare office list --json | grep -q '"connected": true'; do
+    i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
+done
+say "office_connected=$(spokeshare office list --json | grep -c '"connected": true')"
+say "edge_active=$(systemctl is-active spokeshare-edge)"
+say "edge_user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-edge))"
 apt-get remove -y -q spokeshare
 n=0
 for p in /proc/[0-9]*; do
@@ -213,7 +250,9 @@ def _boot(root: Root, port: int) -> dict[str, str]:
     """Boot the root with systemd (systemd-nspawn, the host's network, no machined),
     run BOOT_STEPS in it, return its results."""
     steps = root.file("/root/steps.sh")
-    steps.write_text(BOOT_STEPS.replace("@PORT@", str(port)))
+    text = BOOT_STEPS.replace("@PORT@", str(port))
+    text = text.replace("@SMB@", str(free_port())).replace("@IPP@", str(free_port()))
+    steps.write_text(text)
     steps.chmod(0o755)
     unit = root.file("/etc/systemd/system/steps.service")
     unit.write_text(BOOT_UNIT)
@@ -247,7 +286,9 @@ def _boot(root: Root, port: int) -> dict[str, str]:
             nspawn_dir.rmdir()
 
 
-def test_root_enrols_then_systemd_runs_the_hub_unit_and_remove_stops_it(root: Root) -> None:
+def test_root_enrols_then_systemd_runs_hub_and_edge_units_and_remove_stops_them(
+    root: Root,
+) -> None:
     port, smb = free_port(), free_port()
     # As the README's quick start: root makes the deployment in the package's directory.
     # The ipp backend is a lab address the hub is told not to check (no traffic).
@@ -284,11 +325,15 @@ def test_root_enrols_then_systemd_runs_the_hub_unit_and_remove_stops_it(root: Ro
         wait_for(listening, timeout=60, what="the packaged hub to listen")
         assert os.stat(f"/proc/{hub.pid}").st_uid == uid
 
-    # The same under systemd, with the unit's sandbox; then apt-get remove stops it.
+    # The same under systemd, in the unit's sandbox; then the edge unit, which connects
+    # to it; then apt-get remove stops both.
     result = _boot(root, port)
     assert result["listening"] == "1", result
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
+    assert result["office_connected"] == "1", result
+    assert result["edge_active"] == "active", result
+    assert result["edge_user"] == "spokeshare", result
     assert result["running_after_remove"] == "0", result
     assert not root.file("/opt/spokeshare").exists()
     assert root.file("/etc/spokeshare/ca.key").is_file()
