@@ -39,8 +39,13 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-# The Debian mirror this host's apt uses (deb822); the root gets the same.
-HOST_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
+# The Debian mirror this host's apt uses; the root gets the same.
+HOST_SOURCES = next(
+    (p for p in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
+     if p.is_file()),
+    Path("/etc/apt/sources.list"),
+)  # fmt: skip
+PINS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 UNITS = ("spokeshare-hub.service", "spokeshare-edge.service")
 
 
@@ -150,8 +155,16 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     ]:
         st = root.file(path).stat()
         assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (uid, gid, mode), path
-    # The private environment runs Debian's own interpreter, not one of its own.
+    # The private environment runs Debian's own interpreter, not one of its own, and
+    # holds exactly pyproject.toml's pins.
     assert os.readlink(root.file("/opt/spokeshare/bin/python3.11")) == "/usr/bin/python3.11"
+    names = [pin.split("==")[0] for pin in PINS]
+    script = (
+        "import importlib.metadata as m, sys; "
+        "print(*(f'{n}=={m.version(n)}' for n in sys.argv[1:]))"
+    )
+    shipped = root.run(["/opt/spokeshare/bin/python3.11", "-I", "-c", script, *names]).stdout
+    assert shipped.split() == PINS
     for unit in UNITS:
         unit_text = root.file(f"/lib/systemd/system/{unit}").read_text()
         assert "ExecStart=/usr/bin/spokeshare " in unit_text
