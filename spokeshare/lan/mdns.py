@@ -150,6 +150,13 @@ class MdnsPublisher:
         self._zc.zeroconf.query_handler = HostNameQueryHandler(self._zc.zeroconf)
         self._link_rules(self._zc)  # innermost: the budget below charges what it sends
         self._budget_unicast(self._zc)
+        # RFC 6762 §11: every response leaves with IP TTL / hop limit 255, unicast ones
+        # too (QU answers to port 5353, legacy answers). zeroconf sets only the
+        # multicast TTL; set the unicast one on each of its sockets once they exist.
+        await self._zc.zeroconf.async_wait_for_start()
+        engine = self._zc.zeroconf.engine
+        for transport in (*engine.readers, *engine.senders):
+            _unicast_ttl_255(transport)
         await self._register_all()
         self._recheck = asyncio.create_task(self._recheck_conflicts(), name="mdns-recheck")
 
@@ -343,16 +350,21 @@ UNICAST_TTL = 255
 
 
 def _unicast_ttl_255(transport: Any) -> None:
+    """IP TTL and hop limit 255 for unicast datagrams from a zeroconf socket. An IPv6
+    socket gets both: zeroconf's IPv6 listening socket is dual-stack, and what it sends
+    to an IPv4 querier (a QU answer to a query that came in as a v4-mapped address)
+    takes the socket's IPv4 TTL, not its hop limit (measured: 64 without it)."""
     sock = getattr(transport, "sock", None)
     if sock is None:
         return
-    try:
-        if getattr(transport, "is_ipv6", False):
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, UNICAST_TTL)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, UNICAST_TTL)
-    except OSError:
-        pass  # the kernel default then; answers still go out
+    options = [(socket.IPPROTO_IP, socket.IP_TTL)]
+    if getattr(transport, "is_ipv6", False):
+        options.append((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+    for level, option in options:
+        try:
+            sock.setsockopt(level, option, UNICAST_TTL)
+        except OSError:
+            continue  # the kernel default then; answers still go out
 #: RFC 6762 §10: host address records' TTL (what zeroconf publishes them with).
 HOST_TTL = 120
 #: RFC 6762 §8.1: three probes, 250 ms apart.

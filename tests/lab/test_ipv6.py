@@ -8,15 +8,18 @@ llmnr-query (IPv4 and IPv6), dig (mDNS A/AAAA) and wsdd (WS-Discovery over
 239.255.255.250 and ff02::c, fetching metadata from every XAddr) collect what is
 handed out; then smbclient (445 and 139), curl (631) and plain TCP connects reach every
 one of those addresses on every port the edge's log says it listens on for it.
-The same lab checks the mDNS legacy unicast answers (RFC 6762 §6.7) and that askers
-off the office link get no answer (RFC 4795 §2.5, RFC 6762 §11).
+The same lab checks the mDNS legacy unicast answers (RFC 6762 §6.7), the IP TTL 255
+of every kind of mDNS answer (§11), and that askers off the office link get no answer
+(RFC 4795 §2.5, RFC 6762 §11).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -198,6 +201,31 @@ def test_mdns_legacy_unicast_answers(lab: Lab) -> None:
         assert rows, (qtype, rows)
         for owner, ttl, rrclass, rrtype, *_ in rows:
             assert int(ttl) <= 10 and rrclass == "IN", (owner, ttl, rrclass, rrtype)
+
+
+TTL_PROBE = Path(__file__).with_name("mdns_ttl_probe.py")
+
+
+@pytest.mark.parametrize("mode", ["legacy", "qu", "multicast"])
+@pytest.mark.parametrize("family", ["4", "6"])
+def test_mdns_answers_leave_with_ttl_255(lab: Lab, family: str, mode: str) -> None:
+    """RFC 6762 §11: the edge's answers carry IP TTL / hop limit 255, so that a
+    receiver can tell they were not forwarded by a router. A client on the PC (stdlib
+    Python, ``IP_RECVTTL`` / ``IPV6_RECVHOPLIMIT`` and ``recvmsg``) asks for
+    GLOBAL-NFS.local as a legacy querier (unicast answer to its ephemeral port), with
+    the QU bit from port 5353 (unicast answer to 5353) and as a plain multicast
+    querier (multicast answer), over IPv4 and IPv6, and reads what the kernel says
+    each answer arrived with."""
+    edge = EDGE if family == "4" else link_local(lab, "nyc-edge")
+    res = sh(
+        lab, PC, "python3", str(TTL_PROBE), family, LAN_IFNAME, edge, "GLOBAL-NFS.local", mode
+    )
+    assert res.returncode == 0, res.stderr
+    # The edge's addresses on the LAN: it may answer from any of them (fe80::3 too).
+    ours = {EDGE, ENG, OPS, ENG6, edge}
+    answers = [a for a in json.loads(res.stdout) if a["source"] in ours]
+    assert answers, (family, mode, res.stdout, res.stderr)
+    assert {a["ttl"] for a in answers} == {255}, (family, mode, answers)
 
 
 def test_off_link_askers_get_no_answer(lab: Lab) -> None:
