@@ -16,6 +16,13 @@ service is unregistered. A name another host already holds makes registration
 raise ``NonUniqueNameException``: the publisher logs the conflict, records it in
 :meth:`MdnsPublisher.statistics` and goes on with the other names.
 
+A conflict after start (RFC 6762 §9: another host answers for a held ``NAME.local``
+with other data, heard in any response) resets that name to probing: its records are
+withdrawn (goodbyes), it is probed again (after §8.1's rate limit, see
+:mod:`spokeshare.lan.mdns_defence`), and it is published again if nobody answers the
+probes, or else left to the other host and rechecked like a name found taken at start.
+The edge's other names, and every other protocol, go on meanwhile.
+
 The responder is bound to the LAN interface address only (``interfaces=[ipv4]``),
 so it never answers on, or with the address of, another interface.
 """
@@ -30,10 +37,12 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zeroconf import IPVersion, NonUniqueNameException, ServiceInfo
+from zeroconf import IPVersion, NonUniqueNameException, RecordUpdateListener, ServiceInfo
+from zeroconf._dns import DNSAddress
 from zeroconf.asyncio import AsyncZeroconf
 
 from spokeshare.lan import interfaces as interfaces_mod
+from spokeshare.lan import mdns_defence
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
 
 if TYPE_CHECKING:
@@ -65,6 +74,26 @@ class MdnsStatistics:
     rate_limited: int = 0
     #: Names published again after a conflict (the other owner went away).
     reclaimed: int = 0
+    #: Conflicts heard after publication (RFC 6762 §9), each a reset to probing.
+    conflicts_after_start: int = 0
+
+
+class _HostConflictListener(RecordUpdateListener):
+    """Hands the address records of every response the responder receives to the
+    publisher's conflict check (zeroconf's public listener interface, not a fork:
+    zeroconf only caches a conflicting record once a name is published)."""
+
+    def __init__(self, publisher: MdnsPublisher) -> None:
+        self.publisher = publisher
+
+    def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        heard = [
+            mdns_defence.HeardAddress(update.new.key, bytes(update.new.address), update.new.ttl)
+            for update in records
+            if isinstance(update.new, DNSAddress) and len(update.new.address) in (4, 16)
+        ]
+        if heard:
+            self.publisher.heard(heard, now / 1000.0)  # zeroconf's clock: milliseconds
 
 
 class MdnsPublisher:
@@ -83,6 +112,20 @@ class MdnsPublisher:
         )
         self._reclaimed = 0
         self._recheck: asyncio.Task[None] | None = None
+        #: One probe-and-publish at a time (start, re-checks, resets after conflicts).
+        self._lock = asyncio.Lock()
+        self._probe_rate = mdns_defence.ProbeRate()
+        self._resetting: dict[str, asyncio.Task[None]] = {}
+        self._conflicts_after = 0
+        #: host name -> when (seconds, zeroconf's clock) another host last answered
+        #: for it with other data, heard through the listener whether we hold the
+        #: name or not: zeroconf drops a packet identical to one received within the
+        #: last second and keeps the first copy of a cached record, so neither its
+        #: cache nor one probe window shows every answer of a host repeating itself.
+        self._claims: dict[str, float] = {}
+        #: name -> the moment its reset to probing began (a claim heard later counts).
+        self._probing_since: dict[str, float] = {}
+        self._own: dict[str, frozenset[bytes]] | None = None
         #: Unicast answers not sent: the asker is not on the office link (RFC 6762 §11).
         self.off_link_dropped = 0
 
@@ -96,6 +139,7 @@ class MdnsPublisher:
             self._withdrawn,
             self._budget.refused_source + self._budget.refused_global,
             self._reclaimed,
+            self._conflicts_after,
         )
 
     @property
@@ -150,6 +194,7 @@ class MdnsPublisher:
         self._zc.zeroconf.query_handler = HostNameQueryHandler(self._zc.zeroconf)
         self._link_rules(self._zc)  # innermost: the budget below charges what it sends
         self._budget_unicast(self._zc)
+        self._zc.zeroconf.async_add_listener(_HostConflictListener(self), None)
         # RFC 6762 §11: every response leaves with IP TTL / hop limit 255, unicast ones
         # too (QU answers to port 5353, legacy answers). zeroconf sets only the
         # multicast TTL; set the unicast one on each of its sockets once they exist.
@@ -264,7 +309,12 @@ class MdnsPublisher:
             address = getattr(entry, "address", None)
             if address is not None and entry.created >= started and bytes(address) not in ours:
                 return True
-        return False
+        # A name reset to probing after a conflict (§9) is in probing state from that
+        # moment: another answer heard since then (the one that started it excluded)
+        # means the other host still holds it. At start, answers since the first probe.
+        since = self._probing_since.get(name, started / 1000.0)
+        claimed = self._claims.get(host.lower())
+        return claimed is not None and claimed > since
 
     async def _recheck_conflicts(self) -> None:
         """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""
@@ -273,7 +323,84 @@ class MdnsPublisher:
             if self._conflicts and not self._withdrawn:
                 await self._register_all()
 
+    # -- conflicts after start (RFC 6762 §9) ------------------------------------------
+    def held_addresses(self) -> dict[str, frozenset[bytes]]:
+        """Host name we hold now (``name.local.``, lower-cased) -> its addresses
+        (packed, both families), as published."""
+        out: dict[str, frozenset[bytes]] = {}
+        for name in self._published:
+            host = f"{name}.local."
+            packed = {
+                bytes(a)
+                for info in self._registered
+                if info.server == host
+                for a in info.addresses_by_version(IPVersion.All)
+            }
+            out[host.lower()] = frozenset(packed)
+        return out
+
+    def own_addresses(self) -> dict[str, frozenset[bytes]]:
+        """Every configured host name (``name.local.``, lower-cased) -> the addresses
+        it is published with (packed), held now or not."""
+        if self._own is None:
+            self._own = {
+                f"{n}.local.".lower(): frozenset(
+                    bytes(a) for a in self.infos(n)[0].addresses_by_version(IPVersion.All)
+                )
+                for n in self.settings.names
+            }
+        return self._own
+
+    def heard(self, records: list[mdns_defence.HeardAddress], now: float) -> None:
+        """Address records just received (``now`` in seconds, zeroconf's clock): a
+        held host name that another host answers for with other data is reset to
+        probing (§9), one reset in flight per name; every such answer, held name or
+        not, is noted for the probes (:meth:`_host_name_taken`)."""
+        for host in mdns_defence.conflicts(self.own_addresses(), records):
+            self._claims[host] = now
+        if self._withdrawn:
+            return
+        lost = mdns_defence.conflicts(self.held_addresses(), records)
+        by_host = {f"{n}.local.".lower(): n for n in self._published}
+        for host, address in lost.items():
+            name = by_host.get(host)
+            if name is None or name in self._resetting:
+                continue
+            self._conflicts_after += 1
+            delay = self._probe_rate.conflict(now)
+            log.warning(
+                "mdns: name conflict after start: another host answers for %s.local with "
+                "%s (RFC 6762 section 9); probing the name again",
+                name,
+                ipaddress.ip_address(address),
+            )
+            self._probing_since[name] = now
+            task = asyncio.get_running_loop().create_task(
+                self._reset_to_probing(name, delay), name=f"mdns-reprobe-{name}"
+            )
+            self._resetting[name] = task
+
+    async def _reset_to_probing(self, name: str, delay: float) -> None:
+        try:
+            async with self._lock:
+                if name not in self._published or self._zc is None:
+                    return
+                for info in [i for i in self._registered if i.server == f"{name}.local."]:
+                    self._registered.remove(info)
+                    await (await self._zc.async_unregister_service(info))
+                self._published.remove(name)
+            if delay:
+                await asyncio.sleep(delay)
+            await self._register_all()
+        finally:
+            self._resetting.pop(name, None)
+            self._probing_since.pop(name, None)
+
     async def _register_all(self) -> None:
+        async with self._lock:
+            await self._register_all_locked()
+
+    async def _register_all_locked(self) -> None:
         if self._zc is None:
             return
         for name in self.settings.names:
@@ -315,10 +442,13 @@ class MdnsPublisher:
     async def _unregister_all(self) -> None:
         if self._zc is None:
             return
-        for info in self._registered:
-            await (await self._zc.async_unregister_service(info))
-        self._registered.clear()
-        self._published.clear()
+        for task in list(self._resetting.values()):
+            task.cancel()
+        async with self._lock:
+            for info in self._registered:
+                await (await self._zc.async_unregister_service(info))
+            self._registered.clear()
+            self._published.clear()
 
     async def withdraw(self) -> None:
         """Send goodbyes (TTL 0) for every record; keep the responder running."""

@@ -22,11 +22,25 @@ records of every registered host name asked for with type ANY:
 
 The decision (:func:`host_answers`) is sans-IO: questions, the registry lookup and
 ``now`` in, records out.
+
+Conflicts after start (RFC 6762 §9): zeroconf checks a name only while probing it
+(and never the host name, which the publisher probes itself); once published, another
+host answering for ``NAME.local`` with other data is only cached. :func:`conflicts`
+decides, from the address records of a response just received, which of our held
+host names another host now claims: a record whose data is one of our addresses for
+that name (our own answer looped back, a re-announcement of the same data, or another
+host agreeing) is never a conflict (§9: "resource records with identical rdata are
+never considered inconsistent"), nor is a goodbye (TTL 0, §10.1). The publisher then
+resets the name to probing (:class:`ProbeRate` says how long to wait first, §8.1's
+rate limit) and, if the other host still answers the probe, leaves the name to it as
+at start. The decision is pure: names, addresses and ``now`` in, names out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from zeroconf import IPVersion
@@ -44,6 +58,68 @@ MDNS_PORT = 5353
 #: defence against a probe may come sooner, after 250 ms (§6, "probe defence").
 MULTICAST_INTERVAL = 1.0
 PROBE_DEFENCE_INTERVAL = 0.25
+#: RFC 6762 §8.1: "If fifteen conflicts occur within any ten-second period, then the
+#: host MUST wait at least five seconds before each successive additional probe
+#: attempt."
+CONFLICT_BURST = 15
+CONFLICT_WINDOW = 10.0
+CONFLICT_BACKOFF = 5.0
+
+
+@dataclass(frozen=True)
+class HeardAddress:
+    """An A or AAAA record heard in a response: owner name lower-cased with the
+    trailing dot (``global-nfs.local.``), the packed address (4 or 16 octets), the TTL
+    in seconds (0: a goodbye)."""
+
+    name: str
+    address: bytes
+    ttl: int
+
+    def __post_init__(self) -> None:
+        if len(self.address) not in (4, 16):
+            raise ValueError(f"address of {len(self.address)} octets")
+        if self.ttl < 0:
+            raise ValueError(f"negative TTL {self.ttl}")
+
+
+def conflicts(
+    ours: Mapping[str, frozenset[bytes]], heard: Iterable[HeardAddress]
+) -> dict[str, bytes]:
+    """Held host name -> the first other address heard for it (RFC 6762 §9).
+
+    ``ours`` maps each host name the edge holds now (lower-cased, trailing dot) to
+    every address it publishes for it (packed, IPv4 and IPv6); ``heard`` are the address
+    records of one response. A record for a held name, TTL above 0, whose address is
+    none of that name's addresses, is a conflict: host names are unique records (§2),
+    so another host is answering for ours. A name's addresses of either family count as
+    its data, so another host's AAAA for a name we publish with A only conflicts too
+    (two hosts for one name, whichever record a client asks for).
+    """
+    out: dict[str, bytes] = {}
+    for record in heard:
+        held = ours.get(record.name)
+        if held is None or record.ttl == 0 or record.address in held:
+            continue
+        out.setdefault(record.name, record.address)
+    return out
+
+
+class ProbeRate:
+    """RFC 6762 §8.1's limit on probing again after conflicts: fifteen conflicts within
+    ten seconds and each further probe waits five seconds. Pure: ``now`` in seconds on
+    any monotonic clock."""
+
+    def __init__(self) -> None:
+        self._times: deque[float] = deque(maxlen=CONFLICT_BURST)
+
+    def conflict(self, now: float) -> float:
+        """Note a conflict at ``now``; the seconds to wait before probing again
+        (0.0, or :data:`CONFLICT_BACKOFF` while conflicts come faster than the limit)."""
+        self._times.append(now)
+        if len(self._times) == CONFLICT_BURST and now - self._times[0] <= CONFLICT_WINDOW:
+            return CONFLICT_BACKOFF
+        return 0.0
 
 
 def host_answers(

@@ -6,7 +6,10 @@ when it probes (RFC 6762 §8.1 for the host name, RFC 4795 §4.1) and stay silen
 that name on those protocols while still serving GLOBAL-ENG. Then the office file
 server's avahi-daemon, started later as ``global-eng``, probes a name the edge holds:
 the edge defends it (RFC 6762 §8.1, §9: it answers the ANY probe) so that avahi
-renames itself.
+renames itself. Last, the PC's avahi-daemon announces ``GLOBAL-ENG.local`` with its own
+address without probing (a host not requiring a unique name, or a segment joined
+later, §9): the edge resets the name to probing, the PC's avahi answers the probe, and
+the edge leaves the name to it, reclaiming it once the PC's record is gone.
 """
 
 from __future__ import annotations
@@ -132,3 +135,67 @@ def test_llmnr_name_reclaimed_when_llmnrd_goes(lab: Lab) -> None:
     assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == [EDGE]
     out = sh(lab, "nyc-fs", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
     assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [EDGE], out
+
+
+ANNOUNCE = Path(__file__).with_name("avahi_announce.py")
+
+
+def avahi_resolve(lab: Lab, host: str, name: str) -> list[str]:
+    """What ``avahi-resolve -4 -n`` on ``host`` (its own avahi-daemon) says ``name`` is."""
+    env = AvahiHost(host, LAN_IFNAME, host, lab.host_dir(host) / "avahi").env()
+    out = lab.exec(
+        host, ["avahi-resolve", "-4", "-n", name], capture_output=True, text=True,
+        timeout=30, env=env,
+    ).stdout  # fmt: skip
+    return re.findall(rf"^{re.escape(name)}\s+(\S+)$", out, re.M | re.I)
+
+
+def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
+    """RFC 6762 §9: the PC's avahi-daemon announces GLOBAL-ENG.local = the PC's address
+    (cache-flush bit, no probe) while the edge holds it. The edge logs the conflict,
+    withdraws the name and probes it again; avahi, holding the record, answers the
+    probe, so the edge leaves GLOBAL-ENG to the PC over mDNS (other names untouched).
+    Once the PC's record goes (goodbye), the edge's re-check reclaims the name."""
+    from spokeshare.lan.mdns import CONFLICT_RECHECK_INTERVAL
+
+    edge_log = lab.logs_dir / "edge-nyc.log"
+    wait_for(lambda: "mdns: published GLOBAL-ENG.local" in edge_log.read_text(), 30, "published")
+    assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
+    if not (lab.host_dir("nyc-fs") / "avahi" / "bus.sock").exists():
+        start_avahi(lab, "nyc-fs", "global-eng")
+    env = AvahiHost("nyc-pc", LAN_IFNAME, "nyc-pc", lab.host_dir("nyc-pc") / "avahi").env()
+    out = lab.logs_dir / "avahi-announce.log"
+    pid = services.spawn(
+        lab.registry, "nyc-pc", ["/usr/bin/python3", str(ANNOUNCE), "GLOBAL-ENG.local", PC_IP],
+        "avahi announce nyc-pc", out, env=env,
+    )  # fmt: skip
+    try:
+        try:
+            wait_for(lambda: "established" in out.read_text(), 15, "avahi announcing")
+        except AssertionError:
+            raise AssertionError(out.read_text()[-3000:]) from None
+        wait_for(
+            lambda: "mdns: name conflict after start: another host answers for "
+            f"GLOBAL-ENG.local with {PC_IP}" in edge_log.read_text(),
+            15,
+            "the edge hears the conflict",
+        )
+        taken = "mdns: name conflict: GLOBAL-ENG.local is already in use"
+        wait_for(
+            lambda: taken in edge_log.read_text(),
+            15,
+            "the edge's probe meets the PC's answer",
+        )
+        assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == []
+        assert dig(lab, EDGE, 5353, "GLOBAL-NFS.local") == []  # the PC's since start
+        assert avahi_resolve(lab, "nyc-fs", "GLOBAL-ENG.local") == [PC_IP]
+        assert dig(lab, EDGE, 5355, "GLOBAL-ENG") == [ENG]  # LLMNR is another protocol
+    finally:
+        lab.registry.kill_process(pid)
+    wait_for(
+        lambda: "mdns: reclaimed GLOBAL-ENG.local" in edge_log.read_text(),
+        CONFLICT_RECHECK_INTERVAL + 15,
+        "the edge reclaims GLOBAL-ENG.local",
+    )
+    assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
+    assert "failed" not in out.read_text()

@@ -159,3 +159,156 @@ def test_unicast_answers_are_budgeted() -> None:
     unicast = sum(1 for _, a in sent if a is not None)
     assert UNICAST_BURST_PER_SOURCE <= unicast < UNICAST_BURST_PER_SOURCE + 5
     assert pub.statistics().rate_limited == 100 - unicast
+
+
+# -- conflicts after start (RFC 6762 §9) ------------------------------------------------
+
+
+def _response(name: str, address: str, ttl: int = 120) -> list[object]:
+    """The record updates zeroconf's record manager hands its listeners for one
+    response: ``name`` A ``address``, cache-flush bit set, encoded and parsed back."""
+    import ipaddress
+
+    from zeroconf import RecordUpdate
+    from zeroconf._dns import DNSAddress
+    from zeroconf._protocol.incoming import DNSIncoming
+    from zeroconf._protocol.outgoing import DNSOutgoing
+    from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_AA, _FLAGS_QR_RESPONSE, _TYPE_A
+
+    out = DNSOutgoing(_FLAGS_QR_RESPONSE | _FLAGS_AA)
+    packed = ipaddress.ip_address(address).packed
+    out.add_answer_at_time(DNSAddress(name, _TYPE_A, _CLASS_IN | _CLASS_UNIQUE, ttl, packed), 0)
+    incoming = DNSIncoming(out.packets()[0])
+    assert incoming.answers()[0].unique  # the cache-flush bit survived the round trip
+    return [RecordUpdate(r, None) for r in incoming.answers()]
+
+
+async def _hear(pub: MdnsPublisher, updates: list[object]) -> None:
+    from spokeshare.lan.mdns import _HostConflictListener
+
+    _HostConflictListener(pub).async_update_records(None, 1000.0, updates)
+    await asyncio.gather(*list(pub._resetting.values()))
+
+
+def test_conflict_after_start_resets_to_probing_and_leaves_a_taken_name(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Another host answers for GLOBAL-NFS.local with its own address after we
+    published it: the name's records are withdrawn and it is probed again; the other
+    host still has it, so it is left to it (a re-check later), PRINT-HQ untouched."""
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        await pub._register_all()
+        fake.taken.add("GLOBAL-NFS._smb._tcp.local.")  # the probe will meet the other host
+        await _hear(pub, _response("GLOBAL-NFS.local.", "198.18.203.50"))
+
+    with caplog.at_level(logging.INFO, "spokeshare.lan.discovery"):
+        run(scenario())
+    stats = pub.statistics()
+    assert stats.conflicts_after_start == 1
+    assert stats.conflicts == ("GLOBAL-NFS",) and stats.published == ("PRINT-HQ",)
+    assert sorted(fake.unregistered) == [
+        "GLOBAL-NFS._device-info._tcp.local.", "GLOBAL-NFS._smb._tcp.local."]  # fmt: skip
+    assert (
+        "name conflict after start: another host answers for GLOBAL-NFS.local with "
+        "198.18.203.50" in caplog.text
+    )
+    assert "name conflict: GLOBAL-NFS.local is already in use" in caplog.text
+
+
+def test_conflict_after_start_published_again_when_nobody_answers_the_probe() -> None:
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        await pub._register_all()
+        await _hear(pub, _response("global-nfs.local.", "198.18.203.50"))
+
+    run(scenario())
+    stats = pub.statistics()
+    assert stats.conflicts_after_start == 1 and stats.conflicts == ()
+    assert set(stats.published) == {"GLOBAL-NFS", "PRINT-HQ"}
+    assert fake.registered.count("GLOBAL-NFS._smb._tcp.local.") == 2  # probed, published again
+
+
+@pytest.mark.parametrize(
+    "updates",
+    [
+        _response("GLOBAL-NFS.local.", "198.18.203.1"),  # our own answer looped back
+        _response("GLOBAL-NFS.local.", "198.18.203.50", ttl=0),  # a goodbye
+        _response("OLDBOX.local.", "198.18.203.50"),  # not a name we hold
+    ],
+)
+def test_not_a_conflict(updates: list[object]) -> None:
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        await pub._register_all()
+        await _hear(pub, updates)
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 0 and fake.unregistered == []
+
+
+def test_withdrawn_names_have_no_conflicts() -> None:
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        await pub._register_all()
+        await pub.withdraw()
+        await _hear(pub, _response("GLOBAL-NFS.local.", "198.18.203.50"))
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 0
+
+
+def test_one_reset_in_flight_per_name() -> None:
+    """A burst of conflicting answers (avahi announces twice, 1 s apart, and answers
+    queries) resets the name once while the first reset runs."""
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        from spokeshare.lan.mdns import _HostConflictListener
+
+        await pub._register_all()
+        listener = _HostConflictListener(pub)
+        other = _response("GLOBAL-NFS.local.", "198.18.203.50")
+        for _ in range(5):
+            listener.async_update_records(None, 1000.0, other)
+        await asyncio.gather(*list(pub._resetting.values()))
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 1
+
+
+def test_answers_for_a_name_in_conflict_are_noted_not_reset() -> None:
+    """GLOBAL-NFS.local was left to another host at start: its answers reset nothing
+    (we hold nothing) but are noted, with their time, for the next probe to see."""
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf({"GLOBAL-NFS._smb._tcp.local."})
+    pub._zc = fake  # type: ignore[assignment]
+
+    async def scenario() -> None:
+        from spokeshare.lan.mdns import _HostConflictListener
+
+        await pub._register_all()
+        _HostConflictListener(pub).async_update_records(
+            None, 2500.0, _response("GLOBAL-NFS.local.", "198.18.203.50")
+        )
+        _HostConflictListener(pub).async_update_records(
+            None, 2600.0, _response("PRINT-HQ.local.", "198.18.203.1")  # ours: no claim
+        )
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 0 and pub._resetting == {}
+    assert pub._claims == {"global-nfs.local.": 2.5}

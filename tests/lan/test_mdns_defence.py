@@ -9,13 +9,25 @@ tests/lab/test_name_defence.py runs the real avahi-daemon against the edge.
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from zeroconf._dns import DNSAddress, DNSQuestion, DNSRecord
 from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_QR_QUERY, _TYPE_A, _TYPE_ANY
 
-from spokeshare.lan.mdns_defence import host_answers
+from spokeshare.lan.mdns_defence import (
+    CONFLICT_BACKOFF,
+    CONFLICT_BURST,
+    CONFLICT_WINDOW,
+    HeardAddress,
+    ProbeRate,
+    conflicts,
+    host_answers,
+)
 
 HOST = "global-eng.local."
 ENG = ipaddress.ip_address("198.18.11.3").packed
@@ -103,3 +115,99 @@ def test_zeroconf_alone_does_not_answer_any_for_a_host_name_and_the_handler_does
 
     assert asyncio.run(_ask_any(defend=False)) == []  # why the handler exists
     assert asyncio.run(_ask_any(defend=True)) == [("defence-test.local.", _TYPE_A)]
+
+
+# -- conflicts after start (RFC 6762 §9) --------------------------------------------------
+
+PC = ipaddress.ip_address("198.18.11.10").packed
+ENG6 = ipaddress.ip_address("fe80::3").packed
+OTHER = ipaddress.ip_address("198.18.11.11").packed
+OTHER6 = ipaddress.ip_address("fe80::99").packed
+HELD = {HOST: frozenset({ENG, ENG6})}
+
+
+def _heard(name: str, address: bytes, ttl: int = 120) -> HeardAddress:
+    return HeardAddress(name, address, ttl)
+
+
+@pytest.mark.parametrize(
+    ("heard", "expected"),
+    [
+        # another host's address for our host name: a conflict, whatever the family
+        ([_heard(HOST, PC)], {HOST: PC}),
+        ([_heard(HOST, OTHER6)], {HOST: OTHER6}),
+        # our own answer looped back, a re-announcement of the same data, either family
+        ([_heard(HOST, ENG)], {}),
+        ([_heard(HOST, ENG6)], {}),
+        # a goodbye claims nothing (§10.1)
+        ([_heard(HOST, PC, ttl=0)], {}),
+        # a name we do not hold
+        ([_heard("oldbox.local.", PC)], {}),
+        # one response with ours and another's: the other one counts, the first kept
+        ([_heard(HOST, ENG), _heard(HOST, PC), _heard(HOST, OTHER)], {HOST: PC}),
+    ],
+)
+def test_conflicts(heard: list[HeardAddress], expected: dict[str, bytes]) -> None:
+    assert conflicts(HELD, heard) == expected
+
+
+def test_heard_address_is_checked() -> None:
+    with pytest.raises(ValueError):
+        HeardAddress(HOST, b"\x01\x02\x03", 120)
+    with pytest.raises(ValueError):
+        HeardAddress(HOST, ENG, -1)
+
+
+def test_probe_rate_limit() -> None:
+    """§8.1: fifteen conflicts within ten seconds, then five seconds before each
+    further probe; slower conflicts never wait."""
+    rate = ProbeRate()
+    assert [rate.conflict(t * 0.5) for t in range(CONFLICT_BURST - 1)] == [0.0] * 14
+    assert rate.conflict(7.0) == CONFLICT_BACKOFF  # the fifteenth within 10 s
+    assert rate.conflict(7.5) == CONFLICT_BACKOFF
+    slow = ProbeRate()
+    assert {slow.conflict(t * 1.0) for t in range(40)} == {0.0}  # 15 span 14 s
+
+
+@given(st.lists(st.floats(0, 1e6, allow_nan=False), max_size=60))
+def test_probe_rate_waits_only_after_a_burst(times: list[float]) -> None:
+    rate = ProbeRate()
+    seen: list[float] = []
+    for now in sorted(times):
+        seen.append(now)
+        recent = [t for t in seen if now - t <= CONFLICT_WINDOW]
+        assert (rate.conflict(now) > 0) == (len(recent) >= CONFLICT_BURST)
+
+
+# Captured in tests/lab/test_name_defence.py's lab (a raw AF_PACKET socket on office
+# nyc's file server, 2026-11-30): avahi-daemon 0.8 on nyc-pc (198.18.11.10), told over
+# D-Bus to publish GLOBAL-ENG.local A 198.18.11.10 unique without probing
+# (tests/lab/avahi_announce.py), announces it (Wireshark: "Standard query response
+# 0x0000 A, cache flush 198.18.11.10"), then says goodbye (TTL 0) when stopped.
+VECTORS = Path(__file__).with_name("vectors_discovery")
+
+
+def _heard_from(raw: bytes) -> list[HeardAddress]:
+    msg = DNSIncoming(raw)
+    assert msg.valid and not msg.is_query()
+    return [
+        HeardAddress(r.key, bytes(r.address), r.ttl)
+        for r in msg.answers()
+        if isinstance(r, DNSAddress)
+    ]
+
+
+def test_avahi_announcing_our_host_name_is_a_conflict() -> None:
+    heard = _heard_from((VECTORS / "avahi-announce-a-no-probe.bin").read_bytes())
+    assert heard == [HeardAddress(HOST, PC, 120)]
+    raw = (VECTORS / "avahi-announce-a-no-probe.bin").read_bytes()
+    assert DNSIncoming(raw).answers()[0].unique  # the cache-flush bit
+    assert conflicts(HELD, heard) == {HOST: PC}
+    assert conflicts({"global-nfs.local.": frozenset({ENG})}, heard) == {}  # not ours
+    assert conflicts({HOST: frozenset({PC})}, heard) == {}  # identical data: no conflict
+
+
+def test_avahi_goodbye_is_not_a_conflict() -> None:
+    heard = _heard_from((VECTORS / "avahi-goodbye-a.bin").read_bytes())
+    assert heard == [HeardAddress(HOST, PC, 0)]
+    assert conflicts(HELD, heard) == {}
