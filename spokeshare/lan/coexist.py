@@ -49,9 +49,22 @@ _FIXES: Mapping[str, str] = {
     "wsdd2": "stop it (systemctl disable --now wsdd2) or set [discovery] wsd = false",
     "avahi-daemon": "stop it (systemctl disable --now avahi-daemon.socket avahi-daemon) "
     "or set [discovery] mdns = false",
+    # /proc/PID/comm is cut to 15 characters: systemd-resolved is "systemd-resolve".
     "systemd-resolve": "set LLMNR=no and MulticastDNS=no in /etc/systemd/resolved.conf "
     "and restart systemd-resolved, or turn the edge's protocol off in [discovery]",
     "llmnrd": "stop it (systemctl disable --now llmnrd) or set [discovery] llmnr = false",
+}
+#: Where a daemon serves several protocols, the fix for one of them. systemd-resolved
+#: keeps its sockets for a protocol open while the protocol is on in resolved.conf,
+#: whatever a link's own setting (``resolvectl llmnr IFACE no`` leaves the socket, and
+#: so the edge's check, as it is), so the fix named is the global one.
+_PROTOCOL_FIXES: Mapping[tuple[str, str], str] = {
+    ("systemd-resolve", "llmnr"): "set LLMNR=no in /etc/systemd/resolved.conf (a "
+    "[Resolve] section, or a drop-in in /etc/systemd/resolved.conf.d/) and "
+    "systemctl restart systemd-resolved, or set [discovery] llmnr = false",
+    ("systemd-resolve", "mdns"): "set MulticastDNS=no in /etc/systemd/resolved.conf (a "
+    "[Resolve] section, or a drop-in in /etc/systemd/resolved.conf.d/) and "
+    "systemctl restart systemd-resolved, or set [discovery] mdns = false",
 }
 
 
@@ -157,15 +170,25 @@ def process_name(comm: str, argv: list[str]) -> str:
 
 
 def describe(protocol: str, owners: Iterable[Owner], port: int) -> str:
-    """One log line's worth: which daemon holds the protocol's port, and the fix."""
+    """One log line's worth: which daemon holds the protocol's port, and the fix (one
+    per daemon when several do: avahi-daemon and systemd-resolved both on 5353)."""
     named = sorted({(o.name, o.pid) for o in owners})
     if not named:
         who = "another process (owner not visible to the edge)"
         fix = "find it with `ss -lunp` / `ss -ltnp` and stop it"
     else:
         who = ", ".join(f"{n} (pid {p})" for n, p in named)
-        fixes = [_FIXES[n] for n, _ in named if n in _FIXES]
-        fix = fixes[0] if fixes else f"stop {named[0][0]} or turn {protocol} off in edge.toml"
+        fixes: dict[str, str] = {}
+        for n, _ in named:
+            known = _PROTOCOL_FIXES.get((n, protocol)) or _FIXES.get(n)
+            if known is not None:
+                fixes.setdefault(n, known)
+        if not fixes:
+            fix = f"stop {named[0][0]} or turn {protocol} off in edge.toml"
+        elif len(fixes) == 1:
+            (fix,) = fixes.values()
+        else:
+            fix = "; ".join(f"{n}: {f}" for n, f in fixes.items())
     return f"{who} already serves {protocol} on port {port} of this host: {fix}"
 
 

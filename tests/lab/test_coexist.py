@@ -1,16 +1,18 @@
-"""The edge on a box that still runs the old hack: nmbd, smbd, wsdd and avahi-daemon.
+"""The edge on a box that still runs the old hack: nmbd, smbd, wsdd, avahi-daemon and
+systemd-resolved.
 
 Office nyc's edge host runs, before the edge starts, what an office box typically ran
-before spokeshare: Samba's nmbd with ``netbios aliases = GLOBAL-NFS`` and smbd on
-445, wsdd announcing GLOBAL-NFS, and avahi-daemon. The edge must come up anyway
-(relay, LLMNR and the NetBIOS session service running), leave each taken protocol to
-the daemon holding it with one log line naming it and the fix, show it degraded in
-``lan-status.json``, never add a second answerer, take a protocol back when its
-daemon goes, and give it up again when the daemon comes back.
+before spokeshare: systemd-resolved with LLMNR and mDNS on, Samba's nmbd with
+``netbios aliases = GLOBAL-NFS`` and smbd on 445, wsdd announcing GLOBAL-NFS, and
+avahi-daemon. The edge must come up anyway (relay and the NetBIOS session service
+running), leave each taken protocol to the daemon holding it with one log line naming
+it and the fix, show it degraded in ``lan-status.json``, never add a second answerer,
+take a protocol back when its daemon goes, and give it up again when the daemon comes
+back.
 
-systemd-resolved is not among them: Debian 12 ships it as a separate package whose
-installation takes over the machine's /etc/resolv.conf, and it needs systemd as
-PID 1; the edge's check for it is the same socket-table check as for avahi-daemon.
+systemd-resolved is Debian 12's own binary, unpacked by ``./run setup`` (installing
+the package would take over the machine's /etc/resolv.conf) and run without systemd
+or D-Bus (see :meth:`OldBox.start_resolved`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,6 +40,11 @@ pytestmark = pytest.mark.lab
 EDGE = "198.18.11.1"
 EDGE_HOST = "nyc-edge"
 PC = "nyc-pc"
+#: Unpacked by ./run setup (fetch_systemd_resolved).
+RESOLVED = Path("/var/cache/spokeshare-lab/systemd-resolved/lib/systemd/systemd-resolved")
+#: What the old box's systemd-resolved answers for over LLMNR and mDNS: the host name
+#: (namespaces share the machine's UTS namespace).
+RESOLVED_NAME = socket.gethostname()
 
 _SMB_CONF = """\
 [global]
@@ -116,12 +124,54 @@ class OldBox:
         self.pids["dbus-daemon"] = bus
         self.pids["avahi-daemon"] = avahi
 
+    def start_resolved(self) -> None:
+        """systemd-resolved with ``LLMNR=yes`` and ``MulticastDNS=yes`` (a drop-in),
+        the LAN link's state as systemd-networkd writes it for a ``.network`` with
+        ``LLMNR=yes`` and ``MulticastDNS=yes`` (without networkd, resolved gives a link
+        LLMNR but no mDNS), in the mount namespace ``ip netns exec`` gives it: its own
+        /run (the runtime directory owned by its user, which it insists on), and
+        /etc/passwd and /etc/group with its system user ``systemd-resolve``. There is no
+        D-Bus: resolved waits for a bus to appear and serves meanwhile."""
+        if not RESOLVED.exists():
+            pytest.skip(f"{RESOLVED} missing: ./run setup unpacks systemd-resolved")
+        r = self.root / "resolved"
+        run = r / "run"
+        for sub in ("systemd/resolved.conf.d", "systemd/netif/links", "systemd/resolve"):
+            (run / sub).mkdir(parents=True, exist_ok=True)
+        (run / "systemd/resolved.conf.d/lab.conf").write_text(
+            "[Resolve]\nLLMNR=yes\nMulticastDNS=yes\nDNSStubListener=no\n"
+        )
+        index = netns.run_in(EDGE_HOST, ["cat", f"/sys/class/net/{LAN_IFNAME}/ifindex"])
+        (run / "systemd/netif/links" / index.stdout.decode().strip()).write_text(
+            "ADMIN_STATE=configured\nOPER_STATE=routable\nLLMNR=yes\nMDNS=yes\n"
+        )
+        passwd, group = Path("/etc/passwd").read_text(), Path("/etc/group").read_text()
+        used = {int(line.split(":")[2]) for line in passwd.splitlines() if line.count(":") >= 3}
+        uid = next(u for u in range(999, 100, -1) if u not in used)
+        (r / "passwd").write_text(f"{passwd}systemd-resolve:x:{uid}:{uid}::/:/usr/sbin/nologin\n")
+        (r / "group").write_text(f"{group}systemd-resolve:x:{uid}:\n")
+        for f in ("passwd", "group"):
+            (r / f).chmod(0o644)
+        script = (
+            f"mount --bind {run} /run && mount --bind {r / 'passwd'} /etc/passwd && "
+            f"mount --bind {r / 'group'} /etc/group && "
+            f"chown {uid}:{uid} /run/systemd/resolve && exec {RESOLVED}"
+        )
+        self.pids["systemd-resolved"] = services.spawn(
+            self.lab.registry, EDGE_HOST, ["sh", "-c", script], "systemd-resolved",
+            self.lab.logs_dir / "old-systemd-resolved.log",
+            env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "SYSTEMD_LOG_TARGET": "console"},
+        )  # fmt: skip
+        services.wait_for("old systemd-resolved on 5355", lambda: _listening("u", 5355), 30)
+        services.wait_for("old systemd-resolved on 5353", lambda: _listening("u", 5353), 30)
+
     def stop(self, what: str) -> None:
         self.lab.registry.kill_process(self.pids.pop(what))
 
 
 def start_edge_beside_old_box(lab: Lab, office: str) -> int:
     box = OldBox(lab)
+    box.start_resolved()
     box.start_samba()
     box.start_wsdd()
     box.start_avahi()
@@ -210,15 +260,22 @@ def wait_until(what: str, cond: Callable[[], object], timeout: float) -> object:
 def test_edge_runs_beside_the_old_daemons(lab: Lab) -> None:
     box: OldBox = lab.old_box  # type: ignore[attr-defined]
     log = edge_log(lab)
-    for protocol, daemon in (("netbios", "nmbd"), ("wsd", "wsdd"), ("mdns", "avahi-daemon")):
+    resolved = f"systemd-resolve (pid {box.pids['systemd-resolved']})"  # comm: 15 chars
+    for protocol, daemons, fix in (
+        ("netbios", ["nmbd"], "systemctl disable --now nmbd"),
+        ("wsd", ["wsdd"], "systemctl disable --now wsdd"),
+        ("mdns", ["avahi-daemon", resolved], "MulticastDNS=no in /etc/systemd/resolved.conf"),
+        ("llmnr", [resolved], "LLMNR=no in /etc/systemd/resolved.conf"),
+    ):
         lines = [ln for ln in log.splitlines() if f"{protocol} off (degraded)" in ln]
-        assert len(lines) == 1, (protocol, lines)  # one line, naming the daemon and the fix
-        assert f"{daemon} (pid " in lines[0] and "systemctl disable --now" in lines[0]
-        assert f"{daemon} (pid {box.pids[daemon]})" in protocol_state(lab, protocol)
+        assert len(lines) == 1, (protocol, lines)  # one line, naming the daemons and the fix
+        assert fix in lines[0], lines[0]
+        for daemon in daemons:
+            held = daemon if "(pid" in daemon else f"{daemon} (pid {box.pids[daemon]})"
+            assert held in lines[0] and held in protocol_state(lab, protocol), lines[0]
     taken = [ln for ln in log.splitlines() if f"cannot listen on {EDGE}:445" in ln]
     assert len(taken) == 1 and "smbd (pid" in taken[0], taken
     status = lan_status(lab)
-    assert protocol_state(lab, "llmnr") == "ok"
     assert f"tcp {EDGE}:445" in status["listeners_degraded"]  # type: ignore[operator]
 
     # The relay runs: 139 (its listener bound) reaches HQ's share through the hub.
@@ -232,26 +289,36 @@ def test_edge_runs_beside_the_old_daemons(lab: Lab) -> None:
         ),
         10,
     )
-    # LLMNR (nobody else serves it here) answers; NetBIOS has one answerer, nmbd.
+    # LLMNR has one answerer, systemd-resolved, for its own name; nobody (not the edge)
+    # for GLOBAL-NFS. NetBIOS has one answerer, nmbd.
+    out = sh(lab, PC, "llmnr-query", "-T", "A", RESOLVED_NAME).stdout
+    assert re.findall(rf"{re.escape(RESOLVED_NAME)} IN A (\S+)", out) == [EDGE], out
     out = sh(lab, PC, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
-    assert f"GLOBAL-NFS IN A {EDGE}" in out, out
+    assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [], out
     wait_until("nmbd's alias registered", lambda: nbns_answers(lab, "GLOBAL-NFS"), 30)
     assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
-    assert mdns_a(lab, "GLOBAL-NFS") == []  # avahi does not publish it, nor does the edge
-    assert mdns_a(lab, "oldbox") == [EDGE]  # avahi alone answers for its own name
+    # Nobody publishes GLOBAL-NFS.local. (avahi and resolved both answer on 5353 for
+    # their own names; which one a unicast query reaches is the kernel's choice.)
+    assert mdns_a(lab, "GLOBAL-NFS") == []
 
 
 def test_protocols_come_back_when_the_daemons_go(lab: Lab) -> None:
     box: OldBox = lab.old_box  # type: ignore[attr-defined]
-    for daemon in ("avahi-daemon", "wsdd", "nmbd"):
+    for daemon in ("avahi-daemon", "wsdd", "nmbd", "systemd-resolved"):
         box.stop(daemon)
-    for protocol in ("mdns", "wsd", "netbios"):
+    for protocol in ("mdns", "wsd", "netbios", "llmnr"):
 
         def back(p: str = protocol) -> bool:
             return protocol_state(lab, p) == "ok"
 
         wait_until(f"{protocol} back", back, 30)
-    assert edge_log(lab).count("the other daemon is gone; the edge serves it again") == 3
+    assert edge_log(lab).count("the other daemon is gone; the edge serves it again") == 4
+
+    def llmnr_answers() -> list[str]:
+        out = sh(lab, PC, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+        return re.findall(r"GLOBAL-NFS IN A (\S+)", out)
+
+    wait_until("GLOBAL-NFS over LLMNR", lambda: llmnr_answers() == [EDGE], 20)
     wait_until("the edge's NetBIOS name claimed", lambda: nbns_answers(lab, "GLOBAL-NFS"), 20)
     assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
     wait_until("GLOBAL-NFS.local", lambda: mdns_a(lab, "GLOBAL-NFS") == [EDGE], 20)

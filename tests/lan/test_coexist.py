@@ -72,6 +72,20 @@ def test_describe_names_daemon_and_fix() -> None:
     assert "owner not visible" in coexist.describe("llmnr", [], 5355)
 
 
+def test_systemd_resolved_gets_the_fix_for_the_protocol() -> None:
+    """/proc/PID/comm of systemd-resolved is "systemd-resolve" (15 characters): the
+    line names it and the resolved.conf setting for that protocol."""
+    resolved = coexist.Owner(377, "systemd-resolve")
+    llmnr = coexist.describe("llmnr", [resolved], 5355)
+    assert llmnr.startswith("systemd-resolve (pid 377) already serves llmnr on port 5355")
+    assert "LLMNR=no in /etc/systemd/resolved.conf" in llmnr and "MulticastDNS" not in llmnr
+    mdns = coexist.describe("mdns", [resolved], 5353)
+    assert "MulticastDNS=no in /etc/systemd/resolved.conf" in mdns and "LLMNR" not in mdns
+    both = coexist.describe("mdns", [coexist.Owner(812, "avahi-daemon"), resolved], 5353)
+    assert both.startswith("avahi-daemon (pid 812), systemd-resolve (pid 377) already serves")
+    assert "avahi-daemon: stop it" in both and "systemd-resolve: set MulticastDNS=no" in both
+
+
 @given(st.lists(st.text(alphabet="0123456789ABCDEF: x", max_size=60), max_size=20))
 def test_garbage_lines_are_skipped(lines: list[str]) -> None:
     text = UDP_TABLE + "\n".join(lines)
