@@ -334,3 +334,23 @@ def test_a_daemon_started_later_takes_the_protocol_back(lab: Lab) -> None:
     assert mdns_a(lab, "GLOBAL-NFS") == []  # the edge said goodbye; avahi alone remains
     assert mdns_a(lab, "oldbox") == [EDGE]
     assert protocol_state(lab, "llmnr") == "ok" and protocol_state(lab, "netbios") == "ok"
+
+
+def test_systemd_resolved_started_later_takes_llmnr_back(lab: Lab) -> None:
+    """systemd-resolved (LLMNR on) started while the edge answers LLMNR: within a check
+    interval the edge hands LLMNR over with one line naming it and the fix, and stops
+    answering GLOBAL-NFS there; resolved alone answers, for its own name."""
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    assert protocol_state(lab, "llmnr") == "ok"
+    before = edge_log(lab).count("llmnr off (degraded)")
+    box.start_resolved()
+    wait_until(
+        "llmnr degraded", lambda: "systemd-resolve" in protocol_state(lab, "llmnr"), 30
+    )
+    lines = [ln for ln in edge_log(lab).splitlines() if "llmnr off (degraded)" in ln]
+    assert len(lines) == before + 1 and "LLMNR=no in /etc/systemd/resolved.conf" in lines[-1]
+    out = sh(lab, PC, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+    assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [], out
+    out = sh(lab, PC, "llmnr-query", "-T", "A", RESOLVED_NAME).stdout
+    assert re.findall(rf"{re.escape(RESOLVED_NAME)} IN A (\S+)", out) == [EDGE], out
+    assert protocol_state(lab, "netbios") == "ok"
