@@ -16,7 +16,7 @@ from typing import Any
 
 from spokeshare import __version__, bundle, enrollment
 from spokeshare.config import load_edge, load_hub
-from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError
+from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError, UsageError
 
 log = logging.getLogger("spokeshare")
 
@@ -438,7 +438,7 @@ def _add_optional(sub: Any, name: str) -> None:
 
         wan.add_bench_parser(sub)
     else:
-        raise ValueError(f"no optional subcommand {name!r}")
+        raise UsageError(f"no optional subcommand {name!r}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

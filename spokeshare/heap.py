@@ -16,6 +16,8 @@ import ctypes.util
 import functools
 from collections.abc import Callable
 
+from spokeshare.errors import UsageError
+
 
 @functools.cache
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -44,12 +46,12 @@ class ReleasePolicy:
     After at least ``churn`` connections have ended since the last release, and no
     more often than every ``interval`` seconds (a release walks the whole heap: a few
     milliseconds for a few hundred MiB, so a busy daemon may well do it every interval).
-    Raises ValueError for non-positive arguments.
+    Raises UsageError for non-positive arguments.
     """
 
     def __init__(self, churn: int = 1, interval: float = 10.0) -> None:
         if churn < 1 or interval <= 0:
-            raise ValueError("churn and interval must be positive")
+            raise UsageError("churn and interval must be positive")
         self.churn = churn
         self.interval = interval
         self._ended = 0

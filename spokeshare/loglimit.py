@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 
+from spokeshare.errors import UsageError
+
 #: (cause, source) pairs remembered at most.
 MAX_SOURCES = 1024
 
@@ -24,14 +26,14 @@ MAX_SOURCES = 1024
 class LogLimiter:
     """``admit(cause, source, now)``: should this event get a log line of its own?
 
-    Raises ValueError for a non-positive ``interval``, ``max_lines`` or ``max_sources``.
+    Raises UsageError for a non-positive ``interval``, ``max_lines`` or ``max_sources``.
     """
 
     def __init__(
         self, interval: float = 60.0, max_lines: int = 50, max_sources: int = MAX_SOURCES
     ) -> None:
         if interval <= 0 or max_lines < 1 or max_sources < 1:
-            raise ValueError("interval, max_lines and max_sources must be positive")
+            raise UsageError("interval, max_lines and max_sources must be positive")
         self.interval = interval
         self.max_lines = max_lines
         self.max_sources = max_sources

@@ -36,6 +36,7 @@ import struct
 from dataclasses import dataclass
 
 from spokeshare.buffer import Buffer
+from spokeshare.errors import UsageError
 
 PROTOCOL = "SMB2 NEGOTIATE"
 MAGIC = b"\xfeSMB"
@@ -74,7 +75,7 @@ class NegotiateResponse:
 def encode_request(client_guid: bytes, capabilities: int = CAP_MULTI_CHANNEL) -> bytes:
     """A NEGOTIATE request in its Direct TCP frame. ``client_guid``: 16 bytes."""
     if len(client_guid) != 16:
-        raise ValueError("client_guid must be 16 bytes")
+        raise UsageError("client_guid must be 16 bytes")
     b = Buffer(protocol=PROTOCOL)
     b.push_bytes(MAGIC)
     # StructureSize, CreditCharge, Status, Command, CreditRequest, Flags, NextCommand,

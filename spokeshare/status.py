@@ -15,6 +15,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from spokeshare.errors import DecodeError
+
 log = logging.getLogger("spokeshare.status")
 
 MAX_REQUEST_LINE = 1024
@@ -99,7 +101,7 @@ async def serve(host: str, port: int, stats: Callable[[], dict[str, Any]]) -> as
             async with asyncio.timeout(5):
                 line = await reader.readuntil(b"\n")
             if len(line) > MAX_REQUEST_LINE:
-                raise ValueError("request line too long")
+                raise DecodeError("status", "request line too long")
             writer.write(answer(line.strip(), stats))
             await writer.drain()
         except (

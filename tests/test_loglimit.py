@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spokeshare.errors import UsageError
 from spokeshare.loglimit import LogLimiter
 
 
@@ -39,9 +40,9 @@ def test_many_sources_are_capped_by_max_lines() -> None:
 
 
 def test_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         LogLimiter(interval=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         LogLimiter(max_lines=0)
 
 
@@ -77,5 +78,5 @@ def test_heap_release_policy() -> None:
     policy.note(5)
     assert not policy.due(5.0)  # less than an interval since the last release
     assert policy.due(12.0) and policy.releases == 2
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ReleasePolicy(churn=0)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 
 from spokeshare import smb2_negotiate as smb2
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from tests.strategies import mutated_any
 
 GUID = bytes(range(16))
@@ -47,7 +47,7 @@ def test_request_layout() -> None:
     assert (size, count, caps) == (36, 4, smb2.CAP_MULTI_CHANNEL)
     assert msg[76:92] == GUID
     assert struct.unpack_from("<4H", msg, 100) == smb2.DIALECTS
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         smb2.encode_request(b"short")
 
 

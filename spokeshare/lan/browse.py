@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError, decoder
+from spokeshare.errors import DecodeError, UsageError, decoder
 from spokeshare.lan.netbios import MAX_UDP_PAYLOAD, NetbiosName, pull_name, push_name
 
 PROTOCOL = "nbdgm"
@@ -145,14 +145,14 @@ DEFAULT_SERVER_TYPE = (
 
 def _check_uint(value: int, bits: int, what: str) -> None:
     if not 0 <= value < (1 << bits):
-        raise ValueError(f"{what} must fit in {bits} bits, got {value!r}")
+        raise UsageError(f"{what} must fit in {bits} bits, got {value!r}")
 
 
 def _check_text(value: str, limit: int, what: str) -> None:
     if any(ord(c) > 255 for c in value) or "\0" in value:
-        raise ValueError(f"{what} must be latin-1 without NUL")
+        raise UsageError(f"{what} must be latin-1 without NUL")
     if len(value) > limit:
-        raise ValueError(f"{what} longer than {limit} bytes")
+        raise UsageError(f"{what} longer than {limit} bytes")
 
 
 # -- layer 1: the NetBIOS datagram ---------------------------------------------------
@@ -180,7 +180,7 @@ class Datagram:
         names = sum(34 + (len(n.scope) + 1 if n.scope else 0)
                     for n in (self.source_name, self.destination_name))
         if names + len(self.user_data) > 0xFFFF:  # DGM_LENGTH is 16 bits
-            raise ValueError("datagram too long")
+            raise UsageError("datagram too long")
 
 
 @decoder(PROTOCOL)
@@ -280,7 +280,7 @@ class Mailslot:
         _check_uint(self.priority, 16, "mailslot priority")
         _check_uint(self.mailslot_class, 16, "mailslot class")
         if len(self.data) > 0xFFFF - 200:
-            raise ValueError("mailslot data too long")
+            raise UsageError("mailslot data too long")
 
 
 @decoder(PROTOCOL)
@@ -392,7 +392,7 @@ class Announcement:
 
     def __post_init__(self) -> None:
         if self.opcode not in ANNOUNCEMENT_OPCODES:
-            raise ValueError(f"{self.opcode!r} is not an announcement")
+            raise UsageError(f"{self.opcode!r} is not an announcement")
         _check_text(self.server_name, 15, "server name")
         _check_text(self.comment, MAX_TEXT_LENGTH, "comment")
         _check_uint(self.server_type, 32, "server type")
@@ -425,7 +425,7 @@ class OtherBrowserMessage:
     def __post_init__(self) -> None:
         _check_uint(self.opcode, 8, "opcode")
         if self.opcode in ANNOUNCEMENT_OPCODES or self.opcode == BrowserOpcode.ANNOUNCEMENT_REQUEST:
-            raise ValueError("use Announcement / AnnouncementRequest for this opcode")
+            raise UsageError("use Announcement / AnnouncementRequest for this opcode")
 
 
 BrowserMessage = Announcement | AnnouncementRequest | OtherBrowserMessage

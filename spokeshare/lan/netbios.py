@@ -5,7 +5,7 @@ one back into bytes. Both sides check everything: every length and count, every
 label, every compression pointer (pointers must go strictly backwards, so a
 hostile packet cannot make the decoder loop), and trailing bytes. Only
 :class:`~spokeshare.errors.DecodeError` ever escapes :func:`decode`; values that
-cannot be encoded are refused when the dataclass is built (``ValueError``).
+cannot be encoded are refused when the dataclass is built (:class:`~spokeshare.errors.UsageError`).
 
 The builders at the bottom (:func:`name_query_request`,
 :func:`positive_query_response`, :func:`node_status_response`,
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError, decoder
+from spokeshare.errors import DecodeError, UsageError, decoder
 
 PROTOCOL = "nbns"
 
@@ -136,7 +136,7 @@ class NameFlags(enum.IntFlag):
 
 def _check_uint(value: int, bits: int, what: str) -> None:
     if not 0 <= value < (1 << bits):
-        raise ValueError(f"{what} must fit in {bits} bits, got {value!r}")
+        raise UsageError(f"{what} must fit in {bits} bits, got {value!r}")
 
 
 # -- names ---------------------------------------------------------------------------
@@ -159,17 +159,17 @@ class NetbiosName:
 
     def __post_init__(self) -> None:
         if not _is_latin1(self.name):
-            raise ValueError(f"NetBIOS name {self.name!r} is not representable in bytes")
+            raise UsageError(f"NetBIOS name {self.name!r} is not representable in bytes")
         if len(self.name) > 15:
-            raise ValueError(f"NetBIOS name {self.name!r} longer than 15 bytes")
+            raise UsageError(f"NetBIOS name {self.name!r} longer than 15 bytes")
         _check_uint(self.suffix, 8, "NetBIOS name suffix")
         if self.scope:
             labels = self.scope.split(".")
             for label in labels:
                 if not 1 <= len(label) <= 63 or not _is_latin1(label):
-                    raise ValueError(f"bad NetBIOS scope label {label!r}")
+                    raise UsageError(f"bad NetBIOS scope label {label!r}")
             if 34 + len(self.scope) + 1 > MAX_NAME_LENGTH:
-                raise ValueError("NetBIOS scope too long")
+                raise UsageError("NetBIOS scope too long")
 
     @classmethod
     def create(cls, name: str, suffix: int, scope: str = "") -> NetbiosName:
@@ -308,9 +308,9 @@ class NbEntry:
 
     def __post_init__(self) -> None:
         if not isinstance(self.address, IPv4Address):
-            raise ValueError("NB address must be an IPv4Address")
+            raise UsageError("NB address must be an IPv4Address")
         if self.reserved & ~0x1FFF or self.reserved < 0:
-            raise ValueError("reserved NB_FLAGS bits are 0x1FFF")
+            raise UsageError("reserved NB_FLAGS bits are 0x1FFF")
 
     @property
     def flags(self) -> int:
@@ -325,7 +325,7 @@ class NbRData:
 
     def __post_init__(self) -> None:
         if len(self.entries) * 6 > 0xFFFF:
-            raise ValueError("too many NB entries")
+            raise UsageError("too many NB entries")
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ class NodeName:
         NetbiosName(self.name, self.suffix)  # same rules as a name
         _check_uint(int(self.flags), 16, "node name flags")
         if int(self.flags) & NB_ONT_MASK:
-            raise ValueError("node name flags carry ONT bits: use node_type")
+            raise UsageError("node name flags carry ONT bits: use node_type")
 
     @property
     def group(self) -> bool:
@@ -368,9 +368,9 @@ class NodeStatusRData:
 
     def __post_init__(self) -> None:
         if len(self.names) > 255:
-            raise ValueError("a node status answer lists at most 255 names")
+            raise UsageError("a node status answer lists at most 255 names")
         if 1 + 18 * len(self.names) + len(self.statistics) > 0xFFFF:
-            raise ValueError("node status RDATA too long")
+            raise UsageError("node status RDATA too long")
 
     @property
     def unit_id(self) -> bytes:
@@ -385,7 +385,7 @@ class RawRData:
 
     def __post_init__(self) -> None:
         if len(self.data) > 0xFFFF:
-            raise ValueError("RDATA too long")
+            raise UsageError("RDATA too long")
 
 
 RData = NbRData | NodeStatusRData | RawRData
@@ -442,10 +442,10 @@ class NbnsPacket:
         _check_uint(self.trn_id, 16, "transaction id")
         _check_uint(self.rcode, 4, "rcode")
         if int(self.flags) & ~0x0790:
-            raise ValueError("NM_FLAGS has bits outside AA TC RD RA B")
+            raise UsageError("NM_FLAGS has bits outside AA TC RD RA B")
         for section in (self.questions, self.answers, self.authorities, self.additionals):
             if len(section) > 0xFFFF:
-                raise ValueError("section too long")
+                raise UsageError("section too long")
 
     @property
     def broadcast(self) -> bool:
@@ -756,7 +756,7 @@ def negative_registration_response(
     A refresh is answered with the refresh opcode (smbtorture ``nbt.register.
     refresh_own`` matches it), anything else with REGISTRATION."""
     if not request.additionals:
-        raise ValueError("a registration request carries its record in ADDITIONAL")
+        raise UsageError("a registration request carries its record in ADDITIONAL")
     rr = request.additionals[0]
     refresh = request.opcode in (Opcode.REFRESH, Opcode.REFRESH_ALT)
     return NbnsPacket(

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from spokeshare.config import LanPresence
+from spokeshare.errors import UsageError
 from spokeshare.lan import browse, netbios
 from spokeshare.lan.netbios import (
     NameFlags,
@@ -207,7 +208,7 @@ class TokenBucket:
         max_sources: int = RATE_MAX_SOURCES,
     ) -> None:
         if burst < 1 or rate <= 0 or max_sources < 1:
-            raise ValueError("token bucket needs burst >= 1, rate > 0, max_sources >= 1")
+            raise UsageError("token bucket needs burst >= 1, rate > 0, max_sources >= 1")
         self._burst = burst
         self._rate = rate
         self._max = max_sources
@@ -264,7 +265,7 @@ class ResponderConfig:
     gives the names, the workgroup, the interface address and the names' own
     addresses, taken as they are; ``broadcast`` is the subnet's broadcast address.
     The rest are RFC 1002 timers and our rate limits (tests shorten them).
-    ValueError for no name or a re-check shorter than a registration.
+    UsageError for no name or a re-check shorter than a registration.
     """
 
     presence: LanPresence
@@ -287,11 +288,11 @@ class ResponderConfig:
         # Names and workgroup come from spokeshare.config.LanPresence, validated at
         # config load (one rule for every protocol); only this core's own invariants here.
         if not self.presence.names:
-            raise ValueError("at least one virtual name is needed")
+            raise UsageError("at least one virtual name is needed")
         if self.retry_count < 1 or self.retry_interval <= 0:
-            raise ValueError("registration needs at least one send and a positive interval")
+            raise UsageError("registration needs at least one send and a positive interval")
         if self.conflict_recheck_interval <= self.retry_interval * self.retry_count:
-            raise ValueError("conflict re-check must be longer than a registration")
+            raise UsageError("conflict re-check must be longer than a registration")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -724,11 +725,11 @@ class BrowseAnnouncer:
         port: int = browse.DATAGRAM_PORT,
     ) -> None:
         if not 0 < initial_interval <= max_interval:
-            raise ValueError("announce intervals must satisfy 0 < initial <= max")
+            raise UsageError("announce intervals must satisfy 0 < initial <= max")
         if request_max_delay < 0:
-            raise ValueError("request_max_delay must not be negative")
+            raise UsageError("request_max_delay must not be negative")
         if not 0 <= server_type <= 0xFFFFFFFF:
-            raise ValueError("server type must fit in 32 bits")
+            raise UsageError("server type must fit in 32 bits")
         self.workgroup = workgroup.upper()
         self.address = address
         self.broadcast = broadcast

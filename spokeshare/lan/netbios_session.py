@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError, decoder
+from spokeshare.errors import DecodeError, UsageError, decoder
 from spokeshare.lan import NEED_DATA as NEED_DATA
 from spokeshare.lan import NeedData as NeedData
 from spokeshare.lan.netbios import NetbiosName, pull_name, push_name
@@ -86,7 +86,7 @@ class NegativeSessionResponse:
 
     def __post_init__(self) -> None:
         if not 0 <= self.error <= 0xFF:
-            raise ValueError("session error code must fit in a byte")
+            raise UsageError("session error code must fit in a byte")
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ class RetargetSessionResponse:
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 0xFFFF:
-            raise ValueError("port must fit in 16 bits")
+            raise UsageError("port must fit in 16 bits")
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class SessionMessage:
 
     def __post_init__(self) -> None:
         if len(self.payload) > MAX_MESSAGE_LENGTH:
-            raise ValueError("session message longer than 24 bits of length")
+            raise UsageError("session message longer than 24 bits of length")
 
 
 SessionPacket = (
@@ -201,7 +201,7 @@ def encode(packet: SessionPacket) -> bytes:
     payload = body.getvalue()
     n = len(payload)
     if ptype != PacketType.SESSION_MESSAGE and n > MAX_RFC_LENGTH:
-        raise ValueError("session packet longer than 17 bits of length")
+        raise UsageError("session packet longer than 17 bits of length")
     out = Buffer(protocol=PROTOCOL)
     out.push_uint8(ptype)
     out.push_uint8(n >> 16)

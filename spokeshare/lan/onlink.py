@@ -21,6 +21,8 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from spokeshare.errors import DecodeError
+
 #: RFC 6762 §6.7: TTLs in a legacy unicast response SHOULD NOT exceed ten seconds.
 LEGACY_UNICAST_MAX_TTL = 10
 #: RFC 6762 §10.2: the top bit of rrclass in a response is the cache-flush bit, which
@@ -67,27 +69,28 @@ def _skip_name(data: bytes | bytearray, pos: int) -> int:
     """Offset after the (possibly compressed) domain name at ``pos`` (RFC 1035 §4.1.4)."""
     for _ in range(128):  # at most 127 labels in a 255-byte name, then a terminator
         if pos >= len(data):
-            raise ValueError("name runs past the message")
+            raise DecodeError("mdns", "name runs past the message")
         length = data[pos]
         if length == 0:
             return pos + 1
         if length & 0xC0 == 0xC0:
             return pos + 2
         if length & 0xC0:
-            raise ValueError("bad label type")
+            raise DecodeError("mdns", "bad label type")
         pos += 1 + length
-    raise ValueError("too many labels")
+    raise DecodeError("mdns", "too many labels")
 
 
 def legacy_unicast_response(packet: bytes) -> bytes:
     """``packet`` (an mDNS response) with TTLs capped and cache-flush bits cleared.
 
     RFC 6762 §6.7. Question entries are kept as they are (zeroconf echoes the query's
-    ID and question for a legacy querier). Raises ValueError for a malformed packet
-    (the caller then does not send it); the length of the result equals the input's.
+    ID and question for a legacy querier). Raises :class:`~spokeshare.errors.DecodeError`
+    for a malformed packet (the caller then does not send it); the length of the result
+    equals the input's.
     """
     if len(packet) > MAX_MESSAGE or len(packet) < 12:
-        raise ValueError("not an mDNS message")
+        raise DecodeError("mdns", "not an mDNS message")
     out = bytearray(packet)
     qd, an, ns, ar = struct.unpack_from("!4H", out, 4)
     pos = 12
@@ -96,7 +99,7 @@ def legacy_unicast_response(packet: bytes) -> bytes:
     for _ in range(an + ns + ar):
         pos = _skip_name(out, pos)
         if pos + 10 > len(out):
-            raise ValueError("record runs past the message")
+            raise DecodeError("mdns", "record runs past the message")
         rrtype, rrclass, ttl, rdlength = struct.unpack_from("!HHIH", out, pos)
         if rrtype != 41:  # OPT (RFC 6891) has no TTL or class in this sense
             struct.pack_into(
@@ -104,5 +107,5 @@ def legacy_unicast_response(packet: bytes) -> bytes:
             )
         pos += 10 + rdlength
         if pos > len(out):
-            raise ValueError("rdata runs past the message")
+            raise DecodeError("mdns", "rdata runs past the message")
     return bytes(out)

@@ -15,6 +15,8 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 
+from spokeshare.errors import UsageError
+
 #: Sources remembered (oldest forgotten first): bounded memory under spoofing.
 MAX_SOURCES = 1024
 
@@ -28,7 +30,7 @@ class Budget:
 
     def __post_init__(self) -> None:
         if self.burst < 1 or self.rate <= 0:
-            raise ValueError("a budget needs burst >= 1 and rate > 0")
+            raise UsageError("a budget needs burst >= 1 and rate > 0")
 
 
 class AnswerBudget:
@@ -41,7 +43,7 @@ class AnswerBudget:
         self, per_source: Budget, overall: Budget, max_sources: int = MAX_SOURCES
     ) -> None:
         if max_sources < 1:
-            raise ValueError("max_sources must be at least 1")
+            raise UsageError("max_sources must be at least 1")
         self.per_source = per_source
         self.overall = overall
         self._max = max_sources

@@ -69,7 +69,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 
 PROTOCOL = "dnssd-printer"
 
@@ -278,7 +278,7 @@ def alternative_name(instance: str, n: int) -> str:
     """The ``n``-th name to try after a conflict (RFC 6762 section 9): ``Name (n)``, the
     base cut so the whole stays within 63 octets (as CUPS and mDNSResponder rename)."""
     if n < 2:
-        raise ValueError("alternatives start at 2")
+        raise UsageError("alternatives start at 2")
     suffix = f" ({n})"
     base = re.sub(r" \(\d+\)$", "", instance)
     return _cut(base, MAX_INSTANCE - len(suffix.encode())).rstrip() + suffix

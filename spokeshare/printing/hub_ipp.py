@@ -139,26 +139,26 @@ class State(enum.Enum):
 
 
 def split_host(value: str) -> tuple[str, int | None]:
-    """``host[:port]`` or ``[v6][:port]`` -> (host, port or None); ValueError if bad."""
+    """``host[:port]`` or ``[v6][:port]`` -> (host, port or None); DecodeError if bad."""
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
-            raise ValueError("unclosed IPv6 literal")
+            raise DecodeError("http-host", "unclosed IPv6 literal")
         host, rest = value[1:end], value[end + 1 :]
         if rest and not rest.startswith(":"):
-            raise ValueError("junk after IPv6 literal")
+            raise DecodeError("http-host", "junk after IPv6 literal")
         port_s = rest[1:] if rest else ""
     elif value.count(":") == 1:
         host, port_s = value.split(":")
     elif ":" in value:
-        raise ValueError("bare IPv6 address")
+        raise DecodeError("http-host", "bare IPv6 address")
     else:
         host, port_s = value, ""
     if not host:
-        raise ValueError("empty host")
+        raise DecodeError("http-host", "empty host")
     if port_s:
         if not port_s.isdigit() or not 0 < int(port_s) < 65536:
-            raise ValueError("bad port")
+            raise DecodeError("http-host", "bad port")
         return host, int(port_s)
     return host, None
 

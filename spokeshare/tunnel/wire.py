@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 
 #: ALPN protocol id; the number is the wire version below.
 ALPN = "spokeshare/1"
@@ -106,12 +106,15 @@ class OpenStream:
 
     def __post_init__(self) -> None:
         if not valid_service_name(self.service):
-            raise ValueError(f"invalid service name {self.service!r}")
+            raise UsageError(f"invalid service name {self.service!r}")
         for host in (self.client_host, self.local_host):
             if host:
-                ipaddress.ip_address(host)
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    raise UsageError(f"host {host!r} is not an IP address") from None
         if not 0 <= self.client_port <= 0xFFFF or not 0 <= self.local_port <= 0xFFFF:
-            raise ValueError("client port out of range")
+            raise UsageError("client port out of range")
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +125,7 @@ class OpenControl:
 
     def __post_init__(self) -> None:
         if len(self.edge_version) > MAX_VERSION_STRING or not self.edge_version.isascii():
-            raise ValueError("edge version string too long or not ASCII")
+            raise UsageError("edge version string too long or not ASCII")
 
 
 OpenHeader = OpenStream | OpenControl
@@ -135,7 +138,7 @@ class StatusReply:
 
     def __post_init__(self) -> None:
         if len(self.reason.encode()) > MAX_REASON:
-            raise ValueError("status reason too long")
+            raise UsageError("status reason too long")
 
 
 # -- open header ---------------------------------------------------------------------
@@ -239,9 +242,9 @@ def parse_open(data: bytes | bytearray) -> tuple[OpenHeader, int] | None:
             if not v.isascii():
                 raise buf.error("edge version is not ASCII")
             header = OpenControl(v.decode("ascii"))
-    except ValueError as exc:
-        if isinstance(exc, DecodeError):
-            raise
+    except DecodeError:
+        raise
+    except (ValueError, UsageError) as exc:  # a value OpenStream/OpenControl refuse
         raise DecodeError(_PROTO, str(exc)) from None
     return header, 4 + body_len
 
@@ -371,7 +374,7 @@ class FrameReader:
 def encode_control(message: dict[str, Any]) -> bytes:
     payload = json.dumps(message, separators=(",", ":")).encode()
     if len(payload) > MAX_CONTROL:
-        raise ValueError("control message too long")
+        raise UsageError("control message too long")
     return frame_header(FrameType.CONTROL, len(payload)) + payload
 
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import browse
 from spokeshare.lan.browse import (
     Announcement,
@@ -169,15 +169,15 @@ def test_layer_errors() -> None:
 
 
 def test_validation() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         Announcement("SIXTEEN-LETTERS!", 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         Announcement("A", 0, opcode=BrowserOpcode.ANNOUNCEMENT_REQUEST)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         Announcement("A", 2**32)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         AnnouncementRequest("A\0B")
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         OtherBrowserMessage(1, b"")
 
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import browse, llmnr, netbios, wsd
 from spokeshare.lan import netbios_session as nbss
 from spokeshare.lan.hostile import MAX_LINES_PER_INTERVAL, RateLimitedLog
@@ -253,7 +253,7 @@ def test_answer_budget_refills_and_forgets_sources() -> None:
     b.allow("c", 1.0)  # "a" forgotten: a full bucket again
     assert [b.allow("a", 1.0) for _ in range(3)] == [True, True, False]
     assert b.refused_source == 2 and b.refused_global == 0
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         Budget(0, 1)
 
 

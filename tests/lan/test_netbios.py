@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spokeshare.buffer import Buffer
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.lan import netbios
 from spokeshare.lan.netbios import (
     NameFlags,
@@ -88,7 +88,7 @@ def test_scope_is_encoded_as_labels() -> None:
     ],
 )
 def test_invalid_names_are_refused(bad: object) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         bad()  # type: ignore[operator]
 
 
@@ -272,20 +272,20 @@ def test_builders_for_release_refresh_wack_negative() -> None:
     assert netbios.decode(netbios.encode(wack)).answers[0].rdata == RawRData(b"\x41\x00")
     for p in (rel, ref, neg, wack):
         assert netbios.decode(netbios.encode(p)) == p
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         netbios.negative_registration_response(q)
 
 
 def test_dataclasses_validate() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         NbnsPacket(70000, Opcode.QUERY)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         NbnsPacket(1, Opcode.QUERY, rcode=16)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ResourceRecord(NetbiosName("A", 0), RRType.NB, -1, NbRData())
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         NodeName("A", 0, NameFlags(0x6000))  # ONT belongs in node_type
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         NodeStatusRData(tuple(NodeName("A", i % 256) for i in range(256)))
 
 

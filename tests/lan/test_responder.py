@@ -446,7 +446,7 @@ def test_token_bucket_forgets_oldest_sources() -> None:
     assert b.allow(a1, 0) and not b.allow(a1, 0)
     assert b.allow(a2, 0) and b.allow(a3, 0)
     assert b.allow(a1, 0)  # a1 was forgotten
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         TokenBucket(burst=0)
 
 
@@ -486,9 +486,9 @@ def test_wins_registration_and_refresh() -> None:
 def test_config_validation() -> None:
     """Names are validated at config load (tests/test_config.py); the core refuses
     only what it cannot run with."""
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ResponderConfig(presence(()), BCAST)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ResponderConfig(presence(("GLOBAL-NFS",)), BCAST, conflict_recheck_interval=0.5)
 
 
