@@ -286,6 +286,38 @@ def cmd_edge(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(a: argparse.Namespace) -> int:
+    from spokeshare import check
+
+    directory = Path(a.dir)
+    edge_default = directory / "edge.toml"
+    role = "hub" if a.hub else "edge" if a.edge else None
+    if role is None:
+        if a.config:
+            role = "hub" if Path(a.config).name == "hub.toml" else "edge"
+        elif (directory / "hub.toml").is_file():
+            role = "hub"
+        elif edge_default.is_file():
+            role = "edge"
+        else:
+            raise ConfigError(
+                str(directory), "check", "neither hub.toml nor edge.toml: give --hub or --edge"
+            )
+    now = dt.datetime.now(dt.UTC)
+    if role == "hub":
+        hub_toml = Path(a.config) if a.config else directory / "hub.toml"
+        findings = check.check_hub(directory, hub_toml, Path(a.smb_conf), now)
+    else:
+        edge_toml = Path(a.config) if a.config else edge_default if edge_default.is_file() else None
+        findings = check.check_edge(edge_toml, Path(a.bundle) if a.bundle else None, now)
+    if a.json:
+        print(json.dumps([f.to_json() for f in findings], indent=2))
+    else:
+        for f in findings:
+            print(f.line())
+    return check.exit_status(findings)
+
+
 def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     """The ``spokeshare`` parser; ``optional`` names the one lab/demo/bench command to
     build in full (importing its module), the others are stand-ins (see :func:`parse_args`).
@@ -389,6 +421,25 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
         help="LAN port for a service (0 turns it off)",
     )
     s.set_defaults(func=cmd_edge)
+
+    s = sub.add_parser(
+        "check",
+        help="what is wrong at HQ or at an office, one line per finding with the fix; "
+        "exit 0 fine, 1 warnings, 2 errors",
+    )
+    role = s.add_mutually_exclusive_group()
+    role.add_argument(
+        "--hub", action="store_true", help="check HQ (default when DIR/hub.toml exists)"
+    )
+    role.add_argument("--edge", action="store_true", help="check this office's edge")
+    s.add_argument("--dir", default=d, help=f"deployment or edge directory (default {d})")
+    s.add_argument("--config", help="hub.toml or edge.toml (default DIR/hub.toml or DIR/edge.toml)")
+    s.add_argument("--bundle", help="the office bundle (default from edge.toml)")
+    s.add_argument(
+        "--smb-conf", default="/etc/samba/smb.conf", help="HQ's smb.conf, read with testparm"
+    )
+    s.add_argument("--json", action="store_true", help="the findings as a JSON list")
+    s.set_defaults(func=cmd_check)
 
     for name, help_text in OPTIONAL_COMMANDS.items():
         if name == optional:

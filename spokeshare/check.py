@@ -1,0 +1,957 @@
+"""``spokeshare check``: what is wrong at HQ or at an office, before a user finds out.
+
+One :class:`Finding` per thing looked at: its level (ok, info, warning, error), a
+stable code for scripts, one line saying what was found and one saying the fix. The
+decisions are pure functions of what was observed (:func:`certificate`,
+:func:`backend`, :func:`cups_answer`, :func:`hub_certificate`, ...: ``now`` is a
+parameter, no I/O); the probes that observe (a TCP connect, one IPP request, one SMB2
+NEGOTIATE, one TLS handshake, one name query) are the thin functions below them, and
+:func:`check_hub` / :func:`check_edge` run them in order.
+
+Exit status (:func:`exit_status`): 0 when every finding is ok or info, 1 with a
+warning, 2 with an error.
+
+Clock: the hub and the edge have no time field on the wire, and the check asks
+nothing outside the deployment. So a clock is judged against the certificates:
+a local clock before a certificate's notBefore (the CA's, the hub's, the office's)
+is an error, since TLS then refuses that certificate (RFC 5280 4.1.2.5); at the
+office the hub's certificate as the hub presents it is the reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import errno
+import http.client
+import ipaddress
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from spokeshare.lan import coexist
+
+#: Seconds for one TCP connect, TLS handshake, IPP request or name query.
+TIMEOUT = 3.0
+#: A certificate expiring sooner than this is a warning.
+EXPIRY_WARNING = dt.timedelta(days=30)
+#: The largest IPP answer read from cupsd (CUPS-Get-Printers asks for two attributes).
+MAX_IPP_ANSWER = 1024 * 1024
+#: CUPS's IPP port: the port an edge relays to, and so the port in the Host it sends
+#: (spokeshare.printing.hub_ipp, "Host is rewritten").
+IPP_PORT = 631
+#: RFC 8011 4.1.6.1 / CUPS: successful-ok, and client-error-not-found (no shared queue).
+IPP_OK = 0x0000
+IPP_NOT_FOUND = 0x0406
+#: UDP ports queried for the names (RFC 1002 §6, RFC 4795 §2.1, RFC 6762 §3).
+NBNS_PORT = 137
+LLMNR_PORT = 5355
+MDNS_PORT = 5353
+
+
+class Level(enum.IntEnum):
+    OK = 0
+    INFO = 1
+    WARNING = 2
+    ERROR = 3
+
+    def __str__(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One result: ``code`` is stable (``hub.backend``, ``edge.bundle.mode``...),
+    ``message`` says what was found, ``fix`` what to do ("" when nothing)."""
+
+    level: Level
+    code: str
+    message: str
+    fix: str = ""
+
+    def line(self) -> str:
+        text = f"{self.level!s:<7} {self.code}: {self.message}"
+        return f"{text} -> {self.fix}" if self.fix else text
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "level": str(self.level),
+            "code": self.code,
+            "message": self.message,
+            "fix": self.fix,
+        }
+
+
+def exit_status(findings: Iterable[Finding]) -> int:
+    """0: nothing worse than info; 1: a warning; 2: an error."""
+    worst = max((f.level for f in findings), default=Level.OK)
+    return 2 if worst == Level.ERROR else 1 if worst == Level.WARNING else 0
+
+
+def _hp(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+# -- pure findings: both ends ----------------------------------------------------------
+
+
+def certificate(
+    code: str, what: str, cert: x509.Certificate, now: dt.datetime, fix_renew: str
+) -> list[Finding]:
+    """Expiry and clock findings for one certificate at ``now`` (aware UTC).
+
+    Error when expired or when ``now`` is before its notBefore (this host's clock is
+    behind its issue time: TLS refuses it, RFC 5280 4.1.2.5); warning when it expires
+    within :data:`EXPIRY_WARNING`; ok otherwise. ``fix_renew`` is the renewal advice.
+    """
+    start, end = cert.not_valid_before_utc, cert.not_valid_after_utc
+    if now < start:
+        return [
+            Finding(
+                Level.ERROR,
+                f"{code}.clock",
+                f"this host's clock ({now:%Y-%m-%d %H:%M} UTC) is before the {what} was "
+                f"issued ({start:%Y-%m-%d %H:%M} UTC): TLS refuses it",
+                "set the clock (timedatectl set-ntp true, or date -s) and check the "
+                "time zone of the hardware clock",
+            )
+        ]
+    if now >= end:
+        return [
+            Finding(Level.ERROR, f"{code}.expiry", f"the {what} expired {end:%Y-%m-%d}", fix_renew)
+        ]
+    left = end - now
+    if left < EXPIRY_WARNING:
+        return [
+            Finding(
+                Level.WARNING,
+                f"{code}.expiry",
+                f"the {what} expires {end:%Y-%m-%d} (in {left.days} days)",
+                fix_renew,
+            )
+        ]
+    return [Finding(Level.OK, f"{code}.expiry", f"the {what} is valid until {end:%Y-%m-%d}")]
+
+
+# -- pure findings: HQ -----------------------------------------------------------------
+
+
+def backend(service: str, host: str, port: int, error: str | None) -> Finding:
+    """A backend's TCP connect: ``error`` None when it connected."""
+    if error is None:
+        return Finding(Level.OK, "hub.backend", f"service {service}: {_hp(host, port)} answers")
+    return Finding(
+        Level.ERROR,
+        "hub.backend",
+        f"service {service}: cannot connect to {_hp(host, port)}: {error}",
+        "start the server, or correct [services."
+        + service
+        + "] backend in hub.toml"
+        + (
+            "; for cupsd: cupsctl --share-printers --remote-any (it listens on "
+            "localhost only by default)"
+            if service == "ipp"
+            else ""
+        ),
+    )
+
+
+def ipp_loopback(reason: str | None) -> Finding | None:
+    """The ipp backend on loopback (``ipp_relay.resolves_loopback``'s reason), or None."""
+    if reason is None:
+        return None
+    head, _, fix = reason.partition("; ")
+    return Finding(Level.ERROR, "hub.ipp.loopback", head, fix)
+
+
+def cups_answer(
+    host: str,
+    port: int,
+    relay_host: str,
+    http_status: int | None,
+    ipp_status: int | None,
+    printers: int,
+    error: str | None,
+) -> Finding:
+    """CUPS-Get-Printers sent to cupsd as an edge's request arrives (Host
+    ``relay_host``): the HTTP status, the IPP status and the number of printers in the
+    answer, or the ``error`` that kept it from answering."""
+    where = _hp(host, port)
+    share = "cupsctl --share-printers --remote-any (README, HQ: what its servers must be told)"
+    if error is not None:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} did not answer a relayed CUPS-Get-Printers: {error}",
+            share,
+        )
+    if http_status == 400:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} refuses the Host an edge relays ({relay_host}): HTTP 400",
+            share,
+        )
+    if http_status in (401, 403):
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} refuses remote clients: HTTP {http_status}",
+            share,
+        )
+    if http_status != 200 or ipp_status is None:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} answered a relayed CUPS-Get-Printers with HTTP "
+            f"{http_status} and no IPP answer",
+            "check cupsd's error_log",
+        )
+    if ipp_status == IPP_NOT_FOUND or (ipp_status == IPP_OK and printers == 0):
+        return Finding(
+            Level.WARNING,
+            "hub.ipp.shared",
+            f"cupsd at {where} answers offices but shares no printer",
+            "cupsctl --share-printers; lpadmin -p QUEUE -o printer-is-shared=true",
+        )
+    if ipp_status > 0xFF:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} answered a relayed CUPS-Get-Printers with IPP status "
+            f"{ipp_status:#06x}",
+            "check cupsd's error_log",
+        )
+    return Finding(
+        Level.OK,
+        "hub.ipp.answer",
+        f"cupsd at {where} answers a relayed request (Host {relay_host}): {printers} shared "
+        "printer(s)",
+    )
+
+
+def multichannel(
+    service: str, host: str, port: int, offered: bool | None, error: str | None
+) -> Finding:
+    """The SMB backend's NEGOTIATE answer (:mod:`spokeshare.hqcheck`)."""
+    from spokeshare.hqcheck import MULTICHANNEL_FIX
+
+    where = _hp(host, port)
+    if error is not None or offered is None:
+        return Finding(
+            Level.ERROR,
+            "hub.smb.negotiate",
+            f"service {service}: {where} did not answer an SMB2 NEGOTIATE: {error}",
+            "check that smbd runs there and that hub.toml names its SMB port",
+        )
+    if offered:
+        return Finding(
+            Level.ERROR,
+            "hub.smb.multichannel",
+            f"service {service}: smbd at {where} offers SMB3 multichannel, so it hands "
+            "office PCs its own addresses",
+            MULTICHANNEL_FIX,
+        )
+    return Finding(
+        Level.OK,
+        "hub.smb.multichannel",
+        f"service {service}: smbd at {where} does not offer SMB3 multichannel",
+    )
+
+
+def netbios_aliases(aliases: Sequence[str] | None, source: str) -> Finding:
+    """smbd's ``netbios aliases`` as testparm reads ``source``; None: not readable here."""
+    spn = (
+        "net ads setspn add cifs/NAME HQFS and cifs/NAME.your.domain for each "
+        "virtual name (README, Kerberos for the virtual name)"
+    )
+    if aliases is None:
+        return Finding(
+            Level.INFO,
+            "hub.smb.aliases",
+            f"smbd's settings not read ({source} not readable with testparm on this host): "
+            "every virtual name an edge serves must be a netbios alias with its SPNs",
+            f"netbios aliases = GLOBAL-NFS in [global]; {spn}",
+        )
+    if not aliases:
+        return Finding(
+            Level.WARNING,
+            "hub.smb.aliases",
+            f"smbd ({source}) has no netbios aliases: domain PCs get no Kerberos ticket "
+            "for an edge's virtual name (default GLOBAL-NFS)",
+            f"netbios aliases = GLOBAL-NFS (each virtual name) in [global]; {spn}",
+        )
+    return Finding(
+        Level.OK,
+        "hub.smb.aliases",
+        f"smbd ({source}) accepts {', '.join(aliases)} as its own names; each needs its "
+        "SPNs cifs/NAME on HQ's file server account",
+    )
+
+
+def listen(host: str, port: int, state: str, holder: str, error: str | None) -> Finding:
+    """The hub's listen address: ``state`` "free" (nobody listens: the hub is not
+    running), "hub" (a TLS handshake there showed the hub's certificate), "other"
+    (``holder`` listens, presenting something else: ``error``), "bad" (the address
+    cannot be bound here: ``error``)."""
+    where = _hp(host, port)
+    if state == "hub":
+        return Finding(
+            Level.OK, "hub.listen", f"the hub listens on {where} and shows its certificate"
+        )
+    if state == "free":
+        return Finding(
+            Level.WARNING,
+            "hub.listen",
+            f"nobody listens on {where}: the hub is not running",
+            "systemctl start spokeshare-hub (journalctl -u spokeshare-hub says why it stopped)",
+        )
+    if state == "bad":
+        return Finding(
+            Level.ERROR,
+            "hub.listen",
+            f"the hub cannot listen on {where}: {error}",
+            "set [hub] listen in hub.toml to an address of this host",
+        )
+    return Finding(
+        Level.ERROR,
+        "hub.listen",
+        f"{holder} holds {where}, not the hub ({error})",
+        f"stop {holder.split(' ', 1)[0]} or move the hub ([hub] listen in hub.toml and "
+        "the offices' bundles)",
+    )
+
+
+# -- pure findings: the office ---------------------------------------------------------
+
+
+def bundle_file(path: Path, mode: int, uid: int, euid: int) -> list[Finding]:
+    """The bundle's permissions (``st_mode & 0o7777``, owner) as the edge demands
+    (:func:`spokeshare.pki.check_private`)."""
+    out: list[Finding] = []
+    if mode & 0o077:
+        out.append(
+            Finding(
+                Level.ERROR,
+                "edge.bundle.mode",
+                f"bundle {path} is readable by others (mode {mode & 0o777:o}): the edge refuses it",
+                f"chmod 600 {path}",
+            )
+        )
+    if uid != euid and euid != 0:
+        out.append(
+            Finding(
+                Level.ERROR,
+                "edge.bundle.owner",
+                f"bundle {path} belongs to uid {uid}, not to the user running the edge ({euid})",
+                f"chown {euid} {path}",
+            )
+        )
+    if not out:
+        out.append(
+            Finding(
+                Level.OK,
+                "edge.bundle.mode",
+                f"bundle {path} is mode {mode & 0o777:o}, owner uid {uid}",
+            )
+        )
+    return out
+
+
+def chain(cert: x509.Certificate, ca: x509.Certificate, what: str, code: str) -> Finding:
+    """Whether ``cert`` is signed by ``ca`` (the bundle's CA)."""
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        return Finding(
+            Level.ERROR,
+            code,
+            f"the {what} is not issued by the deployment's CA ({exc or 'bad signature'})",
+            "ask HQ for a new bundle (spokeshare office renew OFFICE)",
+        )
+    return Finding(Level.OK, code, f"the {what} is issued by the deployment's CA")
+
+
+def hub_certificate(
+    where: str, der: bytes | None, ca: x509.Certificate, hub_name: str, now: dt.datetime
+) -> list[Finding]:
+    """What the hub at ``where`` presented (DER) judged against the bundle: issued by
+    its CA, naming ``hub_name``, valid at ``now`` (clock: an office clock before the
+    hub certificate's notBefore is skew TLS refuses)."""
+    if der is None:
+        return [
+            Finding(
+                Level.ERROR,
+                "edge.hub.cert",
+                f"hub {where} presented no certificate",
+                "check that the address in the bundle is the hub's",
+            )
+        ]
+    cert = x509.load_der_x509_certificate(der)
+    out = [chain(cert, ca, f"certificate hub {where} presents", "edge.hub.cert")]
+    if out[0].level == Level.ERROR:
+        return out
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = [
+            *san.get_values_for_type(x509.DNSName),
+            *(str(a) for a in san.get_values_for_type(x509.IPAddress)),
+        ]
+    except x509.ExtensionNotFound:
+        names = []
+    if hub_name not in names:
+        out.append(
+            Finding(
+                Level.ERROR,
+                "edge.hub.name",
+                f"hub {where}'s certificate names {', '.join(names) or 'nothing'}, not {hub_name}",
+                "ask HQ for a bundle from this deployment",
+            )
+        )
+    out += certificate(
+        "edge.hub.cert",
+        f"certificate hub {where} presents",
+        cert,
+        now,
+        "at HQ: renew the hub's certificate (spokeshare init for a new deployment)",
+    )
+    return out
+
+
+def hub_reach(where: str, rtt: float | None, error: str | None) -> Finding:
+    """TCP connect and TLS 1.3 handshake to one hub address; ``rtt`` in seconds (the
+    TCP connect)."""
+    if error is not None:
+        return Finding(
+            Level.ERROR,
+            "edge.hub.reach",
+            f"hub {where}: {error}",
+            "check the WAN, HQ's firewall (TCP to the hub's port) and that the hub runs "
+            "(nc -vz HOST PORT)",
+        )
+    return Finding(
+        Level.OK,
+        "edge.hub.reach",
+        f"hub {where}: TLS 1.3 handshake done, RTT {(rtt or 0.0) * 1000:.1f} ms",
+    )
+
+
+def lan(address: str, configured: str, found: str | None) -> Finding:
+    """The LAN interface: ``configured`` (lan.interface, "" when not given) and the
+    one ``found`` holding ``address``."""
+    if address in ("0.0.0.0", ""):
+        return Finding(
+            Level.ERROR,
+            "edge.lan",
+            "no lan.address in edge.toml",
+            "set [lan] address to the office box's LAN address",
+        )
+    if found is None:
+        return Finding(
+            Level.ERROR,
+            "edge.lan",
+            f"no interface of this host has {address} (lan.address)",
+            f"give the LAN interface {address} (ip addr add {address}/24 dev IFACE, or the "
+            "system's network settings) or correct [lan] address",
+        )
+    if configured and configured != found:
+        return Finding(
+            Level.ERROR,
+            "edge.lan",
+            f"{address} is on {found}, not on lan.interface {configured}",
+            "correct [lan] interface (or leave it out: the edge finds it)",
+        )
+    return Finding(Level.OK, "edge.lan", f"{address} is on {found}")
+
+
+def coexisting(protocol: str, line: str | None) -> Finding:
+    """Another daemon serving ``protocol`` on this host (:func:`spokeshare.lan.
+    coexist.describe`'s line, whose text after ': ' is the fix), or None."""
+    if line is None:
+        return Finding(Level.OK, f"edge.lan.{protocol}", f"no other daemon serves {protocol}")
+    what, _, fix = line.partition(": ")
+    return Finding(
+        Level.WARNING, f"edge.lan.{protocol}", f"{what}: the edge leaves {protocol} to it", fix
+    )
+
+
+def port_holder(address: str, port: int, holder: str | None) -> Finding:
+    """A TCP port the edge listens on, held by another process (``holder``), or None."""
+    if holder is None:
+        return Finding(Level.OK, "edge.lan.port", f"{address}:{port} is free for the edge")
+    return Finding(
+        Level.ERROR,
+        "edge.lan.port",
+        f"{holder} holds {address}:{port}: the edge cannot listen there",
+        coexist.fix_for(holder),
+    )
+
+
+def name_answer(
+    protocol: str, name: str, address: str, answered: Sequence[str] | None, error: str | None
+) -> Finding:
+    """A name query for ``name`` sent to the edge's ``address``: the addresses
+    ``answered`` (None: no answer, with ``error``)."""
+    code = f"edge.name.{protocol}"
+    if answered is None:
+        return Finding(
+            Level.ERROR,
+            code,
+            f"{protocol}: {name} gets no answer from {address} ({error})",
+            "see the edge's log and lan-status.json in its state dir (is the protocol "
+            "degraded, or the name withdrawn while the hub is down?)",
+        )
+    if address not in answered:
+        return Finding(
+            Level.ERROR,
+            code,
+            f"{protocol}: {name} is answered with "
+            f"{', '.join(answered) or 'nothing'}, not {address}",
+            "another host or daemon answers for the name: rename one of them",
+        )
+    return Finding(Level.OK, code, f"{protocol}: {name} answers with {address}")
+
+
+# -- probes (I/O) ----------------------------------------------------------------------
+
+
+def tcp_connect(host: str, port: int, timeout: float = TIMEOUT) -> tuple[float | None, str | None]:
+    """Connect and close: (seconds the connect took, None) or (None, reason)."""
+    start = time.monotonic()
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return time.monotonic() - start, None
+    except TimeoutError:
+        return None, f"no answer within {timeout:.0f} s"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+
+
+def ipp_probe(
+    host: str, port: int, relay_host: str
+) -> tuple[int | None, int | None, int, str | None]:
+    """POST a CUPS-Get-Printers to cupsd with Host ``relay_host``: (HTTP status, IPP
+    status, printers in the answer, error)."""
+    from spokeshare.errors import DecodeError
+    from spokeshare.printing import hq_printers, ipp
+
+    body = hq_printers.get_printers_request()
+    conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+    try:
+        conn.putrequest("POST", "/", skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", relay_host)
+        conn.putheader("Content-Type", "application/ipp")
+        conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        resp = conn.getresponse()
+        data = resp.read(MAX_IPP_ANSWER)
+    except (OSError, http.client.HTTPException) as exc:
+        return None, None, 0, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return resp.status, None, 0, None
+    try:
+        msg = ipp.decode(data, MAX_IPP_ANSWER)
+    except DecodeError:
+        return resp.status, None, 0, None
+    printers = sum(1 for _ in msg.groups_of(ipp.GroupTag.PRINTER))
+    return resp.status, msg.code, printers, None
+
+
+def relay_host_for(host: str, port: int) -> str:
+    """The Host an edge's request carries at cupsd, for this check: an IP literal and
+    port 631 (the edge's address and port; cupsd's valid_host() accepts every IP
+    literal alike, CUPS scheduler/client.c), here the backend's own address."""
+    try:
+        addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+    except (OSError, IndexError):
+        addr = host
+    return _hp(str(addr), IPP_PORT)
+
+
+def smb_negotiate(host: str, port: int) -> tuple[bool | None, str | None]:
+    """(multichannel offered, None) or (None, reason): one SMB2 NEGOTIATE."""
+    import asyncio
+
+    from spokeshare import hqcheck
+    from spokeshare.errors import DecodeError
+
+    try:
+        answer = asyncio.run(hqcheck.negotiate(host, port))
+    except (OSError, TimeoutError, asyncio.IncompleteReadError, DecodeError) as exc:
+        return None, str(exc) or type(exc).__name__
+    return answer.multichannel, None
+
+
+def smb_aliases(smb_conf: Path) -> list[str] | None:
+    """``netbios aliases`` from ``smb_conf`` (testparm), None when it cannot be read."""
+    testparm = shutil.which("testparm")
+    if testparm is None or not smb_conf.is_file():
+        return None
+    try:
+        run = subprocess.run(
+            [testparm, "-s", "--parameter-name", "netbios aliases", str(smb_conf)],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if run.returncode != 0:
+        return None
+    return [a.upper() for a in run.stdout.replace(",", " ").split()]
+
+
+def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str, str, str | None]:
+    """Who is at the hub's listen address: see :func:`listen`'s states."""
+    target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+            return "free", "", None
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                return "bad", "", exc.strerror or str(exc)
+    holder = coexist.Scanner().holder_of("tcp", "0.0.0.0" if host == "" else host, port)
+    der, error = _server_cert(target, port, None, "")
+    if der is not None and der == hub_cert.public_bytes(Encoding.DER):
+        return "hub", holder, None
+    return "other", holder, error or "it presents another certificate"
+
+
+def _ssl_error(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {TIMEOUT:.0f} s"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
+def _server_cert(
+    host: str, port: int, client: tuple[bytes, bytes] | None, server_name: str
+) -> tuple[bytes | None, str | None]:
+    """TLS 1.3 handshake to ``host:port`` presenting ``client`` (cert PEM, key PEM) if
+    given; the server's certificate (DER) is returned unverified: the caller judges it
+    (:func:`hub_certificate`), so a clock or chain fault is named, not just refused."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if client is not None:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "client.pem"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(client[0] + client[1])
+            ctx.load_cert_chain(path)
+    try:
+        with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
+            with ctx.wrap_socket(raw, server_hostname=server_name or None) as tls:
+                return tls.getpeercert(binary_form=True), None
+    except (OSError, ssl.SSLError) as exc:
+        return None, _ssl_error(exc)
+
+
+def _udp_query(
+    address: str, port: int, payload: bytes, matches: Callable[[bytes], bool]
+) -> tuple[bytes | None, str | None]:
+    """Send one datagram to ``address:port`` from an ephemeral port and wait for one
+    answer from that address for which ``matches(data)`` holds."""
+    deadline = time.monotonic() + TIMEOUT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.sendto(payload, (address, port))
+            while (left := deadline - time.monotonic()) > 0:
+                s.settimeout(left)
+                data, peer = s.recvfrom(65535)
+                if peer[0] == address and matches(data):
+                    return data, None
+        except TimeoutError:
+            pass
+        except OSError as exc:
+            return None, exc.strerror or str(exc)
+    return None, f"no answer within {TIMEOUT:.0f} s"
+
+
+def netbios_query(address: str, name: str) -> tuple[list[str] | None, str | None]:
+    """NAME QUERY REQUEST (RFC 1002 §4.2.12, unicast) for ``name``<20> to ``address``:137."""
+    from spokeshare.errors import DecodeError
+    from spokeshare.lan import netbios
+
+    trn = int.from_bytes(os.urandom(2), "big")
+    query = netbios.name_query_request(trn, netbios.NetbiosName.create(name, 0x20), broadcast=False)
+
+    def ours(data: bytes) -> bool:
+        try:
+            return netbios.decode(data).trn_id == trn
+        except DecodeError:
+            return False
+
+    data, error = _udp_query(address, NBNS_PORT, netbios.encode(query), ours)
+    if data is None:
+        return None, error
+    answer = netbios.decode(data)
+    found = [
+        str(e.address)
+        for rr in answer.answers
+        if isinstance(rr.rdata, netbios.NbRData)
+        for e in rr.rdata.entries
+    ]
+    return (found, None) if found else (None, f"negative answer (rcode {answer.rcode})")
+
+
+def dns_query(address: str, port: int, name: str) -> tuple[list[str] | None, str | None]:
+    """An A query for ``name`` to ``address:port``: LLMNR (RFC 4795 §2.4, unicast to
+    5355) or mDNS (RFC 6762 §6.7, a legacy unicast query to 5353 from an ephemeral
+    port, answered to it)."""
+    from spokeshare.errors import DecodeError
+    from spokeshare.lan import llmnr
+
+    msg_id = int.from_bytes(os.urandom(2), "big")
+
+    def ours(data: bytes) -> bool:
+        try:
+            m = llmnr.decode(data)
+        except DecodeError:
+            return False
+        return m.id == msg_id and m.is_response
+
+    data, error = _udp_query(address, port, llmnr.build_query(msg_id, name), ours)
+    if data is None:
+        return None, error
+    found = [a for rr in llmnr.decode(data).answers if (a := rr.address) is not None]
+    return (found, None) if found else (None, "an answer without an address")
+
+
+def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -> list[Finding]:
+    """Every HQ finding for the deployment in ``directory`` and its ``config`` (hub.toml)."""
+    from spokeshare import pki
+    from spokeshare.config import load_hub
+    from spokeshare.errors import ConfigError
+    from spokeshare.printing import ipp_relay
+
+    out: list[Finding] = []
+    try:
+        cfg = load_hub(config)
+    except (ConfigError, OSError) as exc:
+        return [Finding(Level.ERROR, "hub.config", str(exc), "correct hub.toml")]
+    renew = "a new deployment (spokeshare init) and new bundles for the offices"
+    certs: dict[str, x509.Certificate] = {}
+    for name, what in (("ca.crt", "deployment's CA certificate"), ("hub.crt", "hub's certificate")):
+        try:
+            certs[name] = pki.load_cert((directory / name).read_bytes())
+        except (OSError, ValueError) as exc:
+            out.append(
+                Finding(
+                    Level.ERROR,
+                    f"hub.{name[:-4]}",
+                    f"cannot read {directory / name}: {exc}",
+                    "run the check with --dir of the deployment",
+                )
+            )
+            continue
+        out += certificate(f"hub.{name[:-4]}", what, certs[name], now, renew)
+    if "ca.crt" in certs and "hub.crt" in certs:
+        out.append(chain(certs["hub.crt"], certs["ca.crt"], "hub's certificate", "hub.chain"))
+    if "hub.crt" in certs:
+        for host, port in cfg.listen:
+            state, holder, error = listen_probe(host, port, certs["hub.crt"])
+            out.append(listen(host, port, state, holder, error))
+    for service, b in sorted(cfg.services.items()):
+        _, error = tcp_connect(b.host, b.port)
+        out.append(backend(service, b.host, b.port, error))
+        if service == ipp_relay.SERVICE:
+            loop = ipp_loopback(ipp_relay.resolves_loopback(b.host, b.port))
+            if loop is not None:
+                out.append(loop)
+            elif error is None:
+                relay = relay_host_for(b.host, b.port)
+                out.append(cups_answer(b.host, b.port, relay, *ipp_probe(b.host, b.port, relay)))
+        elif service == "smb" and error is None:
+            out.append(multichannel(service, b.host, b.port, *smb_negotiate(b.host, b.port)))
+    if "smb" in cfg.services:
+        out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf)))
+    return out
+
+
+def _edge_running(scanner: coexist.Scanner, addresses: Iterable[str], ports: Iterable[int]) -> bool:
+    """True when a process named spokeshare listens on one of the edge's TCP ports."""
+    wanted = set(ports)
+    ours = {ipaddress.ip_address(a) for a in addresses}
+    inodes = [
+        e.inode
+        for e in scanner.sockets()
+        if e.transport == "tcp"
+        and e.state == coexist.TCP_LISTEN
+        and e.port in wanted
+        and (e.address in ours or e.address.is_unspecified)
+    ]
+    return any(o.name == "spokeshare" for o in scanner.owners(inodes))
+
+
+def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) -> list[Finding]:
+    """Every office finding for edge.toml ``config`` (and the bundle it names, or
+    ``bundle_path``)."""
+    from spokeshare import bundle as bundle_mod
+    from spokeshare import pki
+    from spokeshare.config import edge_listeners, for_services, load_edge
+    from spokeshare.errors import ConfigError, EnrollmentError
+    from spokeshare.lan.interfaces import interface_of
+
+    overrides: dict[str, object] = {"bundle": str(bundle_path)} if bundle_path else {}
+    try:
+        cfg = load_edge(config, overrides)
+    except (ConfigError, OSError) as exc:
+        return [Finding(Level.ERROR, "edge.config", str(exc), "correct edge.toml")]
+    out: list[Finding] = []
+    path = cfg.bundle
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return [
+            Finding(
+                Level.ERROR,
+                "edge.bundle",
+                f"bundle {path}: {exc.strerror or exc}",
+                "copy the office's bundle there ([edge] bundle in edge.toml)",
+            )
+        ]
+    out += bundle_file(path, st.st_mode & 0o7777, st.st_uid, os.geteuid())
+    try:
+        b = bundle_mod.read(path)
+    except EnrollmentError as exc:
+        if "readable by others" in str(exc) or "not owned" in str(exc):
+            return out  # said above, with the fix
+        return [
+            *out,
+            Finding(
+                Level.ERROR,
+                "edge.bundle",
+                str(exc),
+                "ask HQ for a new bundle (spokeshare office renew OFFICE)",
+            ),
+        ]
+    out.append(
+        Finding(
+            Level.OK,
+            "edge.bundle",
+            f"bundle {path}: office {b.office}, hub {b.hub_name}, certificate and key match",
+        )
+    )
+    ca = pki.load_cert(b.ca_pem)
+    renew = "at HQ: spokeshare office renew " + b.office + ", then install the new bundle"
+    out.append(chain(b.cert, ca, "office certificate", "edge.bundle.chain"))
+    out += certificate("edge.bundle.cert", "office certificate", b.cert, now, renew)
+    out += certificate(
+        "edge.bundle.ca",
+        "deployment's CA certificate",
+        ca,
+        now,
+        "at HQ: a new deployment; the CA cannot be renewed in place",
+    )
+    for host, port in b.hub_addresses:
+        where = _hp(host, port)
+        rtt, error = tcp_connect(host, port)
+        der: bytes | None = None
+        if error is None:
+            der, error = _server_cert(host, port, (b.cert_pem, b.key_pem), b.hub_name)
+        out.append(hub_reach(where, rtt, error))
+        if error is None:
+            out += hub_certificate(where, der, ca, b.hub_name, now)
+    cfg = for_services(cfg, b.services)
+    found = interface_of(cfg.lan_address) if cfg.lan_address != "0.0.0.0" else None
+    out.append(lan(cfg.lan_address, cfg.lan_interface, found))
+    if found is None:
+        return out
+    scanner = coexist.Scanner()
+    own = [cfg.lan_address, *(n.address for n in cfg.names if n.address)]
+    try:
+        listeners = edge_listeners(cfg, b.services)
+    except ConfigError as exc:
+        return [*out, Finding(Level.ERROR, "edge.config", str(exc), "correct edge.toml")]
+    running = _edge_running(scanner, own, {p for _, p in listeners})
+    protocols = {
+        "netbios": cfg.netbios.enabled and bool(cfg.names),
+        "llmnr": cfg.discovery.llmnr and bool(cfg.names),
+        "mdns": cfg.discovery.mdns,
+        "wsd": cfg.discovery.wsd and bool(cfg.names),
+    }
+    for protocol, on in protocols.items():
+        if on:
+            out.append(coexisting(protocol, _foreign(scanner, protocol, own)))
+    for (addr, port), _svc in sorted(listeners.items()):
+        holder = _tcp_holder(scanner, addr, port)
+        out.append(port_holder(addr, port, holder))
+    if not running:
+        out.append(
+            Finding(
+                Level.INFO,
+                "edge.name",
+                "the edge is not running here: names not asked",
+                "systemctl start spokeshare-edge, then check again",
+            )
+        )
+        return out
+    for n in cfg.names:
+        addr = n.address or cfg.lan_address
+        if protocols["netbios"]:
+            out.append(name_answer("netbios", n.name, addr, *netbios_query(addr, n.name)))
+        if protocols["llmnr"]:
+            out.append(
+                name_answer("llmnr", n.name, addr, *dns_query(addr, LLMNR_PORT, n.name.lower()))
+            )
+        if protocols["mdns"]:
+            mname = f"{n.name.lower()}.local"
+            out.append(name_answer("mdns", mname, addr, *dns_query(addr, MDNS_PORT, mname)))
+    return out
+
+
+def _foreign(scanner: coexist.Scanner, protocol: str, local: Sequence[str]) -> str | None:
+    """:meth:`Scanner.check`, leaving out the edge's own sockets (a process named
+    spokeshare), which this process sees as foreign."""
+    others = coexist.foreign_sockets(
+        scanner.sockets(), coexist.PROTOCOL_PORTS[protocol], scanner.own_inodes(), local
+    )
+    if not others:
+        return None
+    owners = scanner.owners(e.inode for e in others)
+    if owners and all(o.name == "spokeshare" for o in owners):
+        return None
+    return coexist.describe(protocol, [o for o in owners if o.name != "spokeshare"], others[0].port)
+
+
+def _tcp_holder(scanner: coexist.Scanner, address: str, port: int) -> str | None:
+    """Who else listens on TCP ``address:port`` (None: nobody, or the edge)."""
+    host = ipaddress.ip_address(address)
+    inodes = [
+        e.inode
+        for e in scanner.sockets()
+        if e.transport == "tcp"
+        and e.port == port
+        and e.state == coexist.TCP_LISTEN
+        and (e.address == host or e.address.is_unspecified)
+    ]
+    if not inodes:
+        return None
+    owners = scanner.owners(inodes)
+    if owners and all(o.name == "spokeshare" for o in owners):
+        return None
+    named = sorted({(o.name, o.pid) for o in owners if o.name != "spokeshare"})
+    return ", ".join(f"{n} (pid {p})" for n, p in named) or "another process"

@@ -1,0 +1,379 @@
+"""``spokeshare check``: each finding provoked, the decisions as pure functions and the
+probes on loopback (a real hub, a real TLS handshake, real testparm); what needs
+cupsd, smbd, nmbd and a running edge is in tests/lab/test_check_lab.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from spokeshare import bundle, check, pki
+from spokeshare.check import Finding, Level
+from spokeshare.lan import coexist
+from tests.helpers import Deployment, LoopThread, free_port, make_deployment
+
+NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def levels(findings: list[Finding]) -> dict[str, Level]:
+    return {f.code: f.level for f in findings}
+
+
+# -- pure: certificates and the clock ---------------------------------------------------
+
+
+def test_certificate_valid_near_expiry_expired_and_clock_before_issue() -> None:
+    ca = pki.make_ca("t", days=100, now=NOW)
+    ok = check.certificate("hub.ca", "CA", ca.cert, NOW, "renew")
+    assert [(f.level, f.code) for f in ok] == [(Level.OK, "hub.ca.expiry")]
+    near = check.certificate("hub.ca", "CA", ca.cert, NOW + dt.timedelta(days=80), "renew")
+    assert [(f.level, f.code) for f in near] == [(Level.WARNING, "hub.ca.expiry")]
+    assert "in 20 days" in near[0].message and near[0].fix == "renew"
+    gone = check.certificate("hub.ca", "CA", ca.cert, NOW + dt.timedelta(days=101), "renew")
+    assert [(f.level, f.code) for f in gone] == [(Level.ERROR, "hub.ca.expiry")]
+    early = check.certificate("hub.ca", "CA", ca.cert, NOW - dt.timedelta(hours=1), "renew")
+    assert [(f.level, f.code) for f in early] == [(Level.ERROR, "hub.ca.clock")]
+    assert "timedatectl" in early[0].fix
+
+
+def test_exit_status_and_json_shape() -> None:
+    ok = Finding(Level.OK, "a", "fine")
+    info = Finding(Level.INFO, "b", "note", "do")
+    warn = Finding(Level.WARNING, "c", "hm", "fix it")
+    err = Finding(Level.ERROR, "d", "bad", "fix it now")
+    assert check.exit_status([]) == 0
+    assert check.exit_status([ok, info]) == 0
+    assert check.exit_status([ok, warn]) == 1
+    assert check.exit_status([warn, err, ok]) == 2
+    assert err.to_json() == {"level": "error", "code": "d", "message": "bad",
+                             "fix": "fix it now"}  # fmt: skip
+    assert err.line() == "error   d: bad -> fix it now"
+    assert ok.line() == "ok      a: fine"
+
+
+# -- HQ --------------------------------------------------------------------------------
+
+
+def test_backend_reachable_and_not() -> None:
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        rtt, error = check.tcp_connect("127.0.0.1", port)
+        assert error is None and rtt is not None
+        assert check.backend("smb", "127.0.0.1", port, error).level == Level.OK
+    _, error = check.tcp_connect("127.0.0.1", port)
+    f = check.backend("ipp", "127.0.0.1", port, error)
+    assert f.level == Level.ERROR and f.code == "hub.backend"
+    assert "refused" in f.message and "cupsctl --share-printers --remote-any" in f.fix
+
+
+def test_ipp_loopback_backend_is_an_error() -> None:
+    from spokeshare.printing import ipp_relay
+
+    f = check.ipp_loopback(ipp_relay.resolves_loopback("localhost", 631))
+    assert f is not None and f.level == Level.ERROR and f.code == "hub.ipp.loopback"
+    assert "loopback" in f.message and "cupsctl --share-printers --remote-any" in f.fix
+    assert check.ipp_loopback(ipp_relay.resolves_loopback("198.18.0.1", 631)) is None
+
+
+@pytest.mark.parametrize(
+    ("http", "ipp", "printers", "error", "level", "code"),
+    [
+        (200, 0x0000, 2, None, Level.OK, "hub.ipp.answer"),
+        (200, 0x0406, 0, None, Level.WARNING, "hub.ipp.shared"),
+        (200, 0x0000, 0, None, Level.WARNING, "hub.ipp.shared"),
+        (400, None, 0, None, Level.ERROR, "hub.ipp.answer"),
+        (403, None, 0, None, Level.ERROR, "hub.ipp.answer"),
+        (500, None, 0, None, Level.ERROR, "hub.ipp.answer"),
+        (200, 0x0500, 0, None, Level.ERROR, "hub.ipp.answer"),
+        (None, None, 0, "timed out", Level.ERROR, "hub.ipp.answer"),
+    ],
+)
+def test_cups_answer(
+    http: int | None, ipp: int | None, printers: int, error: str | None, level: Level, code: str
+) -> None:
+    f = check.cups_answer("198.18.0.1", 631, "198.18.0.1:631", http, ipp, printers, error)
+    assert (f.level, f.code) == (level, code)
+    if level != Level.OK:
+        assert f.fix
+
+
+def test_ipp_probe_relay_host_is_an_ip_literal_on_631() -> None:
+    assert check.relay_host_for("127.0.0.1", 8631) == "127.0.0.1:631"
+    assert check.relay_host_for("::1", 8631) == "[::1]:631"
+
+
+def test_multichannel_findings() -> None:
+    assert check.multichannel("smb", "h", 445, False, None).level == Level.OK
+    offered = check.multichannel("smb", "h", 445, True, None)
+    assert offered.level == Level.ERROR and "server multi channel support = no" in offered.fix
+    silent = check.multichannel("smb", "h", 445, None, "Connection reset")
+    assert silent.level == Level.ERROR and silent.code == "hub.smb.negotiate"
+
+
+def test_smb_negotiate_without_a_server() -> None:
+    offered, error = check.smb_negotiate("127.0.0.1", free_port())
+    assert offered is None and error
+    assert check.multichannel("smb", "127.0.0.1", 1, offered, error).level == Level.ERROR
+
+
+@pytest.mark.skipif(shutil.which("testparm") is None, reason="testparm (samba) not installed")
+def test_netbios_aliases_read_with_testparm(tmp_path: Path) -> None:
+    conf = tmp_path / "smb.conf"
+    conf.write_text("[global]\n  netbios aliases = global-nfs files-hq\n")
+    aliases = check.smb_aliases(conf)
+    assert aliases == ["GLOBAL-NFS", "FILES-HQ"]
+    assert check.netbios_aliases(aliases, str(conf)).level == Level.OK
+    conf.write_text("[global]\n  workgroup = ACME\n")
+    none = check.smb_aliases(conf)
+    assert none == []
+    f = check.netbios_aliases(none, str(conf))
+    assert f.level == Level.WARNING and "netbios aliases = GLOBAL-NFS" in f.fix
+    assert "setspn" in f.fix
+    missing = check.netbios_aliases(check.smb_aliases(tmp_path / "nope.conf"), "nope")
+    assert missing.level == Level.INFO
+
+
+@pytest.fixture
+def dep(tmp_path: Path) -> Deployment:
+    return make_deployment(tmp_path)
+
+
+@pytest.fixture
+def lt() -> Iterator[LoopThread]:
+    t = LoopThread()
+    yield t
+    t.close()
+
+
+def _hub_cert(dep: Deployment) -> x509.Certificate:
+    return pki.load_cert((dep.dir / "hub.crt").read_bytes())
+
+
+def test_listen_free_hub_and_other(dep: Deployment, lt: LoopThread) -> None:
+    from spokeshare.tunnel.hub import Hub
+
+    port = dep.hub_port
+    state, _, _ = check.listen_probe("127.0.0.1", port, _hub_cert(dep))
+    assert state == "free"
+    assert check.listen("127.0.0.1", port, state, "", None).level == Level.WARNING
+    hub = Hub(dep.hub_config(), dep.dir)
+    lt.run(hub.start())
+    try:
+        state, _, error = check.listen_probe("127.0.0.1", port, _hub_cert(dep))
+        assert (state, error) == ("hub", None)
+        assert check.listen("127.0.0.1", port, state, "", None).level == Level.OK
+    finally:
+        lt.run(hub.close())
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        state, holder, error = check.listen_probe("127.0.0.1", port, _hub_cert(dep))
+        assert state == "other" and error
+        f = check.listen("127.0.0.1", port, state, holder, error)
+        assert f.level == Level.ERROR and f.code == "hub.listen"
+    state, _, error = check.listen_probe("198.18.255.254", port, _hub_cert(dep))
+    assert state == "bad" and error
+    assert check.listen("198.18.255.254", port, state, "", error).level == Level.ERROR
+
+
+def test_check_hub_on_loopback_deployment(dep: Deployment) -> None:
+    """The whole HQ check on a deployment whose backends are down: the certificates
+    are fine, the backends errors, the hub not running a warning."""
+    dep.set_backend("smb", free_port())
+    now = dt.datetime.now(dt.UTC)
+    found = levels(check.check_hub(dep.dir, dep.dir / "hub.toml", Path("/nonexistent"), now))
+    assert found["hub.ca.expiry"] == Level.OK
+    assert found["hub.hub.expiry"] == Level.OK
+    assert found["hub.chain"] == Level.OK
+    assert found["hub.listen"] == Level.WARNING
+    assert found["hub.backend"] == Level.ERROR
+    assert found["hub.smb.aliases"] == Level.INFO
+    later = levels(
+        check.check_hub(dep.dir, dep.dir / "hub.toml", Path("/x"), now + dt.timedelta(days=3700))
+    )
+    assert later["hub.ca.expiry"] == Level.ERROR
+    earlier = levels(check.check_hub(dep.dir, dep.dir / "hub.toml", Path("/x"), NOW))
+    assert earlier["hub.ca.clock"] == Level.ERROR  # this host's clock before the CA's issue
+
+
+# -- the office ------------------------------------------------------------------------
+
+
+def test_bundle_file_mode_and_owner(dep: Deployment) -> None:
+    path = dep.bundles["nyc"]
+    st = path.stat()
+    ok = check.bundle_file(path, st.st_mode & 0o7777, st.st_uid, st.st_uid)
+    assert levels(ok) == {"edge.bundle.mode": Level.OK}
+    bad = check.bundle_file(path, 0o644, 1000, 1001)
+    assert levels(bad) == {"edge.bundle.mode": Level.ERROR, "edge.bundle.owner": Level.ERROR}
+    assert bad[0].fix == f"chmod 600 {path}"
+    assert check.bundle_file(path, 0o600, 1000, 0)[0].level == Level.OK  # root may read it
+
+
+def test_chain_to_the_bundles_ca(dep: Deployment, tmp_path: Path) -> None:
+    b = bundle.read(dep.bundles["nyc"])
+    ca = pki.load_cert(b.ca_pem)
+    assert check.chain(b.cert, ca, "office certificate", "edge.bundle.chain").level == Level.OK
+    stranger = pki.make_ca("another deployment")
+    f = check.chain(b.cert, stranger.cert, "office certificate", "edge.bundle.chain")
+    assert f.level == Level.ERROR and "not issued" in f.message
+
+
+def test_hub_certificate_judged_against_the_bundle(dep: Deployment) -> None:
+    b = bundle.read(dep.bundles["nyc"])
+    ca_cert = pki.load_cert(b.ca_pem)
+    der = _hub_cert(dep).public_bytes(Encoding.DER)
+    now = dt.datetime.now(dt.UTC)
+    assert {f.level for f in check.hub_certificate("h:1", der, ca_cert, "hub.test", now)} == {
+        Level.OK
+    }
+    wrong = levels(check.hub_certificate("h:1", der, ca_cert, "other.test", now))
+    assert wrong["edge.hub.name"] == Level.ERROR
+    skew = levels(
+        check.hub_certificate("h:1", der, ca_cert, "hub.test", now - dt.timedelta(days=1))
+    )
+    assert skew["edge.hub.cert.clock"] == Level.ERROR
+    stranger = pki.make_ca("another deployment")
+    other = levels(check.hub_certificate("h:1", der, stranger.cert, "hub.test", now))
+    assert other == {"edge.hub.cert": Level.ERROR}
+    assert levels(check.hub_certificate("h:1", None, ca_cert, "hub.test", now)) == {
+        "edge.hub.cert": Level.ERROR
+    }
+
+
+def _edge_toml(tmp_path: Path, b: Path, address: str, interface: str = "") -> Path:
+    """edge.toml without virtual names and LAN listeners (nothing to bind here)."""
+    conf = tmp_path / "edge.toml"
+    lines = ["names = []", "[edge]", f'bundle = "{b}"', "[lan]", f'address = "{address}"']
+    if interface:
+        lines.append(f'interface = "{interface}"')
+    lines += ["[ports]", "smb = 0", "ipp = 0", "lpd = 0", "raw = 0", ""]
+    conf.write_text("\n".join(lines))
+    return conf
+
+
+def test_check_edge_hub_reachable_with_rtt(dep: Deployment, lt: LoopThread, tmp_path: Path) -> None:
+    from spokeshare.tunnel.hub import Hub
+
+    conf = _edge_toml(tmp_path, dep.bundles["nyc"], "127.0.0.1")
+    now = dt.datetime.now(dt.UTC)
+    down = check.check_edge(conf, None, now)
+    assert levels(down)["edge.hub.reach"] == Level.ERROR
+    hub = Hub(dep.hub_config(), dep.dir)
+    lt.run(hub.start())
+    try:
+        found = check.check_edge(conf, None, now)
+    finally:
+        lt.run(hub.close())
+    got = levels(found)
+    assert got["edge.bundle"] == Level.OK
+    assert got["edge.bundle.mode"] == Level.OK
+    assert got["edge.bundle.chain"] == Level.OK
+    assert got["edge.bundle.cert.expiry"] == Level.OK
+    assert got["edge.hub.reach"] == Level.OK
+    assert got["edge.hub.cert"] == Level.OK
+    assert got["edge.lan"] == Level.OK  # 127.0.0.1 is on lo
+    reach = next(f for f in found if f.code == "edge.hub.reach")
+    assert "TLS 1.3" in reach.message and " ms" in reach.message
+    assert got["edge.name"] == Level.INFO  # no edge running here
+
+
+def test_check_edge_bundle_faults(dep: Deployment, tmp_path: Path) -> None:
+    path = dep.bundles["nyc"]
+    conf = _edge_toml(tmp_path, path, "127.0.0.1")
+    path.chmod(0o644)
+    got = levels(check.check_edge(conf, None, NOW))
+    assert got["edge.bundle.mode"] == Level.ERROR
+    path.chmod(0o600)
+    path.write_text(path.read_text().replace("[pem]", "[pem-broken]"))
+    path.chmod(0o600)
+    corrupt = check.check_edge(conf, None, NOW)
+    assert levels(corrupt)["edge.bundle"] == Level.ERROR
+    missing = check.check_edge(conf, tmp_path / "none.bundle", NOW)
+    assert levels(missing) == {"edge.bundle": Level.ERROR}
+
+
+def test_check_edge_expired_office_certificate(dep: Deployment, tmp_path: Path) -> None:
+    conf = _edge_toml(tmp_path, dep.bundles["nyc"], "127.0.0.1")
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=900)
+    got = levels(check.check_edge(conf, None, later))
+    assert got["edge.bundle.cert.expiry"] == Level.ERROR
+
+
+def test_lan_interface_and_address() -> None:
+    assert check.lan("127.0.0.1", "", "lo").level == Level.OK
+    assert check.lan("127.0.0.1", "eth9", "lo").level == Level.ERROR
+    missing = check.lan("198.18.1.1", "", None)
+    assert missing.level == Level.ERROR and "ip addr add 198.18.1.1/24" in missing.fix
+    assert check.lan("0.0.0.0", "", None).level == Level.ERROR
+
+
+def test_lan_address_absent_from_this_host(dep: Deployment, tmp_path: Path) -> None:
+    conf = _edge_toml(tmp_path, dep.bundles["nyc"], "198.18.255.253")
+    got = levels(check.check_edge(conf, None, NOW))
+    assert got["edge.lan"] == Level.ERROR
+
+
+def test_coexisting_daemon_and_port_holder() -> None:
+    line = coexist.describe("netbios", [coexist.Owner(42, "nmbd")], 137)
+    f = check.coexisting("netbios", line)
+    assert f.level == Level.WARNING and "nmbd (pid 42)" in f.message
+    assert f.fix.startswith("stop it (systemctl disable --now nmbd)")
+    assert check.coexisting("netbios", None).level == Level.OK
+    held = check.port_holder("198.18.1.1", 445, "smbd (pid 7)")
+    assert held.level == Level.ERROR and "systemctl disable --now smbd" in held.fix
+    assert check.port_holder("198.18.1.1", 445, None).level == Level.OK
+
+
+def test_name_answer() -> None:
+    assert check.name_answer("llmnr", "X", "198.18.1.1", ["198.18.1.1"], None).level == Level.OK
+    other = check.name_answer("llmnr", "X", "198.18.1.1", ["198.18.1.9"], None)
+    assert other.level == Level.ERROR and "198.18.1.9" in other.message
+    silent = check.name_answer("netbios", "X", "198.18.1.1", None, "no answer within 3 s")
+    assert silent.level == Level.ERROR and silent.code == "edge.name.netbios"
+
+
+def test_name_query_unanswered_on_loopback() -> None:
+    """Nobody answers NetBIOS on loopback's 137 here: the probe says so in time."""
+    found, error = check.netbios_query("127.0.0.1", "GLOBAL-NFS")
+    assert found is None and error
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "spokeshare", "check", *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_cli_check_json_and_exit_status(dep: Deployment, tmp_path: Path) -> None:
+    dep.set_backend("smb", free_port())
+    run = _cli("--dir", str(dep.dir), "--json", "--smb-conf", "/nonexistent")
+    assert run.returncode == 2, run.stderr
+    found = json.loads(run.stdout)
+    assert {"level", "code", "message", "fix"} <= set(found[0])
+    assert any(f["code"] == "hub.backend" and f["level"] == "error" for f in found)
+    text = _cli("--hub", "--dir", str(dep.dir), "--smb-conf", "/nonexistent")
+    assert text.returncode == 2
+    assert any(line.startswith("error   hub.backend:") for line in text.stdout.splitlines())
+    conf = _edge_toml(tmp_path, dep.bundles["nyc"], "127.0.0.1")
+    edge = _cli("--config", str(conf), "--json")
+    assert edge.returncode == 2  # the hub is not running
+    assert any(f["code"] == "edge.hub.reach" for f in json.loads(edge.stdout))
+    nothing = _cli("--dir", str(tmp_path / "empty"))
+    assert nothing.returncode == 2 and "give --hub or --edge" in nothing.stderr
