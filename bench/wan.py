@@ -91,6 +91,7 @@ from bench.common import (  # noqa: E402
     tool_version,
     write_stunnel_pki,
 )
+from spokeshare.errors import SpokeshareError  # noqa: E402
 from spokeshare.lab import netns, services, spokes  # noqa: E402
 from spokeshare.lab.netns import LabError  # noqa: E402
 from spokeshare.lab.topology import HQ, Lab  # noqa: E402
@@ -130,7 +131,7 @@ EDGE_NAMES: list[spokes.NameSpec] = [
 ]
 
 
-class BenchError(Exception):
+class BenchError(SpokeshareError):
     """A measure could not be taken (a tool failed, bytes differed, a server did not start)."""
 
 

@@ -1,13 +1,24 @@
 """The exception tree, shaped by what callers catch.
 
-- :class:`DecodeError`: bad bytes from the LAN or from a peer. Codecs raise only this
-  (never IndexError, struct.error, UnicodeDecodeError, ...). Callers drop the packet
-  or the connection and log at debug level.
+Three kinds of failure, three exceptions, never mixed:
+
+- :class:`DecodeError`: bad bytes from the wire (the LAN, a peer, a client's request).
+  Codecs raise only this (never IndexError, struct.error, UnicodeDecodeError, ...).
+  Callers drop the packet or the connection and log at debug level. It subclasses
+  ``ValueError`` so that a ``except ValueError`` around foreign parsing keeps working.
 - :class:`ConfigError`: a configuration file or command-line value is wrong. Names the
   file and the dotted key.
-- :class:`EnrollmentError`: the CA, a bundle or the office registry refuses an action.
-- :class:`TunnelError`: a stream could not be opened or relayed; carries the status.
-- :class:`UsageError`: our own misuse of an API (a bug on our side, not bad input).
+- :class:`UsageError`: an API called wrongly: a field out of range given to an encoder
+  or a message's constructor, a state transition its table does not list, a core
+  built with settings it cannot run with. A bug on our side, never bad input: it is
+  *not* a ``ValueError``, so nothing that handles bad input catches it by accident.
+  A decoder that builds messages from decoded values turns a refusal into a
+  DecodeError (:func:`decoder`).
+
+And, for the deployment: :class:`EnrollmentError` (the CA, a bundle or the office
+registry refuses an action). The lab's ``LabError`` and the benchmarks' ``BenchError``
+derive from :class:`SpokeshareError` too. A stream decoder that has not seen a whole
+message yet returns :data:`spokeshare.lan.NEED_DATA`; that is not an error.
 
 Foreign exceptions (``ssl.SSLError``, ``OSError``) are translated at the boundary that
 calls the foreign code, never deeper.
@@ -68,10 +79,6 @@ def decoder(protocol: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     return wrap
 
 
-class NeedMoreData(SpokeshareError):
-    """A streaming decoder has not yet seen a complete message (not an error of the peer)."""
-
-
 class ConfigError(SpokeshareError):
     """A configuration value is missing, unknown or invalid."""
 
@@ -85,15 +92,6 @@ class ConfigError(SpokeshareError):
 
 class EnrollmentError(SpokeshareError):
     """The deployment (CA, registry, bundle) refuses the requested action."""
-
-
-class TunnelError(SpokeshareError):
-    """A stream through the tunnel failed; ``status`` is the wire status (see tunnel.header)."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-        super().__init__(reason)
 
 
 class UsageError(SpokeshareError):

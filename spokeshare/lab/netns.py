@@ -33,6 +33,8 @@ from typing import Any
 
 from pyroute2 import IPRoute, netns  # type: ignore[import-untyped]
 
+from spokeshare.errors import SpokeshareError
+
 log = logging.getLogger(__name__)
 
 NETNS_DIR = Path("/run/netns")
@@ -51,7 +53,7 @@ HOST_SYSCTLS: dict[str, str] = {
 }
 
 
-class LabError(Exception):
+class LabError(SpokeshareError):
     """A lab operation failed (a command, a netlink request, a missing namespace)."""
 
 

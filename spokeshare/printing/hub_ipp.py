@@ -58,7 +58,8 @@ from dataclasses import dataclass, field
 
 import h11
 
-from spokeshare.errors import DecodeError, NeedMoreData
+from spokeshare.errors import DecodeError
+from spokeshare.lan import NEED_DATA
 from spokeshare.printing import ipp
 
 #: Longest IPP attribute part the hub holds to find printer-uri (CUPS's own requests
@@ -457,15 +458,15 @@ class IppGate:
         if req is None:  # pragma: no cover - PREFIX is entered with a request
             return
         try:
-            msg, used = ipp.decode_prefix(bytes(self._prefix), limit=MAX_IPP_PREFIX)
-        except NeedMoreData:
-            if not final:
-                return
-            self._refuse_bad(out, "IPP request truncated")
-            return
+            prefix = ipp.decode_prefix(bytes(self._prefix), limit=MAX_IPP_PREFIX)
         except DecodeError as exc:
             self._refuse_bad(out, f"bad IPP request: {exc.reason}")
             return
+        if prefix is NEED_DATA:
+            if final:
+                self._refuse_bad(out, "IPP request truncated")
+            return
+        msg, used = prefix
         self._filter = msg.code in LIST_OPERATIONS
         if self._filter and not final:
             if len(self._prefix) > MAX_IPP_PREFIX:

@@ -23,8 +23,9 @@ Bounds: a name or value is at most :data:`MAX_FIELD` (32,767) octets, as CUPS's
 ``ippRead`` enforces; a message has at most :data:`MAX_ATTRIBUTES` attribute entries;
 the attribute part of a message is at most ``limit`` octets (the caller's choice,
 :data:`DEFAULT_LIMIT` by default). Bad bytes raise only
-:class:`spokeshare.errors.DecodeError`; :func:`decode_prefix` raises
-:class:`spokeshare.errors.NeedMoreData` when the attribute part is not complete yet.
+:class:`spokeshare.errors.DecodeError`; :func:`decode_prefix` returns
+:data:`spokeshare.lan.NEED_DATA` when the attribute part is not complete yet (the
+signal the LAN stream decoders return too).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from spokeshare.errors import DecodeError, NeedMoreData, UsageError
+from spokeshare.errors import DecodeError, UsageError
+from spokeshare.lan import NEED_DATA, NeedData
 
 PROTOCOL = "ipp"
 
@@ -333,8 +335,12 @@ def read_range(v: IppValue) -> tuple[int, int]:
 # -- decoding ------------------------------------------------------------------------
 
 
+class _Short(Exception):
+    """Inside :func:`decode_prefix` only: the attribute part runs past the data so far."""
+
+
 class _Cursor:
-    """Reads ``data`` within ``limit`` octets; shortage is NeedMoreData when partial."""
+    """Reads ``data`` within ``limit`` octets; shortage is :class:`_Short` when partial."""
 
     __slots__ = ("data", "pos", "partial", "limit")
 
@@ -350,7 +356,7 @@ class _Cursor:
             raise DecodeError(PROTOCOL, f"attributes exceed {self.limit} octets", self.pos)
         if end > len(self.data):
             if self.partial:
-                raise NeedMoreData(f"ipp: {end - len(self.data)} more octets needed")
+                raise _Short
             raise DecodeError(
                 PROTOCOL, f"needs {n} octets, {len(self.data) - self.pos} left", self.pos
             )
@@ -455,15 +461,18 @@ def decode(data: bytes, limit: int = DEFAULT_LIMIT) -> IppMessage:
     return IppMessage(msg.version, msg.code, msg.request_id, msg.groups, rest)
 
 
-def decode_prefix(data: bytes, limit: int = DEFAULT_LIMIT) -> tuple[IppMessage, int]:
+def decode_prefix(data: bytes, limit: int = DEFAULT_LIMIT) -> tuple[IppMessage, int] | NeedData:
     """The message at the start of ``data`` (``data`` field empty) and the offset where
     its document data begins, for a body that is still arriving.
 
-    NeedMoreData when the attribute part is incomplete; DecodeError on bad bytes or
-    when the attribute part exceeds ``limit`` octets.
+    :data:`~spokeshare.lan.NEED_DATA` when the attribute part is incomplete;
+    DecodeError on bad bytes or when the attribute part exceeds ``limit`` octets.
     """
     c = _Cursor(bytes(data), partial=True, limit=limit)
-    msg = _parse(c)
+    try:
+        msg = _parse(c)
+    except _Short:
+        return NEED_DATA
     return msg, c.pos
 
 
