@@ -94,6 +94,9 @@ class HubConfig:
     #: At start, ask each SMB backend (service ``smb`` or port 445) what it offers its
     #: clients and warn about what the relay cannot fix (README, HQ section).
     check_backends: bool = True
+    #: Credential of the status page, /status and /metrics (bearer token or basic-auth
+    #: password; "" for none, allowed only when status_listen is a loopback address).
+    status_token: str = ""
 
 
 @dataclass(frozen=True)
@@ -440,6 +443,8 @@ def load_hub(path: Path) -> HubConfig:
     heartbeat = hub.take("heartbeat_interval", float, 5.0)
     status_raw = hub.take("status_listen", str, "")
     status_listen = parse_hostport(status_raw, src, "hub.status_listen") if status_raw else None
+    status_token = hub.take("status_token", str, "")
+    _check_status_token(src, status_listen, status_token)
     workers = hub.take("workers", int, 1)
     check_backends = hub.take("check_backends", bool, True)
     if not 1 <= workers <= 64:
@@ -467,8 +472,26 @@ def load_hub(path: Path) -> HubConfig:
     root.done()
     return HubConfig(
         src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets,
-        check_backends,
+        check_backends, status_token,
     )
+
+
+def _check_status_token(src: str, status_listen: tuple[str, int] | None, token: str) -> None:
+    """A status page off loopback needs a token; a token is 16+ visible ASCII characters
+    (it travels as a bearer token or a basic-auth password, RFC 6750 §2.1, RFC 7617)."""
+    from spokeshare import status
+
+    if token and (len(token) < 16 or not all("!" <= c <= "~" for c in token)):
+        raise ConfigError(
+            src, "hub.status_token", "must be 16 or more visible ASCII characters, no spaces"
+        )
+    if status_listen is not None and not token and not status.is_loopback(status_listen[0]):
+        raise ConfigError(
+            src,
+            "hub.status_listen",
+            f"{status_listen[0]} is not a loopback address and no status_token is set: "
+            + status.TOKEN_FIX,
+        )
 
 
 def _check_sockets(src: str, cfg: SocketConfig) -> SocketConfig:

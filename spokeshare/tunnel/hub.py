@@ -626,7 +626,9 @@ class Hub:
             from spokeshare import status
 
             host, port = self.cfg.status_listen
-            self.status_server = await status.serve(host, port, self.merged_statistics)
+            self.status_server = await status.serve(
+                host, port, self.merged_statistics, self.cfg.status_token
+            )
 
     async def _check_hq(self) -> None:
         """Ask HQ's SMB backends what they tell clients (spokeshare.hqcheck)."""
@@ -697,7 +699,7 @@ class Hub:
         for o in self.offices.values():
             for t in list(o.tunnels):
                 t.abort("hub shutting down")
-        self.tasks.cancel_all()
+        await self.tasks.aclose()
         self.write_status()
         log.info("hub stopped")
 

@@ -1,0 +1,367 @@
+"""The hub's dashboard: pure rendering, the RTT history, and the page served over HTTP on
+loopback with and without ``status_token``."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html.parser
+import json
+import re
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spokeshare import dashboard, status
+from spokeshare.config import load_hub
+from spokeshare.errors import ConfigError
+from tests.helpers import LoopThread, Stack, free_port, wait_for
+
+NOW = 1_800_000_000.0
+TOKEN = "0123456789abcdef-token"
+
+
+def office(connected: bool = True, **extra: Any) -> dict[str, Any]:
+    return {
+        "connected": connected,
+        "version": "1.0",
+        "rtt_ms": 101.5 if connected else None,
+        "last_seen": NOW - 2,
+        "clients": 3,
+        "streams": 2,
+        "idle_tunnels": 4,
+        "streams_total": 40,
+        "bytes_up": 10 * 1024 * 1024,
+        "bytes_down": 2048,
+        **extra,
+    }
+
+
+def snapshot(offices: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"version": "9.9", "time": NOW, "tunnels": 0, "offices": offices}
+
+
+class _Cards(html.parser.HTMLParser):
+    """(data-office, data-state) of every office card, in page order; all text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: list[tuple[str, str]] = []
+        self.text: list[str] = []
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        a = dict(attrs)
+        if tag == "article":
+            self.cards.append((a["data-office"] or "", a["data-state"] or ""))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(page: str) -> _Cards:
+    p = _Cards()
+    p.feed(page)
+    p.close()
+    return p
+
+
+# -- rendering ---------------------------------------------------------------------------
+
+
+def test_hostile_office_name_is_escaped() -> None:
+    evil = '<script>alert("x")</script>" onmouseover="x'
+    page = dashboard.render(
+        snapshot(
+            {
+                evil: office(
+                    names=["<img src=x>"],
+                    printers=["a&b"],
+                    lan={"mdns": "<b>held</b> by avahi"},
+                    version="<i>",
+                )
+            }
+        ),
+        {},
+        NOW,
+    )
+    assert "<script" not in page and "<img" not in page and "<b>" not in page
+    assert "&lt;script&gt;" in page and "&lt;img src=x&gt;" in page and "a&amp;b" in page
+    parsed = parse(page)
+    # The name survives the round trip, attribute and text alike: nothing broke out.
+    assert parsed.cards == [(evil, "degraded")]
+    assert evil in "".join(parsed.text)
+    assert set(parsed.tags) <= {
+        "html", "head", "meta", "title", "style", "body", "header", "h1", "p", "main",
+        "article", "h2", "span", "dl", "dt", "dd", "ul", "li", "svg", "polyline",
+    }  # fmt: skip
+
+
+def test_sort_order_trouble_first() -> None:
+    offices = {
+        "alpha": office(),
+        "berlin": office(connected=False),
+        "cairo": office(lan={"netbios": "ok", "llmnr": "port 5355 held by llmnrd"}),
+        "delhi": office(cert_not_after=NOW + 3 * 86400),
+        "erfurt": office(renewal={"state": "failed", "error": "hub unreachable"}),
+        "Aachen": office(connected=False),
+        "zurich": office(cert_not_after=NOW + 300 * 86400, renewal="ok"),
+    }
+    cards = parse(dashboard.render(snapshot(offices), {}, NOW)).cards
+    assert cards == [
+        ("Aachen", "disconnected"),
+        ("berlin", "disconnected"),
+        ("cairo", "degraded"),
+        ("delhi", "certificate"),
+        ("erfurt", "certificate"),
+        ("alpha", "connected"),
+        ("zurich", "connected"),
+    ]
+
+
+def test_office_details_shown() -> None:
+    page = dashboard.render(
+        snapshot(
+            {
+                "nyc": office(
+                    names=["GLOBAL-NFS"],
+                    printers=["office-laser"],
+                    cert_not_after="2027-01-15T00:00:00Z",
+                    renewal="renewing",
+                    lan={"mdns": "port 5353 held by avahi-daemon"},
+                )
+            }
+        ),
+        {"nyc": [100.0, 120.0, 101.5]},
+        NOW,
+    )
+    text = " ".join(parse(page).text)
+    for shown in (
+        "101.5 ms", "GLOBAL-NFS", "office-laser", "2027-01-15 00:00", "renewal renewing",
+        "mdns: port 5353 held by avahi-daemon", "10.0 MiB", "2.0 KiB", "2 now, 40 total",
+        "2 s ago",
+    ):  # fmt: skip
+        assert shown in text, shown
+    assert re.search(r'<svg class="spark"[^>]*>.*?<polyline [^>]*points="0\.0,', page)
+    assert '<meta http-equiv="refresh" content="5">' in page
+    assert 'name="viewport"' in page
+
+
+def test_empty_hub() -> None:
+    page = dashboard.render(snapshot({}), {}, NOW)
+    assert parse(page).cards == []
+    assert "No office is enrolled yet" in page
+    assert "0/0 offices connected" in page
+    # Not even a snapshot: still a page.
+    assert "No office is enrolled yet" in dashboard.render({}, {}, NOW)
+
+
+def test_many_offices() -> None:
+    offices = {f"office-{i:04d}": office(connected=i % 7 != 0) for i in range(2000)}
+    page = dashboard.render(snapshot(offices), {}, NOW)
+    cards = parse(page).cards
+    assert len(cards) == 2000
+    down = [n for n, s in cards if s == "disconnected"]
+    assert len(down) == len([i for i in range(2000) if i % 7 == 0])
+    assert cards[: len(down)] == [(n, "disconnected") for n in sorted(down)]
+    assert "1714/2000 offices connected" in page
+
+
+def test_odd_values_do_not_break_the_page() -> None:
+    page = dashboard.render(
+        {"time": "yesterday", "offices": {"x": {"connected": True, "rtt_ms": "fast",
+         "bytes_up": float("nan"), "names": "GLOBAL-NFS", "cert_not_after": "soon"},
+         "y": "not an office"}},
+        {"x": [float("inf"), 5.0]},
+        NOW,
+    )  # fmt: skip
+    assert parse(page).cards == [("y", "disconnected"), ("x", "connected")]
+
+
+def test_long_lists_are_cut() -> None:
+    names = [f"N{i}" for i in range(50)]
+    page = dashboard.render(snapshot({"a": office(names=names)}), {}, NOW)
+    assert f"+{50 - dashboard.MAX_LIST_ITEMS} more" in page
+    assert "N49" not in page
+
+
+def test_sparkline() -> None:
+    assert dashboard.sparkline([]) == ""
+    assert dashboard.sparkline([5.0]) == ""
+    svg = dashboard.sparkline([0.0, 10.0], width=100, height=20)
+    assert 'points="0.0,19.0 100.0,1.0"' in svg
+
+
+def test_snapshot_as_dataclass() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class Office:
+        connected: bool
+        rtt_ms: float | None
+
+    @dataclasses.dataclass(frozen=True)
+    class Snap:
+        time: float
+        offices: dict[str, Office]
+
+    page = dashboard.render(Snap(NOW, {"nyc": Office(False, None)}), {}, NOW)
+    assert parse(page).cards == [("nyc", "disconnected")]
+
+
+def test_rtt_history_is_bounded() -> None:
+    h = dashboard.RttHistory(samples=3, every=5.0)
+    for i in range(10):
+        h.note(snapshot({"a": office(rtt_ms=float(i)), "b": office(connected=False)}), i * 5.0)
+        h.note(snapshot({"a": office(rtt_ms=999.0)}), i * 5.0 + 1)  # too soon: not sampled
+    assert h.get() == {"a": [7.0, 8.0, 9.0], "b": []}
+    h.note(snapshot({"b": office()}), 100.0)
+    assert h.get() == {"b": [101.5]}  # a is gone from the hub: forgotten
+
+
+# -- authorization ----------------------------------------------------------------------
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_authorized() -> None:
+    assert status.authorized(None, "")
+    assert status.authorized(f"Bearer {TOKEN}", TOKEN)
+    assert status.authorized(f"bearer  {TOKEN} ", TOKEN)
+    assert status.authorized(basic("admin", TOKEN), TOKEN)
+    assert status.authorized(basic("", TOKEN), TOKEN)
+    assert not status.authorized(None, TOKEN)
+    assert not status.authorized("", TOKEN)
+    assert not status.authorized(f"Bearer {TOKEN}x", TOKEN)
+    assert not status.authorized(basic(TOKEN, "x"), TOKEN)
+    assert not status.authorized("Basic !!!", TOKEN)
+    assert not status.authorized(f"Token {TOKEN}", TOKEN)
+    assert not status.authorized("Bearer \u00e9", TOKEN)
+
+
+def test_answer_requires_the_token_everywhere() -> None:
+    for path in (b"/", b"/status", b"/metrics", b"/nope"):
+        out = status.answer(b"GET " + path + b" HTTP/1.1", dict, None, TOKEN)
+        assert out.startswith(b"HTTP/1.1 401"), path
+        assert b'WWW-Authenticate: Basic realm="spokeshare hub"' in out
+    ok = status.answer(b"GET / HTTP/1.1", lambda: snapshot({}), f"Bearer {TOKEN}", TOKEN)
+    assert ok.startswith(b"HTTP/1.1 200")
+
+
+def test_config_status_token(tmp_path: Path) -> None:
+    def load(hub: str) -> Any:
+        path = tmp_path / "hub.toml"
+        path.write_text(f'[hub]\n{hub}\n[services.smb]\nbackend = "127.0.0.1:445"\n')
+        return load_hub(path)
+
+    assert load('status_listen = "127.0.0.1:9100"').status_token == ""
+    assert load('status_listen = "[::1]:9100"').status_listen == ("::1", 9100)
+    with pytest.raises(ConfigError, match="status_token") as exc:
+        load('status_listen = "0.0.0.0:9100"')
+    assert exc.value.key == "hub.status_listen"
+    assert "\n" not in str(exc.value)
+    with pytest.raises(ConfigError, match="16 or more"):
+        load('status_listen = "0.0.0.0:9100"\nstatus_token = "short"')
+    with pytest.raises(ConfigError, match="16 or more"):
+        load('status_listen = "0.0.0.0:9100"\nstatus_token = "has a space in it, 16+"')
+    cfg = load(f'status_listen = "0.0.0.0:9100"\nstatus_token = "{TOKEN}"')
+    assert cfg.status_token == TOKEN
+
+
+# -- over HTTP, on loopback --------------------------------------------------------------
+
+
+@pytest.fixture
+def served(loop_thread: LoopThread) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The status server on a loopback port with TOKEN; the snapshot it serves is the
+    returned dict, changed by the test at will."""
+    port = free_port()
+    snap: dict[str, Any] = snapshot({"nyc": office(), "sfo": office(connected=False)})
+    server = loop_thread.run(status.serve("127.0.0.1", port, lambda: snap, TOKEN))
+    yield port, snap
+    server.close()
+    loop_thread.run(server.wait_closed())
+
+
+def get(port: int, path: str, auth: str | None = None) -> tuple[int, dict[str, str], str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if auth:
+        req.add_header("Authorization", auth)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def test_http_auth_required(served: tuple[int, dict[str, Any]]) -> None:
+    port, _ = served
+    for path in ("/", "/status", "/metrics"):
+        code, headers, body = get(port, path)
+        assert code == 401, path
+        assert headers["WWW-Authenticate"].startswith("Basic")
+        assert "nyc" not in body
+        assert get(port, path, f"Bearer {TOKEN}x")[0] == 401
+    code, _, body = get(port, "/status", f"Bearer {TOKEN}")
+    assert code == 200 and json.loads(body)["offices"]["nyc"]["connected"] is True
+    code, _, body = get(port, "/metrics", basic("admin", TOKEN))
+    assert code == 200 and 'spokeshare_office_connected{office="nyc"} 1' in body
+
+
+def test_http_page_with_csp(served: tuple[int, dict[str, Any]]) -> None:
+    port, snap = served
+    code, headers, page = get(port, "/", basic("admin", TOKEN))
+    assert code == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    csp = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in csp and "script-src" not in csp
+    assert parse(page).cards == [("sfo", "disconnected"), ("nyc", "connected")]
+    # Nothing from elsewhere: no URL at all in the page.
+    assert not re.search(r"(src|href)=|url\(|https?://", page)
+    snap["offices"]["sfo"] = office()
+    snap["offices"]["nyc"] = office(connected=False)
+    assert parse(get(port, "/", f"Bearer {TOKEN}")[2]).cards == [
+        ("nyc", "disconnected"),
+        ("sfo", "connected"),
+    ]
+
+
+def test_http_too_many_headers(served: tuple[int, dict[str, Any]]) -> None:
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 100 + b"\r\n")
+        assert s.recv(100) == b""  # dropped, not answered
+    assert get(port, "/status", f"Bearer {TOKEN}")[0] == 200
+
+
+def test_serve_refuses_non_loopback_without_token(loop_thread: LoopThread) -> None:
+    with pytest.raises(ConfigError, match="status_token"):
+        loop_thread.run(status.serve("0.0.0.0", free_port(), dict))
+
+
+def test_hub_serves_the_page(stack: Stack, loop_thread: LoopThread) -> None:
+    """The real hub, its real office nyc connected: the page shows it, with the token."""
+    from spokeshare.tunnel.hub import Hub
+
+    port = free_port()
+    cfg = dataclasses.replace(
+        stack.dep.hub_config(), status_listen=("127.0.0.1", port), status_token=TOKEN
+    )
+    stack.stop_hub()
+    hub = Hub(cfg, stack.dep.dir)
+    loop_thread.run(hub.start())
+    try:
+        assert get(port, "/")[0] == 401
+
+        def nyc_connected() -> bool:
+            return ("nyc", "connected") in parse(get(port, "/", f"Bearer {TOKEN}")[2]).cards
+
+        wait_for(nyc_connected, timeout=40, what="nyc connected on the dashboard")
+    finally:
+        loop_thread.run(hub.close())
