@@ -54,8 +54,7 @@ IPP_PORT = 631
 #: RFC 8011 4.1.6.1 / CUPS: successful-ok, and client-error-not-found (no shared queue).
 IPP_OK = 0x0000
 IPP_NOT_FOUND = 0x0406
-#: UDP ports queried for the names (RFC 1002 §6, RFC 4795 §2.1, RFC 6762 §3).
-NBNS_PORT = 137
+#: UDP ports queried for the names (RFC 4795 §2.1, RFC 6762 §3).
 LLMNR_PORT = 5355
 MDNS_PORT = 5353
 
@@ -523,6 +522,78 @@ def name_answer(
     return Finding(Level.OK, code, f"{protocol}: {name} answers with {address}")
 
 
+#: LAN protocols the box cannot ask itself: the edge ignores their queries from its own
+#: addresses (it hears its own broadcasts and multicasts; RFC 1002 §4.2, RFC 4795 §2),
+#: so the check looks for the edge's socket instead, and names the query for a PC.
+SELF_DEAF = {
+    "netbios": (137, "nmblookup {name}"),
+    "llmnr": (
+        LLMNR_PORT,
+        "resolvectl query --legacy=yes -p llmnr {name}, or Windows: "
+        "Resolve-DnsName -LlmnrOnly {name}",
+    ),
+}
+
+
+def served(
+    status: dict[str, object] | None, names: Sequence[str], held: dict[str, bool]
+) -> list[Finding]:
+    """What the running edge says it serves (``STATE_DIR/lan-status.json``, written
+    once something changed: per LAN protocol "ok" or why it is degraded, and whether
+    the names are withdrawn; None: nothing reported), with ``held``: for each protocol
+    of :data:`SELF_DEAF` that is on, whether the edge holds its UDP port."""
+    out: list[Finding] = []
+    listed = ", ".join(names) or "no name"
+    status = status or {}
+    if status.get("withdrawn"):
+        out.append(
+            Finding(
+                Level.ERROR,
+                "edge.status",
+                f"the edge has withdrawn its names ({listed}): it cannot reach the hub",
+                "see edge.hub.reach above and the edge's log (hub up -> down)",
+            )
+        )
+    lan = status.get("lan")
+    protocols = lan if isinstance(lan, dict) else {}
+    for protocol, state in sorted(protocols.items()):
+        if state != "ok":
+            out.append(
+                Finding(
+                    Level.WARNING,
+                    f"edge.status.{protocol}",
+                    f"the edge does not serve {protocol}: {state}",
+                    "see edge.lan." + protocol + " above",
+                )
+            )
+    for protocol, on in sorted(held.items()):
+        port, query = SELF_DEAF[protocol]
+        code = f"edge.name.{protocol}"
+        ask = "from an office PC: " + query.format(name=names[0] if names else "NAME")
+        if protocols.get(protocol, "ok") != "ok":
+            continue  # said above
+        if on:
+            out.append(
+                Finding(
+                    Level.OK,
+                    code,
+                    f"{protocol}: the edge holds UDP {port} for "
+                    f"{listed} (it does not answer this box itself)",
+                    ask,
+                )
+            )
+        else:
+            out.append(
+                Finding(
+                    Level.ERROR,
+                    code,
+                    f"{protocol}: the edge holds no UDP {port}: {listed} unanswered",
+                    "see the edge's log; " + ask,
+                )
+            )
+    return out
+
+
 # -- probes (I/O) ----------------------------------------------------------------------
 
 
@@ -688,33 +759,6 @@ def _udp_query(
         except OSError as exc:
             return None, exc.strerror or str(exc)
     return None, f"no answer within {TIMEOUT:.0f} s"
-
-
-def netbios_query(address: str, name: str) -> tuple[list[str] | None, str | None]:
-    """NAME QUERY REQUEST (RFC 1002 §4.2.12, unicast) for ``name``<20> to ``address``:137."""
-    from spokeshare.errors import DecodeError
-    from spokeshare.lan import netbios
-
-    trn = int.from_bytes(os.urandom(2), "big")
-    query = netbios.name_query_request(trn, netbios.NetbiosName.create(name, 0x20), broadcast=False)
-
-    def ours(data: bytes) -> bool:
-        try:
-            return netbios.decode(data).trn_id == trn
-        except DecodeError:
-            return False
-
-    data, error = _udp_query(address, NBNS_PORT, netbios.encode(query), ours)
-    if data is None:
-        return None, error
-    answer = netbios.decode(data)
-    found = [
-        str(e.address)
-        for rr in answer.answers
-        if isinstance(rr.rdata, netbios.NbRData)
-        for e in rr.rdata.entries
-    ]
-    return (found, None) if found else (None, f"negative answer (rcode {answer.rcode})")
 
 
 def dns_query(address: str, port: int, name: str) -> tuple[list[str] | None, str | None]:
@@ -909,18 +953,41 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
             )
         )
         return out
+    status = _read_json(cfg.state_dir / "lan-status.json")
+    held = {p: _edge_holds(scanner, SELF_DEAF[p][0], own) for p in SELF_DEAF if protocols[p]}
+    out += served(status, [n.name for n in cfg.names], held)
     for n in cfg.names:
         addr = n.address or cfg.lan_address
-        if protocols["netbios"]:
-            out.append(name_answer("netbios", n.name, addr, *netbios_query(addr, n.name)))
-        if protocols["llmnr"]:
-            out.append(
-                name_answer("llmnr", n.name, addr, *dns_query(addr, LLMNR_PORT, n.name.lower()))
-            )
         if protocols["mdns"]:
             mname = f"{n.name.lower()}.local"
             out.append(name_answer("mdns", mname, addr, *dns_query(addr, MDNS_PORT, mname)))
     return out
+
+
+def _edge_holds(scanner: coexist.Scanner, port: int, addresses: Sequence[str]) -> bool:
+    """True when a process named spokeshare holds UDP ``port`` (any of ``addresses``,
+    the wildcard, or a broadcast or multicast address)."""
+    ours = {ipaddress.ip_address(a) for a in addresses}
+    inodes = [
+        e.inode
+        for e in scanner.sockets()
+        if e.transport == "udp"
+        and e.port == port
+        and e.inode
+        and not e.address.is_loopback
+        and (e.address in ours or e.address.is_multicast or not e.address.is_global)
+    ]
+    return any(o.name == "spokeshare" for o in scanner.owners(inodes))
+
+
+def _read_json(path: Path) -> dict[str, object] | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _foreign(scanner: coexist.Scanner, protocol: str, local: Sequence[str]) -> str | None:

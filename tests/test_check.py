@@ -346,9 +346,26 @@ def test_name_answer() -> None:
 
 
 def test_name_query_unanswered_on_loopback() -> None:
-    """Nobody answers NetBIOS on loopback's 137 here: the probe says so in time."""
-    found, error = check.netbios_query("127.0.0.1", "GLOBAL-NFS")
+    """Nobody answers LLMNR on loopback's 5355 here: the probe says so in time."""
+    found, error = check.dns_query("127.0.0.1", free_port(), "global-nfs")
     assert found is None and error
+
+
+def test_served_from_the_edge_status() -> None:
+    names = ["GLOBAL-NFS"]
+    both = {"netbios": True, "llmnr": True}
+    assert levels(check.served(None, names, both)) == {
+        "edge.name.netbios": Level.OK,
+        "edge.name.llmnr": Level.OK,
+    }
+    assert "nmblookup GLOBAL-NFS" in check.served(None, names, {"netbios": True})[0].fix
+    gone = check.served(None, names, {"netbios": False})
+    assert levels(gone) == {"edge.name.netbios": Level.ERROR}
+    withdrawn = levels(check.served({"lan": {"netbios": "ok"}, "withdrawn": True}, names, {}))
+    assert withdrawn == {"edge.status": Level.ERROR}
+    why = "nmbd (pid 9) already serves netbios on port 137 of this host: stop it"
+    degraded = levels(check.served({"lan": {"netbios": why}}, names, {"netbios": False}))
+    assert degraded == {"edge.status.netbios": Level.WARNING}
 
 
 # -- the command -----------------------------------------------------------------------
