@@ -34,6 +34,7 @@ import ipaddress
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +127,7 @@ class MdnsPublisher:
         #: name -> the moment its reset to probing began (a claim heard later counts).
         self._probing_since: dict[str, float] = {}
         self._own: dict[str, frozenset[bytes]] | None = None
+        self._host_watchers: list[Callable[[], None]] = []
         #: Unicast answers not sent: the asker is not on the office link (RFC 6762 §11).
         self.off_link_dropped = 0
 
@@ -324,6 +326,18 @@ class MdnsPublisher:
                 await self._register_all()
 
     # -- conflicts after start (RFC 6762 §9) ------------------------------------------
+    def watch_hosts(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (no arguments, on the event loop) when a host name the
+        edge held is lost after start or published again after a conflict: records
+        published elsewhere with this publisher's host names as their target (HQ's
+        printers) make zeroconf answer for those names too, so their owner must look
+        at :meth:`statistics` again at once rather than at its next sync."""
+        self._host_watchers.append(callback)
+
+    def _hosts_changed(self) -> None:
+        for callback in self._host_watchers:
+            callback()
+
     def held_addresses(self) -> dict[str, frozenset[bytes]]:
         """Host name we hold now (``name.local.``, lower-cased) -> its addresses
         (packed, both families), as published."""
@@ -389,9 +403,12 @@ class MdnsPublisher:
                     self._registered.remove(info)
                     await (await self._zc.async_unregister_service(info))
                 self._published.remove(name)
+            self._hosts_changed()
             if delay:
                 await asyncio.sleep(delay)
             await self._register_all()
+            if name in self._published:
+                self._hosts_changed()
         finally:
             self._resetting.pop(name, None)
             self._probing_since.pop(name, None)
@@ -431,13 +448,16 @@ class MdnsPublisher:
                 if name not in self._conflicts:
                     self._conflicts.append(name)
                 continue
-            if name in self._conflicts:
+            reclaimed = name in self._conflicts
+            if reclaimed:
                 self._conflicts.remove(name)
                 self._reclaimed += 1
                 log.warning("mdns: reclaimed %s.local: its other owner is gone", name)
             if name not in self._published:
                 self._published.append(name)
             log.info("mdns: published %s.local (_smb._tcp port %s)", name, self.settings.smb_port)
+            if reclaimed:
+                self._hosts_changed()
 
     async def _unregister_all(self) -> None:
         if self._zc is None:

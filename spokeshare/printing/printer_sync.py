@@ -678,4 +678,7 @@ def with_printers(
         interval=cfg.printers.sync_interval,
         host_owned=lambda: name in publisher.statistics().published,
     )  # fmt: skip
+    # A host name lost to another host after start (RFC 6762 section 9), or won back:
+    # sync at once, so the printers stop (or start) pointing at it now.
+    publisher.watch_hosts(advertiser._wake.set)
     return MdnsWithPrinters(publisher, advertiser)

@@ -312,3 +312,24 @@ def test_answers_for_a_name_in_conflict_are_noted_not_reset() -> None:
     run(scenario())
     assert pub.statistics().conflicts_after_start == 0 and pub._resetting == {}
     assert pub._claims == {"global-nfs.local.": 2.5}
+
+
+def test_host_watchers_hear_a_name_lost_and_won_back() -> None:
+    """What points at a host name (HQ's printers) is told when the name is lost after
+    start, and again when it is won back (here by the minute's re-check)."""
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+    calls: list[tuple[str, ...]] = []
+    pub.watch_hosts(lambda: calls.append(pub.statistics().published))
+
+    async def scenario() -> None:
+        await pub._register_all()
+        assert calls == []
+        fake.taken.add("GLOBAL-NFS._smb._tcp.local.")
+        await _hear(pub, _response("GLOBAL-NFS.local.", "198.18.203.50"))
+        fake.taken.clear()
+        await pub._register_all()  # the re-check
+
+    run(scenario())
+    assert calls == [("PRINT-HQ",), ("PRINT-HQ", "GLOBAL-NFS")]
