@@ -46,6 +46,7 @@ from typing import Any, Protocol
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, for_services
 from spokeshare.lan import coexist, interfaces
+from spokeshare.tasks import TaskSet
 from spokeshare.tunnel.edge import Edge, HubState
 
 log = logging.getLogger("spokeshare.edge")
@@ -95,12 +96,13 @@ class EdgeDaemon:
         #: LAN protocol -> "ok", or why it is degraded (the line that was logged).
         self.lan_status: dict[str, str] = {}
         self._running: set[str] = set()
-        self._coexist: asyncio.Task[None] | None = None
         self._scanner = coexist.Scanner()
         self._local_addresses: list[str] = []
         self.withdrawn = False
         self._withdraw_timer: asyncio.TimerHandle | None = None
         self._transition: asyncio.Task[None] | None = None
+        #: The coexistence watch and the withdraw/announce transitions.
+        self.tasks = TaskSet(log, "edge LAN task")
         self._stop = asyncio.Event()
 
     def __repr__(self) -> str:
@@ -143,7 +145,7 @@ class EdgeDaemon:
             self._local_addresses = self._lan_addresses(link_local)
             for protocol in self.protocols:
                 await self._start_protocol(protocol)
-            self._coexist = asyncio.get_running_loop().create_task(self._coexist_loop())
+            self.tasks.spawn(self._coexist_loop(), name="coexist")
         else:
             log.warning(
                 "no LAN interface (set lan.interface, or lan.address to an address of one): "
@@ -277,10 +279,7 @@ class EdgeDaemon:
     async def close(self) -> None:
         if self._withdraw_timer is not None:
             self._withdraw_timer.cancel()
-        if self._transition is not None:
-            self._transition.cancel()
-        if self._coexist is not None:
-            self._coexist.cancel()
+        await self.tasks.aclose()
         for protocol in reversed(list(self.protocols)):
             if protocol in self._running:
                 self._running.discard(protocol)
@@ -358,10 +357,12 @@ class EdgeDaemon:
 
         async def run() -> None:
             if previous is not None:
-                await asyncio.gather(previous, return_exceptions=True)
+                # One transition at a time, in order; a failed one was logged by the
+                # task set, and this one still runs.
+                await asyncio.wait([previous])
             await self._apply(withdraw)
 
-        self._transition = asyncio.get_running_loop().create_task(run())
+        self._transition = self.tasks.spawn(run(), name="withdraw" if withdraw else "announce")
 
     async def _apply(self, withdraw: bool) -> None:
         if withdraw == self.withdrawn:

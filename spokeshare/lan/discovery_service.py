@@ -36,6 +36,7 @@ from spokeshare.errors import DecodeError
 from spokeshare.lan import NEED_DATA, counters, llmnr, wsd
 from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
+from spokeshare.tasks import TaskSet
 
 log = logging.getLogger("spokeshare.lan.discovery")
 
@@ -347,6 +348,7 @@ class WsdService:
         self._families: dict[str, _WsdFamily] = {}
         self._servers: list[asyncio.Server] = []
         self._timer_task: asyncio.Task[None] | None = None
+        self._tasks = TaskSet(log, "wsd timer task")
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._hostile = RateLimitedLog(log, BAD_PACKET_LOG_INTERVAL)
@@ -412,7 +414,7 @@ class WsdService:
         except OSError:
             await self.stop()
             raise
-        self._timer_task = asyncio.create_task(self._timer_loop(), name="wsd-timers")
+        self._timer_task = self._tasks.spawn(self._timer_loop(), name="wsd-timers")
         self.core.announce(time.monotonic())
         self._wake.set()
         log.info(
@@ -535,11 +537,8 @@ class WsdService:
         if self._timer_task is not None:
             self.core.withdraw(time.monotonic())
             await self._flush()
-            self._timer_task.cancel()
-            try:
-                await self._timer_task
-            except asyncio.CancelledError:
-                pass
+            # Cancelled and awaited; a cancellation of stop() itself still propagates.
+            await self._tasks.aclose()
             self._timer_task = None
         for server in self._servers:
             server.close()

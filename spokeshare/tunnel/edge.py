@@ -528,7 +528,7 @@ class Edge:
         for w in waiters:
             if w.transport is not None:
                 w.transport.close()
-        self.tasks.cancel_all()
+        await self.tasks.aclose()
         for s in self.servers:
             await s.wait_closed()
         log.info("edge stopped")
