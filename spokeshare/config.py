@@ -330,6 +330,9 @@ class EdgeConfig:
     #: kept only where the office's bundle allows their service (:func:`for_services`).
     default_names: bool = False
     printers: PrintersConfig = field(default_factory=PrintersConfig)
+    #: Fraction of the office certificate's lifetime after which it is renewed over the
+    #: tunnel (spokeshare.renewal), in [0.1, 0.95].
+    renew_at: float = 2 / 3
 
     def presence(self, host_names: tuple[str, ...] = ()) -> LanPresence:
         """The LAN presence these (validated) values describe; ``host_names`` adds
@@ -598,6 +601,9 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
     edge.data.pop("bundle", None)
     state_dir = Path(edge.take("state_dir", str, "/var/lib/spokeshare/edge"))
     dead_after = edge.take("hub_dead_after", float, 15.0)
+    renew_at = edge.take("renew_at", float, 2 / 3)
+    if not 0.1 <= renew_at <= 0.95:
+        raise ConfigError(src, "edge.renew_at", "must be a fraction of the lifetime, 0.1 to 0.95")
     edge.done()
     lan = root.table("lan")
     interface = lan.take("interface", str, "")
@@ -682,6 +688,7 @@ def load_edge(path: Path | None, overrides: dict[str, Any] | None = None) -> Edg
         lan_ipv6=lan_ipv6,
         default_names=default_names,
         printers=printers,
+        renew_at=renew_at,
     )
 
 

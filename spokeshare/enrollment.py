@@ -11,21 +11,29 @@ A deployment directory (default /etc/spokeshare) holds::
     offices.json            the office registry: serials, services, revocations
 
 The running hub re-reads offices.json whenever it changes, so a revocation takes effect
-without a restart (and cuts that office's live tunnels).
+without a restart (and cuts that office's live tunnels). The hub writes it too: an
+office renewing its certificate over its tunnel (:func:`renew_from_request`). Every
+read-modify-write of the registry holds :func:`registry_lock` (an ``flock`` on the
+deployment directory), so a revocation and a renewal at the same moment both count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
+import fcntl
 import json
 import os
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spokeshare import bundle, pki
+from cryptography import x509
+
+from spokeshare import bundle, pki, renewal
 from spokeshare.config import (
     DEFAULT_SERVICES,
     load_hub,
@@ -36,6 +44,11 @@ from spokeshare.errors import EnrollmentError
 
 DEFAULT_DIR = Path("/etc/spokeshare")
 REGISTRY = "offices.json"
+#: Default certificate lifetime of ``office add`` and ``office renew``, in days.
+DEFAULT_DAYS = 825
+#: Serials a renewal over the tunnel keeps accepting (the ones it replaced, newest
+#: first): tunnels opened with them go on until the certificates expire.
+MAX_PREVIOUS = 4
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,16 @@ class OfficeRecord:
     #: HQ printers (CUPS queue names) the office may use; None: every printer HQ's
     #: CUPS shares. Enforced by the hub's IPP handling (spokeshare.printing.hub_ipp).
     printers: tuple[str, ...] | None = None
+    #: Lifetime, in days, of the certificates issued to this office (``office add
+    #: --days``); a renewal over the tunnel issues for as long.
+    lifetime_days: float = DEFAULT_DAYS
+    #: When the office last renewed its certificate over its tunnel (None: never).
+    renewed: dt.datetime | None = None
+
+    @property
+    def not_before(self) -> dt.datetime:
+        """About when the current certificate's validity started (not_after - lifetime)."""
+        return self.not_after - dt.timedelta(days=self.lifetime_days)
 
     def accepts(self, serial: int) -> bool:
         return self.revoked is None and (serial == self.serial or serial in self.previous)
@@ -65,6 +88,8 @@ class OfficeRecord:
             "added": self.added.isoformat(),
             "revoked": self.revoked.isoformat() if self.revoked else None,
             "printers": list(self.printers) if self.printers is not None else None,
+            "lifetime_days": self.lifetime_days,
+            "renewed": self.renewed.isoformat() if self.renewed else None,
         }
 
     @classmethod
@@ -78,6 +103,8 @@ class OfficeRecord:
             revoked=dt.datetime.fromisoformat(d["revoked"]) if d.get("revoked") else None,
             previous=tuple(int(s, 16) for s in d.get("previous", [])),
             printers=tuple(d["printers"]) if d.get("printers") is not None else None,
+            lifetime_days=float(d.get("lifetime_days", DEFAULT_DAYS)),
+            renewed=dt.datetime.fromisoformat(d["renewed"]) if d.get("renewed") else None,
         )
 
 
@@ -90,6 +117,18 @@ def load_registry(directory: Path) -> dict[str, OfficeRecord]:
         return {}
     except (ValueError, KeyError, TypeError) as exc:
         raise EnrollmentError(f"{path} is corrupt: {exc}") from None
+
+
+@contextlib.contextmanager
+def registry_lock(directory: Path) -> Iterator[None]:
+    """Hold the registry for a read-modify-write: an exclusive ``flock`` on the
+    deployment directory, shared by the CLI and every hub process."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def save_registry(directory: Path, offices: dict[str, OfficeRecord]) -> None:
@@ -168,7 +207,7 @@ def add_office(
     name: str,
     services: list[str] | None,
     out: Path,
-    days: int = 825,
+    days: float = DEFAULT_DAYS,
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
     printers: list[str] | None = None,
@@ -182,15 +221,32 @@ def add_office(
     checked = check_printers(printers)
     ca = _ca(directory)
     hub_cfg = load_hub(directory / "hub.toml")
+    with registry_lock(directory):
+        return _add_office(directory, ca, list(hub_cfg.services), name, services, out, days, now,
+                           not_before, checked)  # fmt: skip
+
+
+def _add_office(
+    directory: Path,
+    ca: pki.Issued,
+    offered: list[str],
+    name: str,
+    services: list[str] | None,
+    out: Path,
+    days: float,
+    now: dt.datetime | None,
+    not_before: dt.datetime | None,
+    checked: tuple[str, ...] | None,
+) -> OfficeRecord:
     offices = load_registry(directory)
     if name in offices:
         state = "revoked" if offices[name].revoked else "enrolled"
         raise EnrollmentError(f"office {name!r} already exists ({state})")
-    wanted = services if services is not None else sorted(hub_cfg.services)
-    unknown = [s for s in wanted if s not in hub_cfg.services]
+    wanted = services if services is not None else sorted(offered)
+    unknown = [s for s in wanted if s not in offered]
     if unknown:
         raise EnrollmentError(
-            f"unknown service(s) {', '.join(unknown)}; the hub offers {', '.join(hub_cfg.services)}"
+            f"unknown service(s) {', '.join(unknown)}; the hub offers {', '.join(offered)}"
         )
     issued = _write_bundle(directory, ca, name, tuple(wanted), out, days, now, not_before)
     rec = OfficeRecord(
@@ -200,6 +256,7 @@ def add_office(
         tuple(wanted),
         dt.datetime.now(dt.UTC),
         printers=checked,
+        lifetime_days=days,
     )
     offices[name] = rec
     save_registry(directory, offices)
@@ -207,7 +264,11 @@ def add_office(
 
 
 def renew_office(
-    directory: Path, name: str, out: Path, days: int = 825, cut_previous: bool = False
+    directory: Path,
+    name: str,
+    out: Path,
+    days: float = DEFAULT_DAYS,
+    cut_previous: bool = False,
 ) -> OfficeRecord:
     """Issue a fresh certificate (new key) for an enrolled office and write its bundle.
 
@@ -217,26 +278,59 @@ def renew_office(
     """
     name = pki.check_office_name(name)
     ca = _ca(directory)
-    offices = load_registry(directory)
-    rec = offices.get(name)
-    if rec is None:
-        raise EnrollmentError(f"no office named {name!r}")
-    if rec.revoked is not None:
-        raise EnrollmentError(f"office {name!r} is revoked; enrol it under a new name")
-    issued = _write_bundle(directory, ca, name, rec.services, out, days, None, None)
-    rec = OfficeRecord(
-        name,
-        issued.cert.serial_number,
-        issued.cert.not_valid_after_utc,
-        rec.services,
-        rec.added,
-        None,
-        () if cut_previous else (rec.serial,),
-        rec.printers,
-    )
-    offices[name] = rec
-    save_registry(directory, offices)
+    with registry_lock(directory):
+        offices = load_registry(directory)
+        rec = offices.get(name)
+        if rec is None:
+            raise EnrollmentError(f"no office named {name!r}")
+        if rec.revoked is not None:
+            raise EnrollmentError(f"office {name!r} is revoked; enrol it under a new name")
+        issued = _write_bundle(directory, ca, name, rec.services, out, days, None, None)
+        rec = dataclasses.replace(
+            rec,
+            serial=issued.cert.serial_number,
+            not_after=issued.cert.not_valid_after_utc,
+            revoked=None,
+            previous=() if cut_previous else (rec.serial,),
+            lifetime_days=days,
+        )
+        offices[name] = rec
+        save_registry(directory, offices)
     return rec
+
+
+def renew_from_request(
+    directory: Path, office: str, csr_der: bytes, now: dt.datetime | None = None
+) -> tuple[x509.Certificate, x509.Certificate] | renewal.Refuse:
+    """An office renews over its tunnel (spokeshare.renewal): issue a certificate for
+    the key in ``csr_der`` to ``office`` (the name its tunnel proved), with the profile
+    and lifetime of ``office add``, and record it. The serial it replaces stays
+    accepted (up to MAX_PREVIOUS of them) until it expires. Returns (certificate, CA
+    certificate), or the refusal (not enrolled, revoked, a bad or foreign request).
+    Raises EnrollmentError when the deployment's CA or registry cannot be read.
+    """
+    ca = _ca(directory)
+    with registry_lock(directory):
+        offices = load_registry(directory)
+        rec = offices.get(office)
+        verdict = renewal.decide(
+            office, rec is not None, rec is not None and rec.revoked is not None, csr_der
+        )
+        if isinstance(verdict, renewal.Refuse):
+            return verdict
+        if rec is None:  # decide() refuses an office that is not enrolled
+            raise EnrollmentError(f"no office named {office!r}")
+        now = now or dt.datetime.now(dt.UTC)
+        cert = pki.issue_office_for_key(ca, office, verdict.public_key, rec.lifetime_days, now)
+        offices[office] = dataclasses.replace(
+            rec,
+            serial=cert.serial_number,
+            not_after=cert.not_valid_after_utc,
+            previous=(rec.serial, *rec.previous)[:MAX_PREVIOUS],
+            renewed=now,
+        )
+        save_registry(directory, offices)
+    return cert, ca.cert
 
 
 def _write_bundle(
@@ -245,7 +339,7 @@ def _write_bundle(
     name: str,
     services: tuple[str, ...],
     out: Path,
-    days: int,
+    days: float,
     now: dt.datetime | None,
     not_before: dt.datetime | None,
 ) -> pki.Issued:
@@ -269,25 +363,18 @@ def _write_bundle(
 
 
 def revoke_office(directory: Path, name: str) -> OfficeRecord:
+    """Revoke the office: every serial it holds (renewed ones too) is refused."""
     name = pki.check_office_name(name)
-    offices = load_registry(directory)
-    if name not in offices:
-        raise EnrollmentError(f"no office named {name!r}")
-    rec = offices[name]
-    if rec.revoked:
-        raise EnrollmentError(f"office {name!r} is already revoked")
-    rec = OfficeRecord(
-        rec.name,
-        rec.serial,
-        rec.not_after,
-        rec.services,
-        rec.added,
-        dt.datetime.now(dt.UTC),
-        rec.previous,
-        rec.printers,
-    )
-    offices[name] = rec
-    save_registry(directory, offices)
+    with registry_lock(directory):
+        offices = load_registry(directory)
+        if name not in offices:
+            raise EnrollmentError(f"no office named {name!r}")
+        rec = offices[name]
+        if rec.revoked:
+            raise EnrollmentError(f"office {name!r} is already revoked")
+        rec = dataclasses.replace(rec, revoked=dt.datetime.now(dt.UTC))
+        offices[name] = rec
+        save_registry(directory, offices)
     return rec
 
 
@@ -314,11 +401,12 @@ def set_printers(directory: Path, name: str, printers: list[str] | None) -> Offi
     hub picks the change up with its next registry reload (about a second)."""
     name = pki.check_office_name(name)
     checked = check_printers(printers)
-    offices = load_registry(directory)
-    rec = offices.get(name)
-    if rec is None:
-        raise EnrollmentError(f"no office named {name!r}")
-    rec = dataclasses.replace(rec, printers=checked)
-    offices[name] = rec
-    save_registry(directory, offices)
+    with registry_lock(directory):
+        offices = load_registry(directory)
+        rec = offices.get(name)
+        if rec is None:
+            raise EnrollmentError(f"no office named {name!r}")
+        rec = dataclasses.replace(rec, printers=checked)
+        offices[name] = rec
+        save_registry(directory, offices)
     return rec

@@ -113,26 +113,48 @@ def make_ca(common_name: str, days: int = 3650, now: dt.datetime | None = None) 
     return Issued(key, cert)
 
 
+#: Certificates start this long before they are issued (a peer's clock a little behind),
+#: at most a tenth of their lifetime (short-lived test certificates).
+BACKDATE = dt.timedelta(minutes=5)
+
+
 def _leaf(
     ca: Issued,
     common_name: str,
     sans: list[x509.GeneralName],
     usage: x509.ObjectIdentifier,
-    days: int,
+    days: float,
     now: dt.datetime | None,
     not_before: dt.datetime | None = None,
 ) -> Issued:
-    now = now or dt.datetime.now(dt.UTC)
     key = new_key()
-    start = not_before or (now - dt.timedelta(minutes=5))
-    cert = (
+    cert = _leaf_cert(
+        ca, common_name, sans, usage, days, now, not_before, key.public_key()
+    )
+    return Issued(key, cert)
+
+
+def _leaf_cert(
+    ca: Issued,
+    common_name: str,
+    sans: list[x509.GeneralName],
+    usage: x509.ObjectIdentifier,
+    days: float,
+    now: dt.datetime | None,
+    not_before: dt.datetime | None,
+    public_key: ec.EllipticCurvePublicKey,
+) -> x509.Certificate:
+    now = now or dt.datetime.now(dt.UTC)
+    life = dt.timedelta(days=days)
+    start = not_before or (now - min(BACKDATE, life / 10))
+    return (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(start)
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(now + life)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -142,7 +164,6 @@ def _leaf(
         )
         .sign(ca.key, hashes.SHA256())
     )
-    return Issued(key, cert)
 
 
 def issue_hub(
@@ -165,7 +186,7 @@ def issue_hub(
 def issue_office(
     ca: Issued,
     office: str,
-    days: int = 825,
+    days: float = 825,
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
 ) -> Issued:
@@ -174,6 +195,22 @@ def issue_office(
     sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(OFFICE_URI_PREFIX + office)]
     return _leaf(
         ca, office, sans, ExtendedKeyUsageOID.CLIENT_AUTH, days, now, not_before=not_before
+    )
+
+
+def issue_office_for_key(
+    ca: Issued,
+    office: str,
+    public_key: ec.EllipticCurvePublicKey,
+    days: float = 825,
+    now: dt.datetime | None = None,
+) -> x509.Certificate:
+    """An office's client certificate for a key the office made (a renewal over its
+    tunnel, spokeshare.renewal): the same profile as :func:`issue_office`."""
+    office = check_office_name(office)
+    sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(OFFICE_URI_PREFIX + office)]
+    return _leaf_cert(
+        ca, office, sans, ExtendedKeyUsageOID.CLIENT_AUTH, days, now, None, public_key
     )
 
 
@@ -203,11 +240,11 @@ def directory_owner(path: Path) -> tuple[int, int] | None:
     return None if st.st_uid == 0 else (st.st_uid, st.st_gid)
 
 
-def write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
     """Write a file readable by its owner only, atomically (never briefly world-readable);
-    owned as :func:`directory_owner` says."""
+    owned by ``owner`` (uid, gid), by default as :func:`directory_owner` says."""
     tmp = path.with_name(f".{path.name}.tmp")
-    owner = directory_owner(path)
+    owner = owner or directory_owner(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)
@@ -218,6 +255,22 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+
+
+def replace_private(path: Path, data: bytes) -> None:
+    """Replace the private file ``path`` atomically and durably: a 0600 file in the same
+    directory, written and fsync'ed, renamed over it, the directory fsync'ed; it keeps
+    the old file's owner when root writes it (a renewed bundle stays the edge user's)."""
+    owner: tuple[int, int] | None = None
+    if os.geteuid() == 0:
+        st = path.stat()
+        owner = (st.st_uid, st.st_gid)
+    write_private(path, data, owner)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
 
 
 def write_public(path: Path, data: bytes) -> None:

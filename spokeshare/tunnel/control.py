@@ -8,8 +8,16 @@ object whose ``"t"`` names its type::
     {"t":"ping","seq":7}
     {"t":"pong","seq":7,"stats":{"clients":2,"idle":4,"streams_total":90,"streams_failed":1}}
     {"t":"revoked"}
+    {"t":"renew","id":1,"csr":"MIIB..."}
+    {"t":"renew-issued","id":1,"chain":["MIIC...","MIIB..."]}
+    {"t":"renew-refused","id":1,"reason":"office nyc is revoked"}
 
 A pong from the edge carries the edge's statistics; one from the hub carries none.
+The three ``renew`` messages renew the office's certificate over its own channel
+(:mod:`spokeshare.renewal`): the edge sends a PKCS#10 request (RFC 2986, DER in
+base64, RFC 4648 §4), the hub answers with the issued chain (DER certificates in
+base64, the office's first, then the CA's) or a refusal; ``id`` pairs the answer
+with its request.
 Keys a message does not know are ignored and a type it does not know decodes to
 :class:`Unknown` (the peer may be newer), so new messages can be added without a new
 wire version.
@@ -31,6 +39,8 @@ same rule, :data:`PINGS_PER_DEAD_AFTER`, from either end.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -60,6 +70,14 @@ MAX_STATS = 32
 MAX_STAT_NAME = 64
 #: Statistics values are counters and gauges: bounded like a signed 64-bit integer.
 MAX_STAT_VALUE = (1 << 63) - 1
+#: Largest certificate request, DER bytes (a P-256 request is about 300).
+MAX_CSR = 1024
+#: Largest certificate of an issued chain, DER bytes (a P-256 office certificate is
+#: about 600), and most certificates in one chain (the office's and the CA's).
+MAX_CERT = 1280
+MAX_CHAIN = 2
+#: Longest refusal reason, in characters.
+MAX_REASON = 200
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -106,6 +124,54 @@ class Revoked:
     """The hub tells the edge its office has been revoked (the hub then cuts it off)."""
 
 
+def _check_der(what: str, der: object, limit: int) -> None:
+    if not isinstance(der, bytes) or not 0 < len(der) <= limit:
+        raise UsageError(f"{what} is not 1..{limit} bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class RenewRequest:
+    """The edge asks for a new certificate: ``csr`` is a PKCS#10 request (RFC 2986),
+    DER, at most :data:`MAX_CSR` bytes; ``id`` (0..2**53-1) is echoed in the answer."""
+
+    id: int
+    csr: bytes
+
+    def __post_init__(self) -> None:
+        _check_seq(self.id)
+        _check_der("certificate request", self.csr, MAX_CSR)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewIssued:
+    """The hub's answer to :class:`RenewRequest` ``id``: the issued certificate then
+    the CA's, DER, 1..:data:`MAX_CHAIN` of at most :data:`MAX_CERT` bytes each."""
+
+    id: int
+    chain: tuple[bytes, ...]
+
+    def __post_init__(self) -> None:
+        _check_seq(self.id)
+        if not isinstance(self.chain, tuple) or not 0 < len(self.chain) <= MAX_CHAIN:
+            raise UsageError(f"a chain holds 1..{MAX_CHAIN} certificates")
+        for der in self.chain:
+            _check_der("certificate", der, MAX_CERT)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewRefused:
+    """The hub refuses :class:`RenewRequest` ``id``; ``reason`` is 1..:data:`MAX_REASON`
+    characters for the edge's log and status."""
+
+    id: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        _check_seq(self.id)
+        if not isinstance(self.reason, str) or not 0 < len(self.reason) <= MAX_REASON:
+            raise UsageError(f"refusal reason is not 1..{MAX_REASON} characters")
+
+
 @dataclass(frozen=True, slots=True)
 class Unknown:
     """A message of a type this version does not know (a newer peer); ignored."""
@@ -113,7 +179,9 @@ class Unknown:
     type: str
 
 
-ControlMessage = Ping | Pong | Revoked | Unknown
+ControlMessage = Ping | Pong | Revoked | RenewRequest | RenewIssued | RenewRefused | Unknown
+#: Messages the heartbeat hands on to the shell (:class:`Deliver`): certificate renewal.
+RenewMessage = RenewRequest | RenewIssued | RenewRefused
 
 
 def _check_stat(name: object, value: object) -> None:
@@ -144,6 +212,12 @@ def to_json(msg: ControlMessage) -> dict[str, Any]:
         return out
     if isinstance(msg, Revoked):
         return {"t": "revoked"}
+    if isinstance(msg, RenewRequest):
+        return {"t": "renew", "id": msg.id, "csr": _b64(msg.csr)}
+    if isinstance(msg, RenewIssued):
+        return {"t": "renew-issued", "id": msg.id, "chain": [_b64(c) for c in msg.chain]}
+    if isinstance(msg, RenewRefused):
+        return {"t": "renew-refused", "id": msg.id, "reason": msg.reason}
     raise UsageError(f"{msg!r} cannot be sent (an unknown type is only ever received)")
 
 
@@ -189,7 +263,43 @@ def decode_json(value: object) -> ControlMessage:
         return Pong(_seq(value), _stats(value.get("stats")))
     if kind == "revoked":
         return Revoked()
+    if kind == "renew":
+        return RenewRequest(_id(value), _der(value.get("csr"), "csr", MAX_CSR))
+    if kind == "renew-issued":
+        chain = value.get("chain")
+        if not isinstance(chain, list) or not 0 < len(chain) <= MAX_CHAIN:
+            raise DecodeError(_PROTO, f"chain is not a list of 1..{MAX_CHAIN} certificates")
+        return RenewIssued(_id(value), tuple(_der(c, "certificate", MAX_CERT) for c in chain))
+    if kind == "renew-refused":
+        reason = value.get("reason")
+        if not isinstance(reason, str) or not 0 < len(reason) <= MAX_REASON:
+            raise DecodeError(_PROTO, f"reason is not a string of 1..{MAX_REASON} characters")
+        return RenewRefused(_id(value), reason)
     return Unknown(kind)
+
+
+def _b64(der: bytes) -> str:
+    return base64.b64encode(der).decode("ascii")
+
+
+def _id(value: dict[str, Any]) -> int:
+    ident = value.get("id")
+    if isinstance(ident, bool) or not isinstance(ident, int) or not 0 <= ident <= MAX_SEQ:
+        raise DecodeError(_PROTO, f"id is not an integer in 0..{MAX_SEQ}")
+    return ident
+
+
+def _der(raw: object, what: str, limit: int) -> bytes:
+    """Base64 (RFC 4648 §4, padded, no line breaks) of 1..``limit`` DER bytes."""
+    if not isinstance(raw, str) or not 0 < len(raw) <= 4 * ((limit + 2) // 3):
+        raise DecodeError(_PROTO, f"{what} is not base64 of 1..{limit} bytes")
+    try:
+        der = base64.b64decode(raw.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise DecodeError(_PROTO, f"{what} is not base64") from None
+    if not 0 < len(der) <= limit:
+        raise DecodeError(_PROTO, f"{what} is not 1..{limit} bytes")
+    return der
 
 
 def _seq(value: dict[str, Any]) -> int:
@@ -280,7 +390,15 @@ class PeerLost:
     silence: float
 
 
-Command = Send | RttMeasured | PeerStats | PeerRevoked | PeerLost
+@dataclass(frozen=True, slots=True)
+class Deliver:
+    """A renewal message for the shell's renewal handling (the heartbeat only notes
+    that the peer was heard)."""
+
+    message: RenewMessage
+
+
+Command = Send | RttMeasured | PeerStats | PeerRevoked | PeerLost | Deliver
 
 
 class Heartbeat:
@@ -359,6 +477,8 @@ class Heartbeat:
             return out
         if isinstance(msg, Revoked):
             return [PeerRevoked()]
+        if isinstance(msg, RenewRequest | RenewIssued | RenewRefused):
+            return [Deliver(msg)]
         return []  # Unknown: a newer peer's message; hearing it is all that counts
 
     def _ping(self, now: float) -> Send:

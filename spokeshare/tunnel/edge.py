@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import functools
 import logging
 import random
@@ -31,10 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
-from spokeshare import __version__, heap
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from spokeshare import __version__, bundle, heap, pki, renewal
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, edge_listeners
-from spokeshare.errors import DecodeError, UsageError
+from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.lan import nbss_answer
 from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
@@ -361,6 +367,18 @@ class Edge:
         #: Set when a running stream receives bytes while the hub counts as down.
         self._hub_heard = asyncio.Event()
         self._closing = False
+        #: Certificate renewal over the control channel (spokeshare.renewal): failures
+        #: in a row, since when and why, the last success; the request awaiting its
+        #: answer (id, key, future); called after each attempt (the status file).
+        self.renew_failures = 0
+        self.renew_failing_since: dt.datetime | None = None
+        self.renew_last_failure: dt.datetime | None = None
+        self.renew_reason = ""
+        self.renewed: dt.datetime | None = None
+        self._renew_id = 0
+        self._renew_pending: tuple[int, asyncio.Future[control.RenewMessage]] | None = None
+        self._control_up = asyncio.Event()
+        self.on_renewal: list[Callable[[], None]] = []
 
     @property
     def idle(self) -> list[EdgeTunnel]:
@@ -395,12 +413,30 @@ class Edge:
             "streams_total": self.streams_total,
             "streams_failed": self.streams_failed,
             "listeners_degraded": dict(self.degraded),
+            "certificate": self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
         }
+
+    def renewal_status(self, now: dt.datetime) -> renewal.RenewalStatus:
+        """The certificate in use and its renewal (spokeshare.renewal.RenewalStatus)."""
+        cert = self.bundle.cert
+        nb, na = cert.not_valid_before_utc, cert.not_valid_after_utc
+        return renewal.RenewalStatus(
+            not_after=na,
+            renew_time=renewal.renew_time(nb, na, self.cfg.renew_at),
+            next_attempt=renewal.next_attempt(
+                nb, na, self.cfg.renew_at, self.renew_failures, self.renew_last_failure
+            ),
+            renewed=self.renewed,
+            failures=self.renew_failures,
+            failing_since=self.renew_failing_since,
+            reason=self.renew_reason,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         await self.listen()
         self.spawn(self._control_loop())
+        self.spawn(self._renewal_loop())
         self.spawn(self._housekeeping())
         self.spawn(self._retry_listeners_loop())
         self.kick()
@@ -732,6 +768,10 @@ class Edge:
         self.clients.discard(tunnel)
         if tunnel is self.control:
             self.control = None
+            self._control_up.clear()
+            pending = self._renew_pending
+            if pending is not None and not pending[1].done():
+                pending[1].set_exception(ConnectionError("control channel lost"))
 
     # -- the control channel ---------------------------------------------------------
     async def _control_loop(self) -> None:
@@ -782,7 +822,11 @@ class Edge:
             self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
-            await self._keep_control(tunnel, running.heartbeat)
+            self._control_up.set()
+            try:
+                await self._keep_control(tunnel, running.heartbeat)
+            finally:
+                self._control_up.clear()
             if not self._closing:
                 self._hub_event(HubEvent.UNREACHABLE)
 
@@ -853,6 +897,16 @@ class Edge:
                     "no heartbeat from hub for %.1fs; treating it as unreachable", cmd.silence
                 )
                 tunnel.abort("heartbeat lost")
+            elif isinstance(cmd, control.Deliver):
+                pending = self._renew_pending
+                msg = cmd.message
+                if (
+                    isinstance(msg, control.RenewIssued | control.RenewRefused)
+                    and pending is not None
+                    and msg.id == pending[0]
+                    and not pending[1].done()
+                ):
+                    pending[1].set_result(msg)
             # PeerStats: the hub's pongs carry none; nothing to keep if one did
 
     def _pong_stats(self) -> dict[str, int | float]:
@@ -861,7 +915,110 @@ class Edge:
             "idle": len(self.idle),
             "streams_total": self.streams_total,
             "streams_failed": self.streams_failed,
+            # certificate renewal, for the hub's office list (unix times)
+            "renew_failures": self.renew_failures,
+            "renew_failing_since": (
+                self.renew_failing_since.timestamp() if self.renew_failing_since else 0
+            ),
+            "cert_not_after": self.bundle.cert.not_valid_after_utc.timestamp(),
         }
+
+    # -- certificate renewal (spokeshare.renewal) ------------------------------------
+    async def _renewal_loop(self) -> None:
+        """Renew the office certificate over the control channel when it is due, and
+        after a failure when renewal.next_attempt says."""
+        while not self._closing:
+            now = dt.datetime.now(dt.UTC)
+            due = self.renewal_status(now).next_attempt
+            if due > now:
+                # Wake at least once a minute: the wall clock may be stepped meanwhile.
+                await asyncio.sleep(min(60.0, (due - now).total_seconds()))
+                continue
+            if not self._control_up.is_set():
+                await self._control_up.wait()
+                continue
+            await self._renew_once()
+
+    async def _renew_once(self) -> None:
+        """One attempt: new key, request, answer; install the result or note why not."""
+        cert = self.bundle.cert
+        life = renewal.lifetime(cert.not_valid_before_utc, cert.not_valid_after_utc)
+        key = pki.new_key()
+        self._renew_id += 1
+        fut: asyncio.Future[control.RenewMessage] = asyncio.get_running_loop().create_future()
+        self._renew_pending = (self._renew_id, fut)
+        try:
+            ctl = self.control
+            t = ctl.transport if ctl is not None else None
+            if t is None or t.is_closing():
+                raise ConnectionError("control channel lost")
+            request = control.RenewRequest(
+                self._renew_id, renewal.make_request(self.bundle.office, key)
+            )
+            t.write(control.encode(request))
+            async with asyncio.timeout(renewal.answer_timeout(life)):
+                answer = await fut
+            if isinstance(answer, control.RenewRefused):
+                raise EnrollmentError(f"refused by the hub: {answer.reason}")
+            if not isinstance(answer, control.RenewIssued):
+                raise EnrollmentError("unexpected answer")
+            await self._install(key, answer.chain)
+        except TimeoutError:
+            self._renewal_failed("no answer from the hub")
+        except (ConnectionError, EnrollmentError, OSError) as exc:
+            self._renewal_failed(str(exc) or type(exc).__name__)
+        finally:
+            self._renew_pending = None
+            for cb in list(self.on_renewal):
+                cb()
+
+    async def _install(self, key: ec.EllipticCurvePrivateKey, chain: tuple[bytes, ...]) -> None:
+        """Check the issued certificate (our key, our office, signed by our CA), write
+        the bundle atomically (pki.replace_private) and dial new tunnels with it;
+        tunnels already open go on with the old one."""
+        try:
+            cert = x509.load_der_x509_certificate(chain[0])
+            ca = pki.load_cert(self.bundle.ca_pem)
+            cert.verify_directly_issued_by(ca)
+            office = pki.office_of(cert)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise EnrollmentError(f"the issued certificate does not verify: {exc}") from None
+        if cert.public_key() != key.public_key() or office != self.bundle.office:
+            raise EnrollmentError("the issued certificate is not for this office's new key")
+        new = dataclasses.replace(
+            self.bundle, cert_pem=pki.cert_pem(cert), key_pem=pki.key_pem(key)
+        )
+        ssl = tls.client_context(new.ca_pem, new.cert_pem, new.key_pem)
+        await asyncio.to_thread(pki.replace_private, self.cfg.bundle, bundle.render(new))
+        self.bundle, self.ssl = new, ssl
+        self.renewed = dt.datetime.now(dt.UTC)
+        if self.renew_failures:
+            log.info("certificate renewal works again after %d failure(s)", self.renew_failures)
+        self.renew_failures, self.renew_failing_since, self.renew_reason = 0, None, ""
+        self.renew_last_failure = None
+        log.info(
+            "office certificate renewed: serial %x valid until %s, written to %s",
+            cert.serial_number,
+            cert.not_valid_after_utc.isoformat(timespec="seconds"),
+            self.cfg.bundle,
+        )
+
+    def _renewal_failed(self, reason: str) -> None:
+        now = dt.datetime.now(dt.UTC)
+        self.renew_failures += 1
+        self.renew_failing_since = self.renew_failing_since or now
+        self.renew_last_failure = now
+        self.renew_reason = reason[:200]
+        st = self.renewal_status(now)
+        log.warning(
+            "certificate renewal failed (%s; %d in a row since %s); next attempt %s, "
+            "the certificate expires %s",
+            self.renew_reason,
+            self.renew_failures,
+            self.renew_failing_since.isoformat(timespec="seconds"),
+            st.next_attempt.isoformat(timespec="seconds"),
+            st.not_after.isoformat(timespec="seconds"),
+        )
 
     def _hub_event(self, event: HubEvent) -> None:
         """Move the hub's state as edge_state.HUB_TRANSITIONS says and act on a change."""

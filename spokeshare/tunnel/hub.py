@@ -50,8 +50,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
-from spokeshare import __version__, enrollment, heap, hubstatus, pki
+from spokeshare import __version__, enrollment, heap, hubstatus, pki, renewal
 from spokeshare.config import HubConfig, SocketConfig
 from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.loglimit import LogLimiter
@@ -180,6 +181,10 @@ class OfficeState:
     #: The printers the registry gives the office (the ipp service's gate), as last
     #: loaded: recomputed by ``Hub.reload_registry``, read by every IPP request.
     printer_policy: PrinterPolicy = field(default_factory=lambda: PrinterPolicy.of(()))
+    #: A certificate renewal over the control channel is being issued (one at a time).
+    renewing: bool = False
+    #: The last renewal this hub refused: (wall clock, reason); None after one it issued.
+    renew_refused: tuple[float, str] | None = None
 
     def apply_record(self, record: enrollment.OfficeRecord | None) -> None:
         """Take what the registry says about this office now (None: not enrolled)."""
@@ -527,6 +532,9 @@ class HubTunnel(TunnelEnd):
                 )
                 self.abort("heartbeat lost")
                 return
+            elif isinstance(cmd, control.Deliver):
+                if isinstance(cmd.message, control.RenewRequest):
+                    self._renewal_requested(cmd.message)
             # PeerRevoked: only the hub revokes; an edge saying so is ignored
         if self.phase is not ctl:
             return
@@ -537,6 +545,46 @@ class HubTunnel(TunnelEnd):
         if due is not None:
             delay = max(0.0, due - time.monotonic())
             ctl.timer = asyncio.get_running_loop().call_later(delay, self._wake, ctl)
+
+    def _renewal_requested(self, req: control.RenewRequest) -> None:
+        """The office asks for a new certificate (spokeshare.renewal): issue it off the
+        event loop (registry lock, CA key) and answer on this channel."""
+        office = self.office
+        if office.renewing:
+            self.send_control(control.RenewRefused(req.id, "a renewal is already in progress"))
+            return
+        office.renewing = True
+        self.hub.spawn(self._renew(req))
+
+    async def _renew(self, req: control.RenewRequest) -> None:
+        office = self.office
+        try:
+            result = await asyncio.to_thread(
+                enrollment.renew_from_request, self.hub.directory, office.name, req.csr
+            )
+        except (EnrollmentError, OSError) as exc:
+            log.error("office %s: cannot issue a renewed certificate: %s", office.name, exc)
+            result = renewal.Refuse("the hub cannot issue certificates now (see its log)")
+        finally:
+            office.renewing = False
+        if isinstance(result, renewal.Refuse):
+            reason = result.reason[: control.MAX_REASON]
+            office.renew_refused = (time.time(), reason)
+            log.warning("office %s: certificate renewal refused: %s", office.name, reason)
+            self.send_control(control.RenewRefused(req.id, reason))
+            return
+        cert, ca_cert = result
+        office.renew_refused = None
+        log.info(
+            "office %s renewed its certificate: serial %x valid until %s",
+            office.name,
+            cert.serial_number,
+            cert.not_valid_after_utc.isoformat(timespec="seconds"),
+        )
+        self.hub.reload_registry()  # the new serial is admitted from now on
+        der = serialization.Encoding.DER
+        chain = (cert.public_bytes(der), ca_cert.public_bytes(der))
+        self.send_control(control.RenewIssued(req.id, chain))
 
     def send_control(self, message: control.ControlMessage) -> None:
         """Write one control message, if this is a control channel still open."""

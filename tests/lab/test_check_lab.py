@@ -9,6 +9,7 @@ One lab for the module; every check is the real command run in the host's namesp
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sys
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import enrollment
 from spokeshare.lab import services, spokes
-from spokeshare.lab.topology import Lab
+from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab.building import running_lab
@@ -99,6 +101,27 @@ def test_hq_faults(lab: Lab, tmp_path: Path) -> None:
     assert "ipp" in found["hub.backend"]["message"]
 
 
+def test_hq_shares_no_printer(lab: Lab) -> None:
+    """Every HQ queue unshared (lpadmin at HQ's cupsd): the relayed request is answered,
+    with no printer, a warning naming the fix; shared again afterwards."""
+    cups = services.CupsHost(HQ, (HQ_SERVICE_IP,), lab.host_dir(HQ) / "cups")
+
+    def share(on: bool) -> None:
+        for name in services.SHARED_PRINTERS:
+            cups.admin(["lpadmin", "-p", name, "-o", f"printer-is-shared={str(on).lower()}"])
+
+    share(False)
+    try:
+        status, found = run_check(lab, "hq", *hq_args(lab))
+        assert level(found, "hub.ipp.shared") == "warning"
+        assert "printer-is-shared=true" in found["hub.ipp.shared"]["fix"]
+        assert status == 1, found
+    finally:
+        share(True)
+    _, found = run_check(lab, "hq", *hq_args(lab))
+    assert level(found, "hub.ipp.answer") == "ok"
+
+
 def test_office_edge_running(lab: Lab) -> None:
     nyc = lab.office("nyc")
 
@@ -150,6 +173,54 @@ def test_office_faults(lab: Lab, tmp_path: Path) -> None:
     assert status == 2
     assert level(found, "edge.hub.reach") == "error"
     assert f"{hq}:1" in found["edge.hub.reach"]["message"]
+    # A certificate that expires in ten days: a warning, nothing else wrong.
+    soon = tmp_path / "soon.bundle"
+    enrollment.add_office(lab.deploy_dir, "soon", None, soon, days=10)
+    status, found = run_check(
+        lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)), "--bundle", str(soon)
+    )
+    assert level(found, "edge.bundle.cert.expiry") == "warning"
+    assert "office renew soon" in found["edge.bundle.cert.expiry"]["fix"]
+    assert level(found, "edge.hub.reach") == "ok"
+    assert status == 1, found
+    # A certificate issued an hour from now: this box's clock is before its issue
+    # time, and the hub (whose clock is this one) refuses it too.
+    later = tmp_path / "later.bundle"
+    start = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    enrollment.add_office(lab.deploy_dir, "later", None, later, not_before=start)
+    status, found = run_check(
+        lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)), "--bundle", str(later)
+    )
+    assert level(found, "edge.bundle.cert.clock") == "error"
+    assert "timedatectl" in found["edge.bundle.cert.clock"]["fix"]
+    assert status == 2
+    # lan.address on no interface of the box.
+    moved_lan = tmp_path / "edge.toml"
+    moved_lan.write_text(edge_conf(lab).read_text().replace(nyc.edge_ip, "198.18.11.77"))
+    status, found = run_check(lab, nyc.edge, "--edge", "--config", str(moved_lan))
+    assert level(found, "edge.lan") == "error"
+    assert "ip addr add 198.18.11.77/24" in found["edge.lan"]["fix"]
+    assert status == 2
+
+
+def test_wan_down_names_withdrawn(lab: Lab) -> None:
+    """The WAN cut: the hub unreachable, and once the edge withdraws its names
+    (withdraw_after), the check says so; the WAN back, all is fine again."""
+    nyc = lab.office("nyc")
+    lab.wan("nyc", up=False)
+    try:
+
+        def withdrawn() -> dict[str, dict[str, str]] | None:
+            _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+            st = found.get("edge.status")
+            return found if st and st["level"] == "error" else None
+
+        found = wait_for(withdrawn, timeout=60, what="names withdrawn", interval=1.0)
+        assert "withdrawn" in found["edge.status"]["message"]
+        assert level(found, "edge.hub.reach") == "error"
+    finally:
+        lab.wan("nyc", up=True)
+    wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
 
 
 def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:

@@ -64,7 +64,7 @@ def test_old_dict_form_is_the_same_frame() -> None:
 
 
 def test_unknown_types_and_keys_are_tolerated() -> None:
-    assert control.decode(b'{"t":"renew","csr":"..."}') == Unknown("renew")
+    assert control.decode(b'{"t":"resize","cols":"..."}') == Unknown("resize")
     assert control.decode(b'{"t":"ping","seq":1,"extra":[1,2]}') == Ping(1)
     # statistics a newer edge adds with non-numeric values are skipped, numbers kept
     got = control.decode(b'{"t":"pong","seq":1,"stats":{"a":1,"v":"x","r":0.5,"b":true}}')
@@ -131,7 +131,7 @@ def test_constructors_refuse_what_decode_refuses() -> None:
     with pytest.raises(UsageError):
         Pong(1, {"x": float("nan")})
     with pytest.raises(UsageError):
-        control.encode(Unknown("renew"))
+        control.encode(Unknown("resize"))
 
 
 @given(mutated_any([payload(raw) for _, raw in TABLE]))
@@ -203,7 +203,7 @@ def test_answers_pings_with_the_given_stats() -> None:
 def test_revoked_and_unknown() -> None:
     hb = Heartbeat(HeartbeatConfig(5.0, 15.0), 0.0)
     assert hb.receive(Revoked(), 1.0) == [PeerRevoked()]
-    assert hb.receive(Unknown("renew"), 14.0) == []
+    assert hb.receive(Unknown("resize"), 14.0) == []
     assert hb.heard == 14.0  # any message counts as hearing the peer
 
 

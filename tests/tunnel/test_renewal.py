@@ -1,0 +1,333 @@
+"""Certificate renewal over the control channel: the messages, the schedule, the hub's
+decision (spokeshare.renewal), the registry, and a real hub and edge on loopback with
+certificates that live a minute."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spokeshare import bundle, enrollment, pki, renewal
+from spokeshare.errors import DecodeError, UsageError
+from spokeshare.tunnel import control, wire
+from spokeshare.tunnel.control import RenewIssued, RenewRefused, RenewRequest
+from tests.helpers import Deployment, LoopThread, Stack, wait_for
+from tests.strategies import mutated_any
+
+T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+DER = serialization.Encoding.DER
+
+
+def _csr(office: str = "nyc") -> bytes:
+    return renewal.make_request(office, pki.new_key())
+
+
+# -- messages ----------------------------------------------------------------------------
+
+
+def test_messages_both_ways() -> None:
+    ca = pki.make_ca("t")
+    cert = pki.issue_office(ca, "nyc").cert
+    chain = (cert.public_bytes(DER), ca.cert.public_bytes(DER))
+    for msg in (
+        RenewRequest(3, _csr()),
+        RenewIssued(3, chain),
+        RenewRefused(3, "office nyc is revoked"),
+    ):
+        frame = control.encode(msg)
+        (ev,) = wire.FrameReader(allow_control=True).feed(frame)
+        assert isinstance(ev, wire.ControlReceived)
+        assert control.decode_json(ev.message) == msg
+        assert control.decode(frame[4:]) == msg
+
+
+def test_wire_form_is_base64_der() -> None:
+    raw = control.encode(RenewRequest(1, b"\x30\x03\x02\x01\x00"))
+    assert raw[4:] == b'{"t":"renew","id":1,"csr":"MAMCAQA="}'
+    assert control.decode(b'{"t":"renew-refused","id":9,"reason":"no"}') == RenewRefused(9, "no")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"t":"renew","id":1}',
+        b'{"t":"renew","id":-1,"csr":"MAMCAQA="}',
+        b'{"t":"renew","id":true,"csr":"MAMCAQA="}',
+        b'{"t":"renew","id":1,"csr":"not base64!"}',
+        b'{"t":"renew","id":1,"csr":""}',
+        b'{"t":"renew","id":1,"csr":"' + b"A" * 1400 + b'"}',  # over MAX_CSR
+        b'{"t":"renew-issued","id":1,"chain":[]}',
+        b'{"t":"renew-issued","id":1,"chain":"MAMCAQA="}',
+        b'{"t":"renew-issued","id":1,"chain":["MAMCAQA=","MAMCAQA=","MAMCAQA="]}',
+        b'{"t":"renew-issued","id":1,"chain":[5]}',
+        b'{"t":"renew-refused","id":1,"reason":""}',
+        b'{"t":"renew-refused","id":1,"reason":"' + b"x" * 201 + b'"}',
+        b'{"t":"renew-refused","id":1}',
+    ],
+)
+def test_bad_renewal_messages(raw: bytes) -> None:
+    with pytest.raises(DecodeError):
+        control.decode(raw)
+
+
+def test_constructors_refuse_misuse() -> None:
+    with pytest.raises(UsageError):
+        RenewRequest(1, b"")
+    with pytest.raises(UsageError):
+        RenewRequest(1, b"x" * (control.MAX_CSR + 1))
+    with pytest.raises(UsageError):
+        RenewIssued(1, ())
+    with pytest.raises(UsageError):
+        RenewIssued(1, (b"x" * (control.MAX_CERT + 1),))
+    with pytest.raises(UsageError):
+        RenewRefused(-1, "x")
+
+
+def test_largest_messages_fit_one_control_frame() -> None:
+    big = b"\x00" * control.MAX_CERT
+    assert len(control.encode(RenewIssued(control.MAX_SEQ, (big,) * control.MAX_CHAIN))) < (
+        wire.MAX_CONTROL + 4
+    )
+    assert control.encode(RenewRequest(control.MAX_SEQ, b"\x00" * control.MAX_CSR))
+
+
+@given(st.integers(0, control.MAX_SEQ), st.binary(min_size=1, max_size=control.MAX_CSR))
+def test_request_round_trip(ident: int, csr: bytes) -> None:
+    msg = RenewRequest(ident, csr)
+    assert control.decode(control.encode(msg)[4:]) == msg
+
+
+@given(mutated_any([control.encode(RenewRequest(1, b"\x30\x03\x02\x01\x00"))[4:]]))
+def test_mutated_requests_decode_or_raise_decode_error(data: bytes) -> None:
+    try:
+        control.decode(data)
+    except DecodeError:
+        pass
+
+
+def test_heartbeat_hands_renewal_messages_on() -> None:
+    hb = control.Heartbeat(control.HeartbeatConfig(1.0, 3.0), 0.0)
+    msg = RenewRefused(1, "no")
+    assert hb.receive(msg, 2.5) == [control.Deliver(msg)]
+    assert hb.heard == 2.5  # and the peer counts as heard
+
+
+# -- the schedule ----------------------------------------------------------------------
+
+
+def test_renew_time_is_two_thirds_by_default() -> None:
+    na = T0 + dt.timedelta(days=90)
+    assert renewal.renew_time(T0, na, renewal.DEFAULT_RENEW_AT) == T0 + dt.timedelta(days=60)
+    with pytest.raises(UsageError):
+        renewal.renew_time(T0, na, 1.0)
+
+
+def test_retry_delay_long_and_short_certificates() -> None:
+    year = 825 * 86400.0
+    assert renewal.retry_delay(year, 1) == 60.0
+    assert renewal.retry_delay(year, 30) == 3600.0
+    assert renewal.retry_delay(90.0, 1) == 1.0
+    assert renewal.retry_delay(90.0, 30) == 2.0
+
+
+@given(
+    st.floats(60.0, 3000 * 86400.0),
+    st.floats(0.1, 0.95),
+    st.integers(0, 200),
+    st.floats(0.0, 1.2),
+    st.floats(0.5, 1.0),
+)
+def test_next_attempt_properties(
+    life: float, renew_at: float, failures: int, at: float, jitter: float
+) -> None:
+    nb = T0
+    na = T0 + dt.timedelta(seconds=life)
+    last = nb + dt.timedelta(seconds=life * at)
+    nxt = renewal.next_attempt(nb, na, renew_at, failures, last if failures else None, jitter)
+    due = renewal.renew_time(nb, na, renew_at)
+    assert nxt >= due  # never before the renewal time
+    if failures:
+        gap = (nxt - last).total_seconds()
+        # after a failure: a real wait, never longer than RETRY_MAX of the lifetime
+        assert nxt >= last
+        assert gap <= max(life * renewal.RETRY_MAX, renewal.RETRY_MAX_BOUNDS[0]) + 1e-6 or (
+            nxt == due
+        )
+        more = renewal.next_attempt(nb, na, renew_at, failures + 1, last, jitter)
+        assert more >= nxt  # more failures never retry sooner
+        # retries keep coming: at least 5 attempts fit in the last fifth of any lifetime
+        assert renewal.retry_delay(life, failures, jitter) <= life / 25 + 1e-6 or life < 100
+
+
+def test_overdue_for_check() -> None:
+    na = T0 + dt.timedelta(days=90)
+    assert renewal.overdue(T0, na, 2 / 3, T0 + dt.timedelta(days=61)) is None
+    assert renewal.overdue(T0, na, 2 / 3, T0 + dt.timedelta(days=66)) == "warning"
+    assert renewal.overdue(T0, na, 2 / 3, T0 + dt.timedelta(days=82)) == "error"
+
+
+def test_describe() -> None:
+    st_ = renewal.RenewalStatus(T0, T0, T0, renewed=T0)
+    assert renewal.describe(st_) == "ok 2026-11-30"
+    failing = renewal.RenewalStatus(T0, T0, T0, failures=3, failing_since=T0, reason="no answer")
+    assert renewal.describe(failing).startswith("failing since 2026-11-30T12:00:00+00:00")
+
+
+# -- the hub's decision ------------------------------------------------------------------
+
+
+def test_decide_issues_for_the_tunnels_office() -> None:
+    key = pki.new_key()
+    got = renewal.decide("nyc", True, False, renewal.make_request("nyc", key))
+    assert got == renewal.Issue(key.public_key())
+
+
+def test_decide_refuses_another_office() -> None:
+    got = renewal.decide("nyc", True, False, _csr("sfo"))
+    assert isinstance(got, renewal.Refuse) and "sfo" in got.reason
+
+
+def test_decide_refuses_revoked_and_unknown() -> None:
+    assert renewal.decide("nyc", True, True, _csr()) == renewal.Refuse("office nyc is revoked")
+    assert renewal.decide("nyc", False, False, _csr()) == renewal.Refuse(
+        "office nyc is not enrolled"
+    )
+
+
+def test_decide_refuses_bad_requests() -> None:
+    good = _csr()
+    for bad in (b"", b"\x30\x00", good[:-5], b"x" * 2000, good[:40] + b"\x00" + good[41:]):
+        assert isinstance(renewal.decide("nyc", True, False, bad), renewal.Refuse)
+
+
+def test_decide_refuses_other_key_types() -> None:
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "nyc")]))
+        .sign(rsa_key, hashes.SHA256())
+    )
+    got = renewal.decide("nyc", True, False, csr.public_bytes(DER))
+    assert isinstance(got, renewal.Refuse)
+    p384 = ec.generate_private_key(ec.SECP384R1())
+    got = renewal.decide("nyc", True, False, renewal.make_request("nyc", p384))
+    assert got == renewal.Refuse("request key is not ECDSA P-256")
+
+
+# -- the registry ------------------------------------------------------------------------
+
+
+def test_registry_renewal_keeps_old_serial_and_lifetime(deployment: Deployment) -> None:
+    d = deployment.dir
+    before = enrollment.load_registry(d)["nyc"]
+    key = pki.new_key()
+    got = enrollment.renew_from_request(d, "nyc", renewal.make_request("nyc", key))
+    assert not isinstance(got, renewal.Refuse)
+    cert, ca_cert = got
+    assert cert.public_key() == key.public_key()
+    assert pki.office_of(cert) == "nyc"
+    cert.verify_directly_issued_by(ca_cert)
+    rec = enrollment.load_registry(d)["nyc"]
+    assert rec.serial == cert.serial_number and rec.accepts(before.serial)
+    assert rec.renewed is not None and rec.lifetime_days == before.lifetime_days
+    span = cert.not_valid_after_utc - cert.not_valid_before_utc
+    assert dt.timedelta(days=825) <= span <= dt.timedelta(days=825, minutes=6)
+
+
+def test_registry_renewal_refused_when_revoked(deployment: Deployment) -> None:
+    enrollment.revoke_office(deployment.dir, "nyc")
+    got = enrollment.renew_from_request(deployment.dir, "nyc", _csr())
+    assert got == renewal.Refuse("office nyc is revoked")
+    rec = enrollment.load_registry(deployment.dir)["nyc"]
+    assert rec.revoked is not None and rec.renewed is None
+
+
+def test_revoke_during_renewals_is_never_lost(deployment: Deployment) -> None:
+    """Renewals and a revocation at once: the registry lock keeps every change."""
+    errors: list[BaseException] = []
+
+    def renew() -> None:
+        try:
+            for _ in range(5):
+                enrollment.renew_from_request(deployment.dir, "nyc", _csr())
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=renew) for _ in range(3)]
+    for t in threads:
+        t.start()
+    enrollment.revoke_office(deployment.dir, "nyc")
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert enrollment.load_registry(deployment.dir)["nyc"].revoked is not None
+
+
+# -- a real hub and edge on loopback -----------------------------------------------------
+
+LIFETIME = 60 / 86400  # days: certificates live 60 seconds (66 with the backdating)
+
+
+def _peer_serials(stack: Stack) -> set[int]:
+    def get() -> set[int]:
+        out = set()
+        for t in stack.hub.offices["bos"].tunnels:
+            sslobj = t.transport.get_extra_info("ssl_object")
+            der = sslobj.getpeercert(binary_form=True)
+            out.add(x509.load_der_x509_certificate(der).serial_number)
+        return out
+
+    return stack.lt.call(get)
+
+
+def test_edge_renews_over_its_tunnel(
+    tmp_path: Path, deployment: Deployment, loop_thread: LoopThread
+) -> None:
+    out = deployment.add_office("bos", days=LIFETIME)
+    old = bundle.read(out)
+    stack = Stack(deployment, loop_thread, office="bos", pool={"min_idle": 1})
+    # renewed after 40% of the lifetime (about 20 s from now); no NetBIOS session
+    # listener (port 139 is not this test's business)
+    cfg = stack.edge.cfg
+    stack.edge.cfg = dataclasses.replace(
+        cfg, renew_at=0.4, netbios=dataclasses.replace(cfg.netbios, session_port=0)
+    )
+    stack.start()
+    try:
+        # a stream opened with the old certificate, kept flowing across the renewal
+        s = stack.connect()
+        s.sendall(b"before")
+        assert s.recv(6) == b"before"
+        edge = stack.edge
+        wait_for(lambda: edge.renewed is not None, timeout=90, what="renewal")
+        new = bundle.read(out)
+        assert new.cert.serial_number != old.cert.serial_number
+        assert new.key_pem != old.key_pem
+        assert out.stat().st_mode & 0o777 == 0o600
+        rec = enrollment.load_registry(deployment.dir)["bos"]
+        assert rec.serial == new.cert.serial_number and rec.accepts(old.cert.serial_number)
+        # the old stream still flows; a new stream's tunnel uses the new certificate
+        s.sendall(b"after")
+        assert s.recv(5) == b"after"
+        s2 = stack.connect()
+        s2.sendall(b"x")
+        assert s2.recv(1) == b"x"
+        wait_for(
+            lambda: new.cert.serial_number in _peer_serials(stack), what="a tunnel on the new cert"
+        )
+        assert loop_thread.call(lambda: edge.statistics()["certificate"]["renew"]).startswith(
+            "ok "
+        )
+        s.close()
+        s2.close()
+    finally:
+        stack.close()
