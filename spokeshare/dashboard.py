@@ -242,7 +242,7 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
     state = _STATE_WORDS[t]
     rtt = _number(o.get("rtt_ms")) if o.get("connected") else None
     rows: list[tuple[str, str]] = [
-        ("RTT", (f"{rtt:.1f} ms" if rtt is not None else "–") + " " + sparkline(samples)),
+        ("RTT", (f"{rtt:.1f} ms" if rtt is not None else "–") + "<br>" + sparkline(samples)),
         ("clients", _int_text(o.get("clients"))),
         (
             "streams",
@@ -283,21 +283,25 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
 
 
 def sparkline(samples: Sequence[float], width: int = 120, height: int = 24) -> str:
-    """Inline SVG of ``samples`` (ms, oldest first) scaled to their maximum; "" when
-    there are fewer than two."""
+    """Inline SVG of ``samples`` (ms, oldest first), lowest at the bottom and highest
+    at the top, followed by that range in ms; "" when there are fewer than two."""
     points = [s for s in samples if math.isfinite(s) and s >= 0]
     if len(points) < 2:
         return ""
-    top = max(points) or 1.0
+    low, high = min(points), max(points)
+    span = high - low
     step = width / (len(points) - 1)
-    coords = " ".join(
-        f"{i * step:.1f},{height - 1 - (v / top) * (height - 2):.1f}" for i, v in enumerate(points)
-    )
-    label = f"RTT last {len(points)} samples, {min(points):.0f} to {max(points):.0f} ms"
+
+    def y(v: float) -> float:  # a flat line sits in the middle
+        return height / 2 if span == 0 else height - 1 - (v - low) / span * (height - 2)
+
+    coords = " ".join(f"{i * step:.1f},{y(v):.1f}" for i, v in enumerate(points))
+    label = f"RTT, last {len(points)} samples: {low:.0f} to {high:.0f} ms"
     return (
         f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
         f'role="img" aria-label="{_esc(label)}"><polyline fill="none" stroke="currentColor" '
         f'stroke-width="1.5" points="{coords}"/></svg>'
+        f' <span class="range">{low:.0f}–{high:.0f} ms</span>'
     )
 
 
@@ -326,7 +330,8 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .7rem;margin:0;
  font-size:.9rem}
 dt{color:#57606a}
 dd{margin:0;overflow-wrap:anywhere}
-.spark{vertical-align:middle;color:#0969da}
+.spark{vertical-align:middle;color:#0969da;max-width:45%}
+.range{color:#57606a;font-size:.8rem;white-space:nowrap}
 ul{margin:0;padding-left:1.1rem}
 .empty{padding:1rem}
 @media (max-width:480px){.offices{grid-template-columns:1fr;padding:.5rem}
@@ -336,7 +341,8 @@ ul{margin:0;padding-left:1.1rem}
 
 def _mapping(snapshot: Mapping[str, Any] | Any) -> Mapping[str, Any]:
     if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
-        return dataclasses.asdict(snapshot)
+        # One level only: nested records (offices) are read the same way when reached.
+        return {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
     return snapshot if isinstance(snapshot, Mapping) else {}
 
 

@@ -9,9 +9,10 @@ import html.parser
 import json
 import re
 import socket
+import types
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ def test_hostile_office_name_is_escaped() -> None:
     assert evil in "".join(parsed.text)
     assert set(parsed.tags) <= {
         "html", "head", "meta", "title", "style", "body", "header", "h1", "p", "main",
-        "article", "h2", "span", "dl", "dt", "dd", "ul", "li", "svg", "polyline",
+        "article", "h2", "span", "dl", "dt", "dd", "ul", "li", "svg", "polyline", "br",
     }  # fmt: skip
 
 
@@ -194,8 +195,10 @@ def test_long_lists_are_cut() -> None:
 def test_sparkline() -> None:
     assert dashboard.sparkline([]) == ""
     assert dashboard.sparkline([5.0]) == ""
-    svg = dashboard.sparkline([0.0, 10.0], width=100, height=20)
-    assert 'points="0.0,19.0 100.0,1.0"' in svg
+    svg = dashboard.sparkline([50.0, 60.0, 55.0], width=100, height=20)
+    assert 'points="0.0,19.0 50.0,1.0 100.0,10.0"' in svg
+    assert "50–60 ms" in svg
+    assert 'points="0.0,10.0 100.0,10.0"' in dashboard.sparkline([7.0, 7.0], 100, 20)
 
 
 def test_snapshot_as_dataclass() -> None:
@@ -207,10 +210,13 @@ def test_snapshot_as_dataclass() -> None:
     @dataclasses.dataclass(frozen=True)
     class Snap:
         time: float
-        offices: dict[str, Office]
+        offices: Mapping[str, Office]
 
-    page = dashboard.render(Snap(NOW, {"nyc": Office(False, None)}), {}, NOW)
-    assert parse(page).cards == [("nyc", "disconnected")]
+    snap = Snap(NOW, types.MappingProxyType({"nyc": Office(False, None), "sfo": Office(True, 5)}))
+    assert parse(dashboard.render(snap, {}, NOW)).cards == [
+        ("nyc", "disconnected"),
+        ("sfo", "connected"),
+    ]
 
 
 def test_rtt_history_is_bounded() -> None:

@@ -45,6 +45,7 @@ def start_hub(
     extra_services: dict[str, str] | None = None,
     office_services: dict[str, list[str]] | None = None,
     lpd_reserved_port: bool = False,
+    hub_settings: dict[str, str] | None = None,
 ) -> int:
     """Create the deployment (CA, hub identity, a bundle per office) and start the hub.
 
@@ -53,6 +54,7 @@ def start_hub(
     use all of them unless ``office_services`` lists its own (``office add --services``).
     ``lpd_reserved_port`` sets ``reserved_source_port`` on the lpd service, as for an
     LPD server that wants RFC 1179 source ports (cups-lpd accepts either).
+    ``hub_settings`` adds string keys to ``[hub]`` (e.g. status_listen, status_token).
     """
     deploy = lab.deploy_dir
     hq = lab.hub_address
@@ -76,6 +78,10 @@ def start_hub(
         hub_toml.write_text(
             text.replace("[services.lpd]\n", "[services.lpd]\nreserved_source_port = true\n")
         )
+    if hub_settings:
+        hub_toml = deploy / "hub.toml"
+        extra = "".join(f"{k} = {json.dumps(v)}\n" for k, v in hub_settings.items())
+        hub_toml.write_text(hub_toml.read_text().replace("[hub]\n", "[hub]\n" + extra, 1))
     for plan in lab.offices:
         allowed = (office_services or {}).get(plan.name)
         enrollment.add_office(deploy, plan.name, allowed, bundle_path(lab, plan.name))
