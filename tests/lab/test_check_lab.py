@@ -101,6 +101,58 @@ def test_hq_faults(lab: Lab, tmp_path: Path) -> None:
     assert "ipp" in found["hub.backend"]["message"]
 
 
+def test_hq_smbd_with_stock_settings(lab: Lab, tmp_path: Path) -> None:
+    """A second smbd at HQ without the README's two settings (Debian's defaults:
+    multichannel offered, no netbios aliases), as the smb backend of a hub.toml copy:
+    both named with their fix."""
+    root = lab.host_dir(HQ) / "stock-smbd"
+    for sub in ("private", "lock", "state", "cache", "run", "share"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = root / "smb.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "[global]",
+                "  netbios name = HQFS2",
+                "  server role = standalone server",
+                f"  interfaces = {HQ_SERVICE_IP}/32",
+                "  bind interfaces only = yes",
+                "  smb ports = 4450",
+                "  disable netbios = yes",
+                *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
+                f"  private dir = {root / 'private'}",
+                f"  ncalrpc dir = {root / 'run'}",
+                f"  log file = {root / 'log.%m'}",
+                "  load printers = no",
+                "  printcap name = /dev/null",
+                "[share]",
+                f"  path = {root / 'share'}",
+                "",
+            ]
+        )
+    )
+    pid = services.spawn(
+        lab.registry, HQ, ["smbd", "--foreground", "--debug-stdout", f"--configfile={conf}"],
+        "stock-smbd", lab.logs_dir / "stock-smbd.log", new_session=False,
+    )  # fmt: skip
+    try:
+        services.wait_for(
+            "stock smbd on 4450", lambda: services.listening(HQ, 4450, HQ_SERVICE_IP), 30
+        )
+        hub_toml = tmp_path / "hub.toml"
+        text = (lab.deploy_dir / "hub.toml").read_text()
+        hub_toml.write_text(text.replace(f'"{HQ_SERVICE_IP}:445"', f'"{HQ_SERVICE_IP}:4450"'))
+        args = ["--hub", "--dir", str(lab.deploy_dir), "--config", str(hub_toml)]
+        status, found = run_check(lab, HQ, *args, "--smb-conf", str(conf))
+        assert level(found, "hub.smb.multichannel") == "error"
+        assert "server multi channel support = no" in found["hub.smb.multichannel"]["fix"]
+        assert level(found, "hub.smb.aliases") == "warning"
+        assert "netbios aliases = GLOBAL-NFS" in found["hub.smb.aliases"]["fix"]
+        assert status == 2
+    finally:
+        lab.registry.kill_process(pid)
+
+
 def test_hq_shares_no_printer(lab: Lab) -> None:
     """Every HQ queue unshared (lpadmin at HQ's cupsd): the relayed request is answered,
     with no printer, a warning naming the fix; shared again afterwards."""
