@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from spokeshare import __version__, bundle, enrollment
+from spokeshare import __version__, bundle, enrollment, renewal
 from spokeshare.config import load_edge, load_hub
 from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError, UsageError
 
@@ -158,6 +158,7 @@ def _ago(ts: float | None) -> str:
 def cmd_office_list(a: argparse.Namespace) -> int:
     directory = Path(a.dir)
     offices = enrollment.load_registry(directory)
+    now = dt.datetime.now(dt.UTC)
     status = _hub_status(directory)
     live = status is not None and time.time() - float(status.get("time", 0)) < 10
     rows = []
@@ -168,6 +169,9 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 "office": name,
                 "expires": rec.not_after.strftime("%Y-%m-%d"),
                 "revoked": rec.revoked.isoformat() if rec.revoked else None,
+                "renewal": "-"
+                if rec.revoked
+                else renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
                 "connected": bool(st.get("connected")),
                 "last_seen": st.get("last_seen"),
                 "rtt_ms": st.get("rtt_ms"),
@@ -181,11 +185,11 @@ def cmd_office_list(a: argparse.Namespace) -> int:
         return 0
     if not live:
         print("(hub not running or status stale: connection columns unknown)")
-    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {}"
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<34} {}"
     print(
         fmt.format(
             "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
-            "PRINTERS",
+            "RENEWAL", "PRINTERS",
         )
     )
     for r in rows:
@@ -199,6 +203,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 _ago(r["last_seen"]),
                 rtt,
                 r["clients"],
+                r["renewal"],
                 _printers_text(tuple(r["printers"]) if r["printers"] is not None else None),
             )
         )

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import ipaddress
 import json
 import logging
@@ -139,6 +140,8 @@ class EdgeDaemon:
         self.edge.on_hub_state.append(self._hub_state_changed)
         # A TCP listener whose port was taken binds once it is free (edge.retry_listeners).
         self.edge.on_listeners_changed.append(self._write_status)
+        # The certificate's expiry and renewal state (spokeshare.renewal) after each attempt.
+        self.edge.on_renewal.append(self._write_status)
         if self.cfg.lan_interface:
             self.protocols = self._build_presence(link_local)
             self.presence = list(self.protocols.values())
@@ -254,11 +257,14 @@ class EdgeDaemon:
                 self._write_status()
 
     def _write_status(self) -> None:
-        """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, for operators."""
+        """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, and the office
+        certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), for
+        operators."""
         data = {
             "lan": self.lan_status,
             "listeners_degraded": self.edge.degraded,
             "withdrawn": self.withdrawn,
+            "certificate": self.edge.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
         }
         path = self.cfg.state_dir / "lan-status.json"
         try:

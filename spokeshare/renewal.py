@@ -252,3 +252,27 @@ def overdue(
         seconds=life * CHECK_OVERDUE
     )
     return "warning" if now >= late else None
+
+
+def registry_view(
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    renewed: dt.datetime | None,
+    now: dt.datetime,
+    renew_at: float = DEFAULT_RENEW_AT,
+) -> str:
+    """The hub's one phrase for ``office list`` from what the registry holds: ``ok
+    DATE`` (last renewed over the tunnel), ``due DATE`` (not yet), ``failing: not
+    renewed since DATE`` (:func:`overdue` warns: the edge's renewals are failing, see its
+    log), ``failing: expires DATE`` (error) or ``expired DATE``."""
+    if now >= not_after:
+        return f"expired {not_after:%Y-%m-%d}"
+    late = overdue(not_before, not_after, renew_at, now)
+    due = renew_time(not_before, not_after, renew_at)
+    if late == "error":
+        return f"failing: expires {not_after:%Y-%m-%d %H:%M}"
+    if late == "warning":
+        return f"failing: due since {due:%Y-%m-%d %H:%M}"
+    if renewed is not None:
+        return f"ok {renewed:%Y-%m-%d}"
+    return f"due {due:%Y-%m-%d}"

@@ -190,6 +190,7 @@ def test_office_list_shows_live_state(stack: Stack) -> None:
         "RTT",
         "ms",
         "CLIENTS",
+        "RENEWAL",
         "PRINTERS",
     ]
     assert text.splitlines()[1].split()[3] == "yes"

@@ -331,3 +331,38 @@ def test_edge_renews_over_its_tunnel(
         s2.close()
     finally:
         stack.close()
+
+
+# -- what operators see at the hub -------------------------------------------------------
+
+
+def test_registry_view_phrases() -> None:
+    na = T0 + dt.timedelta(days=90)
+
+    def at(days: float, renewed: dt.datetime | None = None) -> str:
+        return renewal.registry_view(T0, na, renewed, T0 + dt.timedelta(days=days))
+
+    assert at(10) == "due 2027-01-29"
+    assert at(10, T0) == "ok 2026-11-30"
+    assert at(66).startswith("failing: due since 2027-01-29")
+    assert at(85, T0).startswith("failing: expires 2027-02-28")
+    assert at(91) == "expired 2027-02-28"
+
+
+def test_office_list_shows_renewal(deployment: Deployment) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def listed() -> dict[str, str]:
+        res = subprocess.run(
+            [sys.executable, "-m", "spokeshare", "office", "list", "--dir", str(deployment.dir),
+             "--json"],
+            capture_output=True, text=True, check=True, timeout=60,
+        )  # fmt: skip
+        return {o["office"]: o["renewal"] for o in json.loads(res.stdout)["offices"]}
+
+    assert listed()["nyc"].startswith("due ")
+    got = enrollment.renew_from_request(deployment.dir, "nyc", _csr())
+    assert not isinstance(got, renewal.Refuse)
+    assert listed()["nyc"] == f"ok {dt.datetime.now(dt.UTC):%Y-%m-%d}"
