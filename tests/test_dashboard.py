@@ -9,6 +9,8 @@ import html.parser
 import json
 import re
 import socket
+import subprocess
+import sys
 import types
 import urllib.error
 import urllib.request
@@ -371,3 +373,23 @@ def test_hub_serves_the_page(stack: Stack, loop_thread: LoopThread) -> None:
         wait_for(nyc_connected, timeout=40, what="nyc connected on the dashboard")
     finally:
         loop_thread.run(hub.close())
+
+
+def test_hub_refuses_to_start_off_loopback_without_token(tmp_path: Path) -> None:
+    """`spokeshare hub` exits 2 with one line naming the key and the fix."""
+    (tmp_path / "hub.toml").write_text(
+        f'[hub]\nstatus_listen = "0.0.0.0:{free_port()}"\nstate_dir = "{tmp_path}/state"\n'
+        '[services.smb]\nbackend = "127.0.0.1:445"\n'
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "spokeshare", "hub", "--dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "hub.status_listen: 0.0.0.0 is not a loopback address" in lines[0]
+    assert "status_token =" in lines[0]
+    assert not (tmp_path / "state").exists()  # nothing started
