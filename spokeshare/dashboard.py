@@ -41,9 +41,10 @@ HISTORY_SAMPLES = 60
 SAMPLE_SECONDS = 5.0
 #: Offices kept in the history at most (bounds memory whatever the snapshots hold).
 MAX_OFFICES = 4096
-#: A certificate expiring within this many seconds is trouble (a renewal that works
-#: replaces it at two thirds of its lifetime, long before).
-NEAR_EXPIRY_SECONDS = 14 * 86400
+#: A certificate expiring within this many seconds is trouble: the same 30 days after
+#: which ``spokeshare check`` warns (a renewal that works replaces it at two thirds
+#: of its lifetime, long before).
+NEAR_EXPIRY_SECONDS = 30 * 86400
 #: Keys of an office's snapshot holding its certificate's end of validity (unix
 #: seconds, or an ISO 8601 string), first found wins.
 CERT_EXPIRY_KEYS = ("cert_not_after", "cert_expires", "not_after")

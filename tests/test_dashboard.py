@@ -115,6 +115,8 @@ def test_sort_order_trouble_first() -> None:
         "erfurt": office(renewal={"state": "failed", "error": "hub unreachable"}),
         "Aachen": office(connected=False),
         "zurich": office(cert_not_after=NOW + 300 * 86400, renewal="ok"),
+        "florence": office(cert_not_after=NOW + 29 * 86400),  # check warns within 30 days
+        "oslo": office(cert_not_after=NOW + 31 * 86400),
     }
     cards = parse(dashboard.render(snapshot(offices), {}, NOW)).cards
     assert cards == [
@@ -123,7 +125,9 @@ def test_sort_order_trouble_first() -> None:
         ("cairo", "degraded"),
         ("delhi", "certificate"),
         ("erfurt", "certificate"),
+        ("florence", "certificate"),
         ("alpha", "connected"),
+        ("oslo", "connected"),
         ("zurich", "connected"),
     ]
 
