@@ -473,9 +473,10 @@ def _lan_services_off() -> str:
 def hub_status(dep: Deployment, pid: int) -> dict[str, Any] | None:
     """The hub's status (its workers' merged when it runs several); this run's own
     state dir, so a fresh snapshot is this hub's."""
-    from spokeshare import hubstatus
+    from spokeshare import hubstatus, stats
 
-    return hubstatus.merge(hubstatus.read_fresh(dep.state))
+    merged = hubstatus.merge(hubstatus.read_fresh(dep.state))
+    return stats.to_json(merged) if merged is not None else None
 
 
 def pool_ready(dep: Deployment, hub_pid: int, idle: int) -> bool:

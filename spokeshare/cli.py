@@ -17,6 +17,7 @@ from typing import Any
 from spokeshare import __version__, bundle, enrollment, renewal
 from spokeshare.config import load_edge, load_hub
 from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError, UsageError
+from spokeshare.stats import HubStatistics, OfficeStatistics
 
 log = logging.getLogger("spokeshare")
 
@@ -136,7 +137,7 @@ def cmd_office_set(a: argparse.Namespace) -> int:
     return 0
 
 
-def _hub_status(directory: Path) -> dict[str, Any] | None:
+def _hub_status(directory: Path) -> HubStatistics | None:
     from spokeshare import hubstatus
 
     try:
@@ -160,10 +161,11 @@ def cmd_office_list(a: argparse.Namespace) -> int:
     offices = enrollment.load_registry(directory)
     now = dt.datetime.now(dt.UTC)
     status = _hub_status(directory)
-    live = status is not None and time.time() - float(status.get("time", 0)) < 10
-    rows = []
+    live = status is not None and time.time() - status.time < 10
+    rows: list[dict[str, Any]] = []
     for name, rec in sorted(offices.items()):
-        st = (status or {}).get("offices", {}).get(name, {}) if live else {}
+        known = status.offices.get(name) if status is not None and live else None
+        st = known if known is not None else OfficeStatistics()
         rows.append(
             {
                 "office": name,
@@ -172,10 +174,10 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 "renewal": "-"
                 if rec.revoked
                 else renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
-                "connected": bool(st.get("connected")),
-                "last_seen": st.get("last_seen"),
-                "rtt_ms": st.get("rtt_ms"),
-                "clients": st.get("clients", 0),
+                "connected": st.connected,
+                "last_seen": st.last_seen,
+                "rtt_ms": st.rtt_ms,
+                "clients": st.clients,
                 "services": list(rec.services),
                 "printers": list(rec.printers) if rec.printers is not None else None,
             }

@@ -1,8 +1,9 @@
 """The hub's status snapshots on disk, and merging those of several workers.
 
-Each hub process writes its :meth:`Hub.statistics` to ``STATE_DIR/status.json``
-(``status-N.json`` for worker N when the hub runs several) every second. Readers
-(``spokeshare office list``, the status page) merge the fresh ones: an office is
+Each hub process writes its :meth:`Hub.statistics` (a :class:`stats.HubStatistics`,
+as :func:`stats.to_json`) to ``STATE_DIR/status.json`` (``status-N.json`` for worker N
+when the hub runs several) every second. Readers (``spokeshare office list``, the
+status page) merge the fresh ones as the schema says (spokeshare.stats): an office is
 connected if any worker holds its control channel, and counts add up.
 """
 
@@ -10,8 +11,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
+
+from spokeshare import stats
+from spokeshare.stats import HubStatistics
 
 #: A snapshot older than this belongs to a hub (or worker) that is gone.
 FRESH_SECONDS = 10.0
@@ -34,60 +40,18 @@ def read_fresh(state_dir: Path, now: float | None = None) -> list[dict[str, Any]
     return out
 
 
-_SUMS = ("streams", "idle_tunnels", "streams_total", "bytes_up", "bytes_down")
+def merge(snapshots: Sequence[HubStatistics | Mapping[str, Any]]) -> HubStatistics | None:
+    """One view of the hub from its workers' snapshots (None: no hub running).
 
-
-def merge(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """One view of the hub from its workers' snapshots (None: no hub running)."""
+    Snapshots read from files (mappings) go through :func:`stats.from_json`; each field
+    combines as the schema declares (:class:`stats.Merge`): counters and tunnels add up,
+    an office is connected if any worker holds its control channel, and that worker
+    gives its RTT, version and clients.
+    """
     if not snapshots:
         return None
-    offices: dict[str, dict[str, Any]] = {}
-    for snap in snapshots:
-        for name, o in snap.get("offices", {}).items():
-            m = offices.setdefault(
-                name,
-                {
-                    "connected": False,
-                    "version": "",
-                    "rtt_ms": None,
-                    "last_seen": None,
-                    "clients": 0,
-                    **{k: 0 for k in _SUMS},
-                },
-            )
-            for k in _SUMS:
-                m[k] += int(o.get(k, 0) or 0)
-            if o.get("connected"):
-                # The worker holding the control channel knows RTT, version, clients.
-                m.update(
-                    connected=True,
-                    version=o.get("version", ""),
-                    rtt_ms=o.get("rtt_ms"),
-                    clients=o.get("clients", 0),
-                )
-            seen = o.get("last_seen")
-            if seen is not None and (m["last_seen"] is None or seen > m["last_seen"]):
-                m["last_seen"] = seen
-    return {
-        "version": snapshots[0].get("version", ""),
-        "pids": sorted(int(s.get("pid", 0)) for s in snapshots),
-        "workers": len(snapshots),
-        "time": max(float(s.get("time", 0)) for s in snapshots),
-        "handshakes": sum(int(s.get("handshakes", 0)) for s in snapshots),
-        "handshake_failures": sum(int(s.get("handshake_failures", 0)) for s in snapshots),
-        "handshakes_in_progress": sum(int(s.get("handshakes_in_progress", 0)) for s in snapshots),
-        "refusals": _sum_counts([s.get("refusals", {}) for s in snapshots]),
-        "tunnels": sum(int(s.get("tunnels", 0)) for s in snapshots),
-        "offices": dict(sorted(offices.items())),
-    }
-
-
-def _sum_counts(tables: list[Any]) -> dict[str, int]:
-    """Per-cause counters of several workers, added up."""
-    out: dict[str, int] = {}
-    for t in tables:
-        if isinstance(t, dict):
-            for k, v in t.items():
-                if isinstance(v, int):
-                    out[str(k)] = out.get(str(k), 0) + v
-    return dict(sorted(out.items()))
+    read = [
+        s if isinstance(s, HubStatistics) else stats.from_json(HubStatistics, s) for s in snapshots
+    ]
+    # A file written before snapshots listed their pids names its process in ``pid``.
+    return stats.merge_records([s if s.pids else replace(s, pids=(s.pid,)) for s in read])

@@ -21,11 +21,12 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from spokeshare import dashboard
+from spokeshare import dashboard, stats
 from spokeshare.errors import ConfigError, DecodeError
+from spokeshare.stats import HubStatistics
 
 log = logging.getLogger("spokeshare.status")
 
@@ -34,55 +35,20 @@ MAX_REQUEST_LINE = 1024
 MAX_HEADER_LINES = 32
 #: The page loads nothing: inline CSS and SVG only, no script, no frames.
 CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'none'"
-_OFFICE_GAUGES = (
-    ("connected", "spokeshare_office_connected", "1 if the office's control channel is up"),
-    ("rtt_ms", "spokeshare_office_rtt_milliseconds", "last heartbeat round trip"),
-    ("streams", "spokeshare_office_streams", "client streams relaying now"),
-    ("idle_tunnels", "spokeshare_office_idle_tunnels", "warm tunnels waiting in the pool"),
-    ("last_seen", "spokeshare_office_last_seen_seconds", "unix time of the last heartbeat"),
-)
-_OFFICE_COUNTERS = (
-    ("streams_total", "spokeshare_office_streams_total", "client streams opened"),
-    ("bytes_up", "spokeshare_office_bytes_up_total", "bytes from the office to HQ"),
-    ("bytes_down", "spokeshare_office_bytes_down_total", "bytes from HQ to the office"),
-)
+#: What a snapshot source gives: the hub's schema, or (tests, another writer) its JSON.
+Snapshot = HubStatistics | Mapping[str, Any]
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+def _json(snap: Snapshot) -> Mapping[str, Any]:
+    return stats.to_json(snap) if isinstance(snap, HubStatistics) else snap
 
 
-def render_metrics(stats: dict[str, Any]) -> str:
-    """Prometheus text format (version 0.0.4) of :meth:`Hub.statistics`."""
-    out = [
-        "# HELP spokeshare_hub_tunnels TLS tunnels open now",
-        "# TYPE spokeshare_hub_tunnels gauge",
-        f"spokeshare_hub_tunnels {int(stats.get('tunnels', 0))}",
-        "# HELP spokeshare_hub_handshakes_total TLS handshakes completed",
-        "# TYPE spokeshare_hub_handshakes_total counter",
-        f"spokeshare_hub_handshakes_total {int(stats.get('handshakes', 0))}",
-        "# HELP spokeshare_hub_handshake_failures_total TLS handshakes refused or failed",
-        "# TYPE spokeshare_hub_handshake_failures_total counter",
-        f"spokeshare_hub_handshake_failures_total {int(stats.get('handshake_failures', 0))}",
-        "# HELP spokeshare_hub_handshakes_in_progress TLS handshakes running now",
-        "# TYPE spokeshare_hub_handshakes_in_progress gauge",
-        f"spokeshare_hub_handshakes_in_progress {int(stats.get('handshakes_in_progress', 0))}",
-        "# HELP spokeshare_hub_refused_total connections failed or refused, by cause",
-        "# TYPE spokeshare_hub_refused_total counter",
-    ]
-    refusals: dict[str, int] = stats.get("refusals", {})
-    for cause, count in sorted(refusals.items()):
-        out.append(f'spokeshare_hub_refused_total{{cause="{_label(cause)}"}} {int(count)}')
-    offices: dict[str, dict[str, Any]] = stats.get("offices", {})
-    for key, metric, help_text in _OFFICE_GAUGES + _OFFICE_COUNTERS:
-        kind = "counter" if metric.endswith("_total") else "gauge"
-        out += [f"# HELP {metric} {help_text}", f"# TYPE {metric} {kind}"]
-        for name, office in sorted(offices.items()):
-            value = office.get(key)
-            if value is None:
-                continue
-            out.append(f'{metric}{{office="{_label(name)}"}} {float(value):g}')
-    return "\n".join(out) + "\n"
+def render_metrics(snap: Snapshot) -> str:
+    """Prometheus text format (version 0.0.4) of :meth:`Hub.statistics`: every metric
+    the schema declares (spokeshare.stats), once, with help and type."""
+    if not isinstance(snap, HubStatistics):
+        snap = stats.from_json(HubStatistics, snap)
+    return stats.render_metrics(snap)
 
 
 def _response(status: str, ctype: str, body: bytes, extra: tuple[str, ...] = ()) -> bytes:
@@ -141,16 +107,18 @@ def _unauthorized() -> bytes:
 
 def answer(
     request_line: bytes,
-    stats: Callable[[], dict[str, Any]],
+    snapshot: Callable[[], Snapshot],
     authorization: str | None = None,
     token: str = "",
-    page: Callable[[dict[str, Any]], str] | None = None,
+    page: Callable[[Mapping[str, Any]], str] | None = None,
 ) -> bytes:
     """The whole HTTP response to one request line (pure: no I/O).
 
-    ``authorization`` is the request's Authorization header (None: absent), checked
-    against ``token`` (:func:`authorized`) for every path; ``page`` renders the
-    dashboard from a snapshot (default: :func:`dashboard.render` without history).
+    ``snapshot`` gives the hub's statistics (a :class:`stats.HubStatistics`, or its
+    JSON form as a mapping); ``authorization`` is the request's Authorization header
+    (None: absent), checked against ``token`` (:func:`authorized`) for every path;
+    ``page`` renders the dashboard from a snapshot (default: :func:`dashboard.render`
+    without history).
     """
     parts = request_line.decode("latin-1").split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -161,7 +129,7 @@ def answer(
     if not authorized(authorization, token):
         return _unauthorized()
     if path in ("/", "/index.html"):
-        snap = stats()
+        snap = _json(snapshot())
         text = page(snap) if page else dashboard.render(snap, {}, float(snap.get("time", 0)))
         return _response(
             "200 OK",
@@ -170,10 +138,10 @@ def answer(
             (f"Content-Security-Policy: {CSP}", "Referrer-Policy: no-referrer"),
         )
     if path == "/status":
-        body = json.dumps(stats(), indent=1).encode() + b"\n"
+        body = json.dumps(_json(snapshot()), indent=1).encode() + b"\n"
         return _response("200 OK", "application/json", body)
     if path == "/metrics":
-        return _response("200 OK", "text/plain; version=0.0.4", render_metrics(stats()).encode())
+        return _response("200 OK", "text/plain; version=0.0.4", render_metrics(snapshot()).encode())
     return _response("404 Not Found", "text/plain", b"try /, /status or /metrics\n")
 
 
@@ -192,7 +160,7 @@ async def _read_authorization(reader: asyncio.StreamReader) -> str | None:
 
 
 async def serve(
-    host: str, port: int, stats: Callable[[], dict[str, Any]], token: str = ""
+    host: str, port: int, snapshot: Callable[[], Snapshot], token: str = ""
 ) -> asyncio.Server:
     """Serve the dashboard, /status and /metrics on ``host:port``.
 
@@ -206,12 +174,12 @@ async def serve(
         )
     history = dashboard.RttHistory()
 
-    def sampled() -> dict[str, Any]:
-        snap = stats()
-        history.note(snap, time.monotonic())
+    def sampled() -> Snapshot:
+        snap = snapshot()
+        history.note(_json(snap), time.monotonic())
         return snap
 
-    def page(snap: dict[str, Any]) -> str:
+    def page(snap: Mapping[str, Any]) -> str:
         return dashboard.render(snap, history.get(), time.time())
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

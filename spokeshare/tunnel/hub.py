@@ -58,6 +58,7 @@ from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.loglimit import LogLimiter
 from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
+from spokeshare.stats import HubStatistics, OfficeStatistics, to_json
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import control, reserved_port, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
@@ -178,6 +179,8 @@ class OfficeState:
     bytes_up: int = 0
     bytes_down: int = 0
     edge_stats: dict[str, Any] = field(default_factory=dict)
+    #: Statuses other than OK answered to this office's tunnels, by wire.Status name.
+    refused: dict[str, int] = field(default_factory=dict)
     #: The printers the registry gives the office (the ipp service's gate), as last
     #: loaded: recomputed by ``Hub.reload_registry``, read by every IPP request.
     printer_policy: PrinterPolicy = field(default_factory=lambda: PrinterPolicy.of(()))
@@ -190,23 +193,26 @@ class OfficeState:
         """Take what the registry says about this office now (None: not enrolled)."""
         self.printer_policy = PrinterPolicy.of(record.printers if record is not None else ())
 
-    def statistics(self) -> dict[str, Any]:
+    def statistics(self) -> OfficeStatistics:
+        """This worker's view of the office now (spokeshare.stats)."""
         streams = sum(
             1 for t in self.tunnels if t.state in (TunnelState.RELAYING, TunnelState.CONNECTING)
         )
         idle = sum(1 for t in self.tunnels if t.state is TunnelState.AWAIT_HEADER)
-        return {
-            "connected": self.control is not None,
-            "version": self.version,
-            "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
-            "last_seen": self.last_seen,
-            "streams": streams,
-            "idle_tunnels": idle,
-            "clients": self.edge_stats.get("clients", streams),
-            "streams_total": self.streams_total,
-            "bytes_up": self.bytes_up,
-            "bytes_down": self.bytes_down,
-        }
+        clients = self.edge_stats.get("clients", streams)
+        return OfficeStatistics(
+            connected=self.control is not None,
+            version=self.version,
+            rtt_ms=round(self.rtt * 1000, 2) if self.rtt is not None else None,
+            last_seen=self.last_seen,
+            streams=streams,
+            idle_tunnels=idle,
+            clients=clients if isinstance(clients, int) and not isinstance(clients, bool) else 0,
+            streams_total=self.streams_total,
+            bytes_up=self.bytes_up,
+            bytes_down=self.bytes_down,
+            refused=dict(sorted(self.refused.items())),
+        )
 
 
 class Handshaking(asyncio.Protocol):
@@ -376,6 +382,7 @@ class HubTunnel(TunnelEnd):
                 reason,
             )
         self._go(TunnelEvent.REFUSED, Closed())
+        self.hub.count_status(status, self.office)
         if not self.transport.is_closing():
             self.transport.write(wire.encode_status(wire.StatusReply(status, reason[:200])))
             self.transport.close()
@@ -624,6 +631,8 @@ class Hub:
         self.handshake_failures = 0
         #: Failed or refused connections per cause (tls.handshake_cause, "evicted", ...).
         self.refusals: dict[str, int] = {}
+        #: Statuses other than OK answered (open headers, admission), by wire.Status name.
+        self.refusal_statuses: dict[str, int] = {}
         self.refusal_log = LogLimiter(REFUSAL_LOG_INTERVAL)
         #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
         self._handshaking: dict[asyncio.Task[None], float] = {}
@@ -731,6 +740,12 @@ class Hub:
         if self.refusal_log.admit(cause, peer[0], time.monotonic()):
             log.warning(message, *args)
 
+    def count_status(self, status: wire.Status, office: OfficeState | None = None) -> None:
+        """Count a status other than OK sent to an edge (and to ``office``, if known)."""
+        self.refusal_statuses[status.name] = self.refusal_statuses.get(status.name, 0) + 1
+        if office is not None:
+            office.refused[status.name] = office.refused.get(status.name, 0) + 1
+
     async def serve_forever(self) -> None:
         await self.start()
         await self._stopping.wait()
@@ -816,6 +831,7 @@ class Hub:
                 name,
                 reason,
             )
+            self.count_status(status)
             transport.write(wire.encode_status(wire.StatusReply(status, reason)))
             transport.close()
             return
@@ -824,6 +840,7 @@ class Hub:
         office = self.office_state(name)
         if len(office.tunnels) >= self.cfg.limits.max_tunnels_per_office:
             log.warning("office %s at its tunnel limit (%d); refusing", name, len(office.tunnels))
+            self.count_status(wire.Status.BUSY, office)
             transport.write(
                 wire.encode_status(wire.StatusReply(wire.Status.BUSY, "too many tunnels"))
             )
@@ -915,35 +932,40 @@ class Hub:
         if calm and self.heap_policy.due(now):
             heap.release_free_memory()
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "version": __version__,
-            "pid": os.getpid(),
-            "time": time.time(),
-            "handshakes": self.handshakes,
-            "handshake_failures": self.handshake_failures,
-            "handshakes_in_progress": len(self._handshaking),
-            "refusals": dict(sorted(self.refusals.items())),
-            "heap_releases": self.heap_policy.releases,
-            "tunnels": self.tunnel_count(),
-            "offices": {n: o.statistics() for n, o in sorted(self.offices.items())},
-        }
+    def statistics(self) -> HubStatistics:
+        """This process's snapshot now (spokeshare.stats; ``time`` is the wall clock)."""
+        return HubStatistics(
+            version=__version__,
+            pid=os.getpid(),
+            pids=(os.getpid(),),
+            time=time.time(),
+            workers=1,
+            handshakes=self.handshakes,
+            handshake_failures=self.handshake_failures,
+            handshakes_in_progress=len(self._handshaking),
+            refusals=dict(sorted(self.refusals.items())),
+            refusal_statuses=dict(sorted(self.refusal_statuses.items())),
+            heap_releases=self.heap_policy.releases,
+            tunnels=self.tunnel_count(),
+            offices={n: o.statistics() for n, o in sorted(self.offices.items())},
+        )
 
-    def merged_statistics(self) -> dict[str, Any]:
-        """This process's statistics, merged with the other workers' snapshots."""
-        if self.worker is None:
-            return self.statistics()
+    def merged_statistics(self) -> HubStatistics:
+        """This process's statistics, merged with the other workers' fresh snapshots
+        (hubstatus.merge; this process first, so its pid and version lead)."""
         mine = self.statistics()
-        others = [
-            s for s in hubstatus.read_fresh(self.cfg.state_dir) if s.get("pid") != mine["pid"]
-        ]
+        if self.worker is None:
+            return mine
+        others = [s for s in hubstatus.read_fresh(self.cfg.state_dir) if s.get("pid") != mine.pid]
         return hubstatus.merge([mine, *others]) or mine
 
     def write_status(self) -> None:
+        """Write :meth:`statistics` to this process's status file (hubstatus.status_path),
+        atomically; an OSError is logged, not raised."""
         path = hubstatus.status_path(self.cfg.state_dir, self.worker)
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(json.dumps(self.statistics(), indent=1))
+            tmp.write_text(json.dumps(to_json(self.statistics()), indent=1))
             os.replace(tmp, path)
         except OSError as exc:
             log.error("cannot write %s: %s", path, exc)

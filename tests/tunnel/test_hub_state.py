@@ -148,7 +148,7 @@ def test_control_channel_answers_pings_and_learns_rtt_and_statistics(tmp_path: P
         t.data_received(control.encode(control.Pong(1, stats)) + control.encode(control.Ping(7)))
         assert _control_frames(calls) == [control.Pong(7)]
         assert office.rtt is not None and office.rtt >= 0
-        assert office.edge_stats == stats and office.statistics()["clients"] == 3
+        assert office.edge_stats == stats and office.statistics().clients == 3
         calls.clear()
         hub.cut_office(office, "revoked")
         assert _control_frames(calls) == [control.Revoked()]
@@ -189,6 +189,9 @@ def test_a_refused_header_closes_with_its_status_and_a_lost_tunnel_leaves_its_of
         reply = wire.parse_status(first[2] if len(first) == 3 else b"")
         assert reply is not None and reply[0].status is wire.Status.UNKNOWN_SERVICE
         assert calls[1:] == [("close", "tunnel")]
+        # Counted per status, for the office and the hub (spokeshare.stats).
+        assert t.office.statistics().refused == {"UNKNOWN_SERVICE": 1}
+        assert t.hub.statistics().refusal_statuses == {"UNKNOWN_SERVICE": 1}
         t.connection_lost(None)
         assert t not in t.office.tunnels
 
