@@ -67,18 +67,29 @@ class LoopThread:
         return self.run(wrap(), timeout)
 
     def close(self) -> None:
+        """Cancel and await what is left on the loop, then stop it; raises when a task
+        left over ended with an exception other than its cancellation."""
+
         async def cancel_rest() -> None:
             me = asyncio.current_task()
             rest = [t for t in asyncio.all_tasks() if t is not me]
             for t in rest:
                 t.cancel()
-            await asyncio.gather(*rest, return_exceptions=True)
+            results = await asyncio.gather(*rest, return_exceptions=True)
+            failed = [
+                (t, r)
+                for t, r in zip(rest, results, strict=True)
+                if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
+            ]
+            if failed:
+                raise AssertionError(f"tasks left on the loop failed: {failed!r}")
 
-        with contextlib.suppress(Exception):
+        try:
             self.run(cancel_rest(), 10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
 
 
 @dataclasses.dataclass
@@ -142,7 +153,10 @@ def edge_config(bundle_path: Path, ports: dict[str, int], **pool: Any) -> EdgeCo
         },
     )
     pool_cfg = dataclasses.replace(PoolConfig(min_idle=2, open_timeout=1.0), **pool)
-    return dataclasses.replace(cfg, pool=pool_cfg, hub_dead_after=1.5)
+    # The NetBIOS session answerer on a port of its own: 139 on loopback is shared by
+    # every edge on this machine, and a second one logs the port as taken.
+    netbios = dataclasses.replace(cfg.netbios, session_port=free_port())
+    return dataclasses.replace(cfg, pool=pool_cfg, hub_dead_after=1.5, netbios=netbios)
 
 
 class Stack:
@@ -191,9 +205,10 @@ class Stack:
         self.lt.run(self.hub.close())
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
+        """Close the edge, then the hub (also when the edge's close fails)."""
+        try:
             self.lt.run(self.edge.close())
-        with contextlib.suppress(Exception):
+        finally:
             self.lt.run(self.hub.close())
 
     @property

@@ -29,6 +29,7 @@ while True:
 """
 
 
+@pytest.mark.expect_errors  # a port held by another process is logged at ERROR
 def test_listener_comes_up_when_the_old_daemon_goes(
     deployment: Deployment,
     loop_thread: LoopThread,
