@@ -148,10 +148,10 @@ def test_merge_status() -> None:
     }
     m = hubstatus.merge([a, b])
     assert m is not None
-    assert m["pids"] == [1, 2] and m["handshakes"] == 7 and m["tunnels"] == 3
-    nyc = m["offices"]["nyc"]
-    assert nyc["connected"] and nyc["rtt_ms"] == 100.0 and nyc["clients"] == 5
-    assert nyc["streams"] == 3 and nyc["streams_total"] == 17
+    assert m.pids == (1, 2) and m.handshakes == 7 and m.tunnels == 3 and m.workers == 2
+    nyc = m.offices["nyc"]
+    assert nyc.connected and nyc.rtt_ms == 100.0 and nyc.clients == 5 and nyc.version == "v"
+    assert nyc.streams == 3 and nyc.streams_total == 17 and nyc.last_seen == now - 1
     assert hubstatus.merge([]) is None
 
 
