@@ -65,6 +65,7 @@ from zeroconf._dns import DNSService, DNSText  # not exported by the package
 from spokeshare.errors import DecodeError
 from spokeshare.printing import dnssd, hq_printers
 from spokeshare.printing.dnssd import PrinterService
+from spokeshare.tasks import TaskSet
 
 if TYPE_CHECKING:
     from zeroconf.asyncio import AsyncZeroconf
@@ -264,10 +265,13 @@ class PrinterAdvertiser:
         self._withdrawn = False
         self._failing = False
         self._host_lost = False
+        #: The printers of the last successful fetch (None before one).
+        self._last: list[hq_printers.PrinterValues] | None = None
         self._syncs = 0
         self._failures = 0
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        #: The sync loop and the renames after a conflict.
+        self._tasks = TaskSet(log, "printer sync task")
         self._lock = asyncio.Lock()
         #: name key -> every SRV/TXT data announced for it while we hold it.
         self._ours: dict[str, set[dnssd.RecordData]] = {}
@@ -293,19 +297,10 @@ class PrinterAdvertiser:
 
     # -- life cycle ------------------------------------------------------------------
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="printer-sync")
+        self._tasks.spawn(self._run(), name="printer-sync")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
-        for task in list(self._renaming.values()):
-            task.cancel()
-        await asyncio.gather(*self._renaming.values(), return_exceptions=True)
+        await self._tasks.aclose()
         self._renaming.clear()
         async with self._lock:
             await self._unpublish_all()
@@ -337,7 +332,12 @@ class PrinterAdvertiser:
 
     # -- one sync --------------------------------------------------------------------
     async def sync_once(self) -> None:
-        """Fetch, build, and bring the LAN in step (one pass)."""
+        """Fetch, build, and bring the LAN in step (one pass).
+
+        While HQ cannot be reached the printers last fetched stay as they are shown,
+        but the host check still holds: a host name lost to another host takes every
+        printer off the LAN (none may point at it), and one won back brings the last
+        fetched printers back without waiting for the hub."""
         try:
             body = await self.fetch()
             printers = hq_printers.parse_get_printers(body)
@@ -346,11 +346,18 @@ class PrinterAdvertiser:
             if not self._failing:
                 log.warning("printers: cannot fetch HQ's printers (%s); keeping what is shown", exc)
             self._failing = True
-            return
-        if self._failing:
-            log.info("printers: fetching HQ's printers works again")
-        self._failing = False
-        self._syncs += 1
+            if self._last is None:
+                if self.host_owned():
+                    return
+                printers = []  # nothing fetched yet; nothing may point at the name
+            else:
+                printers = self._last
+        else:
+            if self._failing:
+                log.info("printers: fetching HQ's printers works again")
+            self._failing = False
+            self._syncs += 1
+            self._last = printers
         services, skipped = dnssd.printer_services(printers, self.host, self.port, self.lpd_port)
         if not self.host_owned():
             if not self._host_lost:
@@ -571,7 +578,7 @@ class PrinterAdvertiser:
         lost = dnssd.conflicts({k: v for k, v in self._ours.items() if k in held}, records)
         for pub in list(self._published.values()):
             if {pub.ipp.key, pub.lpd.key} & lost and pub.service.printer not in self._renaming:
-                task = asyncio.get_running_loop().create_task(
+                task = self._tasks.spawn(
                     self._rename(pub.service.printer), name=f"printer-rename-{pub.instance}"
                 )
                 self._renaming[pub.service.printer] = task

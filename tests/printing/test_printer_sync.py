@@ -229,6 +229,40 @@ def test_no_printer_points_at_a_name_another_host_holds(
     assert lines == [f"printers: not advertised while {HOST} is held by another host"] * 2
 
 
+def test_host_check_holds_while_hq_cannot_be_reached(
+    loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A host name lost while the hub is away takes the printers off the LAN anyway,
+    and one won back brings the last fetched printers back before the hub returns."""
+
+    async def scenario() -> None:
+        zc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        owned = [True]
+        script = Script()
+        adv = PrinterAdvertiser(
+            Responder(zc), script, HOST, [LOOPBACK], 631,  # type: ignore[arg-type]
+            interval=3600, host_owned=lambda: owned[0],
+        )  # fmt: skip
+        try:
+            await adv.sync_once()
+            assert len(adv.statistics().printers) == 2
+            script.next = FetchError("hub unreachable")
+            owned[0] = False
+            await adv.sync_once()
+            assert adv.statistics().printers == ()
+            assert zc.zeroconf.registry.async_get_infos_server(HOST.lower()) == []
+            owned[0] = True
+            await adv.sync_once()
+            assert sorted(adv.statistics().printers) == ["HQ colour (lab)", "HQ laser (lab)"]
+            assert adv.statistics().failures == 2 and adv.statistics().syncs == 1
+        finally:
+            await adv.stop()
+            await zc.async_close()
+
+    loop.run_until_complete(scenario())
+    assert any("held by another host" in r.message for r in caplog.records)
+
+
 def test_conflicts_rename_past_other_hosts_and_our_own_names(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
