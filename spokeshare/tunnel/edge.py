@@ -935,7 +935,17 @@ class Edge:
                 await asyncio.sleep(min(60.0, (due - now).total_seconds()))
                 continue
             if not self._control_up.is_set():
-                await self._control_up.wait()
+                # Due while the hub is away: wait for the channel, and count each
+                # answer_timeout without one as a failed attempt (logged, reported).
+                cert = self.bundle.cert
+                life = renewal.lifetime(cert.not_valid_before_utc, cert.not_valid_after_utc)
+                try:
+                    async with asyncio.timeout(renewal.answer_timeout(life)):
+                        await self._control_up.wait()
+                except TimeoutError:
+                    self._renewal_failed("hub unreachable (no control channel)")
+                    for cb in list(self.on_renewal):
+                        cb()
                 continue
             await self._renew_once()
 
