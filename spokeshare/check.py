@@ -30,7 +30,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -716,26 +715,32 @@ def _ssl_error(exc: BaseException) -> str:
 
 
 def _server_cert(
-    host: str, port: int, client: tuple[bytes, bytes] | None, server_name: str
+    host: str, port: int, client: tuple[bytes, bytes, bytes] | None, server_name: str
 ) -> tuple[bytes | None, str | None]:
-    """TLS 1.3 handshake to ``host:port`` presenting ``client`` (cert PEM, key PEM) if
-    given; the server's certificate (DER) is returned unverified: the caller judges it
-    (:func:`hub_certificate`), so a clock or chain fault is named, not just refused."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    """TLS 1.3 handshake to ``host:port``; with ``client`` (CA, cert and key PEM) as the
+    edge makes it (:func:`spokeshare.tunnel.tls.client_context`: its ALPN, its
+    certificate). The server's certificate (DER) is returned unverified: the caller
+    judges it (:func:`hub_certificate`), so a clock or chain fault is named, not just
+    refused. A server that does not agree on the edge's ALPN is an error."""
+    from spokeshare.tunnel import tls
+
+    if client is not None:
+        ctx = tls.client_context(*client)
+    else:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    if client is not None:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "client.pem"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(client[0] + client[1])
-            ctx.load_cert_chain(path)
     try:
         with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
-            with ctx.wrap_socket(raw, server_hostname=server_name or None) as tls:
-                return tls.getpeercert(binary_form=True), None
+            with ctx.wrap_socket(raw, server_hostname=server_name or None) as conn:
+                if client is not None and not tls.check_alpn(conn):
+                    return (
+                        None,
+                        "TLS handshake done, but the server speaks another wire "
+                        "version (ALPN): install the same spokeshare version at HQ and here",
+                    )
+                return conn.getpeercert(binary_form=True), None
     except (OSError, ssl.SSLError) as exc:
         return None, _ssl_error(exc)
 
@@ -915,7 +920,7 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         rtt, error = tcp_connect(host, port)
         der: bytes | None = None
         if error is None:
-            der, error = _server_cert(host, port, (b.cert_pem, b.key_pem), b.hub_name)
+            der, error = _server_cert(host, port, (b.ca_pem, b.cert_pem, b.key_pem), b.hub_name)
         out.append(hub_reach(where, rtt, error))
         if error is None:
             out += hub_certificate(where, der, ca, b.hub_name, now)

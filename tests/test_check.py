@@ -177,6 +177,8 @@ def test_listen_free_hub_and_other(dep: Deployment, lt: LoopThread) -> None:
     finally:
         lt.run(hub.close())
     with socket.socket() as other:
+        # the probe's connection to the hub may linger in TIME_WAIT on this port
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         other.bind(("127.0.0.1", port))
         other.listen()
         state, holder, error = check.listen_probe("127.0.0.1", port, _hub_cert(dep))
