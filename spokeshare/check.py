@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -837,6 +838,54 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
             out.append(multichannel(service, b.host, b.port, *smb_negotiate(b.host, b.port)))
     if "smb" in cfg.services:
         out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf)))
+    out += offices_renewal(directory, now)
+    return out
+
+
+def cert_renewal(
+    b: Any, renew_at: float, now: dt.datetime, status: dict[str, object] | None
+) -> Finding:
+    """The office certificate's renewal over the tunnel (spokeshare.renewal.check), with
+    what the running edge reports in its status file (``certificate``)."""
+    from spokeshare import renewal
+
+    reported = status.get("certificate") if status else None
+    cert = b.cert
+    expires = cert.not_valid_after_utc.isoformat(timespec="seconds")
+    if isinstance(reported, dict) and reported.get("not_after") != expires:
+        reported = None  # the running edge reports on another certificate than this one
+    level, message, fix = renewal.check(
+        cert.not_valid_before_utc,
+        cert.not_valid_after_utc,
+        renew_at,
+        now,
+        b.office,
+        reported if isinstance(reported, dict) else None,
+    )
+    return Finding(Level[level.upper()], "edge.bundle.renewal", message, fix)
+
+
+def offices_renewal(directory: Path, now: dt.datetime) -> list[Finding]:
+    """At HQ: every enrolled office whose certificate is past its renewal time
+    (spokeshare.renewal.check on the registry's dates; one line each, none when all
+    renew in time)."""
+    from spokeshare import enrollment, renewal
+    from spokeshare.errors import EnrollmentError
+
+    try:
+        offices = enrollment.load_registry(directory)
+    except EnrollmentError as exc:
+        return [Finding(Level.ERROR, "hub.registry", str(exc), "restore offices.json")]
+    out: list[Finding] = []
+    for name, rec in sorted(offices.items()):
+        if rec.revoked is not None:
+            continue
+        level, message, fix = renewal.check(
+            rec.not_before, rec.not_after, renewal.DEFAULT_RENEW_AT, now, name
+        )
+        if level != "ok":
+            finding = Finding(Level[level.upper()], "hub.office.renewal", f"{name}: {message}", fix)
+            out.append(finding)
     return out
 
 
@@ -908,6 +957,7 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
     renew = "at HQ: spokeshare office renew " + b.office + ", then install the new bundle"
     out.append(chain(b.cert, ca, "office certificate", "edge.bundle.chain"))
     out += certificate("edge.bundle.cert", "office certificate", b.cert, now, renew)
+    out.append(cert_renewal(b, cfg.renew_at, now, _read_json(cfg.state_dir / "lan-status.json")))
     out += certificate(
         "edge.bundle.ca",
         "deployment's CA certificate",

@@ -25,6 +25,7 @@ Nothing here reads a clock or touches a file: ``now`` is a parameter (UTC dateti
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -276,3 +277,43 @@ def registry_view(
     if renewed is not None:
         return f"ok {renewed:%Y-%m-%d}"
     return f"due {due:%Y-%m-%d}"
+
+
+def check(
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    renew_at: float,
+    now: dt.datetime,
+    office: str,
+    reported: Mapping[str, object] | None = None,
+) -> tuple[str, str, str]:
+    """``spokeshare check``'s renewal finding: (level ``ok``/``warning``/``error``,
+    message, fix). ``reported`` is the edge's own report (``certificate`` in its
+    lan-status.json, :meth:`RenewalStatus.to_json`) when there is one: failures there
+    warn at once, long before :func:`overdue` would from the dates alone."""
+    late = overdue(not_before, not_after, renew_at, now)
+    failures = reported.get("failures") if reported else 0
+    said = str(reported.get("renew", "")) if reported else ""
+    manual = f"at HQ: spokeshare office renew {office}, then install the new bundle"
+    logs = (
+        "see why in the edge's log ('certificate renewal failed') and the hub's "
+        "('certificate renewal refused'); the edge keeps retrying by itself"
+    )
+    if now >= not_after:
+        return "error", f"the office certificate expired {not_after:%Y-%m-%d %H:%M} UTC", manual
+    if late == "error":
+        why = f": renewal {said}" if said else ""
+        return (
+            "error",
+            f"the office certificate expires {not_after:%Y-%m-%d %H:%M} UTC and has not "
+            f"renewed itself{why}",
+            f"{logs}; or {manual}",
+        )
+    if isinstance(failures, int) and failures > 0 or late == "warning":
+        due = renew_time(not_before, not_after, renew_at)
+        what = f"renewal {said}" if said else f"renewal due since {due:%Y-%m-%d %H:%M} UTC"
+        return "warning", f"office certificate {what}", logs
+    if said.startswith("ok"):
+        return "ok", f"the office certificate renews itself ({said})", ""
+    due = renew_time(not_before, not_after, renew_at)
+    return "ok", f"the office certificate renews itself from {due:%Y-%m-%d %H:%M} UTC", ""

@@ -366,3 +366,53 @@ def test_office_list_shows_renewal(deployment: Deployment) -> None:
     got = enrollment.renew_from_request(deployment.dir, "nyc", _csr())
     assert not isinstance(got, renewal.Refuse)
     assert listed()["nyc"] == f"ok {dt.datetime.now(dt.UTC):%Y-%m-%d}"
+
+
+# -- spokeshare check --------------------------------------------------------------------
+
+
+def test_check_phrases() -> None:
+    na = T0 + dt.timedelta(days=90)
+
+    def at(days: float, reported: dict[str, object] | None = None) -> tuple[str, str, str]:
+        return renewal.check(T0, na, 2 / 3, T0 + dt.timedelta(days=days), "nyc", reported)
+
+    assert at(10)[0] == "ok"
+    failing = {"failures": 2, "renew": "failing since 2026-12-01T00:00:00+00:00 (no answer)"}
+    level, message, fix = at(10, failing)
+    assert level == "warning" and "failing since" in message and "edge's log" in fix
+    assert at(66)[0] == "warning"  # past its renewal time, whatever the edge says
+    assert at(85)[0] == "error" and "office renew nyc" in at(85)[2]
+    assert at(91)[0] == "error" and "expired" in at(91)[1]
+    assert at(10, {"failures": 0, "renew": "ok 2026-12-10"}) == (
+        "ok",
+        "the office certificate renews itself (ok 2026-12-10)",
+        "",
+    )
+
+
+def test_check_reads_the_edges_status(deployment: Deployment) -> None:
+    from spokeshare import check
+
+    b = bundle.read(deployment.bundles["nyc"])
+    now = dt.datetime.now(dt.UTC)
+    assert check.cert_renewal(b, 2 / 3, now, None).level is check.Level.OK
+    expires = b.cert.not_valid_after_utc.isoformat(timespec="seconds")
+    failing = {"failures": 3, "renew": "failing since x (y)", "not_after": expires}
+    got = check.cert_renewal(b, 2 / 3, now, {"certificate": failing})
+    assert got.level is check.Level.WARNING and got.code == "edge.bundle.renewal"
+    # a status file about another certificate (the running edge's, checking another
+    # bundle) is not this one's
+    other = {**failing, "not_after": "2030-01-01T00:00:00+00:00"}
+    assert check.cert_renewal(b, 2 / 3, now, {"certificate": other}).level is check.Level.OK
+
+
+def test_check_at_hq_names_offices_not_renewed(deployment: Deployment) -> None:
+    from spokeshare import check
+
+    now = dt.datetime.now(dt.UTC)
+    assert check.offices_renewal(deployment.dir, now) == []
+    # issued 70 days ago for 90 days: due at day 60, so renewals are failing
+    deployment.add_office("sfo", days=90, now=now - dt.timedelta(days=70))
+    (found,) = check.offices_renewal(deployment.dir, now)
+    assert found.level is check.Level.WARNING and found.message.startswith("sfo: ")
