@@ -46,9 +46,11 @@ MAX_OFFICES = 4096
 #: of its lifetime, long before).
 NEAR_EXPIRY_SECONDS = 30 * 86400
 #: Keys of an office's snapshot holding its certificate's end of validity (unix
-#: seconds, or an ISO 8601 string), first found wins.
+#: seconds, or an ISO 8601 string), first found wins; also ``not_after`` inside a
+#: ``certificate`` mapping (spokeshare.renewal.RenewalStatus.to_json).
 CERT_EXPIRY_KEYS = ("cert_not_after", "cert_expires", "not_after")
-#: Keys holding the renewal state (a short string, or a mapping with ``state``).
+#: Keys holding the renewal state (a short string, or a mapping with ``state``); also
+#: ``renew`` inside a ``certificate`` mapping (renewal.describe's phrase).
 RENEWAL_KEYS = ("renewal", "cert_renewal", "renewal_state")
 #: Keys holding degraded LAN protocols: protocol -> "ok" or why it is degraded, or a
 #: list of protocol names.
@@ -148,8 +150,9 @@ def degraded_protocols(office: Mapping[str, Any]) -> dict[str, str]:
 
 def cert_expiry(office: Mapping[str, Any]) -> float | None:
     """The office certificate's end of validity in unix seconds, if the snapshot has it."""
-    for key in CERT_EXPIRY_KEYS:
-        value = office.get(key)
+    cert = office.get("certificate")
+    nested = [cert.get("not_after")] if isinstance(cert, Mapping) else []
+    for value in [office.get(key) for key in CERT_EXPIRY_KEYS] + nested:
         if isinstance(value, str):
             try:
                 when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -166,6 +169,9 @@ def cert_expiry(office: Mapping[str, Any]) -> float | None:
 
 def renewal_state(office: Mapping[str, Any]) -> str:
     """The certificate renewal state as the snapshot says it ("" when it does not)."""
+    cert = office.get("certificate")
+    if isinstance(cert, Mapping) and cert.get("renew"):
+        return str(cert["renew"])
     for key in RENEWAL_KEYS:
         value = office.get(key)
         if isinstance(value, Mapping):

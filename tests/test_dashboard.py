@@ -117,6 +117,15 @@ def test_sort_order_trouble_first() -> None:
         "zurich": office(cert_not_after=NOW + 300 * 86400, renewal="ok"),
         "florence": office(cert_not_after=NOW + 29 * 86400),  # check warns within 30 days
         "oslo": office(cert_not_after=NOW + 31 * 86400),
+        # As spokeshare.renewal.RenewalStatus.to_json writes it.
+        "genf": office(
+            certificate={
+                "not_after": "2027-09-30T12:00:00+00:00",  # far: the failure is the trouble
+                "renew": "failing since 2026-11-30T21:40:00+00:00 (refused, 3 attempts)",
+                "failures": 3,
+            }
+        ),
+        "hamburg": office(certificate={"not_after": "2027-09-30T12:00:00+00:00", "renew": "ok"}),
     }
     cards = parse(dashboard.render(snapshot(offices), {}, NOW)).cards
     assert cards == [
@@ -126,7 +135,9 @@ def test_sort_order_trouble_first() -> None:
         ("delhi", "certificate"),
         ("erfurt", "certificate"),
         ("florence", "certificate"),
+        ("genf", "certificate"),
         ("alpha", "connected"),
+        ("hamburg", "connected"),
         ("oslo", "connected"),
         ("zurich", "connected"),
     ]
