@@ -42,6 +42,7 @@ from zeroconf import IPVersion, NonUniqueNameException, RecordUpdateListener, Se
 from zeroconf._dns import DNSAddress
 from zeroconf.asyncio import AsyncZeroconf
 
+from spokeshare.errors import DecodeError
 from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan import mdns_defence
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
@@ -77,6 +78,9 @@ class MdnsStatistics:
     reclaimed: int = 0
     #: Conflicts heard after publication (RFC 6762 §9), each a reset to probing.
     conflicts_after_start: int = 0
+    #: Simultaneous probes lost (RFC 6762 §8.2): another host probed one of our host
+    #: names with lexicographically later data; we waited a second and probed again.
+    probe_tie_breaks_lost: int = 0
 
 
 class _HostConflictListener(RecordUpdateListener):
@@ -128,6 +132,11 @@ class MdnsPublisher:
         self._probing_since: dict[str, float] = {}
         self._own: dict[str, frozenset[bytes]] | None = None
         self._host_watchers: list[Callable[[], None]] = []
+        #: host name being probed (lower-cased, trailing dot) -> the records our probes
+        #: propose (RFC 6762 §8.2), and those that lost a tie-break since the last probe.
+        self._probing: dict[str, tuple[mdns_defence.ProbeRecord, ...]] = {}
+        self._deferred: set[str] = set()
+        self._tie_breaks_lost = 0
         #: Unicast answers not sent: the asker is not on the office link (RFC 6762 §11).
         self.off_link_dropped = 0
 
@@ -142,6 +151,7 @@ class MdnsPublisher:
             self._budget.refused_source + self._budget.refused_global,
             self._reclaimed,
             self._conflicts_after,
+            self._tie_breaks_lost,
         )
 
     @property
@@ -193,7 +203,9 @@ class MdnsPublisher:
         # zc.query_handler), so every one of them calls this handler.
         from spokeshare.lan.mdns_defence import HostNameQueryHandler
 
-        self._zc.zeroconf.query_handler = HostNameQueryHandler(self._zc.zeroconf)
+        handler = HostNameQueryHandler(self._zc.zeroconf)
+        handler.probe_heard = self.probe_heard
+        self._zc.zeroconf.query_handler = handler
         self._link_rules(self._zc)  # innermost: the budget below charges what it sends
         self._budget_unicast(self._zc)
         self._zc.zeroconf.async_add_listener(_HostConflictListener(self), None)
@@ -285,6 +297,12 @@ class MdnsPublisher:
         came in since the first probe, with an address that is not ours, means
         another host holds it. zeroconf caches every record it hears, so the answers
         are read from its cache, keeping only those created after the probing began.
+
+        Another host probing the same name meanwhile with lexicographically later
+        records (:meth:`probe_heard`, §8.2) wins: we wait :data:`PROBE_DEFER` (1 s)
+        and start the three probes again, so that its announcement, or its answer to
+        our next probe, is what we find. After :data:`MAX_PROBE_DEFERS` lost
+        tie-breaks in one round the name counts as taken.
         """
         from zeroconf import current_time_millis
         from zeroconf._dns import DNSAddress, DNSQuestion
@@ -297,16 +315,48 @@ class MdnsPublisher:
         host = f"{name}.local."
         ours = {bytes(a) for a in info.addresses_by_version(IPVersion.All)}
         started = current_time_millis()
-        for _ in range(PROBE_COUNT):
-            out = DNSOutgoing(_FLAGS_QR_QUERY)
-            out.add_question(DNSQuestion(host, _TYPE_ANY, _CLASS_IN))
-            for packed in ours:  # §10.2: no cache-flush bit in a query's records
-                rrtype = _TYPE_A if len(packed) == 4 else _TYPE_AAAA
-                # add_authorative_answer takes pointers only; the list takes any record
-                record = DNSAddress(host, rrtype, _CLASS_IN, HOST_TTL, packed)
-                out.authorities.append(record)  # type: ignore[arg-type]
-            zc.async_send(out)
-            await asyncio.sleep(PROBE_INTERVAL)
+        key = host.lower()
+        self._probing[key] = tuple(
+            mdns_defence.ProbeRecord(_CLASS_IN, _TYPE_A if len(p) == 4 else _TYPE_AAAA, p)
+            for p in ours
+        )
+        self._deferred.discard(key)
+        # zeroconf's listener hands queries to the query handler (and so probes to
+        # probe_heard) only while its registry has entries: the first name probed at
+        # start would never hear another prober. Its public flag is raised while we
+        # probe (one attribute of our own instance; the handler finds nothing to
+        # answer in an empty registry) and set from the registry again afterwards.
+        registry = zc.registry
+        forced = not registry.has_entries
+        if forced:
+            registry.has_entries = True
+        try:
+            sent = defers = 0
+            while sent < PROBE_COUNT:
+                out = DNSOutgoing(_FLAGS_QR_QUERY)
+                out.add_question(DNSQuestion(host, _TYPE_ANY, _CLASS_IN))
+                for packed in ours:  # §10.2: no cache-flush bit in a query's records
+                    rrtype = _TYPE_A if len(packed) == 4 else _TYPE_AAAA
+                    # add_authorative_answer takes pointers only; the list takes any record
+                    record = DNSAddress(host, rrtype, _CLASS_IN, HOST_TTL, packed)
+                    out.authorities.append(record)  # type: ignore[arg-type]
+                zc.async_send(out)
+                sent += 1
+                await asyncio.sleep(PROBE_INTERVAL)
+                if key in self._deferred:  # §8.2: lost a tie-break; defer, then again
+                    self._deferred.discard(key)
+                    defers += 1
+                    if defers >= mdns_defence.MAX_PROBE_DEFERS:
+                        return True
+                    await asyncio.sleep(mdns_defence.PROBE_DEFER)
+                    # The winner's probes heard while we waited are the same round's.
+                    self._deferred.discard(key)
+                    sent = 0
+        finally:
+            self._probing.pop(key, None)
+            self._deferred.discard(key)
+            if forced:
+                registry.has_entries = bool(registry.async_get_service_infos())
         for entry in zc.cache.entries_with_name(host.lower()):
             address = getattr(entry, "address", None)
             if address is not None and entry.created >= started and bytes(address) not in ours:
@@ -317,6 +367,29 @@ class MdnsPublisher:
         since = self._probing_since.get(name, started / 1000.0)
         claimed = self._claims.get(host.lower())
         return claimed is not None and claimed > since
+
+    def probe_heard(self, packet: bytes, now: float) -> None:
+        """A probe received (``packet``: the whole message; ``now``: its arrival in
+        seconds on zeroconf's clock, which the decision does not need): for each host
+        name we are probing that it also probes, the §8.2 tie-break. A lost one
+        makes :meth:`_host_name_taken` defer and probe again; a won one or identical
+        data (our own probe looped back) changes nothing. A message zeroconf parsed
+        but we cannot is ignored."""
+        for host, ours in self._probing.items():
+            try:
+                outcome = mdns_defence.simultaneous_probe(packet, host, ours)
+            except DecodeError as exc:
+                log.debug("mdns: probe not read (%s)", exc)
+                return
+            if outcome is mdns_defence.TieBreak.LOST and host not in self._deferred:
+                self._deferred.add(host)
+                self._tie_breaks_lost += 1
+                log.info(
+                    "mdns: another host probes %s with later data (RFC 6762 section 8.2); "
+                    "probing again in %.0f s",
+                    host.rstrip("."),
+                    mdns_defence.PROBE_DEFER,
+                )
 
     async def _recheck_conflicts(self) -> None:
         """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""

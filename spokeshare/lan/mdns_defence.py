@@ -34,10 +34,26 @@ never considered inconsistent"), nor is a goodbye (TTL 0, §10.1). The publisher
 resets the name to probing (:class:`ProbeRate` says how long to wait first, §8.1's
 rate limit) and, if the other host still answers the probe, leaves the name to it as
 at start. The decision is pure: names, addresses and ``now`` in, names out.
+
+Simultaneous probes (RFC 6762 §8.2): two hosts probing one name at once each hear the
+other's probe, a query whose authority section holds the records the other proposes.
+python-zeroconf (0.154) does no tie-breaking for what it probes (service instance
+names): its probe loop only looks for answers in its cache, and its query handler
+answers a probe only with records already registered, so two zeroconf hosts probing
+one instance name both go on and find each other only afterwards (§9). The host names
+are probed by the publisher itself (:mod:`spokeshare.lan.mdns`), which hands every
+probe heard while it probes to :func:`simultaneous_probe`: the authority records for
+the name are compared with ours as §8.2 says (class without the cache-flush bit,
+then type, then rdata as unsigned bytes, a shorter prefix being earlier; record sets
+sorted and compared pair by pair, a set that runs out first being earlier, §8.2.1).
+Lexicographically later data wins: the loser waits one second and probes again
+(:data:`PROBE_DEFER`), by which time the winner's announcement or its answer to the
+new probe takes the name from it. Identical data is no conflict (§8.2).
 """
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -52,6 +68,8 @@ from zeroconf._handlers.answers import (
 from zeroconf._handlers.query_handler import QueryHandler
 from zeroconf.const import _TYPE_ANY
 
+from spokeshare.errors import DecodeError, UsageError
+
 #: RFC 6762 §3: the mDNS port; queries from another port are legacy unicast (§6.7).
 MDNS_PORT = 5353
 #: RFC 6762 §6: a record is multicast at most once per second on an interface; a
@@ -64,6 +82,21 @@ PROBE_DEFENCE_INTERVAL = 0.25
 CONFLICT_BURST = 15
 CONFLICT_WINDOW = 10.0
 CONFLICT_BACKOFF = 5.0
+#: RFC 6762 §8.2: a host losing a simultaneous probe tie-break "defers to the winning
+#: host by waiting one second, and then begins probing for this record again".
+PROBE_DEFER = 1.0
+#: Our bound: a name lost this many tie-breaks in one probing round counts as taken
+#: (rechecked like any name in conflict), so that a host probing with later data
+#: forever cannot hold up the other names, which are probed one at a time.
+MAX_PROBE_DEFERS = 15
+#: RFC 6762 §10.2: the cache-flush bit, the top bit of a record's class field; §8.2
+#: compares the class without it.
+CACHE_FLUSH = 0x8000
+#: RFC 6762 §17: a multicast DNS message is at most 9000 bytes (jumbo frames).
+MAX_MDNS_MESSAGE = 9000
+#: RFC 1035 §2.3.4: a name is at most 255 octets; at most 127 labels fit.
+MAX_NAME = 255
+_MAX_LABELS = 128
 
 
 @dataclass(frozen=True)
@@ -151,6 +184,9 @@ class HostNameQueryHandler(QueryHandler):
         self._last_multicast: dict[str, float] = {}
         #: Probes for a held host name answered (statistics).
         self.probes_defended = 0
+        #: Called with every probe's bytes and its arrival (seconds, zeroconf's
+        #: clock): the publisher's tie-break for the host names it is probing (§8.2).
+        self.probe_heard: Callable[[bytes, float], None] | None = None
 
     def _addresses_of(self, name: str) -> list[DNSAddress]:
         seen: dict[DNSAddress, None] = {}
@@ -168,6 +204,10 @@ class HostNameQueryHandler(QueryHandler):
         v6_flow_scope: tuple[()] | tuple[int, int],
     ) -> None:
         super().handle_assembled_query(packets, addr, port, transport, v6_flow_scope)
+        if self.probe_heard is not None:
+            for packet in packets:
+                if packet.is_probe():
+                    self.probe_heard(bytes(packet.data), packet.now / 1000.0)
         first = packets[0]
         probe = any(p.is_probe() for p in packets)
         known = None if probe else DNSRRSet([r for p in packets for r in p.answers()])
@@ -199,3 +239,142 @@ class HostNameQueryHandler(QueryHandler):
             r: set() for records in due.values() for r in records
         }
         self._zc.async_send(construct_outgoing_multicast_answers(multicast))
+
+
+# -- simultaneous probe tie-breaking (RFC 6762 §8.2) -------------------------------------
+
+
+@dataclass(frozen=True, order=True)
+class ProbeRecord:
+    """One record proposed in a probe's authority section, as §8.2 compares it: the
+    class without the cache-flush bit, the type, the rdata bytes as received. Field
+    order is the comparison order, so ``<`` is §8.2's "lexicographically earlier"
+    (bytes compare as unsigned octets, a proper prefix first). The rdata of an A or
+    AAAA record (all a host name's probe holds) carries no name, so no compression
+    needs undoing."""
+
+    rclass: int
+    rtype: int
+    rdata: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.rclass <= 0x7FFF:
+            raise UsageError(f"mdns: class {self.rclass} outside 0..0x7fff (no cache-flush bit)")
+        if not 0 <= self.rtype <= 0xFFFF:
+            raise UsageError(f"mdns: type {self.rtype} outside 0..0xffff")
+        if len(self.rdata) > 0xFFFF:
+            raise UsageError("mdns: rdata longer than 65535 bytes")
+
+
+class TieBreak(enum.Enum):
+    """How our proposed records compare with another prober's (RFC 6762 §8.2)."""
+
+    WON = "won"  # ours are lexicographically later: go on probing
+    LOST = "lost"  # ours are earlier: wait PROBE_DEFER, then probe again
+    TIE = "tie"  # identical data: no conflict (our own probe looped back, or agreement)
+
+
+def tie_break(ours: Iterable[ProbeRecord], theirs: Iterable[ProbeRecord]) -> TieBreak:
+    """Compare two probers' records for one name (RFC 6762 §8.2, §8.2.1): each set is
+    sorted, then compared pair by pair; the first difference decides, and a set that
+    runs out first (all its records equal to the other's first ones) is earlier.
+    Later data wins. Duplicates count once (a record set)."""
+    a = sorted(set(ours))
+    b = sorted(set(theirs))
+    if a == b:
+        return TieBreak.TIE
+    return TieBreak.WON if a > b else TieBreak.LOST
+
+
+def _read_name(data: bytes, pos: int) -> tuple[str, int]:
+    """The (possibly compressed, RFC 1035 §4.1.4) name at ``pos``, lower-cased with a
+    trailing dot, and the offset after it. Pointers must point backwards; raises
+    :class:`DecodeError`."""
+    labels: list[str] = []
+    total = 1
+    end = -1
+    for _ in range(_MAX_LABELS):
+        if pos >= len(data):
+            raise DecodeError("mdns", "name runs past the message", pos)
+        length = data[pos]
+        if length == 0:
+            return ".".join(labels).lower() + ".", (pos + 1 if end < 0 else end)
+        if length & 0xC0 == 0xC0:
+            if pos + 1 >= len(data):
+                raise DecodeError("mdns", "pointer runs past the message", pos)
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target >= pos:
+                raise DecodeError("mdns", f"compression pointer to {target} not backwards", pos)
+            if end < 0:
+                end = pos + 2
+            pos = target
+            continue
+        if length & 0xC0:
+            raise DecodeError("mdns", f"label type {length & 0xC0:#x} not supported", pos)
+        total += length + 1
+        if total > MAX_NAME or pos + 1 + length > len(data):
+            raise DecodeError("mdns", "name too long or past the message", pos)
+        labels.append(data[pos + 1 : pos + 1 + length].decode("utf-8", "replace"))
+        pos += 1 + length
+    raise DecodeError("mdns", "too many labels or a pointer loop", pos)
+
+
+def probe_records(packet: bytes, name: str) -> tuple[ProbeRecord, ...] | None:
+    """The records a probe proposes for ``name`` (RFC 6762 §8.2), or None when
+    ``packet`` is not a probe for it: a response (QR set), no question about ``name``,
+    or no authority record for it. ``name`` is compared without case, with or without
+    the trailing dot.
+
+    Layout (RFC 1035 §4.1): a 12-byte header (ID, flags, QDCOUNT, ANCOUNT, NSCOUNT,
+    ARCOUNT), the questions (name, type, class), then answer, authority and additional
+    records (name, type, class, TTL, RDLENGTH, RDATA). Raises :class:`DecodeError`
+    for a message over 9000 bytes (§17), counts larger than the message, or a record
+    or name running past its end."""
+    if len(packet) > MAX_MDNS_MESSAGE:
+        raise DecodeError("mdns", f"message of {len(packet)} bytes too long")
+    if len(packet) < 12:
+        raise DecodeError("mdns", "message shorter than its header")
+    flags = int.from_bytes(packet[2:4], "big")
+    qd, an, ns, _ar = (int.from_bytes(packet[i : i + 2], "big") for i in (4, 6, 8, 10))
+    if qd * 5 + (an + ns) * 11 > len(packet) - 12:
+        raise DecodeError("mdns", "section counts larger than the message")
+    if flags & 0x8000 or ns == 0:
+        return None
+    want = name.lower().rstrip(".") + "."
+    pos = 12
+    asked = False
+    for _ in range(qd):
+        qname, pos = _read_name(packet, pos)
+        if pos + 4 > len(packet):
+            raise DecodeError("mdns", "question runs past the message", pos)
+        pos += 4
+        asked = asked or qname == want
+    out: list[ProbeRecord] = []
+    for index in range(an + ns):
+        rname, pos = _read_name(packet, pos)
+        if pos + 10 > len(packet):
+            raise DecodeError("mdns", "record header runs past the message", pos)
+        rtype = int.from_bytes(packet[pos : pos + 2], "big")
+        rclass = int.from_bytes(packet[pos + 2 : pos + 4], "big") & ~CACHE_FLUSH
+        rdlength = int.from_bytes(packet[pos + 8 : pos + 10], "big")
+        pos += 10
+        if pos + rdlength > len(packet):
+            raise DecodeError("mdns", "rdata runs past the message", pos)
+        if index >= an and rname == want:
+            out.append(ProbeRecord(rclass, rtype, packet[pos : pos + rdlength]))
+        pos += rdlength
+    if not asked or not out:
+        return None
+    return tuple(out)
+
+
+def simultaneous_probe(
+    packet: bytes, name: str, ours: Iterable[ProbeRecord]
+) -> TieBreak | None:
+    """The tie-break against a probe heard while we probe ``name`` (RFC 6762 §8.2), or
+    None if ``packet`` is not a probe for ``name``. Raises :class:`DecodeError` for a
+    malformed message (see :func:`probe_records`)."""
+    theirs = probe_records(packet, name)
+    if theirs is None:
+        return None
+    return tie_break(ours, theirs)
