@@ -416,3 +416,17 @@ def test_check_at_hq_names_offices_not_renewed(deployment: Deployment) -> None:
     deployment.add_office("sfo", days=90, now=now - dt.timedelta(days=70))
     (found,) = check.offices_renewal(deployment.dir, now)
     assert found.level is check.Level.WARNING and found.message.startswith("sfo: ")
+
+
+def test_renew_at_setting(tmp_path: Path) -> None:
+    from spokeshare.config import load_edge
+    from spokeshare.errors import ConfigError
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text("[edge]\nrenew_at = 0.5\n")
+    assert load_edge(conf).renew_at == 0.5
+    assert load_edge(None).renew_at == renewal.DEFAULT_RENEW_AT
+    for bad in ("1.0", "0.05", '"soon"'):
+        conf.write_text(f"[edge]\nrenew_at = {bad}\n")
+        with pytest.raises(ConfigError, match="renew_at"):
+            load_edge(conf)
