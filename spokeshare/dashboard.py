@@ -79,9 +79,9 @@ class RttHistory:
     office and :data:`MAX_OFFICES` offices are kept.
     """
 
-    def __init__(self, samples: int = HISTORY_SAMPLES, every: float = SAMPLE_SECONDS) -> None:
+    def __init__(self, samples: int = HISTORY_SAMPLES, every: float | None = None) -> None:
         self.samples = samples
-        self.every = every
+        self.every = SAMPLE_SECONDS if every is None else every
         self._rings: dict[str, deque[tuple[float, float]]] = {}
         self._last: float | None = None
 

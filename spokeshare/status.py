@@ -166,7 +166,9 @@ async def serve(
 
     Raises ConfigError for a non-loopback ``host`` without ``token`` (config.load_hub
     refuses such a file already; this holds for any HubConfig). Each request's
-    snapshot also feeds the dashboard's RTT history (dashboard.RttHistory).
+    snapshot also feeds the dashboard's RTT history (dashboard.RttHistory), and so does
+    a timer every dashboard.SAMPLE_SECONDS while the server serves, so the history
+    covers the last minutes also when nobody was looking.
     """
     if not token and not is_loopback(host):
         raise ConfigError(
@@ -203,6 +205,14 @@ async def serve(
             writer.close()
 
     server = await asyncio.start_server(handle, host, port, limit=MAX_REQUEST_LINE)
+    loop = asyncio.get_running_loop()
+
+    def tick() -> None:  # a timer, not a task: it ends with the server, nothing to await
+        if server.is_serving():
+            sampled()
+            loop.call_later(dashboard.SAMPLE_SECONDS, tick)
+
+    tick()
     log.info(
         "status page on http://%s:%d/ (dashboard), /status and /metrics: %s",
         host,

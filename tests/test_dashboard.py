@@ -363,6 +363,29 @@ def test_http_too_many_headers(served: tuple[int, dict[str, Any]]) -> None:
     assert get(port, "/status", f"Bearer {TOKEN}")[0] == 200
 
 
+def test_rtt_sampled_without_requests(
+    loop_thread: LoopThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A timer feeds the history while nobody reads a page: the first page read shows
+    a sparkline of several samples."""
+    monkeypatch.setattr(dashboard, "SAMPLE_SECONDS", 0.05)
+    calls: list[float] = []
+
+    def snap() -> dict[str, Any]:
+        calls.append(0)
+        return snapshot({"nyc": office(rtt_ms=100.0 + len(calls))})
+
+    port = free_port()
+    server = loop_thread.run(status.serve("127.0.0.1", port, snap))
+    try:
+        wait_for(lambda: len(calls) >= 5, what="samples taken by the timer")
+        _, _, page = get(port, "/")
+        assert re.search(r"10[0-9]–1[0-9][0-9] ms", page)
+    finally:
+        server.close()
+        loop_thread.run(server.wait_closed())
+
+
 def test_serve_refuses_non_loopback_without_token(loop_thread: LoopThread) -> None:
     with pytest.raises(ConfigError, match="status_token"):
         loop_thread.run(status.serve("0.0.0.0", free_port(), dict))
