@@ -430,3 +430,38 @@ def test_renew_at_setting(tmp_path: Path) -> None:
         conf.write_text(f"[edge]\nrenew_at = {bad}\n")
         with pytest.raises(ConfigError, match="renew_at"):
             load_edge(conf)
+
+
+@pytest.mark.expect_errors  # the hub logs that it cannot read its CA key
+def test_failed_renewal_is_retried_and_reported(
+    deployment: Deployment, loop_thread: LoopThread
+) -> None:
+    """The hub cannot issue (its CA key unreadable): the edge's attempts are refused,
+    counted and reported, the bundle untouched; once the key is back, the next attempt
+    (backoff, no restart) renews."""
+    out = deployment.add_office("bos", days=LIFETIME)
+    old = bundle.read(out)
+    ca_key = deployment.dir / "ca.key"
+    hidden = deployment.dir / "ca.key.away"
+    ca_key.rename(hidden)
+    stack = Stack(deployment, loop_thread, office="bos", pool={"min_idle": 1})
+    cfg = stack.edge.cfg
+    stack.edge.cfg = dataclasses.replace(
+        cfg, renew_at=0.3, netbios=dataclasses.replace(cfg.netbios, session_port=0)
+    )
+    stack.start()
+    edge = stack.edge
+    try:
+        wait_for(lambda: edge.renew_failures >= 2, timeout=60, what="two refused renewals")
+        status = loop_thread.call(lambda: edge.statistics()["certificate"])
+        assert status["renew"].startswith("failing since")
+        assert "refused by the hub" in status["reason"]
+        assert loop_thread.call(lambda: stack.hub.offices["bos"].renew_refused) is not None
+        assert bundle.read(out).cert.serial_number == old.cert.serial_number
+        hidden.rename(ca_key)
+        wait_for(lambda: edge.renewed is not None, timeout=30, what="renewal after the fix")
+        assert bundle.read(out).cert.serial_number != old.cert.serial_number
+        assert edge.renew_failures == 0
+        assert loop_thread.call(lambda: stack.hub.offices["bos"].renew_refused) is None
+    finally:
+        stack.close()
