@@ -146,6 +146,21 @@ def certificate(
 # -- pure findings: HQ -----------------------------------------------------------------
 
 
+def dial_address(where: str, error: str | None) -> Finding:
+    """An address offices dial (deployment.toml ``addresses``, in every bundle), tried
+    from HQ itself: a failure may be HQ's own view only (a NAT without hairpinning), so
+    it is a warning."""
+    if error is None:
+        return Finding(Level.OK, "hub.address", f"offices dial {where}: it answers from here")
+    return Finding(
+        Level.WARNING,
+        "hub.address",
+        f"offices dial {where}, which does not answer from here: {error}",
+        "check the name or address in deployment.toml and the firewall/NAT in front of "
+        "the hub (from an office: nc -vz HOST PORT, or spokeshare check there)",
+    )
+
+
 def backend(service: str, host: str, port: int, error: str | None) -> Finding:
     """A backend's TCP connect: ``error`` None when it connected."""
     if error is None:
@@ -793,7 +808,7 @@ def dns_query(address: str, port: int, name: str) -> tuple[list[str] | None, str
 def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -> list[Finding]:
     """Every HQ finding for the deployment in ``directory`` and its ``config`` (hub.toml)."""
     from spokeshare import pki
-    from spokeshare.config import load_hub
+    from spokeshare.config import load_hub, parse_hostport
     from spokeshare.errors import ConfigError
     from spokeshare.printing import ipp_relay
 
@@ -824,6 +839,13 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
         for host, port in cfg.listen:
             state, holder, error = listen_probe(host, port, certs["hub.crt"])
             out.append(listen(host, port, state, holder, error))
+    for where in _dial_addresses(directory):
+        try:
+            dial_host, dial_port = parse_hostport(where, "deployment.toml", "addresses")
+        except ConfigError as exc:
+            out.append(Finding(Level.ERROR, "hub.address", str(exc), "correct deployment.toml"))
+            continue
+        out.append(dial_address(where, tcp_connect(dial_host, dial_port)[1]))
     for service, b in sorted(cfg.services.items()):
         _, error = tcp_connect(b.host, b.port)
         out.append(backend(service, b.host, b.port, error))
@@ -1033,6 +1055,18 @@ def _edge_holds(scanner: coexist.Scanner, port: int, addresses: Sequence[str]) -
         and (e.address in ours or e.address.is_multicast or not e.address.is_global)
     ]
     return any(o.name == "spokeshare" for o in scanner.owners(inodes))
+
+
+def _dial_addresses(directory: Path) -> list[str]:
+    """``addresses`` of deployment.toml (what ``init --address`` wrote), or none."""
+    import tomllib
+
+    try:
+        data = tomllib.loads((directory / "deployment.toml").read_text())
+    except (OSError, ValueError):
+        return []
+    addresses = data.get("addresses", [])
+    return [str(a) for a in addresses] if isinstance(addresses, list) else []
 
 
 def _read_json(path: Path) -> dict[str, object] | None:

@@ -64,6 +64,12 @@ def test_exit_status_and_json_shape() -> None:
 # -- HQ --------------------------------------------------------------------------------
 
 
+def test_dial_address() -> None:
+    assert check.dial_address("hq.example:7443", None).level == Level.OK
+    f = check.dial_address("hq.example:7443", "Connection refused")
+    assert f.level == Level.WARNING and "NAT" in f.fix
+
+
 def test_backend_reachable_and_not() -> None:
     with socket.socket() as srv:
         srv.bind(("127.0.0.1", 0))
@@ -200,6 +206,7 @@ def test_check_hub_on_loopback_deployment(dep: Deployment) -> None:
     assert found["hub.hub.expiry"] == Level.OK
     assert found["hub.chain"] == Level.OK
     assert found["hub.listen"] == Level.WARNING
+    assert found["hub.address"] == Level.WARNING  # offices dial it; nothing answers
     assert found["hub.backend"] == Level.ERROR
     assert found["hub.smb.aliases"] == Level.INFO
     later = levels(

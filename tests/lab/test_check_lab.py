@@ -70,6 +70,7 @@ def edge_conf(lab: Lab) -> Path:
 def test_hq_as_the_readme_sets_it_up(lab: Lab) -> None:
     status, found = run_check(lab, "hq", *hq_args(lab))
     assert level(found, "hub.listen") == "ok"
+    assert level(found, "hub.address") == "ok"
     assert level(found, "hub.backend") == "ok"
     assert level(found, "hub.ipp.answer") == "ok"
     assert "shared printer(s)" in found["hub.ipp.answer"]["message"]
