@@ -1025,8 +1025,9 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
             Finding(
                 Level.INFO,
                 "edge.name",
-                "the edge is not running here: names not asked",
-                "systemctl start spokeshare-edge, then check again",
+                "no edge process listens on this box's LAN ports (or this user cannot see "
+                "it): names not asked",
+                "systemctl start spokeshare-edge, then check again (as root)",
             )
         )
         return out
