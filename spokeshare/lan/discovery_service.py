@@ -180,7 +180,7 @@ class LlmnrService:
         return dataclasses.replace(
             self.core.statistics(),
             internal_errors=self._hostile.counts.get("internal_errors", 0),
-            **self.claims.statistics(),
+            **dataclasses.asdict(self.claims.statistics()),
         )
 
     async def start(self) -> None:

@@ -358,6 +358,17 @@ class InterfaceAddresses:
 
 
 @dataclass(frozen=True)
+class ClaimStatistics:
+    """What :meth:`NameClaims.statistics` counts: conflicts found by our uniqueness
+    checks, names reclaimed once their other owner was gone, and answers, C-bit
+    queries and other claims on our names nobody asked us about (RFC 4795 section 4)."""
+
+    conflicts: int = 0
+    reclaimed: int = 0
+    challenges_ignored: int = 0
+
+
+@dataclass(frozen=True)
 class ResponderStatistics:
     answered: int
     ignored: int
@@ -609,9 +620,9 @@ class NameClaims:
         self._new_id = new_id or (lambda: rng.randrange(1, 0x10000))
         self._stats = {"conflicts": 0, "reclaimed": 0, "challenges_ignored": 0}
 
-    def statistics(self) -> dict[str, int]:
-        """Counters: ``conflicts``, ``reclaimed``, ``challenges_ignored``."""
-        return dict(self._stats)
+    def statistics(self) -> ClaimStatistics:
+        """Counters since the claims were made (:class:`ClaimStatistics`)."""
+        return ClaimStatistics(**self._stats)
 
     def answering(self, name: str) -> bool:
         """True if ``name`` is ours to answer for now."""

@@ -187,6 +187,33 @@ class ChallengeIgnored:
 Command = SendNbns | SendBrowse | NameClaimed | NameConflict | NameDefended | ChallengeIgnored
 
 
+@dataclass(frozen=True, slots=True)
+class NameResponderStatistics:
+    """What :meth:`NameResponder.statistics` counts (spokeshare.stats has the schema
+    rules): queries answered (name and node status), registrations of our names
+    defended, packets ignored, demands to release ignored (NoNameReleaseOnDemand),
+    conflicts found, names reclaimed, queries refused by the per-source and global
+    rate limits."""
+
+    answered: int = 0
+    status: int = 0
+    defended: int = 0
+    ignored: int = 0
+    challenges_ignored: int = 0
+    conflicts: int = 0
+    reclaimed: int = 0
+    rate_limited: int = 0
+    rate_limited_global: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncerStatistics:
+    """What :meth:`BrowseAnnouncer.statistics` counts."""
+
+    announcements: int = 0
+    announcement_requests: int = 0
+
+
 class NameState(enum.Enum):
     IDLE = "idle"
     REGISTERING = "registering"
@@ -350,12 +377,13 @@ class NameResponder:
     def names(self) -> list[tuple[NetbiosName, NameState]]:
         return [(n.name, n.state) for n in self._names.values()]
 
-    def statistics(self) -> dict[str, int]:
-        return {
+    def statistics(self) -> NameResponderStatistics:
+        """Counters since the responder was made (:class:`NameResponderStatistics`)."""
+        return NameResponderStatistics(
             **self._stats,
-            "rate_limited": self._limiter.refused,
-            "rate_limited_global": self._global.refused,
-        }
+            rate_limited=self._limiter.refused,
+            rate_limited_global=self._global.refused,
+        )
 
     # -- lifecycle -------------------------------------------------------------------
     def start(self, now: float) -> list[Command]:
@@ -750,8 +778,9 @@ class BrowseAnnouncer:
     def __repr__(self) -> str:
         return f"<BrowseAnnouncer {self.workgroup} names={[i.name for i in self._items]}>"
 
-    def statistics(self) -> dict[str, int]:
-        return {"announcements": self.sent, "announcement_requests": self.requests}
+    def statistics(self) -> AnnouncerStatistics:
+        """Announcements sent and Announcement Requests heard (MS-BRWS 2.2.2)."""
+        return AnnouncerStatistics(announcements=self.sent, announcement_requests=self.requests)
 
     def start(self, now: float) -> list[Command]:
         """Announce every name at once, then follow the ramp."""

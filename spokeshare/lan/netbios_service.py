@@ -21,11 +21,12 @@ Use::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import random
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 
@@ -142,6 +143,31 @@ class NetbiosSettings:
         )
 
 
+@dataclass(frozen=True)
+class NetbiosStatistics:
+    """What :meth:`NetbiosService.statistics` reports: the name responder's counters
+    (netbios_core.NameResponderStatistics), the browse announcer's
+    (netbios_core.AnnouncerStatistics), undecodable packets dropped, defences and
+    ignored release demands that were logged (rate-limited, lan/hostile.py), and
+    ``names``: each name (``NAME<XX>``) -> its netbios_core.NameState value."""
+
+    answered: int
+    status: int
+    defended: int
+    ignored: int
+    challenges_ignored: int
+    conflicts: int
+    reclaimed: int
+    rate_limited: int
+    rate_limited_global: int
+    announcements: int
+    announcement_requests: int
+    bad_packets: int
+    defences_logged: int
+    challenges_logged: int
+    names: Mapping[str, str]
+
+
 class NetbiosService:
     """Binds UDP 137/138 on one interface and runs the name and browse cores."""
 
@@ -178,14 +204,18 @@ class NetbiosService:
         s = self.settings
         return f"<NetbiosService {s.interface_address} {s.workgroup} running={self._running}>"
 
-    def statistics(self) -> dict[str, object]:
-        return {
-            **self.names.statistics(),
-            **self.announcer.statistics(),
-            "bad_packets": self._hostile.counts.get("bad_packets", 0),
-            **{k: v for k, v in self._hostile.counts.items() if k != "bad_packets"},
-            "names": {str(n): st.value for n, st in self.names.names()},
-        }
+    def statistics(self) -> NetbiosStatistics:
+        """The responder's and the announcer's counters, the hostile-input ones, and
+        every name's state now (:class:`NetbiosStatistics`)."""
+        counts = self._hostile.counts
+        return NetbiosStatistics(
+            **dataclasses.asdict(self.names.statistics()),
+            **dataclasses.asdict(self.announcer.statistics()),
+            bad_packets=counts.get("bad_packets", 0),
+            defences_logged=counts.get("defences_logged", 0),
+            challenges_logged=counts.get("challenges_logged", 0),
+            names={str(n): st.value for n, st in self.names.names()},
+        )
 
     def conflicts(self) -> list[netbios.NetbiosName]:
         return [n for n, st in self.names.names() if st is NameState.CONFLICT]

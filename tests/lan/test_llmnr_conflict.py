@@ -77,7 +77,7 @@ def test_llmnrd_answering_our_query_is_a_conflict_then_reclaimed_when_gone() -> 
     # Next re-check meets silence: reclaimed.
     assert [type(x) for x in c.handle_timer(122.0)] == [UniquenessQuery]
     assert c.handle_timer(123.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
-    assert c.statistics() == {"conflicts": 2, "reclaimed": 1, "challenges_ignored": 0}
+    assert c.statistics() == llmnr.ClaimStatistics(conflicts=2, reclaimed=1, challenges_ignored=0)
 
 
 @pytest.mark.parametrize(
@@ -109,7 +109,7 @@ def test_unsolicited_answer_after_start_takes_nothing() -> None:
         assert c.received(answer(), "198.18.202.9", 2.0 + t) == []
         assert c.handle_timer(2.0 + t) == []
     assert c.answering("GLOBAL-NFS")
-    assert c.statistics()["challenges_ignored"] == 100
+    assert c.statistics().challenges_ignored == 100
 
 
 def test_c_bit_query_re_verifies_and_keeps_answering_meanwhile() -> None:
