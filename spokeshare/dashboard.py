@@ -265,10 +265,13 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
     if expiry is not None or renewal:
         cert = []
         if expiry is not None:
-            cert.append(f"expires {_date(expiry)} ({_until(expiry - now)})")
+            cert.append(
+                f'expires <span class="nw">{_esc(_date(expiry))}</span> '
+                f"({_esc(_until(expiry - now))})"
+            )
         if renewal:
-            cert.append(f"renewal {renewal}")
-        rows.append(("certificate", _esc("; ".join(cert))))
+            cert.append(f"renewal {_esc(_text(renewal))}")
+        rows.append(("certificate", "<br>".join(cert)))
     degraded = degraded_protocols(o)
     if degraded:
         rows.append(
@@ -337,6 +340,7 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem .7rem;margin:0;
  font-size:.9rem}
 dt{color:#57606a}
 dd{margin:0;overflow-wrap:anywhere}
+.nw{white-space:nowrap}
 .spark{vertical-align:middle;color:#0969da;max-width:45%}
 .range{color:#57606a;font-size:.8rem;white-space:nowrap}
 ul{margin:0;padding-left:1.1rem}

@@ -88,6 +88,7 @@ def test_hostile_office_name_is_escaped() -> None:
                     printers=["a&b"],
                     lan={"mdns": "<b>held</b> by avahi"},
                     version="<i>",
+                    certificate={"not_after": "2030-01-01T00:00:00", "renew": "<b>x</b>"},
                 )
             }
         ),
