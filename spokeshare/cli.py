@@ -171,9 +171,12 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 "office": name,
                 "expires": rec.not_after.strftime("%Y-%m-%d"),
                 "revoked": rec.revoked.isoformat() if rec.revoked else None,
+                # the running hub's view (the edge's reports, its refusals), else the
+                # registry's dates
                 "renewal": "-"
                 if rec.revoked
-                else renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
+                else str(st.certificate.get("renew") or "")
+                or renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
                 "connected": st.connected,
                 "last_seen": st.last_seen,
                 "rtt_ms": st.rtt_ms,

@@ -317,3 +317,35 @@ def check(
         return "ok", f"the office certificate renews itself ({said})", ""
     due = renew_time(not_before, not_after, renew_at)
     return "ok", f"the office certificate renews itself from {due:%Y-%m-%d %H:%M} UTC", ""
+
+
+def hub_certificate(
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    renewed: dt.datetime | None,
+    now: dt.datetime,
+    edge_failures: int = 0,
+    edge_failing_since: float | None = None,
+    refused: tuple[float, str] | None = None,
+) -> dict[str, object]:
+    """The hub's view of one office's certificate for its status snapshot (the
+    dashboard and ``office list`` read ``not_after`` and ``renew``): the registry's
+    dates, what the edge's last pong said of its failures (``edge_failing_since`` unix
+    seconds, 0 or None: not failing) and the hub's own last refusal (unix seconds,
+    reason). ``renew`` is ``failing since ISO (reason)`` when either side knows of a
+    failure, else :func:`registry_view`'s phrase."""
+    phrase = registry_view(not_before, not_after, renewed, now)
+    if refused is not None:
+        since = dt.datetime.fromtimestamp(refused[0], dt.UTC).isoformat(timespec="seconds")
+        phrase = f"failing since {since} (refused: {refused[1]})"
+    elif edge_failures > 0 and edge_failing_since:
+        since = dt.datetime.fromtimestamp(edge_failing_since, dt.UTC).isoformat(
+            timespec="seconds"
+        )
+        phrase = f"failing since {since} ({edge_failures} attempts; see the edge's log)"
+    return {
+        "not_after": not_after.isoformat(timespec="seconds"),
+        "renewed": renewed.isoformat(timespec="seconds") if renewed else None,
+        "failures": edge_failures,
+        "renew": phrase,
+    }

@@ -163,6 +163,10 @@ class OfficeStatistics:
         label="status",
         factory=dict,
     )
+    #: The office certificate and its renewal (spokeshare.renewal.hub_certificate:
+    #: not_after, renewed, failures, renew); the worker holding the control channel
+    #: knows what the edge reported.
+    certificate: Mapping[str, Any] = stat(merge=Merge.LEAD, factory=dict)
 
 
 @dataclass(frozen=True)
@@ -286,6 +290,8 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
                 for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
             }
         return default
+    if hint == Mapping[str, Any]:  # a JSON object kept as it is (OfficeStatistics.certificate)
+        return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else default
     raise TypeError(f"no JSON reading for {hint!r}")  # a schema field of a new type
 
 

@@ -41,6 +41,9 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
     if hint == Mapping[str, OfficeStatistics]:
         names = st.sampled_from(["nyc", "sfo", "lon"])
         return st.dictionaries(names, offices(), min_size=min_offices, max_size=3)
+    if hint == Mapping[str, Any]:  # the certificate: a JSON object kept as it is
+        keys = st.sampled_from(["not_after", "renew", "failures"])
+        return st.dictionaries(keys, st.text(max_size=8) | st.integers(0, 9), max_size=3)
     raise AssertionError(f"schema field of a type this test cannot draw: {hint!r}")
 
 
@@ -75,7 +78,10 @@ def _expected(rule: Merge, f: dataclasses.Field[Any], rs: list[Any]) -> Any:
         return values[0]
     if rule is Merge.LEAD:
         lead = [r for r in rs if getattr(r, type(r).LEAD_FIELD)]
-        return getattr(lead[0], f.name) if lead else f.default
+        if lead:
+            return getattr(lead[0], f.name)
+        factory = f.default_factory
+        return f.default if factory is dataclasses.MISSING else factory()
     if rule is Merge.CONCAT:
         return tuple(sorted(v for t in values for v in t))
     assert rule is Merge.EACH

@@ -39,6 +39,7 @@ revoked office's live tunnels are cut. A status snapshot is written to
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import json
 import logging
@@ -188,10 +189,31 @@ class OfficeState:
     renewing: bool = False
     #: The last renewal this hub refused: (wall clock, reason); None after one it issued.
     renew_refused: tuple[float, str] | None = None
+    #: The registry's record of the office, as last loaded (apply_record).
+    record: enrollment.OfficeRecord | None = None
 
     def apply_record(self, record: enrollment.OfficeRecord | None) -> None:
         """Take what the registry says about this office now (None: not enrolled)."""
         self.printer_policy = PrinterPolicy.of(record.printers if record is not None else ())
+        self.record = record
+
+    def certificate(self, now: dt.datetime) -> dict[str, Any]:
+        """The office certificate and its renewal (renewal.hub_certificate), {} when
+        the office is not enrolled."""
+        rec = self.record
+        if rec is None:
+            return {}
+        failures = self.edge_stats.get("renew_failures", 0)
+        since = self.edge_stats.get("renew_failing_since")
+        return renewal.hub_certificate(
+            rec.not_before,
+            rec.not_after,
+            rec.renewed,
+            now,
+            failures if isinstance(failures, int) else 0,
+            float(since) if isinstance(since, int | float) else None,
+            self.renew_refused,
+        )
 
     def statistics(self) -> OfficeStatistics:
         """This worker's view of the office now (spokeshare.stats)."""
@@ -212,6 +234,7 @@ class OfficeState:
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             refused=dict(sorted(self.refused.items())),
+            certificate=self.certificate(dt.datetime.now(dt.UTC)),
         )
 
 

@@ -456,12 +456,21 @@ def test_failed_renewal_is_retried_and_reported(
         status = loop_thread.call(lambda: edge.statistics()["certificate"])
         assert status["renew"].startswith("failing since")
         assert "refused by the hub" in status["reason"]
-        assert loop_thread.call(lambda: stack.hub.offices["bos"].renew_refused) is not None
+        hub_office = stack.hub.offices["bos"]
+        assert loop_thread.call(lambda: hub_office.renew_refused) is not None
+        seen = loop_thread.call(lambda: hub_office.statistics().certificate)
+        assert str(seen["renew"]).startswith("failing since") and "refused:" in str(seen["renew"])
         assert bundle.read(out).cert.serial_number == old.cert.serial_number
         hidden.rename(ca_key)
         wait_for(lambda: edge.renewed is not None, timeout=30, what="renewal after the fix")
         assert bundle.read(out).cert.serial_number != old.cert.serial_number
         assert edge.renew_failures == 0
-        assert loop_thread.call(lambda: stack.hub.offices["bos"].renew_refused) is None
+        assert loop_thread.call(lambda: hub_office.renew_refused) is None
+        # the hub's snapshot (office list, dashboard) says ok once the refusal is over
+        wait_for(
+            lambda: str(loop_thread.call(lambda: hub_office.statistics().certificate)["renew"])
+            .startswith("ok "),
+            what="the hub's view back to ok",
+        )
     finally:
         stack.close()
