@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from pathlib import Path
+from uuid import UUID
 
 import pytest
 from hypothesis import given
@@ -39,6 +41,7 @@ from spokeshare.lan.mdns_defence import (
     simultaneous_probe,
     tie_break,
 )
+from tests.lan.settings import discovery_settings
 from tests.lan.test_mdns import settings
 from tests.strategies import mutated_any
 
@@ -295,3 +298,79 @@ def test_our_own_probe_heard_back_is_no_conflict() -> None:
             await pub._zc.async_close()
 
     assert asyncio.run(scenario()) == (False, 0)
+
+
+# -- avahi-daemon's own probe (captured) ------------------------------------------------
+# Captured by tests/lan/vectors_discovery/capture_avahi_probe.py (2026-11-30): Debian's
+# avahi-daemon 0.8, host-name global-eng on 198.18.204.1 (use-ipv6=no, no HINFO),
+# starting up; a plain socket on 224.0.0.251:5353 in a second namespace kept its three
+# probes, identical bytes (Wireshark: "Standard query 0x0000 ANY
+# 1.4.0.8.2.a.e.f.f.f.f.7.2.9.8.2.0.0.0.0.0.0.0.0.0.0.0.0.0.8.e.f.ip6.arpa, ANY
+# 1.204.18.198.in-addr.arpa, ANY global-eng.local"; QM questions; authority: the two
+# reverse PTRs, global-eng.local A 198.18.204.1 and AAAA fe80::2892:7fff:fea2:8041:
+# avahi publishes its link-local AAAA even with IPv6 off, publish-aaaa-on-ipv4).
+AVAHI_PROBE = (
+    Path(__file__).with_name("vectors_discovery") / "avahi-probe-global-eng.bin"
+).read_bytes()
+AVAHI = "198.18.204.1"
+AVAHI6 = "fe80::2892:7fff:fea2:8041"
+
+
+def test_avahi_probe_read_and_tie_broken() -> None:
+    assert probe_records(AVAHI_PROBE, "global-eng.local.") == (a(AVAHI), a(AVAHI6))
+    assert probe_records(AVAHI_PROBE, "global-nfs.local.") is None  # not asked
+    # the reverse name is asked too, with its PTR proposed (one record)
+    reverse = probe_records(AVAHI_PROBE, "1.204.18.198.in-addr.arpa")
+    assert reverse is not None and [r.rtype for r in reverse] == [12]
+    ours = "global-eng.local."
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a("198.18.204.0")]) is TieBreak.LOST
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a("198.18.204.2")]) is TieBreak.WON
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a(AVAHI), a(AVAHI6)]) is TieBreak.TIE
+    # §8.2.1: the same A but no AAAA: ours runs out first, avahi's set is later
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a(AVAHI)]) is TieBreak.LOST
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a(AVAHI), a("fe80::1")]) is TieBreak.LOST
+    assert simultaneous_probe(AVAHI_PROBE, ours, [a(AVAHI), a("fe80::3000:0:0:1")]) is (
+        TieBreak.WON
+    )
+
+
+@given(mutated_any([AVAHI_PROBE]))
+def test_mutated_avahi_probes(raw: bytes) -> None:
+    try:
+        got = probe_records(raw, "global-eng.local.")
+    except DecodeError:
+        return
+    assert got is None or all(isinstance(r, ProbeRecord) for r in got)
+
+
+@pytest.mark.parametrize(("ours", "lost"), [("198.18.204.0", 1), ("198.18.204.2", 0)])
+def test_publisher_hears_avahis_probe(ours: str, lost: int) -> None:
+    """avahi's captured probe, sent by a second zeroconf on loopback while the
+    publisher probes GLOBAL-ENG.local with an address before or after avahi's."""
+
+    async def scenario() -> int:
+        pub = MdnsPublisher(
+            discovery_settings("lo", ours, ("GLOBAL-ENG",), UUID(int=1))
+        )
+        azc = AsyncZeroconf(interfaces=["127.0.0.1"])
+        handler = HostNameQueryHandler(azc.zeroconf)
+        handler.probe_heard = pub.probe_heard
+        azc.zeroconf.query_handler = handler
+        await azc.zeroconf.async_wait_for_start()
+        pub._zc = azc
+        other = AsyncZeroconf(interfaces=["127.0.0.1"])
+        await other.zeroconf.async_wait_for_start()
+        try:
+            task = asyncio.create_task(
+                pub._host_name_taken("GLOBAL-ENG", pub.infos("GLOBAL-ENG")[0])
+            )
+            while not pub._probing:  # noqa: ASYNC110 - the publisher's first probe sent
+                await asyncio.sleep(0)
+            other.zeroconf.async_send(_Raw(AVAHI_PROBE))
+            assert not await task
+            return pub.statistics().probe_tie_breaks_lost
+        finally:
+            await azc.async_close()
+            await other.async_close()
+
+    assert asyncio.run(scenario()) == lost
