@@ -255,6 +255,28 @@ def cups_answer(
     )
 
 
+def printer_uris(relay_host: str, uris: Sequence[str]) -> Finding:
+    """The printer-uri-supported values cupsd answered a relayed request with: each must
+    be on ``relay_host``, the Host the edge relays (cupsd builds them from Host, and the
+    hub passes them on as they are: docs/protocol.md, "IPP at the hub")."""
+    import urllib.parse
+
+    wrong = sorted({u for u in uris if urllib.parse.urlsplit(u).netloc.lower()
+                    != relay_host.lower()})  # fmt: skip
+    if wrong:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.uri",
+            f"cupsd builds printer URIs on another host than the relayed Host {relay_host}: "
+            f"{', '.join(wrong[:3])}; office PCs would get addresses they cannot reach",
+            "the hub must reach cupsd itself, with no proxy between that sets its own Host; "
+            "see cupsd.conf and cupsd's error_log",
+        )
+    return Finding(
+        Level.OK, "hub.ipp.uri", f"cupsd builds its {len(uris)} printer URI(s) on {relay_host}"
+    )
+
+
 def multichannel(
     service: str, host: str, port: int, offered: bool | None, error: str | None
 ) -> Finding:
@@ -626,9 +648,9 @@ def tcp_connect(host: str, port: int, timeout: float = TIMEOUT) -> tuple[float |
 
 def ipp_probe(
     host: str, port: int, relay_host: str
-) -> tuple[int | None, int | None, int, str | None]:
+) -> tuple[int | None, int | None, int, str | None, list[str]]:
     """POST a CUPS-Get-Printers to cupsd with Host ``relay_host``: (HTTP status, IPP
-    status, printers in the answer, error)."""
+    status, printers in the answer, error, every printer-uri-supported value)."""
     from spokeshare.errors import DecodeError
     from spokeshare.printing import hq_printers, ipp
 
@@ -643,17 +665,24 @@ def ipp_probe(
         resp = conn.getresponse()
         data = resp.read(MAX_IPP_ANSWER)
     except (OSError, http.client.HTTPException) as exc:
-        return None, None, 0, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return None, None, 0, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__, []
     finally:
         conn.close()
     if resp.status != 200:
-        return resp.status, None, 0, None
+        return resp.status, None, 0, None, []
     try:
         msg = ipp.decode(data, MAX_IPP_ANSWER)
     except DecodeError:
-        return resp.status, None, 0, None
-    printers = sum(1 for _ in msg.groups_of(ipp.GroupTag.PRINTER))
-    return resp.status, msg.code, printers, None
+        return resp.status, None, 0, None, []
+    groups = list(msg.groups_of(ipp.GroupTag.PRINTER))
+    uris: list[str] = []
+    for g in groups:
+        attr = g.get("printer-uri-supported")
+        try:
+            uris += attr.strings() if attr is not None else []
+        except DecodeError:
+            continue
+    return resp.status, msg.code, len(groups), None, uris
 
 
 def relay_host_for(host: str, port: int) -> str:
@@ -855,7 +884,15 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
                 out.append(loop)
             elif error is None:
                 relay = relay_host_for(b.host, b.port)
-                out.append(cups_answer(b.host, b.port, relay, *ipp_probe(b.host, b.port, relay)))
+                http_status, ipp_status, printers, ipp_error, uris = ipp_probe(
+                    b.host, b.port, relay
+                )
+                answer = cups_answer(
+                    b.host, b.port, relay, http_status, ipp_status, printers, ipp_error
+                )
+                out.append(answer)
+                if answer.level == Level.OK:
+                    out.append(printer_uris(relay, uris))
         elif service == "smb" and error is None:
             out.append(multichannel(service, b.host, b.port, *smb_negotiate(b.host, b.port)))
     if "smb" in cfg.services:

@@ -115,6 +115,14 @@ def test_cups_answer(
         assert f.fix
 
 
+def test_printer_uris_on_the_relayed_host() -> None:
+    relay = "198.18.0.1:631"
+    ok = check.printer_uris(relay, ["ipp://198.18.0.1:631/printers/a"])
+    assert ok.level == Level.OK and ok.code == "hub.ipp.uri"
+    bad = check.printer_uris(relay, ["ipp://198.18.0.1:631/printers/a", "ipp://hq:631/printers/b"])
+    assert bad.level == Level.ERROR and "ipp://hq:631/printers/b" in bad.message
+
+
 def test_ipp_probe_relay_host_is_an_ip_literal_on_631() -> None:
     assert check.relay_host_for("127.0.0.1", 8631) == "127.0.0.1:631"
     assert check.relay_host_for("::1", 8631) == "[::1]:631"

@@ -74,6 +74,7 @@ def test_hq_as_the_readme_sets_it_up(lab: Lab) -> None:
     assert level(found, "hub.backend") == "ok"
     assert level(found, "hub.ipp.answer") == "ok"
     assert "shared printer(s)" in found["hub.ipp.answer"]["message"]
+    assert level(found, "hub.ipp.uri") == "ok"  # URIs on the Host the edge relays
     assert level(found, "hub.smb.multichannel") == "ok"
     assert level(found, "hub.smb.aliases") == "ok"
     assert spokes.VIRTUAL_NAME in found["hub.smb.aliases"]["message"]
