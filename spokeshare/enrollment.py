@@ -300,12 +300,18 @@ def renew_office(
 
 
 def renew_from_request(
-    directory: Path, office: str, csr_der: bytes, now: dt.datetime | None = None
+    directory: Path,
+    office: str,
+    csr_der: bytes,
+    now: dt.datetime | None = None,
+    in_use: int | None = None,
 ) -> tuple[x509.Certificate, x509.Certificate] | renewal.Refuse:
     """An office renews over its tunnel (spokeshare.renewal): issue a certificate for
     the key in ``csr_der`` to ``office`` (the name its tunnel proved), with the profile
     and lifetime of ``office add``, and record it. The serial it replaces stays
-    accepted (up to MAX_PREVIOUS of them) until it expires. Returns (certificate, CA
+    accepted (up to MAX_PREVIOUS of them) until it expires; ``in_use``, the serial the
+    asking tunnel authenticated with, is always kept (an edge that could not install an
+    earlier renewal still runs on it). Returns (certificate, CA
     certificate), or the refusal (not enrolled, revoked, a bad or foreign request).
     Raises EnrollmentError when the deployment's CA or registry cannot be read.
     """
@@ -326,7 +332,7 @@ def renew_from_request(
             rec,
             serial=cert.serial_number,
             not_after=cert.not_valid_after_utc,
-            previous=(rec.serial, *rec.previous)[:MAX_PREVIOUS],
+            previous=_keep_previous(rec, in_use),
             renewed=now,
         )
         save_registry(directory, offices)
@@ -360,6 +366,14 @@ def _write_bundle(
     )
     bundle.write(out, b)
     return issued
+
+
+def _keep_previous(rec: OfficeRecord, in_use: int | None) -> tuple[int, ...]:
+    """The serials still accepted after a renewal: the one replaced, then the older ones,
+    MAX_PREVIOUS at most, ``in_use`` among them whatever its age."""
+    order = [s for s in (in_use, rec.serial, *rec.previous) if s is not None]
+    kept = tuple(dict.fromkeys(order))[:MAX_PREVIOUS]
+    return kept
 
 
 def revoke_office(directory: Path, name: str) -> OfficeRecord:

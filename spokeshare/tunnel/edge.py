@@ -26,6 +26,7 @@ import dataclasses
 import datetime as dt
 import functools
 import logging
+import os
 import random
 import socket
 import time
@@ -953,6 +954,12 @@ class Edge:
         """One attempt: new key, request, answer; install the result or note why not."""
         cert = self.bundle.cert
         life = renewal.lifetime(cert.not_valid_before_utc, cert.not_valid_after_utc)
+        if not os.access(self.cfg.bundle.parent, os.W_OK):
+            # Asking would have the hub issue a certificate we cannot keep.
+            self._renewal_failed(f"cannot write the bundle's directory {self.cfg.bundle.parent}")
+            for cb in list(self.on_renewal):
+                cb()
+            return
         key = pki.new_key()
         self._renew_id += 1
         fut: asyncio.Future[control.RenewMessage] = asyncio.get_running_loop().create_future()

@@ -590,7 +590,12 @@ class HubTunnel(TunnelEnd):
         office = self.office
         try:
             result = await asyncio.to_thread(
-                enrollment.renew_from_request, self.hub.directory, office.name, req.csr
+                enrollment.renew_from_request,
+                self.hub.directory,
+                office.name,
+                req.csr,
+                None,
+                self._peer_serial(),
             )
         except (EnrollmentError, OSError) as exc:
             log.error("office %s: cannot issue a renewed certificate: %s", office.name, exc)
@@ -615,6 +620,12 @@ class HubTunnel(TunnelEnd):
         der = serialization.Encoding.DER
         chain = (cert.public_bytes(der), ca_cert.public_bytes(der))
         self.send_control(control.RenewIssued(req.id, chain))
+
+    def _peer_serial(self) -> int | None:
+        """The serial of the certificate this tunnel authenticated with."""
+        sslobj = self.transport.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        return x509.load_der_x509_certificate(der).serial_number if der else None
 
     def send_control(self, message: control.ControlMessage) -> None:
         """Write one control message, if this is a control channel still open."""

@@ -474,3 +474,19 @@ def test_failed_renewal_is_retried_and_reported(
         )
     finally:
         stack.close()
+
+
+def test_serial_in_use_stays_accepted(deployment: Deployment) -> None:
+    """An edge that could not install its renewals keeps running on its certificate:
+    however many renewals follow, the serial the asking tunnel used is kept."""
+    d = deployment.dir
+    in_use = enrollment.load_registry(d)["nyc"].serial
+    for _ in range(enrollment.MAX_PREVIOUS + 2):
+        got = enrollment.renew_from_request(d, "nyc", _csr(), in_use=in_use)
+        assert not isinstance(got, renewal.Refuse)
+    rec = enrollment.load_registry(d)["nyc"]
+    assert rec.accepts(in_use) and len(rec.previous) == enrollment.MAX_PREVIOUS
+    # without it, the oldest serials go once more than MAX_PREVIOUS renewals followed
+    for _ in range(enrollment.MAX_PREVIOUS + 1):
+        enrollment.renew_from_request(d, "nyc", _csr())
+    assert not enrollment.load_registry(d)["nyc"].accepts(in_use)
