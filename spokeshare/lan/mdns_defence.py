@@ -325,6 +325,10 @@ def probe_records(packet: bytes, name: str) -> tuple[ProbeRecord, ...] | None:
     or no authority record for it. ``name`` is compared without case, with or without
     the trailing dot.
 
+    The rdata is kept as received: right for data without names (A and AAAA, all a
+    host name's probe carries, TXT, HINFO); a name inside rdata (PTR, SRV) may be
+    compressed and would need expanding before §8.2's comparison.
+
     Layout (RFC 1035 §4.1): a 12-byte header (ID, flags, QDCOUNT, ANCOUNT, NSCOUNT,
     ARCOUNT), the questions (name, type, class), then answer, authority and additional
     records (name, type, class, TTL, RDLENGTH, RDATA). Raises :class:`DecodeError`
