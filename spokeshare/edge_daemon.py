@@ -44,6 +44,7 @@ import uuid
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
+from spokeshare import stats
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, for_services
 from spokeshare.lan import coexist, interfaces
@@ -54,6 +55,9 @@ log = logging.getLogger("spokeshare.edge")
 
 #: Seconds between looks for another daemon serving one of the LAN protocols.
 COEXIST_INTERVAL = 5.0
+#: Seconds between refreshes of ``lan-status.json`` (rewritten only when it changed):
+#: names claimed or lost, in between the events that rewrite it at once.
+STATUS_INTERVAL = 1.0
 
 
 class Presence(Protocol):
@@ -98,6 +102,9 @@ class EdgeDaemon:
         self.lan_status: dict[str, str] = {}
         self._running: set[str] = set()
         self._scanner = coexist.Scanner()
+        #: start() has finished: every protocol started or degraded, the edge "up".
+        self.up = False
+        self._status_written = ""
         self._local_addresses: list[str] = []
         self.withdrawn = False
         self._withdraw_timer: asyncio.TimerHandle | None = None
@@ -112,13 +119,20 @@ class EdgeDaemon:
     def stop(self) -> None:
         self._stop.set()
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            **self.edge.statistics(),
-            "withdrawn": self.withdrawn,
-            "presence": [type(p).__name__ for p in self.presence],
-            "lan": dict(self.lan_status),
-        }
+    def statistics(self) -> stats.EdgeDaemonStatistics:
+        """The tunnel side, ``lan-status.json``'s content and each running LAN
+        service's statistics (spokeshare.stats.EdgeDaemonStatistics)."""
+        return stats.EdgeDaemonStatistics(
+            edge=self.edge.statistics(),
+            status=self.lan_status_snapshot(),
+            presence=tuple(type(p).__name__ for p in self.presence),
+            services={
+                name: self.protocols[name].service.statistics()
+                if isinstance(self.protocols[name], _NetbiosPresence)
+                else self.protocols[name].statistics()
+                for name in sorted(self._running)
+            },
+        )
 
     async def run(self) -> None:
         await self.start()
@@ -154,7 +168,9 @@ class EdgeDaemon:
                 "no LAN interface (set lan.interface, or lan.address to an address of one): "
                 "name services are off, relaying only"
             )
+        self.up = True
         self._write_status()
+        self.tasks.spawn(self._status_loop(), name="lan-status")
         log.info(
             "edge for office %s up: names %s, hub %s",
             self.bundle.office,
@@ -256,22 +272,68 @@ class EdgeDaemon:
             if changed:
                 self._write_status()
 
+    def names_status(self) -> dict[str, dict[str, str]]:
+        """LAN protocol -> name -> its state now, for the protocols running that claim
+        names: NetBIOS (``claimed``, ``registering``, ``conflict``...: RFC 1001 section
+        15.2), LLMNR (``answering``, ``checking``, ``conflict``: RFC 4795 section 4) and
+        mDNS (``published``, ``conflict``: RFC 6762 section 9)."""
+        out: dict[str, dict[str, str]] = {}
+        netbios = self.protocols.get("netbios")
+        if "netbios" in self._running and isinstance(netbios, _NetbiosPresence):
+            out["netbios"] = dict(netbios.service.statistics().names)
+        llmnr = self.protocols.get("llmnr")
+        if "llmnr" in self._running and llmnr is not None:
+            conflicts = llmnr.conflicts
+            out["llmnr"] = {
+                str(n): "answering"
+                if llmnr.claims.answering(n)
+                else "conflict"
+                if n in conflicts
+                else "checking"
+                for n in llmnr.settings.names
+            }
+        mdns = self.protocols.get("mdns")
+        if "mdns" in self._running and mdns is not None:
+            st = mdns.statistics()
+            st = st[0] if isinstance(st, tuple) else st
+            state = {n: "published" for n in st.published}
+            state.update({n: "conflict" for n in st.conflicts})
+            out["mdns"] = state
+        return out
+
+    def lan_status_snapshot(self) -> stats.LanStatus:
+        """What ``lan-status.json`` holds now (spokeshare.stats.LanStatus)."""
+        return stats.LanStatus(
+            up=self.up,
+            withdrawn=self.withdrawn,
+            lan=dict(self.lan_status),
+            listeners_degraded=dict(self.edge.degraded),
+            names=self.names_status(),
+            certificate=self.edge.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
+        )
+
+    async def _status_loop(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            self._write_status()
+
     def _write_status(self) -> None:
         """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, and the office
-        certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), for
-        operators."""
-        data = {
-            "lan": self.lan_status,
-            "listeners_degraded": self.edge.degraded,
-            "withdrawn": self.withdrawn,
-            "certificate": self.edge.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
-        }
+        certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), whether
+        start() has finished (``up``) and the names each protocol holds (``names``:
+        :meth:`names_status`), for operators and for whatever waits for the edge to be
+        ready; written when it changed, checked every STATUS_INTERVAL."""
+        data = stats.to_json(self.lan_status_snapshot())
+        text = json.dumps(data, indent=1, sort_keys=True) + "\n"
+        if text == self._status_written:
+            return
         path = self.cfg.state_dir / "lan-status.json"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+            tmp.write_text(text)
             os.replace(tmp, path)
+            self._status_written = text
         except OSError as exc:
             log.debug("cannot write %s: %s", path, exc)
 

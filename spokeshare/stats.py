@@ -250,8 +250,11 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 # -- JSON --------------------------------------------------------------------------------
 
 
-def to_json(snapshot: HubStatistics | OfficeStatistics) -> dict[str, Any]:
-    """The snapshot as JSON-ready values, keyed by field name (offices nested)."""
+def to_json(snapshot: Any) -> dict[str, Any]:
+    """A snapshot (any schema dataclass of this module) as JSON-ready values, keyed by
+    field name, nested dataclasses as objects. Raises TypeError for a non-dataclass."""
+    if not dataclasses.is_dataclass(snapshot) or isinstance(snapshot, type):
+        raise TypeError(f"not a snapshot: {snapshot!r}")
     return dataclasses.asdict(snapshot)
 
 
@@ -397,3 +400,58 @@ def render_metrics(snapshot: HubStatistics) -> str:
             labels = f'office="{_label(name)}"'
             out += _samples(s.metric, labels, getattr(office, f.name), s.label)
     return "\n".join(out) + "\n"
+
+
+# -- the edge ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EdgeStatistics:
+    """What an edge's tunnel side reports (``Edge.statistics``): its hub and pool now,
+    its streams so far. No metrics and no merge: one edge process, read by its daemon."""
+
+    office: str
+    hub: str  # tunnel.edge.HubState value
+    rtt_ms: float | None  # last heartbeat round trip
+    idle: int  # warm tunnels in the pool
+    connecting: int  # tunnels being opened
+    waiting: int  # client connections waiting for a tunnel
+    clients: int  # client connections carried now
+    streams_total: int
+    streams_failed: int
+    #: Refused or odd NetBIOS session requests, by kind (lan/nbss_answer.py).
+    sessions: Mapping[str, int]
+    #: Relayed listener ("HOST:PORT") -> why it is not bound (edge.retry_listeners).
+    listeners_degraded: Mapping[str, str]
+    #: The certificate and its renewal (spokeshare.renewal.RenewalStatus.to_json).
+    certificate: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class LanStatus:
+    """``STATE_DIR/lan-status.json``: what an operator, ``spokeshare check`` and the lab
+    read of an edge's LAN side (EdgeDaemon.lan_status_snapshot)."""
+
+    #: The daemon's start has finished: every protocol started or degraded.
+    up: bool
+    #: The names are withdrawn from the LAN (the hub unreachable for withdraw_after).
+    withdrawn: bool
+    #: LAN protocol -> "ok", or why it is degraded.
+    lan: Mapping[str, str]
+    listeners_degraded: Mapping[str, str]
+    #: LAN protocol -> name -> its state (EdgeDaemon.names_status).
+    names: Mapping[str, Mapping[str, str]]
+    certificate: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EdgeDaemonStatistics:
+    """Everything an edge reports (``EdgeDaemon.statistics``): the tunnel side, the LAN
+    status, and each running LAN service's own statistics (a frozen dataclass each)."""
+
+    edge: EdgeStatistics
+    status: LanStatus
+    #: The LAN presence services, by class name, in start order.
+    presence: tuple[str, ...]
+    #: LAN protocol -> that service's statistics() now.
+    services: Mapping[str, Any]

@@ -16,8 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from spokeshare import cli, enrollment, hubstatus, stats
+from spokeshare import bundle, cli, enrollment, hubstatus, stats
+from spokeshare.config import load_edge
+from spokeshare.edge_daemon import EdgeDaemon
 from spokeshare.stats import HubStatistics, Kind, Merge, OfficeStatistics
+from tests.helpers import LoopThread, free_port, make_deployment
 
 LABELS = st.sampled_from(["BUSY", "REVOKED", "tls:WRONG_VERSION_NUMBER", 'odd "label"\\'])
 
@@ -38,6 +41,9 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
         return st.lists(st.integers(1, 2**22), max_size=3).map(lambda v: tuple(sorted(v)))
     if hint == Mapping[str, int]:
         return st.dictionaries(LABELS, st.integers(0, 2**53), max_size=3)
+    if hint == Mapping[str, Any]:  # a JSON object kept as it is
+        value = st.none() | st.integers(0, 2**53) | st.text(max_size=8)
+        return st.dictionaries(st.sampled_from(["not_after", "renew", "failures"]), value)
     if hint == Mapping[str, OfficeStatistics]:
         names = st.sampled_from(["nyc", "sfo", "lon"])
         return st.dictionaries(names, offices(), min_size=min_offices, max_size=3)
@@ -270,3 +276,29 @@ def test_office_list_without_a_running_hub(
     assert out[0] == "(hub not running or status stale: connection columns unknown)"
     assert [r.split()[3] for r in out[2:]] == ["no", "no"]
     assert hubstatus.merge(hubstatus.read_fresh(state)) is None
+
+
+def test_the_edge_writes_its_lan_status_from_the_schema(
+    tmp_path: Path, loop_thread: LoopThread
+) -> None:
+    """An edge without a LAN interface (relaying only): lan-status.json says it is up,
+    with no names, and keeps the keys operators and ``spokeshare check`` read."""
+    dep = make_deployment(tmp_path, {"smb": free_port(), "ipp": free_port()})
+    path = dep.add_office("shop", ["ipp"])
+    state = tmp_path / "edge-state"
+    cfg = load_edge(None, {"bundle": str(path), "lan_address": "127.0.0.1",
+                           "ports": {"ipp": free_port()}})  # fmt: skip
+    cfg = dataclasses.replace(cfg, state_dir=state)
+    daemon = EdgeDaemon(cfg, bundle.read(path))
+    try:
+        loop_thread.run(daemon.start())
+        written = json.loads((state / "lan-status.json").read_text())
+        assert set(written) == {f.name for f in dataclasses.fields(stats.LanStatus)}
+        assert written["up"] is True and written["names"] == {} and written["lan"] == {}
+        assert written["withdrawn"] is False and "not_after" in written["certificate"]
+        snap = loop_thread.call(daemon.statistics)
+        assert snap.status.up and snap.status.names == {} and not snap.status.withdrawn
+        assert snap.edge.office == "shop" and snap.services == {} and snap.presence == ()
+        assert stats.to_json(snap)["edge"]["listeners_degraded"] == {}
+    finally:
+        loop_thread.run(daemon.close())

@@ -32,7 +32,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -45,6 +45,7 @@ from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.lan import nbss_answer
 from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
+from spokeshare.stats import EdgeStatistics
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import control, pool, tls, wire
 from spokeshare.tunnel.edge_state import (
@@ -401,21 +402,22 @@ class Edge:
             f"connecting={self.connecting} clients={len(self.clients)}>"
         )
 
-    def statistics(self) -> dict[str, Any]:
-        return {
-            "office": self.bundle.office,
-            "hub": self.hub_state.value,
-            **self.session_log.counts,
-            "rtt_ms": round(self.rtt * 1000, 2) if self.rtt is not None else None,
-            "idle": len(self.idle),
-            "connecting": self.connecting,
-            "waiting": len(self.waiters),
-            "clients": len(self.clients),
-            "streams_total": self.streams_total,
-            "streams_failed": self.streams_failed,
-            "listeners_degraded": dict(self.degraded),
-            "certificate": self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
-        }
+    def statistics(self) -> EdgeStatistics:
+        """The hub and pool now, the streams so far (spokeshare.stats.EdgeStatistics)."""
+        return EdgeStatistics(
+            office=self.bundle.office,
+            hub=self.hub_state.value,
+            rtt_ms=round(self.rtt * 1000, 2) if self.rtt is not None else None,
+            idle=len(self.idle),
+            connecting=self.connecting,
+            waiting=len(self.waiters),
+            clients=len(self.clients),
+            streams_total=self.streams_total,
+            streams_failed=self.streams_failed,
+            sessions=dict(sorted(self.session_log.counts.items())),
+            listeners_degraded=dict(self.degraded),
+            certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
+        )
 
     def renewal_status(self, now: dt.datetime) -> renewal.RenewalStatus:
         """The certificate in use and its renewal (spokeshare.renewal.RenewalStatus)."""

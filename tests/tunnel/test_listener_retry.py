@@ -46,13 +46,13 @@ def test_listener_comes_up_when_the_old_daemon_goes(
             assert old.stdout is not None and old.stdout.readline() == b"listening\n"
             stack.start()
             key = f"tcp 127.0.0.1:{port}"
-            degraded = loop_thread.call(lambda: stack.edge.statistics()["listeners_degraded"])
+            degraded = loop_thread.call(lambda: stack.edge.statistics().listeners_degraded)
             assert list(degraded) == [key]
             assert f"oldsmbd.py (pid {old.pid})" in degraded[key]
             old.terminate()
             old.wait(10)
         wait_for(
-            lambda: loop_thread.call(lambda: not stack.edge.statistics()["listeners_degraded"]),
+            lambda: loop_thread.call(lambda: not stack.edge.statistics().listeners_degraded),
             timeout=30,
             what="the edge's listener on the freed port",
         )

@@ -324,7 +324,7 @@ def test_edge_renews_over_its_tunnel(
         wait_for(
             lambda: new.cert.serial_number in _peer_serials(stack), what="a tunnel on the new cert"
         )
-        assert loop_thread.call(lambda: edge.statistics()["certificate"]["renew"]).startswith(
+        assert loop_thread.call(lambda: edge.statistics().certificate["renew"]).startswith(
             "ok "
         )
         s.close()
@@ -453,7 +453,7 @@ def test_failed_renewal_is_retried_and_reported(
     edge = stack.edge
     try:
         wait_for(lambda: edge.renew_failures >= 2, timeout=60, what="two refused renewals")
-        status = loop_thread.call(lambda: edge.statistics()["certificate"])
+        status = loop_thread.call(lambda: edge.statistics().certificate)
         assert status["renew"].startswith("failing since")
         assert "refused by the hub" in status["reason"]
         hub_office = stack.hub.offices["bos"]
