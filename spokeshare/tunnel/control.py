@@ -7,12 +7,18 @@ object whose ``"t"`` names its type::
 
     {"t":"ping","seq":7}
     {"t":"pong","seq":7,"stats":{"clients":2,"idle":4,"streams_total":90,"streams_failed":1}}
+    {"t":"pong","seq":7,"time":1795046400123}
     {"t":"revoked"}
     {"t":"renew","id":1,"csr":"MIIB..."}
     {"t":"renew-issued","id":1,"chain":["MIIC...","MIIB..."]}
     {"t":"renew-refused","id":1,"reason":"office nyc is revoked"}
 
 A pong from the edge carries the edge's statistics; one from the hub carries none.
+A pong may carry ``time``, the sender's wall clock when it answered (integer
+milliseconds since the Unix epoch, UTC): the hub stamps its pongs, and the edge
+estimates the clock skew between them from the stamp and the round trip
+(:func:`clock_skew`). A pong without it (an older peer) decodes as before, and an
+older peer ignores the key.
 The three ``renew`` messages renew the office's certificate over its own channel
 (:mod:`spokeshare.renewal`): the edge sends a PKCS#10 request (RFC 2986, DER in
 base64, RFC 4648 §4), the hub answers with the issued chain (DER certificates in
@@ -78,6 +84,9 @@ MAX_CERT = 1280
 MAX_CHAIN = 2
 #: Longest refusal reason, in characters.
 MAX_REASON = 200
+#: Largest pong ``time``, milliseconds since the epoch: exact in any JSON reader
+#: (2**53 - 1, like ``seq``; far beyond any real date).
+MAX_TIME_MS = (1 << 53) - 1
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -104,14 +113,22 @@ class Pong:
 
     ``stats`` is the sender's statistics snapshot (name -> counter or gauge; the edge
     sends ``clients``, ``idle``, ``streams_total``, ``streams_failed``), or None (the
-    hub's pongs).
+    hub's pongs). ``time_ms`` is the sender's wall clock when it answered, integer
+    milliseconds since the Unix epoch (wire key ``time``), or None (an older peer).
+    Raises :class:`UsageError` for a ``time_ms`` outside 0..:data:`MAX_TIME_MS`.
     """
 
     seq: int
     stats: Mapping[str, int | float] | None = None
+    time_ms: int | None = None
 
     def __post_init__(self) -> None:
         _check_seq(self.seq)
+        t = self.time_ms
+        if t is not None and (
+            isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_TIME_MS
+        ):
+            raise UsageError(f"pong time {t!r} is not an integer in 0..{MAX_TIME_MS}")
         if self.stats is not None:
             if len(self.stats) > MAX_STATS:
                 raise UsageError(f"{len(self.stats)} statistics exceed {MAX_STATS}")
@@ -209,6 +226,8 @@ def to_json(msg: ControlMessage) -> dict[str, Any]:
         out: dict[str, Any] = {"t": "pong", "seq": msg.seq}
         if msg.stats is not None:
             out["stats"] = dict(msg.stats)
+        if msg.time_ms is not None:
+            out["time"] = msg.time_ms
         return out
     if isinstance(msg, Revoked):
         return {"t": "revoked"}
@@ -260,7 +279,7 @@ def decode_json(value: object) -> ControlMessage:
     if kind == "ping":
         return Ping(_seq(value))
     if kind == "pong":
-        return Pong(_seq(value), _stats(value.get("stats")))
+        return Pong(_seq(value), _stats(value.get("stats")), _time(value.get("time")))
     if kind == "revoked":
         return Revoked()
     if kind == "renew":
@@ -307,6 +326,15 @@ def _seq(value: dict[str, Any]) -> int:
     if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
         raise DecodeError(_PROTO, f"seq is not an integer in 0..{MAX_SEQ}")
     return seq
+
+
+def _time(raw: object) -> int | None:
+    """A pong's ``time``: absent (an older peer) or an integer in 0..MAX_TIME_MS."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_TIME_MS:
+        raise DecodeError(_PROTO, f"time is not an integer in 0..{MAX_TIME_MS}")
+    return raw
 
 
 def _stats(raw: object) -> dict[str, int | float] | None:
@@ -371,6 +399,16 @@ class RttMeasured:
 
 
 @dataclass(frozen=True, slots=True)
+class ClockSkewMeasured:
+    """A pong stamped with the peer's wall clock answered one of our pings: the peer's
+    clock is ``skew`` seconds ahead of ours (negative: behind), estimated within
+    ``rtt / 2`` (:func:`clock_skew`); ``rtt`` is that exchange's round trip, seconds."""
+
+    skew: float
+    rtt: float
+
+
+@dataclass(frozen=True, slots=True)
 class PeerStats:
     """The peer reported its statistics in a pong."""
 
@@ -398,7 +436,33 @@ class Deliver:
     message: RenewMessage
 
 
-Command = Send | RttMeasured | PeerStats | PeerRevoked | PeerLost | Deliver
+Command = Send | RttMeasured | ClockSkewMeasured | PeerStats | PeerRevoked | PeerLost | Deliver
+
+
+def wall_ms(wall: float) -> int:
+    """``wall`` (seconds since the Unix epoch, ``time.time()``) as a pong's ``time``:
+    whole milliseconds, clamped to 0..:data:`MAX_TIME_MS`."""
+    return min(MAX_TIME_MS, max(0, math.floor(wall * 1000)))
+
+
+def clock_skew(peer_time_ms: int, received_wall: float, rtt: float) -> float:
+    """Seconds the peer's clock is ahead of ours (negative: behind), from one exchange.
+
+    We sent a ping and got the pong ``rtt`` seconds later (monotonic clock), at our
+    wall-clock time ``received_wall`` (seconds since the epoch); the pong carries the
+    peer's wall clock when it answered, ``peer_time_ms``. The peer stamped it somewhere
+    between our ping's departure and the pong's arrival, that is between
+    ``received_wall - rtt`` and ``received_wall`` on our clock; assuming equal delays
+    both ways (NTP's assumption, RFC 5905 section 8) it stamped at the midpoint,
+    ``received_wall - rtt / 2``. So::
+
+        skew = peer_time - (received_wall - rtt / 2)
+
+    and, whatever the real split of the delays, the estimate is within ``rtt / 2``
+    of the true offset (plus the stamp's millisecond truncation). Negative ``rtt`` is
+    taken as 0.
+    """
+    return peer_time_ms / 1000.0 - (received_wall - max(0.0, rtt) / 2.0)
 
 
 class Heartbeat:
@@ -457,21 +521,30 @@ class Heartbeat:
         return [] if self.lost else [self._ping(now)]
 
     def receive(
-        self, msg: ControlMessage, now: float, stats: Mapping[str, int | float] | None = None
+        self,
+        msg: ControlMessage,
+        now: float,
+        stats: Mapping[str, int | float] | None = None,
+        wall: float | None = None,
     ) -> list[Command]:
         """A message arrived from the peer at ``now``; ``stats`` is what our pong to a
-        ping carries (the edge's statistics; None from the hub)."""
+        ping carries (the edge's statistics; None from the hub). ``wall`` is our wall
+        clock at ``now`` (seconds since the epoch) or None: given, our pong carries it
+        (``time``), and a stamped pong answering our ping yields
+        :class:`ClockSkewMeasured` after :class:`RttMeasured`."""
         if self.lost:
             return []
         self.heard = now
         if isinstance(msg, Ping):
-            return [Send(Pong(msg.seq, stats))]
+            return [Send(Pong(msg.seq, stats, None if wall is None else wall_ms(wall)))]
         if isinstance(msg, Pong):
             out: list[Command] = []
             sent = self._sent.pop(msg.seq, None)
             if sent is not None:
                 self.rtt = max(0.0, now - sent)
                 out.append(RttMeasured(self.rtt))
+                if msg.time_ms is not None and wall is not None:
+                    out.append(ClockSkewMeasured(clock_skew(msg.time_ms, wall, self.rtt), self.rtt))
             if msg.stats is not None:
                 out.append(PeerStats(msg.stats))
             return out

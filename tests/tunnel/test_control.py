@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from spokeshare.errors import DecodeError, UsageError
 from spokeshare.tunnel import control, wire
 from spokeshare.tunnel.control import (
+    ClockSkewMeasured,
     Heartbeat,
     HeartbeatConfig,
     PeerLost,
@@ -39,6 +40,10 @@ TABLE: list[tuple[control.ControlMessage, bytes]] = [
         + b'"streams_total":90,"streams_failed":1}}',
     ),
     (Revoked(), bytes.fromhex("02 00000f") + b'{"t":"revoked"}'),
+    (  # the hub's pong stamped with its wall clock (2026-11-19T00:00:00.123Z)
+        Pong(7, None, 1795046400123),
+        bytes.fromhex("02 000029") + b'{"t":"pong","seq":7,"time":1795046400123}',
+    ),
 ]
 
 
@@ -94,6 +99,11 @@ def test_unknown_types_and_keys_are_tolerated() -> None:
         (b'{"t":"ping","seq":' + b"1" * 5000 + b"}", "exceeds"),
         (b'{"t":"ping","seq":' + b"1" * 4000 + b"}", "seq"),
         (b'{"t":"\xff"}', "not JSON"),
+        (b'{"t":"pong","seq":1,"time":-1}', "time"),
+        (b'{"t":"pong","seq":1,"time":1.5}', "time"),
+        (b'{"t":"pong","seq":1,"time":"1795046400123"}', "time"),
+        (b'{"t":"pong","seq":1,"time":true}', "time"),
+        (b'{"t":"pong","seq":1,"time":9007199254740992}', "time"),
     ],
 )
 def test_bad_messages_are_decode_errors(raw: bytes, why: str) -> None:
@@ -154,9 +164,10 @@ STATS = st.dictionaries(
     ),
     max_size=control.MAX_STATS,
 )
+TIMES = st.one_of(st.none(), st.integers(0, control.MAX_TIME_MS))
 MESSAGES = st.one_of(
     st.builds(Ping, SEQS),
-    st.builds(Pong, SEQS, st.one_of(st.none(), STATS)),
+    st.builds(Pong, SEQS, st.one_of(st.none(), STATS), TIMES),
     st.just(Revoked()),
 )
 
@@ -327,3 +338,72 @@ def test_redial_after_refusal_waits_longer() -> None:
     assert control.redial_failures(1, refused=False) == 1
     assert control.redial_failures(1, refused=True) == control.REFUSED_AS_FAILURES
     assert control.redial_failures(9, refused=True) == 9
+
+
+# -- clock skew ------------------------------------------------------------------------------
+
+
+def test_pong_time_is_optional_both_ways() -> None:
+    """A pong without ``time`` (an older hub) decodes with ``time_ms`` None; a stamped
+    pong differs from the old form only by the ``time`` key, which an older edge's
+    decoder skips like any key it does not know (as ``extra`` below)."""
+    assert control.decode(b'{"t":"pong","seq":7}') == Pong(7)
+    assert control.decode(b'{"t":"pong","seq":7,"stats":{"a":1}}') == Pong(7, {"a": 1}, None)
+    stamped = control.to_json(Pong(7, EDGE_STATS, 1795046400123))
+    assert stamped.pop("time") == 1795046400123
+    assert stamped == control.to_json(Pong(7, EDGE_STATS))
+    assert control.decode(b'{"t":"ping","seq":7,"time":1795046400123}') == Ping(7)
+    with pytest.raises(UsageError):
+        Pong(1, None, -1)
+    with pytest.raises(UsageError):
+        Pong(1, None, control.MAX_TIME_MS + 1)
+
+
+def test_wall_ms_truncates_and_clamps() -> None:
+    assert control.wall_ms(1795046400.1239) == 1795046400123
+    assert control.wall_ms(-5.0) == 0
+    assert control.wall_ms(1e300) == control.MAX_TIME_MS
+
+
+def test_clock_skew_formula() -> None:
+    # the peer stamped 10.000 s ahead; we got its pong 0.2 s after our ping, at 1000.2
+    assert control.clock_skew(1_010_100, 1000.2, 0.2) == pytest.approx(10.0)
+    assert control.clock_skew(1_000_000, 1000.0, -1.0) == pytest.approx(0.0)
+
+
+@given(
+    offset=st.floats(-1e6, 1e6),
+    sent=st.floats(1.6e9, 2.0e9),
+    there=st.floats(0.0, 5.0),
+    back=st.floats(0.0, 5.0),
+)
+def test_clock_skew_is_within_half_the_round_trip(
+    offset: float, sent: float, there: float, back: float
+) -> None:
+    """Simulated clocks: the peer's wall clock runs ``offset`` seconds ahead of ours; our
+    ping leaves at our ``sent``, takes ``there`` seconds to arrive, the pong ``back``
+    seconds to return (any split, not only equal). The estimate is within RTT/2 of the
+    offset, plus the millisecond the stamp truncates and float rounding."""
+    stamp = control.wall_ms(sent + there + offset)  # the peer stamps on its clock
+    received = sent + there + back
+    rtt = there + back
+    skew = control.clock_skew(stamp, received, rtt)
+    assert abs(skew - offset) <= rtt / 2 + 0.001 + 1e-6
+
+
+def test_heartbeat_measures_skew_from_a_stamped_pong() -> None:
+    edge = Heartbeat(HeartbeatConfig(5.0, 15.0), now=100.0)
+    assert edge.handle_timer(100.0) == [Send(Ping(1))]
+    # the hub, 42.5 s ahead, stamped its pong; it came back 0.2 s later at wall 5000.2
+    rtt_cmd, skew_cmd = edge.receive(Pong(1, None, 5_042_600), 100.2, None, wall=5000.2)
+    assert isinstance(rtt_cmd, RttMeasured) and isinstance(skew_cmd, ClockSkewMeasured)
+    assert skew_cmd.skew == pytest.approx(42.5) and skew_cmd.rtt == pytest.approx(0.2)
+    # an older hub's pong: the RTT only
+    assert edge.handle_timer(105.0) == [Send(Ping(2))]
+    (only,) = edge.receive(Pong(2), 105.1, None, wall=5005.1)
+    assert isinstance(only, RttMeasured)
+    # a stamped pong to no ping of ours measures nothing
+    assert edge.receive(Pong(99, None, 5_042_600), 106.0, None, wall=5006.0) == []
+    # with a wall clock given, the pongs we send carry it
+    hub = Heartbeat(HeartbeatConfig.from_interval(5.0), 0.0)
+    assert hub.receive(Ping(3), 1.0, wall=5000.25) == [Send(Pong(3, None, 5_000_250))]
