@@ -537,7 +537,8 @@ class HubTunnel(TunnelEnd):
             return
         for msg in messages:
             office.last_seen = time.time()
-            self._heartbeat(ctl, ctl.heartbeat.receive(msg, time.monotonic()))
+            # time.time(): the hub's pongs carry its wall clock (the edge's skew estimate)
+            self._heartbeat(ctl, ctl.heartbeat.receive(msg, time.monotonic(), wall=time.time()))
 
     def _wake(self, ctl: ControlChannel) -> None:
         ctl.timer = None
