@@ -350,6 +350,9 @@ class Edge:
         self.hub_state = HubState.STARTING
         self.control: EdgeTunnel | None = None
         self.rtt: float | None = None
+        #: The hub's clock against ours from the last stamped pong (control.clock_skew):
+        #: skew and that exchange's RTT in seconds, and our wall clock then; None before.
+        self.hub_clock: tuple[float, float, dt.datetime] | None = None
         self.streams_total = 0
         self.streams_failed = 0
         self.congestion = ""
@@ -418,6 +421,21 @@ class Edge:
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
         )
+
+    def hub_clock_status(self) -> dict[str, int | float | str] | None:
+        """The last estimate of the hub's clock against ours, as ``lan-status.json``'s
+        ``hub_clock`` holds it: ``skew_ms`` (integer milliseconds the hub is ahead,
+        negative when behind; within half the RTT, control.clock_skew), ``rtt_ms`` (that
+        exchange's round trip) and ``measured_at`` (ISO 8601 UTC); None before the first
+        stamped pong (an older hub sends none)."""
+        if self.hub_clock is None:
+            return None
+        skew, rtt, at = self.hub_clock
+        return {
+            "skew_ms": round(skew * 1000),
+            "rtt_ms": round(rtt * 1000, 2),
+            "measured_at": at.isoformat(timespec="seconds"),
+        }
 
     def renewal_status(self, now: dt.datetime) -> renewal.RenewalStatus:
         """The certificate in use and its renewal (spokeshare.renewal.RenewalStatus)."""
@@ -881,7 +899,9 @@ class Edge:
             return
         hb = running.heartbeat
         for msg in messages:
-            self._control_commands(tunnel, hb.receive(msg, time.monotonic(), self._pong_stats()))
+            self._control_commands(
+                tunnel, hb.receive(msg, time.monotonic(), self._pong_stats(), time.time())
+            )
 
     def _control_commands(self, tunnel: EdgeTunnel, commands: list[control.Command]) -> None:
         """Carry out what the heartbeat decided."""
@@ -892,6 +912,8 @@ class Edge:
                     t.write(control.encode(cmd.message))
             elif isinstance(cmd, control.RttMeasured):
                 self.rtt = cmd.rtt
+            elif isinstance(cmd, control.ClockSkewMeasured):
+                self.hub_clock = (cmd.skew, cmd.rtt, dt.datetime.now(dt.UTC))
             elif isinstance(cmd, control.PeerRevoked):
                 log.error("hub says this office (%s) is revoked", self.bundle.office)
                 self._hub_event(HubEvent.REVOKED)
