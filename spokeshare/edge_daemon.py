@@ -310,6 +310,7 @@ class EdgeDaemon:
             listeners_degraded=dict(self.edge.degraded),
             names=self.names_status(),
             certificate=self.edge.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
+            hub_clock=self.edge.hub_clock_status(),
         )
 
     async def _status_loop(self) -> None:

@@ -442,6 +442,9 @@ class LanStatus:
     #: LAN protocol -> name -> its state (EdgeDaemon.names_status).
     names: Mapping[str, Mapping[str, str]]
     certificate: Mapping[str, Any]
+    #: The hub's clock against the edge's from the last stamped pong
+    #: (Edge.hub_clock_status: skew_ms, rtt_ms, measured_at), None before the first.
+    hub_clock: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
