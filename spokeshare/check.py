@@ -11,11 +11,14 @@ NEGOTIATE, one TLS handshake, one name query) are the thin functions below them,
 Exit status (:func:`exit_status`): 0 when every finding is ok or info, 1 with a
 warning, 2 with an error.
 
-Clock: the hub and the edge have no time field on the wire, and the check asks
-nothing outside the deployment. So a clock is judged against the certificates:
-a local clock before a certificate's notBefore (the CA's, the hub's, the office's)
-is an error, since TLS then refuses that certificate (RFC 5280 4.1.2.5); at the
-office the hub's certificate as the hub presents it is the reference.
+Clock: the check asks nothing outside the deployment (no NTP server). A clock is
+judged against the certificates: a local clock before a certificate's notBefore (the
+CA's, the hub's, the office's) is an error, since TLS then refuses that certificate
+(RFC 5280 4.1.2.5); at the office the hub's certificate as the hub presents it is the
+reference. At the office the skew against the hub's clock is what the running edge
+measured on its control channel (the hub's pongs carry its time,
+spokeshare.tunnel.control.clock_skew) and wrote to ``lan-status.json``
+(:func:`hub_clock`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,19 @@ IPP_PORT = 631
 #: RFC 8011 4.1.6.1 / CUPS: successful-ok, and client-error-not-found (no shared queue).
 IPP_OK = 0x0000
 IPP_NOT_FOUND = 0x0406
+#: Clock skew against the hub (|hub - office|) above which a warning, then an error.
+#: TLS 1.3 carries no time (RFC 8446 dropped the Random's gmt_unix_time), so skew fails
+#: a handshake only when it puts one end's clock outside a certificate's validity
+#: (RFC 5280 4.1.2.5): around a renewal (the new notBefore is the hub's issuing time)
+#: and near expiry. Five minutes is Kerberos's default tolerance (MIT krb5 clockskew,
+#: Active Directory's "maximum tolerance for computer clock synchronization"), which
+#: the office's clients meet when they authenticate to HQ through the tunnel: an
+#: error. A minute already means a clock nobody keeps: a warning, in time to fix it.
+SKEW_WARNING = dt.timedelta(seconds=60)
+SKEW_ERROR = dt.timedelta(minutes=5)
+#: A skew measured longer ago than this is not trusted (the edge measures at every
+#: heartbeat, every hub_dead_after / 3 seconds, and rewrites its status file).
+SKEW_STALE = dt.timedelta(minutes=5)
 #: UDP ports queried for the names (RFC 4795 §2.1, RFC 6762 §3).
 LLMNR_PORT = 5355
 MDNS_PORT = 5353
@@ -481,6 +497,72 @@ def hub_reach(where: str, rtt: float | None, error: str | None) -> Finding:
         "edge.hub.reach",
         f"hub {where}: TLS 1.3 handshake done, RTT {(rtt or 0.0) * 1000:.1f} ms",
     )
+
+
+def hub_clock(status: dict[str, object] | None, now: dt.datetime) -> Finding:
+    """The office clock against the hub's, as the running edge last measured it
+    (``lan-status.json``'s ``hub_clock``: ``skew_ms`` the hub is ahead, ``rtt_ms``,
+    ``measured_at`` ISO 8601; the estimate is within half the RTT). ``now`` is aware
+    UTC. Warning above :data:`SKEW_WARNING`, error above :data:`SKEW_ERROR`; info (no
+    verdict) when there is no status, no measurement (an older hub) or only one older
+    than :data:`SKEW_STALE`."""
+    code = "edge.hub.clock"
+    how = (
+        "start the edge (systemctl start spokeshare-edge) and check again once it is "
+        "connected; or compare by hand: date -u here and on the hub"
+    )
+    clock = status.get("hub_clock") if status else None
+    if not isinstance(clock, dict):
+        return Finding(
+            Level.INFO,
+            code,
+            "clock skew against the hub: not measured (no running edge connected to a "
+            "hub that sends its time)",
+            how,
+        )
+    skew_ms, rtt_ms, at_text = clock.get("skew_ms"), clock.get("rtt_ms"), clock.get("measured_at")
+    try:
+        at = dt.datetime.fromisoformat(at_text) if isinstance(at_text, str) else None
+    except ValueError:
+        at = None
+    if (
+        at is None
+        or at.tzinfo is None
+        or isinstance(skew_ms, bool)
+        or not isinstance(skew_ms, int)
+        or isinstance(rtt_ms, bool)
+        or not isinstance(rtt_ms, int | float)
+    ):
+        return Finding(Level.INFO, code, "clock skew against the hub: status unreadable", how)
+    age = now - at
+    if abs(age) > SKEW_STALE:
+        return Finding(
+            Level.INFO,
+            code,
+            f"clock skew against the hub: last measured {at:%Y-%m-%d %H:%M} UTC, too old "
+            "to tell (is the edge connected?)",
+            how,
+        )
+    skew = dt.timedelta(milliseconds=skew_ms)
+    side = "ahead of" if skew_ms >= 0 else "behind"
+    head = (
+        f"the hub's clock is {abs(skew_ms) / 1000:.1f} s {side} this office's "
+        f"(within {rtt_ms / 2000:.3f} s, measured {int(age.total_seconds())} s ago)"
+    )
+    fix = (
+        "keep both clocks on NTP: timedatectl set-ntp true (systemd-timesyncd) or "
+        "chrony, here and on the hub; timedatectl status then says synchronized: yes"
+    )
+    if abs(skew) > SKEW_ERROR:
+        return Finding(
+            Level.ERROR,
+            code,
+            f"{head}: beyond Kerberos's 5 minutes, and TLS fails around renewals",
+            fix,
+        )
+    if abs(skew) > SKEW_WARNING:
+        return Finding(Level.WARNING, code, f"{head}: more than a minute", fix)
+    return Finding(Level.OK, code, head)
 
 
 def lan(address: str, configured: str, found: str | None) -> Finding:
@@ -1033,6 +1115,7 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         out.append(hub_reach(where, rtt, error))
         if error is None:
             out += hub_certificate(where, der, ca, b.hub_name, now)
+    out.append(hub_clock(_read_json(cfg.state_dir / "lan-status.json"), now))
     cfg = for_services(cfg, b.services)
     found = interface_of(cfg.lan_address) if cfg.lan_address != "0.0.0.0" else None
     out.append(lan(cfg.lan_address, cfg.lan_interface, found))

@@ -411,3 +411,53 @@ def test_cli_check_json_and_exit_status(dep: Deployment, tmp_path: Path) -> None
     assert any(f["code"] == "edge.hub.reach" for f in json.loads(edge.stdout))
     nothing = _cli("--dir", str(tmp_path / "empty"))
     assert nothing.returncode == 2 and "give --hub or --edge" in nothing.stderr
+
+
+# -- clock skew against the hub (lan-status.json's hub_clock) ------------------------------
+
+
+def _clock(skew_ms: int, at: dt.datetime, rtt_ms: float = 20.0) -> dict[str, object]:
+    """A status file's hub_clock, as Edge.hub_clock_status writes it."""
+    when = at.isoformat(timespec="seconds")
+    return {"hub_clock": {"skew_ms": skew_ms, "rtt_ms": rtt_ms, "measured_at": when}}
+
+
+@pytest.mark.parametrize(
+    ("skew_ms", "level"),
+    [
+        (0, Level.OK),
+        (-60_000, Level.OK),  # exactly a minute: not yet a warning
+        (60_001, Level.WARNING),
+        (-90_000, Level.WARNING),
+        (300_000, Level.WARNING),  # Kerberos's 5 minutes, not beyond
+        (300_001, Level.ERROR),
+        (-3_600_000, Level.ERROR),
+    ],
+)
+def test_hub_clock_thresholds(skew_ms: int, level: Level) -> None:
+    got = check.hub_clock(_clock(skew_ms, NOW - dt.timedelta(seconds=4)), NOW)
+    assert got.code == "edge.hub.clock" and got.level is level
+    side = "ahead of" if skew_ms >= 0 else "behind"
+    assert f"{abs(skew_ms) / 1000:.1f} s {side}" in got.message
+    assert "within 0.010 s" in got.message
+    if level is not Level.OK:
+        assert "timedatectl set-ntp true" in got.fix and "chrony" in got.fix
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        None,  # no status file: the edge never ran here
+        {"up": True},  # an edge older than the measurement
+        {"hub_clock": None},  # connected to no hub yet, or to one that sends no time
+        _clock(600_000, NOW - check.SKEW_STALE - dt.timedelta(seconds=1)),  # stale
+        _clock(600_000, NOW + check.SKEW_STALE + dt.timedelta(seconds=1)),  # from ahead
+        {"hub_clock": {"skew_ms": "1", "rtt_ms": 1, "measured_at": NOW.isoformat()}},
+        {"hub_clock": {"skew_ms": 1, "rtt_ms": 1, "measured_at": "yesterday"}},
+        {"hub_clock": {"skew_ms": 1, "rtt_ms": 1, "measured_at": "2026-11-30T12:00:00"}},
+    ],
+)
+def test_hub_clock_cannot_tell(status: dict[str, object] | None) -> None:
+    got = check.hub_clock(status, NOW)
+    assert got.level is Level.INFO and got.code == "edge.hub.clock"
+    assert "systemctl start spokeshare-edge" in got.fix and "date -u" in got.fix
