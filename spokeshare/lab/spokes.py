@@ -35,6 +35,23 @@ def hub_status(lab: Lab) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+def edge_status(lab: Lab, office: str) -> dict[str, object]:
+    """The office edge's ``lan-status.json`` (EdgeDaemon._write_status), {} if unreadable."""
+    path = lab.host_dir(lab.office(office).edge) / "state" / "lan-status.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def names_held(lab: Lab, office: str, protocol: str) -> dict[str, str]:
+    """Name -> state for one LAN protocol of the office's edge (EdgeDaemon.names_status)."""
+    names = edge_status(lab, office).get("names", {})
+    held = names.get(protocol, {}) if isinstance(names, dict) else {}
+    return {str(k): str(v) for k, v in held.items()} if isinstance(held, dict) else {}
+
+
 def office_connected(lab: Lab, office: str) -> bool:
     offices = hub_status(lab).get("offices", {})
     return isinstance(offices, dict) and bool(offices.get(office, {}).get("connected"))
@@ -171,16 +188,15 @@ def start_edge(
             )
     pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
     log_file = lab.logs_dir / f"edge-{office}.log"
-    wanted = [f"claimed NetBIOS name {n}<00>" for n, _, _ in names or [(VIRTUAL_NAME, "", "")]]
-    if bare:
-        wanted = ["up: names none"]
+    wanted = [] if bare else [f"{n}<00>" for n, _, _ in names or [(VIRTUAL_NAME, "", "")]]
 
     def ready() -> bool:
-        try:
-            text = log_file.read_text()
-        except OSError:
+        """Connected (the hub's status.json), started and every name's NetBIOS claim
+        made (the edge's lan-status.json)."""
+        if not (office_connected(lab, office) and edge_status(lab, office).get("up")):
             return False
-        return office_connected(lab, office) and all(w in text for w in wanted)
+        held = names_held(lab, office, "netbios")
+        return all(held.get(w) == "claimed" for w in wanted)
 
     deadline = time.monotonic() + 30
     while not ready():

@@ -180,13 +180,10 @@ def start_edge_beside_old_box(lab: Lab, office: str) -> int:
     conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(spokes.edge_toml(lab, office))
     pid = lab.spawn(EDGE_HOST, spokes._cli("edge", "--config", str(conf)), f"edge-{office}")
-    log = lab.logs_dir / f"edge-{office}.log"
     services.wait_for(
         "the edge up beside the old daemons",
         lambda: (
-            log.exists()
-            and f"edge for office {office} up" in log.read_text()
-            and spokes.office_connected(lab, office)
+            bool(spokes.edge_status(lab, office).get("up")) and spokes.office_connected(lab, office)
         ),
         30,
     )

@@ -90,9 +90,7 @@ def dig(lab: Lab, server: str, port: int, name: str) -> list[str]:
 def test_names_held_by_the_pc_are_left_to_it(lab: Lab) -> None:
     edge_log = lab.logs_dir / "edge-nyc.log"
     try:
-        wait_for(
-            lambda: "edge for office nyc up" in edge_log.read_text(), 30, "the edge's LAN side up"
-        )
+        wait_for(lambda: spokes.edge_status(lab, "nyc").get("up"), 30, "the edge's LAN side up")
     except AssertionError:
         raise AssertionError(edge_log.read_text()[-3000:]) from None
     log = edge_log.read_text()
@@ -123,15 +121,20 @@ def test_llmnr_name_reclaimed_when_llmnrd_goes(lab: Lab) -> None:
     from spokeshare.lan.llmnr import CONFLICT_RECHECK_INTERVAL
 
     edge_log = lab.logs_dir / "edge-nyc.log"
-    wait_for(lambda: "llmnr: name conflict: GLOBAL-NFS" in edge_log.read_text(), 30, "conflict")
+
+    def llmnr_state() -> str:
+        return spokes.names_held(lab, "nyc", "llmnr").get("GLOBAL-NFS", "")
+
+    wait_for(lambda: llmnr_state() == "conflict", 30, "conflict")
     assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == []
     (pid,) = [p["pid"] for p in lab.registry.processes() if p["what"] == "llmnrd nyc-pc"]
     lab.registry.kill_process(pid)
     wait_for(
-        lambda: "llmnr: reclaimed GLOBAL-NFS" in edge_log.read_text(),
+        lambda: llmnr_state() == "answering",
         CONFLICT_RECHECK_INTERVAL + 15,
         "the edge reclaims GLOBAL-NFS over LLMNR",
     )
+    assert "llmnr: reclaimed GLOBAL-NFS" in edge_log.read_text()  # what the operator sees
     assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == [EDGE]
     out = sh(lab, "nyc-fs", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
     assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [EDGE], out
@@ -159,7 +162,11 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
     from spokeshare.lan.mdns import CONFLICT_RECHECK_INTERVAL
 
     edge_log = lab.logs_dir / "edge-nyc.log"
-    wait_for(lambda: "mdns: published GLOBAL-ENG.local" in edge_log.read_text(), 30, "published")
+    wait_for(
+        lambda: spokes.names_held(lab, "nyc", "mdns").get("GLOBAL-ENG") == "published",
+        30,
+        "published",
+    )
     assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
     if not (lab.host_dir("nyc-fs") / "avahi" / "bus.sock").exists():
         start_avahi(lab, "nyc-fs", "global-eng")
@@ -193,9 +200,10 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
     finally:
         lab.registry.kill_process(pid)
     wait_for(
-        lambda: "mdns: reclaimed GLOBAL-ENG.local" in edge_log.read_text(),
+        lambda: spokes.names_held(lab, "nyc", "mdns").get("GLOBAL-ENG") == "published",
         CONFLICT_RECHECK_INTERVAL + 15,
         "the edge reclaims GLOBAL-ENG.local",
     )
+    assert "mdns: reclaimed GLOBAL-ENG.local" in edge_log.read_text()  # what the operator sees
     assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
     assert "failed" not in out.read_text()
