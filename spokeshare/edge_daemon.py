@@ -295,7 +295,7 @@ class EdgeDaemon:
         mdns = self.protocols.get("mdns")
         if "mdns" in self._running and mdns is not None:
             st = mdns.statistics()
-            st = st[0] if isinstance(st, tuple) else st
+            st = getattr(st, "publisher", st)  # printer_sync.MdnsWithPrintersStatistics
             state = {n: "published" for n in st.published}
             state.update({n: "conflict" for n in st.conflicts})
             out["mdns"] = state

@@ -609,6 +609,15 @@ class PrinterAdvertiser:
 # -- wiring into the edge ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class MdnsWithPrintersStatistics:
+    """What :meth:`MdnsWithPrinters.statistics` reports: the publisher's statistics
+    (lan.mdns.MdnsStatistics for the edge's names) and the printers'."""
+
+    publisher: Any
+    printers: PrinterSyncStatistics
+
+
 class MdnsWithPrinters:
     """The edge's mDNS presence: the names' records and HQ's printers, one life cycle.
 
@@ -623,8 +632,9 @@ class MdnsWithPrinters:
     def __repr__(self) -> str:
         return f"<MdnsWithPrinters {self.publisher!r} {self.printers!r}>"
 
-    def statistics(self) -> tuple[Any, PrinterSyncStatistics]:
-        return self.publisher.statistics(), self.printers.statistics()
+    def statistics(self) -> MdnsWithPrintersStatistics:
+        """The names' publisher's statistics and the printers' (one value)."""
+        return MdnsWithPrintersStatistics(self.publisher.statistics(), self.printers.statistics())
 
     async def start(self) -> None:
         await self.publisher.start()
