@@ -10,6 +10,7 @@ connected if any worker holds its control channel, and counts add up.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -28,6 +29,9 @@ def status_path(state_dir: Path, worker: int | None) -> Path:
 
 
 def read_fresh(state_dir: Path, now: float | None = None) -> list[dict[str, Any]]:
+    """The status files in ``state_dir`` (as written: JSON objects) whose ``time`` is
+    within FRESH_SECONDS of ``now`` (unix seconds; default the clock). A file that is
+    unreadable, not a JSON object or without a numeric ``time`` is skipped."""
     now = time.time() if now is None else now
     out = []
     for path in sorted(state_dir.glob("status*.json")):
@@ -35,7 +39,10 @@ def read_fresh(state_dir: Path, now: float | None = None) -> list[dict[str, Any]
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if isinstance(data, dict) and now - float(data.get("time", 0)) < FRESH_SECONDS:
+        if not isinstance(data, dict):
+            continue
+        taken = data.get("time")
+        if isinstance(taken, int | float) and math.isfinite(taken) and now - taken < FRESH_SECONDS:
             out.append(data)
     return out
 

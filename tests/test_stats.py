@@ -276,6 +276,9 @@ def test_office_list_without_a_running_hub(
     assert out[0] == "(hub not running or status stale: connection columns unknown)"
     assert [r.split()[3] for r in out[2:]] == ["no", "no"]
     assert hubstatus.merge(hubstatus.read_fresh(state)) is None
+    for odd in ('{"time": "soon"}', '{"time": null}', "[1]", '{"time": 1e400}'):
+        (state / "status-9.json").write_text(odd)
+        assert hubstatus.read_fresh(state) == []  # skipped, not an error
 
 
 def test_the_edge_writes_its_lan_status_from_the_schema(
