@@ -60,11 +60,13 @@ IPP_NOT_FOUND = 0x0406
 #: Clock skew against the hub (|hub - office|) above which a warning, then an error.
 #: TLS 1.3 carries no time (RFC 8446 dropped the Random's gmt_unix_time), so skew fails
 #: a handshake only when it puts one end's clock outside a certificate's validity
-#: (RFC 5280 4.1.2.5): around a renewal (the new notBefore is the hub's issuing time)
-#: and near expiry. Five minutes is Kerberos's default tolerance (MIT krb5 clockskew,
-#: Active Directory's "maximum tolerance for computer clock synchronization"), which
-#: the office's clients meet when they authenticate to HQ through the tunnel: an
-#: error. A minute already means a clock nobody keeps: a warning, in time to fix it.
+#: (RFC 5280 4.1.2.5): certificates start pki.BACKDATE (5 minutes) before they are
+#: issued, so a clock further behind HQ's refuses a fresh one, and near expiry one
+#: side sees it expired first. Five minutes is also Kerberos's default tolerance (MIT
+#: krb5 clockskew, Active Directory's "maximum tolerance for computer clock
+#: synchronization"), which the office's clients meet when they authenticate to HQ
+#: through the tunnel: an error. A minute already means a clock nobody keeps: a
+#: warning, in time to fix it.
 SKEW_WARNING = dt.timedelta(seconds=60)
 SKEW_ERROR = dt.timedelta(minutes=5)
 #: A skew measured longer ago than this is not trusted (the edge measures at every
@@ -557,7 +559,7 @@ def hub_clock(status: dict[str, object] | None, now: dt.datetime) -> Finding:
         return Finding(
             Level.ERROR,
             code,
-            f"{head}: beyond Kerberos's 5 minutes, and TLS fails around renewals",
+            f"{head}: beyond 5 minutes, fresh certificates and Kerberos fail",
             fix,
         )
     if abs(skew) > SKEW_WARNING:
