@@ -47,7 +47,7 @@ from spokeshare.lan.hostile import RateLimitedLog
 from spokeshare.loglimit import LogLimiter
 from spokeshare.stats import EdgeStatistics
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import control, pool, tls, wire
+from spokeshare.tunnel import control, pool, streamlog, tls, wire
 from spokeshare.tunnel.edge_state import (
     HubEvent,
     HubState,
@@ -295,15 +295,22 @@ class EdgeTunnel(TunnelEnd):
         self._log(client, splice)
 
     def _log(self, c: ClientEnd, splice: Splice) -> None:
+        """The stream's one line (spokeshare.tunnel.streamlog): at the edge the splice's
+        plain end is the client, so ``to_hq`` is what it read from the client (``up``)."""
+        result, status, reason = streamlog.result_fields(splice.result)
         stream_log.info(
-            "stream client=%s:%d service=%s up=%d down=%d duration=%.3fs result=%s",
-            c.peer[0],
-            c.peer[1],
-            c.service,
-            splice.up,
-            splice.down,
-            time.monotonic() - c.arrived,
-            splice.result,
+            "%s",
+            streamlog.stream_line(
+                self.edge.bundle.office,
+                f"{c.peer[0]}:{c.peer[1]}",
+                c.service,
+                to_hq=splice.up,
+                to_office=splice.down,
+                duration_s=time.monotonic() - c.arrived,
+                result=result,
+                status=status,
+                reason=reason,
+            ),
         )
 
     # -- asyncio callbacks -----------------------------------------------------------
@@ -669,12 +676,17 @@ class Edge:
             client.deadline.cancel()
             client.deadline = None
         stream_log.info(
-            "stream client=%s:%d service=%s up=0 down=0 duration=%.3fs result=%s",
-            client.peer[0],
-            client.peer[1],
-            client.service,
-            time.monotonic() - client.arrived,
-            reason,
+            "%s",
+            streamlog.stream_line(
+                self.bundle.office,
+                f"{client.peer[0]}:{client.peer[1]}",
+                client.service,
+                to_hq=0,
+                to_office=0,
+                duration_s=time.monotonic() - client.arrived,
+                result="rejected",
+                reason=reason,
+            ),
         )
         if client.transport is not None:
             abort_with_rst(client.transport)

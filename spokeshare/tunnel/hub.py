@@ -61,7 +61,7 @@ from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
 from spokeshare.stats import HubStatistics, OfficeStatistics, to_json
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import control, reserved_port, tls, wire
+from spokeshare.tunnel import control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
@@ -394,7 +394,7 @@ class HubTunnel(TunnelEnd):
         if stream is None and isinstance(st, Connecting):
             stream = (st.header, st.opened_at)
         if stream is not None:
-            self._log_stream(stream, None, f"refused {status.name}: {reason}", logging.WARNING)
+            self._log_stream(stream, None, "refused", logging.WARNING, status.name, reason)
         else:
             log.warning(
                 "refused tunnel office=%s peer=%s:%s status=%s reason=%s",
@@ -434,8 +434,10 @@ class HubTunnel(TunnelEnd):
             return
         if self.phase is not conn:
             abort_with_rst(btrans)  # the tunnel went away meanwhile
-            self._log_stream((conn.header, conn.opened_at), None,
-                             "tunnel lost before backend connected")  # fmt: skip
+            self._log_stream(
+                (conn.header, conn.opened_at), None, "tunnel-lost",
+                reason="tunnel lost before the backend connected",
+            )  # fmt: skip
             return
         tune_lan(btrans.get_extra_info("socket"))
         # This tunnel now carries a client: a WAN outage stalls it, not cuts it.
@@ -473,7 +475,9 @@ class HubTunnel(TunnelEnd):
         self.office.bytes_down += splice.down
         st = self.phase
         if isinstance(st, Relaying):  # a splice exists only while relaying
-            self._log_stream((st.header, st.opened_at), splice, str(splice.result))
+            result, status, reason = streamlog.result_fields(splice.result)
+            self._log_stream((st.header, st.opened_at), splice, result, status=status,
+                             reason=reason)  # fmt: skip
             self._go(TunnelEvent.STREAM_ENDED, Closed())
 
     def _log_stream(
@@ -482,18 +486,26 @@ class HubTunnel(TunnelEnd):
         splice: Splice | None,
         result: str,
         level: int = logging.INFO,
+        status: str | None = None,
+        reason: str | None = None,
     ) -> None:
+        """The stream's one line (spokeshare.tunnel.streamlog): at the hub the splice's
+        plain end is the backend, so ``to_hq`` is what it wrote there (``down``)."""
         h, opened_at = stream if stream is not None else (None, 0.0)
         stream_log.log(
             level,
-            "stream office=%s client=%s service=%s up=%d down=%d duration=%.3fs result=%s",
-            self.office.name,
-            f"{h.client_host}:{h.client_port}" if h else "-",
-            h.service if h else "-",
-            splice.up if splice else 0,
-            splice.down if splice else 0,
-            time.monotonic() - opened_at if opened_at else 0.0,
-            result,
+            "%s",
+            streamlog.stream_line(
+                self.office.name,
+                f"{h.client_host}:{h.client_port}" if h else "-",
+                h.service if h else "-",
+                to_hq=splice.down if splice else 0,
+                to_office=splice.up if splice else 0,
+                duration_s=time.monotonic() - opened_at if opened_at else 0.0,
+                result=result,
+                status=status,
+                reason=reason,
+            ),
         )
 
     # -- control channel -------------------------------------------------------------

@@ -125,7 +125,7 @@ def test_unknown_service(stack: Stack, caplog: pytest.LogCaptureFixture) -> None
         reply = read_status(s)
         assert reply.status is wire.Status.UNKNOWN_SERVICE
         assert recv_all(s) == b""
-    assert "result=refused UNKNOWN_SERVICE" in messages(caplog)
+    assert "result=refused status=UNKNOWN_SERVICE" in messages(caplog)
     assert "client=198.18.11.10:5000" in messages(caplog)
     still_serves(stack)
 
@@ -199,7 +199,9 @@ def test_backend_down_status(
             with tunnel(deployment, deployment.bundles["nyc"]) as s:
                 s.sendall(wire.encode_open(wire.OpenStream("smb")) + b"client bytes")
                 assert read_status(s).status is wire.Status.BACKEND_DOWN
-            wait_for(lambda: "result=refused BACKEND_DOWN" in messages(caplog), what="stream log")
+            wait_for(
+                lambda: "result=refused status=BACKEND_DOWN" in messages(caplog), what="stream log"
+            )
         finally:
             st.close()
 
