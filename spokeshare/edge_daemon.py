@@ -320,7 +320,8 @@ class EdgeDaemon:
 
     def _write_status(self) -> None:
         """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, and the office
-        certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), whether
+        certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), the
+        hub's clock against ours (``hub_clock``: Edge.hub_clock_status), whether
         start() has finished (``up``) and the names each protocol holds (``names``:
         :meth:`names_status`), for operators and for whatever waits for the edge to be
         ready; written when it changed, checked every STATUS_INTERVAL."""
