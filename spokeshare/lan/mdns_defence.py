@@ -37,10 +37,13 @@ at start. The decision is pure: names, addresses and ``now`` in, names out.
 
 Simultaneous probes (RFC 6762 §8.2): two hosts probing one name at once each hear the
 other's probe, a query whose authority section holds the records the other proposes.
-python-zeroconf (0.154) does no tie-breaking for what it probes (service instance
-names): its probe loop only looks for answers in its cache, and its query handler
-answers a probe only with records already registered, so two zeroconf hosts probing
-one instance name both go on and find each other only afterwards (§9). The host names
+python-zeroconf (0.154) does no §8.2 comparison for what it probes (service instance
+names): its probe loop only looks for the name in its cache, and its query handler
+answers a probe only with records already registered. Two zeroconf hosts registering
+one instance name at once (measured on loopback, three runs) ended with one published
+and the other refused each time: the first to end its probes (500 ms apart, after a
+random 150-250 ms delay) announces while the other still probes, so which one keeps
+the name depends on that delay, not on the data. The host names
 are probed by the publisher itself (:mod:`spokeshare.lan.mdns`), which hands every
 probe heard while it probes to :func:`simultaneous_probe`: the authority records for
 the name are compared with ours as §8.2 says (class without the cache-flush bit,
