@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from spokeshare import __version__, bundle, enrollment, renewal
-from spokeshare.config import load_edge, load_hub
+from spokeshare.config import HubConfig, load_edge, load_hub
 from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError, UsageError
 from spokeshare.stats import HubStatistics, OfficeStatistics
 
@@ -46,13 +46,20 @@ def _setup_logging(verbose: bool) -> None:
     )
 
 
-def _run_daemon(make: Callable[[], Coroutine[Any, Any, Any]], stop: Callable[[], None]) -> None:
+def _run_daemon(
+    make: Callable[[], Coroutine[Any, Any, Any]],
+    stop: Callable[[], None],
+    reload: Callable[[], object] | None = None,
+) -> None:
+    """Run ``make()`` on uvloop; SIGTERM and SIGINT call ``stop``, SIGHUP ``reload``."""
     import uvloop
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload)
         await make()
 
     uvloop.run(main())
@@ -242,13 +249,7 @@ def cmd_hub(a: argparse.Namespace) -> int:
 
     directory = Path(a.dir)
     config = Path(a.config) if a.config else directory / "hub.toml"
-    cfg = load_hub(config)
-    from spokeshare.printing import ipp_relay
-
-    ipp = cfg.services.get(ipp_relay.SERVICE)
-    why = ipp_relay.resolves_loopback(ipp.host, ipp.port) if ipp is not None else None
-    if why is not None:
-        raise ConfigError(str(config), "services.ipp.backend", why)
+    cfg = _load_hub_checked(config)
     if cfg.workers > 1 and a.worker is None:
         from spokeshare import supervisor
 
@@ -266,8 +267,22 @@ def cmd_hub(a: argparse.Namespace) -> int:
             ],
         )
     hub = Hub(cfg, directory, worker=a.worker)
-    _run_daemon(hub.serve_forever, hub.stop)
+    # SIGHUP: hub.toml again, checked as at start (Hub.reload keeps the old one if bad).
+    _run_daemon(hub.serve_forever, hub.stop, lambda: hub.reload(lambda: _load_hub_checked(config)))
     return 0
+
+
+def _load_hub_checked(config: Path) -> HubConfig:
+    """hub.toml, plus what only a running host can tell: the ipp backend must not be
+    this host's loopback (printing.ipp_relay). Raises ConfigError."""
+    from spokeshare.printing import ipp_relay
+
+    cfg = load_hub(config)
+    ipp = cfg.services.get(ipp_relay.SERVICE)
+    why = ipp_relay.resolves_loopback(ipp.host, ipp.port) if ipp is not None else None
+    if why is not None:
+        raise ConfigError(str(config), "services.ipp.backend", why)
+    return cfg
 
 
 def cmd_edge(a: argparse.Namespace) -> int:

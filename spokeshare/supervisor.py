@@ -5,6 +5,12 @@ ports through SO_REUSEPORT, so the kernel spreads the offices' tunnels over them
 each gets a core. The parent only supervises: a worker that dies is restarted (after a
 pause, so a worker failing at start does not spin), and SIGTERM/SIGINT are passed on
 to every worker by PID, after which the parent waits for them and exits.
+
+SIGHUP (``systemctl reload``) is passed on to every running worker by PID: each reads
+hub.toml again and logs what it applied or why it refused the file (Hub.reload), so
+every process serves the same file. A worker restarted later reads the file as it is
+then. The parent reads no configuration after start: a changed ``workers`` needs a
+restart (the workers log it as not applied).
 """
 
 from __future__ import annotations
@@ -33,14 +39,31 @@ def run_workers(count: int, argv: Sequence[str]) -> int:
     workers: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(index: int) -> None:
-        proc = subprocess.Popen([*argv, "--worker", str(index)])
+        # SIGHUP ignored until the worker installs its own handler (Hub.reload), so a
+        # reload while it starts cannot kill it (an ignored signal stays so over exec).
+        handler = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        try:
+            proc = subprocess.Popen([*argv, "--worker", str(index)])
+        finally:
+            signal.signal(signal.SIGHUP, handler)
         workers[index] = proc
         log.info("hub worker %d started: pid %d", index, proc.pid)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop
 
+    def on_hangup(signum: int, frame: FrameType | None) -> None:
+        # returncode, never poll(): reaping here would hide the exit from os.wait().
+        running = [p for p in workers.values() if p.returncode is None]
+        for proc in running:
+            try:
+                os.kill(proc.pid, signal.SIGHUP)
+            except ProcessLookupError:
+                continue  # exited meanwhile: os.wait() restarts it with the new file
+        log.info("hub reload: SIGHUP passed on to %d worker(s)", len(running))
+
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
     try:
         for i in range(count):
             start(i)

@@ -46,7 +46,8 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -55,7 +56,8 @@ from cryptography.hazmat.primitives import serialization
 
 from spokeshare import __version__, enrollment, heap, hubstatus, pki, renewal
 from spokeshare.config import HubConfig, SocketConfig
-from spokeshare.errors import DecodeError, EnrollmentError, UsageError
+from spokeshare.errors import ConfigError, DecodeError, EnrollmentError, UsageError
+from spokeshare.logfmt import Line
 from spokeshare.loglimit import LogLimiter
 from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
@@ -73,6 +75,18 @@ MAX_EARLY = 256 * 1024
 #: Seconds between log lines for one kind of refused connection from one address, and
 #: between the summaries of what was held back (see spokeshare.loglimit).
 REFUSAL_LOG_INTERVAL = 60.0
+#: hub.toml settings a reload (SIGHUP, :meth:`Hub.reload`) leaves as they were: they
+#: shape what the process set up when it started (its listening sockets, the worker
+#: processes, the state and status files, the status server, the start-up check of
+#: HQ's backends). Field of HubConfig -> the hub.toml key.
+RESTART_ONLY = {
+    "listen": "hub.listen",
+    "workers": "hub.workers",
+    "state_dir": "hub.state_dir",
+    "status_listen": "hub.status_listen",
+    "status_token": "hub.status_token",
+    "check_backends": "hub.check_backends",
+}
 #: After a burst of connections, free heap pages go back to the system (see
 #: spokeshare.heap) at most this often, in seconds, once the burst has calmed down.
 HEAP_RELEASE_INTERVAL = 10.0
@@ -661,6 +675,12 @@ class Hub:
         self.worker = worker
         self.directory = directory
         self.sockets = sockets or cfg.sockets or SocketConfig()
+        #: Sockets given by the caller stay; else a reload takes hub.toml's [sockets].
+        self._sockets_given = sockets is not None
+        #: 1 for the configuration the hub started with, +1 for each reload applied.
+        self.config_generation = 1
+        #: Reloads refused (a bad hub.toml: the configuration in use was kept).
+        self.reload_failures = 0
         #: Every control channel's heartbeat: a ping each heartbeat_interval, the edge
         #: lost after three silent intervals (control.HeartbeatConfig.from_interval).
         self.heartbeat_cfg = control.HeartbeatConfig.from_interval(cfg.heartbeat_interval)
@@ -800,6 +820,70 @@ class Hub:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def reload(self, load: Callable[[], HubConfig]) -> bool:
+        """Take the configuration ``load`` returns (SIGHUP: hub.toml read again), for
+        what happens from now on; True when it was applied.
+
+        Applied: ``[services]`` (a new stream dials the backend named now; a removed
+        service is refused UNKNOWN_SERVICE; a running stream keeps the backend it has),
+        ``[limits]`` (the next time each is checked), ``heartbeat_interval`` (control
+        channels opened from now on) and ``[sockets]`` (tunnels accepted from now on,
+        unless sockets were given to the constructor). :data:`RESTART_ONLY` settings
+        keep their values; one warning names those that differ. ``load`` raising
+        ConfigError (not TOML, an unknown key, a bad value) changes nothing: one error
+        line gives the reason. Logs ``config reloaded`` with the new generation.
+        """
+        old = self.cfg
+        try:
+            new = load()
+        except ConfigError as exc:
+            self.reload_failures += 1
+            log.error(
+                "%s",
+                Line(
+                    "config not reloaded",
+                    file=exc.source or old.source,
+                    generation=self.config_generation,
+                    reason=str(exc),
+                ),
+            )
+            return False
+        pending = sorted(k for f, k in RESTART_ONLY.items() if getattr(new, f) != getattr(old, f))
+        self.cfg = replace(new, **{f: getattr(old, f) for f in RESTART_ONLY})
+        self.heartbeat_cfg = control.HeartbeatConfig.from_interval(self.cfg.heartbeat_interval)
+        if not self._sockets_given:
+            self.sockets = self.cfg.sockets
+        self.config_generation += 1
+        before, after = old.services, self.cfg.services
+        log.info(
+            "%s",
+            Line(
+                "config reloaded",
+                file=self.cfg.source,
+                generation=self.config_generation,
+                services=",".join(after),
+                added=",".join(n for n in after if n not in before) or None,
+                removed=",".join(n for n in before if n not in after) or None,
+                changed=",".join(n for n in after if n in before and before[n] != after[n])
+                or None,
+                limits_changed=",".join(
+                    f.name for f in fields(old.limits)
+                    if getattr(old.limits, f.name) != getattr(self.cfg.limits, f.name)
+                ) or None,
+            ),
+        )  # fmt: skip
+        if pending:
+            log.warning(
+                "%s",
+                Line(
+                    "config not applied until restart",
+                    file=self.cfg.source,
+                    generation=self.config_generation,
+                    keys=",".join(pending),
+                ),
+            )
+        return True
 
     async def close(self) -> None:
         for s in self.listeners:
