@@ -46,6 +46,7 @@ from spokeshare.errors import DecodeError
 from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan import mdns_defence
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
+from spokeshare.tasks import TaskSet
 
 if TYPE_CHECKING:
     from spokeshare.lan.discovery_settings import DiscoverySettings
@@ -116,7 +117,8 @@ class MdnsPublisher:
             Budget(UNICAST_BURST_GLOBAL, UNICAST_RATE_GLOBAL),
         )
         self._reclaimed = 0
-        self._recheck: asyncio.Task[None] | None = None
+        #: The conflict re-check and the resets to probing after a conflict.
+        self._tasks = TaskSet(log, "mdns task")
         #: One probe-and-publish at a time (start, re-checks, resets after conflicts).
         self._lock = asyncio.Lock()
         self._probe_rate = mdns_defence.ProbeRate()
@@ -217,7 +219,7 @@ class MdnsPublisher:
         for transport in (*engine.readers, *engine.senders):
             _unicast_ttl_255(transport)
         await self._register_all()
-        self._recheck = asyncio.create_task(self._recheck_conflicts(), name="mdns-recheck")
+        self._tasks.spawn(self._recheck_conflicts(), name="mdns-recheck")
 
     def _budget_unicast(self, azc: AsyncZeroconf) -> None:
         """Wrap zeroconf's send (not a fork: one attribute on our own instance) so
@@ -462,7 +464,7 @@ class MdnsPublisher:
                 ipaddress.ip_address(address),
             )
             self._probing_since[name] = now
-            task = asyncio.get_running_loop().create_task(
+            task = self._tasks.spawn(
                 self._reset_to_probing(name, delay), name=f"mdns-reprobe-{name}"
             )
             self._resetting[name] = task
@@ -558,9 +560,7 @@ class MdnsPublisher:
         """Goodbyes, then close the responder."""
         if self._zc is None:
             return
-        if self._recheck is not None:
-            self._recheck.cancel()
-            self._recheck = None
+        await self._tasks.aclose()  # the re-check and any reset, cancelled and awaited
         await self._unregister_all()
         await self._zc.async_close()
         self._zc = None
