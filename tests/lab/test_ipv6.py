@@ -56,12 +56,9 @@ def start_edge(lab: Lab, office: str) -> int:
                 plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME], check=True
             )
     pid = lab.spawn(plan.edge, spokes._cli("edge", "--config", str(conf)), f"edge-{office}")
-    log = lab.logs_dir / f"edge-{office}.log"
     wait_for(
         lambda: (
-            log.exists()
-            and f"edge for office {office} up" in log.read_text()
-            and spokes.office_connected(lab, office)
+            spokes.edge_status(lab, office).get("up") and spokes.office_connected(lab, office)
         ),
         30,
         "the edge up",
