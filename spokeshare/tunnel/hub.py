@@ -347,7 +347,13 @@ class HubTunnel(TunnelEnd):
         if self.office.control is self:
             self.office.control = None
             log.info(
-                "office %s control channel closed%s", self.office.name, f": {exc}" if exc else ""
+                "%s",
+                Line(
+                    "control channel closed",
+                    office=self.office.name,
+                    peer=f"{self.peer[0]}:{self.peer[1]}",
+                    reason=str(exc) if exc else None,
+                ),
             )
 
     # -- the open header -------------------------------------------------------------
@@ -411,12 +417,14 @@ class HubTunnel(TunnelEnd):
             self._log_stream(stream, None, "refused", logging.WARNING, status.name, reason)
         else:
             log.warning(
-                "refused tunnel office=%s peer=%s:%s status=%s reason=%s",
-                self.office.name,
-                self.peer[0],
-                self.peer[1],
-                status.name,
-                reason,
+                "%s",
+                Line(
+                    "tunnel refused",
+                    office=self.office.name,
+                    peer=f"{self.peer[0]}:{self.peer[1]}",
+                    status=status.name,
+                    reason=reason,
+                ),
             )
         self._go(TunnelEvent.REFUSED, Closed())
         self.hub.count_status(status, self.office)
@@ -538,7 +546,13 @@ class HubTunnel(TunnelEnd):
         office.last_seen = time.time()
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
         log.info(
-            "office %s connected from %s (edge %s)", office.name, self.peer[0], header.edge_version
+            "%s",
+            Line(
+                "control channel up",
+                office=office.name,
+                peer=f"{self.peer[0]}:{self.peer[1]}",
+                edge_version=header.edge_version,
+            ),
         )
         self._heartbeat(ctl, ctl.heartbeat.handle_timer(now))  # the first ping, at once
         if rest:
@@ -583,10 +597,10 @@ class HubTunnel(TunnelEnd):
                 office.edge_stats = dict(cmd.stats)
             elif isinstance(cmd, control.PeerLost):
                 log.warning(
-                    "office %s: no heartbeat for %.1fs; closing its control channel",
-                    office.name,
-                    cmd.silence,
-                )
+                    "%s",
+                    Line("control channel lost", office=office.name, silence_s=cmd.silence,
+                         reason="no heartbeat"),
+                )  # fmt: skip
                 self.abort("heartbeat lost")
                 return
             elif isinstance(cmd, control.Deliver):
@@ -957,10 +971,14 @@ class Hub:
             self.refused(
                 f"admission:{status.name}",
                 peer,
-                "tunnel from %s:%s office=%s refused: %s",
-                *peer,
-                name,
-                reason,
+                "%s",
+                Line(
+                    "tunnel refused",
+                    office=name,
+                    peer=f"{peer[0]}:{peer[1]}",
+                    status=status.name,
+                    reason=reason,
+                ),
             )
             self.count_status(status)
             transport.write(wire.encode_status(wire.StatusReply(status, reason)))
@@ -970,7 +988,17 @@ class Hub:
             return  # gone while we checked it
         office = self.office_state(name)
         if len(office.tunnels) >= self.cfg.limits.max_tunnels_per_office:
-            log.warning("office %s at its tunnel limit (%d); refusing", name, len(office.tunnels))
+            log.warning(
+                "%s",
+                Line(
+                    "tunnel refused",
+                    office=name,
+                    peer=f"{peer[0]}:{peer[1]}",
+                    status=wire.Status.BUSY.name,
+                    reason=f"at its tunnel limit ({len(office.tunnels)}, "
+                    "limits.max_tunnels_per_office)",
+                ),
+            )
             self.count_status(wire.Status.BUSY, office)
             transport.write(
                 wire.encode_status(wire.StatusReply(wire.Status.BUSY, "too many tunnels"))

@@ -115,7 +115,8 @@ def test_revoked_office_refused(stack: Stack, caplog: pytest.LogCaptureFixture) 
     )
     with tunnel(stack.dep, path) as s:
         assert read_status(s).status is wire.Status.REVOKED
-    assert "office=gone refused: office gone is revoked" in messages(caplog)
+    assert 'office=gone peer=127.0.0.1:' in messages(caplog)
+    assert 'status=REVOKED reason="office gone is revoked"' in messages(caplog)
     still_serves(stack)
 
 
