@@ -110,14 +110,15 @@ def test_page_renders_the_labs_offices(lab: Lab) -> None:
     assert denied.stdout.startswith('401 Basic realm="spokeshare hub"'), denied
     assert "nyc" not in denied.stdout
 
-    def all_with_history() -> bool:
+    def all_with_history() -> str | None:
         dom = chromium(lab, "--dump-dom", AUTH_URL)
-        return sorted(parse(dom).cards) == [(o, "connected") for o in OFFICES] and dom.count(
-            'class="spark"'
-        ) == len(OFFICES)
+        connected = sorted(parse(dom).cards) == [(o, "connected") for o in OFFICES]
+        return dom if connected and dom.count('class="spark"') == len(OFFICES) else None
 
     # The sparklines need two RTT samples, dashboard.SAMPLE_SECONDS apart.
-    wait_for(all_with_history, timeout=60, interval=1, what="every office connected, with RTT")
+    dom = wait_for(all_with_history, timeout=60, interval=1, what="offices connected, with RTT")
+    # Each office's certificate (the hub's registry, renewal state) is on its card.
+    assert dom.count("<dt>certificate</dt><dd>expires ") == len(OFFICES)
     screenshot(lab, "dashboard-phone.png", (390, 640))
 
 
