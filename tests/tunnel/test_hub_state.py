@@ -4,6 +4,7 @@ when a change applies (the same hub serving real tunnels is in test_bad_input.py
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -145,8 +146,12 @@ def test_control_channel_answers_pings_and_learns_rtt_and_statistics(tmp_path: P
         assert _control_frames(calls) == [control.Ping(1)]  # the first ping, at once
         calls.clear()
         stats = {"clients": 3, "idle": 4}
+        before = control.wall_ms(time.time())
         t.data_received(control.encode(control.Pong(1, stats)) + control.encode(control.Ping(7)))
-        assert _control_frames(calls) == [control.Pong(7)]
+        (pong,) = _control_frames(calls)
+        # The answer carries the hub's wall clock, for the edge's skew estimate.
+        assert isinstance(pong, control.Pong) and pong.seq == 7 and pong.stats is None
+        assert pong.time_ms is not None and before <= pong.time_ms <= control.wall_ms(time.time())
         assert office.rtt is not None and office.rtt >= 0
         assert office.edge_stats == stats and office.statistics().clients == 3
         calls.clear()
