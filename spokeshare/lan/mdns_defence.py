@@ -114,9 +114,9 @@ class HeardAddress:
 
     def __post_init__(self) -> None:
         if len(self.address) not in (4, 16):
-            raise ValueError(f"address of {len(self.address)} octets")
+            raise UsageError(f"address of {len(self.address)} octets")
         if self.ttl < 0:
-            raise ValueError(f"negative TTL {self.ttl}")
+            raise UsageError(f"negative TTL {self.ttl}")
 
 
 def conflicts(

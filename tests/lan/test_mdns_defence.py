@@ -19,6 +19,7 @@ from zeroconf._protocol.incoming import DNSIncoming
 from zeroconf._protocol.outgoing import DNSOutgoing
 from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _FLAGS_QR_QUERY, _TYPE_A, _TYPE_ANY
 
+from spokeshare.errors import UsageError
 from spokeshare.lan.mdns_defence import (
     CONFLICT_BACKOFF,
     CONFLICT_BURST,
@@ -152,9 +153,9 @@ def test_conflicts(heard: list[HeardAddress], expected: dict[str, bytes]) -> Non
 
 
 def test_heard_address_is_checked() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         HeardAddress(HOST, b"\x01\x02\x03", 120)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         HeardAddress(HOST, ENG, -1)
 
 
