@@ -44,6 +44,7 @@ from spokeshare.config import EdgeConfig, edge_listeners
 from spokeshare.errors import DecodeError, EnrollmentError, UsageError
 from spokeshare.lan import nbss_answer
 from spokeshare.lan.hostile import RateLimitedLog
+from spokeshare.logfmt import Line
 from spokeshare.loglimit import LogLimiter
 from spokeshare.stats import EdgeStatistics
 from spokeshare.tasks import TaskSet
@@ -696,10 +697,19 @@ class Edge:
             client.deadline.cancel()
 
     def hub_refused(self, reply: wire.StatusReply, client: ClientEnd | None = None) -> None:
-        who = f" for client {client.peer[0]}:{client.peer[1]}" if client else ""
         source = client.peer[0] if client else ""
         if self.client_log.admit(reply.status.name, source, time.monotonic()):
-            log.warning("hub refused%s: %s (%s)", who, reply.status.name, reply.reason)
+            log.warning(
+                "%s",
+                Line(
+                    "hub refused",
+                    office=self.bundle.office,
+                    client=f"{client.peer[0]}:{client.peer[1]}" if client else None,
+                    service=client.service if client else None,
+                    status=reply.status.name,
+                    reason=reply.reason,
+                ),
+            )
         if reply.status is wire.Status.REVOKED:
             self._hub_event(HubEvent.REVOKED)
 
