@@ -8,6 +8,8 @@ object whose ``"t"`` names its type::
     {"t":"ping","seq":7}
     {"t":"pong","seq":7,"stats":{"clients":2,"idle":4,"streams_total":90,"streams_failed":1}}
     {"t":"pong","seq":7,"time":1795046400123}
+    {"t":"pong","seq":7,"stats":{...},"lan":{"names":{"GLOBAL-NFS":"ok"},
+     "printers":["Office laser"],"degraded":["llmnr: systemd-resolved holds port 5355"]}}
     {"t":"revoked"}
     {"t":"renew","id":1,"csr":"MIIB..."}
     {"t":"renew-issued","id":1,"chain":["MIIC...","MIIB..."]}
@@ -19,6 +21,12 @@ milliseconds since the Unix epoch, UTC): the hub stamps its pongs, and the edge
 estimates the clock skew between them from the stamp and the round trip
 (:func:`clock_skew`). A pong without it (an older peer) decodes as before, and an
 older peer ignores the key.
+An edge's pong may carry ``lan``, its LAN presence (:class:`Presence`): the names it
+advertises and each one's state, HQ's printers it advertises and its degraded LAN
+protocols, for the hub's office list and dashboard. It rides on every pong rather than
+in a message of its own sent on change: the pong is already sent every interval, so the
+hub needs no change tracking or resend after a reconnect, and an older hub ignores the
+key. Bounded so a pong always fits one CONTROL frame (:data:`MAX_PRESENCE_BYTES`).
 The three ``renew`` messages renew the office's certificate over its own channel
 (:mod:`spokeshare.renewal`): the edge sends a PKCS#10 request (RFC 2986, DER in
 base64, RFC 4648 §4), the hub answers with the issued chain (DER certificates in
@@ -49,7 +57,7 @@ import base64
 import binascii
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,6 +95,17 @@ MAX_REASON = 200
 #: Largest pong ``time``, milliseconds since the epoch: exact in any JSON reader
 #: (2**53 - 1, like ``seq``; far beyond any real date).
 MAX_TIME_MS = (1 << 53) - 1
+#: Bounds on a pong's LAN presence (``lan``): names advertised, printers advertised,
+#: degraded entries, and the UTF-8 length of each string (a DNS name's 255 octets,
+#: RFC 1035 section 2.3.4, bounds every one of them).
+MAX_NAMES = 64
+MAX_PRINTERS = 256
+MAX_DEGRADED = 16
+MAX_PRESENCE_STRING = 255
+#: The presence's share of one CONTROL frame (wire.MAX_CONTROL), JSON bytes: the rest
+#: is left for the pong's seq, time and statistics. :func:`fit_presence` drops entries
+#: past it.
+MAX_PRESENCE_BYTES = 3072
 
 
 # -- messages ----------------------------------------------------------------------------
@@ -107,6 +126,86 @@ class Ping:
         _check_seq(self.seq)
 
 
+def _check_string(what: str, value: object) -> None:
+    try:
+        ok = isinstance(value, str) and 0 < len(value.encode("utf-8")) <= MAX_PRESENCE_STRING
+    except UnicodeEncodeError:
+        ok = False
+    if not ok:
+        raise UsageError(f"{what} {value!r} is not 1..{MAX_PRESENCE_STRING} UTF-8 bytes")
+
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """An edge's LAN presence (wire key ``lan`` of its pongs).
+
+    ``names``: each virtual name advertised -> its state (``ok``, ``pending``,
+    ``conflict``, ``withdrawn``, ``off``), at most :data:`MAX_NAMES`; ``printers``:
+    HQ's printers advertised on the LAN (instance names), at most :data:`MAX_PRINTERS`;
+    ``degraded``: ``"protocol: why"`` per degraded LAN protocol or listener, at most
+    :data:`MAX_DEGRADED`. Every string is 1..:data:`MAX_PRESENCE_STRING` UTF-8 bytes.
+    Raises :class:`UsageError` otherwise.
+    """
+
+    names: Mapping[str, str]
+    printers: tuple[str, ...] = ()
+    degraded: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.names, Mapping) or len(self.names) > MAX_NAMES:
+            raise UsageError(f"presence names are not a mapping of at most {MAX_NAMES}")
+        for name, state in self.names.items():
+            _check_string("name", name)
+            _check_string("name state", state)
+        for what, items, limit in (
+            ("printer", self.printers, MAX_PRINTERS),
+            ("degraded entry", self.degraded, MAX_DEGRADED),
+        ):
+            if not isinstance(items, tuple) or len(items) > limit:
+                raise UsageError(f"presence {what}s are not a tuple of at most {limit}")
+            for item in items:
+                _check_string(what, item)
+
+    def to_json(self) -> dict[str, Any]:
+        """The wire form: ``{"names": {...}, "printers": [...], "degraded": [...]}``."""
+        return {
+            "names": dict(self.names),
+            "printers": list(self.printers),
+            "degraded": list(self.degraded),
+        }
+
+
+def _clip(text: str) -> str:
+    """``text`` cut to :data:`MAX_PRESENCE_STRING` UTF-8 bytes (never mid-character)."""
+    raw = text.encode("utf-8")[:MAX_PRESENCE_STRING]
+    return raw.decode("utf-8", "ignore") or "?"
+
+
+def fit_presence(
+    names: Mapping[str, str], printers: Sequence[str], degraded: Sequence[str]
+) -> Presence:
+    """A :class:`Presence` within every bound, from whatever the edge has: strings cut
+    to :data:`MAX_PRESENCE_STRING` bytes, lists to their counts, then printers, names
+    and degraded entries dropped from the end (in that order: trouble is kept longest)
+    until the JSON is at most :data:`MAX_PRESENCE_BYTES`."""
+    n = {_clip(k): _clip(v) for k, v in list(names.items())[:MAX_NAMES]}
+    p = [_clip(x) for x in printers[:MAX_PRINTERS]]
+    d = [_clip(x) for x in degraded[:MAX_DEGRADED]]
+
+    def size() -> int:
+        body = {"names": n, "printers": p, "degraded": d}
+        return len(json.dumps(body, separators=(",", ":")).encode("utf-8"))
+
+    while size() > MAX_PRESENCE_BYTES:
+        if p:
+            p.pop()
+        elif n:
+            n.pop(next(reversed(n)))
+        else:
+            d.pop()
+    return Presence(n, tuple(p), tuple(d))
+
+
 @dataclass(frozen=True, slots=True)
 class Pong:
     """Answers the :class:`Ping` with the same ``seq``.
@@ -115,15 +214,20 @@ class Pong:
     sends ``clients``, ``idle``, ``streams_total``, ``streams_failed``), or None (the
     hub's pongs). ``time_ms`` is the sender's wall clock when it answered, integer
     milliseconds since the Unix epoch (wire key ``time``), or None (an older peer).
-    Raises :class:`UsageError` for a ``time_ms`` outside 0..:data:`MAX_TIME_MS`.
+    ``presence`` is the edge's LAN presence (wire key ``lan``), or None (the hub's
+    pongs, an older edge). Raises :class:`UsageError` for a ``time_ms`` outside
+    0..:data:`MAX_TIME_MS`.
     """
 
     seq: int
     stats: Mapping[str, int | float] | None = None
     time_ms: int | None = None
+    presence: Presence | None = None
 
     def __post_init__(self) -> None:
         _check_seq(self.seq)
+        if self.presence is not None and not isinstance(self.presence, Presence):
+            raise UsageError(f"pong presence {self.presence!r} is not a Presence")
         t = self.time_ms
         if t is not None and (
             isinstance(t, bool) or not isinstance(t, int) or not 0 <= t <= MAX_TIME_MS
@@ -228,6 +332,8 @@ def to_json(msg: ControlMessage) -> dict[str, Any]:
             out["stats"] = dict(msg.stats)
         if msg.time_ms is not None:
             out["time"] = msg.time_ms
+        if msg.presence is not None:
+            out["lan"] = msg.presence.to_json()
         return out
     if isinstance(msg, Revoked):
         return {"t": "revoked"}
@@ -279,7 +385,12 @@ def decode_json(value: object) -> ControlMessage:
     if kind == "ping":
         return Ping(_seq(value))
     if kind == "pong":
-        return Pong(_seq(value), _stats(value.get("stats")), _time(value.get("time")))
+        return Pong(
+            _seq(value),
+            _stats(value.get("stats")),
+            _time(value.get("time")),
+            _presence(value.get("lan")),
+        )
     if kind == "revoked":
         return Revoked()
     if kind == "renew":
@@ -335,6 +446,45 @@ def _time(raw: object) -> int | None:
     if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_TIME_MS:
         raise DecodeError(_PROTO, f"time is not an integer in 0..{MAX_TIME_MS}")
     return raw
+
+
+def _strings(raw: object, what: str, limit: int) -> tuple[str, ...]:
+    if not isinstance(raw, list) or len(raw) > limit:
+        raise DecodeError(_PROTO, f"lan {what} is not a list of at most {limit}")
+    for item in raw:
+        _string(item, what)
+    return tuple(raw)
+
+
+def _string(item: object, what: str) -> str:
+    if not isinstance(item, str):
+        raise DecodeError(_PROTO, f"lan {what} entry is not a string")
+    try:
+        size = len(item.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate from a JSON \ud800 escape
+        raise DecodeError(_PROTO, f"lan {what} entry is not UTF-8") from None
+    if not 0 < size <= MAX_PRESENCE_STRING:
+        raise DecodeError(_PROTO, f"lan {what} entry is not 1..{MAX_PRESENCE_STRING} bytes")
+    return item
+
+
+def _presence(raw: object) -> Presence | None:
+    """A pong's ``lan``: absent (the hub, an older edge) or a bounded presence."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise DecodeError(_PROTO, "lan is not a JSON object")
+    names = raw.get("names", {})
+    if not isinstance(names, dict) or len(names) > MAX_NAMES:
+        raise DecodeError(_PROTO, f"lan names is not an object of at most {MAX_NAMES}")
+    for name, state in names.items():
+        _string(name, "name")
+        _string(state, "name state")
+    return Presence(
+        dict(names),
+        _strings(raw.get("printers", []), "printers", MAX_PRINTERS),
+        _strings(raw.get("degraded", []), "degraded", MAX_DEGRADED),
+    )
 
 
 def _stats(raw: object) -> dict[str, int | float] | None:
@@ -416,6 +566,13 @@ class PeerStats:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerPresence:
+    """The peer (an edge) reported its LAN presence in a pong."""
+
+    presence: Presence
+
+
+@dataclass(frozen=True, slots=True)
 class PeerRevoked:
     """The hub says this office is revoked."""
 
@@ -436,7 +593,16 @@ class Deliver:
     message: RenewMessage
 
 
-Command = Send | RttMeasured | ClockSkewMeasured | PeerStats | PeerRevoked | PeerLost | Deliver
+Command = (
+    Send
+    | RttMeasured
+    | ClockSkewMeasured
+    | PeerStats
+    | PeerPresence
+    | PeerRevoked
+    | PeerLost
+    | Deliver
+)
 
 
 def wall_ms(wall: float) -> int:
@@ -526,17 +692,21 @@ class Heartbeat:
         now: float,
         stats: Mapping[str, int | float] | None = None,
         wall: float | None = None,
+        presence: Presence | None = None,
     ) -> list[Command]:
         """A message arrived from the peer at ``now``; ``stats`` is what our pong to a
         ping carries (the edge's statistics; None from the hub). ``wall`` is our wall
         clock at ``now`` (seconds since the epoch) or None: given, our pong carries it
         (``time``), and a stamped pong answering our ping yields
-        :class:`ClockSkewMeasured` after :class:`RttMeasured`."""
+        :class:`ClockSkewMeasured` after :class:`RttMeasured`. ``presence`` is what our
+        pong carries as ``lan`` (the edge's LAN presence; None from the hub); a pong
+        carrying one yields :class:`PeerPresence`."""
         if self.lost:
             return []
         self.heard = now
         if isinstance(msg, Ping):
-            return [Send(Pong(msg.seq, stats, None if wall is None else wall_ms(wall)))]
+            stamp = None if wall is None else wall_ms(wall)
+            return [Send(Pong(msg.seq, stats, stamp, presence))]
         if isinstance(msg, Pong):
             out: list[Command] = []
             sent = self._sent.pop(msg.seq, None)
@@ -547,6 +717,8 @@ class Heartbeat:
                     out.append(ClockSkewMeasured(clock_skew(msg.time_ms, wall, self.rtt), self.rtt))
             if msg.stats is not None:
                 out.append(PeerStats(msg.stats))
+            if msg.presence is not None:
+                out.append(PeerPresence(msg.presence))
             return out
         if isinstance(msg, Revoked):
             return [PeerRevoked()]

@@ -407,3 +407,84 @@ def test_heartbeat_measures_skew_from_a_stamped_pong() -> None:
     # with a wall clock given, the pongs we send carry it
     hub = Heartbeat(HeartbeatConfig.from_interval(5.0), 0.0)
     assert hub.receive(Ping(3), 1.0, wall=5000.25) == [Send(Pong(3, None, 5_000_250))]
+
+
+# -- LAN presence (pong "lan") ---------------------------------------------------------------
+
+PRESENCE_TEXT = st.text(min_size=1, max_size=60).filter(
+    lambda s: 0 < len(s.encode("utf-8", "surrogatepass")) <= 255 and not any(
+        0xD800 <= ord(c) <= 0xDFFF for c in s
+    )
+)
+PRESENCES = st.builds(
+    control.Presence,
+    st.dictionaries(PRESENCE_TEXT, PRESENCE_TEXT, max_size=4),
+    st.lists(PRESENCE_TEXT, max_size=4).map(tuple),
+    st.lists(PRESENCE_TEXT, max_size=3).map(tuple),
+)
+
+
+@given(SEQS, st.one_of(st.none(), STATS), TIMES, PRESENCES)
+def test_pong_with_presence_round_trip(
+    seq: int, stats: dict[str, int | float] | None, t: int | None, p: control.Presence
+) -> None:
+    msg = Pong(seq, stats, t, p)
+    assert control.decode(payload(control.encode(msg))) == msg
+
+
+def test_pong_presence_is_optional_both_ways() -> None:
+    """An older edge's pong (no ``lan``) decodes with presence None; a newer pong
+    differs from the old form only by the ``lan`` key, which older decoders skip."""
+    assert control.decode(b'{"t":"pong","seq":7,"stats":{"a":1}}') == Pong(7, {"a": 1})
+    p = control.Presence({"GLOBAL-NFS": "ok"}, ("Office laser",), ("llmnr: systemd-resolved",))
+    raw = b'{"t":"pong","seq":7,"lan":{"names":{"GLOBAL-NFS":"ok"},' + (
+        b'"printers":["Office laser"],"degraded":["llmnr: systemd-resolved"]}}'
+    )
+    assert control.decode(raw) == Pong(7, None, None, p)
+    newer = control.to_json(Pong(7, EDGE_STATS, None, p))
+    assert newer.pop("lan") == p.to_json()
+    assert newer == control.to_json(Pong(7, EDGE_STATS))
+
+
+@pytest.mark.parametrize(
+    "lan",
+    [
+        b"[]",
+        b'{"names":[]}',
+        b'{"names":{"A":1}}',
+        b'{"names":{"A":""}}',
+        b'{"printers":"x"}',
+        b'{"printers":[1]}',
+        b'{"degraded":["' + b"x" * 256 + b'"]}',
+        b'{"degraded":[' + b",".join([b'"x"'] * 17) + b"]}",
+        b'{"names":{' + b",".join(b'"N%d":"ok"' % i for i in range(65)) + b"}}",
+        b'{"printers":["\\ud800"]}',
+    ],
+)
+def test_bad_presence_is_a_decode_error(lan: bytes) -> None:
+    with pytest.raises(DecodeError):
+        control.decode(b'{"t":"pong","seq":1,"lan":' + lan + b"}")
+    with pytest.raises(UsageError):
+        control.Presence({"A": "x" * 256})
+
+
+def test_fit_presence_keeps_every_bound_and_fits_a_frame() -> None:
+    names = {f"NAME-{i}-" + "n" * 200: "ok" for i in range(100)}
+    printers = [f"printer {i} " + "p" * 300 for i in range(400)]
+    degraded = [f"proto{i}: " + "why " * 100 for i in range(20)]
+    p = control.fit_presence(names, printers, degraded)
+    assert len(p.degraded) <= control.MAX_DEGRADED and p.degraded  # trouble kept
+    assert all(len(s.encode()) <= control.MAX_PRESENCE_STRING for s in p.degraded)
+    frame = control.encode(Pong(1, EDGE_STATS, control.MAX_TIME_MS, p))
+    assert len(frame) - 4 <= wire.MAX_CONTROL
+    small = control.fit_presence({"GLOBAL-NFS": "ok"}, ["laser"], [])
+    assert small == control.Presence({"GLOBAL-NFS": "ok"}, ("laser",), ())
+
+
+def test_heartbeat_carries_presence_both_ways() -> None:
+    p = control.Presence({"GLOBAL-NFS": "ok"})
+    edge = Heartbeat(HeartbeatConfig(1.0, 3.0), 0.0)
+    [send] = edge.receive(Ping(3), 0.1, EDGE_STATS, None, p)
+    assert isinstance(send, control.Send) and send.message == Pong(3, EDGE_STATS, None, p)
+    hub = Heartbeat(HeartbeatConfig(1.0, 3.0), 0.0)
+    assert control.PeerPresence(p) in hub.receive(send.message, 0.2)
