@@ -167,6 +167,12 @@ class OfficeStatistics:
     #: not_after, renewed, failures, renew); the worker holding the control channel
     #: knows what the edge reported.
     certificate: Mapping[str, Any] = stat(merge=Merge.LEAD, factory=dict)
+    #: The edge's LAN presence from its last pong (control.Presence; no metric: text):
+    #: name advertised -> its state, HQ's printers advertised, "protocol: why" per
+    #: degraded LAN protocol or listener. The control channel's worker knows them.
+    names: Mapping[str, str] = stat(merge=Merge.LEAD, factory=dict)
+    printers: tuple[str, ...] = stat((), merge=Merge.LEAD)
+    degraded: tuple[str, ...] = stat((), merge=Merge.LEAD)
 
 
 @dataclass(frozen=True)
@@ -285,6 +291,14 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
                 for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
                 if isinstance(v, int) and not isinstance(v, bool)
             }
+        return default
+    if hint == tuple[str, ...]:
+        if isinstance(value, list | tuple):
+            return tuple(v for v in value if isinstance(v, str))
+        return default
+    if hint == Mapping[str, str]:
+        if isinstance(value, Mapping):
+            return {str(k): v for k, v in value.items() if isinstance(v, str)}
         return default
     if hint == Mapping[str, OfficeStatistics]:
         if isinstance(value, Mapping):

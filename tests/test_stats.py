@@ -39,6 +39,10 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
         return st.none() | st.floats(0, 2e9, allow_nan=False)
     if hint == tuple[int, ...]:
         return st.lists(st.integers(1, 2**22), max_size=3).map(lambda v: tuple(sorted(v)))
+    if hint == tuple[str, ...]:  # presence text: printers, degraded protocols
+        return st.lists(st.text(min_size=1, max_size=8), max_size=3).map(tuple)
+    if hint == Mapping[str, str]:  # presence: name -> state
+        return st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=3)
     if hint == Mapping[str, int]:
         return st.dictionaries(LABELS, st.integers(0, 2**53), max_size=3)
     if hint == Mapping[str, Any]:  # a JSON object kept as it is

@@ -64,6 +64,7 @@ from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
 from spokeshare.stats import HubStatistics, OfficeStatistics, to_json
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import control, reserved_port, streamlog, tls, wire
+from spokeshare.tunnel.control import Presence
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
@@ -194,6 +195,8 @@ class OfficeState:
     bytes_up: int = 0
     bytes_down: int = 0
     edge_stats: dict[str, Any] = field(default_factory=dict)
+    #: The edge's LAN presence from its last pong that carried one (control.Presence).
+    presence: Presence | None = None
     #: Statuses other than OK answered to this office's tunnels, by wire.Status name.
     refused: dict[str, int] = field(default_factory=dict)
     #: The printers the registry gives the office (the ipp service's gate), as last
@@ -249,6 +252,9 @@ class OfficeState:
             bytes_down=self.bytes_down,
             refused=dict(sorted(self.refused.items())),
             certificate=self.certificate(dt.datetime.now(dt.UTC)),
+            names=dict(self.presence.names) if self.presence is not None else {},
+            printers=self.presence.printers if self.presence is not None else (),
+            degraded=self.presence.degraded if self.presence is not None else (),
         )
 
 
@@ -595,6 +601,8 @@ class HubTunnel(TunnelEnd):
                 office.rtt = cmd.rtt
             elif isinstance(cmd, control.PeerStats):
                 office.edge_stats = dict(cmd.stats)
+            elif isinstance(cmd, control.PeerPresence):
+                office.presence = cmd.presence
             elif isinstance(cmd, control.PeerLost):
                 log.warning(
                     "%s",
