@@ -49,6 +49,7 @@ from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, for_services
 from spokeshare.lan import coexist, interfaces
 from spokeshare.tasks import TaskSet
+from spokeshare.tunnel import control
 from spokeshare.tunnel.edge import Edge, HubState
 
 log = logging.getLogger("spokeshare.edge")
@@ -112,6 +113,7 @@ class EdgeDaemon:
         #: The coexistence watch and the withdraw/announce transitions.
         self.tasks = TaskSet(log, "edge LAN task")
         self._stop = asyncio.Event()
+        self.edge.lan_presence = self.pong_presence
 
     def __repr__(self) -> str:
         return f"<EdgeDaemon {self.bundle.office} withdrawn={self.withdrawn} {self.edge!r}>"
@@ -300,6 +302,42 @@ class EdgeDaemon:
             state.update({n: "conflict" for n in st.conflicts})
             out["mdns"] = state
         return out
+
+    def pong_presence(self) -> control.Presence:
+        """The LAN presence the edge's pongs carry to the hub (control.Presence): each
+        virtual name's state over the protocols running (``ok`` when every one holds
+        it, ``conflict`` when any lost it, ``pending`` while claiming, ``withdrawn``,
+        ``off`` when none runs), HQ's printers advertised, and ``"protocol: why"`` per
+        degraded protocol or listener; cut to the control message's bounds."""
+        held = {"claimed", "answering", "published"}
+        states: dict[str, list[str]] = {n.name.upper(): [] for n in self.cfg.names}
+        for table in self.names_status().values():
+            for key, state in table.items():
+                base = str(key).split("<")[0].split(".")[0].strip().upper()
+                if base in states:
+                    states[base].append(state)
+        names: dict[str, str] = {}
+        for n in self.cfg.names:
+            got = states[n.name.upper()]
+            names[n.name] = (
+                "withdrawn"
+                if self.withdrawn
+                else "off"
+                if not got
+                else "conflict"
+                if "conflict" in got
+                else "ok"
+                if all(s in held for s in got)
+                else "pending"
+            )
+        printers: tuple[str, ...] = ()
+        mdns = self.protocols.get("mdns")
+        if "mdns" in self._running and mdns is not None:
+            sync = getattr(mdns.statistics(), "printers", None)
+            printers = tuple(getattr(sync, "printers", ()))
+        degraded = [f"{p}: {why}" for p, why in sorted(self.lan_status.items()) if why != "ok"]
+        degraded += [f"{k}: {why}" for k, why in sorted(self.edge.degraded.items())]
+        return control.fit_presence(names, printers, degraded)
 
     def lan_status_snapshot(self) -> stats.LanStatus:
         """What ``lan-status.json`` holds now (spokeshare.stats.LanStatus)."""

@@ -392,6 +392,9 @@ class Edge:
         self._renew_pending: tuple[int, asyncio.Future[control.RenewMessage]] | None = None
         self._control_up = asyncio.Event()
         self.on_renewal: list[Callable[[], None]] = []
+        #: The LAN presence each pong carries (control.Presence: names, printers,
+        #: degraded protocols); set by the edge daemon, None without a LAN side.
+        self.lan_presence: Callable[[], control.Presence] | None = None
 
     @property
     def idle(self) -> list[EdgeTunnel]:
@@ -922,7 +925,14 @@ class Edge:
         hb = running.heartbeat
         for msg in messages:
             self._control_commands(
-                tunnel, hb.receive(msg, time.monotonic(), self._pong_stats(), time.time())
+                tunnel,
+                hb.receive(
+                    msg,
+                    time.monotonic(),
+                    self._pong_stats(),
+                    time.time(),
+                    self.lan_presence() if self.lan_presence is not None else None,
+                ),
             )
 
     def _control_commands(self, tunnel: EdgeTunnel, commands: list[control.Command]) -> None:
