@@ -279,7 +279,9 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
         )
     for key in ("names", "printers"):
         value = o.get(key)
-        if isinstance(value, list | tuple) and value:
+        if isinstance(value, Mapping) and value:  # name -> its state (control.Presence)
+            rows.append((key, _list(f"{k} ({v})" for k, v in sorted(value.items()))))
+        elif isinstance(value, list | tuple) and value:
             rows.append((key, _list(str(v) for v in value)))
     version = o.get("version")
     if version:

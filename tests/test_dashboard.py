@@ -432,3 +432,24 @@ def test_hub_refuses_to_start_off_loopback_without_token(tmp_path: Path) -> None
     assert "hub.status_listen: 0.0.0.0 is not a loopback address" in lines[0]
     assert "status_token =" in lines[0]
     assert not (tmp_path / "state").exists()  # nothing started
+
+
+def test_a_degraded_office_shows_its_presence_and_sorts_as_trouble() -> None:
+    """The hub's office statistics as the edge's pongs fill them (names -> state,
+    printers, degraded entries): the card shows each, and the office sorts as degraded."""
+    snap = {
+        "offices": {
+            "aaa": office(),
+            "zzz": office(
+                names={"GLOBAL-NFS": "ok", "SCAN": "conflict"},
+                printers=["Office laser"],
+                degraded=["llmnr: systemd-resolved holds port 5355"],
+            ),
+        }
+    }
+    page = dashboard.render(snap, {}, NOW)
+    assert "llmnr: systemd-resolved holds port 5355" in page
+    assert "GLOBAL-NFS (ok)" in page and "SCAN (conflict)" in page
+    assert "Office laser" in page
+    rows = dashboard.sort_offices(snap["offices"], NOW)
+    assert [(name, t) for name, _, t in rows][0] == ("zzz", dashboard.Trouble.DEGRADED)
