@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import glob
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +101,7 @@ def test_edge_measures_a_hub_running_ahead_under_faketime(
     faketime package; its monotonic clock left true with FAKETIME_DONT_FAKE_MONOTONIC,
     which asyncio's timers run on): the edge measures the offset within RTT/2 +
     SLACK_MS, and ``spokeshare check --edge`` (the CLI) says so at ``level``."""
-    assert shutil.which("faketime"), "faketime missing: ./run setup installs it"
+    assert glob.glob("/usr/lib/*/faketime/libfaketime.so.1"), "./run setup installs faketime"
     # smb only: a hub process refuses an ipp backend on loopback (see hub.toml checks).
     dep = make_deployment(tmp_path, {"smb": free_port()})
     path = dep.add_office("shop", ["smb"])
@@ -120,8 +120,16 @@ def test_edge_measures_a_hub_running_ahead_under_faketime(
         f'[lan]\naddress = "127.0.0.1"\n\n[ports]\nsmb = 0\n'
     )
     status_file = state / "lan-status.json"
-    argv = ["faketime", "-f", offset, sys.executable, "-m", "spokeshare", "hub"]
-    env = {**os.environ, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    # libfaketime preloaded as the faketime command does (ld.so expands $LIB), but with
+    # the hub as the process started: faketime itself forks, and stopping it by PID
+    # would leave the hub running.
+    argv = [sys.executable, "-m", "spokeshare", "hub"]
+    env = {
+        **os.environ,
+        "LD_PRELOAD": "/usr/$LIB/faketime/libfaketime.so.1",
+        "FAKETIME": offset,
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
     with (
         open(tmp_path / "hub.log", "wb") as out,
         process(
