@@ -30,6 +30,7 @@ import pytest
 from spokeshare.lab import spokes
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
+from spokeshare.lan.mdns import CONFLICT_RECHECK_INTERVAL
 from tests.helpers import wait_for
 from tests.lab import wsdd_client
 from tests.lab.building import running_lab
@@ -140,6 +141,15 @@ def test_edge_survives_a_hostile_lan(lab: Lab) -> None:
                 # after conflict demands, releases, refreshes and claims by others
                 assert wait_for(lambda: resolves(lab) == EDGE, 10, "GLOBAL-NFS still ours",
                                 interval=0.5)
+            if protocol == "mdns":
+                # Spoofed answers for GLOBAL-NFS.local with other data are conflicts
+                # (RFC 6762 section 9): the edge yields the name and takes it back once
+                # they stop, at its next check (mdns.CONFLICT_RECHECK_INTERVAL).
+                assert wait_for(
+                    lambda: spokes.names_held(lab, OFFICE, "mdns").get("GLOBAL-NFS")
+                    == "published",
+                    CONFLICT_RECHECK_INTERVAL + 30, "GLOBAL-NFS.local published again",
+                    interval=0.5)
         rss_after.append(rss(pid))
     worst = {p: fuzz(lab, f"{p}-worst", seed=7, count=WORST) for p in WORST_PROTOCOLS}
     fuzz_seconds = time.monotonic() - started
