@@ -335,6 +335,13 @@ def hub_certificate(
     reason). ``renew`` is ``failing since ISO (reason)`` when either side knows of a
     failure, else :func:`registry_view`'s phrase."""
     phrase = registry_view(not_before, not_after, renewed, now)
+    # A failure from before the registry's last renewal is over: the pong that clears
+    # the edge's count may not have come in yet.
+    after = renewed.timestamp() if renewed else float("-inf")
+    if refused is not None and refused[0] < after:
+        refused = None
+    if edge_failing_since and edge_failing_since < after:
+        edge_failures = 0
     if refused is not None:
         since = dt.datetime.fromtimestamp(refused[0], dt.UTC).isoformat(timespec="seconds")
         phrase = f"failing since {since} (refused: {refused[1]})"

@@ -490,3 +490,18 @@ def test_serial_in_use_stays_accepted(deployment: Deployment) -> None:
     for _ in range(enrollment.MAX_PREVIOUS + 1):
         enrollment.renew_from_request(d, "nyc", _csr())
     assert not enrollment.load_registry(d)["nyc"].accepts(in_use)
+
+
+def test_hub_view_drops_failures_older_than_the_last_renewal() -> None:
+    issued = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+    expires = issued + dt.timedelta(days=90)
+    renewed = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    now = renewed + dt.timedelta(seconds=5)
+    before, after = renewed.timestamp() - 60, renewed.timestamp() + 1
+    stale = renewal.hub_certificate(issued, expires, renewed, now, 2, before, (before, "x"))
+    assert stale["renew"] == renewal.registry_view(issued, expires, renewed, now)
+    assert stale["failures"] == 0
+    fresh = renewal.hub_certificate(issued, expires, renewed, now, 2, after)
+    assert str(fresh["renew"]).startswith("failing since") and fresh["failures"] == 2
+    refused = renewal.hub_certificate(issued, expires, renewed, now, refused=(after, "revoked"))
+    assert "refused: revoked" in str(refused["renew"])
