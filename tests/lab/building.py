@@ -8,6 +8,7 @@ bring-up and clean-up they all share lives here.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -30,7 +31,9 @@ def running_lab(
     """A :class:`Lab` of ``offices`` over ``wan``, up, in a fresh ``prefix``-named dir.
 
     The dir is 0755 (smbd's users and cupsd's filters, user lp, must reach it). On exit,
-    also when the body raised, the lab is taken down and the dir removed.
+    also when the body raised, the lab is taken down and the dir removed; with
+    ``SPOKESHARE_LAB_LOGS`` set to a directory, the lab's logs are copied there first
+    (one sub-directory per lab), for reading after a failed run.
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
@@ -39,7 +42,10 @@ def running_lab(
         lab.up()
         yield lab
     finally:
-        lab.down()
+        lab.down(keep_logs=True)
+        keep = os.environ.get("SPOKESHARE_LAB_LOGS")
+        if keep and lab.logs_dir.is_dir():
+            shutil.copytree(lab.logs_dir, Path(keep) / path.name, dirs_exist_ok=True)
         shutil.rmtree(path, ignore_errors=True)
 
 
