@@ -215,8 +215,8 @@ class LlmnrService:
     async def _verify_unique(self) -> None:
         """RFC 4795 §4.1: before answering, ask for each name on the link and wait
         LLMNR_TIMEOUT; a name another host answers for is not answered over LLMNR
-        (the other protocols are unaffected) and is checked again every
-        llmnr.CONFLICT_RECHECK_INTERVAL seconds until it is free."""
+        (the other protocols are unaffected) and is checked again, on
+        spokeshare.lan.recheck's schedule, until it is free."""
         self._claims_run(self.claims.verify(time.monotonic()))
         await asyncio.sleep(LLMNR_UNIQUENESS_WAIT)
         self._claims_due()
@@ -238,11 +238,11 @@ class LlmnrService:
                 log.log(
                     logging.DEBUG if c.repeat else logging.WARNING,
                     "llmnr: name conflict: %s is answered by %s on %s (RFC 4795 §4.1); "
-                    "not answering for it over LLMNR, checking again every %.0f s",
+                    "not answering for it over LLMNR, checking again in %.0f s",
                     c.name,
                     c.owner,
                     s.interface,
-                    llmnr.CONFLICT_RECHECK_INTERVAL,
+                    c.recheck_in,
                 )
             else:
                 self.core.include(c.name)

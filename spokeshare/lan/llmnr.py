@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from spokeshare.buffer import Buffer
 from spokeshare.errors import DecodeError, UsageError, decoder
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
+from spokeshare.lan.recheck import RECHECK_LONGEST, recheck_delay
 
 PROTOCOL = "llmnr"
 
@@ -525,10 +526,11 @@ class LlmnrResponder:
 
 #: RFC 4795 §2.7: LLMNR_TIMEOUT, 1 s: how long a uniqueness query waits for answers.
 UNIQUENESS_WAIT = 1.0
-#: How often a name in conflict is checked again (our choice, as for NetBIOS and mDNS
-#: in this project; RFC 4795 §4 has no re-check): while the other owner answers the
-#: name stays in conflict; once it is silent the name is ours again.
-CONFLICT_RECHECK_INTERVAL = 60.0
+#: The longest wait between two checks of a name in conflict (our choice, as for
+#: NetBIOS and mDNS in this project; RFC 4795 §4 has no re-check): the first comes 5 s
+#: after the conflict, the waits double up to this (spokeshare.lan.recheck); while the
+#: other owner answers the name stays in conflict; once it is silent it is ours again.
+CONFLICT_RECHECK_INTERVAL = RECHECK_LONGEST
 
 
 @dataclass(frozen=True)
@@ -544,12 +546,14 @@ class UniquenessQuery:
 @dataclass(frozen=True)
 class LlmnrConflict:
     """Another host (``owner``, an address) answered our uniqueness query for ``name``:
-    it is not answered until a re-check finds it free. ``repeat`` is True when the
-    name was already in conflict (report it quietly)."""
+    it is not answered until a re-check finds it free, ``recheck_in`` seconds from
+    now. ``repeat`` is True when the name was already in conflict (report it
+    quietly)."""
 
     name: str
     owner: str
     repeat: bool = False
+    recheck_in: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -575,6 +579,8 @@ class _Claim:
     #: Owner found by the last check that failed (None: not in conflict).
     conflict_with: str | None = None
     recheck_at: float | None = None
+    #: Checks in a row that found the name answered by another host.
+    checks_failed: int = 0
 
 
 class NameClaims:
@@ -592,9 +598,10 @@ class NameClaims:
     ignores C queries); the name keeps being answered while it is re-verified, so a
     spoofed C query silences nothing.
 
-    A name in conflict is checked again every ``recheck_interval`` seconds and
-    reclaimed (:class:`LlmnrReclaimed`) when nobody answers. Responses nobody asked
-    for (another id, or no query in flight) are counted as ``challenges_ignored``
+    A name in conflict is checked again 5 s later, then at doubling intervals up to
+    ``recheck_interval`` seconds (:mod:`spokeshare.lan.recheck`), and reclaimed
+    (:class:`LlmnrReclaimed`) when nobody answers. Responses nobody asked for
+    (another id, or no query in flight) are counted as ``challenges_ignored``
     and change nothing, so a spoofer can cause at most a conflict that a single
     forged answer to an in-flight query creates, lasting until the next re-check.
 
@@ -610,7 +617,7 @@ class NameClaims:
         recheck_interval: float = CONFLICT_RECHECK_INTERVAL,
         new_id: Callable[[], int] | None = None,
     ) -> None:
-        if recheck_interval <= wait:
+        if recheck_delay(1, recheck_interval) <= wait:
             raise UsageError("llmnr: conflict re-check must be longer than a uniqueness wait")
         self._claims = {n.rstrip(".").casefold(): _Claim(n.rstrip(".")) for n in names}
         self._own = frozenset(a.split("%", 1)[0] for a in own_addresses)
@@ -684,14 +691,16 @@ class NameClaims:
                 if c.answered_by is not None:
                     repeat = c.conflict_with == c.answered_by
                     c.conflict_with, c.answered_by, c.held = c.answered_by, None, False
-                    c.recheck_at = now + self._recheck
+                    c.checks_failed += 1
+                    delay = recheck_delay(c.checks_failed, self._recheck)
+                    c.recheck_at = now + delay
                     self._stats["conflicts"] += 1
-                    out.append(LlmnrConflict(c.name, c.conflict_with, repeat))
+                    out.append(LlmnrConflict(c.name, c.conflict_with, repeat, delay))
                 else:
                     if c.conflict_with is not None:
                         self._stats["reclaimed"] += 1
                         out.append(LlmnrReclaimed(c.name))
-                    c.conflict_with, c.held = None, True
+                    c.conflict_with, c.held, c.checks_failed = None, True, 0
             elif c.recheck_at is not None and now >= c.recheck_at:
                 out.append(self._query(c, now))
         return out

@@ -46,6 +46,7 @@ from spokeshare.errors import DecodeError
 from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan import mdns_defence
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
+from spokeshare.lan.recheck import RECHECK_LONGEST, recheck_delay
 from spokeshare.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -55,9 +56,10 @@ log = logging.getLogger("spokeshare.lan.discovery")
 
 SMB_TYPE = "_smb._tcp.local."
 DEVICE_INFO_TYPE = "_device-info._tcp.local."
-#: A name in conflict is probed again this often (our choice, as for NetBIOS names):
-#: once its other owner is gone the name is published again.
-CONFLICT_RECHECK_INTERVAL = 60.0
+#: The longest wait between two probes of a name in conflict (our choice, as for
+#: NetBIOS names): the first comes 5 s after the conflict, the waits double up to this
+#: (spokeshare.lan.recheck); once its other owner is gone the name is published again.
+CONFLICT_RECHECK_INTERVAL = RECHECK_LONGEST
 #: Unicast answers (legacy unicast, RFC 6762 §6.7, and QU answers, §5.4) per
 #: destination and for everyone: zeroconf limits its multicast answers (one per
 #: record per second, §6) but answers every unicast query, so a spoofed source could
@@ -124,6 +126,9 @@ class MdnsPublisher:
         self._probe_rate = mdns_defence.ProbeRate()
         self._resetting: dict[str, asyncio.Task[None]] = {}
         self._conflicts_after = 0
+        #: name in conflict -> probes in a row that found it taken, and its re-check.
+        self._checks_failed: dict[str, int] = {}
+        self._rechecks: dict[str, asyncio.Task[None]] = {}
         #: host name -> when (seconds, zeroconf's clock) another host last answered
         #: for it with other data, heard through the listener whether we hold the
         #: name or not: zeroconf drops a packet identical to one received within the
@@ -219,7 +224,6 @@ class MdnsPublisher:
         for transport in (*engine.readers, *engine.senders):
             _unicast_ttl_255(transport)
         await self._register_all()
-        self._tasks.spawn(self._recheck_conflicts(), name="mdns-recheck")
 
     def _budget_unicast(self, azc: AsyncZeroconf) -> None:
         """Wrap zeroconf's send (not a fork: one attribute on our own instance) so
@@ -393,12 +397,22 @@ class MdnsPublisher:
                     mdns_defence.PROBE_DEFER,
                 )
 
-    async def _recheck_conflicts(self) -> None:
-        """Every CONFLICT_RECHECK_INTERVAL, probe the names in conflict again."""
-        while True:
-            await asyncio.sleep(CONFLICT_RECHECK_INTERVAL)
-            if self._conflicts and not self._withdrawn:
-                await self._register_all()
+    def _schedule_recheck(self, name: str) -> float:
+        """Probe ``name`` (in conflict) again on spokeshare.lan.recheck's schedule;
+        the seconds until then. A re-check already due stays as it is."""
+        failed = self._checks_failed[name] = self._checks_failed.get(name, 0) + 1
+        delay = recheck_delay(failed, CONFLICT_RECHECK_INTERVAL)
+        if name not in self._rechecks:
+            self._rechecks[name] = self._tasks.spawn(
+                self._recheck_later(name, delay), name=f"mdns-recheck-{name}"
+            )
+        return delay
+
+    async def _recheck_later(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._rechecks.pop(name, None)
+        if name in self._conflicts and not self._withdrawn:
+            await self._register_all()
 
     # -- conflicts after start (RFC 6762 §9) ------------------------------------------
     def watch_hosts(self, callback: Callable[[], None]) -> None:
@@ -515,14 +529,15 @@ class MdnsPublisher:
                 log.log(
                     logging.DEBUG if name in self._conflicts else logging.WARNING,
                     "mdns: name conflict: %s.local is already in use on %s; "
-                    "checking again every %.0f s",
+                    "checking again in %.0f s",
                     name,
                     self.settings.interface,
-                    CONFLICT_RECHECK_INTERVAL,
+                    self._schedule_recheck(name),
                 )
                 if name not in self._conflicts:
                     self._conflicts.append(name)
                 continue
+            self._checks_failed.pop(name, None)
             reclaimed = name in self._conflicts
             if reclaimed:
                 self._conflicts.remove(name)

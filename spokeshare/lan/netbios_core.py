@@ -27,14 +27,15 @@ REQUESTs and listening for a defence (RFC 1001 §15.2.2.1, RFC 1002 §5.1.1.1)::
     CLAIMED      CFT_ERR (conflict demand), release, or an      CLAIMED    ChallengeIgnored
                  unsolicited answer for it from another host
     CLAIMED      stop()                                         RELEASED   release request (bcast)
-    CONFLICT     re-check timer (every recheck_interval)        REGISTERING query + registration #1
+    CONFLICT     re-check timer (lan.recheck's schedule)        REGISTERING query + registration #1
     CONFLICT     start() (after a withdraw/announce cycle)      REGISTERING query + registration #1
     CONFLICT     stop()                                         CONFLICT   nothing (timer cleared)
 
 Conflicts come only from what the edge detects itself: its own registration
 refused (ACT_ERR) or another host answering the query the edge sends before it
-registers. Such a name is not answered, and is checked again every
-``conflict_recheck_interval`` seconds by claiming it anew: while the other owner
+registers. Such a name is not answered, and is checked again by claiming it anew,
+5 s after the conflict and then at doubling intervals up to
+``conflict_recheck_interval`` seconds (:mod:`spokeshare.lan.recheck`): while the other owner
 is there it defends the name again (a repeat conflict, reported as such); once it
 is gone the claim meets silence and the name is ours again. An unsolicited NAME
 CONFLICT DEMAND (RFC 1002 §4.2.8), a NAME RELEASE for a name we hold, or a
@@ -88,6 +89,7 @@ from spokeshare.lan.netbios import (
     Rcode,
     RRType,
 )
+from spokeshare.lan.recheck import RECHECK_LONGEST, recheck_delay
 
 #: RFC 1002 §6 BCAST_REQ_RETRY_TIMEOUT (250 ms) and BCAST_REQ_RETRY_COUNT (3).
 BCAST_REQ_RETRY_TIMEOUT = 0.25
@@ -115,11 +117,12 @@ RATE_MAX_SOURCES = 1024
 #: ask for and a bound on what the edge can be made to send (docs/lan-hardening.md).
 RATE_GLOBAL_BURST = 100.0
 RATE_GLOBAL_PER_SECOND = 50.0
-#: How often a name in conflict is checked again (our choice; RFC 1001/1002 have no
-#: re-check, a B-node there keeps the conflict until restarted): one query and three
-#: registrations a minute per name, so a departed owner's name comes back within a
-#: minute.
-CONFLICT_RECHECK_INTERVAL = 60.0
+#: The longest wait between two checks of a name in conflict (our choice; RFC 1001/1002
+#: have no re-check, a B-node there keeps the conflict until restarted): the first
+#: comes 5 s after the conflict and the waits double up to this (spokeshare.lan.recheck),
+#: so a departed owner's name comes back within seconds, and a present owner is asked
+#: with one query and three registrations a minute per name.
+CONFLICT_RECHECK_INTERVAL = RECHECK_LONGEST
 
 
 # -- commands and notices ------------------------------------------------------------
@@ -164,6 +167,8 @@ class NameConflict:
     owner: IPv4Address
     reason: str
     repeated: bool = False
+    #: Seconds until the name is claimed again (spokeshare.lan.recheck).
+    recheck_in: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -280,6 +285,8 @@ class _Name:
     recheck_at: float | None = None
     #: True from a conflict until the name is claimed again.
     was_in_conflict: bool = False
+    #: Claims in a row that found the name held (spokeshare.lan.recheck).
+    checks_failed: int = 0
     #: The name's own address, when it has one (else the interface's).
     address: IPv4Address | None = None
 
@@ -318,7 +325,9 @@ class ResponderConfig:
             raise UsageError("at least one virtual name is needed")
         if self.retry_count < 1 or self.retry_interval <= 0:
             raise UsageError("registration needs at least one send and a positive interval")
-        if self.conflict_recheck_interval <= self.retry_interval * self.retry_count:
+        if recheck_delay(1, self.conflict_recheck_interval) <= (
+            self.retry_interval * self.retry_count
+        ):
             raise UsageError("conflict re-check must be longer than a registration")
 
     @property
@@ -469,6 +478,7 @@ class NameResponder:
                             self._stats["reclaimed"] += 1
                         n.was_in_conflict = False
                         n.conflict_with = None
+                        n.checks_failed = 0
                         if self.config.wins_server is not None and not n.group:
                             n.wins_sent = 0
                             n.wins_trn_id = self._rng.randrange(1, 0x10000)
@@ -667,11 +677,13 @@ class NameResponder:
         repeated = n.was_in_conflict and n.conflict_with == owner
         n.state = NameState.CONFLICT
         n.deadline = n.wins_deadline = n.wins_refresh_at = None
-        n.recheck_at = now + self.config.conflict_recheck_interval
+        n.checks_failed += 1
+        delay = recheck_delay(n.checks_failed, self.config.conflict_recheck_interval)
+        n.recheck_at = now + delay
         n.conflict_with = owner
         n.was_in_conflict = True
         self._stats["conflicts"] += 1
-        return [NameConflict(n.name, owner, reason, repeated)]
+        return [NameConflict(n.name, owner, reason, repeated, delay)]
 
     def _send_registration(self, n: _Name, now: float) -> list[Command]:
         n.sent += 1

@@ -398,11 +398,11 @@ class NetbiosService:
                 logger.log(
                     logging.DEBUG if cmd.repeated else logging.WARNING,
                     "NetBIOS name conflict: %s is held by %s (%s); not answering for it, "
-                    "checking again every %.0f s",
+                    "checking again in %.0f s",
                     cmd.name,
                     cmd.owner,
                     cmd.reason,
-                    self.names.config.conflict_recheck_interval,
+                    cmd.recheck_in,
                 )
             elif isinstance(cmd, NameDefended):
                 # One line per name per interval: spoofed sources must not flood the log.

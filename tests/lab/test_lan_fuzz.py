@@ -144,7 +144,7 @@ def test_edge_survives_a_hostile_lan(lab: Lab) -> None:
             if protocol == "mdns":
                 # Spoofed answers for GLOBAL-NFS.local with other data are conflicts
                 # (RFC 6762 section 9): the edge yields the name and takes it back once
-                # they stop, at its next check (mdns.CONFLICT_RECHECK_INTERVAL).
+                # they stop, at its next check (at most mdns.CONFLICT_RECHECK_INTERVAL away).
                 assert wait_for(
                     lambda: spokes.names_held(lab, OFFICE, "mdns").get("GLOBAL-NFS")
                     == "published",

@@ -116,7 +116,7 @@ def test_edge_defends_a_name_it_holds(lab: Lab) -> None:
 
 def test_llmnr_name_reclaimed_when_llmnrd_goes(lab: Lab) -> None:
     """RFC 4795 §4: the edge left GLOBAL-NFS to the PC's llmnrd at start; once llmnrd
-    stops, the next re-check (every llmnr.CONFLICT_RECHECK_INTERVAL, 60 s) meets silence
+    stops, the next re-check (at most llmnr.CONFLICT_RECHECK_INTERVAL, 60 s, away) meets silence
     and the edge answers for the name again, with its own address."""
     from spokeshare.lan.llmnr import CONFLICT_RECHECK_INTERVAL
 

@@ -66,17 +66,19 @@ def test_llmnrd_answering_our_query_is_a_conflict_then_reclaimed_when_gone() -> 
     c = claims(recheck_interval=60.0)
     started(c)
     assert c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 0.2) == []
-    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
+    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD, recheck_in=5.0)]
     assert not c.answering("GLOBAL-NFS") and c.conflicts() == {"GLOBAL-NFS": LLMNRD}
-    assert c.get_timer() == 61.0
-    # Re-check: llmnrd still there, a repeat conflict.
+    assert c.get_timer() == 6.0
+    # Re-check 5 s later: llmnrd still there, a repeat conflict, the next wait doubled.
     query = llmnr.build_query(QID, "GLOBAL-NFS", TYPE_ANY)
-    assert c.handle_timer(61.0) == [UniquenessQuery("GLOBAL-NFS", QID, query)]
-    c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 61.1)
-    assert c.handle_timer(62.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True)]
+    assert c.handle_timer(6.0) == [UniquenessQuery("GLOBAL-NFS", QID, query)]
+    c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 6.1)
+    assert c.handle_timer(7.0) == [
+        LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True, recheck_in=10.0)]
     # Next re-check meets silence: reclaimed.
-    assert [type(x) for x in c.handle_timer(122.0)] == [UniquenessQuery]
-    assert c.handle_timer(123.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
+    assert c.handle_timer(16.9) == [] and c.get_timer() == 17.0
+    assert [type(x) for x in c.handle_timer(17.0)] == [UniquenessQuery]
+    assert c.handle_timer(18.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
     assert c.statistics() == llmnr.ClaimStatistics(conflicts=2, reclaimed=1, challenges_ignored=0)
 
 
@@ -133,16 +135,16 @@ def test_c_bit_query_re_verification_finds_real_owner() -> None:
     c.handle_timer(1.0)
     c.received(Message(9, FLAG_C, (Question("GLOBAL-NFS", TYPE_A),)), "198.18.202.7", 5.0)
     c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 5.5)
-    assert c.handle_timer(6.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD)]
+    assert c.handle_timer(6.0) == [LlmnrConflict("GLOBAL-NFS", LLMNRD, recheck_in=5.0)]
 
 
 def test_spoofed_answer_during_a_check_lasts_at_most_one_recheck() -> None:
     c = claims(recheck_interval=60.0)
     started(c)
     c.received(answer(), "198.18.202.66", 0.5)  # a spoofer that guessed the id
-    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", "198.18.202.66")]
-    c.handle_timer(61.0)
-    assert c.handle_timer(62.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
+    assert c.handle_timer(1.0) == [LlmnrConflict("GLOBAL-NFS", "198.18.202.66", recheck_in=5.0)]
+    c.handle_timer(6.0)
+    assert c.handle_timer(7.0) == [LlmnrReclaimed("GLOBAL-NFS")] and c.answering("GLOBAL-NFS")
 
 
 def test_verify_again_at_interface_up_re_checks_claimed_names() -> None:

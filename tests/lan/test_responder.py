@@ -146,7 +146,7 @@ def test_act_err_while_registering_is_a_conflict_and_never_answered() -> None:
                and c.packet.opcode is Opcode.REGISTRATION)
     defence = netbios.negative_registration_response(reg)
     cmds = r.handle_packet(defence, OTHER, 137, EDGE, 0.1)
-    assert cmds == [NameConflict(NFS20, OTHER, "registration refused with ACT_ERR")]
+    assert cmds == [NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", recheck_in=5.0)]
     assert r.state(NFS20) is NameState.CONFLICT
     for t in (0.25, 0.5, 0.75):
         r.handle_timer(t)
@@ -175,7 +175,8 @@ def test_another_hosts_positive_answer_while_registering_is_a_conflict() -> None
     r.start(0.0)
     answer = netbios.positive_query_response(query(NFS20), NFS20, [netbios.NbEntry(OTHER)])
     out = r.handle_packet(answer, OTHER, 137, EDGE, 0.1)
-    assert out == [NameConflict(NFS20, OTHER, "another host answers queries for it")]
+    assert out == [NameConflict(NFS20, OTHER, "another host answers queries for it",
+                                recheck_in=5.0)]
 
 
 def conflict_demand(name: NetbiosName) -> bytes:
@@ -252,21 +253,21 @@ def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -
     r = make(conflict_recheck_interval=30.0)
     out = r.start(0.0)
     assert _refused(r, out, NFS20, 0.1) == [
-        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR")]
+        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", recheck_in=5.0)]
     for t in (0.25, 0.5, 0.75):
         r.handle_timer(t)
     assert r.state(NFS20) is NameState.CONFLICT
-    assert r.get_timer() == pytest.approx(30.1)
+    assert r.get_timer() == pytest.approx(5.1)  # the first re-check comes soon
     # the owner is still there at the first re-check: it defends again
-    out = r.handle_timer(30.1)
+    out = r.handle_timer(5.1)
     assert r.state(NFS20) is NameState.REGISTERING
     assert {c.packet.opcode for c in sends(out)} == {Opcode.QUERY, Opcode.REGISTRATION}
-    assert _refused(r, out, NFS20, 30.2) == [
-        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", repeated=True)]
-    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 31.0) == []
+    assert _refused(r, out, NFS20, 5.2) == [NameConflict(
+        NFS20, OTHER, "registration refused with ACT_ERR", repeated=True, recheck_in=10.0)]
+    assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 6.0) == []
     # gone at the second: three registrations meet silence, the name is ours again
     due = r.get_timer()
-    assert due == pytest.approx(60.2)
+    assert due == pytest.approx(15.2)
     done: list[Command] = []
     while due is not None:
         done += r.handle_timer(due)
@@ -274,7 +275,7 @@ def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -
     assert NameClaimed(NFS20, reclaimed=True) in done
     assert r.state(NFS20) is NameState.CLAIMED
     assert r.statistics().reclaimed == 1 and r.statistics().conflicts == 2
-    assert sends(r.handle_packet(query(NFS20), PC, 5000, EDGE, 61.0))
+    assert sends(r.handle_packet(query(NFS20), PC, 5000, EDGE, 17.0))
 
 
 def test_conflict_found_by_our_query_is_rechecked_too() -> None:
