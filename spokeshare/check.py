@@ -37,13 +37,16 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from spokeshare.lan import coexist
+
+if TYPE_CHECKING:
+    from spokeshare.config import EdgeConfig
 
 #: Seconds for one TCP connect, TLS handshake, IPP request or name query.
 TIMEOUT = 3.0
@@ -453,9 +456,26 @@ def hub_certificate(
             )
         ]
     cert = x509.load_der_x509_certificate(der)
-    out = [chain(cert, ca, f"certificate hub {where} presents", "edge.hub.cert")]
-    if out[0].level == Level.ERROR:
-        return out
+    signed = chain(cert, ca, f"certificate hub {where} presents", "edge.hub.cert")
+    if signed.level == Level.ERROR:
+        issuer = cert.issuer.rfc4514_string() or "an unnamed CA"
+        if cert.issuer == ca.subject:
+            issuer = f"another CA of the same name ({issuer}) whose key is not this bundle's"
+        return [
+            Finding(
+                Level.ERROR,
+                "edge.hub.cert",
+                f"hub {where} presents a certificate issued by {issuer}, not by this "
+                "bundle's CA: it is a hub of another deployment, and it refuses this "
+                "office's certificate",
+                "at HQ, find which deployment serves that address (spokeshare check --hub "
+                "there); either the bundle lists the wrong hub address, or HQ made a new "
+                "deployment (spokeshare init) after this bundle: get this office's bundle "
+                "from the deployment that hub runs (spokeshare office add OFFICE there) "
+                "and install it here",
+            )
+        ]
+    out = [signed]
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [
@@ -481,6 +501,31 @@ def hub_certificate(
         "at HQ: renew the hub's certificate (spokeshare init for a new deployment)",
     )
     return out
+
+
+def hub_alpn(where: str, agreed: str | None) -> Finding:
+    """The ALPN protocol the server at a hub address agreed on in the handshake (None:
+    none). The hub agrees on :data:`spokeshare.tunnel.wire.ALPN` (RFC 7301 3.2: a
+    server that does not share the client's protocols answers no_application_protocol
+    or, as OpenSSL and Python do by default, leaves ALPN out), and the edge refuses a
+    tunnel without it: a server that leaves it out is another TLS server on the hub's
+    address (stunnel, a web server given the hub's certificate) or a hub of another
+    wire version."""
+    from spokeshare.tunnel.wire import ALPN
+
+    if agreed == ALPN:
+        return Finding(Level.OK, "edge.hub.alpn", f"hub {where} speaks {ALPN}")
+    port = where.rsplit(":", 1)[-1]
+    said = f"chose ALPN {agreed!r}" if agreed else "agreed on no ALPN"
+    return Finding(
+        Level.ERROR,
+        "edge.hub.alpn",
+        f"hub {where}: TLS 1.3 handshake done, but the server {said}, not {ALPN}: it is "
+        "not a spokeshare hub of this version, and the edge refuses every tunnel to it",
+        f"at HQ, see who holds that port (ss -ltnp 'sport = :{port}', or spokeshare "
+        "check --hub): another TLS server there (stunnel, a web server) must move; a hub "
+        "of another spokeshare version: install the same version at HQ and here",
+    )
 
 
 def hub_reach(where: str, rtt: float | None, error: str | None) -> Finding:
@@ -815,7 +860,11 @@ def smb_aliases(smb_conf: Path) -> list[str] | None:
 
 
 def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str, str, str | None]:
-    """Who is at the hub's listen address: see :func:`listen`'s states."""
+    """Who is at the hub's listen address: see :func:`listen`'s states. The hub is the
+    one that shows ``hub_cert`` and agrees on the tunnel's ALPN (another TLS server
+    given the hub's certificate and key, e.g. stunnel, is not)."""
+    from spokeshare.tunnel.wire import ALPN
+
     target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
@@ -827,9 +876,11 @@ def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str,
             if exc.errno != errno.EADDRINUSE:
                 return "bad", "", exc.strerror or str(exc)
     holder = coexist.Scanner().holder_of("tcp", "0.0.0.0" if host == "" else host, port)
-    der, error = _server_cert(target, port, None, "")
+    der, error, alpn = _server_cert(target, port, None, "")
     if der is not None and der == hub_cert.public_bytes(Encoding.DER):
-        return "hub", holder, None
+        if alpn == ALPN:
+            return "hub", holder, None
+        return "other", holder, f"it shows the hub's certificate but agrees on no ALPN {ALPN}"
     return "other", holder, error or "it presents another certificate"
 
 
@@ -845,33 +896,31 @@ def _ssl_error(exc: BaseException) -> str:
 
 def _server_cert(
     host: str, port: int, client: tuple[bytes, bytes, bytes] | None, server_name: str
-) -> tuple[bytes | None, str | None]:
-    """TLS 1.3 handshake to ``host:port``; with ``client`` (CA, cert and key PEM) as the
-    edge makes it (:func:`spokeshare.tunnel.tls.client_context`: its ALPN, its
-    certificate). The server's certificate (DER) is returned unverified: the caller
+) -> tuple[bytes | None, str | None, str | None]:
+    """TLS 1.3 handshake to ``host:port``, offering the tunnel's ALPN; with ``client``
+    (CA, cert and key PEM) as the edge makes it (:func:`spokeshare.tunnel.tls.
+    client_context`: its ALPN, its certificate). Returns (the server's certificate,
+    DER, or None; the error that stopped the handshake, or None; the ALPN protocol the
+    server agreed on, or None). The certificate is returned unverified: the caller
     judges it (:func:`hub_certificate`), so a clock or chain fault is named, not just
-    refused. A server that does not agree on the edge's ALPN is an error."""
+    refused; so is the ALPN (:func:`hub_alpn`)."""
     from spokeshare.tunnel import tls
+    from spokeshare.tunnel.wire import ALPN
 
     if client is not None:
         ctx = tls.client_context(*client)
     else:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        ctx.set_alpn_protocols([ALPN])
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     try:
         with socket.create_connection((host, port), timeout=TIMEOUT) as raw:
             with ctx.wrap_socket(raw, server_hostname=server_name or None) as conn:
-                if client is not None and not tls.check_alpn(conn):
-                    return (
-                        None,
-                        "TLS handshake done, but the server speaks another wire "
-                        "version (ALPN): install the same spokeshare version at HQ and here",
-                    )
-                return conn.getpeercert(binary_form=True), None
+                return conn.getpeercert(binary_form=True), None, conn.selected_alpn_protocol()
     except (OSError, ssl.SSLError) as exc:
-        return None, _ssl_error(exc)
+        return None, _ssl_error(exc), None
 
 
 def _udp_query(
@@ -1112,10 +1161,14 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         where = _hp(host, port)
         rtt, error = tcp_connect(host, port)
         der: bytes | None = None
+        alpn: str | None = None
         if error is None:
-            der, error = _server_cert(host, port, (b.ca_pem, b.cert_pem, b.key_pem), b.hub_name)
+            der, error, alpn = _server_cert(
+                host, port, (b.ca_pem, b.cert_pem, b.key_pem), b.hub_name
+            )
         out.append(hub_reach(where, rtt, error))
         if error is None:
+            out.append(hub_alpn(where, alpn))
             out += hub_certificate(where, der, ca, b.hub_name, now)
     out.append(hub_clock(_read_json(cfg.state_dir / "lan-status.json"), now))
     cfg = for_services(cfg, b.services)
@@ -1129,6 +1182,7 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         listeners = edge_listeners(cfg, b.services)
     except ConfigError as exc:
         return [*out, Finding(Level.ERROR, "edge.config", str(exc), "correct edge.toml")]
+    listeners = {**listeners, **_session_listeners(cfg)}
     running = _edge_running(scanner, own, {p for _, p in listeners})
     protocols = {
         "netbios": cfg.netbios.enabled and bool(cfg.names),
@@ -1162,6 +1216,16 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
             mname = f"{n.name.lower()}.local"
             out.append(name_answer("mdns", mname, addr, *dns_query(addr, MDNS_PORT, mname)))
     return out
+
+
+def _session_listeners(cfg: EdgeConfig) -> dict[tuple[str, int], str]:
+    """The NetBIOS session service's listeners (RFC 1002 4.3, TCP 139 by default): one
+    per address carrying a virtual name, as the edge opens them
+    (spokeshare.tunnel.edge.Edge.listen)."""
+    nb = cfg.netbios
+    if not (nb.enabled and nb.session_port):
+        return {}
+    return {(n.address or cfg.lan_address, nb.session_port): "nbss" for n in cfg.names}
 
 
 def _edge_holds(scanner: coexist.Scanner, port: int, addresses: Sequence[str]) -> bool:

@@ -263,11 +263,52 @@ def test_hub_certificate_judged_against_the_bundle(dep: Deployment) -> None:
     )
     assert skew["edge.hub.cert.clock"] == Level.ERROR
     stranger = pki.make_ca("another deployment")
-    other = levels(check.hub_certificate("h:1", der, stranger.cert, "hub.test", now))
-    assert other == {"edge.hub.cert": Level.ERROR}
+    foreign = check.hub_certificate("h:1", der, stranger.cert, "hub.test", now)
+    assert levels(foreign) == {"edge.hub.cert": Level.ERROR}
+    assert "another deployment" in foreign[0].message
+    assert "another CA of the same name" not in foreign[0].message
+    assert "spokeshare office add OFFICE" in foreign[0].fix
+    # Two deployments made with one hub name: their CAs share a name, not a key.
+    namesake = pki.make_ca(ca_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0]
+                           .value)  # fmt: skip
+    same = check.hub_certificate("h:1", der, namesake.cert, "hub.test", now)
+    assert "another CA of the same name" in same[0].message
     assert levels(check.hub_certificate("h:1", None, ca_cert, "hub.test", now)) == {
         "edge.hub.cert": Level.ERROR
     }
+
+
+def test_hub_alpn() -> None:
+    from spokeshare.tunnel.wire import ALPN
+
+    assert check.hub_alpn("h:7443", ALPN).level == Level.OK
+    none = check.hub_alpn("h:7443", None)
+    assert none.level == Level.ERROR and none.code == "edge.hub.alpn"
+    assert "agreed on no ALPN" in none.message and ALPN in none.message
+    assert "ss -ltnp 'sport = :7443'" in none.fix
+    other = check.hub_alpn("[::1]:7443", "spokeshare/2")
+    assert other.level == Level.ERROR and "'spokeshare/2'" in other.message
+    assert "sport = :7443" in other.fix
+
+
+def test_netbios_session_listeners_are_the_edges_ports(dep: Deployment, tmp_path: Path) -> None:
+    """139 on every address carrying a name (the edge answers NetBIOS session requests
+    there), none with NetBIOS off."""
+    from spokeshare.config import load_edge
+
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        f'[edge]\nbundle = "{dep.bundles["nyc"]}"\n[lan]\naddress = "198.18.1.1"\n'
+        '[[names]]\nname = "GLOBAL-NFS"\nservice = "smb"\n'
+        '[[names]]\nname = "FILES-B"\nservice = "smb"\naddress = "198.18.1.2"\n'
+    )
+    cfg = load_edge(conf, {})
+    assert check._session_listeners(cfg) == {
+        ("198.18.1.1", 139): "nbss",
+        ("198.18.1.2", 139): "nbss",
+    }
+    conf.write_text(conf.read_text() + "[netbios]\nenabled = false\n")
+    assert check._session_listeners(load_edge(conf, {})) == {}
 
 
 def _edge_toml(tmp_path: Path, b: Path, address: str, interface: str = "") -> Path:

@@ -1,19 +1,25 @@
 """``spokeshare check`` against the real thing (root only, lab): HQ's smbd and cupsd as
 the README sets them up, the hub, and office nyc's edge answering its names; then
-faults a check must name: a loopback ipp backend, a cupsd that refuses the relayed
-Host (an ipp backend on an address cupsd does not listen on), an office bundle others
-can read, a hub address nobody answers on, and nmbd holding 137 beside the edge.
+faults a check must name: a loopback ipp backend, an ipp backend where nothing
+listens, HQ's cupsd with Debian's stock cupsd.conf (localhost only) and with its port
+opened by hand but remote clients not allowed (HTTP 403), a TLS server without the
+tunnel's ALPN holding the hub's certificate, the hub of another deployment, an
+office bundle others can read, a hub address nobody answers on, nmbd holding 137
+and smbd holding 445 and 139 on the office box.
 
 One lab for the module; every check is the real command run in the host's namespace.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import os
 import shutil
+import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -319,3 +325,234 @@ def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
         assert "systemctl disable --now nmbd" in f["fix"]
     finally:
         lab.registry.kill_process(pid)
+
+
+# -- faults provoked for real: HQ's cupsd, the hub's address, the office box ------------
+
+
+def _cupsd_pid(lab: Lab) -> int:
+    return int(next(p["pid"] for p in lab.registry.processes() if p["what"] == f"cupsd {HQ}"))
+
+
+def _reload_cupsd(lab: Lab, text: str, ready: Callable[[], bool], what: str) -> None:
+    """Write HQ's cupsd.conf and make cupsd re-read it (SIGHUP by PID, as cupsctl
+    does); wait for ``ready``."""
+    (lab.host_dir(HQ) / "cups" / "cupsd.conf").write_text(text)
+    os.kill(_cupsd_pid(lab), signal.SIGHUP)
+    wait_for(ready, timeout=30, what=what, interval=0.2)
+
+
+def test_hq_cupsd_without_the_readme_step(lab: Lab) -> None:
+    """HQ's cupsd with Debian's stock cupsd.conf (the README's cupsctl --share-printers
+    --remote-any not run): it listens on localhost only, and the ipp backend is refused.
+    Then the port opened by hand (``Port 631``, the usual advice) but remote clients
+    still not allowed: cupsd answers the relayed request 403. Both name the README's
+    step; the lab's cupsd.conf is put back after."""
+    cups = services.CupsHost(HQ, (HQ_SERVICE_IP,), lab.host_dir(HQ) / "cups")
+    conf = cups.root / "cupsd.conf"
+    configured = conf.read_text()
+    stock = cups.stock_config()
+    assert "Listen localhost:631" in stock and "Allow all" not in stock
+    by_hand = stock.replace("Listen localhost:631", "Port 631")
+    cupsctl = "cupsctl --share-printers --remote-any"
+    try:
+        _reload_cupsd(
+            lab, stock,
+            lambda: not services.listening(HQ, 631, "0.0.0.0")
+            and not services.listening(HQ, 631, HQ_SERVICE_IP),
+            "cupsd on localhost only",
+        )  # fmt: skip
+        status, found = run_check(lab, HQ, *hq_args(lab))
+        assert level(found, "hub.backend") == "error"
+        assert f"{HQ_SERVICE_IP}:631" in found["hub.backend"]["message"]
+        assert cupsctl in found["hub.backend"]["fix"]
+        assert "hub.ipp.answer" not in found  # nothing to ask
+        assert status == 2
+        _reload_cupsd(
+            lab, by_hand, lambda: services.listening(HQ, 631, "0.0.0.0"), "cupsd on Port 631"
+        )
+        status, found = run_check(lab, HQ, *hq_args(lab))
+        assert level(found, "hub.backend") == "ok"
+        assert level(found, "hub.ipp.answer") == "error"
+        assert "HTTP 403" in found["hub.ipp.answer"]["message"]
+        assert cupsctl in found["hub.ipp.answer"]["fix"]
+        assert "hub.ipp.uri" not in found
+        assert status == 2
+    finally:
+        conf.write_text(configured)
+        os.kill(_cupsd_pid(lab), signal.SIGHUP)
+
+        def answering() -> bool:
+            found = run_check(lab, HQ, *hq_args(lab))[1]
+            return found.get("hub.ipp.answer", {}).get("level") == "ok"
+
+        wait_for(answering, timeout=60, what="cupsd as the README sets it up", interval=0.5)
+
+
+@contextlib.contextmanager
+def _tls_server(lab: Lab, port: int) -> Iterator[int]:
+    """``openssl s_server`` in HQ on the hub's address and ``port``, with the hub's own
+    certificate and key, TLS 1.3, asking for a client certificate, no ALPN: another
+    TLS server an HQ admin gave the hub's certificate. Yields its PID; stopped after."""
+    d = lab.deploy_dir
+    argv = ["openssl", "s_server", "-accept", f"{HQ_SERVICE_IP}:{port}", "-tls1_3",
+            "-cert", str(d / "hub.crt"), "-key", str(d / "hub.key"),
+            "-verify", "1", "-CAfile", str(d / "ca.crt"), "-quiet"]  # fmt: skip
+    pid = lab.spawn(HQ, argv, f"s_server-{port}")
+    try:
+        services.wait_for(
+            "openssl s_server", lambda: services.listening(HQ, port, HQ_SERVICE_IP), 30
+        )
+        yield pid
+    finally:
+        lab.registry.kill_process(pid)
+
+
+def _bundle_at(lab: Lab, tmp_path: Path, port: int) -> Path:
+    """A copy of nyc's bundle whose hub address is the hub's host at ``port``."""
+    hq = lab.hub_address
+    text = spokes.bundle_path(lab, "nyc").read_text()
+    assert f'"{hq}:{spokes.HUB_PORT}"' in text
+    moved = tmp_path / f"at-{port}.bundle"
+    moved.write_text(text.replace(f'"{hq}:{spokes.HUB_PORT}"', f'"{hq}:{port}"'))
+    moved.chmod(0o600)
+    return moved
+
+
+def test_hub_address_without_the_tunnel_alpn(lab: Lab, tmp_path: Path) -> None:
+    """A TLS 1.3 server holding the deployment's hub certificate that does not speak
+    ALPN spokeshare/1 (openssl s_server): at the office the handshake and certificate
+    pass and edge.hub.alpn says it is not a hub; at HQ, as the hub's listen address,
+    hub.listen names the process instead of taking it for the hub."""
+    port = spokes.HUB_PORT + 2
+    with _tls_server(lab, port) as pid:
+        bundle_copy = _bundle_at(lab, tmp_path, port)
+        conf = edge_conf(lab)
+        status, found = run_check(
+            lab, lab.office("nyc").edge, "--edge", "--config", str(conf),
+            "--bundle", str(bundle_copy),
+        )  # fmt: skip
+        assert level(found, "edge.hub.reach") == "ok"
+        assert level(found, "edge.hub.cert") == "ok"  # the deployment's own certificate
+        alpn = found["edge.hub.alpn"]
+        assert alpn["level"] == "error", alpn
+        assert "agreed on no ALPN" in alpn["message"] and "spokeshare/1" in alpn["message"]
+        assert f"ss -ltnp 'sport = :{port}'" in alpn["fix"]
+        assert status == 2
+        hub_toml = tmp_path / "hub.toml"
+        text = (lab.deploy_dir / "hub.toml").read_text()
+        listen = f'"{lab.hub_address}:{spokes.HUB_PORT}"'
+        assert listen in text
+        hub_toml.write_text(text.replace(listen, f'"{lab.hub_address}:{port}"'))
+        status, found = run_check(lab, HQ, *hq_args(lab, hub_toml))
+        held = found["hub.listen"]
+        assert held["level"] == "error", held
+        assert f"openssl (pid {pid})" in held["message"]
+        assert "no ALPN spokeshare/1" in held["message"]
+        assert "stop openssl" in held["fix"]
+        assert status == 2
+
+
+def test_hub_of_another_deployment(lab: Lab, tmp_path: Path) -> None:
+    """A second deployment made by spokeshare init (same hub name, its own CA), its hub
+    running at HQ where a copy of nyc's bundle points: edge.hub.cert says the hub
+    belongs to another deployment, with the way out."""
+    port = spokes.HUB_PORT + 3
+    other = tmp_path / "other-deployment"
+    init = lab.exec(
+        HQ,
+        [sys.executable, "-m", "spokeshare", "init", "--dir", str(other),
+         "--hub-name", spokes.HUB_NAME, "--address", f"{lab.hub_address}:{port}",
+         "--listen", f"{lab.hub_address}:{port}",
+         "--service", f"smb={HQ_SERVICE_IP}:445", "--service", f"ipp={HQ_SERVICE_IP}:631",
+         "--state-dir", str(other / "state")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    pid = lab.spawn(
+        HQ, [sys.executable, "-m", "spokeshare", "hub", "--dir", str(other)], "other-hub"
+    )
+    try:
+        services.wait_for(
+            "the other hub", lambda: services.listening(HQ, port, lab.hub_address), 30
+        )
+        bundle_copy = _bundle_at(lab, tmp_path, port)
+        status, found = run_check(
+            lab, lab.office("nyc").edge, "--edge", "--config", str(edge_conf(lab)),
+            "--bundle", str(bundle_copy),
+        )  # fmt: skip
+        cert = found["edge.hub.cert"]
+        assert cert["level"] == "error", cert
+        assert f"{lab.hub_address}:{port}" in cert["message"]
+        assert "another CA of the same name" in cert["message"]
+        assert "another deployment" in cert["message"]
+        assert "spokeshare office add OFFICE" in cert["fix"]
+        assert level(found, "edge.bundle.chain") == "ok"  # the bundle itself is sound
+        assert status == 2
+    finally:
+        lab.registry.kill_process(pid)
+
+
+def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
+    """The edge stopped and Samba's smbd started on the office box (as one that served
+    files before), holding 445 and 139 on the LAN address: the check names smbd on
+    each port with the fix; then smbd stopped and the edge started again."""
+    nyc = lab.office("nyc")
+    root = lab.host_dir(nyc.edge) / "oldsmbd"
+    for sub in ("private", "lock", "state", "cache", "run", "share"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    conf = root / "smb.conf"
+    conf.write_text(
+        "\n".join(
+            [
+                "[global]",
+                "  netbios name = OLDBOX",
+                "  server role = standalone server",
+                f"  interfaces = {nyc.edge_ip}/24",
+                "  bind interfaces only = yes",
+                *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
+                f"  private dir = {root / 'private'}",
+                f"  ncalrpc dir = {root / 'run'}",
+                f"  log file = {root / 'log.%m'}",
+                "  load printers = no",
+                "  printcap name = /dev/null",
+                "[share]",
+                f"  path = {root / 'share'}",
+                "",
+            ]
+        )
+    )
+    lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+    services.wait_for(
+        "the edge's ports free", lambda: not services.listening(nyc.edge, 445, nyc.edge_ip), 30
+    )
+    pid = services.spawn(
+        lab.registry, nyc.edge, ["smbd", "--foreground", "--debug-stdout", f"--configfile={conf}"],
+        "old-smbd", lab.logs_dir / "old-smbd.log", new_session=False,
+    )  # fmt: skip
+    try:
+        services.wait_for(
+            "smbd on 445 and 139",
+            lambda: all(services.listening(nyc.edge, p, nyc.edge_ip) for p in (445, 139)),
+            30,
+        )
+        argv = [sys.executable, "-m", "spokeshare", "check", "--json", "--edge",
+                "--config", str(edge_conf(lab))]  # fmt: skip
+        run = lab.exec(nyc.edge, argv, capture_output=True, text=True, timeout=90)
+        findings = json.loads(run.stdout)
+        held = {
+            f["message"].split(": ")[0]: f
+            for f in findings
+            if f["code"] == "edge.lan.port" and f["level"] == "error"
+        }
+        for port in (445, 139):
+            what = f"smbd (pid {pid}) holds {nyc.edge_ip}:{port}"
+            assert what in held, sorted(held)
+            assert "systemctl disable --now smbd" in held[what]["fix"]
+        assert run.returncode == 2
+    finally:
+        lab.registry.kill_process(pid)
+        services.wait_for(
+            "445 free again", lambda: not services.listening(nyc.edge, 445, nyc.edge_ip), 30
+        )
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
