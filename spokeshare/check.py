@@ -1115,14 +1115,14 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
     try:
         st = path.stat()
     except OSError as exc:
-        return [
-            Finding(
-                Level.ERROR,
-                "edge.bundle",
-                f"bundle {path}: {exc.strerror or exc}",
-                "copy the office's bundle there ([edge] bundle in edge.toml)",
+        fix = "copy the office's bundle there ([edge] bundle in edge.toml)"
+        if exc.errno == errno.EACCES:
+            fix = (
+                f"this user (uid {os.geteuid()}) cannot reach it: every directory above it "
+                "must let the edge's user search it (chmod o+x, or group spokeshare), the "
+                "bundle belong to that user (chown), mode 0600"
             )
-        ]
+        return [Finding(Level.ERROR, "edge.bundle", f"bundle {path}: {exc.strerror or exc}", fix)]
     out += bundle_file(path, st.st_mode & 0o7777, st.st_uid, os.geteuid())
     try:
         b = bundle_mod.read(path)

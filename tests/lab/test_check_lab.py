@@ -556,3 +556,211 @@ def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
             "445 free again", lambda: not services.listening(nyc.edge, 445, nyc.edge_ip), 30
         )
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+
+
+def run_all(lab: Lab, host: str, *args: str, clock: str = "") -> tuple[int, list[dict[str, str]]]:
+    """The command in ``host``, every finding in order; with ``clock`` (a libfaketime
+    FAKETIME offset such as ``-1d``) the command runs on a wall clock that far off, as
+    on a box whose clock is wrong (its monotonic clock left true)."""
+    fake = ["env", "LD_PRELOAD=/usr/$LIB/faketime/libfaketime.so.1", f"FAKETIME={clock}",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1"] if clock else []  # fmt: skip
+    argv = [*fake, sys.executable, "-m", "spokeshare", "check", "--json", *args]
+    run = lab.exec(host, argv, capture_output=True, text=True, timeout=90)
+    assert run.stdout.startswith("["), run.stderr
+    findings: list[dict[str, str]] = json.loads(run.stdout)
+    return run.returncode, findings
+
+
+def one(findings: list[dict[str, str]], code: str, has: str = "") -> dict[str, str]:
+    """The finding ``code`` whose message contains ``has``."""
+    got = [f for f in findings if f["code"] == code and has in f["message"]]
+    assert len(got) == 1, (code, has, [f for f in findings if f["code"] == code])
+    return got[0]
+
+
+def test_hq_config_faults(lab: Lab, tmp_path: Path) -> None:
+    """What an operator gets wrong in hub.toml or on the command line: a misspelt key,
+    the wrong --dir, a listen address not on this host, backends on the wrong ports
+    (cupsd's port as smb, smbd's as ipp), an smb.conf that is not there, a damaged
+    office registry. Each is named with its fix."""
+    text = (lab.deploy_dir / "hub.toml").read_text()
+    hq = lab.hub_address
+
+    def hub_toml(name: str, new: str) -> Path:
+        path = tmp_path / name / "hub.toml"
+        path.parent.mkdir()
+        path.write_text(new)
+        return path
+
+    typo = hub_toml("typo", text.replace("[hub]\n", "[hub]\nlisten_adress = []\n", 1))
+    status, found = run_all(lab, HQ, *hq_args(lab, typo))
+    assert [f["code"] for f in found] == ["hub.config"]
+    assert "listen_adress" in found[0]["message"] and found[0]["fix"] == "correct hub.toml"
+    assert found[0]["level"] == "error" and status == 2
+
+    status, found = run_all(lab, HQ, "--hub", "--dir", str(tmp_path), "--config",
+                            str(lab.deploy_dir / "hub.toml"))  # fmt: skip
+    for code in ("hub.ca", "hub.hub"):
+        f = one(found, code)
+        assert f["level"] == "error" and "cannot read" in f["message"]
+        assert "--dir" in f["fix"]
+    assert status == 2
+
+    listen = f'"{hq}:{spokes.HUB_PORT}"'
+    nowhere = hub_toml("nowhere", text.replace(listen, f'"198.18.255.254:{spokes.HUB_PORT}"'))
+    status, found = run_all(lab, HQ, *hq_args(lab, nowhere))
+    f = one(found, "hub.listen")
+    assert f["level"] == "error" and "cannot listen" in f["message"]
+    assert "[hub] listen" in f["fix"] and status == 2
+
+    crossed = text.replace(f'"{hq}:445"', '"SMB"').replace(f'"{hq}:631"', f'"{hq}:445"')
+    swapped = hub_toml("swapped", crossed.replace('"SMB"', f'"{hq}:631"'))
+    status, found = run_all(lab, HQ, *hq_args(lab, swapped))
+    nego = one(found, "hub.smb.negotiate")
+    assert nego["level"] == "error" and f"{hq}:631" in nego["message"]
+    assert "SMB port" in nego["fix"]
+    answer = one(found, "hub.ipp.answer")
+    assert answer["level"] == "error" and f"{hq}:445" in answer["message"]
+    assert "did not answer" in answer["message"]
+    assert status == 2
+
+    status, found = run_all(lab, HQ, "--hub", "--dir", str(lab.deploy_dir),
+                            "--smb-conf", str(tmp_path / "no-smb.conf"))  # fmt: skip
+    aliases = one(found, "hub.smb.aliases")
+    assert aliases["level"] == "info" and "not readable" in aliases["message"]
+    assert "netbios aliases = GLOBAL-NFS" in aliases["fix"]
+
+    copy = tmp_path / "deploy-copy"
+    shutil.copytree(lab.deploy_dir, copy)
+    (copy / "offices.json").write_text("{not json")
+    status, found = run_all(lab, HQ, "--hub", "--dir", str(copy), "--smb-conf",
+                            str(lab.host_dir(HQ) / "samba" / "smb.conf"))  # fmt: skip
+    reg = one(found, "hub.registry")
+    assert reg["level"] == "error" and "offices.json" in reg["message"]
+    assert reg["fix"] == "restore offices.json" and status == 2
+
+
+def test_wrong_clocks(lab: Lab) -> None:
+    """The check run on a wall clock that is off (libfaketime), at HQ and at the office,
+    as on a box whose clock is wrong or far in the future: a clock before the
+    certificates' issue, an office certificate past its renewal, near its end and
+    expired, the hub's certificate near expiry and expired, the CA near expiry and
+    expired. Each is the finding an operator would see that day."""
+    hq = hq_args(lab)
+    edge = lab.office("nyc").edge
+    office = ["--edge", "--config", str(edge_conf(lab))]
+
+    status, found = run_all(lab, HQ, *hq, clock="-1d")
+    for code in ("hub.ca.clock", "hub.hub.clock"):
+        f = one(found, code)
+        assert f["level"] == "error" and "timedatectl set-ntp true" in f["fix"]
+    assert status == 2
+    status, found = run_all(lab, edge, *office, clock="-1d")
+    for code in ("edge.bundle.cert.clock", "edge.bundle.ca.clock", "edge.hub.cert.clock"):
+        f = one(found, code)
+        assert f["level"] == "error" and "timedatectl set-ntp true" in f["fix"]
+    assert status == 2
+
+    # Office certificates last 825 days and renew from two thirds: 600 days on, the
+    # renewal is overdue (its edge would have renewed it: a warning).
+    status, found = run_all(lab, HQ, *hq, clock="+600d")
+    f = one(found, "hub.office.renewal", "nyc:")
+    assert f["level"] == "warning" and "certificate renewal" in f["fix"]
+    status, found = run_all(lab, edge, *office, clock="+600d")
+    f = one(found, "edge.bundle.renewal")
+    assert f["level"] == "warning" and "renewal due" in f["message"]
+    assert status == 1, found
+
+    # 800 days on: the last tenth of the office's lifetime, 25 days to go for the
+    # office's and the hub's certificates.
+    status, found = run_all(lab, HQ, *hq, clock="+800d")
+    assert one(found, "hub.office.renewal", "nyc:")["level"] == "error"
+    f = one(found, "hub.hub.expiry")
+    assert f["level"] == "warning" and "spokeshare init" in f["fix"]
+    status, found = run_all(lab, edge, *office, clock="+800d")
+    f = one(found, "edge.bundle.renewal")
+    assert f["level"] == "error" and "office renew nyc" in f["fix"]
+    f = one(found, "edge.bundle.cert.expiry")
+    assert f["level"] == "warning" and "office renew nyc" in f["fix"]
+    f = one(found, "edge.hub.cert.expiry")
+    assert f["level"] == "warning" and "renew the hub's certificate" in f["fix"]
+    assert status == 2
+
+    status, found = run_all(lab, HQ, *hq, clock="+830d")
+    assert one(found, "hub.hub.expiry")["level"] == "error"
+    status, found = run_all(lab, edge, *office, clock="+830d")
+    assert one(found, "edge.bundle.cert.expiry")["level"] == "error"
+    assert one(found, "edge.hub.cert.expiry")["level"] == "error"
+    assert "expired" in one(found, "edge.bundle.renewal")["message"]
+
+    # The CA lasts 3650 days: ten days before its end, and a day after.
+    for clock, what in (("+3640d", "warning"), ("+3651d", "error")):
+        _, found = run_all(lab, HQ, *hq, clock=clock)
+        f = one(found, "hub.ca.expiry")
+        assert f["level"] == what and "spokeshare init" in f["fix"]
+        _, found = run_all(lab, edge, *office, clock=clock)
+        f = one(found, "edge.bundle.ca.expiry")
+        assert f["level"] == what and "a new deployment" in f["fix"]
+
+
+def test_office_bundle_faults(lab: Lab, tmp_path: Path) -> None:
+    """What goes wrong with the bundle and edge.toml at an office: a misspelt key, no
+    bundle where edge.toml says, a damaged one, one that belongs to root when the
+    check (as the edge) runs as another user, one naming another hub name."""
+    nyc = lab.office("nyc")
+    conf = edge_conf(lab)
+    typo = tmp_path / "typo.toml"
+    typo.write_text(conf.read_text().replace("[lan]\n", '[lan]\nadress = "x"\n', 1))
+    status, found = run_all(lab, nyc.edge, "--edge", "--config", str(typo))
+    assert [f["code"] for f in found] == ["edge.config"] and "adress" in found[0]["message"]
+    assert found[0]["fix"] == "correct edge.toml" and status == 2
+
+    status, found = run_all(lab, nyc.edge, "--edge", "--config", str(conf),
+                            "--bundle", str(tmp_path / "none.bundle"))  # fmt: skip
+    f = one(found, "edge.bundle")
+    assert f["level"] == "error" and "copy the office's bundle there" in f["fix"]
+
+    original = spokes.bundle_path(lab, "nyc")
+    damaged = tmp_path / "damaged.bundle"
+    damaged.write_text(original.read_text()[:-200])
+    damaged.chmod(0o600)
+    status, found = run_all(lab, nyc.edge, "--edge", "--config", str(conf),
+                            "--bundle", str(damaged))  # fmt: skip
+    f = one(found, "edge.bundle")
+    assert f["level"] == "error" and "spokeshare office renew" in f["fix"]
+    assert status == 2
+
+    # Copied in by root; the edge (and the check) run as another user.
+    # (The lab's directories are 0755, as /etc/spokeshare is: the user reaches it.)
+    rooted = lab.host_dir(nyc.edge) / "root-owned.bundle"
+    shutil.copy(original, rooted)
+    rooted.chmod(0o600)
+    as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    argv = [*as_nobody, sys.executable, "-m", "spokeshare", "check", "--json", "--edge",
+            "--config", str(conf), "--bundle", str(rooted)]  # fmt: skip
+    try:
+        run = lab.exec(nyc.edge, argv, capture_output=True, text=True, timeout=90)
+    finally:
+        rooted.unlink()
+    assert run.stdout.startswith("["), run.stderr
+    found = json.loads(run.stdout)
+    f = one(found, "edge.bundle.owner")
+    assert f["level"] == "error" and f["fix"] == f"chown 65534 {rooted}"
+    assert run.returncode == 2
+    # A bundle in a directory the user cannot enter (pytest's, 0700, root's).
+    hidden = tmp_path / "nyc.bundle"
+    shutil.copy(original, hidden)
+    argv[argv.index(str(rooted))] = str(hidden)
+    run = lab.exec(nyc.edge, argv, capture_output=True, text=True, timeout=90)
+    f = one(json.loads(run.stdout), "edge.bundle")
+    assert f["level"] == "error" and "Permission denied" in f["message"]
+    assert "uid 65534" in f["fix"] and "search" in f["fix"]
+
+    renamed = tmp_path / "renamed.bundle"
+    renamed.write_text(original.read_text().replace(f'"{spokes.HUB_NAME}"', '"hub.elsewhere"'))
+    renamed.chmod(0o600)
+    status, found = run_all(lab, nyc.edge, "--edge", "--config", str(conf),
+                            "--bundle", str(renamed))  # fmt: skip
+    f = one(found, "edge.hub.name")
+    assert f["level"] == "error" and spokes.HUB_NAME in f["message"]
+    assert "hub.elsewhere" in f["message"] and status == 2
