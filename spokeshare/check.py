@@ -426,8 +426,14 @@ def bundle_file(path: Path, mode: int, uid: int, euid: int) -> list[Finding]:
     return out
 
 
-def chain(cert: x509.Certificate, ca: x509.Certificate, what: str, code: str) -> Finding:
-    """Whether ``cert`` is signed by ``ca`` (the bundle's CA)."""
+def chain(
+    cert: x509.Certificate,
+    ca: x509.Certificate,
+    what: str,
+    code: str,
+    fix: str = "ask HQ for a new bundle (spokeshare office renew OFFICE)",
+) -> Finding:
+    """Whether ``cert`` is signed by ``ca`` (the deployment's CA); ``fix`` when not."""
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature) as exc:
@@ -435,7 +441,7 @@ def chain(cert: x509.Certificate, ca: x509.Certificate, what: str, code: str) ->
             Level.ERROR,
             code,
             f"the {what} is not issued by the deployment's CA ({exc or 'bad signature'})",
-            "ask HQ for a new bundle (spokeshare office renew OFFICE)",
+            fix,
         )
     return Finding(Level.OK, code, f"the {what} is issued by the deployment's CA")
 
@@ -996,7 +1002,14 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
             continue
         out += certificate(f"hub.{name[:-4]}", what, certs[name], now, renew)
     if "ca.crt" in certs and "hub.crt" in certs:
-        out.append(chain(certs["hub.crt"], certs["ca.crt"], "hub's certificate", "hub.chain"))
+        mixed = (
+            f"{directory}'s ca.crt and hub.crt come from different deployments: put back "
+            "the pair spokeshare init made (with ca.key and hub.key, from the backup), or "
+            "--dir of the deployment the hub runs"
+        )
+        out.append(
+            chain(certs["hub.crt"], certs["ca.crt"], "hub's certificate", "hub.chain", mixed)
+        )
     if "hub.crt" in certs:
         for host, port in cfg.listen:
             state, holder, error = listen_probe(host, port, certs["hub.crt"])
@@ -1147,7 +1160,8 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
     )
     ca = pki.load_cert(b.ca_pem)
     renew = "at HQ: spokeshare office renew " + b.office + ", then install the new bundle"
-    out.append(chain(b.cert, ca, "office certificate", "edge.bundle.chain"))
+    fresh = f"ask HQ for a new bundle (spokeshare office renew {b.office}) and install it"
+    out.append(chain(b.cert, ca, "office certificate", "edge.bundle.chain", fresh))
     out += certificate("edge.bundle.cert", "office certificate", b.cert, now, renew)
     out.append(cert_renewal(b, cfg.renew_at, now, _read_json(cfg.state_dir / "lan-status.json")))
     out += certificate(

@@ -13,6 +13,7 @@ One lab for the module; every check is the real command run in the host's namesp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare import enrollment
+from spokeshare import bundle, enrollment
 from spokeshare.lab import services, spokes
 from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
-from tests.lab.building import running_lab
+from tests.lab.building import running_avahi, running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -63,6 +64,26 @@ def level(found: dict[str, dict[str, str]], code: str) -> str:
     return found[code]["level"]
 
 
+def run_all(lab: Lab, host: str, *args: str, clock: str = "") -> tuple[int, list[dict[str, str]]]:
+    """The command in ``host``, every finding in order; with ``clock`` (a libfaketime
+    FAKETIME offset such as ``-1d``) the command runs on a wall clock that far off, as
+    on a box whose clock is wrong (its monotonic clock left true)."""
+    fake = ["env", "LD_PRELOAD=/usr/$LIB/faketime/libfaketime.so.1", f"FAKETIME={clock}",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1"] if clock else []  # fmt: skip
+    argv = [*fake, sys.executable, "-m", "spokeshare", "check", "--json", *args]
+    run = lab.exec(host, argv, capture_output=True, text=True, timeout=90)
+    assert run.stdout.startswith("["), run.stderr
+    findings: list[dict[str, str]] = json.loads(run.stdout)
+    return run.returncode, findings
+
+
+def one(findings: list[dict[str, str]], code: str, has: str = "") -> dict[str, str]:
+    """The finding ``code`` whose message contains ``has``."""
+    got = [f for f in findings if f["code"] == code and has in f["message"]]
+    assert len(got) == 1, (code, has, [f for f in findings if f["code"] == code])
+    return got[0]
+
+
 def hq_args(lab: Lab, config: Path | None = None) -> list[str]:
     smb_conf = lab.host_dir("hq") / "samba" / "smb.conf"
     args = ["--hub", "--dir", str(lab.deploy_dir), "--smb-conf", str(smb_conf)]
@@ -85,6 +106,7 @@ def test_hq_as_the_readme_sets_it_up(lab: Lab) -> None:
     assert level(found, "hub.smb.aliases") == "ok"
     assert spokes.VIRTUAL_NAME in found["hub.smb.aliases"]["message"]
     assert level(found, "hub.ca.expiry") == "ok" and level(found, "hub.hub.expiry") == "ok"
+    assert level(found, "hub.chain") == "ok"
     assert status == 0, found
 
 
@@ -199,6 +221,7 @@ def test_office_edge_running(lab: Lab) -> None:
     assert level(found, "edge.hub.reach") == "ok"
     assert "RTT" in found["edge.hub.reach"]["message"]
     assert level(found, "edge.hub.cert") == "ok"
+    assert level(found, "edge.hub.alpn") == "ok"
     assert level(found, "edge.lan") == "ok"
     assert level(found, "edge.lan.netbios") == "ok"
     assert level(found, "edge.lan.port") == "ok"  # the edge's own listeners are not others
@@ -491,6 +514,24 @@ def test_hub_of_another_deployment(lab: Lab, tmp_path: Path) -> None:
         assert status == 2
     finally:
         lab.registry.kill_process(pid)
+    # Files of the two deployments mixed up: HQ's directory with the other hub.crt, a
+    # bundle with the other CA.
+    mixed = tmp_path / "mixed"
+    shutil.copytree(lab.deploy_dir, mixed)
+    shutil.copy(other / "hub.crt", mixed / "hub.crt")
+    status, listed = run_all(lab, HQ, "--hub", "--dir", str(mixed), "--smb-conf",
+                            str(lab.host_dir(HQ) / "samba" / "smb.conf"))  # fmt: skip
+    f = one(listed, "hub.chain")
+    assert f["level"] == "error" and "not issued by the deployment's CA" in f["message"]
+    assert "different deployments" in f["fix"] and status == 2
+    b = bundle.read(spokes.bundle_path(lab, "nyc"))
+    swapped = tmp_path / "swapped.bundle"
+    bundle.write(swapped, dataclasses.replace(b, ca_pem=(other / "ca.crt").read_bytes()))
+    status, listed = run_all(lab, lab.office("nyc").edge, "--edge", "--config",
+                            str(edge_conf(lab)), "--bundle", str(swapped))  # fmt: skip
+    f = one(listed, "edge.bundle.chain")
+    assert f["level"] == "error" and "office renew nyc" in f["fix"]
+    assert status == 2
 
 
 def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
@@ -556,26 +597,6 @@ def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
             "445 free again", lambda: not services.listening(nyc.edge, 445, nyc.edge_ip), 30
         )
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
-
-
-def run_all(lab: Lab, host: str, *args: str, clock: str = "") -> tuple[int, list[dict[str, str]]]:
-    """The command in ``host``, every finding in order; with ``clock`` (a libfaketime
-    FAKETIME offset such as ``-1d``) the command runs on a wall clock that far off, as
-    on a box whose clock is wrong (its monotonic clock left true)."""
-    fake = ["env", "LD_PRELOAD=/usr/$LIB/faketime/libfaketime.so.1", f"FAKETIME={clock}",
-            "FAKETIME_DONT_FAKE_MONOTONIC=1"] if clock else []  # fmt: skip
-    argv = [*fake, sys.executable, "-m", "spokeshare", "check", "--json", *args]
-    run = lab.exec(host, argv, capture_output=True, text=True, timeout=90)
-    assert run.stdout.startswith("["), run.stderr
-    findings: list[dict[str, str]] = json.loads(run.stdout)
-    return run.returncode, findings
-
-
-def one(findings: list[dict[str, str]], code: str, has: str = "") -> dict[str, str]:
-    """The finding ``code`` whose message contains ``has``."""
-    got = [f for f in findings if f["code"] == code and has in f["message"]]
-    assert len(got) == 1, (code, has, [f for f in findings if f["code"] == code])
-    return got[0]
 
 
 def test_hq_config_faults(lab: Lab, tmp_path: Path) -> None:
@@ -764,3 +785,70 @@ def test_office_bundle_faults(lab: Lab, tmp_path: Path) -> None:
     f = one(found, "edge.hub.name")
     assert f["level"] == "error" and spokes.HUB_NAME in f["message"]
     assert "hub.elsewhere" in f["message"] and status == 2
+
+
+def test_hub_stopped(lab: Lab) -> None:
+    """The hub process stopped at HQ: its listen address is free (the hub is not
+    running) and the address offices dial does not answer, both warnings with the
+    fix; the office cannot reach it. The hub started again after, and nyc back."""
+    assert lab.hub_pid is not None
+    lab.registry.kill_process(lab.hub_pid)
+    lab.hub_pid = None
+    try:
+        services.wait_for(
+            "the hub's port free",
+            lambda: not services.listening(HQ, spokes.HUB_PORT, lab.hub_address),
+            30,
+        )
+        status, found = run_all(lab, HQ, *hq_args(lab))
+        listen = one(found, "hub.listen")
+        assert listen["level"] == "warning" and "the hub is not running" in listen["message"]
+        assert "systemctl start spokeshare-hub" in listen["fix"]
+        dial = one(found, "hub.address")
+        assert dial["level"] == "warning"
+        assert f"{lab.hub_address}:{spokes.HUB_PORT}" in dial["message"]
+        assert "NAT" in dial["fix"]
+        assert status == 1, found
+        status, found = run_all(lab, lab.office("nyc").edge, "--edge", "--config",
+                                str(edge_conf(lab)))  # fmt: skip
+        reach = one(found, "edge.hub.reach")
+        assert reach["level"] == "error" and "refused" in reach["message"]
+        assert status == 2
+    finally:
+        lab.hub_pid = lab.spawn(
+            HQ, [sys.executable, "-m", "spokeshare", "hub", "--dir", str(lab.deploy_dir)],
+            "hub-again",
+        )  # fmt: skip
+        wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
+
+
+def test_avahi_beside_the_edge(lab: Lab) -> None:
+    """avahi-daemon on the office box (as on most Linux installs): the check names it
+    on mDNS with the fix, and once the edge has left mDNS to it, says the edge does
+    not serve mDNS; avahi stopped after, the edge takes mDNS back."""
+    nyc = lab.office("nyc")
+    with running_avahi(lab, nyc.edge):
+
+        def left_to_avahi() -> list[dict[str, str]] | None:
+            _, found = run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+            status = [f for f in found if f["code"] == "edge.status.mdns"]
+            return found if status else None
+
+        found = wait_for(left_to_avahi, timeout=40, what="mDNS left to avahi", interval=0.5)
+        lan = one(found, "edge.lan.mdns")
+        assert lan["level"] == "warning" and "avahi-daemon (pid" in lan["message"]
+        assert "systemctl disable --now avahi-daemon.socket avahi-daemon" in lan["fix"]
+        status = one(found, "edge.status.mdns")
+        assert status["level"] == "warning" and "avahi-daemon" in status["message"]
+        assert status["fix"] == "see edge.lan.mdns above"
+
+    def mdns_back() -> bool:
+        lan = spokes.edge_status(lab, "nyc").get("lan")
+        return isinstance(lan, dict) and lan.get("mdns") == "ok"
+
+    wait_for(
+        mdns_back,
+        timeout=40,
+        what="mDNS back at the edge",
+        interval=0.5,
+    )
