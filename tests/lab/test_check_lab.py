@@ -17,6 +17,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -31,6 +32,7 @@ from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab.building import running_avahi, running_lab
+from tests.lab.test_coexist import EDGE_HOST, OldBox
 
 pytestmark = pytest.mark.lab
 
@@ -222,6 +224,9 @@ def test_office_edge_running(lab: Lab) -> None:
     assert "RTT" in found["edge.hub.reach"]["message"]
     assert level(found, "edge.hub.cert") == "ok"
     assert level(found, "edge.hub.alpn") == "ok"
+    for code in ("edge.bundle.cert.expiry", "edge.bundle.ca.expiry", "edge.bundle.renewal"):
+        assert level(found, code) == "ok", found[code]
+    assert level(found, "edge.hub.clock") == "ok"  # one clock for the whole lab
     assert level(found, "edge.lan") == "ok"
     assert level(found, "edge.lan.netbios") == "ok"
     assert level(found, "edge.lan.port") == "ok"  # the edge's own listeners are not others
@@ -338,14 +343,19 @@ def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
     )  # fmt: skip
     try:
 
-        def nmbd_found() -> dict[str, str] | None:
+        def nmbd_found() -> dict[str, dict[str, str]] | None:
             _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
             f = found.get("edge.lan.netbios")
-            return f if f and f["level"] == "warning" else None
+            left = "edge.status.netbios" in found  # the edge left NetBIOS to nmbd
+            return found if f and f["level"] == "warning" and left else None
 
-        f = wait_for(nmbd_found, timeout=40, what="check naming nmbd on 137", interval=0.5)
-        assert "nmbd (pid" in f["message"]
+        found = wait_for(nmbd_found, timeout=40, what="check naming nmbd on 137", interval=0.5)
+        f = found["edge.lan.netbios"]
+        assert f"nmbd (pid {pid})" in f["message"]
         assert "systemctl disable --now nmbd" in f["fix"]
+        status = found["edge.status.netbios"]
+        assert status["level"] == "warning" and f"nmbd (pid {pid})" in status["message"]
+        assert "edge.name.netbios" not in found  # left to nmbd, not an error of its own
     finally:
         lab.registry.kill_process(pid)
 
@@ -586,6 +596,8 @@ def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
             for f in findings
             if f["code"] == "edge.lan.port" and f["level"] == "error"
         }
+        name = next(f for f in findings if f["code"] == "edge.name")
+        assert name["level"] == "info" and "systemctl start spokeshare-edge" in name["fix"]
         for port in (445, 139):
             what = f"smbd (pid {pid}) holds {nyc.edge_ip}:{port}"
             assert what in held, sorted(held)
@@ -852,3 +864,86 @@ def test_avahi_beside_the_edge(lab: Lab) -> None:
         what="mDNS back at the edge",
         interval=0.5,
     )
+
+
+def test_wsdd_and_resolved_beside_the_edge(lab: Lab) -> None:
+    """wsdd and systemd-resolved (LLMNR and mDNS on) started on the office box beside
+    the running edge, as on a box that ran the old setup: the check names each on its
+    protocol with the fix, and once the edge has left the protocol to it, says so; both
+    stopped after, the edge takes the protocols back."""
+    nyc = lab.office("nyc")
+    box = OldBox(lab)
+    assert nyc.edge == EDGE_HOST
+    try:
+        box.start_wsdd()
+        box.start_resolved()
+        resolved = f"systemd-resolve (pid {box.pids['systemd-resolved']})"  # comm: 15 chars
+        expected = {
+            "wsd": (f"wsdd (pid {box.pids['wsdd']})", "systemctl disable --now wsdd"),
+            "llmnr": (resolved, "LLMNR=no in /etc/systemd/resolved.conf"),
+            "mdns": (resolved, "MulticastDNS=no in /etc/systemd/resolved.conf"),
+        }
+
+        def left_to_them() -> list[dict[str, str]] | None:
+            _, found = run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+            degraded = {f["code"] for f in found if f["code"].startswith("edge.status.")}
+            return found if degraded >= {f"edge.status.{p}" for p in expected} else None
+
+        found = wait_for(left_to_them, timeout=40, what="protocols left to them", interval=0.5)
+        for protocol, (daemon, fix) in expected.items():
+            lan = one(found, f"edge.lan.{protocol}")
+            assert lan["level"] == "warning" and daemon in lan["message"], lan
+            assert fix in lan["fix"], lan
+            status = one(found, f"edge.status.{protocol}")
+            assert status["level"] == "warning" and daemon in status["message"], status
+        # The edge no longer answers LLMNR: the check does not call that an error.
+        assert "edge.name.llmnr" not in {f["code"] for f in found}
+    finally:
+        for what in list(box.pids):
+            box.stop(what)
+
+    def taken_back() -> bool:
+        lan = spokes.edge_status(lab, "nyc").get("lan")
+        return isinstance(lan, dict) and all(lan.get(p) == "ok" for p in ("wsd", "llmnr", "mdns"))
+
+    wait_for(taken_back, timeout=40, what="the edge serving them again", interval=0.5)
+
+
+def test_office_clock_off_from_the_hub(lab: Lab) -> None:
+    """The office box's clock off from HQ's (the edge run under libfaketime, as on a
+    box without NTP): the running edge measures the skew on its control channel and
+    the check says so, a warning at 2 minutes, an error at 10; the edge started again
+    on the true clock after."""
+    nyc = lab.office("nyc")
+    fake = ["env", "LD_PRELOAD=/usr/$LIB/faketime/libfaketime.so.1",
+            "FAKETIME_DONT_FAKE_MONOTONIC=1"]  # fmt: skip
+    edge = [sys.executable, "-m", "spokeshare", "edge", "--config", str(edge_conf(lab))]
+    try:
+        for offset, side, level_, status in (("-2m", "ahead of", "warning", 1),
+                                             ("+10m", "behind", "error", 2)):  # fmt: skip
+            lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+            lab.edge_pids["nyc"] = lab.spawn(
+                nyc.edge, [*fake, f"FAKETIME={offset}", *edge], f"edge-nyc{offset}"
+            )
+
+            def measured(
+                side: str = side, offset: str = offset
+            ) -> tuple[int, list[dict[str, str]]] | None:
+                """The check, on the box's clock as the edge, once this edge has
+                measured: the status file holds the last edge's measurement until then
+                (about 0 s, then 120 s ahead)."""
+                conf = str(edge_conf(lab))
+                status, found = run_all(lab, nyc.edge, "--edge", "--config", conf, clock=offset)
+                clock = [f for f in found if f["code"] == "edge.hub.clock"]
+                skew = re.search(r"clock is ([0-9.]+) s (ahead of|behind)",
+                                 clock[0]["message"] if clock else "")  # fmt: skip
+                return (status, found) if skew and float(skew[1]) > 30 and skew[2] == side else None
+
+            got, found = wait_for(measured, timeout=40, what=f"skew {offset}", interval=0.5)
+            f = one(found, "edge.hub.clock")
+            assert f["level"] == level_, f
+            assert "timedatectl set-ntp true" in f["fix"]
+            assert got >= status
+    finally:
+        lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
