@@ -245,6 +245,18 @@ def cups_answer(
             f"cupsd at {where} refuses remote clients: HTTP {http_status}",
             share,
         )
+    if http_status == 426:
+        # RFC 7231 6.5.15 / RFC 2817: cupsd asks for TLS ("Encryption Required" in a
+        # Location of cupsd.conf); the hub speaks plain IPP to it (the tunnel encrypts
+        # the WAN), so every office's printing is refused.
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.answer",
+            f"cupsd at {where} demands TLS of remote clients (HTTP 426 Upgrade Required): "
+            "the hub relays IPP to it in the clear, so offices cannot print",
+            "remove 'Encryption Required' from <Location /> (and the printer locations) "
+            "in cupsd.conf; the tunnel already encrypts the WAN",
+        )
     if http_status != 200 or ipp_status is None:
         return Finding(
             Level.ERROR,

@@ -102,6 +102,7 @@ def test_ipp_loopback_backend_is_an_error() -> None:
         (400, None, 0, None, Level.ERROR, "hub.ipp.answer"),
         (403, None, 0, None, Level.ERROR, "hub.ipp.answer"),
         (500, None, 0, None, Level.ERROR, "hub.ipp.answer"),
+        (426, None, 0, None, Level.ERROR, "hub.ipp.answer"),
         (200, 0x0500, 0, None, Level.ERROR, "hub.ipp.answer"),
         (None, None, 0, "timed out", Level.ERROR, "hub.ipp.answer"),
     ],
@@ -269,8 +270,8 @@ def test_hub_certificate_judged_against_the_bundle(dep: Deployment) -> None:
     assert "another CA of the same name" not in foreign[0].message
     assert "spokeshare office add OFFICE" in foreign[0].fix
     # Two deployments made with one hub name: their CAs share a name, not a key.
-    namesake = pki.make_ca(ca_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0]
-                           .value)  # fmt: skip
+    name = ca_cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    namesake = pki.make_ca(str(name))
     same = check.hub_certificate("h:1", der, namesake.cert, "hub.test", now)
     assert "another CA of the same name" in same[0].message
     assert levels(check.hub_certificate("h:1", None, ca_cert, "hub.test", now)) == {

@@ -380,7 +380,9 @@ def test_hq_cupsd_without_the_readme_step(lab: Lab) -> None:
     --remote-any not run): it listens on localhost only, and the ipp backend is refused.
     Then the port opened by hand (``Port 631``, the usual advice) but remote clients
     still not allowed: cupsd answers the relayed request 403. Both name the README's
-    step; the lab's cupsd.conf is put back after."""
+    step. Then the step done but TLS demanded of every client (``Encryption Required``):
+    cupsd answers 426, which the hub's plain IPP cannot meet. The lab's cupsd.conf is
+    put back after."""
     cups = services.CupsHost(HQ, (HQ_SERVICE_IP,), lab.host_dir(HQ) / "cups")
     conf = cups.root / "cupsd.conf"
     configured = conf.read_text()
@@ -410,6 +412,19 @@ def test_hq_cupsd_without_the_readme_step(lab: Lab) -> None:
         assert "HTTP 403" in found["hub.ipp.answer"]["message"]
         assert cupsctl in found["hub.ipp.answer"]["fix"]
         assert "hub.ipp.uri" not in found
+        assert status == 2
+        # The README's step done, and TLS demanded of every client besides.
+        assert "<Location />\n" in configured
+        tls = configured.replace("<Location />\n", "<Location />\n  Encryption Required\n", 1)
+
+        def demands_tls() -> bool:
+            found = run_check(lab, HQ, *hq_args(lab))[1]
+            return "HTTP 426" in found.get("hub.ipp.answer", {}).get("message", "")
+
+        _reload_cupsd(lab, tls, demands_tls, "cupsd demanding TLS")
+        status, found = run_check(lab, HQ, *hq_args(lab))
+        assert level(found, "hub.ipp.answer") == "error"
+        assert "Encryption Required" in found["hub.ipp.answer"]["fix"]
         assert status == 2
     finally:
         conf.write_text(configured)
@@ -615,7 +630,8 @@ def test_hq_config_faults(lab: Lab, tmp_path: Path) -> None:
     """What an operator gets wrong in hub.toml or on the command line: a misspelt key,
     the wrong --dir, a listen address not on this host, backends on the wrong ports
     (cupsd's port as smb, smbd's as ipp), an smb.conf that is not there, a damaged
-    office registry. Each is named with its fix."""
+    office registry, an address without a port in deployment.toml. Each is named with
+    its fix."""
     text = (lab.deploy_dir / "hub.toml").read_text()
     hq = lab.hub_address
 
@@ -666,11 +682,16 @@ def test_hq_config_faults(lab: Lab, tmp_path: Path) -> None:
     copy = tmp_path / "deploy-copy"
     shutil.copytree(lab.deploy_dir, copy)
     (copy / "offices.json").write_text("{not json")
+    dep = (copy / "deployment.toml").read_text()
+    assert f'"{hq}:{spokes.HUB_PORT}"' in dep
+    (copy / "deployment.toml").write_text(dep.replace(f'"{hq}:{spokes.HUB_PORT}"', f'"{hq}"'))
     status, found = run_all(lab, HQ, "--hub", "--dir", str(copy), "--smb-conf",
                             str(lab.host_dir(HQ) / "samba" / "smb.conf"))  # fmt: skip
     reg = one(found, "hub.registry")
     assert reg["level"] == "error" and "offices.json" in reg["message"]
     assert reg["fix"] == "restore offices.json" and status == 2
+    dial = one(found, "hub.address")
+    assert dial["level"] == "error" and dial["fix"] == "correct deployment.toml"
 
 
 def test_wrong_clocks(lab: Lab) -> None:
