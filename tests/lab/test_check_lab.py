@@ -295,6 +295,9 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
     """The WAN cut: the hub unreachable, and once the edge withdraws its names
     (withdraw_after), the check says so; the WAN back, all is fine again."""
     nyc = lab.office("nyc")
+    log = lab.logs_dir / "edge-nyc.log"
+    goodbyes = f"mdns: withdrawn {spokes.VIRTUAL_NAME}"
+    before = log.read_text(errors="replace").count(goodbyes)
     lab.wan("nyc", up=False)
     try:
 
@@ -306,6 +309,17 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
         found = wait_for(withdrawn, timeout=60, what="names withdrawn", interval=1.0)
         assert "withdrawn" in found["edge.status"]["message"]
         assert level(found, "edge.hub.reach") == "error"
+        # Withdrawn names are not answered: mDNS asked at the name's address says so,
+        # once the edge has sent its goodbyes (it logs that after the status file).
+        wait_for(
+            lambda: log.read_text(errors="replace").count(goodbyes) > before,
+            timeout=30,
+            what="mDNS goodbyes sent",
+        )
+        _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+        mdns = found["edge.name.mdns"]
+        assert mdns["level"] == "error" and "gets no answer" in mdns["message"], mdns
+        assert "withdrawn while the hub is down" in mdns["fix"]
     finally:
         lab.wan("nyc", up=True)
     wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
