@@ -95,10 +95,14 @@ class _HostConflictListener(RecordUpdateListener):
         self.publisher = publisher
 
     def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        # zeroconf also calls listeners with the records its cache expires (every 10 s,
+        # as RecordUpdate(record, record)): an answer heard minutes ago, not a new one.
         heard = [
             mdns_defence.HeardAddress(update.new.key, bytes(update.new.address), update.new.ttl)
             for update in records
-            if isinstance(update.new, DNSAddress) and len(update.new.address) in (4, 16)
+            if isinstance(update.new, DNSAddress)
+            and len(update.new.address) in (4, 16)
+            and not update.new.is_expired(now)
         ]
         if heard:
             self.publisher.heard(heard, now / 1000.0)  # zeroconf's clock: milliseconds
