@@ -416,7 +416,7 @@ class MdnsPublisher:
         await asyncio.sleep(delay)
         self._rechecks.pop(name, None)
         if name in self._conflicts and not self._withdrawn:
-            await self._register_all()
+            await self._register_all(only=name)
 
     # -- conflicts after start (RFC 6762 §9) ------------------------------------------
     def watch_hosts(self, callback: Callable[[], None]) -> None:
@@ -506,15 +506,16 @@ class MdnsPublisher:
             self._resetting.pop(name, None)
             self._probing_since.pop(name, None)
 
-    async def _register_all(self) -> None:
+    async def _register_all(self, only: str | None = None) -> None:
+        """Probe and publish every name not published yet (or only ``only``)."""
         async with self._lock:
-            await self._register_all_locked()
+            await self._register_all_locked(only)
 
-    async def _register_all_locked(self) -> None:
+    async def _register_all_locked(self, only: str | None = None) -> None:
         if self._zc is None:
             return
         for name in self.settings.names:
-            if name in self._published:
+            if name in self._published or only not in (None, name):
                 continue
             infos = self.infos(name)
             done: list[ServiceInfo] = []
