@@ -401,3 +401,26 @@ def test_bytes_after_our_eof_before_end_close_the_tunnel(stack: Stack) -> None:
         ok = wire.encode_status(wire.StatusReply(wire.Status.OK))
         assert wire.END_FRAME not in rest[len(ok) :]
     assert stack.lt.call(lambda: stack.hub.streams_reused) == 0
+
+
+def test_a_tunnel_dialled_before_a_renewal_is_not_reused(stack: Stack) -> None:
+    """After the edge changes its certificate (here: its TLS context, as renewal does),
+    a tunnel of the old one carries its stream to the end and is then closed; tunnels
+    dialled from then on are reused."""
+    old = stack.lt.call(lambda: stack.edge.idle)
+    b = bundle.read(stack.dep.bundles["nyc"])
+    new = tls.client_context(b.ca_pem, b.cert_pem, b.key_pem)
+    stack.lt.call(lambda: setattr(stack.edge, "ssl", new))
+    for i in range(len(old)):
+        with stack.connect() as c:
+            c.sendall(b"%d" % i)
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"%d" % i
+    wait_for(lambda: all(closed(stack, t) for t in old), what="the old tunnels closed")
+    assert stack.lt.call(lambda: max(t.streams for t in old)) == 1
+    for i in range(6):
+        with stack.connect() as c:
+            c.sendall(b"again %d" % i)
+            c.shutdown(socket.SHUT_WR)
+            assert recv_all(c) == b"again %d" % i
+    assert stack.lt.call(lambda: stack.edge.streams_reused) >= 3
