@@ -95,10 +95,14 @@ class _HostConflictListener(RecordUpdateListener):
         self.publisher = publisher
 
     def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        # zeroconf also calls listeners with the records its cache expires (every 10 s,
+        # as RecordUpdate(record, record)): an answer heard minutes ago, not a new one.
         heard = [
             mdns_defence.HeardAddress(update.new.key, bytes(update.new.address), update.new.ttl)
             for update in records
-            if isinstance(update.new, DNSAddress) and len(update.new.address) in (4, 16)
+            if isinstance(update.new, DNSAddress)
+            and len(update.new.address) in (4, 16)
+            and not update.new.is_expired(now)
         ]
         if heard:
             self.publisher.heard(heard, now / 1000.0)  # zeroconf's clock: milliseconds
@@ -412,7 +416,7 @@ class MdnsPublisher:
         await asyncio.sleep(delay)
         self._rechecks.pop(name, None)
         if name in self._conflicts and not self._withdrawn:
-            await self._register_all()
+            await self._register_all(only=name)
 
     # -- conflicts after start (RFC 6762 §9) ------------------------------------------
     def watch_hosts(self, callback: Callable[[], None]) -> None:
@@ -502,15 +506,16 @@ class MdnsPublisher:
             self._resetting.pop(name, None)
             self._probing_since.pop(name, None)
 
-    async def _register_all(self) -> None:
+    async def _register_all(self, only: str | None = None) -> None:
+        """Probe and publish every name not published yet (or only ``only``)."""
         async with self._lock:
-            await self._register_all_locked()
+            await self._register_all_locked(only)
 
-    async def _register_all_locked(self) -> None:
+    async def _register_all_locked(self, only: str | None = None) -> None:
         if self._zc is None:
             return
         for name in self.settings.names:
-            if name in self._published:
+            if name in self._published or only not in (None, name):
                 continue
             infos = self.infos(name)
             done: list[ServiceInfo] = []

@@ -291,6 +291,33 @@ def test_one_reset_in_flight_per_name() -> None:
     assert pub.statistics().conflicts_after_start == 1
 
 
+def test_a_record_expiring_from_the_cache_is_no_conflict() -> None:
+    """zeroconf's cache cleanup (every 10 s) hands listeners each record it expires as
+    RecordUpdate(record, record): another host's answer heard two minutes ago is not
+    heard again when it expires (seen in the lab fuzz: a spoofed answer's expiry
+    reset a name published since)."""
+    from zeroconf import RecordUpdate
+
+    from spokeshare.lan.mdns import _HostConflictListener
+
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+    (spoofed,) = [u.new for u in _response("GLOBAL-NFS.local.", "198.18.203.50", ttl=120)]
+    expired_at = spoofed.created + 120 * 1000.0 + 1
+
+    async def scenario() -> None:
+        await pub._register_all()
+        _HostConflictListener(pub).async_update_records(
+            None, expired_at, [RecordUpdate(spoofed, spoofed)]
+        )
+        await asyncio.gather(*list(pub._resetting.values()))
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 0 and pub._claims == {}
+    assert "GLOBAL-NFS" in pub.statistics().published
+
+
 def test_answers_for_a_name_in_conflict_are_noted_not_reset() -> None:
     """GLOBAL-NFS.local was left to another host at start: its answers reset nothing
     (we hold nothing) but are noted, with their time, for the next probe to see."""
