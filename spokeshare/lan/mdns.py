@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zeroconf import IPVersion, NonUniqueNameException, RecordUpdateListener, ServiceInfo
-from zeroconf._dns import DNSAddress
+from zeroconf._dns import DNSAddress, DNSPointer, DNSService
 from zeroconf.asyncio import AsyncZeroconf
 
 from spokeshare.errors import DecodeError
@@ -506,6 +506,33 @@ class MdnsPublisher:
             self._resetting.pop(name, None)
             self._probing_since.pop(name, None)
 
+    def _forget_own_pointer(self, info: ServiceInfo) -> None:
+        """Drop cached PTR records ``info.type`` -> ``info.name`` unless another host
+        holds that instance (a cached SRV for it with another target or port).
+
+        zeroconf refuses to register an instance while its cache holds such a PTR
+        (NonUniqueNameException), and it caches what it hears, its own multicast
+        answers included: an answer queued (RFC 6762 §6, 20-120 ms) before a reset to
+        probing and sent after its goodbyes (TTL 0) leaves our own PTR, TTL 75 minutes,
+        in the cache, and the name could not be published again for that long (seen in
+        the lab fuzz). A bare PTR proves no other owner: SRV records name one."""
+        zc = getattr(self._zc, "zeroconf", None)
+        if zc is None:
+            return
+        instance = info.name.lower()
+        for record in zc.cache.entries_with_name(instance):
+            if isinstance(record, DNSService) and (
+                record.server.lower() != (info.server or "").lower() or record.port != info.port
+            ):
+                return
+        ours = [
+            record
+            for record in zc.cache.entries_with_name(info.type.lower())
+            if isinstance(record, DNSPointer) and record.alias.lower() == instance
+        ]
+        if ours:
+            zc.cache.async_remove_records(ours)
+
     async def _register_all(self, only: str | None = None) -> None:
         """Probe and publish every name not published yet (or only ``only``)."""
         async with self._lock:
@@ -523,6 +550,7 @@ class MdnsPublisher:
                 if await self._host_name_taken(name, infos[0]):
                     raise NonUniqueNameException(f"{name}.local")
                 for info in infos:
+                    self._forget_own_pointer(info)
                     await (await self._zc.async_register_service(info))
                     self._registered.append(info)
                     done.append(info)
