@@ -153,9 +153,12 @@ class Edge:
 
 
 @contextlib.contextmanager
-def edge(tmp: Path, dep: tunnel.Deployment, office: str, pool: int | None) -> Iterator[Edge]:
+def edge(
+    tmp: Path, dep: tunnel.Deployment, office: str, pool: int | None, reuse: bool = True
+) -> Iterator[Edge]:
     """``spokeshare edge`` for ``office`` (its own state dir); ``pool`` tunnels idle
-    (``min_idle = max_idle``), or the defaults when None."""
+    (``min_idle = max_idle``), or the defaults when None; ``reuse`` False sets
+    ``[pool] reuse = false`` (one stream per tunnel, as before sequential reuse)."""
     d = tmp / f"edge-{office}"
     d.mkdir(exist_ok=True)
     port = free_port()
@@ -170,6 +173,8 @@ def edge(tmp: Path, dep: tunnel.Deployment, office: str, pool: int | None) -> It
         cfg.write_text(
             text[:start] + f"[pool]\nmin_idle = {pool}\nmax_idle = {pool}\nmax_age = 3600\n" + tail
         )
+    if not reuse:
+        cfg.write_text(cfg.read_text().replace("[pool]\n", "[pool]\nreuse = false\n", 1))
     log = tmp / f"edge-{office}.log"
     with process([*tunnel.spokeshare_cmd(), "edge", "--config", str(cfg)], log) as p:
         wait_until(
@@ -347,7 +352,7 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
         plan.idle_tunnels // n_edges + (i < plan.idle_tunnels % n_edges) for i in range(n_edges)
     ]
     names = [f"idle{i + 1}" for i in range(n_edges)]
-    enrol(dep, [*names, "load"])
+    enrol(dep, [*names, "load", "plain"])
     with contextlib.ExitStack() as stack:
         hub_pid = stack.enter_context(hub(tmp, dep, "idle"))
         time.sleep(1.0)  # the hub's first status write and heap settle
@@ -394,6 +399,17 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
             plan.profile_s,
             tmp / "hub.pyspy",
             functools.partial(load, _open_loop, (ld.port, plan.profile_s), plan.clients, []),
+        )
+        # The same through an edge that does not offer sequential reuse: one stream per
+        # tunnel, a full TLS handshake each (what every edge did before reuse).
+        pl = stack.enter_context(edge(tmp, dep, "plain", None, reuse=False))
+        wait_until(functools.partial(pools_full, dep, {"plain": 4}), 60, "the plain edge's pool")
+        np_ = load(_open_loop, (pl.port, plan.opens_s), plan.clients, [pl.pid, hub_pid])
+        res["opens_spokeshare_noreuse"] = np_
+        say(
+            f"  opens spokeshare without reuse: {np_['per_s']:.0f}/s, {np_['failed']} failed; "
+            f"edge {np_['cpu'][0] / np_['wall']:.2f} core, "
+            f"hub {np_['cpu'][1] / np_['wall']:.2f} core"
         )
     with tunnel.stunnel_pair(tmp, backend_port, "capacity") as st:
         st_res = load(_open_loop, (st.port, plan.opens_s), plan.clients, [st.office_pid, st.hq_pid])
@@ -571,15 +587,22 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> str:
         "",
         f"Each client loops: connect, {ECHO}-byte echo through the relay to the backend, "
         "close. spokeshare through one more edge with the default pool (`min_idle = 4`, "
-        "`max_connecting = 8`): every stream takes a pooled tunnel, a full TLS handshake "
-        "each; the stunnel pair with its defaults (the office side resumes TLS sessions).",
+        "`max_connecting = 8`): every stream takes a pooled tunnel, which goes back to the "
+        "pool when the stream has ended cleanly (sequential reuse, docs/protocol.md); then "
+        "through another edge with `[pool] reuse = false`, one stream per tunnel and a "
+        "full TLS handshake each (every edge before reuse); the stunnel pair with its "
+        "defaults (the office side resumes TLS sessions).",
         "",
         "| | opens/s | failed | office side, cores | HQ side, cores "
         "| opens per HQ-side core-second |",
         "|---|---|---|---|---|---|",
     ]
     per_core: dict[str, float] = {}
-    for label, r in (("stunnel", st), ("spokeshare", sp)):
+    rows = [("stunnel", st), ("spokeshare", sp)]
+    nr = res.get("opens_spokeshare_noreuse")
+    if nr is not None:
+        rows.append(("spokeshare, `reuse = false`", nr))
+    for label, r in rows:
         office_c, hq_c = (c / r["wall"] for c in r["cpu"])
         per_core[label] = r["count"] / r["cpu"][1] if r["cpu"][1] else 0.0
         L.append(
@@ -590,6 +613,12 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> str:
         f"| spokeshare/stunnel | **{ratio(sp['per_s'], st['per_s'])}** | | | | "
         f"**{ratio(per_core['spokeshare'], per_core['stunnel'])}** |"
     )
+    if nr is not None:
+        off = per_core["spokeshare, `reuse = false`"]
+        L.append(
+            f"| spokeshare `reuse = false`/stunnel | {ratio(nr['per_s'], st['per_s'])} | | | | "
+            f"{ratio(off, per_core['stunnel'])} |"
+        )
     L.append("")
     L.append(
         f"Target: at least 1,000 opens per second per hub core: "

@@ -233,6 +233,9 @@ class PoolConfig:
     connect_timeout: float = 5.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    #: Offer sequential reuse to the hub (ALPN spokeshare/1+reuse, docs/protocol.md): a
+    #: tunnel whose stream ended cleanly carries the next one instead of being closed.
+    reuse: bool = True
 
 
 @dataclass(frozen=True)

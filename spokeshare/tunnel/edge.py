@@ -133,6 +133,15 @@ class Relaying:
 
 
 @dataclass(slots=True)
+class Ending:
+    """The stream ended cleanly on a reuse tunnel (the client is closed): the hub's END
+    frame is awaited in ``buf``; ``timer`` closes the tunnel if it does not come."""
+
+    buf: bytearray
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass(slots=True)
 class AwaitControlStatus:
     """The control channel's open header is out; ``waiter`` gets the hub's status."""
 
@@ -152,12 +161,13 @@ class Closed:
     """Refused or lost; nothing more happens on this tunnel."""
 
 
-Phase = Idle | Opening | Relaying | AwaitControlStatus | Control | Closed
+Phase = Idle | Opening | Relaying | Ending | AwaitControlStatus | Control | Closed
 
 _STATE_OF: dict[type[Phase], TunnelState] = {
     Idle: TunnelState.IDLE,
     Opening: TunnelState.OPENING,
     Relaying: TunnelState.RELAYING,
+    Ending: TunnelState.ENDING,
     AwaitControlStatus: TunnelState.AWAIT_CONTROL_STATUS,
     Control: TunnelState.CONTROL,
     Closed: TunnelState.CLOSED,
@@ -176,6 +186,13 @@ class EdgeTunnel(TunnelEnd):
         self.edge = edge
         self.phase: Phase = Idle()
         self.buf = bytearray()
+        #: The hub agreed on sequential reuse (ALPN spokeshare/1+reuse; set by the dial).
+        self.reuse = False
+        #: The TLS context this tunnel was dialled with: after a certificate renewal
+        #: the edge's changes, and a tunnel of the old one is not reused.
+        self.ssl: object = None
+        #: Streams this tunnel has carried.
+        self.streams = 0
 
     @property
     def state(self) -> TunnelState:
@@ -209,7 +226,13 @@ class EdgeTunnel(TunnelEnd):
         host, port = client.peer
         local, local_port = client.local
         t.write(wire.encode_open(wire.OpenStream(client.service, host, port, local, local_port)))
-        splice = Splice(client.transport, t, functools.partial(self._stream_done, client))
+        splice = Splice(
+            client.transport,
+            t,
+            functools.partial(self._stream_done, client),
+            keep_tunnel=self.reuse,
+        )
+        self.streams += 1
         self._go(TunnelEvent.OPEN_STREAM, Opening(client, splice))
         self.splice = splice
         client.attach(splice)
@@ -231,6 +254,10 @@ class EdgeTunnel(TunnelEnd):
             return
         if isinstance(ph, Control):
             self.edge.control_bytes(self, ph, data)
+            return
+        if isinstance(ph, Ending):
+            ph.buf += data
+            self._await_end(ph)
             return
         if isinstance(ph, Closed):
             return  # refused: the rest is not read
@@ -294,6 +321,56 @@ class EdgeTunnel(TunnelEnd):
         if client.deadline is not None:
             client.deadline.cancel()
         self._log(client, splice)
+        if not splice.keep_tunnel or splice.result is None or not splice.result.ok:
+            return  # one stream per tunnel, or the splice has cut the tunnel
+        if not isinstance(self.phase, Relaying) or not self.edge.may_reuse(self):
+            self.close()
+            return
+        # Both EOFs passed: the hub's END frame follows (it may be here already).
+        ending = Ending(bytearray(splice.reader.after_eof))
+        self._go(TunnelEvent.STREAM_ENDED, ending)
+        self.splice = None
+        self.edge.ending.add(self)
+        t = self._transport()
+        ending.timer = asyncio.get_running_loop().call_later(
+            pool.status_timeout(self.edge.cfg.pool, self.edge.rtt), self._end_timeout, ending
+        )
+        if not t.is_closing():
+            t.resume_reading()  # the splice may have paused it (backpressure)
+        self._await_end(ending)
+
+    def _await_end(self, ph: Ending) -> None:
+        """Bytes on an ENDING tunnel: the END frame, then (rarely) an unsolicited status."""
+        if len(ph.buf) < len(wire.END_FRAME):
+            return
+        if ph.buf[: len(wire.END_FRAME)] != wire.END_FRAME:
+            log.warning("hub sent other bytes than END after a stream; dropping tunnel")
+            self._leave_ending(ph)
+            self.abort("bad end of stream from hub")
+            return
+        rest = bytes(ph.buf[len(wire.END_FRAME) :])
+        self._leave_ending(ph)
+        self._go(TunnelEvent.END_RECEIVED, Idle())
+        if self.transport is not None:
+            # Back to an idle pool tunnel: a dead WAN link is noticed in seconds again.
+            carry_stream(self.transport.get_extra_info("socket"), self.edge.cfg.sockets, False)
+        if rest:
+            self.data_received(rest)  # a status on an idle tunnel: the hub refuses us
+        if isinstance(self.phase, Idle):
+            self.edge.tunnel_returned(self)
+
+    def _leave_ending(self, ph: Ending) -> None:
+        if ph.timer is not None:
+            ph.timer.cancel()
+            ph.timer = None
+        self.edge.ending.discard(self)
+
+    def _end_timeout(self, ph: Ending) -> None:
+        ph.timer = None
+        if self.phase is ph:
+            self._leave_ending(ph)
+            log.debug("%r: no END from the hub in time; closing", self)
+            self.close()
 
     def _log(self, c: ClientEnd, splice: Splice) -> None:
         """The stream's one line (spokeshare.tunnel.streamlog): at the edge the splice's
@@ -317,6 +394,8 @@ class EdgeTunnel(TunnelEnd):
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
         prev, ph = self.state, self.phase
+        if isinstance(ph, Ending):
+            self._leave_ending(ph)
         self._go(TunnelEvent.CONNECTION_LOST, Closed())
         self.edge.heap_policy.note()
         if self.splice is not None:
@@ -337,7 +416,9 @@ class Edge:
     def __init__(self, cfg: EdgeConfig, bundle: Bundle, rng: random.Random | None = None) -> None:
         self.cfg = cfg
         self.bundle = bundle
-        self.ssl = tls.client_context(bundle.ca_pem, bundle.cert_pem, bundle.key_pem)
+        self.ssl = tls.client_context(
+            bundle.ca_pem, bundle.cert_pem, bundle.key_pem, reuse=cfg.pool.reuse
+        )
         self.listeners = edge_listeners(cfg, bundle.services)
         self.rng = rng or random.Random()
         self.servers: list[asyncio.AbstractServer] = []
@@ -355,6 +436,10 @@ class Edge:
         self.pool: pool.Pool[EdgeTunnel, ClientEnd] = pool.Pool(cfg.pool)
         self.address_index = 0
         self.clients: set[EdgeTunnel] = set()
+        #: Tunnels whose stream ended cleanly, awaiting the hub's END (sequential reuse).
+        self.ending: set[EdgeTunnel] = set()
+        #: Streams carried by a tunnel that had carried one before (sequential reuse).
+        self.streams_reused = 0
         self.hub_state = HubState.STARTING
         self.control: EdgeTunnel | None = None
         self.rtt: float | None = None
@@ -591,6 +676,8 @@ class Edge:
             t.close()
         for t in list(self.clients):
             t.abort("edge shutting down")
+        for t in list(self.ending):
+            t.close()
         if self.control is not None:
             self.control.close()
         for w in waiters:
@@ -648,6 +735,8 @@ class Edge:
             pool.status_timeout(self.cfg.pool, self.rtt), self._status_timeout, client, tunnel
         )
         self.streams_total += 1
+        if tunnel.streams:
+            self.streams_reused += 1
         self.clients.add(tunnel)
         # From here the tunnel carries a client: a WAN outage stalls it, not cuts it.
         if tunnel.transport is not None:
@@ -768,11 +857,12 @@ class Edge:
         except BaseException:
             sock.close()
             raise
-        if not tls.check_alpn(
-            proto.transport.get_extra_info("ssl_object") if proto.transport else None
-        ):
+        sslobj = proto.transport.get_extra_info("ssl_object") if proto.transport else None
+        if not tls.check_alpn(sslobj):
             proto.abort("ALPN mismatch")
-            raise ConnectionError(f"hub did not agree on ALPN {wire.ALPN}")
+            raise ConnectionError(f"hub did not agree on ALPN {' or '.join(wire.ALPNS)}")
+        proto.reuse = tls.reuse_agreed(sslobj)
+        proto.ssl = self.ssl
         if proto.state is not TunnelState.IDLE:  # closed by the hub before we got it
             raise ConnectionError("hub closed the tunnel as it came up")
         return proto
@@ -805,6 +895,29 @@ class Edge:
         client = self.pool.tunnel_ready(tunnel, time.monotonic(), _live)
         if client is not None:
             self._start_stream(tunnel, client)
+        self.kick()
+
+    def may_reuse(self, tunnel: EdgeTunnel) -> bool:
+        """Whether a tunnel whose stream just ended cleanly may carry another: not while
+        the edge closes or the hub counts as away, nor one dialled with a certificate
+        the edge has since renewed."""
+        return (
+            not self._closing
+            and self.hub_state in (HubState.UP, HubState.STARTING)
+            and tunnel.ssl is self.ssl
+        )
+
+    def tunnel_returned(self, tunnel: EdgeTunnel) -> None:
+        """The hub's END came: the tunnel waits for a stream again (pool.tunnel_returned
+        says whether a waiting client gets it, it goes idle, or it is one too many)."""
+        if not self.may_reuse(tunnel):
+            tunnel.close()
+            return
+        client, keep = self.pool.tunnel_returned(tunnel, time.monotonic(), _live)
+        if client is not None:
+            self._start_stream(tunnel, client)
+        elif not keep:
+            tunnel.close()
         self.kick()
 
     def tunnel_lost(self, tunnel: EdgeTunnel, prev: TunnelState) -> None:
@@ -1061,7 +1174,7 @@ class Edge:
         new = dataclasses.replace(
             self.bundle, cert_pem=pki.cert_pem(cert), key_pem=pki.key_pem(key)
         )
-        ssl = tls.client_context(new.ca_pem, new.cert_pem, new.key_pem)
+        ssl = tls.client_context(new.ca_pem, new.cert_pem, new.key_pem, self.cfg.pool.reuse)
         await asyncio.to_thread(pki.replace_private, self.cfg.bundle, bundle.render(new))
         self.bundle, self.ssl = new, ssl
         self.renewed = dt.datetime.now(dt.UTC)

@@ -26,6 +26,11 @@ channel's tunnel goes ``AWAIT_CONTROL_STATUS`` when its open header is written (
 dialler waits for the status), then ``CONTROL`` on OK; a refusal closes it. Any tunnel
 goes ``CLOSED`` when its connection is lost, and stays there.
 
+Sequential reuse (docs/protocol.md): a ``RELAYING`` tunnel that agreed on it and whose
+stream ended with an EOF frame each way goes ``ENDING`` (the client is closed; the
+hub's END frame is awaited), then ``IDLE`` again on END, back in the pool. Anything
+else in ``ENDING`` (other bytes, no END in time, the connection lost) closes it.
+
 Each state carries its own data in the shell (the client of a stream, the status
 waiter of the control channel while it waits, the heartbeat once it runs), so no
 field is read in a state where it means nothing.
@@ -78,6 +83,8 @@ class TunnelState(enum.Enum):
     #: The control channel's open header is out; its dialler awaits the hub's status.
     AWAIT_CONTROL_STATUS = "await-control-status"
     CONTROL = "control"
+    #: The stream ended cleanly on a reuse tunnel; the hub's END frame is awaited.
+    ENDING = "ending"
     CLOSED = "closed"
 
 
@@ -89,6 +96,10 @@ class TunnelEvent(enum.Enum):
     STATUS_OK = "status-ok"
     #: Any status but OK.
     STATUS_REFUSED = "status-refused"
+    #: The stream ended with an EOF frame each way, on a tunnel that agreed on reuse.
+    STREAM_ENDED = "stream-ended"
+    #: The hub's END frame: the tunnel waits for the next open header.
+    END_RECEIVED = "end-received"
     CONNECTION_LOST = "connection-lost"
 
 
@@ -103,6 +114,8 @@ TUNNEL_TRANSITIONS: dict[tuple[TunnelState, TunnelEvent], TunnelState] = {
     (_T.OPENING, _V.STATUS_REFUSED): _T.CLOSED,
     (_T.AWAIT_CONTROL_STATUS, _V.STATUS_OK): _T.CONTROL,
     (_T.AWAIT_CONTROL_STATUS, _V.STATUS_REFUSED): _T.CLOSED,
+    (_T.RELAYING, _V.STREAM_ENDED): _T.ENDING,
+    (_T.ENDING, _V.END_RECEIVED): _T.IDLE,
     **{(state, _V.CONNECTION_LOST): _T.CLOSED for state in TunnelState},
 }
 

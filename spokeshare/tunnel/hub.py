@@ -23,9 +23,16 @@ state carries its own data (the ``phase``: :class:`AwaitHeader`, :class:`Connect
 an attribute that only some states fill::
 
     AWAIT_HEADER --OPEN_STREAM--> CONNECTING --BACKEND_UP--> RELAYING --STREAM_ENDED--> CLOSED
+    RELAYING --STREAM_REUSED--> AWAIT_HEADER          ended cleanly, END sent (reuse)
     AWAIT_HEADER --OPEN_CONTROL--> CONTROL
     AWAIT_HEADER, CONNECTING --REFUSED--> CLOSED     a status other than OK, then close
     any state --LOST--> CLOSED                        the TLS connection is gone
+
+Sequential reuse (docs/protocol.md): on a tunnel that agreed on ALPN
+``spokeshare/1+reuse`` a relayed stream (not the IPP gate's) that ended with an EOF
+frame in each direction and nothing after it closes only the backend connection; the
+hub sends the END frame and waits for the next open header with the pool's idle
+allowance, as on a new tunnel. Any other ending closes the tunnel as before.
 
 A tunnel exists from admission on (office and transport known); during the TLS
 handshake and the admission checks its connection's protocol is :class:`Handshaking`,
@@ -111,6 +118,7 @@ class TunnelEvent(enum.Enum):
     BACKEND_UP = "backend-up"  # the backend answered: OK sent, spliced
     REFUSED = "refused"  # a status other than OK sent, tunnel closing
     STREAM_ENDED = "stream-ended"  # the splice is done (both EOFs, or failed and aborted)
+    STREAM_REUSED = "stream-reused"  # ended cleanly on a reuse tunnel: END sent
     LOST = "lost"  # the TLS connection is gone
 
 
@@ -123,6 +131,7 @@ TRANSITIONS: dict[tuple[TunnelState, TunnelEvent], TunnelState] = {
     (TunnelState.CONNECTING, TunnelEvent.BACKEND_UP): TunnelState.RELAYING,
     (TunnelState.CONNECTING, TunnelEvent.REFUSED): TunnelState.CLOSED,
     (TunnelState.RELAYING, TunnelEvent.STREAM_ENDED): TunnelState.CLOSED,
+    (TunnelState.RELAYING, TunnelEvent.STREAM_REUSED): TunnelState.AWAIT_HEADER,
     **{(s, TunnelEvent.LOST): TunnelState.CLOSED for s in TunnelState},
 }
 
@@ -279,13 +288,22 @@ class HubTunnel(TunnelEnd):
     transport: asyncio.Transport
 
     def __init__(
-        self, hub: Hub, peer: tuple[str, int], transport: asyncio.Transport, office: OfficeState
+        self,
+        hub: Hub,
+        peer: tuple[str, int],
+        transport: asyncio.Transport,
+        office: OfficeState,
+        reuse: bool = False,
     ) -> None:
         super().__init__()
         self.hub = hub
         self.peer = peer
         self.transport = transport
         self.office = office
+        #: The edge agreed on sequential reuse (ALPN spokeshare/1+reuse).
+        self.reuse = reuse
+        #: Streams this tunnel has opened (more than one: it was reused).
+        self.streams = 0
         self.phase: Phase = AwaitHeader()
 
     def __repr__(self) -> str:
@@ -405,6 +423,9 @@ class HubTunnel(TunnelEnd):
             self._go(TunnelEvent.OPEN_STREAM, conn)
             self.transport.pause_reading()
             office.streams_total += 1
+            self.streams += 1
+            if self.streams > 1:
+                self.hub.streams_reused += 1
             reserved = backend.reserved_source_port
             self.hub.spawn(self._connect_backend(conn, backend.host, backend.port, reserved))
 
@@ -480,7 +501,9 @@ class HubTunnel(TunnelEnd):
         gate = None
         if is_ipp:
             gate = ipp_relay.IppFilter(self._ipp_info(conn.header), self._ipp_policy)
-        splice = Splice(btrans, self.transport, self._stream_done, gate)
+        # The IPP gate's streams are never reused: it ends them itself (Forward.end).
+        keep = self.reuse and gate is None
+        splice = Splice(btrans, self.transport, self._stream_done, gate, keep_tunnel=keep)
         self._go(TunnelEvent.BACKEND_UP, Relaying(conn.header, conn.opened_at, splice))
         self.splice = splice
         if conn.early:
@@ -506,7 +529,30 @@ class HubTunnel(TunnelEnd):
             result, status, reason = streamlog.result_fields(splice.result)
             self._log_stream((st.header, st.opened_at), splice, result, status=status,
                              reason=reason)  # fmt: skip
+            if not splice.keep_tunnel:
+                self._go(TunnelEvent.STREAM_ENDED, Closed())
+            elif splice.result is not None and splice.result.ok:
+                self._reuse(splice)
+            else:
+                self._go(TunnelEvent.STREAM_ENDED, Closed())  # the splice cut the tunnel
+
+    def _reuse(self, splice: Splice) -> None:
+        """The stream ended cleanly on a reuse tunnel: END, then wait for the next
+        header as a new tunnel does; close instead when anything is in doubt."""
+        t = self.transport
+        if splice.reader.after_eof or t.is_closing():
+            # Bytes after the edge's EOF: it did not wait for our END (a bug or worse).
             self._go(TunnelEvent.STREAM_ENDED, Closed())
+            self.close()
+            return
+        self.splice = None
+        t.write(wire.END_FRAME)
+        idle = AwaitHeader()
+        self._go(TunnelEvent.STREAM_REUSED, idle)
+        # Back to an idle pool tunnel: a dead WAN link is noticed in seconds again.
+        carry_stream(t.get_extra_info("socket"), self.hub.sockets, False)
+        self._arm(idle, self.hub.cfg.limits.idle_timeout)
+        t.resume_reading()  # the splice may have paused it (backpressure)
 
     def _log_stream(
         self,
@@ -718,6 +764,8 @@ class Hub:
         self.status_server: asyncio.Server | None = None
         self.handshakes = 0
         self.handshake_failures = 0
+        #: Streams opened on a tunnel that had carried one before (sequential reuse).
+        self.streams_reused = 0
         #: Failed or refused connections per cause (tls.handshake_cause, "evicted", ...).
         self.refusals: dict[str, int] = {}
         #: Statuses other than OK answered (open headers, admission), by wire.Status name.
@@ -959,7 +1007,8 @@ class Hub:
         sslobj = transport.get_extra_info("ssl_object")
         if not tls.check_alpn(sslobj):
             self.refused(
-                "alpn", peer, "tunnel from %s:%s refused: ALPN is not %s", *peer, wire.ALPN
+                "alpn", peer, "tunnel from %s:%s refused: ALPN is not %s", *peer,
+                " or ".join(wire.ALPNS),
             )
             transport.abort()
             return
@@ -1013,7 +1062,7 @@ class Hub:
             )
             transport.close()
             return
-        tunnel = HubTunnel(self, peer, transport, office)
+        tunnel = HubTunnel(self, peer, transport, office, tls.reuse_agreed(sslobj))
         transport.set_protocol(tunnel)
         tunnel.start(bytes(proto.buf))
 

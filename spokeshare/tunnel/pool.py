@@ -33,6 +33,9 @@ promises are property-tested over random event sequences:
 
 - a tunnel leaves the pool once: handed to one client, or returned to be closed,
   never both and never twice; one the shell reported lost is never handed out;
+- a tunnel whose stream ended cleanly may come back (:meth:`Pool.tunnel_returned`,
+  sequential reuse, docs/protocol.md): only one that is handed out (not idle, closed
+  or lost), and from then on it is handed to one client or closed, once, like a new one;
 - a tunnel is never handed out at or past ``max_age``;
 - a client is handed at most one tunnel, and none after it left or timed out.
 """
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from spokeshare.config import PoolConfig
+from spokeshare.errors import UsageError
 
 #: A client's open header is answered after about one RTT; a status slower than this
 #: many measured RTTs (and than ``open_timeout``) means the hub or the path is in
@@ -211,6 +215,26 @@ class Pool(Generic[T, C]):
                 return client
         self._idle.append((tunnel, now))
         return None
+
+    def tunnel_returned(
+        self, tunnel: T, now: float, live: Callable[[C], bool] = lambda c: True
+    ) -> tuple[C | None, bool]:
+        """A tunnel handed out earlier finished its stream cleanly and may carry another
+        (sequential reuse). Returns ``(client, keep)``: the first waiting client still
+        ``live`` gets it (the shell starts its stream); else it becomes idle again, its
+        age counted from ``now`` (it has just proved alive), unless ``max_idle`` tunnels
+        are idle already: then ``keep`` is False and the shell closes it. Dials and
+        backoff are not touched. Raises UsageError for a tunnel that is idle already."""
+        if any(t == tunnel for t, _ in self._idle):
+            raise UsageError(f"tunnel {tunnel!r} returned while idle in the pool")
+        while self._waiters:
+            client = self._waiters.popleft()
+            if live(client):
+                return client, True
+        if len(self._idle) >= self.cfg.max_idle:
+            return None, False
+        self._idle.append((tunnel, now))
+        return None, True
 
     def dial_failed(self, now: float, jitter: float) -> None:
         """A pooled dial failed at ``now``; ``jitter`` is a fresh draw in [0.5, 1.0]."""

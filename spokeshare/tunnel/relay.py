@@ -13,7 +13,9 @@ How it works
 - Backpressure: when one transport's write buffer passes its high-water mark the
   other transport stops reading, until the buffer drains below the low-water mark.
   Memory per stream is therefore bounded by two write buffers, whatever the peers do.
-- Endings: when both EOFs have passed, both transports are closed gracefully. If
+- Endings: when both EOFs have passed, both transports are closed gracefully (with
+  ``keep_tunnel``, on a tunnel that agreed on sequential reuse, only the plain side:
+  the owner decides whether the tunnel carries the next stream). If
   either side goes away otherwise (RST, TLS error, timeout), the other side is
   aborted: the plain side with an RST (SO_LINGER 0), the tunnel by dropping it, which
   the far end sees as a tunnel lost without EOF and turns into an RST in turn.
@@ -182,6 +184,12 @@ class Splice:
     after :meth:`refused`. ``up`` and ``down`` count payload bytes towards and from the
     tunnel. With a ``filter`` the plain side's bytes and the tunnel's payloads go through
     it (:class:`StreamFilter`) instead of straight across.
+
+    ``keep_tunnel`` (a tunnel that agreed on sequential reuse, docs/protocol.md): a
+    clean ending closes only the plain side and leaves the tunnel to ``on_done``'s
+    owner, and bytes the peer sends after its EOF frame are kept in
+    ``reader.after_eof`` once the stream is ``DONE`` (before that they are a bad frame,
+    as without it). Failures end the tunnel as always.
     """
 
     __slots__ = (
@@ -193,6 +201,7 @@ class Splice:
         "state",
         "result",
         "filter",
+        "keep_tunnel",
         "_on_done",
         "_plain_full",
     )
@@ -203,10 +212,12 @@ class Splice:
         tunnel: asyncio.Transport,
         on_done: Callable[[Splice], None],
         filter: StreamFilter | None = None,
+        keep_tunnel: bool = False,
     ) -> None:
         self.plain = plain
         self.tunnel = tunnel
-        self.reader = wire.FrameReader()
+        self.keep_tunnel = keep_tunnel
+        self.reader = wire.FrameReader(keep_after_eof=keep_tunnel)
         self.up = 0  # bytes plain -> tunnel
         self.down = 0  # bytes tunnel -> plain
         self.state = State.RELAYING
@@ -295,6 +306,11 @@ class Splice:
                     self._apply(self.filter.tunnel_data(bytes(ev.data)))
             elif isinstance(ev, wire.EofReceived):
                 self._got_eof()
+        if self.reader.after_eof and self.result is None:
+            # The peer went on after its EOF while our side of the stream still runs.
+            self._fail(Ending(Result.BAD_FRAME, "bytes after EOF frame"))
+            self.tunnel.abort()
+            abort_with_rst(self.plain)
 
     def _got_eof(self) -> None:
         before = self.state
@@ -384,7 +400,8 @@ class Splice:
     def _finish(self) -> None:
         self.result = Ending(Result.OK)
         self.plain.close()
-        self.tunnel.close()
+        if not self.keep_tunnel:
+            self.tunnel.close()
         self._on_done(self)
 
     def _fail(self, ending: Ending) -> None:

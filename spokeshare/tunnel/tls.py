@@ -12,14 +12,16 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from spokeshare.tunnel.wire import ALPN
+from spokeshare.tunnel.wire import ALPN, ALPN_REUSE, ALPNS
 
 
-def _base(purpose: int) -> ssl.SSLContext:
+def _base(purpose: int, reuse: bool = True) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if purpose else ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_alpn_protocols([ALPN])
+    # Sequential reuse is agreed per tunnel by ALPN (docs/protocol.md, "Sequential
+    # reuse"); without it only the plain version is offered, as before it existed.
+    ctx.set_alpn_protocols(list(ALPNS) if reuse else [ALPN])
     ctx.verify_mode = ssl.CERT_REQUIRED
     # Tickets would let a revoked office resume a session without a fresh chain check.
     ctx.options |= ssl.OP_NO_TICKET
@@ -50,8 +52,12 @@ def server_context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ssl.SSLCon
     return ctx
 
 
-def client_context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ssl.SSLContext:
-    ctx = _base(0)
+def client_context(
+    ca_pem: bytes, cert_pem: bytes, key_pem: bytes, reuse: bool = True
+) -> ssl.SSLContext:
+    """The edge's context; ``reuse`` False offers only :data:`ALPN` (no sequential
+    reuse: one stream per tunnel, ``[pool] reuse = false``)."""
+    ctx = _base(0, reuse)
     ctx.check_hostname = True
     ctx.load_verify_locations(cadata=ca_pem.decode())
     _load_chain(ctx, cert_pem, key_pem)
@@ -59,7 +65,14 @@ def client_context(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> ssl.SSLCon
 
 
 def check_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bool:
-    return ssl_object is not None and ssl_object.selected_alpn_protocol() == ALPN
+    """True when the peers agreed on one of :data:`ALPNS`."""
+    return ssl_object is not None and ssl_object.selected_alpn_protocol() in ALPNS
+
+
+def reuse_agreed(ssl_object: ssl.SSLObject | ssl.SSLSocket | None) -> bool:
+    """True when the peers agreed on :data:`ALPN_REUSE`: a stream that ends cleanly
+    leaves the tunnel open for the next one."""
+    return ssl_object is not None and ssl_object.selected_alpn_protocol() == ALPN_REUSE
 
 
 def describe_handshake_error(exc: BaseException) -> str:

@@ -1,7 +1,9 @@
 """The tunnel's wire protocol, sans-IO: stream-open header, status, frames, control.
 
-Every tunnel is one TLS 1.3 connection (ALPN ``spokeshare/1``) carrying exactly one
-stream: a LAN client's TCP connection, or the edge's control channel. The layout is
+Every tunnel is one TLS 1.3 connection (ALPN ``spokeshare/1``, or
+``spokeshare/1+reuse``) carrying one stream at a time: a LAN client's TCP connection,
+or the edge's control channel. Under ``spokeshare/1+reuse`` a stream that ended
+cleanly is followed by the hub's END frame and the tunnel carries the next stream. The layout is
 documented byte by byte in docs/protocol.md; this module is its executable form.
 
 Edge -> hub, first bytes on a tunnel (the *open header*)::
@@ -48,6 +50,13 @@ from spokeshare.errors import DecodeError, UsageError
 
 #: ALPN protocol id; the number is the wire version below.
 ALPN = "spokeshare/1"
+#: ALPN id of wire version 1 with sequential reuse (docs/protocol.md, "Sequential
+#: reuse"): same layouts, plus the END frame the hub sends when a tunnel whose stream
+#: ended cleanly waits for the next open header. Both ends offer it first and
+#: :data:`ALPN` second; a peer that knows only :data:`ALPN` agrees on that.
+ALPN_REUSE = "spokeshare/1+reuse"
+#: What each end offers, most preferred first (the hub's order decides: RFC 7301 §3.2).
+ALPNS = (ALPN_REUSE, ALPN)
 VERSION = 1
 #: Longest open-header body we accept; anything longer is an attack or a bug.
 MAX_HEADER_BODY = 512
@@ -86,6 +95,9 @@ class FrameType(enum.IntEnum):
     DATA = 0
     EOF = 1
     CONTROL = 2
+    #: Hub -> edge, on a tunnel that agreed on :data:`ALPN_REUSE` only: both EOFs have
+    #: passed and the hub waits for the next open header on this tunnel.
+    END = 3
 
 
 def valid_service_name(name: str) -> bool:
@@ -287,6 +299,7 @@ def frame_header(ftype: FrameType, length: int) -> bytes:
 
 
 EOF_FRAME = frame_header(FrameType.EOF, 0)
+END_FRAME = frame_header(FrameType.END, 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,9 +326,15 @@ class FrameReader:
 
     DATA payloads are delivered as they arrive (a frame split across reads yields
     several DataReceived events), so the relay never waits for a whole frame.
+
+    Bytes after the EOF frame are a :class:`DecodeError`, unless ``keep_after_eof``:
+    then they are kept, unparsed, in ``after_eof`` for the tunnel's owner (on a reuse
+    tunnel the hub's END frame follows its EOF; docs/protocol.md, "Sequential reuse").
     """
 
     allow_control: bool = False
+    keep_after_eof: bool = False
+    after_eof: bytearray = field(default_factory=bytearray)
     _partial: bytearray = field(default_factory=bytearray)
     _left: int = 0
     _control: bool = False
@@ -340,6 +359,9 @@ class FrameReader:
                     events.append(DataReceived(chunk))
                 continue
             if self._eof:
+                if self.keep_after_eof:
+                    self.after_eof += view[pos:]
+                    break
                 raise DecodeError(_PROTO, "bytes after EOF frame", pos)
             if not self._partial and end - pos >= 4:
                 word = int.from_bytes(view[pos : pos + 4], "big")  # the usual case

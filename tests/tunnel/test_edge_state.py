@@ -40,7 +40,7 @@ def test_a_stream_tunnel_and_the_control_channel() -> None:
 @pytest.mark.parametrize(
     ("state", "event"),
     [
-        (TunnelState.RELAYING, TunnelEvent.OPEN_STREAM),  # a tunnel carries one stream
+        (TunnelState.RELAYING, TunnelEvent.OPEN_STREAM),  # one stream at a time
         (TunnelState.OPENING, TunnelEvent.OPEN_CONTROL),
         (TunnelState.RELAYING, TunnelEvent.STATUS_OK),  # a second status
         (TunnelState.CONTROL, TunnelEvent.STATUS_REFUSED),
@@ -51,6 +51,17 @@ def test_a_stream_tunnel_and_the_control_channel() -> None:
 def test_illegal_tunnel_transitions_raise(state: TunnelState, event: TunnelEvent) -> None:
     with pytest.raises(UsageError, match=event.value):
         tunnel_transition(state, event)
+
+
+def test_a_reused_tunnel_goes_back_to_idle_only_through_end() -> None:
+    s = tunnel_transition(TunnelState.RELAYING, TunnelEvent.STREAM_ENDED)
+    assert s is TunnelState.ENDING
+    assert tunnel_transition(s, TunnelEvent.END_RECEIVED) is TunnelState.IDLE
+    for event in (TunnelEvent.OPEN_STREAM, TunnelEvent.STATUS_OK, TunnelEvent.STATUS_REFUSED):
+        with pytest.raises(UsageError):
+            tunnel_transition(s, event)  # nothing is handed out or answered while ENDING
+    with pytest.raises(UsageError):
+        tunnel_transition(TunnelState.OPENING, TunnelEvent.STREAM_ENDED)
 
 
 def test_closed_is_final_and_every_state_can_close() -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spokeshare.config import PoolConfig
+from spokeshare.errors import UsageError
 from spokeshare.tunnel.pool import (
     Evaluation,
     Pool,
@@ -166,6 +168,32 @@ def test_failures_back_off_and_success_resets() -> None:
     assert (p.failures, p.last_failure) == (0, None)
 
 
+def test_returned_tunnel_goes_to_a_waiter_or_idle_or_is_one_too_many() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.evaluate(0.0)
+    assert p.tunnel_ready("a", 0.0) is None
+    assert p.take(1.0) == ("a", [])
+    connecting = p.connecting
+    p.wait("pc1")
+    p.wait("pc2")
+    p.client_gone("pc1")
+    assert p.tunnel_returned("a", 2.0, live=lambda c: c != "pc1") == ("pc2", True)
+    assert p.connecting == connecting  # a return is not a dial
+    assert p.tunnel_returned("a", 3.0) == (None, True) and p.idle == ["a"]
+    # Its age counts from the return: at 3 + 9.9 s it is still handed out.
+    assert p.take(12.9) == ("a", [])
+    for i in range(AGED.max_idle):
+        p.tunnel_ready(f"t{i}", 13.0)
+    assert p.tunnel_returned("a", 13.0) == (None, False)  # max_idle idle already
+
+
+def test_returning_an_idle_tunnel_is_a_bug() -> None:
+    p: Pool[str, str] = Pool(AGED)
+    p.tunnel_ready("a", 0.0)
+    with pytest.raises(UsageError):
+        p.tunnel_returned("a", 1.0)
+
+
 def test_drain_empties_idle_and_waiters() -> None:
     p: Pool[str, str] = Pool(AGED)
     p.tunnel_ready("a", 0.0)
@@ -184,6 +212,8 @@ EVENT = st.one_of(
     st.tuples(st.just("gone"), st.integers(0, 30)),
     st.tuples(st.just("evaluate"), STEP),
     st.tuples(st.just("drain"), st.just(0)),
+    # a handed-out tunnel's stream ended cleanly: it comes back (sequential reuse)
+    st.tuples(st.just("return"), st.integers(0, 30)),
 )
 
 
@@ -193,9 +223,12 @@ def test_a_tunnel_leaves_the_pool_once_and_never_stale(
     events: list[tuple[str, float]],
 ) -> None:
     """Random sequences of client arrivals, tunnels ready, dials failed, tunnels lost,
-    clients gone, evaluations as time passes and drains (the hub away): a tunnel is
-    handed to one client or closed, once; never handed after it was lost or at
-    ``max_age``; a client gets at most one tunnel, never after it left or was refused."""
+    clients gone, evaluations as time passes, drains (the hub away) and handed-out
+    tunnels returned after a clean stream: a tunnel handed to a client is never closed
+    or handed to another until it is returned; once returned (or new) it is handed to
+    one client or closed, once; never handed after it was lost or at ``max_age`` (of
+    its last return); a client gets at most one tunnel, never after it left or was
+    refused."""
     p: Pool[int, int] = Pool(AGED)
     now = 0.0
     ready_at: dict[int, float] = {}
@@ -208,6 +241,7 @@ def test_a_tunnel_leaves_the_pool_once_and_never_stale(
 
     def hand(tunnel: int, client: int) -> None:
         assert tunnel not in handed and tunnel not in closed and tunnel not in lost
+        assert tunnel not in p.idle  # handed out means out of the pool
         assert now - ready_at[tunnel] < AGED.max_age
         assert client not in served and client not in gone
         handed[tunnel] = client
@@ -253,6 +287,17 @@ def test_a_tunnel_leaves_the_pool_once_and_never_stale(
             idle, waiters = p.drain()
             close(idle)
             gone.update(waiters)
+        elif what == "return" and handed:
+            t = sorted(handed)[int(arg) % len(handed)]
+            del handed[t]  # its stream ended: it may carry another
+            ready_at[t] = now
+            client, keep = p.tunnel_returned(t, now, live=lambda c: c not in gone)
+            if client is not None:
+                assert keep
+                hand(t, client)
+            elif not keep:
+                assert len(p.idle) >= AGED.max_idle
+                close([t])
         assert p.connecting >= 0
         assert not set(p.idle) & (set(handed) | set(closed) | lost)
         assert len(p.idle) <= len(ready_at)

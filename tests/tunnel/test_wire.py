@@ -230,3 +230,33 @@ def test_wire_module_is_pure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- sequential reuse (docs/protocol.md, "Sequential reuse") ----------------------------
+
+
+def test_end_frame_bytes_and_alpn_ids() -> None:
+    assert wire.END_FRAME == bytes.fromhex("03000000")
+    assert wire.ALPNS == ("spokeshare/1+reuse", "spokeshare/1")
+
+
+def test_bytes_after_eof_are_refused_unless_kept() -> None:
+    data = wire.frame_header(wire.FrameType.DATA, 2) + b"hi" + wire.EOF_FRAME + wire.END_FRAME
+    with pytest.raises(DecodeError, match="after EOF"):
+        wire.FrameReader().feed(data)
+    r = wire.FrameReader(keep_after_eof=True)
+    events = r.feed(data[:5])  # split anywhere: the same events and the same rest
+    events += r.feed(data[5:9])
+    events += r.feed(data[9:] + b"\x01")
+    assert [type(e) for e in events] == [
+        wire.DataReceived,
+        wire.DataReceived,
+        wire.EofReceived,
+    ]
+    assert b"".join(bytes(e.data) for e in events if isinstance(e, wire.DataReceived)) == b"hi"
+    assert bytes(r.after_eof) == wire.END_FRAME + b"\x01"
+
+
+def test_end_is_not_a_frame_a_stream_may_carry() -> None:
+    with pytest.raises(DecodeError, match="unexpected frame type 3"):
+        wire.FrameReader(keep_after_eof=True).feed(wire.END_FRAME)
