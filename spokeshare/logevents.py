@@ -100,7 +100,7 @@ EVENTS: tuple[Event, ...] = (
        "protocol names"),
     _e("names withdrawn", "edge", "protocol names", "protocol names"),
     _e("names off", "edge", "protocols reason", "protocols reason"),
-    _e("name claimed", "edge", "protocol name interface address port",
+    _e("name claimed", "edge", "protocol name interface address",
        "protocol name"),
     _e("name conflict", "edge", "protocol name owner interface recheck_in_s reason",
        "protocol name reason"),

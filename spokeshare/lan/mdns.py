@@ -567,7 +567,7 @@ class MdnsPublisher:
             log.info(
                 "%s",
                 Line("name claimed", protocol="mdns", name=f"{name}.local",
-                     interface=self.settings.interface, port=self.settings.smb_port),
+                     interface=self.settings.interface),
             )  # fmt: skip
             if reclaimed:
                 self._hosts_changed()

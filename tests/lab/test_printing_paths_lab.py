@@ -131,7 +131,9 @@ def test_printing_only_office_prints_and_has_no_file_server(lab: Lab, tmp_path: 
     log = (lab.logs_dir / f"edge-{PRINTING_ONLY}.log").read_text()
     [up] = logfmt.find(log, "edge up")
     assert (up["office"], up["names"]) == (PRINTING_ONLY, "")
-    assert logfmt.find(log, "names off") and not logfmt.find(log, "name claimed")
+    assert logfmt.find(log, "names off")
+    claimed = [(c["protocol"], c["name"]) for c in logfmt.find(log, "name claimed")]
+    assert claimed == [("mdns", "sf-print.local")]  # the print host's name only (HQ's printers)
     listening = sh(lab, sf.edge, "ss", "-Hltn").stdout
     assert f"{sf.edge_ip}:631" in listening
     for port in (445, 139, services.LPD_PORT, services.RAW_PORT):

@@ -1057,10 +1057,10 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
             assert f"{LAB_EDGE} GLOBAL-NFS" not in _nmblookup(
                 tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
             _stop_nmbd(nmbd)  # the other owner goes away
-            wait_for(lambda: [(ln["protocol"], ln["name"]) for ln in logfmt.find(
-                         (tmp / "edge.log").read_text(), "name reclaimed")]
-                     == [("netbios", "GLOBAL-NFS<20>")], 20, "the edge to reclaim GLOBAL-NFS",
-                     interval=0.5)
+            wait_for(lambda: ("netbios", "GLOBAL-NFS<20>") in [
+                         (ln["protocol"], ln["name"])
+                         for ln in logfmt.find((tmp / "edge.log").read_text(), "name reclaimed")],
+                     20, "the edge to reclaim GLOBAL-NFS", interval=0.5)
             out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
             assert f"{LAB_EDGE} GLOBAL-NFS<20>" in out, out
         finally:
