@@ -355,8 +355,11 @@ class Lab:
         hq_samba = services.SambaHost(
             HQ, "HQ", hq_addrs, self.host_dir(HQ) / "samba", print_server=hq_cups.socket
         )
-        hq_samba.start(reg, HQ_SERVICE_IP, self.logs_dir)
+        # alice goes into the passdb before smbd starts: smbpasswd then never meets
+        # smbd creating the same tdb files (it failed once so, on a loaded machine).
+        hq_samba.prepare()
         hq_samba.add_user(services.ALICE, services.ALICE_PASSWORD)
+        hq_samba.start(reg, HQ_SERVICE_IP, self.logs_dir)
 
         step("hq: cups-lpd (515) and a raw printer (9100)")
         services.LpdServer(HQ, HQ_SERVICE_IP, hq_cups.socket).start(reg, self.logs_dir)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zeroconf import IPVersion, NonUniqueNameException, RecordUpdateListener, ServiceInfo
-from zeroconf._dns import DNSAddress
+from zeroconf._dns import DNSAddress, DNSPointer, DNSService
 from zeroconf.asyncio import AsyncZeroconf
 
 from spokeshare.errors import DecodeError
@@ -96,10 +96,14 @@ class _HostConflictListener(RecordUpdateListener):
         self.publisher = publisher
 
     def async_update_records(self, zc: Any, now: float, records: list[Any]) -> None:
+        # zeroconf also calls listeners with the records its cache expires (every 10 s,
+        # as RecordUpdate(record, record)): an answer heard minutes ago, not a new one.
         heard = [
             mdns_defence.HeardAddress(update.new.key, bytes(update.new.address), update.new.ttl)
             for update in records
-            if isinstance(update.new, DNSAddress) and len(update.new.address) in (4, 16)
+            if isinstance(update.new, DNSAddress)
+            and len(update.new.address) in (4, 16)
+            and not update.new.is_expired(now)
         ]
         if heard:
             self.publisher.heard(heard, now / 1000.0)  # zeroconf's clock: milliseconds
@@ -417,7 +421,7 @@ class MdnsPublisher:
         await asyncio.sleep(delay)
         self._rechecks.pop(name, None)
         if name in self._conflicts and not self._withdrawn:
-            await self._register_all()
+            await self._register_all(only=name)
 
     # -- conflicts after start (RFC 6762 §9) ------------------------------------------
     def watch_hosts(self, callback: Callable[[], None]) -> None:
@@ -513,15 +517,43 @@ class MdnsPublisher:
             self._resetting.pop(name, None)
             self._probing_since.pop(name, None)
 
-    async def _register_all(self) -> None:
-        async with self._lock:
-            await self._register_all_locked()
+    def _forget_own_pointer(self, info: ServiceInfo) -> None:
+        """Drop cached PTR records ``info.type`` -> ``info.name`` unless another host
+        holds that instance (a cached SRV for it with another target or port).
 
-    async def _register_all_locked(self) -> None:
+        zeroconf refuses to register an instance while its cache holds such a PTR
+        (NonUniqueNameException), and it caches what it hears, its own multicast
+        answers included: an answer queued (RFC 6762 §6, 20-120 ms) before a reset to
+        probing and sent after its goodbyes (TTL 0) leaves our own PTR, TTL 75 minutes,
+        in the cache, and the name could not be published again for that long (seen in
+        the lab fuzz). A bare PTR proves no other owner: SRV records name one."""
+        zc = getattr(self._zc, "zeroconf", None)
+        if zc is None:
+            return
+        instance = info.name.lower()
+        for record in zc.cache.entries_with_name(instance):
+            if isinstance(record, DNSService) and (
+                record.server.lower() != (info.server or "").lower() or record.port != info.port
+            ):
+                return
+        ours = [
+            record
+            for record in zc.cache.entries_with_name(info.type.lower())
+            if isinstance(record, DNSPointer) and record.alias.lower() == instance
+        ]
+        if ours:
+            zc.cache.async_remove_records(ours)
+
+    async def _register_all(self, only: str | None = None) -> None:
+        """Probe and publish every name not published yet (or only ``only``)."""
+        async with self._lock:
+            await self._register_all_locked(only)
+
+    async def _register_all_locked(self, only: str | None = None) -> None:
         if self._zc is None:
             return
         for name in self.settings.names:
-            if name in self._published:
+            if name in self._published or only not in (None, name):
                 continue
             infos = self.infos(name)
             done: list[ServiceInfo] = []
@@ -529,6 +561,7 @@ class MdnsPublisher:
                 if await self._host_name_taken(name, infos[0]):
                     raise NonUniqueNameException(f"{name}.local")
                 for info in infos:
+                    self._forget_own_pointer(info)
                     await (await self._zc.async_register_service(info))
                     self._registered.append(info)
                     done.append(info)

@@ -39,6 +39,9 @@ TOKEN = "lab-dashboard-token-0123456789"
 URL = f"http://{HQ_SERVICE_IP}:{STATUS_PORT}/"
 AUTH_URL = f"http://admin:{TOKEN}@{HQ_SERVICE_IP}:{STATUS_PORT}/"
 DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+#: What every lab office's card lists once its LAN side is up: the name (its state, as
+#: the edge reports it) and HQ's two lab printers (spokeshare.lab.services).
+ADVERTISED = ("<li>GLOBAL-NFS (ok)</li>", "<li>HQ colour (lab)</li>", "<li>HQ laser (lab)</li>")
 
 
 def _start_hub(lab: Lab) -> int:
@@ -113,12 +116,24 @@ def test_page_renders_the_labs_offices(lab: Lab) -> None:
     def all_with_history() -> str | None:
         dom = chromium(lab, "--dump-dom", AUTH_URL)
         connected = sorted(parse(dom).cards) == [(o, "connected") for o in OFFICES]
-        return dom if connected and dom.count('class="spark"') == len(OFFICES) else None
+        presence = all(dom.count(item) == len(OFFICES) for item in ADVERTISED)
+        sparks = dom.count('class="spark"') == len(OFFICES)
+        return dom if connected and presence and sparks else None
 
-    # The sparklines need two RTT samples, dashboard.SAMPLE_SECONDS apart.
+    # The sparklines need two RTT samples, dashboard.SAMPLE_SECONDS apart; names and
+    # printers come with the edges' heartbeat answers, printers one by one.
     dom = wait_for(all_with_history, timeout=60, interval=1, what="offices connected, with RTT")
     # Each office's certificate (the hub's registry, renewal state) is on its card.
     assert dom.count("<dt>certificate</dt><dd>expires ") == len(OFFICES)
+    # What each edge advertises on its LAN, as the edge reported it, on its own card:
+    # its file-server name with its state, and the HQ printers it publishes.
+    for office in OFFICES:
+        card = dom[dom.index(f'data-office="{office}"'):]
+        card = card[: card.index("</article>")]
+        names = card[card.index("<dt>names</dt>"):]
+        printers = card[card.index("<dt>printers</dt>"):]
+        shown = names[: names.index("</dd>")] + printers[: printers.index("</dd>")]
+        assert all(item in shown for item in ADVERTISED), card
     screenshot(lab, "dashboard-phone.png", (390, 640))
 
 

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import functools
 import re
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
+from tests.lab.building import running_lab
 
 pytestmark = pytest.mark.lab
 
@@ -62,22 +61,15 @@ def start_edge_after_the_pc(lab: Lab, office: str) -> int:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-defence-"))
-    path.chmod(0o755)
     hq = "198.19.0.1"
-    the_lab = Lab(
-        path,
+    with running_lab(
+        "ss-defence-",
         ["nyc"],
         LinkSettings(rtt_ms=10),
         start_hub=functools.partial(spokes.start_hub, extra_services={"eng": f"{hq}:445"}),
         start_edge=start_edge_after_the_pc,
-    )
-    try:
-        the_lab.up()
+    ) as the_lab:
         yield the_lab
-    finally:
-        the_lab.down()
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def dig(lab: Lab, server: str, port: int, name: str) -> list[str]:

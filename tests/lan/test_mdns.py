@@ -295,6 +295,33 @@ def test_one_reset_in_flight_per_name() -> None:
     assert pub.statistics().conflicts_after_start == 1
 
 
+def test_a_record_expiring_from_the_cache_is_no_conflict() -> None:
+    """zeroconf's cache cleanup (every 10 s) hands listeners each record it expires as
+    RecordUpdate(record, record): another host's answer heard two minutes ago is not
+    heard again when it expires (seen in the lab fuzz: a spoofed answer's expiry
+    reset a name published since)."""
+    from zeroconf import RecordUpdate
+
+    from spokeshare.lan.mdns import _HostConflictListener
+
+    pub = MdnsPublisher(settings())
+    fake = FakeZeroconf(set())
+    pub._zc = fake  # type: ignore[assignment]
+    (spoofed,) = [u.new for u in _response("GLOBAL-NFS.local.", "198.18.203.50", ttl=120)]  # type: ignore[attr-defined]
+    expired_at = spoofed.created + 120 * 1000.0 + 1
+
+    async def scenario() -> None:
+        await pub._register_all()
+        _HostConflictListener(pub).async_update_records(
+            None, expired_at, [RecordUpdate(spoofed, spoofed)]
+        )
+        await asyncio.gather(*list(pub._resetting.values()))
+
+    run(scenario())
+    assert pub.statistics().conflicts_after_start == 0 and pub._claims == {}
+    assert "GLOBAL-NFS" in pub.statistics().published
+
+
 def test_answers_for_a_name_in_conflict_are_noted_not_reset() -> None:
     """GLOBAL-NFS.local was left to another host at start: its answers reset nothing
     (we hold nothing) but are noted, with their time, for the next probe to see."""
@@ -337,3 +364,40 @@ def test_host_watchers_hear_a_name_lost_and_won_back() -> None:
 
     run(scenario())
     assert calls == [("PRINT-HQ",), ("PRINT-HQ", "GLOBAL-NFS")]
+
+
+class _CacheOnly:
+    """What _forget_own_pointer reads of AsyncZeroconf: ``.zeroconf.cache``, here a
+    real zeroconf DNSCache."""
+
+    def __init__(self) -> None:
+        from zeroconf._cache import DNSCache
+
+        self.cache = DNSCache()
+        self.zeroconf = self
+
+
+@pytest.mark.parametrize("other_owner", [False, True])
+def test_own_pointer_heard_back_does_not_block_publishing(other_owner: bool) -> None:
+    """zeroconf refuses to register an instance while its cache holds a PTR to it, and
+    it caches its own multicast answers: one sent after the goodbyes of a reset to
+    probing blocked GLOBAL-NFS for the PTR's 75 minutes (seen in the lab fuzz). Our
+    own PTR is dropped before publishing; with another host's SRV for the instance
+    (another target) the PTR is kept, and zeroconf's refusal stands."""
+    from zeroconf._dns import DNSPointer, DNSService
+    from zeroconf.const import _CLASS_IN, _CLASS_UNIQUE, _TYPE_PTR, _TYPE_SRV
+
+    pub = MdnsPublisher(settings())
+    fake = _CacheOnly()
+    pub._zc = fake  # type: ignore[assignment]
+    info = pub.infos("GLOBAL-NFS")[0]
+    ptr = DNSPointer(info.type, _TYPE_PTR, _CLASS_IN, 4500, info.name)
+    records: list[object] = [ptr]
+    if other_owner:
+        records.append(DNSService(info.name, _TYPE_SRV, _CLASS_IN | _CLASS_UNIQUE, 120,
+                                  0, 0, info.port or 445, "other-pc.local."))
+    fake.cache.async_add_records(records)  # type: ignore[arg-type]
+    assert fake.cache.current_entry_with_name_and_alias(info.type, info.name) is not None
+    pub._forget_own_pointer(info)
+    left = fake.cache.current_entry_with_name_and_alias(info.type, info.name)
+    assert (left is not None) is other_owner

@@ -2,7 +2,7 @@
 
 Run as root from the repository root, under the lab lock (it builds namespaces)::
 
-    flock /tmp/spokeshare-lab.lock .venv/bin/python \
+    flock /run/spokeshare/lab.lock .venv/bin/python \
         tests/lan/vectors_discovery/capture_avahi_probe.py
 
 Two network namespaces joined by a veth pair: ``tb-cap-h`` (198.18.204.1) runs Debian's

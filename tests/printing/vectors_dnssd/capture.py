@@ -3,7 +3,7 @@
 
 Usage (as root, from the repository root, under the lab lock: it builds a namespace)::
 
-    flock /tmp/spokeshare-lab.lock .venv/bin/python tests/printing/vectors_dnssd/capture.py
+    flock /run/spokeshare/lab.lock .venv/bin/python tests/printing/vectors_dnssd/capture.py
 
 In a private network namespace ``ss-cap-dnssd`` (a veth pair ``cap0``/``cap1`` with
 198.18.250.1/.2, nothing else) it starts, and stops again by PID in a ``finally``:
