@@ -735,7 +735,7 @@ def served(
                 Level.ERROR,
                 "edge.status",
                 f"the edge has withdrawn its names ({listed}): it cannot reach the hub",
-                "see edge.hub.reach above and the edge's log (hub up -> down)",
+                "see edge.hub.reach above and the edge's log (hub state ... to=down)",
             )
         )
     lan = status.get("lan")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import importlib.util
 import json
 import logging
 import signal
@@ -33,8 +34,11 @@ ports:
 
 quick start:
   at HQ:      spokeshare init --hub-name hq.example.com --address hq.example.com:7443
-              spokeshare office add nyc            # writes nyc.bundle, prints the office command
-  at office:  spokeshare edge --bundle nyc.bundle --lan-address 192.0.2.10
+              spokeshare office add nyc            # writes nyc.bundle, prints the office's steps
+              systemctl enable --now spokeshare-hub
+  at office:  the bundle in /etc/spokeshare, edge.toml naming it and the LAN address, then
+              systemctl enable --now spokeshare-edge
+              (or in the foreground: spokeshare edge --bundle nyc.bundle --lan-address 192.0.2.10)
 """
 
 
@@ -117,9 +121,34 @@ def cmd_office_add(a: argparse.Namespace) -> int:
         f"printers {_printers_text(rec.printers)}, "
         f"certificate valid until {rec.not_after:%Y-%m-%d}"
     )
-    print(f"bundle written to {out} (mode 0600); copy it to the office box, then run there:")
-    print(f"  spokeshare edge --bundle /etc/spokeshare/{out.name} --lan-address LAN-IP")
+    print(f"bundle written to {out} (mode 0600)")
+    print(office_steps(out.name), end="")
     return 0
+
+
+def office_steps(bundle_name: str) -> str:
+    """What the office's admin does with the bundle ``bundle_name``, as the README's
+    quick start says: install it under /etc/spokeshare, write edge.toml, enable the
+    packaged unit; the foreground command as the alternative. Lines end in newlines."""
+    path = f"/etc/spokeshare/{bundle_name}"
+    return (
+        "copy it to the office box; there, with the spokeshare package installed, as root\n"
+        "(LAN-INTERFACE and LAN-IP: the office LAN's interface and this box's address on it):\n"
+        "\n"
+        f"install -o spokeshare -g spokeshare -m 0600 {bundle_name} {path}\n"
+        "cat > /etc/spokeshare/edge.toml <<'EOF'\n"
+        "[edge]\n"
+        f'bundle = "{path}"\n'
+        "\n"
+        "[lan]\n"
+        'interface = "LAN-INTERFACE"\n'
+        'address = "LAN-IP"\n'
+        "EOF\n"
+        "systemctl enable --now spokeshare-edge\n"
+        "\n"
+        "or, without the package (a checkout), in the foreground:\n"
+        f"spokeshare edge --bundle {path} --lan-address LAN-IP\n"
+    )
 
 
 def _printers_arg(value: str | None) -> list[str] | None:
@@ -466,13 +495,21 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="the findings as a JSON list")
     s.set_defaults(func=cmd_check)
 
+    missing = []
     for name, help_text in OPTIONAL_COMMANDS.items():
         if name == optional:
             _add_optional(sub, name)
-        else:
+        elif optional_available(name):
             # A stand-in: its name and help line for the command list; the arguments
             # are parsed again by the real parser once the command is known.
             sub.add_parser(name, help=help_text, add_help=False)
+        else:
+            # Not runnable here (the installed package): left out of --help and so of
+            # the man page; running it still says what it needs (parse_args).
+            sub.add_parser(name, add_help=False)
+            missing.append(name)
+    if missing:
+        p.epilog = (p.epilog or "") + MISSING_NOTE.format(commands=", ".join(missing))
     return p
 
 
@@ -488,6 +525,33 @@ OPTIONAL_COMMANDS = {
 }
 # What the ``lab`` extra in pyproject.toml installs for them (top-level module names).
 LAB_EXTRA = ("pyroute2", "matplotlib")
+# The end of --help where optional commands cannot run (spokeshare --help, and the man
+# page made from it, list only the commands this installation runs).
+MISSING_NOTE = """
+not in this installation:
+  {commands}: the test lab, the demo and the benchmarks run from a development
+  checkout of spokeshare (./run setup), not from the Debian package
+"""
+
+
+def _importable(module: str) -> bool:
+    """True when top-level ``module`` can be imported (found, not imported)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def optional_available(name: str) -> bool:
+    """True when the optional command ``name`` can run here: the ``lab`` extra is
+    importable and, for ``bench``, the checkout's bench/ is beside this package."""
+    if not all(_importable(m) for m in LAB_EXTRA):
+        return False
+    return name != "bench" or (_checkout_root() / "bench" / "wan.py").is_file()
+
+
+def _checkout_root() -> Path:
+    return Path(__file__).resolve().parent.parent
 
 
 def _add_optional(sub: Any, name: str) -> None:
@@ -505,7 +569,7 @@ def _add_optional(sub: Any, name: str) -> None:
     elif name == "bench":
         # The benchmarks are the checkout's bench/ package, not part of the installed
         # one: found beside this package (an editable install, ``./run setup``).
-        root = Path(__file__).resolve().parent.parent
+        root = _checkout_root()
         if not (root / "bench" / "wan.py").is_file():
             raise ModuleNotFoundError(f"no bench/ beside {root / 'spokeshare'}", name="bench")
         if str(root) not in sys.path:

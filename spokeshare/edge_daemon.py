@@ -48,6 +48,7 @@ from spokeshare import stats
 from spokeshare.bundle import Bundle
 from spokeshare.config import EdgeConfig, for_services
 from spokeshare.lan import coexist, interfaces
+from spokeshare.logfmt import Line
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import control
 from spokeshare.tunnel.edge import Edge, HubState
@@ -148,7 +149,9 @@ class EdgeDaemon:
         if not self.cfg.lan_interface and not (address.is_unspecified or address.is_loopback):
             found = interfaces.interface_of(self.cfg.lan_address)
             if found:
-                log.info("LAN interface %s holds %s", found, self.cfg.lan_address)
+                log.info(
+                    "%s", Line("lan interface found", interface=found, address=self.cfg.lan_address)
+                )
                 self.cfg = dataclasses.replace(self.cfg, lan_interface=found)
         link_local = self._ipv6_link_local()
         self.edge.ipv6 = self._ipv6_listeners(link_local)
@@ -167,17 +170,25 @@ class EdgeDaemon:
             self.tasks.spawn(self._coexist_loop(), name="coexist")
         else:
             log.warning(
-                "no LAN interface (set lan.interface, or lan.address to an address of one): "
-                "name services are off, relaying only"
+                "%s",
+                Line(
+                    "lan interface missing",
+                    address=self.cfg.lan_address,
+                    reason="set lan.interface, or lan.address to an address of one: "
+                    "name services are off, relaying only",
+                ),
             )
         self.up = True
         self._write_status()
         self.tasks.spawn(self._status_loop(), name="lan-status")
         log.info(
-            "edge for office %s up: names %s, hub %s",
-            self.bundle.office,
-            ", ".join(n.name for n in self.cfg.names) or "none",
-            self.bundle.hub_name,
+            "%s",
+            Line(
+                "edge up",
+                office=self.bundle.office,
+                names=",".join(n.name for n in self.cfg.names),
+                hub=self.bundle.hub_name,
+            ),
         )
 
     # -- addresses -------------------------------------------------------------------
@@ -237,19 +248,25 @@ class EdgeDaemon:
             )
             return
         except Exception as exc:  # noqa: BLE001 - one protocol's fault must not stop the edge
-            log.exception("%s failed to start", protocol)
+            log.exception(
+                "%s", Line("protocol failed", protocol=protocol, action="start", error=repr(exc))
+            )
             self._degrade(protocol, f"{protocol} failed to start: {exc!r}")
             return
         self._running.add(protocol)
         if protocol in self.lan_status and self.lan_status[protocol] != "ok":
-            log.warning("%s: the other daemon is gone; the edge serves it again", protocol)
+            log.warning(
+                "%s",
+                Line("protocol restored", protocol=protocol,
+                     reason="the other daemon is gone; the edge serves it again"),
+            )  # fmt: skip
         self.lan_status[protocol] = "ok"
         if self.withdrawn:
-            await self._call(p, "withdraw")
+            await self._call(protocol, p, "withdraw")
 
     def _degrade(self, protocol: str, why: str) -> None:
         if self.lan_status.get(protocol) != why:
-            log.error("%s off (degraded): %s", protocol, why)
+            log.error("%s", Line("protocol degraded", protocol=protocol, reason=why))
         self.lan_status[protocol] = why
 
     async def _coexist_loop(self) -> None:
@@ -265,7 +282,7 @@ class EdgeDaemon:
                 if protocol in self._running and other is not None:
                     # Never two answerers for one name: the other daemon keeps it.
                     self._running.discard(protocol)
-                    await self._call(self.protocols[protocol], "stop")
+                    await self._call(protocol, self.protocols[protocol], "stop")
                     self._degrade(protocol, other)
                     changed = True
                 elif protocol not in self._running and other is None:
@@ -378,11 +395,13 @@ class EdgeDaemon:
             log.debug("cannot write %s: %s", path, exc)
 
     @staticmethod
-    async def _call(p: Any, what: str) -> None:
+    async def _call(protocol: str, p: Any, what: str) -> None:
         try:
             await getattr(p, what)()
         except OSError as exc:
-            log.warning("%s %s: %s", type(p).__name__, what, exc)
+            log.warning(
+                "%s", Line("protocol failed", protocol=protocol, action=what, error=exc)
+            )
 
     async def close(self) -> None:
         if self._withdraw_timer is not None:
@@ -391,7 +410,7 @@ class EdgeDaemon:
         for protocol in reversed(list(self.protocols)):
             if protocol in self._running:
                 self._running.discard(protocol)
-                await self._call(self.protocols[protocol], "stop")
+                await self._call(protocol, self.protocols[protocol], "stop")
         await self.edge.close()
 
     # -- what is on the LAN ----------------------------------------------------------
@@ -406,7 +425,11 @@ class EdgeDaemon:
         out: dict[str, Any] = {}
         if not cfg.names:
             # A printing-only office: no file-server name to register, announce or answer.
-            log.info("no virtual names: NetBIOS, WS-Discovery, LLMNR and mDNS names are off")
+            log.info(
+                "%s",
+                Line("names off", protocols="netbios,wsd,llmnr,mdns",
+                     reason="no virtual names in edge.toml (printing only)"),
+            )  # fmt: skip
             # HQ's printers still: mDNS for a print host name (printing/print_host.py).
             from spokeshare.printing.print_host import print_host_presence
 
@@ -477,14 +500,24 @@ class EdgeDaemon:
             return
         if withdraw:
             log.warning(
-                "hub unreachable for %.0fs: withdrawing %s from the LAN",
-                self.cfg.discovery.withdraw_after,
-                ", ".join(n.name for n in self.cfg.names),
+                "%s",
+                Line(
+                    "lan withdrawn",
+                    office=self.bundle.office,
+                    names=",".join(n.name for n in self.cfg.names),
+                    after_s=round(self.cfg.discovery.withdraw_after),
+                    reason="hub unreachable",
+                ),
             )
         else:
             log.info(
-                "hub reachable again: announcing %s on the LAN",
-                ", ".join(n.name for n in self.cfg.names),
+                "%s",
+                Line(
+                    "lan announced",
+                    office=self.bundle.office,
+                    names=",".join(n.name for n in self.cfg.names),
+                    reason="hub reachable again",
+                ),
             )
         self.withdrawn = withdraw
         for protocol, p in self.protocols.items():
@@ -494,9 +527,12 @@ class EdgeDaemon:
                 await (p.withdraw() if withdraw else p.announce())
             except OSError as exc:
                 log.error(
-                    "%s %s failed: %s",
-                    type(p).__name__,
-                    "withdraw" if withdraw else "announce",
-                    exc,
+                    "%s",
+                    Line(
+                        "protocol failed",
+                        protocol=protocol,
+                        action="withdraw" if withdraw else "announce",
+                        error=exc,
+                    ),
                 )
         self._write_status()

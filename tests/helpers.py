@@ -22,10 +22,16 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from spokeshare import bundle, enrollment
+from spokeshare import bundle, enrollment, logfmt
 from spokeshare.config import EdgeConfig, HubConfig, PoolConfig, load_edge, load_hub
 
 T = TypeVar("T")
+
+
+def logged(caplog: Any, event: str) -> list[dict[str, str]]:
+    """The fields of every ``event`` line (spokeshare.logfmt) that ``caplog`` (pytest's
+    LogCaptureFixture) captured, in order."""
+    return logfmt.find("\n".join(r.getMessage() for r in caplog.records), event)
 
 
 def free_port() -> int:

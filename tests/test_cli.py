@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -125,4 +126,60 @@ def test_lab_command_without_the_lab_extra_says_what_to_install() -> None:
     assert "Traceback" not in proc.stderr
     assert "lab needs the lab extra (pip install 'spokeshare[lab]'): no module pyroute2" in (
         proc.stderr
+    )
+
+
+_WITHOUT_LAB_EXTRA = (
+    "import sys\n"
+    "sys.modules['pyroute2'] = None  # as in the Debian package: no lab extra\n"
+    "from spokeshare import cli\n"
+    "cli.main(sys.argv[1:])\n"
+)
+
+
+def test_help_without_the_lab_extra_leaves_out_lab_demo_and_bench() -> None:
+    """The installed package (its man page is this --help) lists only what it can run,
+    and says where the rest runs; ``lab`` itself still says what it needs (above)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_LAB_EXTRA, "--help"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    commands = _command_list(proc.stdout)
+    assert commands == ["init", "office", "hub", "edge", "check"]
+    assert "lab, demo, bench: the test lab, the demo and the benchmarks run from a " in (
+        proc.stdout
+    )
+    assert "development\n  checkout of spokeshare (./run setup)" in proc.stdout
+
+
+def test_help_in_a_checkout_lists_lab_demo_and_bench(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert _command_list(out) == ["init", "office", "hub", "edge", "check", "lab", "demo", "bench"]
+    assert "not in this installation" not in out
+
+
+def _command_list(help_text: str) -> list[str]:
+    """The command names of ``spokeshare --help`` (its COMMAND list)."""
+    block = help_text.split("  COMMAND\n", 1)[1].split("\n\n", 1)[0]
+    return [line.split()[0] for line in block.splitlines() if line.startswith("    ") and
+            not line.startswith("     ")]  # fmt: skip
+
+
+def test_office_add_prints_the_readme_quick_start_steps() -> None:
+    """What ``office add`` tells the office's admin is what the README's quick start has
+    them do with the package: install the bundle, write edge.toml, enable the unit."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    office_block = start.split("At the office", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    steps = cli.office_steps("nyc.bundle")
+    readme_lines = office_block.replace('"eth1"', '"LAN-INTERFACE"').replace(
+        '"192.0.2.10"', '"LAN-IP"'
+    ).splitlines()
+    commands = steps.split("\n\n", 1)[1].split("\n\nor, without", 1)[0].splitlines()
+    assert commands == [ln for ln in readme_lines if not ln.startswith("apt install")]
+    assert commands[-1] == "systemctl enable --now spokeshare-edge"
+    assert steps.rstrip().endswith(
+        "spokeshare edge --bundle /etc/spokeshare/nyc.bundle --lan-address LAN-IP"
     )

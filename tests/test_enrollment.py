@@ -66,6 +66,7 @@ def test_init_add_list(tmp_path: Path) -> None:
     res = cli("office", "add", "NYC", "--dir", str(d), "--services", "smb", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "spokeshare edge --bundle" in res.stdout
+    assert "systemctl enable --now spokeshare-edge" in res.stdout
     b = tmp_path / "nyc.bundle"
     assert mode(b) == 0o600
     loaded = bundle.read(b)

@@ -176,6 +176,10 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     ).stdout
     for command in ("spokeshare init", "spokeshare office add", "spokeshare hub"):
         assert f'.SS "{command}"' in text
+    # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
+    # as a development checkout's (spokeshare.cli.MISSING_NOTE).
+    assert "benchmarks (writes docs/benchmarks.md)" not in text
+    assert "not in this installation" in text
 
 
 def _unit(root: Root, name: str) -> dict[str, str]:

@@ -36,6 +36,7 @@ from spokeshare.errors import DecodeError
 from spokeshare.lan import NEED_DATA, counters, llmnr, wsd
 from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
+from spokeshare.logfmt import Line
 from spokeshare.tasks import TaskSet
 
 log = logging.getLogger("spokeshare.lan.discovery")
@@ -210,7 +211,11 @@ class LlmnrService:
         await self._verify_unique()
         self.core.enabled = True
         answered = [n for n in s.names if n not in self.conflicts]
-        log.info("llmnr: answering for %s on %s", ",".join(answered) or "none", s.interface)
+        log.info(
+            "%s",
+            Line("names announced", protocol="llmnr", names=",".join(answered),
+                 interface=s.interface),
+        )  # fmt: skip
 
     async def _verify_unique(self) -> None:
         """RFC 4795 §4.1: before answering, ask for each name on the link and wait
@@ -237,16 +242,24 @@ class LlmnrService:
                 # A repeat (same owner at a re-check) is debug: one warning per owner.
                 log.log(
                     logging.DEBUG if c.repeat else logging.WARNING,
-                    "llmnr: name conflict: %s is answered by %s on %s (RFC 4795 §4.1); "
-                    "not answering for it over LLMNR, checking again in %.0f s",
-                    c.name,
-                    c.owner,
-                    s.interface,
-                    c.recheck_in,
+                    "%s",
+                    Line(
+                        "name conflict",
+                        protocol="llmnr",
+                        name=c.name,
+                        owner=c.owner,
+                        interface=s.interface,
+                        recheck_in_s=round(c.recheck_in),
+                        reason="another host answers for it (RFC 4795 section 4.1)",
+                    ),
                 )
             else:
                 self.core.include(c.name)
-                log.info("llmnr: reclaimed %s on %s: its other owner is gone", c.name, s.interface)
+                log.info(
+                    "%s",
+                    Line("name reclaimed", protocol="llmnr", name=c.name, interface=s.interface,
+                         reason="its other owner is gone"),
+                )  # fmt: skip
         self._claims_rearm()
 
     def _claims_rearm(self) -> None:
@@ -291,11 +304,17 @@ class LlmnrService:
 
     async def withdraw(self) -> None:
         self.core.enabled = False
-        log.info("llmnr: withdrawn, not answering for %s", ",".join(self.settings.names))
+        log.info(
+            "%s", Line("names withdrawn", protocol="llmnr", names=",".join(self.settings.names))
+        )
 
     async def announce(self) -> None:
         self.core.enabled = True
-        log.info("llmnr: answering again for %s", ",".join(self.settings.names))
+        log.info(
+            "%s",
+            Line("names announced", protocol="llmnr", names=",".join(self.settings.names),
+                 interface=self.settings.interface),
+        )  # fmt: skip
         self._claims_run(self.claims.verify(time.monotonic()))  # RFC 4795 §4.1
 
     async def stop(self) -> None:
@@ -418,10 +437,14 @@ class WsdService:
         self.core.announce(time.monotonic())
         self._wake.set()
         log.info(
-            "wsd: announcing %s in workgroup %s on %s",
-            ",".join(ep.name for ep in self.endpoints),
-            s.workgroup,
-            s.interface,
+            "%s",
+            Line(
+                "names announced",
+                protocol="wsd",
+                names=",".join(ep.name for ep in self.endpoints),
+                interface=s.interface,
+                workgroup=s.workgroup,
+            ),
         )
 
     def _received(self, local: str, multicast: bool, data: bytes, addr: Any) -> None:
@@ -526,12 +549,19 @@ class WsdService:
     async def withdraw(self) -> None:
         self.core.withdraw(time.monotonic())
         self._wake.set()
-        log.info("wsd: withdrawn (Bye) for %s", ",".join(ep.name for ep in self.endpoints))
+        names = ",".join(ep.name for ep in self.endpoints)
+        log.info("%s", Line("names withdrawn", protocol="wsd", names=names))
 
     async def announce(self) -> None:
         self.core.announce(time.monotonic())
         self._wake.set()
-        log.info("wsd: announcing again (Hello) for %s", ",".join(ep.name for ep in self.endpoints))
+        s = self.settings
+        names = ",".join(ep.name for ep in self.endpoints)
+        log.info(
+            "%s",
+            Line("names announced", protocol="wsd", names=names, interface=s.interface,
+                 workgroup=s.workgroup),
+        )  # fmt: skip
 
     async def stop(self) -> None:
         if self._timer_task is not None:

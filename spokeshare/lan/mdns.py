@@ -47,6 +47,7 @@ from spokeshare.lan import interfaces as interfaces_mod
 from spokeshare.lan import mdns_defence
 from spokeshare.lan.ratelimit import AnswerBudget, Budget
 from spokeshare.lan.recheck import RECHECK_LONGEST, recheck_delay
+from spokeshare.logfmt import Line
 from spokeshare.tasks import TaskSet
 
 if TYPE_CHECKING:
@@ -395,10 +396,14 @@ class MdnsPublisher:
                 self._deferred.add(host)
                 self._tie_breaks_lost += 1
                 log.info(
-                    "mdns: another host probes %s with later data (RFC 6762 section 8.2); "
-                    "probing again in %.0f s",
-                    host.rstrip("."),
-                    mdns_defence.PROBE_DEFER,
+                    "%s",
+                    Line(
+                        "name probe deferred",
+                        protocol="mdns",
+                        name=host.rstrip("."),
+                        retry_in_s=round(mdns_defence.PROBE_DEFER),
+                        reason="another host probes it with later data (RFC 6762 section 8.2)",
+                    ),
                 )
 
     def _schedule_recheck(self, name: str) -> float:
@@ -476,10 +481,16 @@ class MdnsPublisher:
             self._conflicts_after += 1
             delay = self._probe_rate.conflict(now)
             log.warning(
-                "mdns: name conflict after start: another host answers for %s.local with "
-                "%s (RFC 6762 section 9); probing the name again",
-                name,
-                ipaddress.ip_address(address),
+                "%s",
+                Line(
+                    "name conflict",
+                    protocol="mdns",
+                    name=f"{name}.local",
+                    owner=ipaddress.ip_address(address),
+                    interface=self.settings.interface,
+                    reason="another host answers for it after start (RFC 6762 section 9); "
+                    "probing the name again",
+                ),
             )
             self._probing_since[name] = now
             task = self._tasks.spawn(
@@ -561,11 +572,15 @@ class MdnsPublisher:
                     await (await self._zc.async_unregister_service(info))
                 log.log(
                     logging.DEBUG if name in self._conflicts else logging.WARNING,
-                    "mdns: name conflict: %s.local is already in use on %s; "
-                    "checking again in %.0f s",
-                    name,
-                    self.settings.interface,
-                    self._schedule_recheck(name),
+                    "%s",
+                    Line(
+                        "name conflict",
+                        protocol="mdns",
+                        name=f"{name}.local",
+                        interface=self.settings.interface,
+                        recheck_in_s=round(self._schedule_recheck(name)),
+                        reason="already in use on the LAN (RFC 6762 section 8.1)",
+                    ),
                 )
                 if name not in self._conflicts:
                     self._conflicts.append(name)
@@ -575,10 +590,18 @@ class MdnsPublisher:
             if reclaimed:
                 self._conflicts.remove(name)
                 self._reclaimed += 1
-                log.warning("mdns: reclaimed %s.local: its other owner is gone", name)
+                log.warning(
+                    "%s",
+                    Line("name reclaimed", protocol="mdns", name=f"{name}.local",
+                         interface=self.settings.interface, reason="its other owner is gone"),
+                )  # fmt: skip
             if name not in self._published:
                 self._published.append(name)
-            log.info("mdns: published %s.local (_smb._tcp port %s)", name, self.settings.smb_port)
+            log.info(
+                "%s",
+                Line("name claimed", protocol="mdns", name=f"{name}.local",
+                     interface=self.settings.interface),
+            )  # fmt: skip
             if reclaimed:
                 self._hosts_changed()
 
@@ -597,7 +620,8 @@ class MdnsPublisher:
         """Send goodbyes (TTL 0) for every record; keep the responder running."""
         self._withdrawn = True
         await self._unregister_all()
-        log.info("mdns: withdrawn %s", ",".join(self.settings.names))
+        names = ",".join(self.settings.names)
+        log.info("%s", Line("names withdrawn", protocol="mdns", names=names))
 
     async def announce(self) -> None:
         """Probe and announce every name again."""

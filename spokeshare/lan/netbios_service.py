@@ -54,6 +54,7 @@ from spokeshare.lan.netbios_core import (
     SendNbns,
     next_timer,
 )
+from spokeshare.logfmt import Line
 
 logger = logging.getLogger("spokeshare.lan.netbios")
 
@@ -244,11 +245,15 @@ class NetbiosService:
         self._running = True
         now = self._loop.time()
         logger.info(
-            "netbios on %s (%s): names %s in workgroup %s",
-            s.interface_address,
-            s.interface_name or "any device",
-            ", ".join(n for n, _ in s.names),
-            s.workgroup,
+            "%s",
+            Line(
+                "names announced",
+                protocol="netbios",
+                names=",".join(n for n, _ in s.names),
+                interface=s.interface_name or None,
+                address=s.interface_address,
+                workgroup=s.workgroup,
+            ),
         )
         self._execute(self.names.start(now) + self.announcer.start(now))
         self._rearm()
@@ -391,18 +396,40 @@ class NetbiosService:
                 self._sendto("dgm", browse.encode(cmd.packet), cmd.address, cmd.port)
             elif isinstance(cmd, NameClaimed):
                 if cmd.reclaimed:
-                    logger.warning("reclaimed NetBIOS name %s: its other owner is gone", cmd.name)
+                    logger.warning(
+                        "%s",
+                        Line(
+                            "name reclaimed",
+                            protocol="netbios",
+                            name=cmd.name,
+                            interface=self.settings.interface_name or None,
+                            reason="its other owner is gone",
+                        ),
+                    )
                 else:
-                    logger.info("claimed NetBIOS name %s", cmd.name)
+                    logger.info(
+                        "%s",
+                        Line(
+                            "name claimed",
+                            protocol="netbios",
+                            name=cmd.name,
+                            interface=self.settings.interface_name or None,
+                            address=self.settings.interface_address,
+                        ),
+                    )
             elif isinstance(cmd, NameConflict):
                 logger.log(
                     logging.DEBUG if cmd.repeated else logging.WARNING,
-                    "NetBIOS name conflict: %s is held by %s (%s); not answering for it, "
-                    "checking again in %.0f s",
-                    cmd.name,
-                    cmd.owner,
-                    cmd.reason,
-                    cmd.recheck_in,
+                    "%s",
+                    Line(
+                        "name conflict",
+                        protocol="netbios",
+                        name=cmd.name,
+                        owner=cmd.owner,
+                        interface=self.settings.interface_name or None,
+                        recheck_in_s=round(cmd.recheck_in),
+                        reason=cmd.reason,
+                    ),
                 )
             elif isinstance(cmd, NameDefended):
                 # One line per name per interval: spoofed sources must not flood the log.

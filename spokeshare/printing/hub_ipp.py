@@ -60,6 +60,7 @@ import h11
 
 from spokeshare.errors import DecodeError
 from spokeshare.lan import NEED_DATA
+from spokeshare.logfmt import logfmt
 from spokeshare.printing import ipp
 
 #: Longest IPP attribute part the hub holds to find printer-uri (CUPS's own requests
@@ -500,8 +501,13 @@ class IppGate:
         out.logs.append(
             (
                 "warning",
-                f"ipp refused: office {self.info.office} may not use printer {shown!r} "
-                f"(client {self.info.client})",
+                logfmt(
+                    "ipp refused",
+                    office=self.info.office,
+                    client=self.info.client,
+                    printer=shown,
+                    reason="not one of this office's printers (office add/set --printers)",
+                ),
             )
         )
         text = f"printer {shown} is not available to office {self.info.office}"
@@ -510,9 +516,14 @@ class IppGate:
 
     def _refuse_bad(self, out: Commands, reason: str) -> None:
         self.refused += 1
-        out.logs.append(("info", f"ipp refused from office {self.info.office}: {reason}"))
+        out.logs.append(("info", self._refused_line(reason)))
         self._refusal = (ipp.Status.CLIENT_ERROR_BAD_REQUEST, reason, None)
         self._enter_discard(out)
+
+    def _refused_line(self, reason: str) -> str:
+        """The log line of a request refused as malformed (``reason``: what was wrong)."""
+        return logfmt("ipp refused", office=self.info.office, client=self.info.client,
+                      reason=reason)  # fmt: skip
 
     def _enter_discard(self, out: Commands) -> None:
         self.state = State.DISCARD
@@ -549,7 +560,7 @@ class IppGate:
     def _bad_request(self, out: Commands, reason: str, status: int) -> None:
         """The client broke HTTP: answer ``status`` if the exchange allows, then close."""
         self.refused += 1
-        out.logs.append(("info", f"ipp refused from office {self.info.office}: {reason}"))
+        out.logs.append(("info", self._refused_line(reason)))
         if self.client.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._close_after = True
             body = (reason + "\n").encode("utf-8", "replace")

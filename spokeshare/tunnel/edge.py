@@ -876,7 +876,16 @@ class Edge:
         self.address_index += 1
         reason = tls.describe_handshake_error(exc)
         if self.pool.failures == 1:
-            log.warning("cannot reach hub for %s: %s (retrying with backoff)", what, reason)
+            log.warning(
+                "%s",
+                Line(
+                    "hub unreachable",
+                    office=self.bundle.office,
+                    dialing=what,
+                    failures=1,
+                    reason=f"{reason} (retrying with backoff)",
+                ),
+            )
         else:
             log.debug("hub still unreachable (%d failures): %s", self.pool.failures, reason)
 
@@ -888,7 +897,9 @@ class Edge:
             self.kick()
             return
         if self.pool.failures:
-            log.info("hub reachable again after %d failed attempt(s)", self.pool.failures)
+            log.info(
+                "%s", Line("hub reachable", office=self.bundle.office, failures=self.pool.failures)
+            )
         if self._closing:
             tunnel.close()
             return
@@ -1010,7 +1021,11 @@ class Edge:
     def heard_from_hub(self) -> None:
         """A stream's tunnel received bytes while the hub counted as down."""
         if not self._hub_heard.is_set():
-            log.info("a running stream hears from the hub again; reconnecting now")
+            log.info(
+                "%s",
+                Line("hub reconnecting", office=self.bundle.office,
+                     reason="a running stream hears from the hub again"),
+            )  # fmt: skip
             self._hub_heard.set()
 
     def _suspect_hub(self) -> None:
@@ -1029,7 +1044,11 @@ class Edge:
                 if isinstance(ev, wire.ControlReceived)
             ]
         except DecodeError as exc:
-            log.warning("bad control frame from hub (%s); reconnecting", exc.reason)
+            log.warning(
+                "%s",
+                Line("control channel lost", office=self.bundle.office,
+                     reason=f"bad control frame from the hub ({exc.reason}); reconnecting"),
+            )  # fmt: skip
             tunnel.abort("bad control frame")
             return
         if len(messages) != len(events):
@@ -1060,12 +1079,17 @@ class Edge:
             elif isinstance(cmd, control.ClockSkewMeasured):
                 self.hub_clock = (cmd.skew, cmd.rtt, dt.datetime.now(dt.UTC))
             elif isinstance(cmd, control.PeerRevoked):
-                log.error("hub says this office (%s) is revoked", self.bundle.office)
+                log.error(
+                    "%s",
+                    Line("office revoked", office=self.bundle.office, reason="the hub says so"),
+                )
                 self._hub_event(HubEvent.REVOKED)
             elif isinstance(cmd, control.PeerLost):
                 log.warning(
-                    "no heartbeat from hub for %.1fs; treating it as unreachable", cmd.silence
-                )
+                    "%s",
+                    Line("control channel lost", office=self.bundle.office, silence_s=cmd.silence,
+                         reason="no heartbeat from the hub; treating it as unreachable"),
+                )  # fmt: skip
                 tunnel.abort("heartbeat lost")
             elif isinstance(cmd, control.Deliver):
                 pending = self._renew_pending
@@ -1178,16 +1202,19 @@ class Edge:
         await asyncio.to_thread(pki.replace_private, self.cfg.bundle, bundle.render(new))
         self.bundle, self.ssl = new, ssl
         self.renewed = dt.datetime.now(dt.UTC)
-        if self.renew_failures:
-            log.info("certificate renewal works again after %d failure(s)", self.renew_failures)
+        log.info(
+            "%s",
+            Line(
+                "certificate renewed",
+                office=office,
+                serial=f"{cert.serial_number:x}",
+                not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"),
+                bundle=self.cfg.bundle,
+                failures_before=self.renew_failures or None,
+            ),
+        )
         self.renew_failures, self.renew_failing_since, self.renew_reason = 0, None, ""
         self.renew_last_failure = None
-        log.info(
-            "office certificate renewed: serial %x valid until %s, written to %s",
-            cert.serial_number,
-            cert.not_valid_after_utc.isoformat(timespec="seconds"),
-            self.cfg.bundle,
-        )
 
     def _renewal_failed(self, reason: str) -> None:
         now = dt.datetime.now(dt.UTC)
@@ -1197,13 +1224,16 @@ class Edge:
         self.renew_reason = reason[:200]
         st = self.renewal_status(now)
         log.warning(
-            "certificate renewal failed (%s; %d in a row since %s); next attempt %s, "
-            "the certificate expires %s",
-            self.renew_reason,
-            self.renew_failures,
-            self.renew_failing_since.isoformat(timespec="seconds"),
-            st.next_attempt.isoformat(timespec="seconds"),
-            st.not_after.isoformat(timespec="seconds"),
+            "%s",
+            Line(
+                "certificate renewal failed",
+                office=self.bundle.office,
+                reason=self.renew_reason,
+                failures=self.renew_failures,
+                failing_since=self.renew_failing_since.isoformat(timespec="seconds"),
+                next_attempt=st.next_attempt.isoformat(timespec="seconds"),
+                not_after=st.not_after.isoformat(timespec="seconds"),
+            ),
         )
 
     def _hub_event(self, event: HubEvent) -> None:
@@ -1211,7 +1241,18 @@ class Edge:
         state = hub_transition(self.hub_state, event)
         if state is self.hub_state:
             return
-        log.info("hub %s -> %s", self.hub_state.value, state.value)
+        log.info(
+            "%s",
+            Line(
+                "hub state",
+                **{
+                    "office": self.bundle.office,
+                    "from": self.hub_state.value,  # a keyword: only as a key here
+                    "to": state.value,
+                    "cause": event.value,
+                },
+            ),
+        )
         self.hub_state = state
         if state in (HubState.DOWN, HubState.REVOKED):
             # Idle tunnels fail fast with the control channel: none is handed to a client
@@ -1223,6 +1264,10 @@ class Edge:
             for t in idle:
                 t.abort(f"hub unreachable ({state.value})")
             if idle:
-                log.info("dropped %d idle tunnel(s) while the hub is unreachable", len(idle))
+                log.info(
+                    "%s",
+                    Line("idle tunnels dropped", office=self.bundle.office, count=len(idle),
+                         reason=f"hub unreachable ({state.value})"),
+                )  # fmt: skip
         for cb in self.on_hub_state:
             cb(state)

@@ -620,11 +620,19 @@ class HubTunnel(TunnelEnd):
                 if isinstance(ev, wire.ControlReceived)
             ]
         except DecodeError as exc:
-            log.warning("office %s: bad control frame (%s); closing", office.name, exc.reason)
+            log.warning(
+                "%s",
+                Line("control channel lost", office=office.name,
+                     reason=f"bad control frame ({exc.reason}); closing"),
+            )  # fmt: skip
             self.close()
             return
         if len(messages) != len(events):
-            log.warning("office %s: a stream frame on the control channel; closing", office.name)
+            log.warning(
+                "%s",
+                Line("control channel lost", office=office.name,
+                     reason="a stream frame on the control channel; closing"),
+            )  # fmt: skip
             self.close()
             return
         for msg in messages:
@@ -693,23 +701,28 @@ class HubTunnel(TunnelEnd):
                 self._peer_serial(),
             )
         except (EnrollmentError, OSError) as exc:
-            log.error("office %s: cannot issue a renewed certificate: %s", office.name, exc)
+            log.error("%s", Line("certificate not issued", office=office.name, error=exc))
             result = renewal.Refuse("the hub cannot issue certificates now (see its log)")
         finally:
             office.renewing = False
         if isinstance(result, renewal.Refuse):
             reason = result.reason[: control.MAX_REASON]
             office.renew_refused = (time.time(), reason)
-            log.warning("office %s: certificate renewal refused: %s", office.name, reason)
+            log.warning(
+                "%s", Line("certificate renewal refused", office=office.name, reason=reason)
+            )
             self.send_control(control.RenewRefused(req.id, reason))
             return
         cert, ca_cert = result
         office.renew_refused = None
         log.info(
-            "office %s renewed its certificate: serial %x valid until %s",
-            office.name,
-            cert.serial_number,
-            cert.not_valid_after_utc.isoformat(timespec="seconds"),
+            "%s",
+            Line(
+                "certificate renewed",
+                office=office.name,
+                serial=f"{cert.serial_number:x}",
+                not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"),
+            ),
         )
         self.hub.reload_registry()  # the new serial is admitted from now on
         der = serialization.Encoding.DER
@@ -869,13 +882,13 @@ class Hub:
         self._handshaking.pop(task, None)
         self._evicting.discard(task)
 
-    def refused(self, cause: str, peer: tuple[str, int], message: str, *args: object) -> None:
-        """Count a failed or refused connection; log it unless its kind from its address
-        was logged less than REFUSAL_LOG_INTERVAL ago (the rest are summarised)."""
+    def refused(self, cause: str, peer: tuple[str, int], line: Line) -> None:
+        """Count a failed or refused connection; log ``line`` unless its kind from its
+        address was logged less than REFUSAL_LOG_INTERVAL ago (the rest are summarised)."""
         self.refusals[cause] = self.refusals.get(cause, 0) + 1
         self.heap_policy.note()
         if self.refusal_log.admit(cause, peer[0], time.monotonic()):
-            log.warning(message, *args)
+            log.warning("%s", line)
 
     def count_status(self, status: wire.Status, office: OfficeState | None = None) -> None:
         """Count a status other than OK sent to an edge (and to ``office``, if known)."""
@@ -987,11 +1000,13 @@ class Hub:
                 self.refused(
                     "evicted",
                     peer,
-                    "TLS handshake from %s:%s dropped: %d handshakes in progress "
-                    "(limits.max_handshakes) and it was the oldest",
-                    peer[0],
-                    peer[1],
-                    self.cfg.limits.max_handshakes,
+                    Line(
+                        "handshake failed",
+                        peer=f"{peer[0]}:{peer[1]}",
+                        cause="evicted",
+                        reason=f"dropped: {self.cfg.limits.max_handshakes} handshakes in "
+                        "progress (limits.max_handshakes) and it was the oldest",
+                    ),
                 )
             raise
         except (OSError, TimeoutError, ConnectionError) as exc:
@@ -1001,15 +1016,21 @@ class Hub:
             # Drop the exception (its traceback holds this frame) before anything else.
             del exc
             sock.close()
-            self.refused(cause, peer, "TLS handshake from %s:%s failed: %s", *peer, reason)
+            self.refused(
+                cause,
+                peer,
+                Line("handshake failed", peer=f"{peer[0]}:{peer[1]}", cause=cause, reason=reason),
+            )
             return
         self.handshakes += 1
         sslobj = transport.get_extra_info("ssl_object")
         if not tls.check_alpn(sslobj):
             self.refused(
-                "alpn", peer, "tunnel from %s:%s refused: ALPN is not %s", *peer,
-                " or ".join(wire.ALPNS),
-            )
+                "alpn",
+                peer,
+                Line("tunnel refused", peer=f"{peer[0]}:{peer[1]}", cause="alpn",
+                     reason=f"ALPN is not {' or '.join(wire.ALPNS)}"),
+            )  # fmt: skip
             transport.abort()
             return
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -1019,7 +1040,12 @@ class Hub:
             cert = x509.load_der_x509_certificate(der)
             name = pki.office_of(cert)
         except (EnrollmentError, ValueError) as exc:
-            self.refused("identity", peer, "tunnel from %s:%s refused: %s", *peer, exc)
+            self.refused(
+                "identity",
+                peer,
+                Line("tunnel refused", peer=f"{peer[0]}:{peer[1]}", cause="identity",
+                     reason=str(exc)),
+            )  # fmt: skip
             transport.abort()
             return
         why = self._admission(name, cert.serial_number)
@@ -1028,7 +1054,6 @@ class Hub:
             self.refused(
                 f"admission:{status.name}",
                 peer,
-                "%s",
                 Line(
                     "tunnel refused",
                     office=name,
@@ -1118,7 +1143,9 @@ class Hub:
     def cut_office(self, office: OfficeState, reason: str) -> None:
         if not office.tunnels:
             return
-        log.warning("office %s %s: cutting %d tunnel(s)", office.name, reason, len(office.tunnels))
+        log.warning(
+            "%s", Line("office cut", office=office.name, reason=reason, tunnels=len(office.tunnels))
+        )
         if office.control is not None:
             office.control.send_control(control.Revoked())
         for t in list(office.tunnels):
@@ -1139,10 +1166,13 @@ class Hub:
         held = self.refusal_log.summary(now)
         if held:
             log.warning(
-                "%d more refused connection(s) not logged one by one in the last %.0fs: %s",
-                sum(held.values()),
-                REFUSAL_LOG_INTERVAL,
-                ", ".join(f"{k}={v}" for k, v in sorted(held.items())),
+                "%s",
+                Line(
+                    "refusals not logged",
+                    count=sum(held.values()),
+                    interval_s=round(REFUSAL_LOG_INTERVAL),
+                    causes=",".join(f"{k}:{v}" for k, v in sorted(held.items())),
+                ),
             )
         calm = len(self._handshaking) < max(1, self.cfg.limits.max_handshakes // 4)
         if calm and self.heap_policy.due(now):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from spokeshare.lab import spokes
 from spokeshare.lab.topology import Lab
 from spokeshare.lab.wire import LinkSettings
@@ -250,8 +251,16 @@ def test_withdrawn_while_hq_is_away_and_back_after(lab: Lab) -> None:
     res = sh(lab, "nyc-pc", "smbclient", "//GLOBAL-NFS/share", "-N", "-c", "ls")
     assert res.returncode == 0, res.stdout + res.stderr
     log = (lab.logs_dir / "edge-nyc.log").read_text()
-    assert "withdrawing GLOBAL-NFS, GLOBAL-ENG from the LAN" in log
-    assert "announcing GLOBAL-NFS, GLOBAL-ENG on the LAN" in log
+    [gone] = logfmt.find(log, "lan withdrawn")
+    assert (gone["office"], gone["names"], gone["reason"]) == (
+        "nyc", "GLOBAL-NFS,GLOBAL-ENG", "hub unreachable")  # fmt: skip
+    [back] = logfmt.find(log, "lan announced")
+    assert (back["office"], back["names"]) == ("nyc", "GLOBAL-NFS,GLOBAL-ENG")
+    # each protocol withdrew both names and announced them again
+    for event in ("names withdrawn", "names announced"):
+        protocols = {ln["protocol"] for ln in logfmt.find(log, event)
+                     if ln["names"] == "GLOBAL-NFS,GLOBAL-ENG"}  # fmt: skip
+        assert {"llmnr", "wsd"} <= protocols, (event, protocols)
 
 
 def test_clean_stop_leaves_the_browse_list(lab: Lab) -> None:

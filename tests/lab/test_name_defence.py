@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from spokeshare.lab import services, spokes
 from spokeshare.lab.avahi import AvahiHost
 from spokeshare.lab.topology import LAN_IFNAME, Lab
@@ -79,6 +80,11 @@ def dig(lab: Lab, server: str, port: int, name: str) -> list[str]:
     return [ln for ln in out.splitlines() if re.fullmatch(r"[\d.]+", ln)]
 
 
+def reclaimed(log: str) -> list[tuple[str, str]]:
+    """(protocol, name) of the edge's ``name reclaimed`` lines."""
+    return [(ln["protocol"], ln["name"]) for ln in logfmt.find(log, "name reclaimed")]
+
+
 def test_names_held_by_the_pc_are_left_to_it(lab: Lab) -> None:
     edge_log = lab.logs_dir / "edge-nyc.log"
     try:
@@ -86,8 +92,9 @@ def test_names_held_by_the_pc_are_left_to_it(lab: Lab) -> None:
     except AssertionError:
         raise AssertionError(edge_log.read_text()[-3000:]) from None
     log = edge_log.read_text()
-    assert "mdns: name conflict: GLOBAL-NFS.local is already in use" in log, log
-    assert f"llmnr: name conflict: GLOBAL-NFS is answered by {PC_IP}" in log, log
+    conflicts = {(c["protocol"], c["name"]): c for c in logfmt.find(log, "name conflict")}
+    assert "already in use" in conflicts["mdns", "GLOBAL-NFS.local"]["reason"], log
+    assert conflicts["llmnr", "GLOBAL-NFS"]["owner"] == PC_IP, log
     # the edge answers neither for GLOBAL-NFS (the PC does), both for GLOBAL-ENG
     assert dig(lab, EDGE, 5353, "GLOBAL-NFS.local") == []
     assert dig(lab, PC_IP, 5353, "global-nfs.local") == [PC_IP]
@@ -126,7 +133,8 @@ def test_llmnr_name_reclaimed_when_llmnrd_goes(lab: Lab) -> None:
         CONFLICT_RECHECK_INTERVAL + 15,
         "the edge reclaims GLOBAL-NFS over LLMNR",
     )
-    assert "llmnr: reclaimed GLOBAL-NFS" in edge_log.read_text()  # what the operator sees
+    # what the operator sees
+    assert ("llmnr", "GLOBAL-NFS") in reclaimed(edge_log.read_text())
     assert dig(lab, EDGE, 5355, "GLOBAL-NFS") == [EDGE]
     out = sh(lab, "nyc-fs", "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
     assert re.findall(r"GLOBAL-NFS IN A (\S+)", out) == [EDGE], out
@@ -173,15 +181,18 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
             wait_for(lambda: "established" in out.read_text(), 15, "avahi announcing")
         except AssertionError:
             raise AssertionError(out.read_text()[-3000:]) from None
+        def conflicts() -> list[dict[str, str]]:
+            return [c for c in logfmt.find(edge_log.read_text(), "name conflict")
+                    if (c["protocol"], c["name"]) == ("mdns", "GLOBAL-ENG.local")]  # fmt: skip
+
         wait_for(
-            lambda: "mdns: name conflict after start: another host answers for "
-            f"GLOBAL-ENG.local with {PC_IP}" in edge_log.read_text(),
+            lambda: any(c.get("owner") == PC_IP and "after start" in c["reason"]
+                        for c in conflicts()),
             15,
             "the edge hears the conflict",
-        )
-        taken = "mdns: name conflict: GLOBAL-ENG.local is already in use"
+        )  # fmt: skip
         wait_for(
-            lambda: taken in edge_log.read_text(),
+            lambda: any("already in use" in c["reason"] for c in conflicts()),
             15,
             "the edge's probe meets the PC's answer",
         )
@@ -196,6 +207,7 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
         CONFLICT_RECHECK_INTERVAL + 15,
         "the edge reclaims GLOBAL-ENG.local",
     )
-    assert "mdns: reclaimed GLOBAL-ENG.local" in edge_log.read_text()  # what the operator sees
+    # what the operator sees
+    assert ("mdns", "GLOBAL-ENG.local") in reclaimed(edge_log.read_text())
     assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == [ENG]
     assert "failed" not in out.read_text()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from spokeshare.lab import services, spokes
 from spokeshare.lab.topology import HQ, Lab
 from spokeshare.lab.wire import LinkSettings
@@ -128,7 +129,11 @@ def test_raw_9100_job_is_printed_whole_at_hq(lab: Lab) -> None:
 def test_printing_only_office_prints_and_has_no_file_server(lab: Lab, tmp_path: Path) -> None:
     sf = lab.office(PRINTING_ONLY)
     log = (lab.logs_dir / f"edge-{PRINTING_ONLY}.log").read_text()
-    assert "names none" in log and "claimed NetBIOS name" not in log
+    [up] = logfmt.find(log, "edge up")
+    assert (up["office"], up["names"]) == (PRINTING_ONLY, "")
+    assert logfmt.find(log, "names off")
+    claimed = [(c["protocol"], c["name"]) for c in logfmt.find(log, "name claimed")]
+    assert claimed == [("mdns", "sf-print.local")]  # the print host's name only (HQ's printers)
     listening = sh(lab, sf.edge, "ss", "-Hltn").stdout
     assert f"{sf.edge_ip}:631" in listening
     for port in (445, 139, services.LPD_PORT, services.RAW_PORT):

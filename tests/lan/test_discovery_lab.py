@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from spokeshare.errors import UsageError
 from tests.lan.settings import discovery_settings
 
@@ -67,7 +68,8 @@ async def main() -> None:
             print("stopped", flush=True)
             return
 
-logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                    format="%(levelname)s %(name)s: %(message)s")
 asyncio.run(main())
 """
 
@@ -397,7 +399,9 @@ def test_mdns_name_conflict_reported(lan: None, tmp_path: Path) -> None:
         assert other.stdout is not None and other.stdout.readline().strip() == "published"
         edge = Edge(tmp_path / "edge.log")
         assert edge.ask("conflicts") == "GLOBAL-NFS"
-        assert "name conflict: GLOBAL-NFS.local" in edge.log.read_text()
+        conflicts = logfmt.find(edge.log.read_text(), "name conflict")
+        assert [(c["protocol"], c["name"]) for c in conflicts][:1] == [
+            ("mdns", "GLOBAL-NFS.local")]  # fmt: skip
         # the other name is published regardless
         assert dig_answers("PRINT-HQ.local", "A") == [EDGE]
     finally:

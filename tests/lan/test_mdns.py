@@ -17,6 +17,7 @@ from zeroconf import NonUniqueNameException, ServiceInfo
 
 from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.mdns import DEVICE_INFO_TYPE, SMB_TYPE, MdnsPublisher
+from tests.helpers import logged
 from tests.lan.settings import discovery_settings
 
 NS = UUID("0d5c1f2a-8a44-4a55-9f0e-6c6162000001")
@@ -91,7 +92,9 @@ def test_conflict_reported_other_names_published(caplog: pytest.LogCaptureFixtur
         run(pub._register_all())
     stats = pub.statistics()
     assert stats.conflicts == ("GLOBAL-NFS",) and stats.published == ("PRINT-HQ",)
-    assert "name conflict: GLOBAL-NFS.local" in caplog.text
+    [line] = logged(caplog, "name conflict")
+    assert (line["protocol"], line["name"], line["recheck_in_s"]) == (
+        "mdns", "GLOBAL-NFS.local", "5")  # fmt: skip
     assert fake.registered == ["PRINT-HQ._smb._tcp.local.", "PRINT-HQ._device-info._tcp.local."]
 
 
@@ -125,7 +128,7 @@ def test_conflict_rechecked_and_reclaimed_once_the_owner_is_gone(
         run(pub._register_all())
         assert fake.unregistered == ["GLOBAL-NFS._smb._tcp.local."]  # undone
         run(pub._register_all())  # still taken: reported once only
-        assert caplog.text.count("name conflict: GLOBAL-NFS.local") == 2
+        assert [ln["name"] for ln in logged(caplog, "name conflict")] == ["GLOBAL-NFS.local"] * 2
         assert [r.levelno for r in caplog.records if "conflict" in r.message] == [
             logging.WARNING, logging.DEBUG]
         fake.taken.clear()
@@ -133,7 +136,9 @@ def test_conflict_rechecked_and_reclaimed_once_the_owner_is_gone(
     stats = pub.statistics()
     assert stats.conflicts == () and set(stats.published) == {"GLOBAL-NFS", "PRINT-HQ"}
     assert stats.reclaimed == 1
-    assert "reclaimed GLOBAL-NFS.local" in caplog.text
+    [line] = logged(caplog, "name reclaimed")
+    assert (line["protocol"], line["name"]) == ("mdns", "GLOBAL-NFS.local")
+    assert "GLOBAL-NFS.local" in [ln["name"] for ln in logged(caplog, "name claimed")]
 
 
 def test_unicast_answers_are_budgeted() -> None:
@@ -212,11 +217,10 @@ def test_conflict_after_start_resets_to_probing_and_leaves_a_taken_name(
     assert stats.conflicts == ("GLOBAL-NFS",) and stats.published == ("PRINT-HQ",)
     assert sorted(fake.unregistered) == [
         "GLOBAL-NFS._device-info._tcp.local.", "GLOBAL-NFS._smb._tcp.local."]  # fmt: skip
-    assert (
-        "name conflict after start: another host answers for GLOBAL-NFS.local with "
-        "198.18.203.50" in caplog.text
-    )
-    assert "name conflict: GLOBAL-NFS.local is already in use" in caplog.text
+    after_start, taken = logged(caplog, "name conflict")
+    assert (after_start["name"], after_start["owner"]) == ("GLOBAL-NFS.local", "198.18.203.50")
+    assert "after start" in after_start["reason"] and "recheck_in_s" not in after_start
+    assert taken["name"] == "GLOBAL-NFS.local" and "already in use" in taken["reason"]
 
 
 def test_conflict_after_start_published_again_when_nobody_answers_the_probe() -> None:

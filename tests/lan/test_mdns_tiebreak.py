@@ -41,6 +41,7 @@ from spokeshare.lan.mdns_defence import (
     simultaneous_probe,
     tie_break,
 )
+from tests.helpers import logged
 from tests.lan.settings import discovery_settings
 from tests.lan.test_mdns import settings
 from tests.strategies import mutated_any
@@ -278,7 +279,7 @@ def test_simultaneous_probe_against_a_real_responder(
     with caplog.at_level(logging.INFO, "spokeshare.lan.discovery"):
         result, lost_count = asyncio.run(scenario())
     assert (result, lost_count) == (taken, lost)
-    deferred = "another host probes global-nfs.local with later data" in caplog.text
+    deferred = [ln["name"] for ln in logged(caplog, "name probe deferred")] == ["global-nfs.local"]
     assert deferred == bool(lost)
 
 

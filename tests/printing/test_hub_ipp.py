@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spokeshare import logfmt
 from spokeshare.printing import hub_ipp, ipp, ipp_relay
 from spokeshare.printing.hub_ipp import IppGate, PrinterPolicy, StreamInfo
 from tests.strategies import mutated
@@ -226,10 +227,11 @@ def test_printer_not_given_is_refused_by_the_hub_with_a_log_line() -> None:
     assert not p.at_cupsd  # cupsd never saw it
     answer = ipp.decode(p.body_at_client())
     assert answer.code == ipp.Status.CLIENT_ERROR_NOT_POSSIBLE and answer.request_id == 6
-    assert p.logs == [
-        ("warning", "ipp refused: office nyc may not use printer 'hq-color' "
-                    "(client 198.18.11.10:40000)")
-    ]  # fmt: skip
+    [(level, line)] = p.logs
+    assert level == "warning"
+    assert logfmt.parse(line) == ("ipp refused", {
+        "office": "nyc", "client": "198.18.11.10:40000", "printer": "hq-color",
+        "reason": "not one of this office's printers (office add/set --printers)"})  # fmt: skip
     assert not p.closed  # the connection carries on
     p.client.start_next_cycle()
     p.send(post(b"/printers/hq-laser", GPA), h11.Data(data=GPA), h11.EndOfMessage())
@@ -297,6 +299,11 @@ def test_garbage_ipp_from_a_limited_office_is_a_bad_request() -> None:
     answer = ipp.decode(p.body_at_client())
     assert answer.code == ipp.Status.CLIENT_ERROR_BAD_REQUEST and answer.request_id == 9
     assert not p.at_cupsd
+    [(level, line)] = p.logs
+    event, fields = logfmt.parse(line)
+    assert (level, event, fields["office"], fields["client"]) == (
+        "info", "ipp refused", "nyc", "198.18.11.10:40000")  # fmt: skip
+    assert "printer" not in fields and fields["reason"]
 
 
 def test_over_long_ipp_attribute_part_is_refused() -> None:

@@ -16,7 +16,15 @@ import pytest
 
 from spokeshare import bundle, enrollment
 from spokeshare.tunnel import tls, wire
-from tests.helpers import Deployment, LoopThread, Stack, make_deployment, recv_all, wait_for
+from tests.helpers import (
+    Deployment,
+    LoopThread,
+    Stack,
+    logged,
+    make_deployment,
+    recv_all,
+    wait_for,
+)
 
 
 def refused(s: ssl.SSLSocket) -> bool:
@@ -53,6 +61,14 @@ def still_serves(stack: Stack) -> None:
         assert recv_all(c) == b"still here"
 
 
+def _handshake_failed(caplog: pytest.LogCaptureFixture, reason: str) -> bool:
+    """The hub logged a ``handshake failed`` line for a certificate, saying ``reason``."""
+    return any(
+        line["cause"] == "certificate" and reason in line["reason"]
+        for line in logged(caplog, "handshake failed")
+    )
+
+
 def messages(caplog: pytest.LogCaptureFixture) -> str:
     return "\n".join(r.getMessage() for r in caplog.records)
 
@@ -68,7 +84,9 @@ def test_plaintext_or_random_bytes(
         except ConnectionResetError:
             rest = b""
         assert b"HTTP" not in rest
-    wait_for(lambda: "TLS handshake from 127.0.0.1" in messages(caplog), what="handshake log")
+    wait_for(lambda: logged(caplog, "handshake failed"), what="handshake log")
+    line = logged(caplog, "handshake failed")[0]
+    assert line["peer"].startswith("127.0.0.1:") and line["cause"] and line["reason"]
     still_serves(stack)
 
 
@@ -88,7 +106,7 @@ def test_certificate_from_another_ca(
         else:
             with s:
                 assert refused(s)
-    wait_for(lambda: "certificate rejected" in messages(caplog), what="rejection log")
+    wait_for(lambda: _handshake_failed(caplog, "certificate rejected"), what="rejection log")
     still_serves(stack)
 
 
@@ -102,7 +120,7 @@ def test_expired_certificate(stack: Stack, caplog: pytest.LogCaptureFixture) -> 
     else:
         with s:
             assert refused(s)
-    wait_for(lambda: "certificate has expired" in messages(caplog), what="expiry log")
+    wait_for(lambda: _handshake_failed(caplog, "certificate has expired"), what="expiry log")
     still_serves(stack)
 
 

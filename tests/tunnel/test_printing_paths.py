@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare import bundle
+from spokeshare import bundle, logfmt
 from spokeshare.config import RFC1179_SOURCE_PORTS, edge_listeners, for_services, load_edge
 from spokeshare.edge_daemon import EdgeDaemon
 from spokeshare.tunnel import reserved_port
@@ -199,8 +199,10 @@ def test_spokeshare_edge_with_a_printing_only_bundle_starts(tmp_path: Path) -> N
             "--lan-address", "127.0.0.1", "--port", f"ipp={ipp}"]  # fmt: skip
     log = tmp_path / "edge.log"
     with log.open("wb") as out, process(argv, stdout=out, stderr=subprocess.STDOUT) as proc:
-        wait_for(lambda: "up: names none" in log.read_text() or proc.poll() is not None,
+        wait_for(lambda: logfmt.find(log.read_text(), "edge up") or proc.poll() is not None,
                  timeout=30, what="the edge up")  # fmt: skip
+        [up] = logfmt.find(log.read_text(), "edge up")
+        assert (up["office"], up["names"]) == ("shop", "")
         text = log.read_text()
         assert proc.poll() is None, text
     assert f"edge listening on 127.0.0.1:{ipp} for service ipp" in text

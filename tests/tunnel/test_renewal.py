@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import threading
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from spokeshare import bundle, enrollment, pki, renewal
 from spokeshare.errors import DecodeError, UsageError
 from spokeshare.tunnel import control, wire
 from spokeshare.tunnel.control import RenewIssued, RenewRefused, RenewRequest
-from tests.helpers import Deployment, LoopThread, Stack, wait_for
+from tests.helpers import Deployment, LoopThread, Stack, logged, wait_for
 from tests.strategies import mutated_any
 
 T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
@@ -434,11 +435,12 @@ def test_renew_at_setting(tmp_path: Path) -> None:
 
 @pytest.mark.expect_errors  # the hub logs that it cannot read its CA key
 def test_failed_renewal_is_retried_and_reported(
-    deployment: Deployment, loop_thread: LoopThread
+    deployment: Deployment, loop_thread: LoopThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The hub cannot issue (its CA key unreadable): the edge's attempts are refused,
     counted and reported, the bundle untouched; once the key is back, the next attempt
     (backoff, no restart) renews."""
+    caplog.set_level(logging.INFO, "spokeshare")
     out = deployment.add_office("bos", days=LIFETIME)
     old = bundle.read(out)
     ca_key = deployment.dir / "ca.key"
@@ -474,6 +476,18 @@ def test_failed_renewal_is_retried_and_reported(
         )
     finally:
         stack.close()
+    # What the operator reads: the edge's failures counted, the hub's refusals and why,
+    # then the renewal at both ends with the new serial.
+    failed = logged(caplog, "certificate renewal failed")
+    assert [int(f["failures"]) for f in failed][:2] == [1, 2]
+    assert {f["office"] for f in failed} == {"bos"} and "refused by the hub" in failed[0]["reason"]
+    assert {ln["office"] for ln in logged(caplog, "certificate not issued")} == {"bos"}
+    assert {ln["office"] for ln in logged(caplog, "certificate renewal refused")} == {"bos"}
+    new = f"{bundle.read(out).cert.serial_number:x}"
+    hub_line, edge_line = logged(caplog, "certificate renewed")
+    assert (hub_line["office"], hub_line["serial"]) == ("bos", new) and "bundle" not in hub_line
+    assert (edge_line["office"], edge_line["serial"], edge_line["bundle"]) == ("bos", new, str(out))
+    assert int(edge_line["failures_before"]) == len(failed)
 
 
 def test_serial_in_use_stays_accepted(deployment: Deployment) -> None:

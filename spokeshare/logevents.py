@@ -1,0 +1,113 @@
+"""The log lines an operator acts on: every event's name, side and fields; pure.
+
+Each is written with :class:`spokeshare.logfmt.Line` (or :func:`spokeshare.logfmt.logfmt`
+in a pure core) as ``EVENT key=value ...``; a field without a value is left out. This
+table is the one list: README's "Log lines" names the same events with the same fields
+(tests/test_logevents.py compares them, and checks that every ``Line``/``logfmt`` call in
+the package names an event listed here, with fields from its row, its ``required`` ones
+included).
+
+Field names mean the same wherever they appear:
+
+- ``office``: the office name; ``peer``: the TCP peer (``HOST:PORT``) of a tunnel at the
+  hub; ``client``: the office client's ``HOST:PORT``;
+- ``protocol``: a LAN protocol (``netbios``, ``llmnr``, ``mdns``, ``wsd``);
+- ``name``: one LAN name as that protocol spells it (``GLOBAL-NFS<20>``,
+  ``GLOBAL-NFS``, ``GLOBAL-NFS.local``); ``names``: a comma-separated list (empty:
+  none);
+- ``owner``: the address of the other host holding a name;
+- ``cause``: a short token to filter by (``certificate``, ``timeout``, ``control-up``);
+  ``reason``: the words that explain it; ``error``: an exception's text;
+- ``*_s``: seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event: its ``name`` (the line's first words), where it is written (``edge``,
+    ``hub`` or ``both``), every field it may carry in the order written, and those it
+    always carries."""
+
+    name: str
+    side: str
+    fields: tuple[str, ...]
+    required: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.side not in ("edge", "hub", "both"):
+            raise ValueError(f"bad side {self.side!r}")
+        if not set(self.required) <= set(self.fields):
+            raise ValueError(f"{self.name}: required fields not among its fields")
+
+
+def _e(name: str, side: str, fields: str, required: str = "") -> Event:
+    return Event(name, side, tuple(fields.split()), tuple(required.split()))
+
+
+#: Every event, in README's order.
+EVENTS: tuple[Event, ...] = (
+    # -- streams and tunnels -----------------------------------------------------------
+    _e("stream", "both",
+       "office client service to_hq to_office duration_s result status reason",
+       "office client service to_hq to_office duration_s result"),
+    _e("hub refused", "edge", "office client service status reason", "office status"),
+    _e("tunnel refused", "hub", "office peer cause status reason", "peer reason"),
+    _e("handshake failed", "hub", "peer cause reason", "peer cause reason"),
+    _e("refusals not logged", "hub", "count interval_s causes", "count interval_s causes"),
+    _e("ipp refused", "hub", "office client printer reason", "office client reason"),
+    # -- the hub, seen from the edge ---------------------------------------------------
+    _e("hub state", "edge", "office from to cause", "office from to cause"),
+    _e("hub unreachable", "edge", "office dialing failures reason",
+       "office dialing failures reason"),
+    _e("hub reachable", "edge", "office failures", "office failures"),
+    _e("hub reconnecting", "edge", "office reason", "office reason"),
+    _e("idle tunnels dropped", "edge", "office count reason", "office count reason"),
+    _e("office revoked", "edge", "office reason", "office reason"),
+    # -- control channel ---------------------------------------------------------------
+    _e("control channel up", "hub", "office peer edge_version", "office peer"),
+    _e("control channel closed", "hub", "office peer reason", "office peer"),
+    _e("control channel lost", "both", "office silence_s reason", "office reason"),
+    _e("office cut", "hub", "office reason tunnels", "office reason tunnels"),
+    # -- certificates ------------------------------------------------------------------
+    _e("certificate renewed", "both", "office serial not_after bundle failures_before",
+       "office serial not_after"),
+    _e("certificate renewal failed", "edge",
+       "office reason failures failing_since next_attempt not_after",
+       "office reason failures failing_since next_attempt not_after"),
+    _e("certificate renewal refused", "hub", "office reason", "office reason"),
+    _e("certificate not issued", "hub", "office error", "office error"),
+    # -- configuration -----------------------------------------------------------------
+    _e("config reloaded", "hub",
+       "file generation services added removed changed limits_changed",
+       "file generation services"),
+    _e("config not reloaded", "hub", "file generation reason", "generation reason"),
+    _e("config not applied until restart", "hub", "file generation keys",
+       "generation keys"),
+    # -- the edge on its LAN -----------------------------------------------------------
+    _e("edge up", "edge", "office names hub", "office names hub"),
+    _e("lan interface found", "edge", "interface address", "interface address"),
+    _e("lan interface missing", "edge", "address reason", "address reason"),
+    _e("lan withdrawn", "edge", "office names after_s reason", "office names reason"),
+    _e("lan announced", "edge", "office names reason", "office names reason"),
+    _e("protocol degraded", "edge", "protocol reason", "protocol reason"),
+    _e("protocol restored", "edge", "protocol reason", "protocol reason"),
+    _e("protocol failed", "edge", "protocol action error", "protocol action error"),
+    _e("names announced", "edge", "protocol names interface address workgroup",
+       "protocol names"),
+    _e("names withdrawn", "edge", "protocol names", "protocol names"),
+    _e("names off", "edge", "protocols reason", "protocols reason"),
+    _e("name claimed", "edge", "protocol name interface address",
+       "protocol name"),
+    _e("name conflict", "edge", "protocol name owner interface recheck_in_s reason",
+       "protocol name reason"),
+    _e("name probe deferred", "edge", "protocol name retry_in_s reason",
+       "protocol name retry_in_s reason"),
+    _e("name reclaimed", "edge", "protocol name interface reason",
+       "protocol name reason"),
+)  # fmt: skip
+
+BY_NAME: dict[str, Event] = {e.name: e for e in EVENTS}
