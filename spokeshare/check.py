@@ -523,16 +523,16 @@ def hub_certificate(
 
 def hub_alpn(where: str, agreed: str | None) -> Finding:
     """The ALPN protocol the server at a hub address agreed on in the handshake (None:
-    none). The hub agrees on :data:`spokeshare.tunnel.wire.ALPN` (RFC 7301 3.2: a
+    none). The hub agrees on one of :data:`spokeshare.tunnel.wire.ALPNS` (RFC 7301 3.2: a
     server that does not share the client's protocols answers no_application_protocol
     or, as OpenSSL and Python do by default, leaves ALPN out), and the edge refuses a
     tunnel without it: a server that leaves it out is another TLS server on the hub's
     address (stunnel, a web server given the hub's certificate) or a hub of another
     wire version."""
-    from spokeshare.tunnel.wire import ALPN
+    from spokeshare.tunnel.wire import ALPN, ALPNS
 
-    if agreed == ALPN:
-        return Finding(Level.OK, "edge.hub.alpn", f"hub {where} speaks {ALPN}")
+    if agreed in ALPNS:
+        return Finding(Level.OK, "edge.hub.alpn", f"hub {where} speaks {agreed}")
     port = where.rsplit(":", 1)[-1]
     said = f"chose ALPN {agreed!r}" if agreed else "agreed on no ALPN"
     return Finding(
@@ -881,7 +881,7 @@ def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str,
     """Who is at the hub's listen address: see :func:`listen`'s states. The hub is the
     one that shows ``hub_cert`` and agrees on the tunnel's ALPN (another TLS server
     given the hub's certificate and key, e.g. stunnel, is not)."""
-    from spokeshare.tunnel.wire import ALPN
+    from spokeshare.tunnel.wire import ALPN, ALPNS
 
     target = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -896,7 +896,7 @@ def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str,
     holder = coexist.Scanner().holder_of("tcp", "0.0.0.0" if host == "" else host, port)
     der, error, alpn = _server_cert(target, port, None, "")
     if der is not None and der == hub_cert.public_bytes(Encoding.DER):
-        if alpn == ALPN:
+        if alpn in ALPNS:
             return "hub", holder, None
         return "other", holder, f"it shows the hub's certificate but agrees on no ALPN {ALPN}"
     return "other", holder, error or "it presents another certificate"

@@ -280,9 +280,11 @@ def test_hub_certificate_judged_against_the_bundle(dep: Deployment) -> None:
 
 
 def test_hub_alpn() -> None:
-    from spokeshare.tunnel.wire import ALPN
+    from spokeshare.tunnel.wire import ALPN, ALPN_REUSE
 
     assert check.hub_alpn("h:7443", ALPN).level == Level.OK
+    # the edge offers reuse first (docs/protocol.md, "Sequential reuse"): a hub agrees on it
+    assert check.hub_alpn("h:7443", ALPN_REUSE).level == Level.OK
     none = check.hub_alpn("h:7443", None)
     assert none.level == Level.ERROR and none.code == "edge.hub.alpn"
     assert "agreed on no ALPN" in none.message and ALPN in none.message
