@@ -775,6 +775,50 @@ def served(
                     "see the edge's log; " + ask,
                 )
             )
+    out += conflicts(status)
+    return out
+
+
+#: What each protocol's conflict means, as the edge found it (RFC 1001 §15.2.2.2, a
+#: negative name registration response; RFC 4795 §4.1, a unique name answered by
+#: another host; RFC 6762 §9, a probe or record of another host for the name).
+CONFLICT_QUERY = {
+    "netbios": "nmblookup {name}",
+    "llmnr": "resolvectl query --legacy=yes -p llmnr {name}",
+    "mdns": "avahi-resolve -4 -n {name}.local",
+}
+
+
+def in_conflict(status: dict[str, object] | None, protocol: str) -> list[str]:
+    """Names the running edge reports in conflict on ``protocol`` (``lan-status.json``'s
+    ``names``: protocol -> name -> state, spokeshare.edge_daemon.EdgeDaemon.names_status);
+    [] when it reports none or nothing."""
+    names = (status or {}).get("names")
+    held = names.get(protocol) if isinstance(names, dict) else None
+    if not isinstance(held, dict):
+        return []
+    return sorted(str(n) for n, state in held.items() if state == "conflict")
+
+
+def conflicts(status: dict[str, object] | None) -> list[Finding]:
+    """An error per name another host holds on the LAN, as the running edge reports
+    it: the edge leaves the name to that host, so office PCs asking over that protocol
+    reach the other host, not HQ."""
+    out: list[Finding] = []
+    for protocol in sorted(CONFLICT_QUERY):
+        for name in in_conflict(status, protocol):
+            query = CONFLICT_QUERY[protocol].format(name=name)
+            out.append(
+                Finding(
+                    Level.ERROR,
+                    f"edge.name.{protocol}",
+                    f"{protocol}: {name} is held by another host on the LAN: the edge "
+                    "leaves the name to it (name conflict in the edge's log)",
+                    f"find it ({query} from an office PC, or the 'name conflict' line's "
+                    "owner) and rename it or stop it answering; the edge takes the name "
+                    "back by itself once the other host lets it go",
+                )
+            )
     return out
 
 
@@ -1236,9 +1280,10 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
     status = _read_json(cfg.state_dir / "lan-status.json")
     held = {p: _edge_holds(scanner, SELF_DEAF[p][0], own) for p in SELF_DEAF if protocols[p]}
     out += served(status, [n.name for n in cfg.names], held)
+    taken = {n.lower() for n in in_conflict(status, "mdns")}
     for n in cfg.names:
         addr = n.address or cfg.lan_address
-        if protocols["mdns"]:
+        if protocols["mdns"] and n.name.lower() not in taken:  # taken: said by served
             mname = f"{n.name.lower()}.local"
             out.append(name_answer("mdns", mname, addr, *dns_query(addr, MDNS_PORT, mname)))
     return out

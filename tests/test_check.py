@@ -429,6 +429,30 @@ def test_served_from_the_edge_status() -> None:
     assert degraded == {"edge.status.netbios": Level.WARNING}
 
 
+def test_names_another_host_holds() -> None:
+    """A name the running edge reports in conflict (lan-status.json's ``names``, as
+    EdgeDaemon.names_status writes it) is an error of its protocol, naming the name;
+    names it holds, and states it has not settled on, are not."""
+    status: dict[str, object] = {
+        "lan": {"llmnr": "ok", "mdns": "ok"},
+        "names": {
+            "llmnr": {"GLOBAL-NFS": "conflict", "GLOBAL-ENG": "answering"},
+            "mdns": {"GLOBAL-NFS": "conflict", "GLOBAL-ENG": "published"},
+            "netbios": {"GLOBAL-ENG": "registering"},
+        },
+    }
+    found = check.served(status, ["GLOBAL-NFS", "GLOBAL-ENG"], {"llmnr": True})
+    errors = [f for f in found if f.level == Level.ERROR]
+    assert [(f.code, "GLOBAL-NFS is held by another host" in f.message) for f in errors] == [
+        ("edge.name.llmnr", True),
+        ("edge.name.mdns", True),
+    ]
+    assert "avahi-resolve -4 -n GLOBAL-NFS.local" in errors[1].fix
+    assert check.in_conflict(status, "mdns") == ["GLOBAL-NFS"]
+    assert check.in_conflict({"names": {"mdns": "bad"}}, "mdns") == []
+    assert check.in_conflict(None, "llmnr") == []
+
+
 # -- the command -----------------------------------------------------------------------
 
 
