@@ -564,18 +564,26 @@ def hub_reach(where: str, rtt: float | None, error: str | None) -> Finding:
     )
 
 
-def hub_clock(status: dict[str, object] | None, now: dt.datetime) -> Finding:
+def hub_clock(status: dict[str, object] | None, now: dt.datetime, running: bool = True) -> Finding:
     """The office clock against the hub's, as the running edge last measured it
     (``lan-status.json``'s ``hub_clock``: ``skew_ms`` the hub is ahead, ``rtt_ms``,
     ``measured_at`` ISO 8601; the estimate is within half the RTT). ``now`` is aware
     UTC. Warning above :data:`SKEW_WARNING`, error above :data:`SKEW_ERROR`; info (no
     verdict) when there is no status, no measurement (an older hub) or only one older
-    than :data:`SKEW_STALE`."""
+    than :data:`SKEW_STALE`, or when no edge is ``running`` (its status file outlives
+    it: the last measurement says nothing of the clocks now)."""
     code = "edge.hub.clock"
     how = (
         "start the edge (systemctl start spokeshare-edge) and check again once it is "
         "connected; or compare by hand: date -u here and on the hub"
     )
+    if not running:
+        return Finding(
+            Level.INFO,
+            code,
+            "clock skew against the hub: not measured (no edge running on this box)",
+            how,
+        )
     clock = status.get("hub_clock") if status else None
     if not isinstance(clock, dict):
         return Finding(
@@ -1240,20 +1248,24 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         if error is None:
             out.append(hub_alpn(where, alpn))
             out += hub_certificate(where, der, ca, b.hub_name, now)
-    out.append(hub_clock(_read_json(cfg.state_dir / "lan-status.json"), now))
+    clock_at = len(out)  # edge.hub.clock goes here, once whether the edge runs is known
     cfg = for_services(cfg, b.services)
     found = interface_of(cfg.lan_address) if cfg.lan_address != "0.0.0.0" else None
     out.append(lan(cfg.lan_address, cfg.lan_interface, found))
+    status = _read_json(cfg.state_dir / "lan-status.json")
     if found is None:
+        out.insert(clock_at, hub_clock(status, now))
         return out
     scanner = coexist.Scanner()
     own = [cfg.lan_address, *(n.address for n in cfg.names if n.address)]
     try:
         listeners = edge_listeners(cfg, b.services)
     except ConfigError as exc:
+        out.insert(clock_at, hub_clock(status, now))
         return [*out, Finding(Level.ERROR, "edge.config", str(exc), "correct edge.toml")]
     listeners = {**listeners, **_session_listeners(cfg)}
     running = _edge_running(scanner, own, {p for _, p in listeners})
+    out.insert(clock_at, hub_clock(status, now, running))
     protocols = {
         "netbios": cfg.netbios.enabled and bool(cfg.names),
         "llmnr": cfg.discovery.llmnr and bool(cfg.names),
@@ -1277,7 +1289,6 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
             )
         )
         return out
-    status = _read_json(cfg.state_dir / "lan-status.json")
     held = {p: _edge_holds(scanner, SELF_DEAF[p][0], own) for p in SELF_DEAF if protocols[p]}
     out += served(status, [n.name for n in cfg.names], held)
     taken = {n.lower() for n in in_conflict(status, "mdns")}

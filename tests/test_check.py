@@ -529,3 +529,13 @@ def test_hub_clock_cannot_tell(status: dict[str, object] | None) -> None:
     got = check.hub_clock(status, NOW)
     assert got.level is Level.INFO and got.code == "edge.hub.clock"
     assert "systemctl start spokeshare-edge" in got.fix and "date -u" in got.fix
+
+
+def test_hub_clock_of_a_stopped_edge() -> None:
+    """The edge's status file outlives it: a fresh measurement of 10 minutes off, left by
+    an edge that is no longer running, is no verdict on the clocks now."""
+    left = _clock(600_000, NOW - dt.timedelta(seconds=4))
+    assert check.hub_clock(left, NOW).level is Level.ERROR
+    got = check.hub_clock(left, NOW, running=False)
+    assert got.level is Level.INFO and "no edge running" in got.message
+    assert "systemctl start spokeshare-edge" in got.fix

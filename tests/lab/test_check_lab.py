@@ -28,7 +28,7 @@ import pytest
 
 from spokeshare import bundle, enrollment, logfmt
 from spokeshare.lab import services, spokes
-from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, Lab
+from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab.building import running_avahi, running_lab
@@ -988,3 +988,81 @@ def test_office_clock_off_from_the_hub(lab: Lab) -> None:
     finally:
         lab.registry.kill_process(lab.edge_pids.pop("nyc"))
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+
+
+ANNOUNCE = Path(__file__).with_name("avahi_announce.py")
+
+
+def test_names_held_by_an_office_pc(lab: Lab) -> None:
+    """An office PC already answering for the edge's name when the edge starts (the PC
+    was called that before the office moved to spokeshare): its llmnrd answers LLMNR for
+    it and its avahi-daemon publishes ``NAME.local`` with the PC's address. The edge,
+    restarted, finds both conflicts and leaves the name to the PC on those protocols
+    (RFC 4795 §4.1, RFC 6762 §9); the check calls each an error naming the name. The
+    PC's daemons stopped after, the edge started again."""
+    nyc = lab.office("nyc")
+    name = spokes.VIRTUAL_NAME
+    pids: list[int] = []
+    try:
+        pids.append(services.spawn(
+            lab.registry, nyc.pc, ["llmnrd", "-H", name, "-i", LAN_IFNAME],
+            "llmnrd nyc-pc", lab.logs_dir / "pc-llmnrd.log",
+        ))  # fmt: skip
+        with running_avahi(lab, nyc.pc) as avahi:
+            out = lab.logs_dir / "pc-avahi-announce.log"
+            pids.append(services.spawn(
+                lab.registry, nyc.pc,
+                ["/usr/bin/python3", str(ANNOUNCE), f"{name}.local", nyc.pc_ip],
+                "avahi announce nyc-pc", out, env=avahi.env(),
+            ))  # fmt: skip
+            wait_for(lambda: "established" in out.read_text(), 15, "the PC publishing the name")
+            lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+            lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+
+            def both_left() -> list[dict[str, str]] | None:
+                held = {p: spokes.names_held(lab, "nyc", p).get(name) for p in ("llmnr", "mdns")}
+                if held != {"llmnr": "conflict", "mdns": "conflict"}:
+                    return None
+                return run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))[1]
+
+            found = wait_for(both_left, timeout=60, what="the name left to the PC", interval=0.5)
+            for protocol in ("llmnr", "mdns"):
+                f = one(found, f"edge.name.{protocol}", f"{name} is held by another host")
+                assert f["level"] == "error" and "rename it" in f["fix"], f
+            assert f"avahi-resolve -4 -n {name}.local" in one(found, "edge.name.mdns")["fix"]
+            # The PC's answer really is the PC's address (what office PCs get).
+            run = lab.exec(nyc.pc, ["avahi-resolve", "-4", "-n", f"{name}.local"],
+                           capture_output=True, text=True, timeout=30, env=avahi.env())  # fmt: skip
+            assert nyc.pc_ip in run.stdout, run
+            for pid in reversed(pids):
+                lab.registry.kill_process(pid)
+            pids.clear()
+    finally:
+        for pid in reversed(pids):
+            lab.registry.kill_process(pid)
+        lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+    wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
+
+
+def test_edge_stopped_clock_not_measured(lab: Lab) -> None:
+    """The edge stopped (its status file left behind, with the skew it last measured):
+    the check tells no skew it cannot measure now (info, start the edge), and no names
+    are asked; the edge started again after."""
+    nyc = lab.office("nyc")
+    assert "hub_clock" in spokes.edge_status(lab, "nyc")
+    lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+    try:
+        services.wait_for(
+            "the edge's ports free",
+            lambda: not services.listening(nyc.edge, 445, nyc.edge_ip),
+            30,
+        )
+        _, found = run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+        f = one(found, "edge.hub.clock")
+        assert f["level"] == "info" and "no edge running" in f["message"], f
+        assert "systemctl start spokeshare-edge" in f["fix"]
+        assert one(found, "edge.name")["level"] == "info"
+    finally:
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+    wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
