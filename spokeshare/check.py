@@ -814,13 +814,17 @@ def conflicts(status: dict[str, object] | None) -> list[Finding]:
     reach the other host, not HQ."""
     out: list[Finding] = []
     for protocol in sorted(CONFLICT_QUERY):
-        for name in in_conflict(status, protocol):
+        records: dict[str, list[str]] = {}  # NetBIOS: a name's records, NAME<00> NAME<20>
+        for record in in_conflict(status, protocol):
+            records.setdefault(record.partition("<")[0], []).append(record)
+        for name, held in records.items():
             query = CONFLICT_QUERY[protocol].format(name=name)
             out.append(
                 Finding(
                     Level.ERROR,
                     f"edge.name.{protocol}",
-                    f"{protocol}: {name} is held by another host on the LAN: the edge "
+                    f"{protocol}: {name} is held by another host on the LAN"
+                    f"{' (' + ', '.join(held) + ')' if held != [name] else ''}: the edge "
                     "leaves the name to it (name conflict in the edge's log)",
                     f"find it ({query} from an office PC, or the 'name conflict' line's "
                     "owner) and rename it or stop it answering; the edge takes the name "

@@ -438,7 +438,11 @@ def test_names_another_host_holds() -> None:
         "names": {
             "llmnr": {"GLOBAL-NFS": "conflict", "GLOBAL-ENG": "answering"},
             "mdns": {"GLOBAL-NFS": "conflict", "GLOBAL-ENG": "published"},
-            "netbios": {"GLOBAL-ENG": "registering"},
+            "netbios": {
+                "GLOBAL-ENG<00>": "registering",
+                "GLOBAL-NFS<00>": "conflict",
+                "GLOBAL-NFS<20>": "conflict",
+            },
         },
     }
     found = check.served(status, ["GLOBAL-NFS", "GLOBAL-ENG"], {"llmnr": True})
@@ -446,8 +450,11 @@ def test_names_another_host_holds() -> None:
     assert [(f.code, "GLOBAL-NFS is held by another host" in f.message) for f in errors] == [
         ("edge.name.llmnr", True),
         ("edge.name.mdns", True),
+        ("edge.name.netbios", True),
     ]
     assert "avahi-resolve -4 -n GLOBAL-NFS.local" in errors[1].fix
+    assert "(GLOBAL-NFS<00>, GLOBAL-NFS<20>)" in errors[2].message
+    assert "nmblookup GLOBAL-NFS from" in errors[2].fix
     assert check.in_conflict(status, "mdns") == ["GLOBAL-NFS"]
     assert check.in_conflict({"names": {"mdns": "bad"}}, "mdns") == []
     assert check.in_conflict(None, "llmnr") == []
