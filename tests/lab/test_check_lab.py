@@ -331,11 +331,10 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
     wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
 
 
-def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
-    """Samba's nmbd on the edge host, as on an office box that ran the old setup: the
-    check names it on NetBIOS with the fix (the edge leaves NetBIOS to it)."""
-    nyc = lab.office("nyc")
-    root = lab.host_dir(nyc.edge) / "oldnmbd"
+def nmbd_conf(lab: Lab, host: str, address: str, netbios_name: str) -> Path:
+    """smb.conf for an nmbd of its own on ``host`` (``netbios_name``, on ``address``'s
+    /24 only, no browsing), state under the host's lab dir."""
+    root = lab.host_dir(host) / "oldnmbd"
     for sub in ("private", "lock", "state", "cache", "run"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "smb.conf"
@@ -343,9 +342,9 @@ def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
         "\n".join(
             [
                 "[global]",
-                "  netbios name = OLDBOX",
+                f"  netbios name = {netbios_name}",
                 "  workgroup = ACME",
-                f"  interfaces = {nyc.edge_ip}/24",
+                f"  interfaces = {address}/24",
                 "  bind interfaces only = yes",
                 "  local master = no",
                 *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
@@ -356,6 +355,14 @@ def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
             ]
         )
     )
+    return conf
+
+
+def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
+    """Samba's nmbd on the edge host, as on an office box that ran the old setup: the
+    check names it on NetBIOS with the fix (the edge leaves NetBIOS to it)."""
+    nyc = lab.office("nyc")
+    conf = nmbd_conf(lab, nyc.edge, nyc.edge_ip, "OLDBOX")
     pid = services.spawn(
         lab.registry, nyc.edge,
         ["nmbd", "--foreground", "--debug-stdout", f"--configfile={conf}"],
@@ -1003,6 +1010,7 @@ def test_names_held_by_an_office_pc(lab: Lab) -> None:
     nyc = lab.office("nyc")
     name = spokes.VIRTUAL_NAME
     pids: list[int] = []
+    lab.registry.kill_process(lab.edge_pids.pop("nyc"))
     try:
         pids.append(services.spawn(
             lab.registry, nyc.pc, ["llmnrd", "-H", name, "-i", LAN_IFNAME],
@@ -1016,17 +1024,17 @@ def test_names_held_by_an_office_pc(lab: Lab) -> None:
                 "avahi announce nyc-pc", out, env=avahi.env(),
             ))  # fmt: skip
             wait_for(lambda: "established" in out.read_text(), 15, "the PC publishing the name")
-            lab.registry.kill_process(lab.edge_pids.pop("nyc"))
             lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+            keys = ("llmnr", "mdns")
 
             def both_left() -> list[dict[str, str]] | None:
-                held = {p: spokes.names_held(lab, "nyc", p).get(name) for p in ("llmnr", "mdns")}
-                if held != {"llmnr": "conflict", "mdns": "conflict"}:
+                held = {spokes.names_held(lab, "nyc", p).get(name) for p in keys}
+                if held != {"conflict"}:
                     return None
                 return run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))[1]
 
             found = wait_for(both_left, timeout=60, what="the name left to the PC", interval=0.5)
-            for protocol in ("llmnr", "mdns"):
+            for protocol in keys:
                 f = one(found, f"edge.name.{protocol}", f"{name} is held by another host")
                 assert f["level"] == "error" and "rename it" in f["fix"], f
             assert f"avahi-resolve -4 -n {name}.local" in one(found, "edge.name.mdns")["fix"]
@@ -1040,7 +1048,8 @@ def test_names_held_by_an_office_pc(lab: Lab) -> None:
     finally:
         for pid in reversed(pids):
             lab.registry.kill_process(pid)
-        lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+        if "nyc" in lab.edge_pids:
+            lab.registry.kill_process(lab.edge_pids.pop("nyc"))
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
     wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
 
