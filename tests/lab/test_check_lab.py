@@ -1075,3 +1075,44 @@ def test_edge_stopped_clock_not_measured(lab: Lab) -> None:
     finally:
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
     wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
+
+
+def test_renewal_failing_while_the_edge_runs(lab: Lab) -> None:
+    """The office's certificate re-issued for 100 seconds (``office renew --days``, the
+    previous one cut) and the WAN cut once the edge runs on it: the edge's renewal, due
+    at two thirds, fails and the edge reports it; the check warns from that report long
+    before the dates would. The WAN back after, and a certificate of the usual lifetime
+    installed."""
+    nyc = lab.office("nyc")
+    path = spokes.bundle_path(lab, "nyc")
+    lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+    cut = False
+    try:
+        short = lab.deploy_dir / "nyc-short.bundle"
+        enrollment.renew_office(lab.deploy_dir, "nyc", short, days=100 / 86400, cut_previous=True)
+        os.replace(short, path)
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+        lab.wan("nyc", up=False)
+        cut = True
+
+        def failing() -> list[dict[str, str]] | None:
+            cert = spokes.edge_status(lab, "nyc").get("certificate")
+            if not (isinstance(cert, dict) and int(cert.get("failures") or 0) > 0):
+                return None
+            return run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))[1]
+
+        found = wait_for(failing, timeout=120, what="a failed renewal reported", interval=1.0)
+        f = one(found, "edge.bundle.renewal")
+        assert f["level"] == "warning" and "certificate renewal failed" in f["fix"], f
+        assert "renewal due since" not in f["message"], f  # the report, not the dates
+    finally:
+        if cut:
+            lab.wan("nyc", up=True)
+        if "nyc" in lab.edge_pids:
+            lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+        usual = lab.deploy_dir / "nyc-usual.bundle"
+        enrollment.renew_office(lab.deploy_dir, "nyc", usual, cut_previous=True)
+        os.replace(usual, path)
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+    _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
+    assert level(found, "edge.bundle.renewal") == "ok"
