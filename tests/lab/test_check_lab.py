@@ -32,6 +32,7 @@ from spokeshare.lab.topology import HQ, HQ_SERVICE_IP, LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
 from tests.helpers import wait_for
 from tests.lab.building import running_avahi, running_lab
+from tests.lab.shell import sh
 from tests.lab.test_coexist import EDGE_HOST, OldBox
 
 pytestmark = pytest.mark.lab
@@ -1116,3 +1117,49 @@ def test_renewal_failing_while_the_edge_runs(lab: Lab) -> None:
         lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
     _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
     assert level(found, "edge.bundle.renewal") == "ok"
+
+
+def test_netbios_name_held_by_an_office_pcs_nmbd(lab: Lab) -> None:
+    """An office PC whose own nmbd is already GLOBAL-NFS (its old name) when the edge
+    starts: the edge's registration is refused (RFC 1002 §4.2.6, ACT_ERR) and it leaves
+    the name to the PC over NetBIOS; the check calls that an error naming the name and
+    the fix. nmbd must have finished its own registration first (a broadcast lookup
+    answered): before that it neither defends nor answers broadcasts. The PC's nmbd
+    stopped after, the edge started again."""
+    nyc = lab.office("nyc")
+    name = spokes.VIRTUAL_NAME
+    lab.registry.kill_process(lab.edge_pids.pop("nyc"))
+    conf = nmbd_conf(lab, nyc.pc, nyc.pc_ip, name)
+    nmbd = services.spawn(
+        lab.registry, nyc.pc,
+        ["nmbd", "--foreground", "--debug-stdout", f"--configfile={conf}"],
+        "pc-nmbd", lab.logs_dir / "pc-nmbd.log", new_session=False,
+    )  # fmt: skip
+    edge = 0
+    try:
+        bcast = f"{nyc.lan_prefix}.255"
+
+        def pc_holds_it() -> bool:
+            out = sh(lab, nyc.fs, "nmblookup", "-B", bcast, name).stdout
+            return f"{nyc.pc_ip} {name}<00>" in out
+
+        wait_for(pc_holds_it, timeout=30, what="the PC's nmbd registered", interval=0.5)
+        # Started as spokes.start_edge does, without waiting for a claim that cannot come.
+        edge = lab.spawn(nyc.edge, spokes._cli("edge", "--config", str(edge_conf(lab))),
+                         "edge-nyc")  # fmt: skip
+
+        def left() -> list[dict[str, str]] | None:
+            if spokes.names_held(lab, "nyc", "netbios").get(f"{name}<00>") != "conflict":
+                return None
+            return run_all(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))[1]
+
+        found = wait_for(left, timeout=60, what="the name left to the PC's nmbd", interval=0.5)
+        f = one(found, "edge.name.netbios", f"{name} is held by another host")
+        assert f["level"] == "error" and "rename it" in f["fix"], f
+        assert pc_holds_it()  # office PCs still get the PC for that name
+    finally:
+        lab.registry.kill_process(nmbd)
+        if edge:
+            lab.registry.kill_process(edge)
+        lab.edge_pids["nyc"] = spokes.start_edge(lab, "nyc")
+    wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
