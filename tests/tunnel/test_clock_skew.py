@@ -95,7 +95,7 @@ def _hub_clock(status_file: Path) -> dict[str, Any] | None:
     [("+2m", 120, "warning", 1), ("+10m", 600, "error", 2)],
 )
 def test_edge_measures_a_hub_running_ahead_under_faketime(
-    tmp_path: Path, loop_thread: LoopThread, offset: str, skew_s: int, level: str, status: int
+    tmp_path: Path, offset: str, skew_s: int, level: str, status: int
 ) -> None:
     """A hub process whose wall clock runs ``offset`` ahead (libfaketime, Debian's
     faketime package; its monotonic clock left true with FAKETIME_DONT_FAKE_MONOTONIC,
@@ -113,11 +113,11 @@ def test_edge_measures_a_hub_running_ahead_under_faketime(
     hub_toml.write_text(text.replace("[hub]\n", "[hub]\nheartbeat_interval = 0.5\n", 1))
     state = tmp_path / "edge-state"
     edge_toml = tmp_path / "edge.toml"
-    # No LAN listener (smb = 0): the daemon runs in this test's process, which check
-    # would report as another program holding the edge's port.
+    # The edge runs as the operator runs it (the CLI, its own process), listening on a
+    # free port: check trusts a measurement only while an edge runs on this box.
     edge_toml.write_text(
         f'[edge]\nbundle = "{path}"\nstate_dir = "{state}"\n\n'
-        f'[lan]\naddress = "127.0.0.1"\n\n[ports]\nsmb = 0\n'
+        f'[lan]\naddress = "127.0.0.1"\n\n[ports]\nsmb = {free_port()}\n'
     )
     status_file = state / "lan-status.json"
     # libfaketime preloaded as the faketime command does (ld.so expands $LIB), but with
@@ -139,12 +139,14 @@ def test_edge_measures_a_hub_running_ahead_under_faketime(
         wait_for(lambda: hub.poll() is not None or bool(hubstatus.read_fresh(hub_state)),
                  timeout=30, what="the hub writing its status")  # fmt: skip
         assert hub.poll() is None, (tmp_path / "hub.log").read_text(errors="replace")
-        daemon = EdgeDaemon(load_edge(edge_toml), bundle.read(path))
-        loop_thread.run(daemon.start())
-        try:
-            clock = wait_for(lambda: _hub_clock(status_file), timeout=30,
-                             what="hub_clock in lan-status.json")  # fmt: skip
-            assert isinstance(clock, dict)
+        with (
+            open(tmp_path / "edge.log", "wb") as edge_out,
+            process([sys.executable, "-m", "spokeshare", "edge", "--config", str(edge_toml)],
+                    stdout=edge_out, stderr=subprocess.STDOUT) as edge,
+        ):  # fmt: skip
+            clock = wait_for(lambda: edge.poll() is not None or _hub_clock(status_file),
+                             timeout=30, what="hub_clock in lan-status.json")  # fmt: skip
+            assert isinstance(clock, dict), (tmp_path / "edge.log").read_text(errors="replace")
             skew_ms, rtt_ms = clock["skew_ms"], clock["rtt_ms"]
             assert abs(skew_ms - skew_s * 1000) <= rtt_ms / 2 + SLACK_MS, clock
             done = subprocess.run(
@@ -157,5 +159,3 @@ def test_edge_measures_a_hub_running_ahead_under_faketime(
             assert "ahead of" in findings["edge.hub.clock"]["message"]
             # Other findings of this loopback office may be worse; never better.
             assert status <= done.returncode <= 2, (done.returncode, findings)
-        finally:
-            loop_thread.run(daemon.close())
