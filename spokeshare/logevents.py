@@ -44,8 +44,10 @@ class Event:
             raise ValueError(f"{self.name}: required fields not among its fields")
 
 
-def _e(name: str, side: str, fields: str, required: str = "") -> Event:
-    return Event(name, side, tuple(fields.split()), tuple(required.split()))
+def _e(name: str, side: str, fields: str, required: str | None = None) -> Event:
+    """An event whose fields are space-separated; ``required`` left out: all of them."""
+    every = tuple(fields.split())
+    return Event(name, side, every, every if required is None else tuple(required.split()))
 
 
 #: Every event, in README's order.
@@ -56,30 +58,28 @@ EVENTS: tuple[Event, ...] = (
        "office client service to_hq to_office duration_s result"),
     _e("hub refused", "edge", "office client service status reason", "office status"),
     _e("tunnel refused", "hub", "office peer cause status reason", "peer reason"),
-    _e("handshake failed", "hub", "peer cause reason", "peer cause reason"),
-    _e("refusals not logged", "hub", "count interval_s causes", "count interval_s causes"),
+    _e("handshake failed", "hub", "peer cause reason"),
+    _e("refusals not logged", "hub", "count interval_s causes"),
     _e("ipp refused", "hub", "office client printer reason", "office client reason"),
     # -- the hub, seen from the edge ---------------------------------------------------
-    _e("hub state", "edge", "office from to cause", "office from to cause"),
-    _e("hub unreachable", "edge", "office dialing failures reason",
-       "office dialing failures reason"),
-    _e("hub reachable", "edge", "office failures", "office failures"),
-    _e("hub reconnecting", "edge", "office reason", "office reason"),
-    _e("idle tunnels dropped", "edge", "office count reason", "office count reason"),
-    _e("office revoked", "edge", "office reason", "office reason"),
+    _e("hub state", "edge", "office from to cause"),
+    _e("hub unreachable", "edge", "office dialing failures reason"),
+    _e("hub reachable", "edge", "office failures"),
+    _e("hub reconnecting", "edge", "office reason"),
+    _e("idle tunnels dropped", "edge", "office count reason"),
+    _e("office revoked", "edge", "office reason"),
     # -- control channel ---------------------------------------------------------------
     _e("control channel up", "hub", "office peer edge_version", "office peer"),
     _e("control channel closed", "hub", "office peer reason", "office peer"),
     _e("control channel lost", "both", "office silence_s reason", "office reason"),
-    _e("office cut", "hub", "office reason tunnels", "office reason tunnels"),
+    _e("office cut", "hub", "office reason tunnels"),
     # -- certificates ------------------------------------------------------------------
     _e("certificate renewed", "both", "office serial not_after bundle failures_before",
        "office serial not_after"),
     _e("certificate renewal failed", "edge",
-       "office reason failures failing_since next_attempt not_after",
        "office reason failures failing_since next_attempt not_after"),
-    _e("certificate renewal refused", "hub", "office reason", "office reason"),
-    _e("certificate not issued", "hub", "office error", "office error"),
+    _e("certificate renewal refused", "hub", "office reason"),
+    _e("certificate not issued", "hub", "office error"),
     # -- configuration -----------------------------------------------------------------
     _e("config reloaded", "hub",
        "file generation services added removed changed limits_changed",
@@ -88,24 +88,23 @@ EVENTS: tuple[Event, ...] = (
     _e("config not applied until restart", "hub", "file generation keys",
        "generation keys"),
     # -- the edge on its LAN -----------------------------------------------------------
-    _e("edge up", "edge", "office names hub", "office names hub"),
-    _e("lan interface found", "edge", "interface address", "interface address"),
-    _e("lan interface missing", "edge", "address reason", "address reason"),
+    _e("edge up", "edge", "office names hub"),
+    _e("lan interface found", "edge", "interface address"),
+    _e("lan interface missing", "edge", "address reason"),
     _e("lan withdrawn", "edge", "office names after_s reason", "office names reason"),
-    _e("lan announced", "edge", "office names reason", "office names reason"),
-    _e("protocol degraded", "edge", "protocol reason", "protocol reason"),
-    _e("protocol restored", "edge", "protocol reason", "protocol reason"),
-    _e("protocol failed", "edge", "protocol action error", "protocol action error"),
+    _e("lan announced", "edge", "office names reason"),
+    _e("protocol degraded", "edge", "protocol reason"),
+    _e("protocol restored", "edge", "protocol reason"),
+    _e("protocol failed", "edge", "protocol action error"),
     _e("names announced", "edge", "protocol names interface address workgroup",
        "protocol names"),
-    _e("names withdrawn", "edge", "protocol names", "protocol names"),
-    _e("names off", "edge", "protocols reason", "protocols reason"),
+    _e("names withdrawn", "edge", "protocol names"),
+    _e("names off", "edge", "protocols reason"),
     _e("name claimed", "edge", "protocol name interface address",
        "protocol name"),
     _e("name conflict", "edge", "protocol name owner interface recheck_in_s reason",
        "protocol name reason"),
-    _e("name probe deferred", "edge", "protocol name retry_in_s reason",
-       "protocol name retry_in_s reason"),
+    _e("name probe deferred", "edge", "protocol name retry_in_s reason"),
     _e("name reclaimed", "edge", "protocol name interface reason",
        "protocol name reason"),
 )  # fmt: skip
