@@ -3,6 +3,7 @@ hub on loopback, and the wire seen by a raw TLS client with an office's identity
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -45,6 +46,21 @@ def digest_backend(digests: list[bytes]) -> Backend:
     return Backend(handler)
 
 
+@contextlib.contextmanager
+def serving(
+    deployment: Deployment, loop_thread: LoopThread, backend: Backend
+) -> Iterator[tuple[Stack, Backend]]:
+    """A hub and edge with ``backend`` as their smb service; both closed after, also
+    when the body raised."""
+    deployment.set_backend("smb", backend.port)
+    st = Stack(deployment, loop_thread).start()
+    try:
+        yield st, backend
+    finally:
+        st.close()
+        backend.close()
+
+
 @pytest.fixture
 def digests() -> list[bytes]:
     return []
@@ -54,14 +70,8 @@ def digests() -> list[bytes]:
 def reuse_stack(
     deployment: Deployment, loop_thread: LoopThread, digests: list[bytes]
 ) -> Iterator[Stack]:
-    backend = digest_backend(digests)
-    deployment.set_backend("smb", backend.port)
-    st = Stack(deployment, loop_thread).start()
-    try:
+    with serving(deployment, loop_thread, digest_backend(digests)) as (st, _):
         yield st
-    finally:
-        st.close()
-        backend.close()
 
 
 def one_stream(st: Stack, up_size: int, down_size: int, seed: int) -> tuple[bytes, bytes]:
@@ -141,37 +151,33 @@ def test_a_stream_that_did_not_end_cleanly_never_reuses_its_tunnel(
         conn.sendall(b"late answer")
         done.wait(30)
 
-    backend = Backend(handler)
-    deployment.set_backend("smb", backend.port)
-    st = Stack(deployment, loop_thread).start()
-    try:
-        s = st.connect()
-        s.sendall(b"x" * 1000)
-        assert len(s.recv(1000)) > 0
-        t = in_stream(st)
-        if when == "after half-close":
-            s.shutdown(socket.SHUT_WR)
-            wait_for(lambda: backend.accepted and st.lt.call(
-                lambda: t.splice is not None and t.splice.state.value == "sent-eof"
-            ), what="the client's FIN through the tunnel")  # fmt: skip
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        s.close()
-        # After its FIN the edge reads no more from the client: the reset shows when
-        # the late answer is written to it.
-        release.set()
-        wait_for(lambda: closed(st, t), what="the tunnel to close")
-        assert st.lt.call(lambda: t.streams) == 1
-        # And the edge goes on serving, on other tunnels.
-        done.set()
-        with st.connect() as c:
-            c.sendall(b"next")
-            c.shutdown(socket.SHUT_WR)
-            assert c.recv(4) == b"next"
-    finally:
-        release.set()
-        done.set()
-        st.close()
-        backend.close()
+    with serving(deployment, loop_thread, Backend(handler)) as (st, backend):
+        try:
+            s = st.connect()
+            s.sendall(b"x" * 1000)
+            assert len(s.recv(1000)) > 0
+            t = in_stream(st)
+            if when == "after half-close":
+                s.shutdown(socket.SHUT_WR)
+                wait_for(lambda: backend.accepted and st.lt.call(
+                    lambda: t.splice is not None and t.splice.state.value == "sent-eof"
+                ), what="the client's FIN through the tunnel")  # fmt: skip
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.close()
+            # After its FIN the edge reads no more from the client: the reset shows when
+            # the late answer is written to it.
+            release.set()
+            wait_for(lambda: closed(st, t), what="the tunnel to close")
+            assert st.lt.call(lambda: t.streams) == 1
+            # And the edge goes on serving, on other tunnels.
+            done.set()
+            with st.connect() as c:
+                c.sendall(b"next")
+                c.shutdown(socket.SHUT_WR)
+                assert c.recv(4) == b"next"
+        finally:
+            release.set()
+            done.set()
 
 
 def test_backend_reset_never_reuses_its_tunnel(
@@ -181,10 +187,7 @@ def test_backend_reset_never_reuses_its_tunnel(
         conn.recv(100)
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-    backend = Backend(handler)
-    deployment.set_backend("smb", backend.port)
-    st = Stack(deployment, loop_thread).start()
-    try:
+    with serving(deployment, loop_thread, Backend(handler)) as (st, _):
         s = st.connect()
         s.sendall(b"hello")
         t = in_stream(st)
@@ -192,9 +195,6 @@ def test_backend_reset_never_reuses_its_tunnel(
             recv_all(s)
         s.close()
         wait_for(lambda: closed(st, t), what="the tunnel to close")
-    finally:
-        st.close()
-        backend.close()
 
 
 def test_half_close_client_first_then_reuse(
@@ -206,10 +206,7 @@ def test_half_close_client_first_then_reuse(
         req = recv_all(conn)
         conn.sendall(b"answer:" + hashlib.sha256(req).digest())
 
-    backend = Backend(handler)
-    deployment.set_backend("smb", backend.port)
-    st = Stack(deployment, loop_thread).start()
-    try:
+    with serving(deployment, loop_thread, Backend(handler)) as (st, _):
         req = os.urandom(50_000)
         s = st.connect()
         s.sendall(req)
@@ -219,9 +216,6 @@ def test_half_close_client_first_then_reuse(
         s.close()
         wait_for(lambda: back_in_pool(st, t), what="the tunnel back in the pool")
         assert st.lt.call(lambda: t.streams) == 1
-    finally:
-        st.close()
-        backend.close()
 
 
 def test_half_close_backend_first_then_reuse(
@@ -236,10 +230,7 @@ def test_half_close_backend_first_then_reuse(
         conn.shutdown(socket.SHUT_WR)
         got.append(recv_all(conn))
 
-    backend = Backend(handler)
-    deployment.set_backend("smb", backend.port)
-    st = Stack(deployment, loop_thread).start()
-    try:
+    with serving(deployment, loop_thread, Backend(handler)) as (st, _):
         body = os.urandom(200_000)
         s = st.connect()
         t = in_stream(st)
@@ -249,9 +240,6 @@ def test_half_close_backend_first_then_reuse(
         wait_for(lambda: got, what="the backend to read to EOF")
         assert hashlib.sha256(got[0]).digest() == hashlib.sha256(body).digest()
         wait_for(lambda: back_in_pool(st, t), what="the tunnel back in the pool")
-    finally:
-        st.close()
-        backend.close()
 
 
 def test_hub_restart_while_reused_tunnels_sit_in_the_pool(
