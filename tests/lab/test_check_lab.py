@@ -139,31 +139,9 @@ def test_hq_smbd_with_stock_settings(lab: Lab, tmp_path: Path) -> None:
     multichannel offered, no netbios aliases), as the smb backend of a hub.toml copy:
     both named with their fix."""
     root = lab.host_dir(HQ) / "stock-smbd"
-    for sub in ("private", "lock", "state", "cache", "run", "share"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    conf = root / "smb.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "[global]",
-                "  netbios name = HQFS2",
-                "  server role = standalone server",
-                f"  interfaces = {HQ_SERVICE_IP}/32",
-                "  bind interfaces only = yes",
-                "  smb ports = 4450",
-                "  disable netbios = yes",
-                *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
-                f"  private dir = {root / 'private'}",
-                f"  ncalrpc dir = {root / 'run'}",
-                f"  log file = {root / 'log.%m'}",
-                "  load printers = no",
-                "  printcap name = /dev/null",
-                "[share]",
-                f"  path = {root / 'share'}",
-                "",
-            ]
-        )
-    )
+    conf = private_smb_conf(root, "HQFS2", f"{HQ_SERVICE_IP}/32", "  smb ports = 4450",
+                            "  disable netbios = yes", *SHARE_ONLY,
+                            f"  path = {root / 'share'}")  # fmt: skip
     pid = services.spawn(
         lab.registry, HQ, ["smbd", "--foreground", "--debug-stdout", f"--configfile={conf}"],
         "stock-smbd", lab.logs_dir / "stock-smbd.log", new_session=False,
@@ -332,11 +310,11 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
     wait_for(lambda: spokes.office_connected(lab, "nyc"), timeout=60, what="nyc back")
 
 
-def nmbd_conf(lab: Lab, host: str, address: str, netbios_name: str) -> Path:
-    """smb.conf for an nmbd of its own on ``host`` (``netbios_name``, on ``address``'s
-    /24 only, no browsing), state under the host's lab dir."""
-    root = lab.host_dir(host) / "oldnmbd"
-    for sub in ("private", "lock", "state", "cache", "run"):
+def private_smb_conf(root: Path, netbios_name: str, interfaces: str, *extra: str) -> Path:
+    """``root/smb.conf`` for a Samba daemon of a test's own (``netbios_name``, bound to
+    ``interfaces`` only), every state path under ``root``; ``extra`` lines follow the
+    [global] ones as given (more settings, or sections)."""
+    for sub in ("private", "lock", "state", "cache", "pid", "run", "share"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     conf = root / "smb.conf"
     conf.write_text(
@@ -344,19 +322,30 @@ def nmbd_conf(lab: Lab, host: str, address: str, netbios_name: str) -> Path:
             [
                 "[global]",
                 f"  netbios name = {netbios_name}",
-                "  workgroup = ACME",
-                f"  interfaces = {address}/24",
+                f"  interfaces = {interfaces}",
                 "  bind interfaces only = yes",
-                "  local master = no",
                 *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
                 f"  private dir = {root / 'private'}",
                 f"  ncalrpc dir = {root / 'run'}",
                 f"  log file = {root / 'log.%m'}",
+                *extra,
                 "",
             ]
         )
     )
     return conf
+
+
+#: An smbd that serves one share and no printers (the office box's or HQ's second one).
+SHARE_ONLY = ("  server role = standalone server", "  load printers = no",
+              "  printcap name = /dev/null", "[share]")  # fmt: skip
+
+
+def nmbd_conf(lab: Lab, host: str, address: str, netbios_name: str) -> Path:
+    """smb.conf for an nmbd of its own on ``host`` (``netbios_name``, on ``address``'s
+    /24 only, no browsing), state under the host's lab dir."""
+    return private_smb_conf(lab.host_dir(host) / "oldnmbd", netbios_name, f"{address}/24",
+                            "  workgroup = ACME", "  local master = no")  # fmt: skip
 
 
 def test_nmbd_beside_the_edge(lab: Lab, tmp_path: Path) -> None:
@@ -593,29 +582,8 @@ def test_office_port_held_before_the_edge_starts(lab: Lab) -> None:
     each port with the fix; then smbd stopped and the edge started again."""
     nyc = lab.office("nyc")
     root = lab.host_dir(nyc.edge) / "oldsmbd"
-    for sub in ("private", "lock", "state", "cache", "run", "share"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    conf = root / "smb.conf"
-    conf.write_text(
-        "\n".join(
-            [
-                "[global]",
-                "  netbios name = OLDBOX",
-                "  server role = standalone server",
-                f"  interfaces = {nyc.edge_ip}/24",
-                "  bind interfaces only = yes",
-                *(f"  {k} directory = {root / k}" for k in ("lock", "state", "cache", "pid")),
-                f"  private dir = {root / 'private'}",
-                f"  ncalrpc dir = {root / 'run'}",
-                f"  log file = {root / 'log.%m'}",
-                "  load printers = no",
-                "  printcap name = /dev/null",
-                "[share]",
-                f"  path = {root / 'share'}",
-                "",
-            ]
-        )
-    )
+    conf = private_smb_conf(root, "OLDBOX", f"{nyc.edge_ip}/24", *SHARE_ONLY,
+                            f"  path = {root / 'share'}")  # fmt: skip
     lab.registry.kill_process(lab.edge_pids.pop("nyc"))
     services.wait_for(
         "the edge's ports free", lambda: not services.listening(nyc.edge, 445, nyc.edge_ip), 30
