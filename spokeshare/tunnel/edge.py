@@ -1200,6 +1200,11 @@ class Edge:
         )
         ssl = tls.client_context(new.ca_pem, new.cert_pem, new.key_pem, self.cfg.pool.reuse)
         await asyncio.to_thread(pki.replace_private, self.cfg.bundle, bundle.render(new))
+        failures_before = self.renew_failures
+        # One step, no await or log call between: a reader on another thread sees the
+        # renewal only with its failure state cleared.
+        self.renew_failures, self.renew_failing_since, self.renew_reason = 0, None, ""
+        self.renew_last_failure = None
         self.bundle, self.ssl = new, ssl
         self.renewed = dt.datetime.now(dt.UTC)
         log.info(
@@ -1210,11 +1215,9 @@ class Edge:
                 serial=f"{cert.serial_number:x}",
                 not_after=cert.not_valid_after_utc.isoformat(timespec="seconds"),
                 bundle=self.cfg.bundle,
-                failures_before=self.renew_failures or None,
+                failures_before=failures_before or None,
             ),
         )
-        self.renew_failures, self.renew_failing_since, self.renew_reason = 0, None, ""
-        self.renew_last_failure = None
 
     def _renewal_failed(self, reason: str) -> None:
         now = dt.datetime.now(dt.UTC)
