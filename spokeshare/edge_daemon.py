@@ -109,6 +109,8 @@ class EdgeDaemon:
         self._status_written = ""
         self._local_addresses: list[str] = []
         self.withdrawn = False
+        #: LAN protocol -> times its names were withdrawn (its withdraw() returned).
+        self.withdrawals: dict[str, int] = {}
         self._withdraw_timer: asyncio.TimerHandle | None = None
         self._transition: asyncio.Task[None] | None = None
         #: The coexistence watch and the withdraw/announce transitions.
@@ -366,6 +368,8 @@ class EdgeDaemon:
             names=self.names_status(),
             certificate=self.edge.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
             hub_clock=self.edge.hub_clock_status(),
+            hub=self.edge.hub_state.value,
+            withdrawals=dict(sorted(self.withdrawals.items())),
         )
 
     async def _status_loop(self) -> None:
@@ -377,9 +381,11 @@ class EdgeDaemon:
         """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, and the office
         certificate's expiry and renewal (``certificate``: RenewalStatus.to_json), the
         hub's clock against ours (``hub_clock``: Edge.hub_clock_status), whether
-        start() has finished (``up``) and the names each protocol holds (``names``:
-        :meth:`names_status`), for operators and for whatever waits for the edge to be
-        ready; written when it changed, checked every STATUS_INTERVAL."""
+        start() has finished (``up``), the names each protocol holds (``names``:
+        :meth:`names_status`), the hub's state (``hub``) and the withdrawals done per
+        protocol (``withdrawals``), for operators and for whatever waits for the edge;
+        written when it changed, checked every STATUS_INTERVAL and at each hub state
+        change and withdraw/announce."""
         data = stats.to_json(self.lan_status_snapshot())
         text = json.dumps(data, indent=1, sort_keys=True) + "\n"
         if text == self._status_written:
@@ -481,6 +487,7 @@ class EdgeDaemon:
                 self._withdraw_timer = None
             if self.withdrawn:
                 self._start_transition(False)
+        self._write_status()  # the hub's state, for whatever waits on it
 
     def _start_transition(self, withdraw: bool) -> None:
         self._withdraw_timer = None
@@ -525,6 +532,8 @@ class EdgeDaemon:
                 continue  # left to another daemon on this host
             try:
                 await (p.withdraw() if withdraw else p.announce())
+                if withdraw:
+                    self.withdrawals[protocol] = self.withdrawals.get(protocol, 0) + 1
             except OSError as exc:
                 log.error(
                     "%s",

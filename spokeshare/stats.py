@@ -173,6 +173,15 @@ class OfficeStatistics:
     names: Mapping[str, str] = stat(merge=Merge.LEAD, factory=dict)
     printers: tuple[str, ...] = stat((), merge=Merge.LEAD)
     degraded: tuple[str, ...] = stat((), merge=Merge.LEAD)
+    ipp_refused: Mapping[str, int] = stat(
+        merge=Merge.SUM,
+        metric="spokeshare_office_ipp_refused_total",
+        help="IPP requests of this office the hub refused, by reason (printer: not one of "
+        "the office's printers; malformed: bad HTTP or IPP)",
+        kind=Kind.COUNTER,
+        label="reason",
+        factory=dict,
+    )
 
 
 @dataclass(frozen=True)
@@ -235,6 +244,17 @@ class HubStatistics:
     )
     tunnels: int = stat(
         0, merge=Merge.SUM, metric="spokeshare_hub_tunnels", help="TLS tunnels open now"
+    )
+    #: What the hub's start-up check found at HQ (spokeshare.hqcheck): SMB service ->
+    #: 1 if its server offers SMB3 multichannel, 0 if not; a service that could not be
+    #: asked, or not yet, is absent. Only the process that asks has entries.
+    backend_multichannel: Mapping[str, int] = stat(
+        merge=Merge.SUM,
+        metric="spokeshare_hub_backend_multichannel",
+        help="1 if HQ's SMB server offers SMB3 multichannel (clients then connect around "
+        "the tunnel), 0 if not, as asked at start",
+        label="service",
+        factory=dict,
     )
     offices: Mapping[str, OfficeStatistics] = stat(merge=Merge.EACH, factory=dict)
 
@@ -459,6 +479,12 @@ class LanStatus:
     #: The hub's clock against the edge's from the last stamped pong
     #: (Edge.hub_clock_status: skew_ms, rtt_ms, measured_at), None before the first.
     hub_clock: Mapping[str, Any] | None = None
+    #: The hub as the edge sees it now (tunnel.edge_state.HubState value: ``starting``,
+    #: ``up``, ``down``, ``revoked``); the file is rewritten at each change.
+    hub: str = ""
+    #: LAN protocol -> times its names were withdrawn from the LAN (mDNS: goodbyes
+    #: sent, RFC 6762 section 10.1), counted once the protocol's withdraw has returned.
+    withdrawals: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -303,6 +303,7 @@ def test_the_edge_writes_its_lan_status_from_the_schema(
         assert set(written) == {f.name for f in dataclasses.fields(stats.LanStatus)}
         assert written["up"] is True and written["names"] == {} and written["lan"] == {}
         assert written["withdrawn"] is False and "not_after" in written["certificate"]
+        assert written["hub"] in ("starting", "down") and written["withdrawals"] == {}
         snap = loop_thread.call(daemon.statistics)
         assert snap.status.up and snap.status.names == {} and not snap.status.withdrawn
         assert snap.edge.office == "shop" and snap.services == {} and snap.presence == ()

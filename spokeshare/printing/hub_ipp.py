@@ -117,15 +117,23 @@ class StreamInfo:
     edge_port: int = 0
 
 
+#: Why the hub refused a request (Commands.refused; the hub counts each per office).
+REFUSED_PRINTER = "printer"  # not one of the office's printers
+REFUSED_MALFORMED = "malformed"  # bad HTTP or IPP, or a list request too long
+
+
 @dataclass
 class Commands:
-    """What the adapter does after a call: write, end, log (level name, message)."""
+    """What the adapter does after a call: write, end, log (level name, message), count
+    refusals."""
 
     to_client: list[bytes] = field(default_factory=list)
     to_backend: list[bytes] = field(default_factory=list)
     close_client: bool = False
     close_backend: bool = False
     logs: list[tuple[str, str]] = field(default_factory=list)
+    #: A reason (:data:`REFUSED_PRINTER`, :data:`REFUSED_MALFORMED`) per request refused.
+    refused: list[str] = field(default_factory=list)
 
 
 class State(enum.Enum):
@@ -497,6 +505,7 @@ class IppGate:
     # -- refusals by the hub ---------------------------------------------------------
     def _refuse(self, out: Commands, printer: str, msg: ipp.IppMessage | None) -> None:
         self.refused += 1
+        out.refused.append(REFUSED_PRINTER)
         shown = printer.encode("unicode_escape").decode("ascii")[:80]
         out.logs.append(
             (
@@ -516,6 +525,7 @@ class IppGate:
 
     def _refuse_bad(self, out: Commands, reason: str) -> None:
         self.refused += 1
+        out.refused.append(REFUSED_MALFORMED)
         out.logs.append(("info", self._refused_line(reason)))
         self._refusal = (ipp.Status.CLIENT_ERROR_BAD_REQUEST, reason, None)
         self._enter_discard(out)
@@ -560,6 +570,7 @@ class IppGate:
     def _bad_request(self, out: Commands, reason: str, status: int) -> None:
         """The client broke HTTP: answer ``status`` if the exchange allows, then close."""
         self.refused += 1
+        out.refused.append(REFUSED_MALFORMED)
         out.logs.append(("info", self._refused_line(reason)))
         if self.client.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             self._close_after = True

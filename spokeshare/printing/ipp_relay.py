@@ -122,13 +122,20 @@ class IppFilter:
 
     ``policy_of`` is read before each client chunk, so a changed printer list applies
     at once, also to a connection already open (it returns the office's policy as the
-    hub last loaded it: no work per call).
+    hub last loaded it: no work per call). ``on_refused`` is called with the reason
+    (hub_ipp.REFUSED_PRINTER, REFUSED_MALFORMED) of each request the gate refuses.
     """
 
-    __slots__ = ("gate", "policy_of", "_backend_eof")
+    __slots__ = ("gate", "policy_of", "on_refused", "_backend_eof")
 
-    def __init__(self, info: StreamInfo, policy_of: Callable[[], PrinterPolicy]) -> None:
+    def __init__(
+        self,
+        info: StreamInfo,
+        policy_of: Callable[[], PrinterPolicy],
+        on_refused: Callable[[str], None] | None = None,
+    ) -> None:
         self.policy_of = policy_of
+        self.on_refused = on_refused
         self.gate = IppGate(info, policy_of())
         self._backend_eof = False
 
@@ -155,10 +162,12 @@ class IppFilter:
     def tunnel_eof(self) -> Forward:
         return self._forward(self.gate.client_eof())
 
-    @staticmethod
-    def _forward(cmds: Commands) -> Forward:
+    def _forward(self, cmds: Commands) -> Forward:
         for level, message in cmds.logs:
             log.log(logging.WARNING if level == "warning" else logging.INFO, "%s", message)
+        if self.on_refused is not None:
+            for reason in cmds.refused:
+                self.on_refused(reason)
         # The gate ends both sides together (IppGate._end).
         return Forward(
             tuple(cmds.to_backend), tuple(cmds.to_client), cmds.close_client or cmds.close_backend

@@ -208,6 +208,8 @@ class OfficeState:
     presence: Presence | None = None
     #: Statuses other than OK answered to this office's tunnels, by wire.Status name.
     refused: dict[str, int] = field(default_factory=dict)
+    #: IPP requests the hub refused (printing.hub_ipp.IppGate), by reason.
+    ipp_refused: dict[str, int] = field(default_factory=dict)
     #: The printers the registry gives the office (the ipp service's gate), as last
     #: loaded: recomputed by ``Hub.reload_registry``, read by every IPP request.
     printer_policy: PrinterPolicy = field(default_factory=lambda: PrinterPolicy.of(()))
@@ -264,7 +266,12 @@ class OfficeState:
             names=dict(self.presence.names) if self.presence is not None else {},
             printers=self.presence.printers if self.presence is not None else (),
             degraded=self.presence.degraded if self.presence is not None else (),
+            ipp_refused=dict(sorted(self.ipp_refused.items())),
         )
+
+    def count_ipp_refused(self, reason: str) -> None:
+        """One IPP request of this office refused by the hub (hub_ipp.REFUSED_*)."""
+        self.ipp_refused[reason] = self.ipp_refused.get(reason, 0) + 1
 
 
 class Handshaking(asyncio.Protocol):
@@ -500,7 +507,9 @@ class HubTunnel(TunnelEnd):
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
         gate = None
         if is_ipp:
-            gate = ipp_relay.IppFilter(self._ipp_info(conn.header), self._ipp_policy)
+            gate = ipp_relay.IppFilter(
+                self._ipp_info(conn.header), self._ipp_policy, self.office.count_ipp_refused
+            )
         # The IPP gate's streams are never reused: it ends them itself (Forward.end).
         keep = self.reuse and gate is None
         splice = Splice(btrans, self.transport, self._stream_done, gate, keep_tunnel=keep)
@@ -783,6 +792,8 @@ class Hub:
         self.refusals: dict[str, int] = {}
         #: Statuses other than OK answered (open headers, admission), by wire.Status name.
         self.refusal_statuses: dict[str, int] = {}
+        #: SMB service -> 1/0: HQ's server offers SMB3 multichannel or not (_check_hq).
+        self.backend_multichannel: dict[str, int] = {}
         self.refusal_log = LogLimiter(REFUSAL_LOG_INTERVAL)
         #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
         self._handshaking: dict[asyncio.Task[None], float] = {}
@@ -838,12 +849,16 @@ class Hub:
             )
 
     async def _check_hq(self) -> None:
-        """Ask HQ's SMB backends what they tell clients (spokeshare.hqcheck)."""
+        """Ask HQ's SMB backends what they tell clients (spokeshare.hqcheck); each
+        answer goes into the statistics (``backend_multichannel``) and the status file."""
         from spokeshare import hqcheck
 
         for name, backend in sorted(self.cfg.services.items()):
             if name == "smb" or backend.port == 445:
-                await hqcheck.check_smb_backend(name, backend.host, backend.port)
+                offered = await hqcheck.check_smb_backend(name, backend.host, backend.port)
+                if offered is not None:
+                    self.backend_multichannel[name] = int(offered)
+                    self.write_status()
 
     @property
     def ports(self) -> list[int]:
@@ -1193,6 +1208,7 @@ class Hub:
             refusal_statuses=dict(sorted(self.refusal_statuses.items())),
             heap_releases=self.heap_policy.releases,
             tunnels=self.tunnel_count(),
+            backend_multichannel=dict(sorted(self.backend_multichannel.items())),
             offices={n: o.statistics() for n, o in sorted(self.offices.items())},
         )
 

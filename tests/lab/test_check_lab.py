@@ -282,7 +282,12 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
         return sum(1 for f in lines if f.get("protocol") == "mdns"
                    and spokes.VIRTUAL_NAME in f.get("names", "").split(","))  # fmt: skip
 
-    before = goodbyes()
+    def withdrawals() -> int:
+        """mDNS withdrawals done so far, as lan-status.json counts them."""
+        done = spokes.edge_status(lab, "nyc").get("withdrawals")
+        return int(done.get("mdns", 0)) if isinstance(done, dict) else 0
+
+    before, counted_before = goodbyes(), withdrawals()
     lab.wan("nyc", up=False)
     try:
 
@@ -295,12 +300,13 @@ def test_wan_down_names_withdrawn(lab: Lab) -> None:
         assert "withdrawn" in found["edge.status"]["message"]
         assert level(found, "edge.hub.reach") == "error"
         # Withdrawn names are not answered: mDNS asked at the name's address says so,
-        # once the edge has sent its goodbyes (it logs that after the status file).
+        # once the edge has sent its goodbyes (counted after they are sent and logged).
         wait_for(
-            lambda: goodbyes() > before,
+            lambda: withdrawals() > counted_before,
             timeout=30,
             what="mDNS goodbyes sent",
         )
+        assert goodbyes() > before
         _, found = run_check(lab, nyc.edge, "--edge", "--config", str(edge_conf(lab)))
         mdns = found["edge.name.mdns"]
         assert mdns["level"] == "error" and "gets no answer" in mdns["message"], mdns

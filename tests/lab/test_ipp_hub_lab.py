@@ -266,11 +266,19 @@ def test_office_limited_with_printers_cannot_use_another(lab: Lab) -> None:
         return sum(1 for ln in logfmt.find(hub_log(lab), "ipp refused")
                    if (ln["office"], ln.get("printer")) == ("sf", "hq-color"))  # fmt: skip
 
-    before = refusals()
+    def counted() -> int:
+        """The hub's count of sf's requests refused for their printer (status.json)."""
+        offices = spokes.hub_status(lab).get("offices")
+        sf = offices.get("sf") if isinstance(offices, dict) else None
+        table = sf.get("ipp_refused") if isinstance(sf, dict) else None
+        return int(table.get("printer", 0)) if isinstance(table, dict) else 0
+
+    before, counted_before = refusals(), counted()
     res = ipptool(lab, "sf", f"ipp://{edge}:631/printers/hq-color",
                   str(TESTS / "get-printer-attributes.test"))  # fmt: skip
     assert res.returncode != 0 and "client-error-not-possible" in res.stdout, res.stdout[-1500:]
-    wait_for(lambda: refusals() == before + 1, 10, "the hub's log line")
+    wait_for(lambda: counted() == counted_before + 1, 10, "the hub's count of refusals")
+    assert refusals() == before + 1  # and its log line
     # typed by hand, as a URI on a path of an allowed printer: still the target that counts
     job = ipp.IppMessage((1, 1), ipp.Operation.PRINT_JOB, 4, (ipp.operation_attributes(
         f"ipp://{edge}:631/printers/hq-color", "mallory"),), b"%!PS\n")  # fmt: skip

@@ -137,6 +137,11 @@ def hub_went(log: str, was: str, now: str) -> bool:
     return any((ln["from"], ln["to"]) == (was, now) for ln in logfmt.find(log, "hub state"))
 
 
+def hub_state(lab: Lab, office: str = "nyc") -> str:
+    """The hub as ``office``'s edge sees it (lan-status.json ``hub``: HubState value)."""
+    return str(spokes.edge_status(lab, office).get("hub", ""))
+
+
 def resolve(lab: Lab, pc: str) -> list[str]:
     """Addresses ``nmblookup GLOBAL-NFS`` (a broadcast on the PC's LAN) answers with."""
     out = run(lab, pc, ["nmblookup", spokes.VIRTUAL_NAME]).stdout
@@ -276,7 +281,8 @@ def test_link_down_20s_then_up_edge_reconnects_by_itself(lab: Lab, tmp_path: Pat
     down_at = time.monotonic()
     try:
         # The edge notices by itself (heartbeats stop; hub_dead_after in edge.toml).
-        wait_until("edge notices the hub is gone", lambda: hub_went(edge_log(), "up", "down"), 15)
+        wait_until("edge notices the hub is gone", lambda: hub_state(lab) == "down", 15)
+        assert hub_went(edge_log(), "up", "down")
         # ... and stops claiming GLOBAL-NFS on the LAN (withdraw_after in edge.toml).
         outage_left = 20.0 - (time.monotonic() - down_at)
         wait_until("GLOBAL-NFS withdrawn", lambda: not resolve(lab, "nyc-pc"), outage_left)

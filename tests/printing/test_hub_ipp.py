@@ -107,10 +107,12 @@ class Pair:
         self.at_cupsd: list[object] = []
         self.at_client: list[object] = []
         self.logs: list[tuple[str, str]] = []
+        self.refused: list[str] = []
         self.closed = False
 
     def _run(self, cmds: hub_ipp.Commands) -> None:
         self.logs += cmds.logs
+        self.refused += cmds.refused
         self.closed = self.closed or cmds.close_client
         for b in cmds.to_backend:
             assert b  # empty bytes would read as EOF
@@ -232,6 +234,7 @@ def test_printer_not_given_is_refused_by_the_hub_with_a_log_line() -> None:
     assert logfmt.parse(line) == ("ipp refused", {
         "office": "nyc", "client": "198.18.11.10:40000", "printer": "hq-color",
         "reason": "not one of this office's printers (office add/set --printers)"})  # fmt: skip
+    assert p.refused == [hub_ipp.REFUSED_PRINTER]  # counted per office by the hub
     assert not p.closed  # the connection carries on
     p.client.start_next_cycle()
     p.send(post(b"/printers/hq-laser", GPA), h11.Data(data=GPA), h11.EndOfMessage())
@@ -290,6 +293,7 @@ def test_broken_http_is_refused_and_closed(raw: bytes, status: int) -> None:
     assert p.closed and not p.at_cupsd
     responses = [e for e in p.at_client if isinstance(e, h11.Response)]
     assert [r.status_code for r in responses] == [status]
+    assert p.refused == [hub_ipp.REFUSED_MALFORMED]
 
 
 def test_garbage_ipp_from_a_limited_office_is_a_bad_request() -> None:
@@ -304,6 +308,7 @@ def test_garbage_ipp_from_a_limited_office_is_a_bad_request() -> None:
     assert (level, event, fields["office"], fields["client"]) == (
         "info", "ipp refused", "nyc", "198.18.11.10:40000")  # fmt: skip
     assert "printer" not in fields and fields["reason"]
+    assert p.refused == [hub_ipp.REFUSED_MALFORMED]
 
 
 def test_over_long_ipp_attribute_part_is_refused() -> None:

@@ -385,13 +385,15 @@ INFO = StreamInfo("sf", "198.18.12.10:40000", "198.18.12.1", 631)
 def test_ipp_gate_refuses_a_printer_the_office_was_not_given() -> None:
     """An office limited to hq-laser asks for hq-color: the hub answers 403 itself and
     cupsd (the plain side) gets nothing."""
-    pb = Playbook(IppFilter(INFO, lambda: PrinterPolicy.of(["hq-laser"])))
+    refused: list[str] = []
+    pb = Playbook(IppFilter(INFO, lambda: PrinterPolicy.of(["hq-laser"]), refused.append))
     pb.splice.tunnel_data(data(b"GET /printers/hq-color HTTP/1.1\r\nHost: 198.18.12.1\r\n\r\n"))
     assert pb.take() == [
         ("write", "tunnel", data(FORBIDDEN_HEAD)),
         ("write", "tunnel", data(b"printer hq-color is not available to office sf\n")),
         ("resume", "tunnel"),  # the next request may come
     ]
+    assert refused == ["printer"]  # what the hub counts per office (ipp_refused)
 
 
 FORBIDDEN_HEAD = b"HTTP/1.1 403 \r\ncontent-type: text/plain\r\ncontent-length: 47\r\n\r\n"
