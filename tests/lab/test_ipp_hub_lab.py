@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -266,18 +267,28 @@ def test_office_limited_with_printers_cannot_use_another(lab: Lab) -> None:
         return sum(1 for ln in logfmt.find(hub_log(lab), "ipp refused")
                    if (ln["office"], ln.get("printer")) == ("sf", "hq-color"))  # fmt: skip
 
-    def counted() -> int:
-        """The hub's count of sf's requests refused for their printer (status.json)."""
-        offices = spokes.hub_status(lab).get("offices")
+    def counted(since: float) -> tuple[int] | None:
+        """The hub's count of sf's requests refused for their printer, from a status
+        file written after ``since`` (unix seconds; None: none yet)."""
+        status = spokes.hub_status(lab)
+        written = status.get("time")
+        if not isinstance(written, float) or written <= since:
+            return None
+        offices = status.get("offices")
         sf = offices.get("sf") if isinstance(offices, dict) else None
         table = sf.get("ipp_refused") if isinstance(sf, dict) else None
-        return int(table.get("printer", 0)) if isinstance(table, dict) else 0
+        return (int(table.get("printer", 0)) if isinstance(table, dict) else 0,)
 
-    before, counted_before = refusals(), counted()
+    def fresh_count() -> int:
+        since = time.time()  # the hub writes its status file once a second
+        return int(wait_for(lambda: counted(since), 10, "the hub's status file", 0.1)[0])
+
+    before, counted_before = refusals(), fresh_count()
     res = ipptool(lab, "sf", f"ipp://{edge}:631/printers/hq-color",
                   str(TESTS / "get-printer-attributes.test"))  # fmt: skip
     assert res.returncode != 0 and "client-error-not-possible" in res.stdout, res.stdout[-1500:]
-    wait_for(lambda: counted() == counted_before + 1, 10, "the hub's count of refusals")
+    # The refusal is counted before its answer leaves the hub: the next file has it.
+    assert fresh_count() == counted_before + 1
     assert refusals() == before + 1  # and its log line
     # typed by hand, as a URI on a path of an allowed printer: still the target that counts
     job = ipp.IppMessage((1, 1), ipp.Operation.PRINT_JOB, 4, (ipp.operation_attributes(
