@@ -25,12 +25,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spokeshare.errors import UsageError
+
 
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event: its ``name`` (the line's first words), where it is written (``edge``,
     ``hub`` or ``both``), every field it may carry in the order written, and those it
-    always carries."""
+    always carries. Raises :class:`~spokeshare.errors.UsageError` for another side, or
+    a required field that is not among its fields."""
 
     name: str
     side: str
@@ -39,9 +42,9 @@ class Event:
 
     def __post_init__(self) -> None:
         if self.side not in ("edge", "hub", "both"):
-            raise ValueError(f"bad side {self.side!r}")
+            raise UsageError(f"bad side {self.side!r}")
         if not set(self.required) <= set(self.fields):
-            raise ValueError(f"{self.name}: required fields not among its fields")
+            raise UsageError(f"{self.name}: required fields not among its fields")
 
 
 def _e(name: str, side: str, fields: str, required: str | None = None) -> Event:

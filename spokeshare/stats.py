@@ -33,6 +33,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
+from spokeshare.errors import UsageError
+
 #: The metadata key under which a field's :class:`Stat` is kept.
 META = "spokeshare.stat"
 
@@ -79,13 +81,13 @@ def stat(
 ) -> Any:
     """A dataclass field carrying its :class:`Stat` (``factory`` for a mutable default).
 
-    Raises ValueError for a metric without help, or a counter whose name does not end
-    in ``_total`` (Prometheus naming: https://prometheus.io/docs/practices/naming/).
+    Raises :class:`~spokeshare.errors.UsageError` for a metric without help, or a
+    counter whose name does not end in ``_total`` (Prometheus naming: https://prometheus.io/docs/practices/naming/).
     """
     if metric is not None and not help:
-        raise ValueError(f"metric {metric} needs help text")
+        raise UsageError(f"metric {metric} needs help text")
     if metric is not None and (kind is Kind.COUNTER) != metric.endswith("_total"):
-        raise ValueError(f"metric {metric}: counters, and only counters, end in _total")
+        raise UsageError(f"metric {metric}: counters, and only counters, end in _total")
     meta = {META: Stat(merge, metric, help, kind, label)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -278,9 +280,9 @@ def _default(f: dataclasses.Field[Any]) -> Any:
 
 def to_json(snapshot: Any) -> dict[str, Any]:
     """A snapshot (any schema dataclass of this module) as JSON-ready values, keyed by
-    field name, nested dataclasses as objects. Raises TypeError for a non-dataclass."""
+    field name, nested dataclasses as objects. Raises UsageError for a non-dataclass."""
     if not dataclasses.is_dataclass(snapshot) or isinstance(snapshot, type):
-        raise TypeError(f"not a snapshot: {snapshot!r}")
+        raise UsageError(f"not a snapshot: {snapshot!r}")
     return dataclasses.asdict(snapshot)
 
 
@@ -329,7 +331,7 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
         return default
     if hint == Mapping[str, Any]:  # a JSON object kept as it is (OfficeStatistics.certificate)
         return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else default
-    raise TypeError(f"no JSON reading for {hint!r}")  # a schema field of a new type
+    raise UsageError(f"no JSON reading for {hint!r}")  # a schema field of a new type
 
 
 def from_json(cls: type[S], data: Any) -> S:
@@ -374,9 +376,9 @@ def _merge_value(rule: Merge, f: dataclasses.Field[Any], values: list[Any], lead
 
 def merge_records(records: Sequence[S]) -> S:
     """One snapshot from several of the same class (at least one), field by field as
-    each declares (:class:`Merge`). Raises ValueError for no records."""
+    each declares (:class:`Merge`). Raises UsageError for no records."""
     if not records:
-        raise ValueError("nothing to merge")
+        raise UsageError("nothing to merge")
     cls = type(records[0])
     lead = None
     if cls.LEAD_FIELD:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from spokeshare import logevents, logfmt
+from spokeshare.errors import UsageError
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "spokeshare"
@@ -134,3 +135,11 @@ def _readme_events() -> dict[str, tuple[str, ...]]:
 def test_readme_lists_every_event_with_its_fields() -> None:
     readme = _readme_events()
     assert readme == {e.name: e.fields for e in logevents.EVENTS}
+
+
+def test_a_wrong_row_is_a_usage_error() -> None:
+    """A row of the table written wrongly is our bug (errors.UsageError)."""
+    with pytest.raises(UsageError, match="side"):
+        logevents.Event("x", "nowhere", ("office",))
+    with pytest.raises(UsageError, match="required"):
+        logevents.Event("x", "edge", ("office",), ("peer",))

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spokeshare import bundle, cli, enrollment, hubstatus, stats
 from spokeshare.config import load_edge
 from spokeshare.edge_daemon import EdgeDaemon
+from spokeshare.errors import UsageError
 from spokeshare.stats import HubStatistics, Kind, Merge, OfficeStatistics
 from tests.helpers import LoopThread, free_port, make_deployment
 
@@ -140,10 +141,24 @@ def test_every_field_declares_a_merge_and_every_counter_is_named_total() -> None
                 assert s.metric.startswith("spokeshare_") and s.help
                 assert (s.kind is Kind.COUNTER) == s.metric.endswith("_total")
                 assert s.merge is not Merge.EACH
-    with pytest.raises(ValueError, match="_total"):
+    with pytest.raises(UsageError, match="_total"):
         stats.stat(0, merge=Merge.SUM, metric="x_total", help="h", kind=Kind.GAUGE)
-    with pytest.raises(ValueError, match="help"):
+    with pytest.raises(UsageError, match="help"):
         stats.stat(0, merge=Merge.SUM, metric="x")
+
+
+def test_misuse_is_a_usage_error_not_bad_input() -> None:
+    """Calling the schema wrongly is our bug (errors.UsageError), never a ValueError or
+    TypeError that a handler of bad input could catch by accident."""
+    for call in (
+        lambda: stats.to_json({"pid": 1}),
+        lambda: stats.to_json(HubStatistics),
+        lambda: stats.merge_records([]),
+        lambda: stats.stat(0, merge=Merge.SUM, metric="x"),
+    ):
+        with pytest.raises(UsageError) as caught:
+            call()
+        assert not isinstance(caught.value, ValueError | TypeError)
 
 
 @given(hubs())
