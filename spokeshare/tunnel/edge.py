@@ -198,6 +198,12 @@ class EdgeTunnel(TunnelEnd):
     def state(self) -> TunnelState:
         return _STATE_OF[type(self.phase)]
 
+    @property
+    def splice(self) -> Splice | None:
+        """The stream's splice while Opening or Relaying (that phase's data), else None."""
+        ph = self.phase
+        return ph.splice if isinstance(ph, Opening | Relaying) else None
+
     def __repr__(self) -> str:
         return f"<EdgeTunnel {self.state.value}>"
 
@@ -234,7 +240,6 @@ class EdgeTunnel(TunnelEnd):
         )
         self.streams += 1
         self._go(TunnelEvent.OPEN_STREAM, Opening(client, splice))
-        self.splice = splice
         client.attach(splice)
 
     def open_control(self) -> asyncio.Future[wire.StatusReply]:
@@ -329,7 +334,6 @@ class EdgeTunnel(TunnelEnd):
         # Both EOFs passed: the hub's END frame follows (it may be here already).
         ending = Ending(bytearray(splice.reader.after_eof))
         self._go(TunnelEvent.STREAM_ENDED, ending)
-        self.splice = None
         self.edge.ending.add(self)
         t = self._transport()
         ending.timer = asyncio.get_running_loop().call_later(
@@ -393,13 +397,13 @@ class EdgeTunnel(TunnelEnd):
 
     # -- asyncio callbacks -----------------------------------------------------------
     def connection_lost(self, exc: Exception | None) -> None:
-        prev, ph = self.state, self.phase
+        prev, ph, splice = self.state, self.phase, self.splice
         if isinstance(ph, Ending):
             self._leave_ending(ph)
         self._go(TunnelEvent.CONNECTION_LOST, Closed())
         self.edge.heap_policy.note()
-        if self.splice is not None:
-            self.splice.tunnel_lost(exc)
+        if splice is not None:
+            splice.tunnel_lost(exc)
         if isinstance(ph, AwaitControlStatus) and not ph.waiter.done():
             ph.waiter.set_exception(ConnectionError("tunnel closed before status"))
         self.edge.tunnel_lost(self, prev)

@@ -160,8 +160,8 @@ class Connecting:
 
 @dataclass(slots=True)
 class Relaying:
-    """The stream runs through ``splice`` (also ``TunnelEnd.splice``, for flow control
-    and aborts)."""
+    """The stream runs through ``splice`` (read by ``TunnelEnd.splice``, for flow
+    control and aborts)."""
 
     STATE: ClassVar[TunnelState] = TunnelState.RELAYING
     header: wire.OpenStream
@@ -319,6 +319,11 @@ class HubTunnel(TunnelEnd):
     @property
     def state(self) -> TunnelState:
         return self.phase.STATE
+
+    @property
+    def splice(self) -> Splice | None:
+        """The stream's splice while Relaying (that phase's data), else None."""
+        return self.phase.splice if isinstance(self.phase, Relaying) else None
 
     def _go(self, event: TunnelEvent, phase: Phase) -> None:
         """The one place the state changes: ``event`` must lead (TRANSITIONS) to
@@ -514,7 +519,6 @@ class HubTunnel(TunnelEnd):
         keep = self.reuse and gate is None
         splice = Splice(btrans, self.transport, self._stream_done, gate, keep_tunnel=keep)
         self._go(TunnelEvent.BACKEND_UP, Relaying(conn.header, conn.opened_at, splice))
-        self.splice = splice
         if conn.early:
             splice.tunnel_data(bytes(conn.early))
         bend.attach(splice)
@@ -554,7 +558,6 @@ class HubTunnel(TunnelEnd):
             self._go(TunnelEvent.STREAM_ENDED, Closed())
             self.close()
             return
-        self.splice = None
         t.write(wire.END_FRAME)
         idle = AwaitHeader()
         self._go(TunnelEvent.STREAM_REUSED, idle)

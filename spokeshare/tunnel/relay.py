@@ -473,12 +473,21 @@ class PlainEnd(asyncio.Protocol):
 
 
 class TunnelEnd(asyncio.Protocol):
-    """What both ends' tunnel protocols share: the TLS transport, its splice once a
-    stream runs, flow control handed to the splice, and the two ways to end."""
+    """What both ends' tunnel protocols share: the TLS transport, flow control handed
+    to the splice of the stream it carries, and the two ways to end.
+
+    The splice is state data: it belongs to the subclass's phase that carries a stream
+    (the edge's Opening and Relaying, the hub's Relaying), and :attr:`splice` reads it
+    from there, so no phase can keep a splice it does not own.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.splice: Splice | None = None
+
+    @property
+    def splice(self) -> Splice | None:
+        """The splice of the stream the current phase carries; None in any other phase."""
+        return None
 
     def pause_writing(self) -> None:
         if self.splice is not None:

@@ -133,4 +133,13 @@ def test_edge_tunnels_carry_their_states_data(stack: Stack) -> None:
         _, _, busy = stack.lt.call(phases)
         (phase,) = busy
         assert isinstance(phase, Relaying) and phase.client.service == "smb"
+
+        def splices() -> tuple[list[bool], list[object]]:
+            """Each busy tunnel's splice is its phase's; idle ones have none."""
+            e = stack.edge
+            own = [isinstance(t.phase, Relaying) and t.splice is t.phase.splice for t in e.clients]
+            return own, [t.splice for t in e.idle]
+
+        own, idle_splices = stack.lt.call(splices)
+        assert own == [True] and all(s is None for s in idle_splices)
     wait_for(lambda: stack.lt.call(lambda: not stack.edge.clients), what="stream ended")

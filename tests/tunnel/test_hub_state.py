@@ -107,6 +107,9 @@ def test_every_hub_tunnel_transition_not_in_the_table_raises(tmp_path: Path) -> 
         TunnelState.CLOSED: Closed(),
     }
     assert set(phases) == set(TunnelState)
+    for state, phase in phases.items():  # the splice is the relaying phase's data
+        t.phase = phase
+        assert t.splice is (splice if state is TunnelState.RELAYING else None)
     for state in TunnelState:
         for event in TunnelEvent:
             for target in TunnelState:
