@@ -157,6 +157,15 @@ class OfficeStatistics:
         help="bytes from HQ to the office",
         kind=Kind.COUNTER,
     )
+    streams_ended: Mapping[str, int] = stat(
+        merge=Merge.SUM,
+        metric="spokeshare_office_streams_ended_total",
+        help="client streams ended, by result (the stream log line's: ok, refused, "
+        "reset, ...)",
+        kind=Kind.COUNTER,
+        label="result",
+        factory=dict,
+    )
     refused: Mapping[str, int] = stat(
         merge=Merge.SUM,
         metric="spokeshare_office_refused_total",

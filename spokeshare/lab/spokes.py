@@ -35,6 +35,48 @@ def hub_status(lab: Lab) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+def fresh_hub_status(lab: Lab, timeout: float = 10.0) -> dict[str, object]:
+    """The hub's ``status.json`` as first written after this call (the hub rewrites it
+    once a second): it holds every count of what happened before the call."""
+    since = time.time()
+    deadline = time.monotonic() + timeout
+    while True:
+        status = hub_status(lab)
+        written = status.get("time")
+        if isinstance(written, int | float) and written > since:
+            return status
+        if time.monotonic() > deadline:
+            raise LabError(f"the hub wrote no status file in {timeout:.0f} s")
+        time.sleep(0.1)
+
+
+def office_counts(status: dict[str, object], office: str, field: str) -> dict[str, int]:
+    """One per-key counter of an office in a hub snapshot (``refused``, ``ipp_refused``,
+    ``streams_ended``...: spokeshare.stats.OfficeStatistics), {} when absent."""
+    offices = status.get("offices")
+    one = offices.get(office) if isinstance(offices, dict) else None
+    table = one.get(field) if isinstance(one, dict) else None
+    if not isinstance(table, dict):
+        return {}
+    return {str(k): v for k, v in table.items() if isinstance(v, int)}
+
+
+def streams_ended(lab: Lab, office: str, since: float) -> dict[str, int] | None:
+    """The office's streams ended at the hub so far, by result (``streams_ended``), once
+    a status file written after ``since`` (unix seconds) shows none of its streams
+    running; None until then. A stream that reached the hub before ``since`` has then
+    ended and been logged."""
+    status = hub_status(lab)
+    written = status.get("time")
+    offices = status.get("offices")
+    one = offices.get(office) if isinstance(offices, dict) else None
+    if not isinstance(written, int | float) or written <= since or not isinstance(one, dict):
+        return None
+    if one.get("streams") != 0:
+        return None
+    return office_counts(status, office, "streams_ended")
+
+
 def edge_status(lab: Lab, office: str) -> dict[str, object]:
     """The office edge's ``lan-status.json`` (EdgeDaemon._write_status), {} if unreadable."""
     path = lab.host_dir(lab.office(office).edge) / "state" / "lan-status.json"

@@ -201,6 +201,8 @@ class OfficeState:
     rtt: float | None = None
     last_seen: float | None = None  # wall clock
     streams_total: int = 0
+    #: Streams ended (each one's log line written), by the line's result.
+    streams_ended: dict[str, int] = field(default_factory=dict)
     bytes_up: int = 0
     bytes_down: int = 0
     edge_stats: dict[str, Any] = field(default_factory=dict)
@@ -259,6 +261,7 @@ class OfficeState:
             idle_tunnels=idle,
             clients=clients if isinstance(clients, int) and not isinstance(clients, bool) else 0,
             streams_total=self.streams_total,
+            streams_ended=dict(sorted(self.streams_ended.items())),
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             refused=dict(sorted(self.refused.items())),
@@ -575,8 +578,9 @@ class HubTunnel(TunnelEnd):
         status: str | None = None,
         reason: str | None = None,
     ) -> None:
-        """The stream's one line (spokeshare.tunnel.streamlog): at the hub the splice's
-        plain end is the backend, so ``to_hq`` is what it wrote there (``down``)."""
+        """The stream's one line (spokeshare.tunnel.streamlog), counted by result in the
+        office's ``streams_ended``: at the hub the splice's plain end is the backend, so
+        ``to_hq`` is what it wrote there (``down``)."""
         h, opened_at = stream if stream is not None else (None, 0.0)
         stream_log.log(
             level,
@@ -593,6 +597,8 @@ class HubTunnel(TunnelEnd):
                 reason=reason,
             ),
         )
+        ended = self.office.streams_ended
+        ended[result] = ended.get(result, 0) + 1
 
     # -- control channel -------------------------------------------------------------
     def _start_control(self, header: wire.OpenControl, rest: bytes) -> None:

@@ -17,12 +17,14 @@ or D-Bus (see :meth:`OldBox.start_resolved`).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -223,6 +225,11 @@ def degraded(lab: Lab, protocol: str) -> list[str]:
             if ln["protocol"] == protocol]  # fmt: skip
 
 
+def ended_ok(hub_status: dict[str, object]) -> int:
+    """The streams of nyc the hub has ended with result ok (and logged)."""
+    return spokes.office_counts(hub_status, "nyc", "streams_ended").get("ok", 0)
+
+
 def lan_status(lab: Lab) -> dict[str, object]:
     path = lab.host_dir(EDGE_HOST) / "state" / "lan-status.json"
     try:
@@ -283,15 +290,15 @@ def test_edge_runs_beside_the_old_daemons(lab: Lab) -> None:
     assert f"tcp {EDGE}:445" in status["listeners_degraded"]  # type: ignore[operator]
 
     # The relay runs: 139 (its listener bound) reaches HQ's share through the hub.
+    ok_before = ended_ok(spokes.fresh_hub_status(lab))
     res = sh(lab, PC, "smbclient", "//GLOBAL-NFS/share", "-N", "-I", EDGE, "-p", "139", "-c", "ls")
     assert res.returncode == 0, res.stdout + res.stderr
-    wait_until(
-        "the hub's stream line",
-        lambda: re.search(
-            r"stream office=nyc client=198\.18\.11\.10:\d+ service=smb .*result=ok",
-            (lab.logs_dir / "hub.log").read_text(),
-        ),
-        10,
+    settled = functools.partial(spokes.streams_ended, lab, "nyc", time.time())
+    ended = wait_until("the stream ended at the hub", settled, 10)
+    assert isinstance(ended, dict) and ended.get("ok", 0) > ok_before, ended
+    assert re.search(
+        r"stream office=nyc client=198\.18\.11\.10:\d+ service=smb .*result=ok",
+        (lab.logs_dir / "hub.log").read_text(),
     )
     # LLMNR has one answerer, systemd-resolved, for its own name; nobody (not the edge)
     # for GLOBAL-NFS. NetBIOS has one answerer, nmbd.

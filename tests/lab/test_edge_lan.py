@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -175,15 +176,18 @@ def test_wrong_called_name_is_refused_on_139(lab: Lab) -> None:
 
 
 def test_second_name_reaches_its_own_service(lab: Lab) -> None:
+    def ended_ok(status: dict[str, object]) -> int:
+        return spokes.office_counts(status, "nyc", "streams_ended").get("ok", 0)
+
+    before = ended_ok(spokes.fresh_hub_status(lab))
     res = sh(lab, "nyc-pc", "smbclient", "//GLOBAL-ENG/share", "-N", "-c", "ls")
     assert res.returncode == 0, res.stdout + res.stderr
-    # The hub logs a stream when it ends, just after smbclient exits.
+    # The hub counts and logs a stream when it ends, just after smbclient exits.
+    settled = functools.partial(spokes.streams_ended, lab, "nyc", time.time())
+    ended = wait_until("the stream ended at the hub", settled, 10)
+    assert isinstance(ended, dict) and ended.get("ok", 0) > before, ended
     pattern = r"stream office=nyc client=198\.18\.11\.10:\d+ service=eng .*result=ok"
-    wait_until(
-        "the hub's log line for the eng stream",
-        lambda: re.search(pattern, (lab.logs_dir / "hub.log").read_text()),
-        10,
-    )
+    assert re.search(pattern, (lab.logs_dir / "hub.log").read_text())
 
 
 def test_master_browser_lists_both_names(lab: Lab) -> None:

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
@@ -267,21 +266,10 @@ def test_office_limited_with_printers_cannot_use_another(lab: Lab) -> None:
         return sum(1 for ln in logfmt.find(hub_log(lab), "ipp refused")
                    if (ln["office"], ln.get("printer")) == ("sf", "hq-color"))  # fmt: skip
 
-    def counted(since: float) -> tuple[int] | None:
-        """The hub's count of sf's requests refused for their printer, from a status
-        file written after ``since`` (unix seconds; None: none yet)."""
-        status = spokes.hub_status(lab)
-        written = status.get("time")
-        if not isinstance(written, float) or written <= since:
-            return None
-        offices = status.get("offices")
-        sf = offices.get("sf") if isinstance(offices, dict) else None
-        table = sf.get("ipp_refused") if isinstance(sf, dict) else None
-        return (int(table.get("printer", 0)) if isinstance(table, dict) else 0,)
-
     def fresh_count() -> int:
-        since = time.time()  # the hub writes its status file once a second
-        return int(wait_for(lambda: counted(since), 10, "the hub's status file", 0.1)[0])
+        """The hub's count of sf's requests refused for their printer, so far."""
+        status = spokes.fresh_hub_status(lab)
+        return spokes.office_counts(status, "sf", "ipp_refused").get("printer", 0)
 
     before, counted_before = refusals(), fresh_count()
     res = ipptool(lab, "sf", f"ipp://{edge}:631/printers/hq-color",

@@ -185,17 +185,16 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
             return [c for c in logfmt.find(edge_log.read_text(), "name conflict")
                     if (c["protocol"], c["name"]) == ("mdns", "GLOBAL-ENG.local")]  # fmt: skip
 
+        # Published, then the PC's answer heard (a reset to probing), then the probe
+        # meets the PC's answer: the name is in conflict, each step logged on the way.
         wait_for(
-            lambda: any(c.get("owner") == PC_IP and "after start" in c["reason"]
-                        for c in conflicts()),
-            15,
-            "the edge hears the conflict",
-        )  # fmt: skip
-        wait_for(
-            lambda: any("already in use" in c["reason"] for c in conflicts()),
-            15,
-            "the edge's probe meets the PC's answer",
+            lambda: spokes.names_held(lab, "nyc", "mdns").get("GLOBAL-ENG") == "conflict",
+            30,
+            "the edge leaves GLOBAL-ENG.local to the PC",
         )
+        assert any(c.get("owner") == PC_IP and "after start" in c["reason"]
+                   for c in conflicts())  # fmt: skip
+        assert any("already in use" in c["reason"] for c in conflicts())
         assert dig(lab, EDGE, 5353, "GLOBAL-ENG.local") == []
         assert dig(lab, EDGE, 5353, "GLOBAL-NFS.local") == []  # the PC's since start
         assert avahi_resolve(lab, "nyc-fs", "GLOBAL-ENG.local") == [PC_IP]
