@@ -199,6 +199,7 @@ def test_a_refused_header_closes_with_its_status_and_a_lost_tunnel_leaves_its_of
         assert calls[1:] == [("close", "tunnel")]
         # Counted per status, for the office and the hub (spokeshare.stats).
         assert t.office.statistics().refused == {"UNKNOWN_SERVICE": 1}
+        assert t.office.statistics().streams_ended == {"refused": 1}  # its stream line
         assert t.hub.statistics().refusal_statuses == {"UNKNOWN_SERVICE": 1}
         t.connection_lost(None)
         assert t not in t.office.tunnels

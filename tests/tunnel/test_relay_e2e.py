@@ -12,8 +12,15 @@ import time
 from tests.helpers import Backend, LoopThread, Stack, echo, open_fds, recv_all, wait_for
 
 
+def _ended_ok(stack: Stack) -> int:
+    """Streams the hub ended with result ok, over its offices (OfficeStatistics)."""
+    offices = stack.hub.offices.values()
+    return stack.lt.call(lambda: sum(o.statistics().streams_ended.get("ok", 0) for o in offices))
+
+
 def test_one_byte_at_a_time(stack: Stack) -> None:
     payload = os.urandom(4096)
+    before = _ended_ok(stack)
     with stack.connect() as s:
         got = bytearray()
         for b in payload:
@@ -21,6 +28,7 @@ def test_one_byte_at_a_time(stack: Stack) -> None:
         s.shutdown(socket.SHUT_WR)
         got += recv_all(s)
     assert bytes(got) == payload
+    wait_for(lambda: _ended_ok(stack) == before + 1, what="the stream counted ok at the hub")
 
 
 def test_prime_sized_chunks(stack: Stack) -> None:
