@@ -90,10 +90,6 @@ def chromium(lab: Lab, *args: str, timeout: float = 60) -> str:
         return out.decode("utf-8", "replace")
 
 
-def cards(lab: Lab) -> list[tuple[str, str]]:
-    return parse(chromium(lab, "--dump-dom", AUTH_URL)).cards
-
-
 def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
