@@ -111,8 +111,10 @@ class Deployment:
         return out
 
     def hub_config(self, check_backends: bool = False, **limits: Any) -> HubConfig:
-        """hub.toml, with fast heartbeats; the start-up probe of SMB backends is off
-        unless asked for (test backends count their connections)."""
+        """hub.toml, with fast heartbeats; the start-up probe of SMB backends and the
+        periodic probe of backends that are up are off unless asked for (test
+        backends count their connections)."""
+        limits.setdefault("backend_check_interval", 0.0)
         cfg = load_hub(self.dir / "hub.toml")
         return dataclasses.replace(
             cfg,

@@ -45,7 +45,7 @@ def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 def test_hub_config_loads(tmp_path: Path) -> None:
     cfg = load_hub(write(tmp_path, HUB))
     assert cfg.listen == (("0.0.0.0", 7443),)
-    assert cfg.services["smb"].port == 445
+    assert cfg.services["smb"].first.port == 445
     assert cfg.limits.header_timeout == 3.0
     assert cfg.limits.max_handshakes == 256
     assert (cfg.sockets.user_timeout, cfg.sockets.stream_user_timeout) == (10.0, 120.0)
