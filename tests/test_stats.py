@@ -191,7 +191,7 @@ def test_metrics_expose_every_field_once_with_help_and_type(snap: HubStatistics)
     text = stats.render_metrics(snap)
     classes = (HubStatistics, OfficeStatistics, BackendStatistics)
     declared = {
-        s.metric: (cls, f, s) for cls in classes for f, s in stats.fields(cls) if s.metric is not None
+        s.metric: (cls, f, s) for cls in classes for f, s in stats.fields(cls) if s.metric
     }
     assert len(declared) == sum(
         1 for cls in classes for _, s in stats.fields(cls) if s.metric

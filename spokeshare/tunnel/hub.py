@@ -269,13 +269,18 @@ class OfficeState:
         )
 
 
+#: What Hub.dial calls with the backend that connected: transport, protocol, HOST:PORT.
+Connected = Callable[[asyncio.Transport, PlainEnd, str], None]
+
+
 @dataclass(slots=True)
 class _Race:
-    """One stream's connect attempts (Hub.dial): ``done`` once it is decided (or
-    given up), ``won`` the winner's transport."""
+    """One stream's connect attempts (Hub.dial): ``done`` once one connected or the
+    stream gave up; ``results`` (attempt number, None or why it failed) wakes it."""
 
+    connected: Connected
     done: bool = False
-    won: asyncio.Transport | None = None
+    results: asyncio.Queue[tuple[int, str | None]] = field(default_factory=asyncio.Queue)
 
 
 def _connect_error(exc: BaseException, timeout: float) -> str:
@@ -479,12 +484,17 @@ class HubTunnel(TunnelEnd):
             self.transport.close()
 
     async def _connect_backend(self, conn: Connecting) -> None:
-        dialled = await self.hub.dial(conn.header.service)
-        if isinstance(dialled, str):
-            if self.phase is conn:
-                self._refuse(wire.Status.BACKEND_DOWN, dialled)
-            return
-        btrans, bend, address = dialled
+        why = await self.hub.dial(
+            conn.header.service, lambda trans, end, where: self._spliced(conn, trans, end, where)
+        )
+        if why is not None and self.phase is conn:
+            self._refuse(wire.Status.BACKEND_DOWN, why)
+
+    def _spliced(
+        self, conn: Connecting, btrans: asyncio.Transport, bend: PlainEnd, address: str
+    ) -> None:
+        """The backend at ``address`` connected (called the moment it did, before the
+        loop runs anything else): answer OK and splice, or close it if the tunnel left."""
         if self.phase is not conn:
             abort_with_rst(btrans)  # the tunnel went away meanwhile
             self._log_stream(
@@ -874,9 +884,10 @@ class Hub:
             out[name] = bset
         return out
 
-    async def dial(self, service: str) -> tuple[asyncio.Transport, PlainEnd, str] | str:
-        """Connect a new stream to a backend of ``service``: (transport, its protocol,
-        the backend's HOST:PORT), or why none answered.
+    async def dial(self, service: str, connected: Connected) -> str | None:
+        """Connect a new stream to a backend of ``service``: None when one connected
+        (``connected`` was called with its transport, protocol and HOST:PORT, at once,
+        from the task that connected it), else why none did.
 
         Backends are tried as their BackendSet chooses, each at most once; when one
         has not connected within backends.ATTEMPT_DELAY the next starts beside it
@@ -888,9 +899,7 @@ class Hub:
         bset = self.backends.get(service)
         if svc is None or bset is None:
             return f"no service {service!r}"
-        results: asyncio.Queue[tuple[int, tuple[asyncio.Transport, PlainEnd] | str]]
-        results = asyncio.Queue()
-        race = _Race()
+        race = _Race(connected)
         tried: list[int] = []
         running = 0
         errors: list[str] = []
@@ -900,36 +909,23 @@ class Hub:
                 if i is not None:
                     tried.append(i)
                     running += 1
-                    self.spawn(self._attempt(service, svc.backends[i], i, race, results))
+                    self.spawn(self._attempt(service, svc.backends[i], i, race))
                 if running == 0:
                     return "; ".join(errors) or "no backend"
                 wait = backends.ATTEMPT_DELAY if len(tried) < len(bset) else None
                 try:
                     async with asyncio.timeout(wait):
-                        k, res = await results.get()
+                        k, error = await race.results.get()
                 except TimeoutError:
                     continue  # still connecting: start the next beside it
                 running -= 1
-                if isinstance(res, str):
-                    errors.append(f"backend {svc.backends[k].address}: {res}")
-                    continue
-                race.won = res[0]
-                return res[0], res[1], svc.backends[k].address
+                if error is None:
+                    return None
+                errors.append(f"backend {svc.backends[k].address}: {error}")
         finally:
-            race.done = True
-            while not results.empty():  # connected too, but the race was decided
-                _, res = results.get_nowait()
-                if not isinstance(res, str) and res[0] is not race.won:
-                    abort_with_rst(res[0])
+            race.done = True  # attempts still running close what they connect
 
-    async def _attempt(
-        self,
-        service: str,
-        b: Backend,
-        i: int,
-        race: _Race,
-        results: asyncio.Queue[tuple[int, tuple[asyncio.Transport, PlainEnd] | str]],
-    ) -> None:
+    async def _attempt(self, service: str, b: Backend, i: int, race: _Race) -> None:
         """One connect of a stream to backend ``b`` (number ``i`` of the race)."""
         loop = asyncio.get_running_loop()
         timeout = self.cfg.limits.backend_connect_timeout
@@ -949,13 +945,17 @@ class Hub:
             del exc
             self._backend_result(service, b.address, reason, "stream")
             if not race.done:
-                results.put_nowait((i, reason))
+                race.results.put_nowait((i, reason))
             return
         self._backend_result(service, b.address, None, "stream")
         if race.done:
             abort_with_rst(btrans)  # another backend won, or the stream is gone
-        else:
-            results.put_nowait((i, (btrans, bend)))
+            return
+        race.done = True
+        race.results.put_nowait((i, None))
+        # Before the loop runs anything else: a backend that closes at once must find
+        # the splice in place (its PlainEnd keeps what came early), as with one backend.
+        race.connected(btrans, bend, b.address)
 
     async def _probe(self, service: str, b: Backend) -> None:
         """A health probe of ``b``: a TCP connect, closed at once."""
