@@ -18,6 +18,7 @@ from spokeshare.tunnel.relay import (
     Ending,
     Event,
     Forward,
+    ReadBuffer,
     Result,
     Splice,
     State,
@@ -423,3 +424,25 @@ def test_ipp_gate_passes_a_request_and_its_answer_and_pauses_in_between() -> Non
     ]
     up = [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok", FORBIDDEN_HEAD, b"x" * 47]
     assert (s.up, s.down) == (sum(map(len, up)), 2 * len(GET_LASER))
+
+
+def test_read_buffer_is_given_away_when_a_view_of_it_is_kept() -> None:
+    reads = ReadBuffer(64)
+    first = reads.get()
+    first[:3] = b"abc"
+    assert bytes(reads.filled(3)) == b"abc"
+    reads.release(kept=False)
+    assert reads.get() is first and reads.replaced == 0  # reused: nobody kept a view
+    reads.release(kept=True)  # e.g. a transport could not send its view at once
+    second = reads.get()
+    assert second is not first and reads.replaced == 1 and len(second) == 64
+    # A read whose handling never finished (an exception): its views may live on.
+    assert reads.get() is not second and reads.replaced == 2
+
+
+def test_a_read_with_several_frames_is_one_write_to_the_plain_side() -> None:
+    pb = Playbook()
+    data = b"".join(wire.frame_header(wire.FrameType.DATA, len(p)) + p for p in (b"ab", b"cde"))
+    pb.splice.tunnel_data(data + wire.EOF_FRAME)
+    assert pb.take() == [("write", "plain", b"abcde"), ("eof", "plain")]
+    assert pb.splice.down == 5
