@@ -15,7 +15,9 @@ How it works
   directions.
 - Backpressure: when one transport's write buffer passes its high-water mark the
   other transport stops reading, until the buffer drains below the low-water mark.
-  Memory per stream is therefore bounded by two write buffers, whatever the peers do.
+  Memory per stream is therefore bounded by two write buffers, whatever the peers do,
+  plus at most one :class:`ReadBuffer` given away to a plain side that could not send
+  a view at once (while anything waits there, payloads are copied instead).
 - Endings: when both EOFs have passed, both transports are closed gracefully (with
   ``keep_tunnel``, on a tunnel that agreed on sequential reuse, only the plain side:
   the owner decides whether the tunnel carries the next stream). If
@@ -304,13 +306,21 @@ class Splice:
             return
         if parts:
             if self.filter is None:
-                if len(parts) == 1:
+                plain = self.plain
+                if plain.get_write_buffer_size():
+                    # Queued behind what is waiting anyway: a copy, so that a slow
+                    # reader holds its bytes and never more than one read buffer
+                    # (TunnelEnd.buffer_updated gives that one away).
+                    data = b"".join(parts)
+                    self.down += len(data)
+                    plain.write(data)
+                elif len(parts) == 1:
                     part = parts[0]
                     self.down += len(part)
-                    self.plain.write(part)
+                    plain.write(part)
                 else:
                     self.down += sum(map(len, parts))
-                    self.plain.writelines(parts)  # one system call for the whole read
+                    plain.writelines(parts)  # one system call for the whole read
             else:
                 for part in parts:
                     if self.result is not None:

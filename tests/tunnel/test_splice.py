@@ -37,6 +37,8 @@ class FakeTransport(asyncio.Transport):
         self.side = side
         self.calls = calls
         self.closing = False
+        #: What get_write_buffer_size() answers (bytes the transport could not send).
+        self.buffered = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.calls.append(("write", self.side, bytes(data)))
@@ -69,6 +71,9 @@ class FakeTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default  # no socket: abort_with_rst goes straight to abort()
@@ -446,3 +451,19 @@ def test_a_read_with_several_frames_is_one_write_to_the_plain_side() -> None:
     pb.splice.tunnel_data(data + wire.EOF_FRAME)
     assert pb.take() == [("write", "plain", b"abcde"), ("eof", "plain")]
     assert pb.splice.down == 5
+
+
+def test_payloads_are_views_of_the_read_unless_the_plain_side_has_bytes_waiting() -> None:
+    pb = Playbook()
+    read = memoryview(bytearray(data(b"abc") + data(b"de")))
+    sent: list[object] = []
+    pb.plain.write = sent.append  # type: ignore[method-assign]
+    pb.plain.writelines = lambda parts: sent.extend(parts)  # type: ignore[method-assign]
+    pb.splice.tunnel_data(read)
+    assert [bytes(p) for p in sent] == [b"abc", b"de"]  # type: ignore[call-overload]
+    assert all(isinstance(p, memoryview) and p.obj is read.obj for p in sent)
+    sent.clear()
+    pb.plain.buffered = 10  # a slow reader: what we write now waits, so it is a copy
+    pb.splice.tunnel_data(memoryview(bytearray(data(b"fg") + data(b"h"))))
+    assert sent == [b"fgh"] and type(sent[0]) is bytes
+    assert pb.splice.down == 8
