@@ -525,14 +525,15 @@ class ReadBuffer:
         return f"<ReadBuffer {self.size} bytes, replaced {self.replaced}>"
 
     def get(self) -> memoryview:
-        """The buffer to read into (all of it)."""
-        if self._busy:  # a read whose handling did not finish: its views may live on
+        """The buffer to read into (all of it). A read that brings no application
+        data (a partial TLS record) is never :meth:`filled`: nothing changes."""
+        if self._busy:  # asked again while a read is handled: its views live on
             self._replace()
-        self._busy = True
         return self._view
 
     def filled(self, nbytes: int) -> memoryview:
-        """The ``nbytes`` just read, as a view of the buffer."""
+        """The ``nbytes`` just read, as a view of the buffer; :meth:`release` follows."""
+        self._busy = True
         return self._view[:nbytes]
 
     def release(self, kept: bool) -> None:
@@ -569,8 +570,12 @@ class TunnelEnd(asyncio.BufferedProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         reads = self.reads
         splice = self.splice  # before: the stream may end while this read is handled
-        self.data_received(reads.filled(nbytes))
-        reads.release(splice is not None and splice.plain.get_write_buffer_size() > 0)
+        kept = True  # unless the read is handled to its end and nothing waits
+        try:
+            self.data_received(reads.filled(nbytes))
+            kept = splice is not None and splice.plain.get_write_buffer_size() > 0
+        finally:
+            reads.release(kept)
 
     def pause_writing(self) -> None:
         if self.splice is not None:

@@ -434,14 +434,17 @@ def test_ipp_gate_passes_a_request_and_its_answer_and_pauses_in_between() -> Non
 def test_read_buffer_is_given_away_when_a_view_of_it_is_kept() -> None:
     reads = ReadBuffer(64)
     first = reads.get()
+    assert reads.get() is first  # a read with no application data in it: nothing changes
     first[:3] = b"abc"
     assert bytes(reads.filled(3)) == b"abc"
     reads.release(kept=False)
     assert reads.get() is first and reads.replaced == 0  # reused: nobody kept a view
+    reads.filled(1)
     reads.release(kept=True)  # e.g. a transport could not send its view at once
     second = reads.get()
     assert second is not first and reads.replaced == 1 and len(second) == 64
-    # A read whose handling never finished (an exception): its views may live on.
+    # Asked for while a read is still handled (re-entered): that read's views live on.
+    reads.filled(1)
     assert reads.get() is not second and reads.replaced == 2
 
 
