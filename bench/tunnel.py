@@ -668,7 +668,7 @@ def summary(res: dict[str, Any]) -> str:
         c = {p: median([sum(x) for x in sp["cpu"][key][p]]) for p in PATHS}
         lines.append(
             f"{key:<12} MB/s stunnel {b['stunnel'] / 1e6:6.0f} spokeshare "
-            f"{b['spokeshare'] / 1e6:6.0f} = {b['spokeshare'] / b['stunnel']:.2f}x; "
+            f"{b['spokeshare'] / 1e6:6.0f} = {ratio(b['spokeshare'], b['stunnel'])}; "
             f"cpu s/GB {c['stunnel']:.2f} vs {c['spokeshare']:.2f}"
         )
     if sp["rtt"]:
@@ -678,12 +678,12 @@ def summary(res: dict[str, Any]) -> str:
             st, ss = v["stunnel"] - v["direct"], v["spokeshare"] - v["direct"]
             lines.append(
                 f"rtt p{round(q * 100)}: direct {v['direct']:.1f} µs, added stunnel +{st:.1f} "
-                f"spokeshare +{ss:.1f} = {ss / st:.2f}x"
+                f"spokeshare +{ss:.1f} = {ratio(ss, st)}"
             )
         cu = sp["rtt_cpu_us"]
         lines.append(
             f"relay cpu per round trip: stunnel {cu['stunnel']:.1f} µs, spokeshare "
-            f"{cu['spokeshare']:.1f} µs = {cu['spokeshare'] / cu['stunnel']:.2f}x"
+            f"{cu['spokeshare']:.1f} µs = {ratio(cu['spokeshare'], cu['stunnel'])}"
         )
     return "\n".join(lines)
 
