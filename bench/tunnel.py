@@ -692,6 +692,19 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
     """The generated Markdown, and the target verdict lines."""
     L: list[str] = []
     verdicts: list[str] = []
+    #: Issue 14's targets (relay efficiency), stricter, on the same cells.
+    strict: list[str] = []
+
+    def target(what: str, r: float | None, bound: float, at_most: bool) -> None:
+        if r is None:
+            strict.append(f"{what}: - (no figure)")
+            return
+        ok = r <= bound if at_most else r >= bound
+        sign = "<=" if at_most else ">="
+        strict.append(
+            f"{what}: {r:.2f}x stunnel (target {sign} {bound}x): {'met' if ok else 'MISSED'}"
+        )
+
     L.append(f"Run: `{plan.name}` plan, {res['when']}.")
     L.append("")
     L.append("| machine | |")
@@ -722,6 +735,7 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"throughput {key}: {r:.2f}x stunnel (target >= 1.0x): "
             f"{'met' if r >= 1.0 else 'MISSED'}"
         )
+        target(f"throughput {key}", r, 1.3, at_most=False)
     L.append("")
     L.append("Relay CPU per GB moved (seconds; office side + HQ side):")
     L.append("")
@@ -761,12 +775,17 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"+{add_st:.1f} µs = {add_sp / add_st:.2f}x (target <= 1.0x): "
             f"{'met' if add_sp <= add_st else 'MISSED'}"
         )
+        target(
+            f"added round-trip latency {name}", add_sp / add_st if add_st > 0 else None, 0.8, True
+        )
     cu = sp["rtt_cpu_us"]
     L.append(
         f"| relay CPU per round trip (both processes) | - | {cu['stunnel']:.1f} | "
         f"{cu['spokeshare']:.1f} | {ratio(cu['spokeshare'], cu['stunnel'])} | |"
     )
     L.append("")
+    cpu_r = cu["spokeshare"] / cu["stunnel"] if cu["stunnel"] else None
+    target("relay CPU per 1 KiB round trip (edge + hub)", cpu_r, 0.8, at_most=True)
 
     c = {p: sp["connect"][p] for p in PATHS}
     L.append(
@@ -782,6 +801,8 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"| {name} | {v['direct']:.0f} | {v['stunnel']:.0f} | {v['spokeshare']:.0f} | "
             f"{ratio(v['spokeshare'], v['stunnel'])} | {ratio(v['spokeshare'], v['direct'])} |"
         )
+        r1 = v["spokeshare"] / v["stunnel"] if v["stunnel"] else None
+        target(f"new connection to first response byte {name}", r1, 0.5, at_most=True)
     L.append("")
 
     mem = res["memory"]
@@ -833,6 +854,11 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
     L.append("Targets (issue 2):")
     L.append("")
     for verdict in verdicts:
+        L.append(f"- {verdict}")
+    L.append("")
+    L.append("Targets (issue 14, relay efficiency):")
+    L.append("")
+    for verdict in strict:
         L.append(f"- {verdict}")
     return "\n".join(L) + "\n", verdicts
 
