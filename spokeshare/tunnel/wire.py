@@ -353,7 +353,7 @@ class FrameReader:
         """The EOF frame has been read."""
         return self._eof
 
-    def payloads(self, data: bytes | memoryview) -> list[memoryview]:
+    def payloads(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
         """The DATA payload pieces ``data`` completes, as views of ``data`` (no copy);
         an EOF frame among them sets :attr:`eof`. What :meth:`feed` reports as
         DataReceived and EofReceived events, without an object per event: the relay's

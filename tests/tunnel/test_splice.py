@@ -460,8 +460,8 @@ def test_payloads_are_views_of_the_read_unless_the_plain_side_has_bytes_waiting(
     pb = Playbook()
     read = memoryview(bytearray(data(b"abc") + data(b"de")))
     sent: list[object] = []
-    pb.plain.write = sent.append  # type: ignore[method-assign]
-    pb.plain.writelines = lambda parts: sent.extend(parts)  # type: ignore[method-assign]
+    pb.plain.write = sent.append  # type: ignore[method-assign,assignment]
+    pb.plain.writelines = lambda parts: sent.extend(parts)  # type: ignore[method-assign,assignment]
     pb.splice.tunnel_data(read)
     assert [bytes(p) for p in sent] == [b"abc", b"de"]  # type: ignore[call-overload]
     assert all(isinstance(p, memoryview) and p.obj is read.obj for p in sent)
