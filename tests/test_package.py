@@ -224,8 +224,8 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
         assert root.file(f"/usr/lib/firewalld/services/spokeshare-{side}.xml").is_file()
     man = root.file("/usr/share/man/man1/spokeshare.1.gz")
     text = subprocess.run(["zcat", str(man)], capture_output=True, text=True, check=True).stdout
-    for command in ("spokeshare init", "spokeshare office add", "spokeshare hub"):
-        assert f'.SS "{command}"' in text
+    for command in ("init", "office add", "hub", "check"):
+        assert f'.SS "spokeshare {command}"' in text
     # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
     # as a development checkout's (spokeshare.cli.MISSING_NOTE).
     assert "benchmarks (writes docs/benchmarks.md)" not in text
@@ -262,6 +262,13 @@ done
 say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
 say "active=$(systemctl is-active spokeshare-hub)"
 say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
+# "change services, backends, limits": systemctl reload (the unit's ExecReload, SIGHUP)
+systemctl reload spokeshare-hub
+i=0
+until journalctl -u spokeshare-hub | grep -q "config reloaded .*generation=2"; do
+    i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
+done
+say "reloaded=$(journalctl -u spokeshare-hub | grep -c 'config reloaded .*generation=2')"
 # The office side as the README has it, on loopback: no LAN interface, so no name
 # services (and no multicast); the edge relays only, on free ports.
 install -o spokeshare -g spokeshare -m 0600 /root/nyc.bundle /etc/spokeshare/nyc.bundle
@@ -381,11 +388,12 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     port, smb = free_port(), free_port()
     # As the README's quick start: root makes the deployment in the package's directory.
     # The ipp backend is a lab address the hub is told not to check (no traffic).
-    root.run([
+    made = root.run([
         "spokeshare", "init", "--hub-name", "hub.test", "--address", f"127.0.0.1:{port}",
         "--listen", f"127.0.0.1:{port}", "--service", f"smb=127.0.0.1:{smb}",
         "--service", "ipp=198.18.0.10:631",
     ])  # fmt: skip
+    assert "start the hub with: systemctl enable --now spokeshare-hub" in made.stdout
     hub_toml = root.file("/etc/spokeshare/hub.toml")
     hub_toml.write_text(hub_toml.read_text().replace("[hub]\n", "[hub]\ncheck_backends = false\n"))
     root.run(["spokeshare", "office", "add", "nyc", "--out", "/root/nyc.bundle"])
@@ -420,6 +428,7 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["listening"] == "1", result
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
+    assert result["reloaded"] == "1", result
     assert result["office_connected"] == "1", result
     assert result["edge_active"] == "active", result
     assert result["edge_user"] == "spokeshare", result
