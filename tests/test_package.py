@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from tests.helpers import free_port, process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -205,11 +206,12 @@ exec >/root/steps.log 2>&1
 set -x
 say() { echo "$1" >>/root/result; }
 systemctl enable --now spokeshare-hub.service
+listening=": listening address=127.0.0.1 port=@PORT@ "
 i=0
-until journalctl -u spokeshare-hub | grep -q "hub listening on 127.0.0.1:@PORT@"; do
+until journalctl -u spokeshare-hub | grep -q "$listening"; do
     i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
 done
-say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
+say "listening=$(journalctl -u spokeshare-hub | grep -c "$listening")"
 say "active=$(systemctl is-active spokeshare-hub)"
 say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
 # The office side as the README has it, on loopback: no LAN interface, so no name
@@ -337,7 +339,9 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_and_remove_stops_them(
             lines.append(line)
             if not line and hub.poll() is not None:
                 raise AssertionError(f"hub exited {hub.returncode}: {''.join(lines)}")
-            return f"hub listening on 127.0.0.1:{port}" in line
+            return {"address": "127.0.0.1", "port": str(port)}.items() <= next(
+                iter(logfmt.find(line, "listening")), {}
+            ).items()
 
         wait_for(listening, timeout=60, what="the packaged hub to listen")
         assert os.stat(f"/proc/{hub.pid}").st_uid == uid
