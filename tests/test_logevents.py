@@ -178,8 +178,8 @@ def _annotation_is(node: ast.expr | None, *names: str) -> bool:
 
 
 class _Scan(ast.NodeVisitor):
-    """Every log call of one module: (line number, level or None when the level is a
-    variable, the message expression, whether it is structured)."""
+    """Every log call of one module, in ``found``: (line number, level or None when it
+    is chosen at run time, whether the message is a line of an event)."""
 
     def __init__(self, tree: ast.Module, line_functions: set[str]) -> None:
         self.line_functions = line_functions
@@ -237,6 +237,13 @@ class _Scan(ast.NodeVisitor):
                                      if isinstance(n, ast.Name)}  # fmt: skip
         self.generic_visit(node)
 
+    def _is_logger(self, node: ast.expr) -> bool:
+        """A logger: a name or attribute holding one, ``logging`` itself (the root
+        logger) or ``logging.getLogger(...)``."""
+        text = ast.unparse(node)
+        return (_last_name(node) in self.loggers or text == "logging"
+                or text.startswith("logging.getLogger("))  # fmt: skip
+
     def _structured(self, args: list[ast.expr]) -> bool:
         """The message is a Line: ``Line(...)``/``logfmt(...)``, or ``"%s"`` with one
         argument that is one, a call of a function that returns one, a parameter
@@ -262,7 +269,7 @@ class _Scan(ast.NodeVisitor):
         name = _last_name(func)
         owner = func.value if isinstance(func, ast.Attribute) else None
         keywords = {k.arg: k.value for k in node.keywords}
-        if owner is not None and name in (*_LEVELS, "log") and _last_name(owner) in self.loggers:
+        if owner is not None and name in (*_LEVELS, "log") and self._is_logger(owner):
             args = list(node.args)
             if name == "log":
                 level = _level(args.pop(0))
