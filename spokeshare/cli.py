@@ -214,6 +214,8 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 else str(st.certificate.get("renew") or "")
                 or renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
                 "connected": st.connected,
+                # the edge's spokeshare version, from its heartbeats ("" when unknown)
+                "version": st.version,
                 "last_seen": st.last_seen,
                 "rtt_ms": st.rtt_ms,
                 "clients": st.clients,
@@ -226,11 +228,11 @@ def cmd_office_list(a: argparse.Namespace) -> int:
         return 0
     if not live:
         print("(hub not running or status stale: connection columns unknown)")
-    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<34} {}"
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<18} {:<34} {}"
     print(
         fmt.format(
             "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
-            "RENEWAL", "PRINTERS",
+            "VERSION", "RENEWAL", "PRINTERS",
         )
     )
     for r in rows:
@@ -244,6 +246,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 _ago(r["last_seen"]),
                 rtt,
                 r["clients"],
+                r["version"] or "-",
                 r["renewal"],
                 _printers_text(tuple(r["printers"]) if r["printers"] is not None else None),
             )

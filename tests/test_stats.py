@@ -254,7 +254,8 @@ def test_office_list_reads_the_merged_workers(
     assert listed["hub_running"] is True
     nyc, sfo = listed["offices"]
     assert {"office", "expires", "revoked", "connected", "last_seen", "rtt_ms", "clients",
-            "services", "printers"} <= set(nyc)  # fmt: skip
+            "services", "printers", "version"} <= set(nyc)  # fmt: skip
+    assert (nyc["version"], sfo["version"]) == ("v", "")
     assert (nyc["office"], nyc["connected"], nyc["rtt_ms"], nyc["clients"]) == (
         "nyc", True, 101.25, 4)  # fmt: skip
     assert nyc["last_seen"] == pytest.approx(now - 5)
@@ -265,8 +266,8 @@ def test_office_list_reads_the_merged_workers(
     assert head.split()[:9] == ["OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST", "SEEN",
                                 "RTT", "ms", "CLIENTS"]  # fmt: skip
     assert rows[0].split()[:3] == ["nyc", nyc["expires"], "no"]
-    assert rows[0].split()[3:8] == ["yes", "5s", "ago", "101.2", "4"]
-    assert rows[1].split()[3:7] == ["no", "never", "-", "0"]
+    assert rows[0].split()[3:9] == ["yes", "5s", "ago", "101.2", "4", "v"]
+    assert rows[1].split()[3:8] == ["no", "never", "-", "0", "-"]
 
 
 def test_office_list_without_a_running_hub(
