@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from tests.helpers import free_port, process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -255,11 +256,12 @@ exec >/root/steps.log 2>&1
 set -x
 say() { echo "$1" >>/root/result; }
 systemctl enable --now spokeshare-hub.service
+listening=": listening address=127.0.0.1 port=@PORT@ "
 i=0
-until journalctl -u spokeshare-hub | grep -q "hub listening on 127.0.0.1:@PORT@"; do
+until journalctl -u spokeshare-hub | grep -q "$listening"; do
     i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
 done
-say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
+say "listening=$(journalctl -u spokeshare-hub | grep -c "$listening")"
 say "active=$(systemctl is-active spokeshare-hub)"
 say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
 # "change services, backends, limits": systemctl reload (the unit's ExecReload, SIGHUP)
@@ -417,7 +419,9 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
             lines.append(line)
             if not line and hub.poll() is not None:
                 raise AssertionError(f"hub exited {hub.returncode}: {''.join(lines)}")
-            return f"hub listening on 127.0.0.1:{port}" in line
+            return {"address": "127.0.0.1", "port": str(port)}.items() <= next(
+                iter(logfmt.find(line, "listening")), {}
+            ).items()
 
         wait_for(listening, timeout=60, what="the packaged hub to listen")
         assert os.stat(f"/proc/{hub.pid}").st_uid == uid
