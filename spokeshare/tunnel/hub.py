@@ -74,7 +74,7 @@ from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics,
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.control import Presence
-from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.hub")
@@ -330,7 +330,7 @@ class HubTunnel(TunnelEnd):
         office: OfficeState,
         reuse: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(hub.reads)
         self.hub = hub
         self.peer = peer
         self.transport = transport
@@ -388,7 +388,7 @@ class HubTunnel(TunnelEnd):
             self.close()
 
     # -- asyncio callbacks -----------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         st = self.phase
         if isinstance(st, Relaying):
             st.splice.tunnel_data(data)
@@ -642,7 +642,7 @@ class HubTunnel(TunnelEnd):
         if rest:
             self._on_control_bytes(ctl, rest)
 
-    def _on_control_bytes(self, ctl: ControlChannel, data: bytes) -> None:
+    def _on_control_bytes(self, ctl: ControlChannel, data: bytes | memoryview) -> None:
         office = self.office
         try:
             events = ctl.frames.feed(data)
@@ -784,6 +784,8 @@ class Hub:
         worker: int | None = None,
     ) -> None:
         self.cfg = cfg
+        #: What every tunnel reads its edge's bytes into (relay.ReadBuffer).
+        self.reads = ReadBuffer()
         #: This process's index when the hub runs several workers (None: the only one).
         self.worker = worker
         self.directory = directory
@@ -863,7 +865,13 @@ class Hub:
             self.listeners.append(sock)
             self.spawn(self._accept_loop(sock))
             log.info(
-                "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
+                "%s",
+                Line(
+                    "listening",
+                    address=host,
+                    port=sock.getsockname()[1],
+                    services=",".join(self.cfg.services),
+                ),
             )
         self.spawn(self._housekeeping())
         self.spawn(self._probe_loop())
@@ -1074,7 +1082,10 @@ class Hub:
             except OSError as exc:  # EMFILE and friends: say so, breathe, go on
                 if lsock.fileno() < 0:
                     return  # closed by close()
-                log.error("accept failed: %s", exc.strerror or exc)
+                host, port = lsock.getsockname()[:2]
+                log.error(
+                    "%s", Line("accept failed", address=host, port=port, error=exc.strerror or exc)
+                )
                 await asyncio.sleep(0.1)
                 continue
             if len(self._handshaking) >= self.cfg.limits.max_handshakes:
@@ -1197,7 +1208,7 @@ class Hub:
                 t.abort("hub shutting down")
         await self.tasks.aclose()
         self.write_status()
-        log.info("hub stopped")
+        log.info("%s", Line("hub stopped", worker=self.worker))
 
     # -- handshake and admission -----------------------------------------------------
     async def handshake(self, sock: socket.socket, peer: tuple[str, int]) -> None:
@@ -1344,7 +1355,7 @@ class Hub:
         try:
             self.registry = enrollment.load_registry(self.directory)
         except EnrollmentError as exc:
-            log.error("office registry not reloaded: %s", exc)
+            log.error("%s", Line("office registry not reloaded", file=path, error=exc))
             return
         self._registry_mtime = mtime
         for name, office in self.offices.items():
@@ -1435,4 +1446,4 @@ class Hub:
             tmp.write_text(json.dumps(to_json(self.statistics()), indent=1))
             os.replace(tmp, path)
         except OSError as exc:
-            log.error("cannot write %s: %s", path, exc)
+            log.error("%s", Line("state not written", file=path, error=exc))
