@@ -160,6 +160,16 @@ def ca_host(directory: Path) -> str:
     return host if isinstance(host, str) else ""
 
 
+def hub_addresses(directory: Path) -> list[str]:
+    """deployment.toml's ``addresses`` (what bundles list), or none when unreadable."""
+    try:
+        dep = tomllib.loads((directory / "deployment.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    addresses = dep.get("addresses", [])
+    return [str(a) for a in addresses] if isinstance(addresses, list) else []
+
+
 def has_ca_key(directory: Path, ca_key: Path | None = None) -> bool:
     """Whether this host can issue certificates: the CA key is a readable file here."""
     return os.access(ca_key_path(directory, ca_key), os.R_OK)

@@ -791,6 +791,9 @@ class Hub:
         #: Every control channel's heartbeat: a ping each heartbeat_interval, the edge
         #: lost after three silent intervals (control.HeartbeatConfig.from_interval).
         self.heartbeat_cfg = control.HeartbeatConfig.from_interval(cfg.heartbeat_interval)
+        #: Several hubs (deployment.toml lists more than one address): this hub's snapshot
+        #: also goes to the shared directory (hubstatus.shared_path).
+        self.shared_status = len(enrollment.hub_addresses(directory)) > 1
         self.registry: dict[str, enrollment.OfficeRecord] = {}
         #: What the registry file was when last read (mtime, size, inode; 0: absent).
         self._registry_mtime: tuple[int, int, int] | int | None = None
@@ -811,6 +814,8 @@ class Hub:
         #: Statuses other than OK answered (open headers, admission), by wire.Status name.
         self.refusal_statuses: dict[str, int] = {}
         self.refusal_log = LogLimiter(REFUSAL_LOG_INTERVAL)
+        #: Errors writing the status files or serving the renewal spool: once a minute each.
+        self.file_log = LogLimiter(60.0)
         #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
         self._handshaking: dict[asyncio.Task[None], float] = {}
         self._evicting: set[asyncio.Task[None]] = set()
@@ -1359,7 +1364,7 @@ class Hub:
                     renewal_spool.serve, self.directory, self.cfg.ca_key
                 )
             except (EnrollmentError, OSError) as exc:
-                if self.refusal_log.admit("spool", "", time.monotonic()):
+                if self.file_log.admit("spool", "", time.monotonic()):
                     log.error("%s", Line("certificate not issued", office="-", error=exc))
                 continue
             for office, ans in done:
@@ -1483,11 +1488,16 @@ class Hub:
         return hubstatus.merge([mine, *others]) or mine
 
     def write_status(self) -> None:
-        """Write :meth:`statistics` to this process's status file (hubstatus.status_path),
-        atomically; an OSError is logged, not raised."""
+        """Write :meth:`statistics` to this process's status file (hubstatus.status_path)
+        and, with several hubs, to its file in the shared directory
+        (hubstatus.shared_path), atomically; an OSError is logged (once a minute per
+        file), not raised."""
         text = json.dumps(to_json(self.statistics()), indent=1)
         shared = hubstatus.shared_path(self.directory, self.cfg.name, self.worker)
-        for path in (hubstatus.status_path(self.cfg.state_dir, self.worker), shared):
+        paths = [hubstatus.status_path(self.cfg.state_dir, self.worker)]
+        if self.shared_status:
+            paths.append(shared)
+        for path in paths:
             tmp = path.with_name(f".{path.name}.tmp")
             try:
                 if path is shared:
@@ -1495,4 +1505,5 @@ class Hub:
                 tmp.write_text(text)
                 os.replace(tmp, path)
             except OSError as exc:
-                log.error("cannot write %s: %s", path, exc)
+                if self.file_log.admit("status-file", str(path), time.monotonic()):
+                    log.error("cannot write %s: %s", path, exc)
