@@ -508,6 +508,9 @@ class EdgeStatistics:
     listeners_degraded: Mapping[str, str]
     #: The certificate and its renewal (spokeshare.renewal.RenewalStatus.to_json).
     certificate: Mapping[str, Any]
+    #: Each hub address ("HOST:PORT") -> "up", "away" or "control" (holds the control
+    #: channel), as the edge sees them (spokeshare.tunnel.hubs).
+    hubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -585,6 +585,12 @@ class Edge:
             sessions=dict(sorted(self.session_log.counts.items())),
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
+            hubs={
+                _hostport(self.bundle.hub_addresses[v.index]): (
+                    "control" if v.index == self.control_hub else "away" if v.away else "up"
+                )
+                for v in self.hubs.view()
+            },
         )
 
     def hub_clock_status(self) -> dict[str, int | float | str] | None:
@@ -1115,12 +1121,13 @@ class Edge:
 
     def may_reuse(self, tunnel: EdgeTunnel) -> bool:
         """Whether a tunnel whose stream just ended cleanly may carry another: not while
-        the edge closes or the hub counts as away, nor one dialled with a certificate
-        the edge has since renewed."""
+        the edge closes or the hub counts as away (with several hubs: its own hub), nor
+        one dialled with a certificate the edge has since renewed."""
         return (
             not self._closing
             and self.hub_state in (HubState.UP, HubState.STARTING)
             and tunnel.ssl is self.ssl
+            and not (len(self.hubs) > 1 and self.hubs.away(tunnel.hub))
         )
 
     def tunnel_returned(self, tunnel: EdgeTunnel) -> None:

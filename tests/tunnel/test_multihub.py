@@ -201,6 +201,10 @@ def test_killed_hub_process_new_clients_go_through_the_other(
                      what="control channel moved to the other hub")  # fmt: skip
             assert loop_thread.call(lambda: edge.hub_state.value) == "up"
             assert load(loop_thread, edge)[ctl] == 0  # no tunnel to the dead hub is kept
+            seen = loop_thread.call(lambda: edge.statistics().hubs)
+            host, port = hubs.addresses[ctl]
+            assert seen[f"{host}:{port}"] == "away"
+            assert sorted(seen.values()) == ["away", "control"]
         finally:
             loop_thread.run(edge.close())
 
