@@ -532,6 +532,7 @@ class Edge:
             clients=len(self.clients),
             streams_total=self.streams_total,
             streams_failed=self.streams_failed,
+            streams_reused=self.streams_reused,
             sessions=dict(sorted(self.session_log.counts.items())),
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
