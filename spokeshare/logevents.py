@@ -74,7 +74,12 @@ EVENTS: tuple[Event, ...] = (
     _e("hub no answer", "edge", "office client wait_s"),
     # -- the hub, seen from the edge ---------------------------------------------------
     _e("hub state", "edge", "office from to cause"),
-    _e("hub unreachable", "edge", "office dialing failures reason"),
+    _e("hub unreachable", "edge", "office hub dialing failures reason",
+       "office dialing failures reason"),
+    _e("hub away", "edge", "office hub reason"),
+    _e("hub back", "edge", "office hub"),
+    _e("control channel moved", "edge", "office from_hub to_hub"),
+    _e("open retried", "edge", "office client service from_hub reason"),
     _e("hub reachable", "edge", "office failures"),
     _e("hub reconnecting", "edge", "office reason"),
     _e("idle tunnels dropped", "edge", "office count reason"),
@@ -91,6 +96,7 @@ EVENTS: tuple[Event, ...] = (
        "office reason failures failing_since next_attempt not_after"),
     _e("certificate renewal refused", "hub", "office reason"),
     _e("certificate not issued", "hub", "office error"),
+    _e("certificate issued for another hub", "hub", "office"),
     # -- configuration -----------------------------------------------------------------
     _e("config reloaded", "hub",
        "file generation services added removed changed limits_changed",
@@ -102,9 +108,9 @@ EVENTS: tuple[Event, ...] = (
     # -- processes, listeners and files ------------------------------------------------
     _e("listening", "both", "address port service names services", "address port"),
     _e("listener failed", "edge", "address port service names error holder fix retry_s",
-       "address port error holder fix retry_s"),
+       "address port error fix retry_s"),
     _e("listener recovered", "edge", "address port service names holder",
-       "address port holder"),
+       "address port"),
     _e("accept failed", "hub", "address port error"),
     _e("status page", "hub", "url paths auth"),
     _e("hub worker started", "hub", "worker pid"),

@@ -195,6 +195,16 @@ class OfficeStatistics:
         label="reason",
         factory=dict,
     )
+    #: Several hubs (docs/scale-out.md): the hub ([hub] name) holding the office's
+    #: control channel ("" when none does), and the office's tunnels on each hub.
+    control_hub: str = stat("", merge=Merge.LEAD)
+    hub_tunnels: Mapping[str, int] = stat(
+        merge=Merge.SUM,
+        metric="spokeshare_office_hub_tunnels",
+        help="the office's tunnels (idle, streams, control) on each hub",
+        label="hub",
+        factory=dict,
+    )
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,8 @@ class HubStatistics:
     version: str = stat("", merge=Merge.FIRST)
     pid: int = stat(0, merge=Merge.FIRST)
     pids: tuple[int, ...] = stat((), merge=Merge.CONCAT)
+    #: The hubs ([hub] name) whose snapshots this is: one, or every one merged.
+    hubs: tuple[str, ...] = stat((), merge=Merge.CONCAT)
     time: float = stat(0.0, merge=Merge.MAX)  # unix seconds the snapshot was taken
     workers: int = stat(
         1, merge=Merge.SUM, metric="spokeshare_hub_workers", help="hub processes reporting"
@@ -251,6 +263,13 @@ class HubStatistics:
         merge=Merge.SUM,
         metric="spokeshare_hub_handshakes_total",
         help="TLS handshakes completed",
+        kind=Kind.COUNTER,
+    )
+    streams_reused: int = stat(
+        0,
+        merge=Merge.SUM,
+        metric="spokeshare_hub_streams_reused_total",
+        help="streams carried by a tunnel that had carried one before (sequential reuse)",
         kind=Kind.COUNTER,
     )
     handshake_failures: int = stat(
@@ -295,13 +314,14 @@ class HubStatistics:
     )
     #: What the hub's start-up check found at HQ (spokeshare.hqcheck): SMB backend
     #: ("SERVICE HOST:PORT", as in :attr:`backends`) -> 1 if its server offers SMB3
-    #: multichannel, 0 if not; one that could not be asked, or not yet, is absent.
-    #: Only the process that asks has entries.
+    #: multichannel, 0 if not; one that could not be asked, or not yet, is absent. One
+    #: process per hub asks, so merged over several hubs it counts those that found it
+    #: offered (anything above 0 needs the README's fix).
     backend_multichannel: Mapping[str, int] = stat(
         merge=Merge.SUM,
         metric="spokeshare_hub_backend_multichannel",
-        help="1 if HQ's SMB server offers SMB3 multichannel (clients then connect around "
-        "the tunnel), 0 if not, as asked at start",
+        help="hubs that found HQ's SMB server offering SMB3 multichannel when they asked "
+        "at start (clients then connect around the tunnel); 0: not offered",
         label="backend",
         factory=dict,
     )
@@ -522,12 +542,17 @@ class EdgeStatistics:
     clients: int  # client connections carried now
     streams_total: int
     streams_failed: int
+    #: Streams carried by a tunnel that had carried one before (sequential reuse).
+    streams_reused: int
     #: Refused or odd NetBIOS session requests, by kind (lan/nbss_answer.py).
     sessions: Mapping[str, int]
     #: Relayed listener ("HOST:PORT") -> why it is not bound (edge.retry_listeners).
     listeners_degraded: Mapping[str, str]
     #: The certificate and its renewal (spokeshare.renewal.RenewalStatus.to_json).
     certificate: Mapping[str, Any]
+    #: Each hub address ("HOST:PORT") -> "up", "away" or "control" (holds the control
+    #: channel), as the edge sees them (spokeshare.tunnel.hubs).
+    hubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
