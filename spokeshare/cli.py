@@ -83,10 +83,11 @@ def cmd_init(a: argparse.Namespace) -> int:
     from spokeshare.printing import ipp_relay
 
     if "ipp" in services:
-        host, port = parse_hostport(services["ipp"], "--service", "ipp")
-        why = ipp_relay.loopback_reason(host, port)
-        if why is not None:
-            raise ConfigError("--service", "ipp", why)
+        for where in services["ipp"].split(","):
+            host, port = parse_hostport(where.strip(), "--service", "ipp")
+            why = ipp_relay.loopback_reason(host, port)
+            if why is not None:
+                raise ConfigError("--service", "ipp", why)
     else:
         default = ipp_relay.default_backend()
         if default is None:
@@ -214,6 +215,8 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 else str(st.certificate.get("renew") or "")
                 or renewal.registry_view(rec.not_before, rec.not_after, rec.renewed, now),
                 "connected": st.connected,
+                # the edge's spokeshare version, from its heartbeats ("" when unknown)
+                "version": st.version,
                 "last_seen": st.last_seen,
                 "rtt_ms": st.rtt_ms,
                 "clients": st.clients,
@@ -226,11 +229,11 @@ def cmd_office_list(a: argparse.Namespace) -> int:
         return 0
     if not live:
         print("(hub not running or status stale: connection columns unknown)")
-    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<34} {}"
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<18} {:<34} {}"
     print(
         fmt.format(
             "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
-            "RENEWAL", "PRINTERS",
+            "VERSION", "RENEWAL", "PRINTERS",
         )
     )
     for r in rows:
@@ -244,6 +247,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 _ago(r["last_seen"]),
                 rtt,
                 r["clients"],
+                r["version"] or "-",
                 r["renewal"],
                 _printers_text(tuple(r["printers"]) if r["printers"] is not None else None),
             )
@@ -308,9 +312,11 @@ def _load_hub_checked(config: Path) -> HubConfig:
 
     cfg = load_hub(config)
     ipp = cfg.services.get(ipp_relay.SERVICE)
-    why = ipp_relay.resolves_loopback(ipp.host, ipp.port) if ipp is not None else None
-    if why is not None:
-        raise ConfigError(str(config), "services.ipp.backend", why)
+    for b in ipp.backends if ipp is not None else ():
+        why = ipp_relay.resolves_loopback(b.host, b.port)
+        if why is not None:
+            key = "backends" if ipp is not None and len(ipp.backends) > 1 else "backend"
+            raise ConfigError(str(config), f"services.ipp.{key}", why)
     return cfg
 
 
@@ -400,9 +406,11 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.add_argument(
         "--service",
         action="append",
-        metavar="NAME=HOST:PORT",
+        metavar="NAME=HOST:PORT[,HOST:PORT...]",
         help="a backend service (default smb=127.0.0.1:445, ipp=THIS-HOST-LAN-ADDRESS:631; "
-        "ipp is never loopback: cupsd would treat every office as local)",
+        "ipp is never loopback: cupsd would treat every office as local); several "
+        "comma-separated backends are tried in order (e.g. a CTDB cluster's public "
+        "addresses)",
     )
     s.add_argument(
         "--listen",

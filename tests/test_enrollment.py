@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from spokeshare import bundle, enrollment, pki
+from spokeshare import __version__, bundle, enrollment, pki
 from spokeshare.errors import EnrollmentError
 from spokeshare.printing import ipp_relay
 from tests.helpers import Stack, wait_for
@@ -191,10 +191,12 @@ def test_office_list_shows_live_state(stack: Stack) -> None:
         "RTT",
         "ms",
         "CLIENTS",
+        "VERSION",
         "RENEWAL",
         "PRINTERS",
     ]
     assert text.splitlines()[1].split()[3] == "yes"
+    assert nyc["version"] == f"spokeshare/{__version__}"  # the edge's, from its heartbeats
 
 
 def test_bundle_checks(tmp_path: Path, stack: Stack) -> None:

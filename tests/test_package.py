@@ -26,6 +26,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ HOST_SOURCES = next(
 )  # fmt: skip
 PINS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
 UNITS = ("spokeshare-hub.service", "spokeshare-edge.service")
+
+
+#: The version of the package an upgrade installs over VERSION: the next patch release.
+NEXT_VERSION = ".".join([*VERSION.split(".")[:-1], str(int(VERSION.split(".")[-1]) + 1)])
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,53 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
         shutil.rmtree(work, ignore_errors=False)
 
 
+@pytest.fixture(scope="module")
+def next_deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package of this tree as version NEXT_VERSION: a copy of the tree with the
+    version raised where ``./run package`` reads it (debian/changelog, which must agree
+    with pyproject.toml, and the program's own)."""
+    work = tmp_path_factory.mktemp("next")
+    tree = work / "spokeshare"
+    files = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        capture_output=True, check=True,
+    ).stdout.decode().split("\0")  # fmt: skip
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tree / name)
+    for name, old, new in [
+        ("pyproject.toml", f'version = "{VERSION}"', f'version = "{NEXT_VERSION}"'),
+        ("spokeshare/__init__.py", f'__version__ = "{VERSION}"', f'__version__ = "{NEXT_VERSION}"'),
+    ]:
+        text = (tree / name).read_text()
+        assert old in text, name
+        (tree / name).write_text(text.replace(old, new, 1))
+    changelog = tree / "debian/changelog"
+    maintainer = next(
+        line for line in changelog.read_text().splitlines() if line.startswith(" -- ")
+    ).split("  ")[0]
+    # a later date than the entry before it (lintian: latest-changelog-entry-without-new-date)
+    trailer = f"{maintainer}  {time.strftime('%a, %d %b %Y %H:%M:%S +0000', time.gmtime())}"
+    changelog.write_text(
+        f"spokeshare ({NEXT_VERSION}) bookworm; urgency=medium\n\n"
+        "  * The next release, for the upgrade test.\n\n"
+        f"{trailer}\n\n" + changelog.read_text()
+    )
+    # ./run package takes the files git knows of: the copy gets an index of its own.
+    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    subprocess.run(["git", "-C", str(tree), "add", "-A"], check=True)
+    out = work / "out"
+    out.mkdir()
+    built = subprocess.run(
+        ["bash", str(tree / "run"), "package", str(out)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert built.returncode == 0, built.stdout + built.stderr
+    (deb,) = out.glob(f"spokeshare_{NEXT_VERSION}_*.deb")
+    return deb
+
+
 def test_package_is_named_for_version_and_arch(root: Root) -> None:
     arch = subprocess.run(
         ["dpkg", "--print-architecture"], capture_output=True, text=True, check=True
@@ -171,9 +223,7 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     for side in ("hub", "edge"):
         assert root.file(f"/usr/lib/firewalld/services/spokeshare-{side}.xml").is_file()
     man = root.file("/usr/share/man/man1/spokeshare.1.gz")
-    text = subprocess.run(
-        ["zcat", str(man)], capture_output=True, text=True, check=True
-    ).stdout
+    text = subprocess.run(["zcat", str(man)], capture_output=True, text=True, check=True).stdout
     for command in ("spokeshare init", "spokeshare office add", "spokeshare hub"):
         assert f'.SS "{command}"' in text
     # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
@@ -246,6 +296,26 @@ done
 say "office_connected=$(spokeshare office list --json | grep -c '"connected": true')"
 say "edge_active=$(systemctl is-active spokeshare-edge)"
 say "edge_user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-edge))"
+# An upgrade as the README has it (apt-get install of the newer .deb): the running units
+# are restarted on the new version, the office comes back with it, and every file the
+# deployment wrote under /etc/spokeshare is kept byte for byte.
+etc_sum() { (cd /etc/spokeshare && sha256sum ./* | sha256sum); }
+main_pid() { systemctl show -p MainPID --value "spokeshare-$1"; }
+etc_before=$(etc_sum)
+hub_pid=$(main_pid hub)
+edge_pid=$(main_pid edge)
+apt-get install -y -q /root/@NEXT_DEB@
+say "version_after=$(dpkg-query -W -f='${Version}' spokeshare)"
+say "etc_kept=$([ "$(etc_sum)" = "$etc_before" ] && echo 1)"
+say "hub_restarted=$([ "$(main_pid hub)" != "$hub_pid" ] && echo 1)"
+say "edge_restarted=$([ "$(main_pid edge)" != "$edge_pid" ] && echo 1)"
+i=0
+until spokeshare office list --json | grep -q '"version": "spokeshare/@NEXT@"'; do
+    i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
+done
+say "office_$(spokeshare office list --json | grep -o '"version": "[^"]*"' | tr -d '" ' | tr : =)"
+say "office_connected_after=$(spokeshare office list --json | grep -c '"connected": true')"
+say "active_after=$(systemctl is-active spokeshare-hub spokeshare-edge | tr '\\n' ,)"
 apt-get remove -y -q spokeshare
 n=0
 for p in /proc/[0-9]*; do
@@ -263,11 +333,13 @@ ExecStart=/root/steps.sh
 """
 
 
-def _boot(root: Root, port: int) -> dict[str, str]:
+def _boot(root: Root, port: int, next_deb: Path) -> dict[str, str]:
     """Boot the root with systemd (systemd-nspawn, the host's network, no machined),
-    run BOOT_STEPS in it, return its results."""
+    run BOOT_STEPS in it (upgrading to ``next_deb``, copied in), return its results."""
     steps = root.file("/root/steps.sh")
-    text = BOOT_STEPS.replace("@PORT@", str(port))
+    shutil.copy(next_deb, root.file(f"/root/{next_deb.name}"))
+    text = BOOT_STEPS.replace("@PORT@", str(port)).replace("@NEXT_DEB@", next_deb.name)
+    text = text.replace("@NEXT@", NEXT_VERSION)
     text = text.replace("@SMB@", str(free_port())).replace("@IPP@", str(free_port()))
     steps.write_text(text)
     steps.chmod(0o755)
@@ -303,8 +375,8 @@ def _boot(root: Root, port: int) -> dict[str, str]:
             nspawn_dir.rmdir()
 
 
-def test_root_enrols_then_systemd_runs_hub_and_edge_units_and_remove_stops_them(
-    root: Root,
+def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_remove_stops(
+    root: Root, next_deb: Path
 ) -> None:
     port, smb = free_port(), free_port()
     # As the README's quick start: root makes the deployment in the package's directory.
@@ -344,13 +416,19 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_and_remove_stops_them(
 
     # The same under systemd, in the unit's sandbox; then the edge unit, which connects
     # to it; then apt-get remove stops both.
-    result = _boot(root, port)
+    result = _boot(root, port, next_deb)
     assert result["listening"] == "1", result
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
     assert result["office_connected"] == "1", result
     assert result["edge_active"] == "active", result
     assert result["edge_user"] == "spokeshare", result
+    assert result["version_after"] == NEXT_VERSION, result
+    assert result["etc_kept"] == "1", result
+    assert (result["hub_restarted"], result["edge_restarted"]) == ("1", "1"), result
+    assert result["office_version"] == f"spokeshare/{NEXT_VERSION}", result
+    assert result["office_connected_after"] == "1", result
+    assert result["active_after"] == "active,active,", result
     assert result["running_after_remove"] == "0", result
     assert not root.file("/opt/spokeshare").exists()
     assert root.file("/etc/spokeshare/ca.key").is_file()
