@@ -57,7 +57,7 @@ from spokeshare.tunnel.edge_state import (
     hub_transition,
     tunnel_transition,
 )
-from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 __all__ = ["ClientEnd", "Edge", "EdgeTunnel", "HubState", "TunnelState"]
@@ -182,7 +182,7 @@ class EdgeTunnel(TunnelEnd):
     """
 
     def __init__(self, edge: Edge) -> None:
-        super().__init__()
+        super().__init__(edge.reads)
         self.edge = edge
         self.phase: Phase = Idle()
         self.buf = bytearray()
@@ -245,7 +245,7 @@ class EdgeTunnel(TunnelEnd):
         t.write(wire.encode_open(wire.OpenControl(f"spokeshare/{__version__}")))
         return waiter
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         ph = self.phase
         if isinstance(ph, Relaying):
             if self.edge.hub_state is HubState.DOWN:
@@ -416,6 +416,8 @@ class Edge:
     def __init__(self, cfg: EdgeConfig, bundle: Bundle, rng: random.Random | None = None) -> None:
         self.cfg = cfg
         self.bundle = bundle
+        #: What every tunnel reads the hub's bytes into (relay.ReadBuffer).
+        self.reads = ReadBuffer()
         self.ssl = tls.client_context(
             bundle.ca_pem, bundle.cert_pem, bundle.key_pem, reuse=cfg.pool.reuse
         )
@@ -1034,7 +1036,7 @@ class Edge:
         if ctl is not None and isinstance(ctl.phase, Control):
             self._control_commands(ctl, ctl.phase.heartbeat.ping_now(time.monotonic()))
 
-    def control_bytes(self, tunnel: EdgeTunnel, running: Control, data: bytes) -> None:
+    def control_bytes(self, tunnel: EdgeTunnel, running: Control, data: bytes | memoryview) -> None:
         """Bytes on the control channel after the hub's OK: frames of control messages."""
         try:
             events = running.frames.feed(data)

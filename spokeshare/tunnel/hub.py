@@ -74,7 +74,7 @@ from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics,
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.control import Presence
-from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.hub")
@@ -320,7 +320,7 @@ class HubTunnel(TunnelEnd):
         office: OfficeState,
         reuse: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(hub.reads)
         self.hub = hub
         self.peer = peer
         self.transport = transport
@@ -373,7 +373,7 @@ class HubTunnel(TunnelEnd):
             self.close()
 
     # -- asyncio callbacks -----------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         st = self.phase
         if isinstance(st, Relaying):
             st.splice.tunnel_data(data)
@@ -624,7 +624,7 @@ class HubTunnel(TunnelEnd):
         if rest:
             self._on_control_bytes(ctl, rest)
 
-    def _on_control_bytes(self, ctl: ControlChannel, data: bytes) -> None:
+    def _on_control_bytes(self, ctl: ControlChannel, data: bytes | memoryview) -> None:
         office = self.office
         try:
             events = ctl.frames.feed(data)
@@ -766,6 +766,8 @@ class Hub:
         worker: int | None = None,
     ) -> None:
         self.cfg = cfg
+        #: What every tunnel reads its edge's bytes into (relay.ReadBuffer).
+        self.reads = ReadBuffer()
         #: This process's index when the hub runs several workers (None: the only one).
         self.worker = worker
         self.directory = directory
