@@ -105,7 +105,10 @@ def cmd_init(a: argparse.Namespace) -> int:
         a.listen,
     )
     print(f"created deployment in {a.dir}: {', '.join(files)}")
-    print(f"start the hub with: spokeshare hub --dir {a.dir}")
+    if Path(a.dir) == enrollment.DEFAULT_DIR and HUB_UNIT.exists():  # the Debian package's
+        print("start the hub with: systemctl enable --now spokeshare-hub")
+    else:
+        print(f"start the hub with: spokeshare hub --dir {a.dir}")
     return 0
 
 
@@ -130,7 +133,8 @@ def cmd_office_add(a: argparse.Namespace) -> int:
 def office_steps(bundle_name: str) -> str:
     """What the office's admin does with the bundle ``bundle_name``, as the README's
     quick start says: install it under /etc/spokeshare, write edge.toml, enable the
-    packaged unit; the foreground command as the alternative. Lines end in newlines."""
+    packaged unit, run the check; the foreground command as the alternative. Lines end
+    in newlines."""
     path = f"/etc/spokeshare/{bundle_name}"
     return (
         "copy it to the office box; there, with the spokeshare package installed, as root\n"
@@ -146,6 +150,7 @@ def office_steps(bundle_name: str) -> str:
         'address = "LAN-IP"\n'
         "EOF\n"
         "systemctl enable --now spokeshare-edge\n"
+        "spokeshare check                 # the bundle, the hub, the LAN, every advertised name\n"
         "\n"
         "or, without the package (a checkout), in the foreground:\n"
         f"spokeshare edge --bundle {path} --lan-address LAN-IP\n"
@@ -533,6 +538,8 @@ OPTIONAL_COMMANDS = {
 }
 # What the ``lab`` extra in pyproject.toml installs for them (top-level module names).
 LAB_EXTRA = ("pyroute2", "matplotlib")
+#: The hub's systemd unit as the Debian package installs it.
+HUB_UNIT = Path("/lib/systemd/system/spokeshare-hub.service")
 # The end of --help where optional commands cannot run (spokeshare --help, and the man
 # page made from it, list only the commands this installation runs).
 MISSING_NOTE = """

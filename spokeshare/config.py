@@ -814,7 +814,8 @@ def render_hub_toml(
     """The hub.toml that ``spokeshare init`` writes: a service with one backend as
     ``backend = "HOST:PORT"``, one with several as ``backends = [...]`` in order."""
     lines = [
-        "# spokeshare hub configuration (see etc/hub.toml.example for every key)",
+        "# spokeshare hub configuration; every key is in hub.toml.example",
+        "# (/usr/share/doc/spokeshare/examples/ from the package, etc/ in the source tree)",
         "[hub]",
         "listen = [" + ", ".join(f'"{_hp(h, p)}"' for h, p in listen) + "]",
         f'state_dir = "{state_dir}"',

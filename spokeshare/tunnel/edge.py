@@ -265,7 +265,14 @@ class EdgeTunnel(TunnelEnd):
         try:
             parsed = wire.parse_status(self.buf)
         except DecodeError as exc:
-            log.warning("hub sent a bad status (%s); dropping tunnel", exc.reason)
+            log.warning(
+                "%s",
+                Line(
+                    "tunnel dropped",
+                    office=self.edge.bundle.office,
+                    reason=f"the hub sent a bad status: {exc.reason}",
+                ),
+            )
             self.abort("bad status from hub")
             return
         if parsed is None:
@@ -344,7 +351,14 @@ class EdgeTunnel(TunnelEnd):
         if len(ph.buf) < len(wire.END_FRAME):
             return
         if ph.buf[: len(wire.END_FRAME)] != wire.END_FRAME:
-            log.warning("hub sent other bytes than END after a stream; dropping tunnel")
+            log.warning(
+                "%s",
+                Line(
+                    "tunnel dropped",
+                    office=self.edge.bundle.office,
+                    reason="the hub sent other bytes than END after a stream",
+                ),
+            )
             self._leave_ending(ph)
             self.abort("bad end of stream from hub")
             return
@@ -430,8 +444,10 @@ class Edge:
         #: Listeners that could not bind: "tcp ADDR:PORT" -> reason and holder.
         self.degraded: dict[str, str] = {}
         #: The same listeners, as what is needed to bind them again (retried every
-        #: LISTENER_RETRY_INTERVAL seconds): key -> (factory, address, port, what).
-        self._unbound: dict[str, tuple[Callable[[], asyncio.Protocol], str, int, str]] = {}
+        #: LISTENER_RETRY_INTERVAL seconds): key -> (factory, address, port, service, names).
+        self._unbound: dict[
+            str, tuple[Callable[[], asyncio.Protocol], str, int, str, str | None]
+        ] = {}
         #: Called after a retried listener came up (the daemon rewrites its status).
         self.on_listeners_changed: list[Callable[[], None]] = []
         #: Idle tunnels, waiting clients, dials in flight and backoff (tunnel.pool).
@@ -573,9 +589,16 @@ class Edge:
         return [ipv4, v6] if v6 else [ipv4]
 
     async def _serve(
-        self, factory: Callable[[], asyncio.Protocol], addr: str, port: int, what: str
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        addr: str,
+        port: int,
+        service: str,
+        names: str | None = None,
     ) -> bool:
-        """Listen on ``addr``:``port`` (IPv6 link-local as ``fe80::x%ifname``).
+        """Listen on ``addr``:``port`` (IPv6 link-local as ``fe80::x%ifname``) for the
+        hub ``service`` (``netbios-session``: the NetBIOS session service for ``names``,
+        comma-separated).
 
         A bind failure (another daemon holds the port: smbd on 445/139, cupsd on 631)
         is logged once, naming the holder and the fix, and recorded in
@@ -590,36 +613,42 @@ class Edge:
             from spokeshare.lan import coexist
 
             key = f"tcp {addr}:{port}"
-            self._unbound[key] = (factory, addr, port, what)
+            self._unbound[key] = (factory, addr, port, service, names)
             if key in self.degraded:
                 return False  # a retry that failed again: logged once already
             holder = coexist.Scanner().holder_of("tcp", addr, port)
+            what = f"NetBIOS sessions to {names}" if names else f"service {service}"
             self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
             log.error(
-                "cannot listen on %s:%d for %s (%s): %s holds it: %s; "
-                "retrying every %.0fs",
-                addr,
-                port,
-                what,
-                exc.strerror or exc,
-                holder,
-                coexist.fix_for(holder),
-                LISTENER_RETRY_INTERVAL,
+                "%s",
+                Line(
+                    "listener failed",
+                    address=addr,
+                    port=port,
+                    service=service,
+                    names=names,
+                    error=exc.strerror or exc,
+                    holder=holder,
+                    fix=coexist.fix_for(holder),
+                    retry_s=LISTENER_RETRY_INTERVAL,
+                ),
             )
             return False
         self.servers.append(server)
         bound = server.sockets[0].getsockname()
-        log.info("edge listening on %s:%d for %s", addr, bound[1], what)
+        log.info(
+            "%s", Line("listening", address=addr, port=bound[1], service=service, names=names)
+        )
         return True
 
     async def retry_listeners(self) -> int:
         """Try once more to bind every listener whose port was taken; return how many
         came up. Each one that does is logged (one line) and leaves :attr:`degraded`."""
         up = 0
-        for key, (factory, addr, port, what) in list(self._unbound.items()):
+        for key, (factory, addr, port, service, names) in list(self._unbound.items()):
             if self._closing:
                 break
-            if await self._serve(factory, addr, port, what):
+            if await self._serve(factory, addr, port, service, names):
                 if self._closing:  # close() ran while binding: it missed this one
                     self.servers[-1].close()
                     break
@@ -627,11 +656,15 @@ class Edge:
                 was = self.degraded.pop(key, "")
                 up += 1
                 log.warning(
-                    "%s:%d is free again (was held by %s): the edge listens there for %s",
-                    addr,
-                    port,
-                    was.rsplit("; held by ", 1)[-1] or "another process",
-                    what,
+                    "%s",
+                    Line(
+                        "listener recovered",
+                        address=addr,
+                        port=port,
+                        service=service,
+                        names=names,
+                        holder=was.rsplit("; held by ", 1)[-1] or "another process",
+                    ),
                 )
         if up:
             for cb in list(self.on_listeners_changed):
@@ -649,9 +682,7 @@ class Edge:
         session service per address, each also on that address's IPv6 twin."""
         for (ipv4, port), service in sorted(self.listeners.items()):
             for addr in self._addresses(ipv4):
-                await self._serve(
-                    functools.partial(ClientEnd, self, service), addr, port, f"service {service}"
-                )
+                await self._serve(functools.partial(ClientEnd, self, service), addr, port, service)
         nb = self.cfg.netbios
         if nb.enabled and nb.session_port:
             by_address: dict[str, dict[str, str]] = {}
@@ -666,7 +697,8 @@ class Edge:
                         functools.partial(nbss_answer.SessionAnswerer, self, names, generic),
                         addr,
                         nb.session_port,
-                        f"NetBIOS sessions to {', '.join(names)}",
+                        "netbios-session",
+                        ",".join(names),
                     )
 
     async def close(self) -> None:
@@ -688,7 +720,7 @@ class Edge:
         await self.tasks.aclose()
         for s in self.servers:
             await s.wait_closed()
-        log.info("edge stopped")
+        log.info("%s", Line("edge stopped", office=self.bundle.office))
 
     # -- clients ---------------------------------------------------------------------
     def session_accepted(self, transport: asyncio.Transport) -> None:
@@ -751,9 +783,13 @@ class Edge:
             self.streams_failed += 1
             if self.client_log.admit("no-answer", client.peer[0], time.monotonic()):
                 log.warning(
-                    "no answer from hub within %.1fs for client %s:%d; closing it",
-                    pool.status_timeout(self.cfg.pool, self.rtt),
-                    *client.peer,
+                    "%s",
+                    Line(
+                        "hub no answer",
+                        office=self.bundle.office,
+                        client=f"{client.peer[0]}:{client.peer[1]}",
+                        wait_s=pool.status_timeout(self.cfg.pool, self.rtt),
+                    ),
                 )
             client.splice.abort("hub did not answer in time")
             self._suspect_hub()
@@ -846,7 +882,7 @@ class Edge:
             cc = tune_wan(sock, self.cfg.sockets)
             if cc != self.congestion:
                 self.congestion = cc
-                log.info("WAN sockets use congestion control %s", cc or "default")
+                log.info("%s", Line("wan congestion control", algorithm=cc or "default"))
             async with asyncio.timeout(self.cfg.pool.connect_timeout):
                 await loop.sock_connect(sock, addr)
                 _, proto = await loop.create_connection(

@@ -844,7 +844,13 @@ class Hub:
             self.listeners.append(sock)
             self.spawn(self._accept_loop(sock))
             log.info(
-                "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
+                "%s",
+                Line(
+                    "listening",
+                    address=host,
+                    port=sock.getsockname()[1],
+                    services=",".join(self.cfg.services),
+                ),
             )
         self.spawn(self._housekeeping())
         self.spawn(self._probe_loop())
@@ -1050,7 +1056,10 @@ class Hub:
             except OSError as exc:  # EMFILE and friends: say so, breathe, go on
                 if lsock.fileno() < 0:
                     return  # closed by close()
-                log.error("accept failed: %s", exc.strerror or exc)
+                host, port = lsock.getsockname()[:2]
+                log.error(
+                    "%s", Line("accept failed", address=host, port=port, error=exc.strerror or exc)
+                )
                 await asyncio.sleep(0.1)
                 continue
             if len(self._handshaking) >= self.cfg.limits.max_handshakes:
@@ -1173,7 +1182,7 @@ class Hub:
                 t.abort("hub shutting down")
         await self.tasks.aclose()
         self.write_status()
-        log.info("hub stopped")
+        log.info("%s", Line("hub stopped", worker=self.worker))
 
     # -- handshake and admission -----------------------------------------------------
     async def handshake(self, sock: socket.socket, peer: tuple[str, int]) -> None:
@@ -1320,7 +1329,7 @@ class Hub:
         try:
             self.registry = enrollment.load_registry(self.directory)
         except EnrollmentError as exc:
-            log.error("office registry not reloaded: %s", exc)
+            log.error("%s", Line("office registry not reloaded", file=path, error=exc))
             return
         self._registry_mtime = mtime
         for name, office in self.offices.items():
@@ -1410,4 +1419,4 @@ class Hub:
             tmp.write_text(json.dumps(to_json(self.statistics()), indent=1))
             os.replace(tmp, path)
         except OSError as exc:
-            log.error("cannot write %s: %s", path, exc)
+            log.error("%s", Line("state not written", file=path, error=exc))

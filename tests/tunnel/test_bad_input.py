@@ -297,7 +297,7 @@ def test_edge_refuses_bad_bundles(deployment: Deployment, tmp_path: Path) -> Non
     missing = tmp_path / "missing.bundle"
     for path, reason in [
         (corrupt, "corrupt"),
-        (loose, "readable by others"),
+        (loose, f"bundle {loose} is readable by others (mode 644); run: chmod 600"),
         (missing, "no such file"),
     ]:
         res = run_cli(
