@@ -99,9 +99,9 @@ EVENTS: tuple[Event, ...] = (
     # -- processes, listeners and files ------------------------------------------------
     _e("listening", "both", "address port service names services", "address port"),
     _e("listener failed", "edge", "address port service names error holder fix retry_s",
-       "address port error holder fix retry_s"),
+       "address port error fix retry_s"),
     _e("listener recovered", "edge", "address port service names holder",
-       "address port holder"),
+       "address port"),
     _e("accept failed", "hub", "address port error"),
     _e("status page", "hub", "url paths auth"),
     _e("hub worker started", "hub", "worker pid"),

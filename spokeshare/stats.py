@@ -233,6 +233,13 @@ class HubStatistics:
         help="TLS handshakes completed",
         kind=Kind.COUNTER,
     )
+    streams_reused: int = stat(
+        0,
+        merge=Merge.SUM,
+        metric="spokeshare_hub_streams_reused_total",
+        help="streams carried by a tunnel that had carried one before (sequential reuse)",
+        kind=Kind.COUNTER,
+    )
     handshake_failures: int = stat(
         0,
         merge=Merge.SUM,
@@ -490,6 +497,8 @@ class EdgeStatistics:
     clients: int  # client connections carried now
     streams_total: int
     streams_failed: int
+    #: Streams carried by a tunnel that had carried one before (sequential reuse).
+    streams_reused: int
     #: Refused or odd NetBIOS session requests, by kind (lan/nbss_answer.py).
     sessions: Mapping[str, int]
     #: Relayed listener ("HOST:PORT") -> why it is not bound (edge.retry_listeners).

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import logging
 import os
@@ -531,6 +532,7 @@ class Edge:
             clients=len(self.clients),
             streams_total=self.streams_total,
             streams_failed=self.streams_failed,
+            streams_reused=self.streams_reused,
             sessions=dict(sorted(self.session_log.counts.items())),
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
@@ -616,9 +618,19 @@ class Edge:
             self._unbound[key] = (factory, addr, port, service, names)
             if key in self.degraded:
                 return False  # a retry that failed again: logged once already
-            holder = coexist.Scanner().holder_of("tcp", addr, port)
             what = f"NetBIOS sessions to {names}" if names else f"service {service}"
-            self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
+            holder: str | None
+            if exc.errno == errno.EADDRNOTAVAIL:  # nobody holds it: no interface has it
+                holder = None
+                fix = (
+                    f"no interface of this box has {addr.split('%', 1)[0]}: set [lan] "
+                    "address (and interface) to this box's address on the office LAN"
+                )
+                self.degraded[key] = f"{what}: {exc.strerror or exc}; {fix}"
+            else:
+                holder = coexist.Scanner().holder_of("tcp", addr, port)
+                fix = coexist.fix_for(holder)
+                self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
             log.error(
                 "%s",
                 Line(
@@ -629,7 +641,7 @@ class Edge:
                     names=names,
                     error=exc.strerror or exc,
                     holder=holder,
-                    fix=coexist.fix_for(holder),
+                    fix=fix,
                     retry_s=LISTENER_RETRY_INTERVAL,
                 ),
             )
@@ -663,7 +675,8 @@ class Edge:
                         port=port,
                         service=service,
                         names=names,
-                        holder=was.rsplit("; held by ", 1)[-1] or "another process",
+                        # None: the address had come to the box, nobody held the port
+                        holder=was.split("; held by ", 1)[1] if "; held by " in was else None,
                     ),
                 )
         if up:

@@ -1392,6 +1392,7 @@ class Hub:
             workers=1,
             handshakes=self.handshakes,
             handshake_failures=self.handshake_failures,
+            streams_reused=self.streams_reused,
             handshakes_in_progress=len(self._handshaking),
             refusals=dict(sorted(self.refusals.items())),
             refusal_statuses=dict(sorted(self.refusal_statuses.items())),

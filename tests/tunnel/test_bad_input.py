@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spokeshare import bundle, enrollment
+from spokeshare import bundle, enrollment, logfmt
 from spokeshare.tunnel import tls, wire
 from tests.helpers import (
     Deployment,
@@ -23,6 +23,7 @@ from tests.helpers import (
     Stack,
     logged,
     make_deployment,
+    process,
     recv_all,
     wait_for,
 )
@@ -135,7 +136,7 @@ def test_revoked_office_refused(stack: Stack, caplog: pytest.LogCaptureFixture) 
     )
     with tunnel(stack.dep, path) as s:
         assert read_status(s).status is wire.Status.REVOKED
-    assert 'office=gone peer=127.0.0.1:' in messages(caplog)
+    assert "office=gone peer=127.0.0.1:" in messages(caplog)
     assert 'status=REVOKED reason="office gone is revoked"' in messages(caplog)
     still_serves(stack)
 
@@ -444,3 +445,26 @@ def test_handshake_cap_drops_the_oldest_and_offices_still_connect(
         for s in stalled:
             s.close()
         stack.close()
+
+
+def test_edge_on_an_address_no_interface_has_says_so(deployment: Deployment) -> None:
+    """``--lan-address`` (or ``[lan] address``) that is not this box's: nobody holds the
+    ports, so the edge's lines name no holder, and their fix says to set the box's own
+    address. The edge goes on (the address may come), stopped here by PID."""
+    absent = "198.18.255.254"  # on no interface of this host (lab range, never routed)
+    argv = [sys.executable, "-m", "spokeshare", "edge", "--bundle", str(deployment.bundles["nyc"]),
+            "--lan-address", absent, "--port", "smb=0", "--port", "ipp=0"]  # fmt: skip
+    with process(argv, stderr=subprocess.PIPE) as edge:
+        stderr = edge.stderr
+        assert stderr is not None
+        seen: list[str] = []
+
+        def failed_line() -> dict[str, str] | None:
+            seen.append(stderr.readline().decode())
+            assert seen[-1] or edge.poll() is None, "".join(seen)
+            found = logfmt.find(seen[-1], "listener failed")
+            return found[0] if found else None
+
+        fields = wait_for(failed_line, timeout=30, what="the edge's listener line")
+    assert fields["address"] == absent and "holder" not in fields, seen
+    assert f"no interface of this box has {absent}" in fields["fix"], seen
