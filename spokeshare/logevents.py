@@ -71,7 +71,12 @@ EVENTS: tuple[Event, ...] = (
     _e("hub no answer", "edge", "office client wait_s"),
     # -- the hub, seen from the edge ---------------------------------------------------
     _e("hub state", "edge", "office from to cause"),
-    _e("hub unreachable", "edge", "office dialing failures reason"),
+    _e("hub unreachable", "edge", "office hub dialing failures reason",
+       "office dialing failures reason"),
+    _e("hub away", "edge", "office hub reason"),
+    _e("hub back", "edge", "office hub"),
+    _e("control channel moved", "edge", "office from_hub to_hub"),
+    _e("open retried", "edge", "office client service from_hub reason"),
     _e("hub reachable", "edge", "office failures"),
     _e("hub reconnecting", "edge", "office reason"),
     _e("idle tunnels dropped", "edge", "office count reason"),
@@ -88,6 +93,7 @@ EVENTS: tuple[Event, ...] = (
        "office reason failures failing_since next_attempt not_after"),
     _e("certificate renewal refused", "hub", "office reason"),
     _e("certificate not issued", "hub", "office error"),
+    _e("certificate issued for another hub", "hub", "office"),
     # -- configuration -----------------------------------------------------------------
     _e("config reloaded", "hub",
        "file generation services added removed changed limits_changed",

@@ -466,6 +466,16 @@ class PlainEnd(asyncio.Protocol):
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def detach(self, pending: bytes, eof: bool) -> None:
+        """Leave the splice (its tunnel is given up before the peer's status): from here
+        ``pending`` and the EOF (if ``eof``) are kept, reading paused, and replayed on
+        the next :meth:`attach`, as bytes that came before any splice."""
+        self.splice = None
+        self._early = [pending] if pending else []
+        self._early_eof = eof
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
     def data_received(self, data: bytes) -> None:
         if self.splice is not None:
             self.splice.plain_data(data)
