@@ -80,7 +80,9 @@ def start_hub(
         HUB_NAME,
         [f"{hq}:{HUB_PORT}"],
         {
-            "smb": f"{hq}:445",
+            # One backend until the hub takes several per service (then: all of
+            # lab.smb_backends); a CTDB public address moves to a surviving node.
+            "smb": lab.smb_backends[0],
             "ipp": f"{hq}:631",
             "lpd": f"{hq}:{services.LPD_PORT}",
             "raw": f"{hq}:{services.RAW_PORT}",
