@@ -44,8 +44,10 @@ bind mounts never reach the machine (``ip netns exec`` makes ``/`` a slave mount
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -402,3 +404,36 @@ class HqCluster:
                 if entry["what"] == f"{daemon} {node.host}":
                     out[daemon] = entry["pid"]
         return out
+
+    def node_hosting(self, public_ip: str) -> NodePlan | None:
+        """The node that hosts ``public_ip`` now, as the first node that answers says
+        (None while no node hosts it or none answers)."""
+        for node in self.plan.node_plans:
+            hosted = self.public_ip_hosts(node)
+            if hosted:
+                pnn = hosted.get(public_ip, -1)
+                return self.plan.node_plans[pnn] if 0 <= pnn < self.plan.nodes else None
+        return None
+
+    def disable(self, node: NodePlan) -> None:
+        """``ctdb disable`` on ``node``: it keeps running but hosts no public address."""
+        self.run(node, ["ctdb", "disable"], timeout=30)
+
+    def enable(self, node: NodePlan) -> None:
+        self.run(node, ["ctdb", "enable"], timeout=30)
+
+    def crash(self, node: NodePlan) -> list[int]:
+        """Kill ``node``'s smbd and ctdbd with SIGKILL, by recorded PID (start time
+        checked), as a crash would: no shutdown event, its addresses are not released
+        by it. Returns the PIDs killed."""
+        killed: list[int] = []
+        for daemon in ("smbd", "ctdbd"):
+            for entry in self.registry.processes():
+                if entry["what"] != f"{daemon} {node.host}":
+                    continue
+                if netns.pid_alive(entry["pid"], entry["start"]):
+                    os.kill(entry["pid"], signal.SIGKILL)
+                    killed.append(entry["pid"])
+                # Reaps the process and forgets it (nothing left to signal).
+                self.registry.kill_process(entry["pid"])
+        return killed
