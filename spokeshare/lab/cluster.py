@@ -348,43 +348,66 @@ class HqCluster:
         passdb; start every smbd; wait until every public address is hosted."""
         plan = self.plan
         for node in plan.node_plans:
-            argv = plan.node_argv(node, ["ctdbd", "--interactive"])
-            services.spawn(self.registry, node.host, argv, f"ctdbd {node.host}",
-                           self.logs_dir / f"{node.host}-ctdbd.log")  # fmt: skip
+            self.start_ctdbd(node)
+        self.wait_all_ok(ready_timeout)
+        for node in plan.node_plans:
+            plan.samba(node).prepare()
+        # The passdb is a CTDB persistent database: one smbpasswd serves every node.
+        first = plan.node_plans[0]
+        plan.samba(first).add_user(
+            services.ALICE, services.ALICE_PASSWORD, wrap=functools.partial(plan.node_argv, first)
+        )
+        for node in plan.node_plans:
+            self.start_smbd(node)
+        self.wait_all_hosted(ready_timeout)
+
+    def restart(self, node: NodePlan, ready_timeout: float = 120.0) -> None:
+        """Start a stopped (or crashed) node's ctdbd and smbd again; return when the
+        cluster is whole. 10.interface's ``init`` event removes public addresses a
+        crash left on its interface."""
+        self.start_ctdbd(node)
+        self.wait_all_ok(ready_timeout)
+        self.start_smbd(node)
+        self.wait_all_hosted(ready_timeout)
+
+    def start_ctdbd(self, node: NodePlan) -> int:
+        """ctdbd in the foreground (``--interactive``: logs to stderr), recorded."""
+        argv = self.plan.node_argv(node, ["ctdbd", "--interactive"])
+        return services.spawn(self.registry, node.host, argv, f"ctdbd {node.host}",
+                              self.logs_dir / f"{node.host}-ctdbd.log")  # fmt: skip
+
+    def start_smbd(self, node: NodePlan) -> int:
+        """smbd (needs the node's ctdbd running); returns once it listens on 445."""
+        samba = self.plan.samba(node)
+        argv = self.plan.node_argv(
+            node, ["smbd", "--foreground", "--debug-stdout", f"--configfile={samba.conf}"]
+        )
+        pid = services.spawn(
+            self.registry, node.host, argv, f"smbd {node.host}",
+            self.logs_dir / f"{node.host}-smbd.log", new_session=False,
+        )  # fmt: skip
+        start = self.registry.processes()[-1]["start"]
+        services.wait_for(
+            f"smbd {node.host}",
+            functools.partial(services.listening, node.host, 445),
+            timeout=30,
+            alive=functools.partial(netns.pid_alive, pid, start),
+        )
+        return pid
+
+    def wait_all_ok(self, timeout: float) -> None:
         services.wait_for(
             "CTDB: every node OK",
-            lambda: all(self.status_ok(n) for n in plan.node_plans),
-            timeout=ready_timeout,
+            lambda: all(self.status_ok(n) for n in self.plan.node_plans),
+            timeout=timeout,
             interval=0.5,
         )
-        first = plan.node_plans[0]
-        for node in plan.node_plans:
-            samba = plan.samba(node)
-            samba.prepare()
-        # The passdb is a CTDB persistent database: one smbpasswd serves every node.
-        plan.samba(first).add_user(
-            services.ALICE, services.ALICE_PASSWORD, wrap=lambda a: plan.node_argv(first, a)
-        )
-        for node in plan.node_plans:
-            samba = plan.samba(node)
-            argv = plan.node_argv(
-                node, ["smbd", "--foreground", "--debug-stdout", f"--configfile={samba.conf}"]
-            )
-            pid = services.spawn(
-                self.registry, node.host, argv, f"smbd {node.host}",
-                self.logs_dir / f"{node.host}-smbd.log", new_session=False,
-            )  # fmt: skip
-            start = self.registry.processes()[-1]["start"]
-            services.wait_for(
-                f"smbd {node.host}",
-                functools.partial(services.listening, node.host, 445),
-                timeout=30,
-                alive=functools.partial(netns.pid_alive, pid, start),
-            )
+
+    def wait_all_hosted(self, timeout: float) -> None:
         services.wait_for(
-            "CTDB: every public address hosted",
-            lambda: self.all_hosted(),
-            timeout=ready_timeout,
+            "CTDB: every node OK, every public address hosted",
+            self.all_hosted,
+            timeout=timeout,
             interval=0.5,
         )
 
