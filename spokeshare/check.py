@@ -182,23 +182,48 @@ def dial_address(where: str, error: str | None) -> Finding:
     )
 
 
-def backend(service: str, host: str, port: int, error: str | None) -> Finding:
-    """A backend's TCP connect: ``error`` None when it connected."""
+def backend(
+    service: str,
+    host: str,
+    port: int,
+    error: str | None,
+    total: int = 1,
+    answering: int | None = None,
+) -> Finding:
+    """A backend's TCP connect: ``error`` None when it connected. ``total``: the
+    service's backends, ``answering``: how many of them connected (default: this one
+    alone). One down among others that answer is a warning (streams go to those); a
+    service none of whose backends answers is an error."""
+    if answering is None:
+        answering = 1 if error is None else 0
     if error is None:
         return Finding(Level.OK, "hub.backend", f"service {service}: {_hp(host, port)} answers")
-    return Finding(
-        Level.ERROR,
-        "hub.backend",
-        f"service {service}: cannot connect to {_hp(host, port)}: {error}",
+    key = "backends" if total > 1 else "backend"
+    fix = (
         "start the server, or correct [services."
         + service
-        + "] backend in hub.toml"
+        + f"] {key} in hub.toml"
         + (
             "; for cupsd: cupsctl --share-printers --remote-any (it listens on "
             "localhost only by default)"
             if service == "ipp"
             else ""
-        ),
+        )
+    )
+    if answering > 0:
+        return Finding(
+            Level.WARNING,
+            "hub.backend",
+            f"service {service}: cannot connect to {_hp(host, port)}: {error} ({answering} "
+            f"of its {total} backends answer; new streams go to those)",
+            fix,
+        )
+    return Finding(
+        Level.ERROR,
+        "hub.backend",
+        f"service {service}: cannot connect to {_hp(host, port)}: {error}"
+        + (f" (none of its {total} backends answers)" if total > 1 else ""),
+        fix,
     )
 
 
@@ -1046,7 +1071,6 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
     from spokeshare import pki
     from spokeshare.config import load_hub, parse_hostport
     from spokeshare.errors import ConfigError
-    from spokeshare.printing import ipp_relay
 
     out: list[Finding] = []
     try:
@@ -1089,29 +1113,38 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
             out.append(Finding(Level.ERROR, "hub.address", str(exc), "correct deployment.toml"))
             continue
         out.append(dial_address(where, tcp_connect(dial_host, dial_port)[1]))
-    for service, b in sorted(cfg.services.items()):
-        _, error = tcp_connect(b.host, b.port)
-        out.append(backend(service, b.host, b.port, error))
-        if service == ipp_relay.SERVICE:
-            loop = ipp_loopback(ipp_relay.resolves_loopback(b.host, b.port))
-            if loop is not None:
-                out.append(loop)
-            elif error is None:
-                relay = relay_host_for(b.host, b.port)
-                http_status, ipp_status, printers, ipp_error, uris = ipp_probe(
-                    b.host, b.port, relay
-                )
-                answer = cups_answer(
-                    b.host, b.port, relay, http_status, ipp_status, printers, ipp_error
-                )
-                out.append(answer)
-                if answer.level == Level.OK:
-                    out.append(printer_uris(relay, uris))
-        elif service == "smb" and error is None:
-            out.append(multichannel(service, b.host, b.port, *smb_negotiate(b.host, b.port)))
+    for service, svc in sorted(cfg.services.items()):
+        errors = [tcp_connect(b.host, b.port)[1] for b in svc.backends]
+        answering = sum(1 for e in errors if e is None)
+        for b, error in zip(svc.backends, errors, strict=True):
+            out += _backend_findings(service, b.host, b.port, error, len(errors), answering)
     if "smb" in cfg.services:
         out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf)))
     out += offices_renewal(directory, now)
+    return out
+
+
+def _backend_findings(
+    service: str, host: str, port: int, error: str | None, total: int, answering: int
+) -> list[Finding]:
+    """One backend of ``service``: its TCP connect, then (when it answers) what its
+    server tells an office (cupsd for ipp, smbd's multichannel for smb)."""
+    from spokeshare.printing import ipp_relay
+
+    out = [backend(service, host, port, error, total, answering)]
+    if service == ipp_relay.SERVICE:
+        loop = ipp_loopback(ipp_relay.resolves_loopback(host, port))
+        if loop is not None:
+            out.append(loop)
+        elif error is None:
+            relay = relay_host_for(host, port)
+            http_status, ipp_status, printers, ipp_error, uris = ipp_probe(host, port, relay)
+            answer = cups_answer(host, port, relay, http_status, ipp_status, printers, ipp_error)
+            out.append(answer)
+            if answer.level == Level.OK:
+                out.append(printer_uris(relay, uris))
+    elif service == "smb" and error is None:
+        out.append(multichannel(service, host, port, *smb_negotiate(host, port)))
     return out
 
 

@@ -83,10 +83,11 @@ def cmd_init(a: argparse.Namespace) -> int:
     from spokeshare.printing import ipp_relay
 
     if "ipp" in services:
-        host, port = parse_hostport(services["ipp"], "--service", "ipp")
-        why = ipp_relay.loopback_reason(host, port)
-        if why is not None:
-            raise ConfigError("--service", "ipp", why)
+        for where in services["ipp"].split(","):
+            host, port = parse_hostport(where.strip(), "--service", "ipp")
+            why = ipp_relay.loopback_reason(host, port)
+            if why is not None:
+                raise ConfigError("--service", "ipp", why)
     else:
         default = ipp_relay.default_backend()
         if default is None:
@@ -311,9 +312,11 @@ def _load_hub_checked(config: Path) -> HubConfig:
 
     cfg = load_hub(config)
     ipp = cfg.services.get(ipp_relay.SERVICE)
-    why = ipp_relay.resolves_loopback(ipp.host, ipp.port) if ipp is not None else None
-    if why is not None:
-        raise ConfigError(str(config), "services.ipp.backend", why)
+    for b in ipp.backends if ipp is not None else ():
+        why = ipp_relay.resolves_loopback(b.host, b.port)
+        if why is not None:
+            key = "backends" if ipp is not None and len(ipp.backends) > 1 else "backend"
+            raise ConfigError(str(config), f"services.ipp.{key}", why)
     return cfg
 
 
@@ -403,9 +406,11 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.add_argument(
         "--service",
         action="append",
-        metavar="NAME=HOST:PORT",
+        metavar="NAME=HOST:PORT[,HOST:PORT...]",
         help="a backend service (default smb=127.0.0.1:445, ipp=THIS-HOST-LAN-ADDRESS:631; "
-        "ipp is never loopback: cupsd would treat every office as local)",
+        "ipp is never loopback: cupsd would treat every office as local); several "
+        "comma-separated backends are tried in order (e.g. a CTDB cluster's public "
+        "addresses)",
     )
     s.add_argument(
         "--listen",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from spokeshare.errors import ConfigError
+from spokeshare.tunnel.backends import MAX_BACKENDS, Balance, ProbePolicy
 from spokeshare.tunnel.wire import valid_service_name
 
 DEFAULT_HUB_PORT = 7443
@@ -57,6 +58,29 @@ class Backend:
     #: servers that refuse other ports. Binding one needs root or CAP_NET_BIND_SERVICE.
     reserved_source_port: bool = False
 
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` (``[V6]:PORT``): how logs, statistics and checks name it."""
+        return _hp(self.host, self.port)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One ``[services.NAME]`` of hub.toml: its backends in configured order (one, as
+    ``backend = "HOST:PORT"``, or several, as ``backends = [...]``) and how a new
+    stream picks among those that answer (spokeshare.tunnel.backends)."""
+
+    backends: tuple[Backend, ...]
+    balance: Balance = Balance.ORDER
+
+    @classmethod
+    def one(cls, host: str, port: int, reserved_source_port: bool = False) -> Service:
+        return cls((Backend(host, port, reserved_source_port),))
+
+    @property
+    def first(self) -> Backend:
+        return self.backends[0]
+
 
 @dataclass(frozen=True)
 class HubLimits:
@@ -66,8 +90,16 @@ class HubLimits:
     idle_timeout: float = 600.0
     #: Seconds for the TLS handshake.
     handshake_timeout: float = 10.0
-    #: Seconds to connect to a backend.
-    backend_connect_timeout: float = 5.0
+    #: Seconds one connect to a backend may take before that backend counts as down
+    #: and the stream goes on to the next (HQ's LAN answers in milliseconds).
+    backend_connect_timeout: float = 2.0
+    #: Seconds from a backend going down to its first probe (a TCP connect); each
+    #: failed probe doubles the wait, up to backend_probe_max.
+    backend_probe_initial: float = 1.0
+    backend_probe_max: float = 30.0
+    #: Seconds between probes of a backend that is up (a CTDB public address that
+    #: moved away is seen before a client finds it); 0: only clients' connects.
+    backend_check_interval: float = 10.0
     #: Concurrent tunnels (streams, pooled and control) one office may hold.
     max_tunnels_per_office: int = 4096
     #: TLS handshakes in progress at once. At the cap the oldest one is dropped to make
@@ -80,7 +112,7 @@ class HubLimits:
 class HubConfig:
     source: str
     listen: tuple[tuple[str, int], ...]
-    services: dict[str, Backend]
+    services: dict[str, Service]
     state_dir: Path
     heartbeat_interval: float = 5.0
     limits: HubLimits = field(default_factory=HubLimits)
@@ -458,27 +490,70 @@ def load_hub(path: Path) -> HubConfig:
     if not 0.05 <= heartbeat <= 300:
         raise ConfigError(src, "hub.heartbeat_interval", "must be between 0.05 and 300 seconds")
     hub.done()
-    services: dict[str, Backend] = {}
+    services: dict[str, Service] = {}
     svc_root = root.table("services")
     for name in list(svc_root.data):
         if not valid_service_name(name):
             raise ConfigError(src, svc_root.key(name), "service names are lower-case [a-z0-9-]")
-        t = svc_root.table(name)
-        host, port = parse_hostport(t.take("backend", str), src, t.key("backend"))
-        reserved = t.take("reserved_source_port", bool, False)
-        t.done()
-        services[name] = Backend(host, port, reserved)
+        services[name] = _service(src, svc_root.table(name))
     svc_root.done()
     if not services:
         raise ConfigError(src, "services", "no service is defined")
     limits = _dataclass_from(root.table("limits"), HubLimits)
     if limits.max_handshakes < 1:
         raise ConfigError(src, "limits.max_handshakes", "must be at least 1")
+    if limits.backend_connect_timeout <= 0:
+        raise ConfigError(src, "limits.backend_connect_timeout", "must be positive")
+    try:
+        probe_policy(limits)
+    except ValueError:
+        raise ConfigError(
+            src, "limits.backend_probe_initial",
+            "need 0 < backend_probe_initial <= backend_probe_max",
+        ) from None  # fmt: skip
     sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     root.done()
     return HubConfig(
         src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets,
         check_backends, status_token,
+    )
+
+
+def _service(src: str, t: _Table) -> Service:
+    """One ``[services.NAME]`` table: ``backend = "HOST:PORT"`` or ``backends = [...]``
+    (1 to MAX_BACKENDS, distinct, in order), ``balance``, ``reserved_source_port``."""
+    if "backend" in t.data and "backends" in t.data:
+        raise ConfigError(src, t.key("backends"), "give backend or backends, not both")
+    if "backends" in t.data:
+        raw = t.take("backends", list)
+        key = t.key("backends")
+        if not 1 <= len(raw) <= MAX_BACKENDS:
+            raise ConfigError(src, key, f"needs 1 to {MAX_BACKENDS} entries HOST:PORT")
+        addrs = [parse_hostport(v, src, key) if isinstance(v, str) else _bad(src, key) for v in raw]
+        if len(set(addrs)) != len(addrs):
+            dup = next(a for a in addrs if addrs.count(a) > 1)
+            raise ConfigError(src, key, f"{_hp(*dup)} is listed twice")
+    elif "backend" in t.data:
+        addrs = [parse_hostport(t.take("backend", str), src, t.key("backend"))]
+    else:
+        raise ConfigError(src, t.key("backend"), "is required (or backends = [...])")
+    balance_raw = t.take("balance", str, Balance.ORDER.value)
+    try:
+        balance = Balance(balance_raw)
+    except ValueError:
+        raise ConfigError(
+            src, t.key("balance"),
+            f"{balance_raw!r} is not one of " + ", ".join(b.value for b in Balance),
+        ) from None  # fmt: skip
+    reserved = t.take("reserved_source_port", bool, False)
+    t.done()
+    return Service(tuple(Backend(h, p, reserved) for h, p in addrs), balance)
+
+
+def probe_policy(limits: HubLimits) -> ProbePolicy:
+    """The backends' probe schedule from ``[limits]`` (ValueError when out of range)."""
+    return ProbePolicy(
+        limits.backend_probe_initial, limits.backend_probe_max, limits.backend_check_interval
     )
 
 
@@ -732,9 +807,12 @@ def edge_listeners(cfg: EdgeConfig, services: tuple[str, ...]) -> dict[tuple[str
 
 
 def render_hub_toml(
-    listen: list[tuple[str, int]], services: dict[str, tuple[str, int]], state_dir: Path
+    listen: list[tuple[str, int]],
+    services: dict[str, tuple[str, int] | list[tuple[str, int]]],
+    state_dir: Path,
 ) -> str:
-    """The hub.toml that ``spokeshare init`` writes."""
+    """The hub.toml that ``spokeshare init`` writes: a service with one backend as
+    ``backend = "HOST:PORT"``, one with several as ``backends = [...]`` in order."""
     lines = [
         "# spokeshare hub configuration (see etc/hub.toml.example for every key)",
         "[hub]",
@@ -742,8 +820,13 @@ def render_hub_toml(
         f'state_dir = "{state_dir}"',
         "",
     ]
-    for name, (h, p) in services.items():
-        lines += [f"[services.{name}]", f'backend = "{_hp(h, p)}"', ""]
+    for name, where in services.items():
+        addrs = where if isinstance(where, list) else [where]
+        if len(addrs) == 1:
+            lines += [f"[services.{name}]", f'backend = "{_hp(*addrs[0])}"', ""]
+        else:
+            listed = ", ".join(f'"{_hp(h, p)}"' for h, p in addrs)
+            lines += [f"[services.{name}]", f"backends = [{listed}]", ""]
     return "\n".join(lines)
 
 

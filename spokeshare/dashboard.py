@@ -14,6 +14,10 @@ protocols when the snapshot carries them (keys read: :data:`CERT_EXPIRY_KEYS`,
 sorted trouble first (:func:`trouble`): disconnected, degraded, certificate near expiry
 or renewal failing, then the rest, each group by name.
 
+Above the offices, each hub service's backends (``backends`` of the snapshot,
+spokeshare.stats.BackendStatistics): up or down, since when, the last error and the
+streams each carried; a service with a backend down is named in the summary.
+
 The page loads nothing from elsewhere: its CSS is inline, the sparklines are inline
 SVG, no script; it reloads itself every :data:`REFRESH_SECONDS` (``<meta
 http-equiv="refresh">``). Every value from the snapshot is escaped (``html.escape``)
@@ -208,6 +212,10 @@ def render(
         f"{worse - down} other trouble",
         f"hub {_text(snap.get('version', ''))}",
     ]
+    backends = _backends(snap)
+    down_backends = [b for b in backends if b.get("up") is not True]
+    if down_backends:
+        summary.append(f"{len(down_backends)} of {len(backends)} backends down")
     if updated is not None:
         summary.append(f"snapshot {_clock(updated)} UTC")
     cards = [_card(name, o, t, history.get(name, ()), now) for name, o, t in rows]
@@ -227,6 +235,7 @@ def render(
             "<body>",
             f"<header><h1>{_esc(title)}</h1>",
             f'<p class="summary">{" · ".join(_esc(s) for s in summary)}</p></header>',
+            _backend_table(backends, now),
             '<main class="offices">',
             *cards,
             "</main>",
@@ -234,6 +243,45 @@ def render(
             "</html>",
             "",
         ]
+    )
+
+
+def _backends(snap: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The snapshot's backends, by service then configured position (bad entries out)."""
+    raw = snap.get("backends")
+    if not isinstance(raw, Mapping):
+        return []
+    rows = [_mapping(v) for v in raw.values()]
+    rows = [r for r in rows if isinstance(r, Mapping) and r]
+
+    def key(r: Mapping[str, Any]) -> tuple[str, float]:
+        return (_text(r.get("service", "")), _number(r.get("position")) or 0.0)
+
+    return sorted(rows, key=key)
+
+
+def _backend_table(rows: Sequence[Mapping[str, Any]], now: float) -> str:
+    """The backends section ("" without backends): one row per backend."""
+    if not rows:
+        return ""
+    out = []
+    for r in rows:
+        up = r.get("up") is True
+        since = _number(r.get("since"))
+        when = _esc(f"for {_span(max(0.0, now - since))}") if since is not None else ""
+        out.append(
+            f'<tr class="{"up" if up else "down"}" data-backend="{_esc(r.get("address", ""))}">'
+            f"<td>{_esc(_text(r.get('service', '')))}</td>"
+            f"<td>{_esc(_text(r.get('address', '')))}</td>"
+            f'<td><span class="badge">{"up" if up else "down"}</span> {when}</td>'
+            f"<td>{_int_text(r.get('streams'))}</td>"
+            f"<td>{_esc(_text(r.get('last_error', '')))}</td></tr>"
+        )
+    return (
+        '<section class="backends"><table><thead><tr><th>service</th><th>backend</th>'
+        "<th>state</th><th>streams</th><th>last error</th></tr></thead><tbody>"
+        + "".join(out)
+        + "</tbody></table></section>"
     )
 
 
@@ -324,6 +372,11 @@ body{margin:0;font:15px/1.4 system-ui,-apple-system,"Segoe UI",sans-serif;
 header{padding:.8rem 1rem;background:#1d232b;color:#fff}
 h1{font-size:1.15rem;margin:0}
 .summary{margin:.2rem 0 0;color:#c9d1d9;font-size:.9rem}
+.backends{padding:.8rem .8rem 0}
+.backends table{border-collapse:collapse;background:#fff;font-size:.9rem}
+.backends th,.backends td{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #e1e4e8}
+.backends tr.down{background:#fff5f5}
+.backends tr.down .badge{background:#d1242f;color:#fff}
 .offices{display:grid;grid-template-columns:repeat(auto-fill,minmax(19rem,1fr));
  gap:.8rem;padding:.8rem}
 .office{background:#fff;border-radius:6px;border-left:6px solid #2e9e4f;

@@ -169,7 +169,11 @@ def init(
 
         svc["ipp"] = ipp_relay.default_backend() or svc["ipp"]
     svc.update(services or {})
-    backends = {n: parse_hostport(v, "--service", n) for n, v in svc.items()}
+    # NAME=HOST:PORT, or NAME=HOST:PORT,HOST:PORT,... for several backends in order
+    backends: dict[str, tuple[str, int] | list[tuple[str, int]]] = {
+        n: [parse_hostport(a.strip(), "--service", n) for a in v.split(",")]
+        for n, v in svc.items()
+    }
     if listen:
         listen_hp = [parse_hostport(a, "--listen", "") for a in listen]
     else:

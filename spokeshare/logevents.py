@@ -9,7 +9,8 @@ included).
 
 Field names mean the same wherever they appear:
 
-- ``office``: the office name; ``peer``: the TCP peer (``HOST:PORT``) of a tunnel at the
+- ``office``: the office name; ``service``: a hub service (``smb``); ``backend``: one
+  of its backends, ``HOST:PORT``; ``peer``: the TCP peer (``HOST:PORT``) of a tunnel at the
   hub; ``client``: the office client's ``HOST:PORT``;
 - ``protocol``: a LAN protocol (``netbios``, ``llmnr``, ``mdns``, ``wsd``);
 - ``name``: one LAN name as that protocol spells it (``GLOBAL-NFS<20>``,
@@ -61,6 +62,8 @@ EVENTS: tuple[Event, ...] = (
     _e("handshake failed", "hub", "peer cause reason"),
     _e("refusals not logged", "hub", "count interval_s causes"),
     _e("ipp refused", "hub", "office client printer reason", "office client reason"),
+    _e("backend down", "hub", "service backend reason retry_in_s"),
+    _e("backend up", "hub", "service backend down_s via"),
     # -- the hub, seen from the edge ---------------------------------------------------
     _e("hub state", "edge", "office from to cause"),
     _e("hub unreachable", "edge", "office dialing failures reason"),

@@ -16,7 +16,8 @@ Everything that reads a snapshot goes through this schema: the status files and
 ``GET /status`` (:func:`to_json` / :func:`from_json`, key names are the field names),
 the worker merge (:func:`merge`), ``GET /metrics`` (:func:`render_metrics`) and
 ``spokeshare office list``. Adding an office metric is one field in
-:class:`OfficeStatistics`.
+:class:`OfficeStatistics`; each service backend's health is a
+:class:`BackendStatistics` (metrics labelled ``service`` and ``backend``).
 
 Pure: no I/O, no clock (a snapshot's ``time`` is set by whoever takes it). A snapshot
 read from another worker's file is not trusted: :func:`from_json` keeps a field only
@@ -50,6 +51,7 @@ class Merge(enum.Enum):
     SUM = "sum"  # numbers add up; mappings add up per key
     MAX = "max"  # the largest value that is not None (None if all are)
     ANY = "any"  # true if any is
+    ALL = "all"  # true if every one is
     FIRST = "first"  # the first snapshot's (the process that merges lists itself first)
     LEAD = "lead"  # the lead snapshot's (LEAD_FIELD true), else the field's default
     CONCAT = "concat"  # tuples joined, sorted
@@ -176,6 +178,41 @@ class OfficeStatistics:
 
 
 @dataclass(frozen=True)
+class BackendStatistics:
+    """One backend of a hub service and its health (spokeshare.tunnel.backends), keyed
+    in :attr:`HubStatistics.backends` by ``SERVICE HOST:PORT``. Each hub worker checks
+    its backends itself: merged, a backend is up only if every worker finds it so."""
+
+    LEAD_FIELD: ClassVar[str] = ""
+
+    service: str = stat("", merge=Merge.FIRST)
+    address: str = stat("", merge=Merge.FIRST)  # HOST:PORT
+    position: int = stat(0, merge=Merge.FIRST)  # 0: the first listed in hub.toml
+    up: bool = stat(
+        True,
+        merge=Merge.ALL,
+        metric="spokeshare_backend_up",
+        help="1 if the backend accepted its last connect or probe",
+    )
+    since: float | None = stat(None, merge=Merge.MAX)  # unix time it went up or down
+    last_error: str = stat("", merge=Merge.FIRST)  # why its last connect failed
+    failures: int = stat(
+        0,
+        merge=Merge.SUM,
+        metric="spokeshare_backend_failures_total",
+        help="connects and probes to the backend refused, timed out or failed",
+        kind=Kind.COUNTER,
+    )
+    streams: int = stat(
+        0,
+        merge=Merge.SUM,
+        metric="spokeshare_backend_streams_total",
+        help="client streams connected to the backend",
+        kind=Kind.COUNTER,
+    )
+
+
+@dataclass(frozen=True)
 class HubStatistics:
     """One hub process's snapshot (``STATE_DIR/status.json``, ``status-N.json``), or
     the merge of its workers' (:func:`merge`; then ``pid`` is the merging process's)."""
@@ -237,9 +274,11 @@ class HubStatistics:
         0, merge=Merge.SUM, metric="spokeshare_hub_tunnels", help="TLS tunnels open now"
     )
     offices: Mapping[str, OfficeStatistics] = stat(merge=Merge.EACH, factory=dict)
+    #: Every service's backends ("SERVICE HOST:PORT" -> its health).
+    backends: Mapping[str, BackendStatistics] = stat(merge=Merge.EACH, factory=dict)
 
 
-S = TypeVar("S", OfficeStatistics, HubStatistics)
+S = TypeVar("S", OfficeStatistics, HubStatistics, BackendStatistics)
 
 
 def fields(cls: type[Any]) -> list[tuple[dataclasses.Field[Any], Stat]]:
@@ -307,6 +346,13 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
                 for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
             }
         return default
+    if hint == Mapping[str, BackendStatistics]:
+        if isinstance(value, Mapping):
+            return {
+                str(k): from_json(BackendStatistics, v)
+                for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
+            }
+        return default
     if hint == Mapping[str, Any]:  # a JSON object kept as it is (OfficeStatistics.certificate)
         return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else default
     raise TypeError(f"no JSON reading for {hint!r}")  # a schema field of a new type
@@ -341,13 +387,16 @@ def _merge_value(rule: Merge, f: dataclasses.Field[Any], values: list[Any], lead
         return max(present) if present else None
     if rule is Merge.ANY:
         return any(values)
+    if rule is Merge.ALL:
+        return all(values)
     if rule is Merge.FIRST:
         return values[0]
     if rule is Merge.LEAD:
         return getattr(lead, f.name) if lead is not None else _default(f)
     if rule is Merge.CONCAT:
         return tuple(sorted(v for t in values for v in t))
-    # Merge.EACH: a mapping of office snapshots, each merged over the workers that have it
+    # Merge.EACH: a mapping of snapshots (offices, backends), each merged over the
+    # workers that have it
     names = sorted({k for table in values for k in table})
     return {n: merge_records([t[n] for t in values if n in t]) for n in names}
 
@@ -399,7 +448,8 @@ def _samples(metric: str, labels: str, value: Any, label: str | None) -> list[st
 def render_metrics(snapshot: HubStatistics) -> str:
     """Prometheus text format (version 0.0.4) of ``snapshot``: every field with a
     ``metric`` once, with its ``# HELP`` and ``# TYPE``; office fields labelled
-    ``office``, mapping fields by their ``label``. A None value has no sample."""
+    ``office``, backend fields ``service`` and ``backend``, mapping fields by their
+    ``label``. A None value has no sample."""
     out: list[str] = []
     for f, s in fields(HubStatistics):
         if s.metric is None:
@@ -413,6 +463,13 @@ def render_metrics(snapshot: HubStatistics) -> str:
         for name, office in sorted(snapshot.offices.items()):
             labels = f'office="{_label(name)}"'
             out += _samples(s.metric, labels, getattr(office, f.name), s.label)
+    for f, s in fields(BackendStatistics):
+        if s.metric is None:
+            continue
+        out += [f"# HELP {s.metric} {s.help}", f"# TYPE {s.metric} {s.kind.value}"]
+        for _, b in sorted(snapshot.backends.items()):
+            labels = f'service="{_label(b.service)}",backend="{_label(b.address)}"'
+            out += _samples(s.metric, labels, getattr(b, f.name), s.label)
     return "\n".join(out) + "\n"
 
 

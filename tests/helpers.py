@@ -34,9 +34,9 @@ def logged(caplog: Any, event: str) -> list[dict[str, str]]:
     return logfmt.find("\n".join(r.getMessage() for r in caplog.records), event)
 
 
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
@@ -111,8 +111,10 @@ class Deployment:
         return out
 
     def hub_config(self, check_backends: bool = False, **limits: Any) -> HubConfig:
-        """hub.toml, with fast heartbeats; the start-up probe of SMB backends is off
-        unless asked for (test backends count their connections)."""
+        """hub.toml, with fast heartbeats; the start-up probe of SMB backends and the
+        periodic probe of backends that are up are off unless asked for (test
+        backends count their connections)."""
+        limits.setdefault("backend_check_interval", 0.0)
         cfg = load_hub(self.dir / "hub.toml")
         return dataclasses.replace(
             cfg,
@@ -130,6 +132,20 @@ class Deployment:
                 break
         else:
             lines += [f"[services.{service}]", f'backend = "127.0.0.1:{port}"']
+        (self.dir / "hub.toml").write_text("\n".join(lines) + "\n")
+
+    def set_backends(self, service: str, addresses: list[str], balance: str = "order") -> None:
+        """Give ``service`` several backends (``HOST:PORT``, in order) in hub.toml."""
+        text = (self.dir / "hub.toml").read_text()
+        lines = text.splitlines()
+        listed = ", ".join(f'"{a}"' for a in addresses)
+        new = [f"backends = [{listed}]", f'balance = "{balance}"']
+        for i, line in enumerate(lines):
+            if line.strip() == f"[services.{service}]":
+                lines[i + 1 : i + 2] = new
+                break
+        else:
+            lines += [f"[services.{service}]", *new]
         (self.dir / "hub.toml").write_text("\n".join(lines) + "\n")
 
 
@@ -228,13 +244,17 @@ class Stack:
 
 
 class Backend:
-    """A threaded TCP server on loopback running ``handler(conn)`` per connection."""
+    """A threaded TCP server on loopback (``host``, any of 127.0.0.0/8) running
+    ``handler(conn)`` per connection."""
 
-    def __init__(self, handler: Callable[[socket.socket], None], port: int = 0) -> None:
+    def __init__(
+        self, handler: Callable[[socket.socket], None], port: int = 0, host: str = "127.0.0.1"
+    ) -> None:
         self.handler = handler
+        self.host = host
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", port))
+        self.sock.bind((host, port))
         self.sock.listen(512)
         self.port = int(self.sock.getsockname()[1])
         self.accepted = 0

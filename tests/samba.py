@@ -55,14 +55,16 @@ class Smbd:
         return out
 
 
-def _config(root: Path, port: int, extra_globals: tuple[str, ...] = ()) -> str:
+def _config(
+    root: Path, port: int, extra_globals: tuple[str, ...] = (), address: str = "127.0.0.1"
+) -> str:
     return "\n".join(
         [
             "[global]",
             "  netbios name = HQ-TEST",
             "  workgroup = ACME",
             "  server role = standalone server",
-            "  interfaces = 127.0.0.1/8",
+            f"  interfaces = {address}/8",
             "  bind interfaces only = yes",
             f"  smb ports = {port}",
             "  disable netbios = yes",
@@ -92,13 +94,17 @@ def _config(root: Path, port: int, extra_globals: tuple[str, ...] = ()) -> str:
 
 
 @contextlib.contextmanager
-def running_smbd(root: Path, extra_globals: tuple[str, ...] = ()) -> Iterator[Smbd]:
-    """A real smbd on 127.0.0.1 (a free port); ``extra_globals``: more [global] lines."""
+def running_smbd(
+    root: Path, extra_globals: tuple[str, ...] = (), address: str = "127.0.0.1"
+) -> Iterator[Smbd]:
+    """A real smbd on ``address`` (a free port; another address must be one of the
+    loopback interface's own, or smbd binds 127.0.0.1 instead); ``extra_globals``: more
+    [global] lines."""
     for sub in ("private", "lock", "state", "cache", "run", "share"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port(address)
     conf = root / "smb.conf"
-    conf.write_text(_config(root, port, extra_globals))
+    conf.write_text(_config(root, port, extra_globals, address))
     (root / "client.conf").write_text(
         "[global]\n  client min protocol = SMB2\n  workgroup = ACME\n"
     )
@@ -112,7 +118,7 @@ def running_smbd(root: Path, extra_globals: tuple[str, ...] = ()) -> Iterator[Sm
     try:
         deadline = time.monotonic() + 30
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+            with contextlib.suppress(OSError), socket.create_connection((address, port), 1):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("smbd did not start: " + (root / "smbd.out").read_text()[-2000:])

@@ -84,6 +84,16 @@ def test_backend_reachable_and_not() -> None:
     assert "refused" in f.message and "cupsctl --share-printers --remote-any" in f.fix
 
 
+def test_several_backends_one_down_is_a_warning_all_down_an_error() -> None:
+    f = check.backend("smb", "198.18.0.12", 445, "Connection refused", total=3, answering=2)
+    assert f.level == Level.WARNING and "2 of its 3 backends answer" in f.message
+    assert "[services.smb] backends" in f.fix
+    f = check.backend("smb", "198.18.0.12", 445, "Connection refused", total=3, answering=0)
+    assert f.level == Level.ERROR and "none of its 3 backends answers" in f.message
+    ok = check.backend("smb", "198.18.0.11", 445, None, total=3, answering=2)
+    assert ok.level == Level.OK
+
+
 def test_ipp_loopback_backend_is_an_error() -> None:
     from spokeshare.printing import ipp_relay
 
@@ -203,6 +213,29 @@ def test_listen_free_hub_and_other(dep: Deployment, lt: LoopThread) -> None:
     state, _, error = check.listen_probe("198.18.255.254", port, _hub_cert(dep))
     assert state == "bad" and error
     assert check.listen("198.18.255.254", port, state, "", error).level == Level.ERROR
+
+
+def test_check_hub_tries_every_backend_of_a_service(dep: Deployment) -> None:
+    """One of two smb backends answers: a warning for the other; both down: errors."""
+    now = dt.datetime.now(dt.UTC)
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.2", 0))
+        srv.listen()
+        up = f"127.0.0.2:{srv.getsockname()[1]}"
+        down = f"127.0.0.3:{free_port('127.0.0.3')}"
+        dep.set_backends("smb", [down, up])
+        found = [
+            f for f in check.check_hub(dep.dir, dep.dir / "hub.toml", Path("/x"), now)
+            if f.code == "hub.backend" and "service smb" in f.message
+        ]  # fmt: skip
+        assert [(f.level, up in f.message, down in f.message) for f in found] == [
+            (Level.WARNING, False, True), (Level.OK, True, False)
+        ]  # fmt: skip
+    found = [
+        f for f in check.check_hub(dep.dir, dep.dir / "hub.toml", Path("/x"), now)
+        if f.code == "hub.backend" and "service smb" in f.message
+    ]  # fmt: skip
+    assert [f.level for f in found] == [Level.ERROR, Level.ERROR]
 
 
 def test_check_hub_on_loopback_deployment(dep: Deployment) -> None:

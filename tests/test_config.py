@@ -45,11 +45,59 @@ def write(tmp_path: Path, text: str, name: str = "c.toml") -> Path:
 def test_hub_config_loads(tmp_path: Path) -> None:
     cfg = load_hub(write(tmp_path, HUB))
     assert cfg.listen == (("0.0.0.0", 7443),)
-    assert cfg.services["smb"].port == 445
+    assert cfg.services["smb"].first.port == 445
     assert cfg.limits.header_timeout == 3.0
     assert cfg.limits.max_handshakes == 256
     assert (cfg.sockets.user_timeout, cfg.sockets.stream_user_timeout) == (10.0, 120.0)
     assert cfg.sockets.rto_max == 1.0
+
+
+def test_one_backend_as_before_several_in_order(tmp_path: Path) -> None:
+    from spokeshare.config import Backend, Service, render_hub_toml
+    from spokeshare.tunnel.backends import Balance
+
+    one = load_hub(write(tmp_path, HUB)).services["smb"]
+    assert one == Service((Backend("127.0.0.1", 445),), Balance.ORDER)
+    text = HUB.replace(
+        'backend = "127.0.0.1:445"',
+        'backends = ["198.18.0.11:445", "[2001:db8::2]:445", "198.18.0.13:445"]\n'
+        'balance = "round-robin"',
+    )
+    cfg = load_hub(write(tmp_path, text))
+    svc = cfg.services["smb"]
+    assert [b.address for b in svc.backends] == [
+        "198.18.0.11:445", "[2001:db8::2]:445", "198.18.0.13:445"
+    ]  # fmt: skip
+    assert svc.balance is Balance.ROUND_ROBIN and svc.first.host == "198.18.0.11"
+    assert cfg.limits.backend_connect_timeout == 2.0
+    assert (cfg.limits.backend_probe_initial, cfg.limits.backend_probe_max) == (1.0, 30.0)
+    assert cfg.limits.backend_check_interval == 10.0
+    # spokeshare init writes one backend as before and several as a list; both load back.
+    rendered = render_hub_toml(
+        [("0.0.0.0", 7443)],
+        {"smb": [("198.18.0.11", 445), ("198.18.0.12", 445)], "ipp": ("198.18.0.20", 631)},
+        tmp_path / "state",
+    )
+    assert 'backends = ["198.18.0.11:445", "198.18.0.12:445"]' in rendered
+    assert 'backend = "198.18.0.20:631"' in rendered
+    back = load_hub(write(tmp_path, rendered, "r.toml"))
+    assert [b.address for b in back.services["smb"].backends] == [
+        "198.18.0.11:445", "198.18.0.12:445"
+    ]  # fmt: skip
+    assert back.services["ipp"] == Service.one("198.18.0.20", 631)
+
+
+def test_init_takes_several_backends_for_a_service(tmp_path: Path) -> None:
+    from spokeshare import enrollment
+
+    enrollment.init(
+        tmp_path / "d", "hq", ["hq.example:7443"],
+        {"smb": "198.18.0.11:445,198.18.0.12:445", "ipp": "198.18.0.20:631"},
+    )  # fmt: skip
+    cfg = load_hub(tmp_path / "d" / "hub.toml")
+    assert [b.address for b in cfg.services["smb"].backends] == [
+        "198.18.0.11:445", "198.18.0.12:445"
+    ]  # fmt: skip
 
 
 def test_hub_sockets_section(tmp_path: Path) -> None:
@@ -81,8 +129,28 @@ def test_hub_sockets_section(tmp_path: Path) -> None:
         ),
         (HUB + "[sockets]\nuser_timout = 5.0\n", "sockets.user_timout", "unknown key"),
         ("[hub\n", "", "not valid TOML"),
+        (HUB.replace("backend =", "port ="), "services.smb.backend", "is required"),
+        (
+            HUB.replace('backend = "127.0.0.1:445"', 'backend = "a:1"\nbackends = ["b:1"]'),
+            "services.smb.backends",
+            "not both",
+        ),
+        (HUB.replace('backend = "127.0.0.1:445"', "backends = []"), "services.smb.backends",
+         "1 to 32"),
+        (HUB.replace('backend = "127.0.0.1:445"', 'backends = ["a:1", "a:1"]'),
+         "services.smb.backends", "a:1 is listed twice"),
+        (HUB.replace('backend = "127.0.0.1:445"', 'backends = ["a:1", "b"]'),
+         "services.smb.backends", "not HOST:PORT"),
+        (HUB.replace('backend = "127.0.0.1:445"', "backends = [445]"),
+         "services.smb.backends", "strings HOST:PORT"),
+        (HUB.replace('backend = "127.0.0.1:445"', 'backend = "a:1"\nbalance = "random"'),
+         "services.smb.balance", "order, round-robin"),
+        (HUB + "backend_probe_initial = 60.0\n", "limits.backend_probe_initial",
+         "<= backend_probe_max"),
+        (HUB + "backend_connect_timeout = 0\n", "limits.backend_connect_timeout",
+         "must be positive"),
     ],
-)
+)  # fmt: skip
 def test_hub_config_errors(tmp_path: Path, text: str, key: str, reason: str) -> None:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:

@@ -453,3 +453,31 @@ def test_a_degraded_office_shows_its_presence_and_sorts_as_trouble() -> None:
     assert "Office laser" in page
     rows = dashboard.sort_offices(snap["offices"], NOW)
     assert [(name, t) for name, _, t in rows][0] == ("zzz", dashboard.Trouble.DEGRADED)
+
+
+def test_backends_are_shown_with_their_state_and_counted_when_down() -> None:
+    from spokeshare.stats import BackendStatistics, HubStatistics
+
+    snap = HubStatistics(
+        time=NOW,
+        backends={
+            "smb 198.18.0.12:445": BackendStatistics(
+                "smb", "198.18.0.12:445", 1, False, NOW - 90, "Connection <refused>", 3, 0
+            ),
+            "smb 198.18.0.11:445": BackendStatistics(
+                "smb", "198.18.0.11:445", 0, True, NOW - 3600, "", 0, 42
+            ),
+        },
+    )
+    page = dashboard.render(snap, {}, NOW)
+    assert "1 of 2 backends down" in page
+    rows = re.findall(r'<tr class="(up|down)" data-backend="([^"]+)">(.*?)</tr>', page)
+    assert [(r[0], r[1]) for r in rows] == [("up", "198.18.0.11:445"), ("down", "198.18.0.12:445")]
+    assert "for 60 min" in rows[0][2] and "for 90 s" in rows[1][2]
+    assert "<td>42</td>" in rows[0][2]
+    assert "Connection &lt;refused&gt;" in rows[1][2]  # escaped
+    # From the JSON of /status too, and a snapshot without backends has no section.
+    from spokeshare.stats import to_json
+
+    assert dashboard.render(to_json(snap), {}, NOW).count('<tr class="') == 2
+    assert '<section class="backends">' not in dashboard.render(snapshot({}), {}, NOW)

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spokeshare import bundle, cli, enrollment, hubstatus, stats
 from spokeshare.config import load_edge
 from spokeshare.edge_daemon import EdgeDaemon
-from spokeshare.stats import HubStatistics, Kind, Merge, OfficeStatistics
+from spokeshare.stats import BackendStatistics, HubStatistics, Kind, Merge, OfficeStatistics
 from tests.helpers import LoopThread, free_port, make_deployment
 
 LABELS = st.sampled_from(["BUSY", "REVOKED", "tls:WRONG_VERSION_NUMBER", 'odd "label"\\'])
@@ -51,6 +51,9 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
     if hint == Mapping[str, OfficeStatistics]:
         names = st.sampled_from(["nyc", "sfo", "lon"])
         return st.dictionaries(names, offices(), min_size=min_offices, max_size=3)
+    if hint == Mapping[str, BackendStatistics]:
+        keys = st.sampled_from(["smb 198.18.0.11:445", "smb 198.18.0.12:445", "ipp a:631"])
+        return st.dictionaries(keys, records(BackendStatistics), max_size=3)
     if hint == Mapping[str, Any]:  # the certificate: a JSON object kept as it is
         keys = st.sampled_from(["not_after", "renew", "failures"])
         return st.dictionaries(keys, st.text(max_size=8) | st.integers(0, 9), max_size=3)
@@ -84,6 +87,8 @@ def _expected(rule: Merge, f: dataclasses.Field[Any], rs: list[Any]) -> Any:
         return max(present) if present else None
     if rule is Merge.ANY:
         return any(values)
+    if rule is Merge.ALL:
+        return all(values)
     if rule is Merge.FIRST:
         return values[0]
     if rule is Merge.LEAD:
@@ -133,7 +138,7 @@ def test_merging_in_any_grouping_gives_the_same(
 
 
 def test_every_field_declares_a_merge_and_every_counter_is_named_total() -> None:
-    for cls in (HubStatistics, OfficeStatistics):
+    for cls in (HubStatistics, OfficeStatistics, BackendStatistics):
         for f, s in stats.fields(cls):
             assert isinstance(s.merge, Merge), f.name
             if s.metric is not None:
@@ -184,15 +189,14 @@ def test_the_json_keys_operators_read_are_kept() -> None:
 @given(hubs(min_offices=1))
 def test_metrics_expose_every_field_once_with_help_and_type(snap: HubStatistics) -> None:
     text = stats.render_metrics(snap)
+    classes = (HubStatistics, OfficeStatistics, BackendStatistics)
     declared = {
-        s.metric: (cls, f, s)
-        for cls in (HubStatistics, OfficeStatistics)
-        for f, s in stats.fields(cls)
-        if s.metric is not None
+        s.metric: (cls, f, s) for cls in classes for f, s in stats.fields(cls) if s.metric
     }
     assert len(declared) == sum(
-        1 for cls in (HubStatistics, OfficeStatistics) for _, s in stats.fields(cls) if s.metric
+        1 for cls in classes for _, s in stats.fields(cls) if s.metric
     )  # no metric name used twice
+    by_labels = {(b.service, b.address): b for b in snap.backends.values()}
     for name, (_, _, s) in declared.items():
         assert text.count(f"# HELP {name} ") == 1 and text.count(f"# TYPE {name} ") == 1
         assert f"# TYPE {name} {s.kind.value}\n" in text
@@ -202,13 +206,21 @@ def test_metrics_expose_every_field_once_with_help_and_type(snap: HubStatistics)
         for sample in fam.samples:
             cls, f, s = declared[sample.name]
             seen.add(sample.name)
-            owner = snap.offices[sample.labels["office"]] if cls is OfficeStatistics else snap
+            owner: Any = snap
+            if cls is OfficeStatistics:
+                owner = snap.offices[sample.labels["office"]]
+            elif cls is BackendStatistics:
+                owner = by_labels[(sample.labels["service"], sample.labels["backend"])]
             value = getattr(owner, f.name)
             if s.label is not None:
                 value = value[sample.labels[s.label]]
             assert sample.value == float(value), (sample.name, sample)
     for name, (cls, f, s) in declared.items():
-        owners = list(snap.offices.values()) if cls is OfficeStatistics else [snap]
+        owners: list[Any] = [snap]
+        if cls is OfficeStatistics:
+            owners = list(snap.offices.values())
+        elif cls is BackendStatistics:
+            owners = list(snap.backends.values())
         values = [getattr(o, f.name) for o in owners]
         present = any(len(v) > 0 if s.label else v is not None for v in values)
         assert (name in seen) == present, name
@@ -224,6 +236,20 @@ def test_refusal_statuses_and_causes_are_in_the_metrics() -> None:
     assert 'spokeshare_hub_refused_total{cause="tls:WRONG_VERSION_NUMBER"} 7\n' in text
     assert 'spokeshare_hub_refusal_statuses_total{status="REVOKED"} 3\n' in text
     assert 'spokeshare_office_refused_total{office="nyc",status="BUSY"} 4\n' in text
+
+
+def test_backends_are_in_the_metrics_and_down_in_any_worker_is_down() -> None:
+    up = BackendStatistics("smb", "198.18.0.11:445", 0, True, 10.0, "", 0, 5)
+    down = BackendStatistics("smb", "198.18.0.11:445", 0, False, 20.0, "Connection refused", 2, 1)
+    key = "smb 198.18.0.11:445"
+    merged = stats.merge_records([HubStatistics(backends={key: up}),
+                                  HubStatistics(backends={key: down})])  # fmt: skip
+    b = merged.backends[key]
+    assert (b.up, b.failures, b.streams, b.since) == (False, 2, 6, 20.0)
+    text = stats.render_metrics(merged)
+    assert 'spokeshare_backend_up{service="smb",backend="198.18.0.11:445"} 0\n' in text
+    assert 'spokeshare_backend_failures_total{service="smb",backend="198.18.0.11:445"} 2\n' in text
+    assert 'spokeshare_backend_streams_total{service="smb",backend="198.18.0.11:445"} 6\n' in text
 
 
 def _deployment(tmp_path: Path) -> tuple[Path, Path]:

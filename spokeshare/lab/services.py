@@ -26,8 +26,6 @@ HQ's ``alice`` needs a Unix account for ``smbpasswd``; she gets one in HQ's priv
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -490,26 +488,36 @@ SystemGroup root
     def remove_printer(self, name: str) -> None:
         self.admin(["lpadmin", "-x", name])
 
-    def _restore_socket(self, pid: int, alive: Callable[[], bool]) -> None:
-        """Put the lab's own ``Listen ROOT/cups.sock`` back after ``cupsctl``.
+    def share(self, alive: Callable[[], bool]) -> None:
+        """``cupsctl --share-printers --remote-any``, until cupsd reports both set.
 
-        Debian 12's cupsctl keeps a ``Listen`` line for a domain socket only when it is
-        ``/run/cups/cups.sock`` (the stock one, which a real HQ uses); the lab's private
-        socket line is dropped (seen here). Put it back and make cupsd re-read its
-        configuration (SIGHUP, by PID), as cupsd does after cupsctl.
+        cupsctl edits the cupsd.conf of its own host when it talks to a local cupsd
+        (libcups reads ``$CUPS_SERVERROOT/cupsd.conf`` directly, then PUTs the result), so
+        it runs with CUPS_SERVERROOT at this cupsd's root, as an operator's cupsctl edits
+        /etc/cups/cupsd.conf. Its PUT makes cupsd restart its listeners, and a cupsctl
+        caught in a restart fails ("Unable to connect to server", "Bad file descriptor":
+        seen here under load, three tries in a row). What counts is the setting: once
+        cupsd answers again, plain ``cupsctl`` reads it back.
         """
-        conf = self.root / "cupsd.conf"
-        text = conf.read_text()
-        if f"Listen {self.socket}" in text:
-            return
-        if "\nPort 631\n" not in text:
-            raise LabError(f"{conf}: no 'Port 631' after cupsctl --remote-any")
-        conf.write_text(text.replace("\nPort 631\n", f"\nPort 631\nListen {self.socket}\n", 1))
-        os.kill(pid, signal.SIGHUP)
-        wait_for("cupsd on its socket again", self._answers, timeout=30, alive=alive, interval=0.1)
+        server = f"{self.addresses[0]}:631"
+        want = ("_remote_any=1", "_share_printers=1")
+        cupsctl = ["env", f"CUPS_SERVERROOT={self.root}", "cupsctl", "-h", str(self.socket)]
+        now = ""
+        for _ in range(3):
+            netns.run_in(self.namespace, [*cupsctl, "--share-printers", "--remote-any"],
+                         check=False)  # fmt: skip
+            wait_for("cupsd on its socket", self._answers, timeout=30, alive=alive, interval=0.1)
+            done = netns.run_in(self.namespace, cupsctl, check=False)
+            now = done.stdout.decode(errors="replace")
+            if all(line in now.split() for line in want):
+                wait_for("cupsd on port 631", lambda: self._answers(server), timeout=30,
+                         alive=alive, interval=0.1)  # fmt: skip
+                return
+        raise LabError(f"cupsctl --share-printers --remote-any did not take: {now.strip()!r}")
 
-    def _answers(self) -> bool:
-        full = ["lpstat", "-h", str(self.socket), "-r"]
+    def _answers(self, server: str | None = None) -> bool:
+        """Whether cupsd answers on ``server`` (``HOST:PORT``; default its socket)."""
+        full = ["lpstat", "-h", server or str(self.socket), "-r"]
         return netns.run_in(self.namespace, full, check=False).returncode == 0
 
     def start(self, registry: StateRegistry, log_dir: Path) -> int:
@@ -518,17 +526,8 @@ SystemGroup root
         start = registry.processes()[-1]["start"]
         alive = lambda: netns.pid_alive(pid, start)  # noqa: E731
         # The README's step for HQ: share printers, accept remote clients.
-        self.admin(["cupsctl", "--share-printers", "--remote-any"])
-        # cupsd reloads its configuration after cupsctl; then it answers on "Port 631".
+        self.share(alive)
         server = f"{self.addresses[0]}:631"
-        wait_for(
-            "cupsd after cupsctl",
-            lambda: netns.run_in(
-                self.namespace, ["lpstat", "-h", server, "-r"], check=False
-            ).returncode == 0,
-            timeout=30, alive=alive, interval=0.1,
-        )  # fmt: skip
-        self._restore_socket(pid, alive)
         for printer in HQ_PRINTERS:
             self.add_printer(printer)
         self.admin(["lpadmin", "-d", PRINTER])

@@ -10,7 +10,9 @@ Every accepted TCP connection goes through, in order:
 3. The open header (bounded size; a deadline starts at its first byte, so a pooled
    tunnel may idle but a slow header cannot hold a slot). Unknown version, unknown
    service, service not allowed for this office: a status and close.
-4. STREAM: connect to the service's backend (named only in hub.toml), answer OK, splice.
+4. STREAM: connect to one of the service's backends (named only in hub.toml; several
+   are tried as spokeshare.tunnel.backends decides, and a down one is probed in the
+   background until it answers again), answer OK, splice.
    CONTROL: heartbeats (``tunnel.control``); the hub learns the office's RTT, version
    and clients.
 
@@ -62,15 +64,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from spokeshare import __version__, enrollment, heap, hubstatus, pki, renewal
-from spokeshare.config import HubConfig, SocketConfig
+from spokeshare.config import Backend, HubConfig, SocketConfig, probe_policy
 from spokeshare.errors import ConfigError, DecodeError, EnrollmentError, UsageError
 from spokeshare.logfmt import Line
 from spokeshare.loglimit import LogLimiter
 from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
-from spokeshare.stats import HubStatistics, OfficeStatistics, to_json
+from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics, to_json
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import control, reserved_port, streamlog, tls, wire
+from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.control import Presence
 from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
@@ -267,6 +269,29 @@ class OfficeState:
         )
 
 
+#: What Hub.dial calls with the backend that connected: transport, protocol, HOST:PORT.
+Connected = Callable[[asyncio.Transport, PlainEnd, str], None]
+
+
+@dataclass(slots=True)
+class _Race:
+    """One stream's connect attempts (Hub.dial): ``done`` once one connected or the
+    stream gave up; ``results`` (attempt number, None or why it failed) wakes it."""
+
+    connected: Connected
+    done: bool = False
+    results: asyncio.Queue[tuple[int, str | None]] = field(default_factory=asyncio.Queue)
+
+
+def _connect_error(exc: BaseException, timeout: float) -> str:
+    """Why a connect to a backend failed, in a few words."""
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return str(exc)
+
+
 class Handshaking(asyncio.Protocol):
     """The protocol of a connection during its TLS handshake and admission: keeps what
     arrives until the :class:`HubTunnel` takes over (``transport.set_protocol``)."""
@@ -406,9 +431,9 @@ class HubTunnel(TunnelEnd):
             self._start_control(header, bytes(rest))
             return
         office = self.office
-        backend = self.hub.cfg.services.get(header.service)
+        service = self.hub.cfg.services.get(header.service)
         record = self.hub.registry.get(office.name)
-        if backend is None:
+        if service is None:
             self._refuse(
                 wire.Status.UNKNOWN_SERVICE, f"no service {header.service!r}", (header, 0.0)
             )
@@ -426,8 +451,7 @@ class HubTunnel(TunnelEnd):
             self.streams += 1
             if self.streams > 1:
                 self.hub.streams_reused += 1
-            reserved = backend.reserved_source_port
-            self.hub.spawn(self._connect_backend(conn, backend.host, backend.port, reserved))
+            self.hub.spawn(self._connect_backend(conn))
 
     def _refuse(
         self,
@@ -459,28 +483,18 @@ class HubTunnel(TunnelEnd):
             self.transport.write(wire.encode_status(wire.StatusReply(status, reason[:200])))
             self.transport.close()
 
-    async def _connect_backend(
-        self, conn: Connecting, host: str, port: int, reserved: bool = False
+    async def _connect_backend(self, conn: Connecting) -> None:
+        why = await self.hub.dial(
+            conn.header.service, lambda trans, end, where: self._spliced(conn, trans, end, where)
+        )
+        if why is not None and self.phase is conn:
+            self._refuse(wire.Status.BACKEND_DOWN, why)
+
+    def _spliced(
+        self, conn: Connecting, btrans: asyncio.Transport, bend: PlainEnd, address: str
     ) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.timeout(self.hub.cfg.limits.backend_connect_timeout):
-                if reserved:  # RFC 1179 section 3.1: LPD servers that want port 721-731
-                    sock = await reserved_port.connect(host, port)
-                    try:
-                        btrans, bend = await loop.create_connection(PlainEnd, sock=sock)
-                    except BaseException:
-                        sock.close()
-                        raise
-                else:
-                    btrans, bend = await loop.create_connection(PlainEnd, host, port)
-        except (OSError, TimeoutError) as exc:
-            if self.phase is conn:
-                self._refuse(
-                    wire.Status.BACKEND_DOWN,
-                    f"backend {host}:{port}: {tls.describe_handshake_error(exc)}",
-                )
-            return
+        """The backend at ``address`` connected (called the moment it did, before the
+        loop runs anything else): answer OK and splice, or close it if the tunnel left."""
         if self.phase is not conn:
             abort_with_rst(btrans)  # the tunnel went away meanwhile
             self._log_stream(
@@ -495,7 +509,7 @@ class HubTunnel(TunnelEnd):
         if is_ipp and ipp_relay.loopback_backend(btrans):
             # Never hand an office's request to cupsd as a local one (printing/ipp_relay).
             abort_with_rst(btrans)
-            self._refuse(wire.Status.BACKEND_DOWN, f"ipp backend {host}:{port} is loopback")
+            self._refuse(wire.Status.BACKEND_DOWN, f"ipp backend {address} is loopback")
             return
         self.transport.write(wire.encode_status(wire.StatusReply(wire.Status.OK)))
         gate = None
@@ -793,6 +807,10 @@ class Hub:
         self.tasks = TaskSet(log, "connection task")
         self.spawn = self.tasks.spawn
         self._stopping = asyncio.Event()
+        #: Each service's backends and their health (spokeshare.tunnel.backends).
+        self.backends = self._backend_sets(cfg, {})
+        #: Set when a probe may be due earlier than the probe loop sleeps.
+        self._probe_wake = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Hub offices={len(self.offices)} tunnels={self.tunnel_count()}>"
@@ -827,6 +845,7 @@ class Hub:
                 "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
             )
         self.spawn(self._housekeeping())
+        self.spawn(self._probe_loop())
         if self.cfg.check_backends and not self.worker:  # one process asks, not every worker
             self.spawn(self._check_hq())
         if self.cfg.status_listen is not None and not self.worker:
@@ -841,9 +860,181 @@ class Hub:
         """Ask HQ's SMB backends what they tell clients (spokeshare.hqcheck)."""
         from spokeshare import hqcheck
 
-        for name, backend in sorted(self.cfg.services.items()):
-            if name == "smb" or backend.port == 445:
-                await hqcheck.check_smb_backend(name, backend.host, backend.port)
+        for name, service in sorted(self.cfg.services.items()):
+            for backend in service.backends:
+                if name == "smb" or backend.port == 445:
+                    await hqcheck.check_smb_backend(name, backend.host, backend.port)
+
+    # -- backends --------------------------------------------------------------------
+    @staticmethod
+    def _backend_sets(
+        cfg: HubConfig, old: dict[str, backends.BackendSet]
+    ) -> dict[str, backends.BackendSet]:
+        """A BackendSet per service of ``cfg``, keeping what ``old`` knows of a backend
+        still listed (a reload)."""
+        now = time.monotonic()
+        policy = probe_policy(cfg.limits)
+        out = {}
+        for name, svc in cfg.services.items():
+            bset = backends.BackendSet(
+                name, [b.address for b in svc.backends], svc.balance, policy, now
+            )
+            if name in old:
+                bset.carry_over(old[name])
+            out[name] = bset
+        return out
+
+    async def dial(self, service: str, connected: Connected) -> str | None:
+        """Connect a new stream to a backend of ``service``: None when one connected
+        (``connected`` was called with its transport, protocol and HOST:PORT, at once,
+        from the task that connected it), else why none did.
+
+        Backends are tried as their BackendSet chooses, each at most once; when one
+        has not connected within backends.ATTEMPT_DELAY the next starts beside it
+        (RFC 8305 section 5) and the first to connect wins; the others are closed
+        when they connect. Every attempt reports to the backend's health, also one
+        that finishes after the race is decided.
+        """
+        svc = self.cfg.services.get(service)
+        bset = self.backends.get(service)
+        if svc is None or bset is None:
+            return f"no service {service!r}"
+        race = _Race(connected)
+        tried: list[int] = []
+        running = 0
+        errors: list[str] = []
+        try:
+            while True:
+                i = bset.choose(tried)
+                if i is not None:
+                    tried.append(i)
+                    running += 1
+                    self.spawn(self._attempt(service, svc.backends[i], i, race))
+                if running == 0:
+                    return "; ".join(errors) or "no backend"
+                wait = backends.ATTEMPT_DELAY if len(tried) < len(bset) else None
+                try:
+                    async with asyncio.timeout(wait):
+                        k, error = await race.results.get()
+                except TimeoutError:
+                    continue  # still connecting: start the next beside it
+                running -= 1
+                if error is None:
+                    return None
+                errors.append(f"backend {svc.backends[k].address}: {error}")
+        finally:
+            race.done = True  # attempts still running close what they connect
+
+    async def _attempt(self, service: str, b: Backend, i: int, race: _Race) -> None:
+        """One connect of a stream to backend ``b`` (number ``i`` of the race)."""
+        loop = asyncio.get_running_loop()
+        timeout = self.cfg.limits.backend_connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                if b.reserved_source_port:  # RFC 1179 section 3.1: LPD wants port 721-731
+                    sock = await reserved_port.connect(b.host, b.port)
+                    try:
+                        btrans, bend = await loop.create_connection(PlainEnd, sock=sock)
+                    except BaseException:
+                        sock.close()
+                        raise
+                else:
+                    btrans, bend = await loop.create_connection(PlainEnd, b.host, b.port)
+        except (OSError, TimeoutError) as exc:
+            reason = _connect_error(exc, timeout)
+            del exc
+            self._backend_result(service, b.address, reason, "stream")
+            if not race.done:
+                race.results.put_nowait((i, reason))
+            return
+        self._backend_result(service, b.address, None, "stream")
+        if race.done:
+            abort_with_rst(btrans)  # another backend won, or the stream is gone
+            return
+        race.done = True
+        race.results.put_nowait((i, None))
+        # Before the loop runs anything else: a backend that closes at once must find
+        # the splice in place (its PlainEnd keeps what came early), as with one backend.
+        race.connected(btrans, bend, b.address)
+
+    async def _probe(self, service: str, b: Backend) -> None:
+        """A health probe of ``b``: a TCP connect, closed at once."""
+        loop = asyncio.get_running_loop()
+        timeout = self.cfg.limits.backend_connect_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                trans, _ = await loop.create_connection(asyncio.Protocol, b.host, b.port)
+        except (OSError, TimeoutError) as exc:
+            reason = _connect_error(exc, timeout)
+            del exc
+            self._backend_result(service, b.address, reason, "probe")
+            return
+        trans.close()
+        self._backend_result(service, b.address, None, "probe")
+
+    def _backend_result(self, service: str, address: str, error: str | None, via: str) -> None:
+        """A connect to ``address`` of ``service`` succeeded (``error`` None) or failed:
+        tell its BackendSet (the current one: a reload may have replaced it) and log
+        what changed."""
+        bset = self.backends.get(service)
+        if bset is None or address not in bset.addresses:
+            return  # no longer configured
+        i = bset.addresses.index(address)
+        now = time.monotonic()
+        if error is None:
+            events = bset.connected(i, now, via)
+        else:
+            events = bset.failed(i, now, error, via)
+        for ev in events:
+            if isinstance(ev, backends.BackendDown):
+                log.warning(
+                    "%s",
+                    Line("backend down", service=ev.service, backend=ev.address,
+                         reason=ev.reason, retry_in_s=round(ev.retry_in, 1)),
+                )  # fmt: skip
+            else:
+                log.info(
+                    "%s",
+                    Line("backend up", service=ev.service, backend=ev.address,
+                         down_s=round(ev.down_for, 1), via=ev.via),
+                )  # fmt: skip
+        self._probe_wake.set()
+
+    async def _probe_loop(self) -> None:
+        """Probe each backend when its BackendSet says (down ones until they answer,
+        up ones every backend_check_interval)."""
+        while True:
+            now = time.monotonic()
+            for name, bset in self.backends.items():
+                svc = self.cfg.services[name]
+                for i in bset.due(now):
+                    self.spawn(self._probe(name, svc.backends[i]))
+            timers = [t for b in self.backends.values() if (t := b.get_timer()) is not None]
+            delay = max(0.0, min(timers) - time.monotonic()) if timers else None
+            self._probe_wake.clear()
+            try:
+                async with asyncio.timeout(delay):
+                    await self._probe_wake.wait()
+            except TimeoutError:
+                pass
+
+    def backend_statistics(self) -> dict[str, BackendStatistics]:
+        """Every service's backends now ("SERVICE HOST:PORT" -> BackendStatistics)."""
+        mono, wall = time.monotonic(), time.time()
+        out = {}
+        for name, bset in sorted(self.backends.items()):
+            for v in bset.view():
+                out[f"{name} {v.address}"] = BackendStatistics(
+                    service=name,
+                    address=v.address,
+                    position=v.position,
+                    up=v.health is backends.Health.UP,
+                    since=wall - (mono - v.since),
+                    last_error=v.last_error,
+                    failures=v.failures,
+                    streams=v.streams,
+                )
+        return out
 
     @property
     def ports(self) -> list[int]:
@@ -937,6 +1128,8 @@ class Hub:
         self.heartbeat_cfg = control.HeartbeatConfig.from_interval(self.cfg.heartbeat_interval)
         if not self._sockets_given:
             self.sockets = self.cfg.sockets
+        self.backends = self._backend_sets(self.cfg, self.backends)
+        self._probe_wake.set()
         self.config_generation += 1
         before, after = old.services, self.cfg.services
         log.info(
@@ -1194,6 +1387,7 @@ class Hub:
             heap_releases=self.heap_policy.releases,
             tunnels=self.tunnel_count(),
             offices={n: o.statistics() for n, o in sorted(self.offices.items())},
+            backends=self.backend_statistics(),
         )
 
     def merged_statistics(self) -> HubStatistics:

@@ -58,8 +58,9 @@ class AltCups:
         self.sock = self.root / "cups.sock"
 
     def admin(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        # IPP_PORT: cupsctl writes "Port <ippPort()>" when it opens cupsd up.
-        env = dict(os.environ, IPP_PORT=str(PORT))
+        # IPP_PORT: cupsctl writes "Port <ippPort()>" when it opens cupsd up;
+        # CUPS_SERVERROOT: the cupsd.conf it edits is this cupsd's (services.CupsHost.share).
+        env = dict(os.environ, IPP_PORT=str(PORT), CUPS_SERVERROOT=str(self.root))
         return self.lab.exec(HQ, [argv[0], "-h", str(self.sock), *argv[1:]], env=env,
                              capture_output=True, text=True, timeout=60, check=check)  # fmt: skip
 

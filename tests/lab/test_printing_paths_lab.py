@@ -25,6 +25,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -109,7 +110,7 @@ def test_lpd_job_from_rlpr_completes_at_hq(lab: Lab, tmp_path: Path) -> None:
 
 def test_raw_9100_job_is_printed_whole_at_hq(lab: Lab) -> None:
     nyc = lab.office("nyc")
-    payload = b"\x1b%-12345X@PJL JOB NAME=\"raw\"\r\n" + os.urandom(256 * 1024).hex().encode()
+    payload = b'\x1b%-12345X@PJL JOB NAME="raw"\r\n' + os.urandom(256 * 1024).hex().encode()
     code = (
         "import socket, sys\n"
         f"s = socket.create_connection(({nyc.edge_ip!r}, {services.RAW_PORT}), timeout=30)\n"
@@ -148,3 +149,38 @@ def test_printing_only_office_prints_and_has_no_file_server(lab: Lab, tmp_path: 
     job = match.group(1)
     wait_for(lambda: job in completed_jobs(lab), timeout=60, what=f"{job} completed at HQ",
              interval=0.5)  # fmt: skip
+
+
+FIREWALLD = Path(__file__).resolve().parents[2] / "etc" / "firewalld"
+
+
+def firewalld_ports(side: str) -> set[tuple[str, int]]:
+    """The (protocol, port) pairs the packaged firewalld service opens
+    (/usr/lib/firewalld/services/spokeshare-SIDE.xml, firewalld.service(5))."""
+    root = ElementTree.parse(FIREWALLD / f"spokeshare-{side}.xml").getroot()
+    assert root.tag == "service"
+    return {(p.attrib["protocol"], int(p.attrib["port"])) for p in root.iter("port")}
+
+
+def listening(lab: Lab, host: str) -> set[tuple[str, int]]:
+    """(protocol, port) of every TCP listener and bound UDP socket in ``host`` that is
+    not on loopback, from ``ss``."""
+    out = sh(lab, host, "ss", "-H", "-l", "-n", "-t", "-u").stdout
+    found = set()
+    for line in out.splitlines():
+        proto, _state, _rq, _sq, local, *_ = line.split()
+        address, _, port = local.rpartition(":")
+        if address.strip("[]").split("%")[0] in ("127.0.0.1", "::1") or address.startswith("127."):
+            continue
+        found.add((proto, int(port)))
+    return found
+
+
+def test_the_firewalld_services_open_exactly_what_edge_and_hub_serve(lab: Lab) -> None:
+    """nyc's edge serves everything (SMB, 139, NetBIOS, browse, WSD, mDNS, LLMNR, IPP,
+    LPD, raw): the ports it listens on beyond loopback are the edge service's ports; the
+    hub's namespace holds the hub alone beside HQ's servers, and its port is the hub's."""
+    edge = listening(lab, lab.office("nyc").edge)
+    assert edge == firewalld_ports("edge")
+    hub = listening(lab, HQ)
+    assert firewalld_ports("hub") <= hub

@@ -58,8 +58,8 @@ def test_hub_connects_to_an_lpd_backend_from_ports_721_to_731(
             f'backend = "127.0.0.1:{backend.port}"\nreserved_source_port = true',
         )
     )
-    assert dep.hub_config().services["lpd"].reserved_source_port
-    assert not dep.hub_config().services["raw"].reserved_source_port
+    assert dep.hub_config().services["lpd"].first.reserved_source_port
+    assert not dep.hub_config().services["raw"].first.reserved_source_port
     stack = Stack(dep, loop_thread, edge_ports={"lpd": free_port(), "raw": free_port()})
     stack.start()
     try:
