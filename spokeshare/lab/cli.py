@@ -229,7 +229,7 @@ def _print_built(lab: Lab) -> None:
                 f"  {n.host:<11} {n.lan_ip:<16} ctdbd + smbd (clustering), private "
                 f"{n.private_ip}, public address {n.public_ip}"
             )
-        print(f"  hub's smb service: {', '.join(lab.smb_backends[:1])}")
+        print(f"  hub's smb service: {', '.join(lab.smb_backends)}")
     for o in lab.offices:
         print(f"  {o.edge:<11} {o.edge_ip:<16} WAN {o.wan_edge_ip} <-> hq {o.wan_hq_ip}")
         print(f"  {o.fs:<11} {o.fs_ip:<16} {o.fs_netbios_name}, local master browser of ACME")

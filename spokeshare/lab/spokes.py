@@ -80,9 +80,9 @@ def start_hub(
         HUB_NAME,
         [f"{hq}:{HUB_PORT}"],
         {
-            # One backend until the hub takes several per service (then: all of
-            # lab.smb_backends); a CTDB public address moves to a surviving node.
-            "smb": lab.smb_backends[0],
+            # HQ's smbd, or every CTDB public address of the cluster, in order: the
+            # hub skips one that refuses or times out (spokeshare.tunnel.backends).
+            "smb": ",".join(lab.smb_backends),
             "ipp": f"{hq}:631",
             "lpd": f"{hq}:{services.LPD_PORT}",
             "raw": f"{hq}:{services.RAW_PORT}",

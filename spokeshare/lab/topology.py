@@ -228,8 +228,8 @@ class Lab:
 
     @property
     def smb_backends(self) -> list[str]:
-        """HQ's SMB service as ``HOST:PORT`` backends for the hub: smbd on the service
-        address, or each CTDB public address of the cluster (node 1's first)."""
+        """HQ's SMB service as ``HOST:PORT`` backends for the hub, in order: smbd on the
+        service address, or each CTDB public address of the cluster."""
         if self.cluster is None:
             return [f"{HQ_SERVICE_IP}:445"]
         return [f"{ip}:445" for ip in self.cluster.public_ips]
