@@ -230,7 +230,7 @@ class ClusterPlan:
         ]  # fmt: skip
 
 
-def _ctdb_json_ok(text: str) -> bool:
+def all_nodes_ok(text: str) -> bool:
     """Whether ``ctdb status``'s machine-readable output (``-X``) shows every node OK.
 
     ``ctdb -X status`` prints a header ``|Node|IP|Disconnected|...|ThisNode|`` and a
@@ -284,7 +284,7 @@ class HqCluster:
 
     def status_ok(self, node: NodePlan) -> bool:
         done = self.ctdb(node, "-X", "status")
-        return done.returncode == 0 and _ctdb_json_ok(done.stdout.decode())
+        return done.returncode == 0 and all_nodes_ok(done.stdout.decode())
 
     def public_ip_hosts(self, node: NodePlan) -> dict[str, int]:
         """Public address -> PNN hosting it, as ``node``'s ctdbd sees it ({} if it can't say)."""
