@@ -279,8 +279,12 @@ class HqCluster:
                             timeout=timeout)  # fmt: skip
 
     def ctdb(self, node: NodePlan, *args: str) -> subprocess.CompletedProcess[bytes]:
-        """The ``ctdb`` tool on ``node`` (never raises; look at returncode)."""
-        return self.run(node, ["ctdb", *args], check=False, timeout=30)
+        """The ``ctdb`` tool on ``node`` (never raises: look at returncode; one that
+        hangs for 30 s is stopped and counts as failed, returncode -1)."""
+        try:
+            return self.run(node, ["ctdb", *args], check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(["ctdb", *args], -1, b"", b"timed out")
 
     def status_ok(self, node: NodePlan) -> bool:
         done = self.ctdb(node, "-X", "status")
