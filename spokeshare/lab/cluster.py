@@ -234,8 +234,8 @@ def all_nodes_ok(text: str) -> bool:
     """Whether ``ctdb status``'s machine-readable output (``-X``) shows every node OK.
 
     ``ctdb -X status`` prints a header ``|Node|IP|Disconnected|...|ThisNode|`` and a
-    row per node, ``|PNN|IP|FLAG...|Y or N|``, then the recovery mode lines; a node is
-    OK when every flag between its address and ThisNode is 0.
+    row per node, ``|PNN|IP|FLAG...|Y or N|``; a node is OK when every flag between its
+    address and ThisNode is 0 (tests/lab/test_cluster_plan.py has captured outputs).
     """
     rows = [r for r in text.splitlines() if re.match(r"^\|\d+\|", r)]
     if not rows:
@@ -464,3 +464,23 @@ class HqCluster:
                 # Reaps the process and forgets it (nothing left to signal).
                 self.registry.kill_process(entry["pid"])
         return killed
+
+    def leader(self) -> NodePlan | None:
+        """The cluster leader (``ctdb leader``) as the first node that answers says."""
+        for node in self.plan.node_plans:
+            done = self.ctdb(node, "leader")
+            if done.returncode == 0 and done.stdout.strip().isdigit():
+                pnn = int(done.stdout.strip())
+                return self.plan.node_plans[pnn] if 0 <= pnn < self.plan.nodes else None
+        return None
+
+    def move_ip(self, public_ip: str, to: NodePlan, timeout: float = 30.0) -> None:
+        """``ctdb moveip`` (an operator's command): ``public_ip`` onto ``to``; returns once
+        ``ctdb ip`` shows it there."""
+        self.run(to, ["ctdb", "moveip", public_ip, str(to.pnn)], timeout=timeout)
+        services.wait_for(
+            f"{public_ip} on {to.host}",
+            lambda: self.node_hosting(public_ip) == to,
+            timeout=timeout,
+            interval=0.2,
+        )
