@@ -367,8 +367,13 @@ class HqCluster:
 
     def restart(self, node: NodePlan, ready_timeout: float = 120.0) -> None:
         """Start a stopped (or crashed) node's ctdbd and smbd again; return when the
-        cluster is whole. 10.interface's ``init`` event removes public addresses a
-        crash left on its interface."""
+        cluster is whole. What the crash left running in the node (ctdbd's event
+        daemon and helpers, smbd's children) is stopped first, by PID, as
+        ctdb.service's ``KillMode=control-group`` does before a restart: a new ctdbd
+        cannot start its event daemon beside the old one (seen here). 10.interface's
+        ``init`` event removes public addresses a crash left on the interface."""
+        for pid, start in netns.pids_in_namespace(node.host):
+            netns.kill_pid(pid, start)
         self.start_ctdbd(node)
         self.wait_all_ok(ready_timeout)
         self.start_smbd(node)
