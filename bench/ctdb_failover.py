@@ -15,9 +15,12 @@ address, one way:
 - **disable**: ``ctdb disable`` on it (ctdbd and smbd keep running);
 - **crash**: its smbd and ctdbd killed with SIGKILL, by PID (no shutdown event).
   Whether that node was the cluster leader is recorded: the others must then elect a
-  new leader, which takes the cluster lock, before the address moves. (Placing the
-  address on the leader first with ``ctdb moveip`` slowed the next failover to about
-  19 s in a trial run, so the bench takes the node as CTDB placed it.)
+  new leader, which takes the cluster lock, before the address moves.
+- **crash-leader**: the same, the address first placed on the cluster leader with
+  ``ctdb moveip`` (CTDB rarely leaves the first address on the leader by itself).
+
+``--kinds`` picks some of them; ``--add JSON`` renders the rounds of an earlier run's
+``--json`` output together with this run's.
 
 and measures from the failure (t = 0):
 
@@ -61,12 +64,13 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- ctdb:begin -->", "<!-- ctdb:end -->"
 #: Give up on one failover after this long (the issue's bound is 10 s).
 GIVE_UP = 60.0
-KINDS = ("disable", "crash")
+KINDS = ("disable", "crash", "crash-leader")
 #: Table rows: (label, kind, whether the failed node was the leader or None for any).
 ROWS = (
     ("disable", "disable", None),
     ("crash, not the leader", "crash", False),
-    ("crash, the leader", "crash", True),
+    ("crash, the leader (as placed by CTDB)", "crash", True),
+    ("crash, the leader (address moved onto it first)", "crash-leader", None),
 )
 
 
@@ -94,7 +98,7 @@ def baseline(lab: Lab, samples: int) -> list[float]:
 
 
 def run_config(
-    backends: str, rounds: int, rtt: float, logs: Path | None
+    backends: str, rounds: int, rtt: float, logs: Path | None, kinds: list[str]
 ) -> tuple[list[float], list[dict[str, float | str | bool | None]]]:
     """Build the lab with the hub's smb service on ``one`` or ``all`` public addresses;
     return the healthy ls times and the failover rounds."""
@@ -114,7 +118,7 @@ def run_config(
         c = lab.hq_cluster()
         base = baseline(lab, 10)
         for i in range(rounds):
-            for kind in KINDS:
+            for kind in kinds:
                 r = one_failover(lab, c, kind)
                 r["backends"] = backends
                 print(f"{backends} round {i + 1} {kind}: {r}", flush=True)
@@ -132,6 +136,8 @@ def one_failover(lab: Lab, c: HqCluster, kind: str) -> dict[str, float | str | b
     leader = c.leader()
     if leader is None:
         raise SystemExit("no cluster leader")
+    if kind == "crash-leader":
+        c.move_ip(ip, leader)
     node = c.node_hosting(ip)
     if node is None:
         raise SystemExit(f"{ip} is hosted by no node")
@@ -300,11 +306,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--write", action="store_true", help="replace the block in docs/benchmarks.md")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--logs", type=Path, help="copy the lab's logs (ctdbd, smbd...) here")
+    p.add_argument("--kinds", default=",".join(KINDS), help="failures to run (default all)")
+    p.add_argument("--add", type=Path, help="an earlier run's --json to render with this one")
     args = p.parse_args(argv)
+    kinds = [k for k in args.kinds.split(",") if k]
+    if not kinds or any(k not in KINDS for k in kinds):
+        p.error(f"--kinds: some of {', '.join(KINDS)}")
     base: list[float] = []
     rounds: list[dict[str, float | str | bool | None]] = []
     for backends in ("one", "all"):
-        b, r = run_config(backends, args.rounds, args.rtt, args.logs)
+        b, r = run_config(backends, args.rounds, args.rtt, args.logs, kinds)
         base += b
         rounds += r
     result: dict[str, object] = {
@@ -316,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+    if args.add:
+        earlier = json.loads(args.add.read_text())
+        result["date"] = f"{earlier['date']} and {result['date']}"
+        result["baseline_s"] = [*earlier["baseline_s"], *base]
+        result["rounds"] = [*earlier["rounds"], *rounds]
     block = render(result)
     print(block)
     if args.write:
