@@ -479,9 +479,16 @@ class HqCluster:
                 return self.plan.node_plans[pnn] if 0 <= pnn < self.plan.nodes else None
         return None
 
-    def move_ip(self, public_ip: str, to: NodePlan, timeout: float = 30.0) -> None:
+    def move_ip(self, public_ip: str, to: NodePlan, timeout: float = 60.0) -> None:
         """``ctdb moveip`` (an operator's command): ``public_ip`` onto ``to``; returns once
-        ``ctdb ip`` shows it there."""
+        ``ctdb ip`` shows it there and takeover runs are enabled again.
+
+        ctdb 4.17's moveip disables takeover runs on the nodes for 20 s ("Disabling
+        takeover runs for 20 seconds") and they come back only on that timeout: a node
+        failing meanwhile keeps its addresses until then (measured: 18 s instead of 6 s
+        after a leader crash). So this waits until every node's log has re-enabled them.
+        """
+        marks = {n: self._takeover_marks(n) for n in self.plan.node_plans}
         self.run(to, ["ctdb", "moveip", public_ip, str(to.pnn)], timeout=timeout)
         services.wait_for(
             f"{public_ip} on {to.host}",
@@ -489,3 +496,23 @@ class HqCluster:
             timeout=timeout,
             interval=0.2,
         )
+
+        def reenabled() -> bool:
+            for node, before in marks.items():
+                lines = self._takeover_lines(node)[before:]
+                if lines and "Disabling" in lines[-1]:
+                    return False
+            return True
+
+        services.wait_for("takeover runs enabled again", reenabled, timeout=timeout)
+
+    def _takeover_lines(self, node: NodePlan) -> list[str]:
+        """The ``… takeover runs …`` lines of ``node``'s ctdbd log, in order."""
+        try:
+            text = (self.logs_dir / f"{node.host}-ctdbd.log").read_text(errors="replace")
+        except OSError:
+            return []
+        return [ln for ln in text.splitlines() if "abling takeover runs" in ln]
+
+    def _takeover_marks(self, node: NodePlan) -> int:
+        return len(self._takeover_lines(node))
