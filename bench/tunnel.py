@@ -529,8 +529,14 @@ def spokeshare_edge(
 
 
 def measure_speed(
-    tmp: Path, plan: Plan, backend_port: int, say: Callable[[str], None]
+    tmp: Path,
+    plan: Plan,
+    backend_port: int,
+    say: Callable[[str], None],
+    only: str | None = None,
 ) -> dict[str, Any]:
+    """Bulk, round trip and new-connection cells; ``only`` ("bulk" or "rtt") runs just
+    that group (``rtt``: the 1 KiB round trip and its relay CPU)."""
     res: dict[str, Any] = {"bulk": {}, "cpu": {}, "rtt": {}, "connect": {}}
     with contextlib.ExitStack() as stack:
         st = stack.enter_context(stunnel_pair(tmp, backend_port, "speed"))
@@ -546,7 +552,7 @@ def measure_speed(
         }
         for port in ports.values():  # warm every path (stunnel's session cache too)
             rtt(port, 10, warm=0)
-        for rep in range(plan.repeats):
+        for rep in range(plan.repeats if only in (None, "bulk") else 0):
             order = PATHS[rep % 3 :] + PATHS[: rep % 3]
             for streams, n in ((1, plan.bulk_1), (8, plan.bulk_8)):
                 for op, label in ((b"U", "upload"), (b"D", "download")):
@@ -563,7 +569,7 @@ def measure_speed(
                         )
         # Latency measures in many short rounds, rotating the order, so that drift on a
         # shared machine lands on every path alike.
-        rounds = max(1, min(20, plan.rtt_count // 250))
+        rounds = max(1, min(20, plan.rtt_count // 250)) if only in (None, "rtt") else 0
         cpu = {p: 0.0 for p in PATHS}
         for rnd in range(rounds):
             for path in PATHS[rnd % 3 :] + PATHS[: rnd % 3]:
@@ -572,14 +578,15 @@ def measure_speed(
                     rtt(ports[path], plan.rtt_count // rounds, warm=50)
                 )
                 cpu[path] += sum(cpu_seconds(pid) for pid in pids[path]) - c0
-        res["rtt_cpu_us"] = {p: cpu[p] / len(res["rtt"][p]) * 1e6 for p in PATHS}
-        rounds = max(1, min(10, plan.connect_count // 50))
+        if rounds:
+            res["rtt_cpu_us"] = {p: cpu[p] / len(res["rtt"][p]) * 1e6 for p in PATHS}
+        rounds = max(1, min(10, plan.connect_count // 50)) if only is None else 0
         for rnd in range(rounds):
             for path in PATHS[rnd % 3 :] + PATHS[: rnd % 3]:
                 res["connect"].setdefault(path, []).extend(
                     first_byte(ports[path], plan.connect_count // rounds, plan.connect_gap)
                 )
-        for path in PATHS:
+        for path in PATHS if only is None else ():
             say(
                 f"  rtt {path:<10} p50 {pct(res['rtt'][path], 0.5):7.1f} µs "
                 f"p99 {pct(res['rtt'][path], 0.99):7.1f} µs; new connection to first byte "
@@ -651,10 +658,53 @@ def measure_spokeshare_memory(
 # -- the report ------------------------------------------------------------------------
 
 
+def summary(res: dict[str, Any]) -> str:
+    """Plain text of the cells an ``--only`` run measured, with the ratios against
+    stunnel (not a docs/benchmarks.md section: that needs every cell)."""
+    sp = res["speed"]
+    lines = [f"run {res['when']}, load average {res['load'][0]:.2f} / {res['load'][1]:.2f}"]
+    for key, cells in sp["bulk"].items():
+        b = {p: median(cells[p]) for p in PATHS}
+        c = {p: median([sum(x) for x in sp["cpu"][key][p]]) for p in PATHS}
+        lines.append(
+            f"{key:<12} MB/s stunnel {b['stunnel'] / 1e6:6.0f} spokeshare "
+            f"{b['spokeshare'] / 1e6:6.0f} = {ratio(b['spokeshare'], b['stunnel'])}; "
+            f"cpu s/GB {c['stunnel']:.2f} vs {c['spokeshare']:.2f}"
+        )
+    if sp["rtt"]:
+        r = sp["rtt"]
+        for q in (0.5, 0.99):
+            v = {p: pct(r[p], q) for p in PATHS}
+            st, ss = v["stunnel"] - v["direct"], v["spokeshare"] - v["direct"]
+            lines.append(
+                f"rtt p{round(q * 100)}: direct {v['direct']:.1f} µs, added stunnel +{st:.1f} "
+                f"spokeshare +{ss:.1f} = {ratio(ss, st)}"
+            )
+        cu = sp["rtt_cpu_us"]
+        lines.append(
+            f"relay cpu per round trip: stunnel {cu['stunnel']:.1f} µs, spokeshare "
+            f"{cu['spokeshare']:.1f} µs = {ratio(cu['spokeshare'], cu['stunnel'])}"
+        )
+    return "\n".join(lines)
+
+
 def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str, list[str]]:
     """The generated Markdown, and the target verdict lines."""
     L: list[str] = []
     verdicts: list[str] = []
+    #: Issue 14's targets (relay efficiency), stricter, on the same cells.
+    strict: list[str] = []
+
+    def target(what: str, r: float | None, bound: float, at_most: bool) -> None:
+        if r is None:
+            strict.append(f"{what}: - (no figure)")
+            return
+        ok = r <= bound if at_most else r >= bound
+        sign = "<=" if at_most else ">="
+        strict.append(
+            f"{what}: {r:.2f}x stunnel (target {sign} {bound}x): {'met' if ok else 'MISSED'}"
+        )
+
     L.append(f"Run: `{plan.name}` plan, {res['when']}.")
     L.append("")
     L.append("| machine | |")
@@ -685,6 +735,7 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"throughput {key}: {r:.2f}x stunnel (target >= 1.0x): "
             f"{'met' if r >= 1.0 else 'MISSED'}"
         )
+        target(f"throughput {key}", r, 1.3, at_most=False)
     L.append("")
     L.append("Relay CPU per GB moved (seconds; office side + HQ side):")
     L.append("")
@@ -724,12 +775,17 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"+{add_st:.1f} µs = {add_sp / add_st:.2f}x (target <= 1.0x): "
             f"{'met' if add_sp <= add_st else 'MISSED'}"
         )
+        target(
+            f"added round-trip latency {name}", add_sp / add_st if add_st > 0 else None, 0.8, True
+        )
     cu = sp["rtt_cpu_us"]
     L.append(
         f"| relay CPU per round trip (both processes) | - | {cu['stunnel']:.1f} | "
         f"{cu['spokeshare']:.1f} | {ratio(cu['spokeshare'], cu['stunnel'])} | |"
     )
     L.append("")
+    cpu_r = cu["spokeshare"] / cu["stunnel"] if cu["stunnel"] else None
+    target("relay CPU per 1 KiB round trip (edge + hub)", cpu_r, 0.8, at_most=True)
 
     c = {p: sp["connect"][p] for p in PATHS}
     L.append(
@@ -745,6 +801,8 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
             f"| {name} | {v['direct']:.0f} | {v['stunnel']:.0f} | {v['spokeshare']:.0f} | "
             f"{ratio(v['spokeshare'], v['stunnel'])} | {ratio(v['spokeshare'], v['direct'])} |"
         )
+        r1 = v["spokeshare"] / v["stunnel"] if v["stunnel"] else None
+        target(f"new connection to first response byte {name}", r1, 0.5, at_most=True)
     L.append("")
 
     mem = res["memory"]
@@ -797,6 +855,11 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> tuple[str,
     L.append("")
     for verdict in verdicts:
         L.append(f"- {verdict}")
+    L.append("")
+    L.append("Targets (issue 14, relay efficiency):")
+    L.append("")
+    for verdict in strict:
+        L.append(f"- {verdict}")
     return "\n".join(L) + "\n", verdicts
 
 
@@ -826,7 +889,9 @@ def backend(tmp: Path) -> Iterator[int]:
         lsock.close()
 
 
-def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> int:
+def run(
+    plan: Plan, write: Path | None, json_out: Path | None, keep: bool, only: str | None = None
+) -> int:
     def say(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
@@ -845,7 +910,9 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     try:
         with backend(tmp) as backend_port:
             say(f"bench: {plan.name} plan; speed (direct, stunnel, spokeshare)")
-            res["speed"] = measure_speed(tmp, plan, backend_port, say)
+            res["speed"] = measure_speed(tmp, plan, backend_port, say, only)
+            if only is not None:
+                return _finish_partial(res, load0, json_out)
             say("bench: memory, stunnel")
             res["memory"] = {"stunnel": measure_stunnel_memory(tmp, plan, backend_port)}
             for loop in ("cli", "asyncio"):
@@ -869,6 +936,14 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     return 0
 
 
+def _finish_partial(res: dict[str, Any], load0: float, json_out: Path | None) -> int:
+    res["load"] = (load0, os.getloadavg()[0])
+    print(summary(res))
+    if json_out:
+        json_out.write_text(json.dumps(res, indent=1))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = loopback_parser(
         __doc__.split("\n\n")[0] if __doc__ else None, "smaller sizes (about a minute)"
@@ -879,6 +954,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         metavar="N",
         help="run the hub as N worker processes for the speed measures",
+    )
+    p.add_argument(
+        "--only",
+        choices=("rtt", "bulk"),
+        help="measure only the 1 KiB round trip and its relay CPU (rtt) or only bulk "
+        "throughput (bulk), print a plain summary; cannot be combined with --write",
     )
     p.add_argument("--serve", choices=("backend", "hub", "edge"), help=argparse.SUPPRESS)
     p.add_argument(
@@ -894,7 +975,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = PLANS["smoke" if a.smoke else "quick" if a.quick else "full"]
     plan = dataclasses.replace(plan, hub_workers=a.hub_workers)
-    return run(plan, Path(a.write) if a.write else None, Path(a.json) if a.json else None, a.keep)
+    if a.only and a.write:
+        p.error("--only measures part of the table: --write needs a full run")
+    return run(
+        plan,
+        Path(a.write) if a.write else None,
+        Path(a.json) if a.json else None,
+        a.keep,
+        a.only,
+    )
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def write(path: Path, b: Bundle) -> None:
 def read(path: Path) -> Bundle:
     """Load and check a bundle; any defect is a one-line EnrollmentError."""
     try:
-        pki.check_private(path)
+        pki.check_private(path, "bundle")
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise EnrollmentError(f"bundle {path}: no such file") from None

@@ -105,7 +105,10 @@ def cmd_init(a: argparse.Namespace) -> int:
         a.listen,
     )
     print(f"created deployment in {a.dir}: {', '.join(files)}")
-    print(f"start the hub with: spokeshare hub --dir {a.dir}")
+    if Path(a.dir) == enrollment.DEFAULT_DIR and HUB_UNIT.exists():  # the Debian package's
+        print("start the hub with: systemctl enable --now spokeshare-hub")
+    else:
+        print(f"start the hub with: spokeshare hub --dir {a.dir}")
     return 0
 
 
@@ -115,8 +118,9 @@ def cmd_office_add(a: argparse.Namespace) -> int:
     out = Path(a.out) if a.out else Path(f"{name}.bundle")
     services = [s for s in a.services.split(",") if s] if a.services else None
     rec = enrollment.add_office(
-        directory, name, services, out, days=a.days, printers=_printers_arg(a.printers)
-    )
+        directory, name, services, out, days=a.days, printers=_printers_arg(a.printers),
+        ca_key=Path(a.ca_key) if a.ca_key else None,
+    )  # fmt: skip
     print(
         f"office {rec.name} enrolled: services {', '.join(rec.services)}, "
         f"printers {_printers_text(rec.printers)}, "
@@ -130,7 +134,8 @@ def cmd_office_add(a: argparse.Namespace) -> int:
 def office_steps(bundle_name: str) -> str:
     """What the office's admin does with the bundle ``bundle_name``, as the README's
     quick start says: install it under /etc/spokeshare, write edge.toml, enable the
-    packaged unit; the foreground command as the alternative. Lines end in newlines."""
+    packaged unit, run the check; the foreground command as the alternative. Lines end
+    in newlines."""
     path = f"/etc/spokeshare/{bundle_name}"
     return (
         "copy it to the office box; there, with the spokeshare package installed, as root\n"
@@ -146,6 +151,7 @@ def office_steps(bundle_name: str) -> str:
         'address = "LAN-IP"\n'
         "EOF\n"
         "systemctl enable --now spokeshare-edge\n"
+        "spokeshare check                 # the bundle, the hub, the LAN, every advertised name\n"
         "\n"
         "or, without the package (a checkout), in the foreground:\n"
         f"spokeshare edge --bundle {path} --lan-address LAN-IP\n"
@@ -181,7 +187,14 @@ def _hub_status(directory: Path) -> HubStatistics | None:
         cfg = load_hub(directory / "hub.toml")
     except SpokeshareError:
         return None
-    return hubstatus.merge(hubstatus.read_fresh(cfg.state_dir))
+    # This host's hub and every hub sharing the directory (docs/scale-out.md).
+    return hubstatus.merge(hubstatus.read_deployment(directory, cfg.state_dir))
+
+
+def _hubs_text(control_hub: str, tunnels: dict[str, int]) -> str:
+    """``hub0*:3 hub1:2``: the office's tunnels per hub, ``*`` on its control channel's."""
+    names = sorted(set(tunnels) | ({control_hub} if control_hub else set()))
+    return " ".join(f"{n}{'*' if n == control_hub else ''}:{tunnels.get(n, 0)}" for n in names)
 
 
 def _ago(ts: float | None) -> str:
@@ -222,18 +235,24 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 "clients": st.clients,
                 "services": list(rec.services),
                 "printers": list(rec.printers) if rec.printers is not None else None,
+                # several hubs: where the control channel is and the tunnels per hub
+                "control_hub": st.control_hub or None,
+                "hub_tunnels": dict(sorted(st.hub_tunnels.items())),
             }
         )
+    hubs = sorted(set(status.hubs)) if status is not None and live else []
     if a.json:
-        print(json.dumps({"hub_running": live, "offices": rows}, indent=2))
+        print(json.dumps({"hub_running": live, "hubs": hubs, "offices": rows}, indent=2))
         return 0
     if not live:
         print("(hub not running or status stale: connection columns unknown)")
-    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<18} {:<34} {}"
+    elif len(hubs) > 1:
+        print(f"hubs reporting: {', '.join(hubs)} (HUBS: tunnels per hub, * control channel)")
+    fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<18} {:<34} {:<16} {}"
     print(
         fmt.format(
             "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
-            "VERSION", "RENEWAL", "PRINTERS",
+            "VERSION", "RENEWAL", "PRINTERS", "HUBS",
         )
     )
     for r in rows:
@@ -250,6 +269,7 @@ def cmd_office_list(a: argparse.Namespace) -> int:
                 r["version"] or "-",
                 r["renewal"],
                 _printers_text(tuple(r["printers"]) if r["printers"] is not None else None),
+                _hubs_text(r["control_hub"] or "", r["hub_tunnels"]) or "-",
             )
         )
     return 0
@@ -258,7 +278,10 @@ def cmd_office_list(a: argparse.Namespace) -> int:
 def cmd_office_renew(a: argparse.Namespace) -> int:
     name = a.name.lower()
     out = Path(a.out) if a.out else Path(f"{name}.bundle")
-    rec = enrollment.renew_office(Path(a.dir), name, out, days=a.days, cut_previous=a.cut_previous)
+    rec = enrollment.renew_office(
+        Path(a.dir), name, out, days=a.days, cut_previous=a.cut_previous,
+        ca_key=Path(a.ca_key) if a.ca_key else None,
+    )  # fmt: skip
     print(f"office {rec.name} renewed: new certificate valid until {rec.not_after:%Y-%m-%d}")
     if a.cut_previous:
         print("the previous certificate is refused from now on; install the new bundle now:")
@@ -435,6 +458,12 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
         help="HQ printers (CUPS queue names) it may use, enforced at the hub "
         "(default: all printers HQ's CUPS shares)",
     )
+    s.add_argument(
+        "--ca-key",
+        metavar="PATH",
+        help="the CA key, when it is not DIR/ca.key (several hubs: kept on the CA host "
+        "only, outside the shared directory)",
+    )
     s.set_defaults(func=cmd_office_add)
     s = osub.add_parser("set", help="change what an office may use (its printers)")
     s.add_argument("name")
@@ -459,6 +488,12 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
         "--cut-previous",
         action="store_true",
         help="refuse the old certificate at once (a leaked bundle)",
+    )
+    s.add_argument(
+        "--ca-key",
+        metavar="PATH",
+        help="the CA key, when it is not DIR/ca.key (several hubs: kept on the CA host "
+        "only, outside the shared directory)",
     )
     s.set_defaults(func=cmd_office_renew)
     s = osub.add_parser("revoke", help="cut an office off, live tunnels included")
@@ -533,6 +568,8 @@ OPTIONAL_COMMANDS = {
 }
 # What the ``lab`` extra in pyproject.toml installs for them (top-level module names).
 LAB_EXTRA = ("pyroute2", "matplotlib")
+#: The hub's systemd unit as the Debian package installs it.
+HUB_UNIT = Path("/lib/systemd/system/spokeshare-hub.service")
 # The end of --help where optional commands cannot run (spokeshare --help, and the man
 # page made from it, list only the commands this installation runs).
 MISSING_NOTE = """

@@ -129,6 +129,12 @@ class HubConfig:
     #: Credential of the status page, /status and /metrics (bearer token or basic-auth
     #: password; "" for none, allowed only when status_listen is a loopback address).
     status_token: str = ""
+    #: This hub's name among the deployment's hubs ([hub] name, default the host name):
+    #: its status snapshot in the shared directory and the office list's HUB column.
+    name: str = "hub"
+    #: The CA key ([hub] ca_key; None: DIR/ca.key). Several hubs: set on the CA host
+    #: only; the others send renewals there (spokeshare.renewal_spool).
+    ca_key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -485,6 +491,10 @@ def load_hub(path: Path) -> HubConfig:
     _check_status_token(src, status_listen, status_token)
     workers = hub.take("workers", int, 1)
     check_backends = hub.take("check_backends", bool, True)
+    hub_name = hub.take("name", str, "") or _default_hub_name()
+    ca_key_raw = hub.take("ca_key", str, "")
+    if not HUB_NAME.fullmatch(hub_name):
+        raise ConfigError(src, "hub.name", "1-63 characters of [A-Za-z0-9._-], not starting with .")
     if not 1 <= workers <= 64:
         raise ConfigError(src, "hub.workers", "must be between 1 and 64")
     if not 0.05 <= heartbeat <= 300:
@@ -515,8 +525,20 @@ def load_hub(path: Path) -> HubConfig:
     root.done()
     return HubConfig(
         src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets,
-        check_backends, status_token,
+        check_backends, status_token, hub_name, Path(ca_key_raw) if ca_key_raw else None,
     )
+
+
+#: A hub's name ([hub] name): it names a file in the shared deployment directory.
+HUB_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,62}")
+
+
+def _default_hub_name() -> str:
+    """The host's name (first label), as [hub] name when hub.toml gives none."""
+    import socket
+
+    host = socket.gethostname().split(".")[0]
+    return host if HUB_NAME.fullmatch(host) else "hub"
 
 
 def _service(src: str, t: _Table) -> Service:
@@ -814,7 +836,8 @@ def render_hub_toml(
     """The hub.toml that ``spokeshare init`` writes: a service with one backend as
     ``backend = "HOST:PORT"``, one with several as ``backends = [...]`` in order."""
     lines = [
-        "# spokeshare hub configuration (see etc/hub.toml.example for every key)",
+        "# spokeshare hub configuration; every key is in hub.toml.example",
+        "# (/usr/share/doc/spokeshare/examples/ from the package, etc/ in the source tree)",
         "[hub]",
         "listen = [" + ", ".join(f'"{_hp(h, p)}"' for h, p in listen) + "]",
         f'state_dir = "{state_dir}"',

@@ -212,6 +212,9 @@ def render(
         f"{worse - down} other trouble",
         f"hub {_text(snap.get('version', ''))}",
     ]
+    hub_names = sorted({_text(h) for h in snap.get("hubs") or () if isinstance(h, str)})
+    if len(hub_names) > 1:
+        summary.append(f"hubs {', '.join(hub_names)}")
     backends = _backends(snap)
     down_backends = [b for b in backends if b.get("up") is not True]
     if down_backends:
@@ -331,6 +334,13 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
             rows.append((key, _list(f"{k} ({v})" for k, v in sorted(value.items()))))
         elif isinstance(value, list | tuple) and value:
             rows.append((key, _list(str(v) for v in value)))
+    hubs = hub_tunnels(o)
+    if hubs:  # several hubs: the office's tunnels on each, the control channel's marked
+        ctl = _text(o.get("control_hub") or "")
+        rows.append(("hubs", _list(
+            f"{h}: {n} tunnel{'s' if n != 1 else ''}{' (control)' if h == ctl else ''}"
+            for h, n in hubs
+        )))  # fmt: skip
     version = o.get("version")
     if version:
         rows.append(("edge version", _esc(_text(version))))
@@ -340,6 +350,19 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
         f'<h2><span class="name">{_esc(_text(name))}</span> '
         f'<span class="badge">{state}</span></h2><dl>{body}</dl></article>'
     )
+
+
+def hub_tunnels(o: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The office's tunnels per hub (``hub_tunnels``; the control channel's hub with 0
+    if it holds none else), sorted; [] when only one hub reports it."""
+    raw = o.get("hub_tunnels")
+    out: dict[str, int] = {}
+    if isinstance(raw, Mapping):
+        out = {_text(k): int(v) for k, v in raw.items() if isinstance(v, int)}
+    ctl = o.get("control_hub")
+    if isinstance(ctl, str) and ctl:
+        out.setdefault(_text(ctl), 0)
+    return sorted(out.items()) if len(out) > 1 else []
 
 
 def sparkline(samples: Sequence[float], width: int = 120, height: int = 24) -> str:

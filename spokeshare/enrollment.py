@@ -15,6 +15,13 @@ without a restart (and cuts that office's live tunnels). The hub writes it too: 
 office renewing its certificate over its tunnel (:func:`renew_from_request`). Every
 read-modify-write of the registry holds :func:`registry_lock` (an ``flock`` on the
 deployment directory), so a revocation and a renewal at the same moment both count.
+
+Several hubs share one deployment directory on the cluster's filesystem
+(docs/scale-out.md): every hub re-reads the registry, so a revocation or an office
+added at any of them holds at all. The CA key then lives outside the shared directory
+on one host (deployment.toml ``ca_host``; ``--ca-key`` / ``[hub] ca_key`` name it
+there): issuing elsewhere is refused with that host's name, and renewals arriving at
+another hub go to the CA host through the spool (spokeshare.renewal_spool).
 """
 
 from __future__ import annotations
@@ -136,10 +143,50 @@ def save_registry(directory: Path, offices: dict[str, OfficeRecord]) -> None:
     pki.write_private(directory / REGISTRY, (json.dumps(data, indent=2) + "\n").encode())
 
 
-def _ca(directory: Path) -> pki.Issued:
+def ca_key_path(directory: Path, ca_key: Path | None = None) -> Path:
+    """The CA key: ``ca_key`` when given (``--ca-key``, ``[hub] ca_key``), else
+    ``DIR/ca.key``. Several hubs (docs/scale-out.md) keep it out of the shared directory,
+    on the CA host only."""
+    return ca_key if ca_key is not None else directory / "ca.key"
+
+
+def ca_host(directory: Path) -> str:
+    """The host holding the CA key, as deployment.toml's ``ca_host`` says ("" if not)."""
     try:
-        pki.check_private(directory / "ca.key")
-        key = pki.load_key((directory / "ca.key").read_bytes())
+        dep = tomllib.loads((directory / "deployment.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    host = dep.get("ca_host", "")
+    return host if isinstance(host, str) else ""
+
+
+def hub_addresses(directory: Path) -> list[str]:
+    """deployment.toml's ``addresses`` (what bundles list), or none when unreadable."""
+    try:
+        dep = tomllib.loads((directory / "deployment.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    addresses = dep.get("addresses", [])
+    return [str(a) for a in addresses] if isinstance(addresses, list) else []
+
+
+def has_ca_key(directory: Path, ca_key: Path | None = None) -> bool:
+    """Whether this host can issue certificates: the CA key is a readable file here."""
+    return os.access(ca_key_path(directory, ca_key), os.R_OK)
+
+
+def _ca(directory: Path, ca_key: Path | None = None) -> pki.Issued:
+    key_path = ca_key_path(directory, ca_key)
+    if (directory / "ca.crt").exists() and not key_path.exists():
+        host = ca_host(directory)
+        raise EnrollmentError(
+            f"this host holds no CA key ({key_path}): certificates are issued on the CA "
+            f"host, {host or 'the host that ran spokeshare init'} (deployment.toml ca_host); "
+            "run the command there, or give --ca-key PATH if the key is elsewhere here"
+        )
+    try:
+        pki.check_private(key_path)
+        key = pki.load_key(key_path.read_bytes())
         cert = pki.load_cert((directory / "ca.crt").read_bytes())
     except FileNotFoundError as exc:
         raise EnrollmentError(
@@ -195,6 +242,8 @@ def init(
             "# who the hub is and where offices reach it (written by spokeshare init)",
             f'hub_name = "{hub_name}"',
             "addresses = [" + ", ".join(f'"{a}"' for a in addresses) + "]",
+            "# the host holding ca.key: certificates are issued only there (several hubs)",
+            f'ca_host = "{_this_host()}"',
             "",
         ]
     )
@@ -206,6 +255,12 @@ def init(
     return ["ca.key", "ca.crt", "hub.key", "hub.crt", "deployment.toml", "hub.toml", REGISTRY]
 
 
+def _this_host() -> str:
+    import socket
+
+    return socket.gethostname().replace('"', "")
+
+
 def add_office(
     directory: Path,
     name: str,
@@ -215,15 +270,18 @@ def add_office(
     now: dt.datetime | None = None,
     not_before: dt.datetime | None = None,
     printers: list[str] | None = None,
+    ca_key: Path | None = None,
 ) -> OfficeRecord:
     """Issue an office's certificate and write its bundle (mode 0600) to ``out``.
+    ``ca_key``: where the CA key is (default DIR/ca.key); EnrollmentError naming the
+    CA host when this host has none.
 
     ``printers``: the HQ queues it may use (None: all HQ shares); EnrollmentError if a
     name is not a valid CUPS queue name.
     """
     name = pki.check_office_name(name)
     checked = check_printers(printers)
-    ca = _ca(directory)
+    ca = _ca(directory, ca_key)
     hub_cfg = load_hub(directory / "hub.toml")
     with registry_lock(directory):
         return _add_office(directory, ca, list(hub_cfg.services), name, services, out, days, now,
@@ -273,6 +331,7 @@ def renew_office(
     out: Path,
     days: float = DEFAULT_DAYS,
     cut_previous: bool = False,
+    ca_key: Path | None = None,
 ) -> OfficeRecord:
     """Issue a fresh certificate (new key) for an enrolled office and write its bundle.
 
@@ -281,7 +340,7 @@ def renew_office(
     Only one previous certificate is kept: renewing again retires the older one.
     """
     name = pki.check_office_name(name)
-    ca = _ca(directory)
+    ca = _ca(directory, ca_key)
     with registry_lock(directory):
         offices = load_registry(directory)
         rec = offices.get(name)
@@ -309,6 +368,7 @@ def renew_from_request(
     csr_der: bytes,
     now: dt.datetime | None = None,
     in_use: int | None = None,
+    ca_key: Path | None = None,
 ) -> tuple[x509.Certificate, x509.Certificate] | renewal.Refuse:
     """An office renews over its tunnel (spokeshare.renewal): issue a certificate for
     the key in ``csr_der`` to ``office`` (the name its tunnel proved), with the profile
@@ -319,7 +379,7 @@ def renew_from_request(
     certificate), or the refusal (not enrolled, revoked, a bad or foreign request).
     Raises EnrollmentError when the deployment's CA or registry cannot be read.
     """
-    ca = _ca(directory)
+    ca = _ca(directory, ca_key)
     with registry_lock(directory):
         offices = load_registry(directory)
         rec = offices.get(office)

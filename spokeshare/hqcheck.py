@@ -17,6 +17,7 @@ import os
 
 from spokeshare import smb2_negotiate
 from spokeshare.errors import DecodeError
+from spokeshare.logfmt import Line
 
 log = logging.getLogger("spokeshare.hub.hqcheck")
 
@@ -45,27 +46,36 @@ async def negotiate(host: str, port: int) -> smb2_negotiate.NegotiateResponse:
 async def check_smb_backend(service: str, host: str, port: int) -> bool | None:
     """Warn (once) if the backend offers multichannel; True/False: offered or not,
     None: the backend could not be asked (it is logged at INFO; streams will say more)."""
+    backend = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
         answer = await negotiate(host, port)
     except (OSError, TimeoutError, asyncio.IncompleteReadError, DecodeError) as exc:
         log.info(
-            "could not ask service %s (%s:%d) about SMB3 multichannel: %s", service, host, port, exc
+            "%s",
+            Line(
+                "smb multichannel",
+                service=service,
+                backend=backend,
+                offered="unknown",
+                error=str(exc) or type(exc).__name__,
+            ),
         )
         return None
     if answer.multichannel:
         log.warning(
-            "service %s: HQ's SMB server %s:%d offers SMB3 multichannel, so it hands office "
-            "PCs its own addresses and Windows opens channels around the tunnel: %s",
-            service,
-            host,
-            port,
-            MULTICHANNEL_FIX,
+            "%s",
+            Line(
+                "smb multichannel",
+                service=service,
+                backend=backend,
+                offered="yes",
+                reason="HQ's SMB server hands office PCs its own addresses and Windows "
+                "opens channels around the tunnel",
+                fix=MULTICHANNEL_FIX,
+            ),
         )
     else:
         log.info(
-            "service %s: HQ's SMB server %s:%d does not offer SMB3 multichannel",
-            service,
-            host,
-            port,
+            "%s", Line("smb multichannel", service=service, backend=backend, offered="no")
         )
     return answer.multichannel

@@ -5,6 +5,14 @@ as :func:`stats.to_json`) to ``STATE_DIR/status.json`` (``status-N.json`` for wo
 when the hub runs several) every second. Readers (``spokeshare office list``, the
 status page) merge the fresh ones as the schema says (spokeshare.stats): an office is
 connected if any worker holds its control channel, and counts add up.
+
+Several hubs on one shared deployment directory (docs/scale-out.md) each also write
+their snapshot to ``DIR/hubs/NAME.json`` (``NAME-N.json`` per worker), NAME being
+``[hub] name``; readers merge every fresh one there with their own host's, the same
+way, so every hub answers for the whole deployment and each office shows the hub of
+its control channel and its tunnels per hub. A snapshot read twice (the state
+directory's copy and the shared one) counts once: snapshots are told apart by hub
+name and process id.
 """
 
 from __future__ import annotations
@@ -24,17 +32,48 @@ from spokeshare.stats import HubStatistics
 FRESH_SECONDS = 10.0
 
 
+#: The shared deployment directory's folder of every hub's snapshots.
+SHARED = "hubs"
+
+
 def status_path(state_dir: Path, worker: int | None) -> Path:
     return state_dir / ("status.json" if worker is None else f"status-{worker}.json")
 
 
-def read_fresh(state_dir: Path, now: float | None = None) -> list[dict[str, Any]]:
+def shared_path(directory: Path, hub: str, worker: int | None) -> Path:
+    """Where hub ``hub`` (its [hub] name) writes its snapshot in the shared directory."""
+    return directory / SHARED / (f"{hub}.json" if worker is None else f"{hub}-{worker}.json")
+
+
+def read_deployment(
+    directory: Path, state_dir: Path, now: float | None = None
+) -> list[dict[str, Any]]:
+    """Every fresh snapshot of the deployment: this host's (``state_dir``) and every
+    hub's in ``directory``/hubs, each process once (by its ``hubs`` and ``pid``)."""
+    seen: set[tuple[tuple[str, ...], int]] = set()
+    out = []
+    for snap in read_fresh(state_dir, now) + read_fresh(directory / SHARED, now, "*.json"):
+        hubs, pid = snap.get("hubs"), snap.get("pid")
+        key = (
+            tuple(str(h) for h in hubs) if isinstance(hubs, list) else (),
+            pid if isinstance(pid, int) else 0,
+        )
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(snap)
+    return out
+
+
+def read_fresh(
+    state_dir: Path, now: float | None = None, pattern: str = "status*.json"
+) -> list[dict[str, Any]]:
     """The status files in ``state_dir`` (as written: JSON objects) whose ``time`` is
     within FRESH_SECONDS of ``now`` (unix seconds; default the clock). A file that is
     unreadable, not a JSON object or without a numeric ``time`` is skipped."""
     now = time.time() if now is None else now
     out = []
-    for path in sorted(state_dir.glob("status*.json")):
+    for path in sorted(state_dir.glob(pattern)):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):

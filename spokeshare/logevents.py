@@ -18,8 +18,10 @@ Field names mean the same wherever they appear:
   none);
 - ``owner``: the address of the other host holding a name;
 - ``cause``: a short token to filter by (``certificate``, ``timeout``, ``control-up``);
-  ``reason``: the words that explain it; ``error``: an exception's text;
-- ``*_s``: seconds.
+  ``reason``: the words that explain it; ``error``: an exception's text; ``fix``: what
+  the operator does about it;
+- ``printer``: one of HQ's CUPS queues; ``address``, ``port``: where something listens;
+- ``count``: how many; ``*_s``: seconds.
 """
 
 from __future__ import annotations
@@ -64,9 +66,17 @@ EVENTS: tuple[Event, ...] = (
     _e("ipp refused", "hub", "office client printer reason", "office client reason"),
     _e("backend down", "hub", "service backend reason retry_in_s"),
     _e("backend up", "hub", "service backend down_s via"),
+    _e("cupsd bad answer", "hub", "office client reason"),
+    _e("tunnel dropped", "edge", "office reason"),
+    _e("hub no answer", "edge", "office client wait_s"),
     # -- the hub, seen from the edge ---------------------------------------------------
     _e("hub state", "edge", "office from to cause"),
-    _e("hub unreachable", "edge", "office dialing failures reason"),
+    _e("hub unreachable", "edge", "office hub dialing failures reason",
+       "office dialing failures reason"),
+    _e("hub away", "edge", "office hub reason"),
+    _e("hub back", "edge", "office hub"),
+    _e("control channel moved", "edge", "office from_hub to_hub"),
+    _e("open retried", "edge", "office client service from_hub reason"),
     _e("hub reachable", "edge", "office failures"),
     _e("hub reconnecting", "edge", "office reason"),
     _e("idle tunnels dropped", "edge", "office count reason"),
@@ -83,6 +93,7 @@ EVENTS: tuple[Event, ...] = (
        "office reason failures failing_since next_attempt not_after"),
     _e("certificate renewal refused", "hub", "office reason"),
     _e("certificate not issued", "hub", "office error"),
+    _e("certificate issued for another hub", "hub", "office"),
     # -- configuration -----------------------------------------------------------------
     _e("config reloaded", "hub",
        "file generation services added removed changed limits_changed",
@@ -90,6 +101,27 @@ EVENTS: tuple[Event, ...] = (
     _e("config not reloaded", "hub", "file generation reason", "generation reason"),
     _e("config not applied until restart", "hub", "file generation keys",
        "generation keys"),
+    _e("office registry not reloaded", "hub", "file error"),
+    # -- processes, listeners and files ------------------------------------------------
+    _e("listening", "both", "address port service names services", "address port"),
+    _e("listener failed", "edge", "address port service names error holder fix retry_s",
+       "address port error fix retry_s"),
+    _e("listener recovered", "edge", "address port service names holder",
+       "address port"),
+    _e("accept failed", "hub", "address port error"),
+    _e("status page", "hub", "url paths auth"),
+    _e("hub worker started", "hub", "worker pid"),
+    _e("hub worker exited", "hub", "worker pid exit_status restart_in_s"),
+    _e("hub reload signalled", "hub", "workers"),
+    _e("hub stopping", "hub", "workers"),
+    _e("hub stopped", "hub", "worker", ""),
+    _e("edge stopped", "edge", "office"),
+    _e("task failed", "both", "tasks error"),
+    _e("tasks still running", "both", "tasks count"),
+    _e("state not written", "both", "protocol file error", "file error"),
+    _e("wan congestion control", "edge", "algorithm"),
+    _e("smb multichannel", "hub", "service backend offered error reason fix",
+       "service backend offered"),
     # -- the edge on its LAN -----------------------------------------------------------
     _e("edge up", "edge", "office names hub"),
     _e("lan interface found", "edge", "interface address"),
@@ -99,6 +131,7 @@ EVENTS: tuple[Event, ...] = (
     _e("protocol degraded", "edge", "protocol reason"),
     _e("protocol restored", "edge", "protocol reason"),
     _e("protocol failed", "edge", "protocol action error"),
+    _e("protocol stopped", "edge", "protocol address"),
     _e("names announced", "edge", "protocol names interface address workgroup",
        "protocol names"),
     _e("names withdrawn", "edge", "protocol names"),
@@ -110,6 +143,20 @@ EVENTS: tuple[Event, ...] = (
     _e("name probe deferred", "edge", "protocol name retry_in_s reason"),
     _e("name reclaimed", "edge", "protocol name interface reason",
        "protocol name reason"),
+    _e("netbios session refused", "edge", "client name reason count", "client name reason"),
+    # -- HQ's printers on the office LAN -----------------------------------------------
+    _e("printers not fetched", "edge", "error reason"),
+    _e("printers fetched again", "edge", "failures"),
+    _e("printers not advertised", "edge", "host address reason fix", "reason"),
+    _e("printers advertised", "edge", "host reason"),
+    _e("printers withdrawn", "edge", "count"),
+    _e("printer published", "edge", "printer name host port subtypes"),
+    _e("printer updated", "edge", "printer name"),
+    _e("printer withdrawn", "edge", "printer name"),
+    _e("printer left out", "edge", "printer reason"),
+    _e("printer name conflict", "edge", "printer name next reason"),
+    _e("printer failed", "edge", "printer action error reason", "printer action"),
+    _e("printer subtypes missing", "edge", "subtypes reason"),
 )  # fmt: skip
 
 BY_NAME: dict[str, Event] = {e.name: e for e in EVENTS}

@@ -74,6 +74,11 @@ class Line:
     def __repr__(self) -> str:
         return f"<Line {self}>"
 
+    def adding(self, **fields: object) -> Line:
+        """This line with ``fields`` after its own (a field it has already is replaced
+        in place)."""
+        return Line(self.event, **{**self.fields, **fields})
+
 
 def parse(line: str) -> tuple[str, dict[str, str]]:
     """``logfmt``'s inverse: (event, {key: value text}). Values come back as the text

@@ -283,13 +283,15 @@ def write_public(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def check_private(path: Path) -> None:
-    """Refuse a key file that others can read (as ssh does), or that another user owns
-    (root may use the service user's keys: see :func:`directory_owner`)."""
+def check_private(path: Path, what: str = "key") -> None:
+    """Refuse a file holding a private key (``what`` names it in the message: ``key``,
+    ``bundle``) that others can read (as ssh does), or that another user owns (root may
+    use the service user's keys: see :func:`directory_owner`). Raises EnrollmentError."""
     st = path.stat()
     if st.st_mode & 0o077:
         raise EnrollmentError(
-            f"{path} is readable by others (mode {st.st_mode & 0o777:o}); run: chmod 600 {path}"
+            f"{what} {path} is readable by others (mode {st.st_mode & 0o777:o}); "
+            f"run: chmod 600 {path}"
         )
     if st.st_uid != os.geteuid() and os.geteuid() != 0:
-        raise EnrollmentError(f"{path} is not owned by the user running spokeshare")
+        raise EnrollmentError(f"{what} {path} is not owned by the user running spokeshare")

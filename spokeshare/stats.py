@@ -175,6 +175,16 @@ class OfficeStatistics:
     names: Mapping[str, str] = stat(merge=Merge.LEAD, factory=dict)
     printers: tuple[str, ...] = stat((), merge=Merge.LEAD)
     degraded: tuple[str, ...] = stat((), merge=Merge.LEAD)
+    #: Several hubs (docs/scale-out.md): the hub ([hub] name) holding the office's
+    #: control channel ("" when none does), and the office's tunnels on each hub.
+    control_hub: str = stat("", merge=Merge.LEAD)
+    hub_tunnels: Mapping[str, int] = stat(
+        merge=Merge.SUM,
+        metric="spokeshare_office_hub_tunnels",
+        help="the office's tunnels (idle, streams, control) on each hub",
+        label="hub",
+        factory=dict,
+    )
 
 
 @dataclass(frozen=True)
@@ -222,6 +232,8 @@ class HubStatistics:
     version: str = stat("", merge=Merge.FIRST)
     pid: int = stat(0, merge=Merge.FIRST)
     pids: tuple[int, ...] = stat((), merge=Merge.CONCAT)
+    #: The hubs ([hub] name) whose snapshots this is: one, or every one merged.
+    hubs: tuple[str, ...] = stat((), merge=Merge.CONCAT)
     time: float = stat(0.0, merge=Merge.MAX)  # unix seconds the snapshot was taken
     workers: int = stat(
         1, merge=Merge.SUM, metric="spokeshare_hub_workers", help="hub processes reporting"
@@ -231,6 +243,13 @@ class HubStatistics:
         merge=Merge.SUM,
         metric="spokeshare_hub_handshakes_total",
         help="TLS handshakes completed",
+        kind=Kind.COUNTER,
+    )
+    streams_reused: int = stat(
+        0,
+        merge=Merge.SUM,
+        metric="spokeshare_hub_streams_reused_total",
+        help="streams carried by a tunnel that had carried one before (sequential reuse)",
         kind=Kind.COUNTER,
     )
     handshake_failures: int = stat(
@@ -490,12 +509,17 @@ class EdgeStatistics:
     clients: int  # client connections carried now
     streams_total: int
     streams_failed: int
+    #: Streams carried by a tunnel that had carried one before (sequential reuse).
+    streams_reused: int
     #: Refused or odd NetBIOS session requests, by kind (lan/nbss_answer.py).
     sessions: Mapping[str, int]
     #: Relayed listener ("HOST:PORT") -> why it is not bound (edge.retry_listeners).
     listeners_degraded: Mapping[str, str]
     #: The certificate and its renewal (spokeshare.renewal.RenewalStatus.to_json).
     certificate: Mapping[str, Any]
+    #: Each hub address ("HOST:PORT") -> "up", "away" or "control" (holds the control
+    #: channel), as the edge sees them (spokeshare.tunnel.hubs).
+    hubs: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)

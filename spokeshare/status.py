@@ -26,6 +26,7 @@ from typing import Any
 
 from spokeshare import dashboard, stats
 from spokeshare.errors import ConfigError, DecodeError
+from spokeshare.logfmt import Line
 from spokeshare.stats import HubStatistics
 
 log = logging.getLogger("spokeshare.status")
@@ -213,13 +214,17 @@ async def serve(
             loop.call_later(dashboard.SAMPLE_SECONDS, tick)
 
     tick()
+    shown = f"[{host}]" if ":" in host else host
     log.info(
-        "status page on http://%s:%d/ (dashboard), /status and /metrics: %s",
-        host,
-        port,
-        "status_token required (bearer or basic auth)"
-        if token
-        else "loopback only, no token needed",
+        "%s",
+        Line(
+            "status page",
+            url=f"http://{shown}:{server.sockets[0].getsockname()[1]}/",
+            paths="/,/status,/metrics",
+            auth="status_token required (bearer or basic auth)"
+            if token
+            else "loopback only, no token needed",
+        ),
     )
     return server
 

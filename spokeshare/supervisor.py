@@ -23,6 +23,8 @@ import time
 from collections.abc import Sequence
 from types import FrameType
 
+from spokeshare.logfmt import Line
+
 log = logging.getLogger("spokeshare.hub")
 
 #: Seconds before a worker that exited is started again.
@@ -47,7 +49,7 @@ def run_workers(count: int, argv: Sequence[str]) -> int:
         finally:
             signal.signal(signal.SIGHUP, handler)
         workers[index] = proc
-        log.info("hub worker %d started: pid %d", index, proc.pid)
+        log.info("%s", Line("hub worker started", worker=index, pid=proc.pid))
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         raise _Stop
@@ -60,7 +62,7 @@ def run_workers(count: int, argv: Sequence[str]) -> int:
                 os.kill(proc.pid, signal.SIGHUP)
             except ProcessLookupError:
                 continue  # exited meanwhile: os.wait() restarts it with the new file
-        log.info("hub reload: SIGHUP passed on to %d worker(s)", len(running))
+        log.info("%s", Line("hub reload signalled", workers=len(running)))
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
@@ -74,15 +76,19 @@ def run_workers(count: int, argv: Sequence[str]) -> int:
                 continue
             workers[index].returncode = os.waitstatus_to_exitcode(status)
             log.error(
-                "hub worker %d (pid %d) exited with %s; restarting it",
-                index,
-                pid,
-                workers[index].returncode,
+                "%s",
+                Line(
+                    "hub worker exited",
+                    worker=index,
+                    pid=pid,
+                    exit_status=workers[index].returncode,
+                    restart_in_s=RESTART_DELAY,
+                ),
             )
             time.sleep(RESTART_DELAY)
             start(index)
     except _Stop:
-        log.info("hub stopping %d worker(s)", len(workers))
+        log.info("%s", Line("hub stopping", workers=len(workers)))
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)

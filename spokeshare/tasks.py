@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Coroutine
 from typing import Any
 
+from spokeshare.logfmt import Line
+
 #: Exceptions a TaskSet keeps (the oldest dropped first); ``failures`` counts them all.
 MAX_CRASHED = 16
 #: Rounds of cancel-and-wait in :meth:`TaskSet.aclose` (a task ending may start another).
@@ -67,7 +69,7 @@ class TaskSet:
         if exc is not None:
             self.failures += 1
             self.crashed.append(exc)
-            self._log.error("%s failed", self._what, exc_info=exc)
+            self._log.error("%s", Line("task failed", tasks=self._what, error=exc), exc_info=exc)
 
     async def aclose(self) -> None:
         """Cancel every task and wait until each has ended.
@@ -87,4 +89,4 @@ class TaskSet:
             await asyncio.wait(tasks)
         left = [t for t in self._tasks if t is not me]
         if left:
-            self._log.error("%s: %d tasks still running after close", self._what, len(left))
+            self._log.error("%s", Line("tasks still running", tasks=self._what, count=len(left)))

@@ -84,6 +84,34 @@ def test_smoke_run_reports_all_three_paths(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(STUNNEL), reason="needs Debian's stunnel4")
+def test_only_rtt_measures_the_round_trip_cells_alone(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--smoke", "--only", "rtt", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    speed = res["speed"]
+    assert speed["bulk"] == {} and speed["connect"] == {} and "memory" not in res
+    assert set(speed["rtt"]) == {"direct", "stunnel", "spokeshare"}
+    assert set(speed["rtt_cpu_us"]) == {"direct", "stunnel", "spokeshare"}
+    assert "relay cpu per round trip" in proc.stdout and "rtt p99" in proc.stdout
+    refused = subprocess.run(
+        [sys.executable, str(SCRIPT), "--only", "rtt", "--write", str(tmp_path / "x.md")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 2 and "--write needs a full run" in refused.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists(STUNNEL), reason="needs Debian's stunnel4")
 def test_capacity_smoke_run_is_well_formed(tmp_path: Path) -> None:
     """bench/capacity.py with tiny sizes: every measure produced counts and its table."""
     out = tmp_path / "capacity.json"

@@ -178,8 +178,10 @@ def test_office_add_prints_the_readme_quick_start_steps() -> None:
         '"192.0.2.10"', '"LAN-IP"'
     ).splitlines()
     commands = steps.split("\n\n", 1)[1].split("\n\nor, without", 1)[0].splitlines()
-    assert commands == [ln for ln in readme_lines if not ln.startswith("apt install")]
-    assert commands[-1] == "systemctl enable --now spokeshare-edge"
+    apt = ("apt install", "apt update")
+    assert commands == [ln for ln in readme_lines if not ln.startswith(apt)]
+    assert commands[-2] == "systemctl enable --now spokeshare-edge"
+    assert commands[-1].startswith("spokeshare check ")
     assert steps.rstrip().endswith(
         "spokeshare edge --bundle /etc/spokeshare/nyc.bundle --lan-address LAN-IP"
     )

@@ -481,3 +481,21 @@ def test_backends_are_shown_with_their_state_and_counted_when_down() -> None:
 
     assert dashboard.render(to_json(snap), {}, NOW).count('<tr class="') == 2
     assert '<section class="backends">' not in dashboard.render(snapshot({}), {}, NOW)
+
+
+def test_several_hubs_show_each_offices_tunnels_per_hub_and_its_control_channel() -> None:
+    snap = {
+        "hubs": ["hub1", "hub0"],
+        "offices": {
+            "nyc": office(control_hub="hub1", hub_tunnels={"hub0": 2, "hub1": 3}),
+            "sfo": office(control_hub="hub0", hub_tunnels={"hub0": 1}),  # one hub only
+        },
+    }
+    page = dashboard.render(snap, {}, NOW)
+    assert "hubs hub0, hub1" in page
+    assert "hub0: 2 tunnels" in page and "hub1: 3 tunnels (control)" in page
+    assert "hub0: 1 tunnel" not in page  # an office on one hub shows no hub list
+    assert dashboard.hub_tunnels({"hub_tunnels": {"a": "x", "b": 1}, "control_hub": "c"}) == [
+        ("b", 1),
+        ("c", 0),
+    ]

@@ -194,6 +194,7 @@ def test_office_list_shows_live_state(stack: Stack) -> None:
         "VERSION",
         "RENEWAL",
         "PRINTERS",
+        "HUBS",
     ]
     assert text.splitlines()[1].split()[3] == "yes"
     assert nyc["version"] == f"spokeshare/{__version__}"  # the edge's, from its heartbeats

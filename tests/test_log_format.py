@@ -76,7 +76,8 @@ def test_bad_names_refused() -> None:
 def test_find_skips_the_logging_prefix() -> None:
     log = (
         "2026-11-30 21:00:00,001 INFO spokeshare.hub.stream: stream office=nyc to_hq=3\n"
-        "2026-11-30 21:00:00,002 INFO spokeshare.hub: hub listening on 127.0.0.1:1\n"
+        "2026-11-30 21:00:00,002 INFO spokeshare.hub: listening address=127.0.0.1 port=1\n"
+        "2026-11-30 21:00:00,003 DEBUG spokeshare.edge: cannot write /x: prose, not an event\n"
         'stream office=bos reason="a b"\n'
     )
     assert find(log, "stream") == [{"office": "nyc", "to_hq": "3"}, {"office": "bos",

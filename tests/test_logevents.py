@@ -5,6 +5,7 @@ them with the fields its row allows, and README's "Log lines" lists exactly them
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,206 @@ def _readme_events() -> dict[str, tuple[str, ...]]:
 def test_readme_lists_every_event_with_its_fields() -> None:
     readme = _readme_events()
     assert readme == {e.name: e.fields for e in logevents.EVENTS}
+    assert list(readme) == [e.name for e in logevents.EVENTS]  # in the same order
+
+
+# -- no prose at INFO and above --------------------------------------------------------
+
+#: Logger methods and the level each writes at (``log`` takes the level first).
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40,
+           "exception": 40, "critical": 50}  # fmt: skip
+#: The lab (``spokeshare lab``, the demo's network) is a test bench on one machine, not
+#: a deployment: its lines are for the developer watching it and stay prose.
+_NOT_DEPLOYED = ("spokeshare/lab/",)
+
+
+def _level(node: ast.expr) -> int | None:
+    """``logging.INFO`` and the like as a number; None for a level chosen at run time."""
+    if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "logging":
+        level = getattr(logging, node.attr, None)
+        return level if isinstance(level, int) else None
+    return None
+
+
+def _is_line(node: ast.expr) -> bool:
+    """A ``Line(...)`` or ``logfmt(...)`` call."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)) in (
+        "Line", "logfmt")  # fmt: skip
+
+
+def _last_name(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _annotation_is(node: ast.expr | None, *names: str) -> bool:
+    return node is not None and ast.unparse(node).split(".")[-1].strip("'\"") in names
+
+
+class _Scan(ast.NodeVisitor):
+    """Every log call of one module, in ``found``: (line number, level or None when it
+    is chosen at run time, whether the message is a line of an event)."""
+
+    def __init__(self, tree: ast.Module, line_functions: set[str]) -> None:
+        self.line_functions = line_functions
+        self.loggers: set[str] = set()  # names and attributes holding a logging.Logger
+        self.limited: set[str] = set()  # ... holding a lan.hostile.RateLimitedLog
+        for node in ast.walk(tree):
+            self._note_holders(node)
+        self.found: list[tuple[int, int | None, bool]] = []
+        self._params: list[dict[str, ast.expr | None]] = [{}]
+        self._loop_lines: list[set[str]] = [set()]
+        self.visit(tree)
+
+    def _note_holders(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            value = node.value
+            kind = None
+            if isinstance(value, ast.Call) and ast.unparse(value.func) in (
+                "logging.getLogger", "logging.LoggerAdapter"):  # fmt: skip
+                kind = self.loggers
+            elif isinstance(value, ast.Call) and _last_name(value.func) == "RateLimitedLog":
+                kind = self.limited
+            elif isinstance(node, ast.AnnAssign) and _annotation_is(node.annotation, "Logger"):
+                kind = self.loggers
+            elif isinstance(node, ast.AnnAssign) and _annotation_is(
+                node.annotation, "RateLimitedLog"):  # fmt: skip
+                kind = self.limited
+            if kind is not None:
+                kind.update(n for t in targets if (n := _last_name(t)) is not None)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            logger_params = {a.arg for a in node.args.args if _annotation_is(a.annotation,
+                                                                             "Logger")}
+            for sub in ast.walk(node):  # self.x = logger
+                if isinstance(sub, ast.Assign) and isinstance(sub.value, ast.Name) and (
+                        sub.value.id in logger_params):  # fmt: skip
+                    self.loggers.update(n for t in sub.targets if (n := _last_name(t)))
+            limited_params = {a.arg for a in node.args.args
+                              if _annotation_is(a.annotation, "RateLimitedLog")}  # fmt: skip
+            self.limited |= limited_params
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self._params.append({a.arg: a.annotation for a in node.args.args})
+        self._loop_lines.append(set())
+        self.generic_visit(node)
+        self._params.pop()
+        self._loop_lines.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
+
+    def visit_For(self, node: ast.For) -> None:
+        # ``for level, message in cmds.logs``: a pure core's lines, checked where they
+        # are made (``.logs.append``, below).
+        if isinstance(node.iter, ast.Attribute) and node.iter.attr == "logs":
+            self._loop_lines[-1] |= {n.id for n in ast.walk(node.target)
+                                     if isinstance(n, ast.Name)}  # fmt: skip
+        self.generic_visit(node)
+
+    def _is_logger(self, node: ast.expr) -> bool:
+        """A logger: a name or attribute holding one, ``logging`` itself (the root
+        logger) or ``logging.getLogger(...)``."""
+        text = ast.unparse(node)
+        return (_last_name(node) in self.loggers or text == "logging"
+                or text.startswith("logging.getLogger("))  # fmt: skip
+
+    def _structured(self, args: list[ast.expr]) -> bool:
+        """The message is a Line: ``Line(...)``/``logfmt(...)``, or ``"%s"`` with one
+        argument that is one, a call of a function that returns one, a parameter
+        annotated ``Line``, or a line handed over by a pure core."""
+        if not args:
+            return False
+        if _is_line(args[0]):
+            return True
+        if not (isinstance(args[0], ast.Constant) and args[0].value == "%s" and len(args) == 2):
+            return False
+        arg = args[1]
+        if _is_line(arg):
+            return True
+        if isinstance(arg, ast.Call) and _last_name(arg.func) in self.line_functions:
+            return True
+        if isinstance(arg, ast.Name):
+            return _annotation_is(self._params[-1].get(arg.id), "Line") or (
+                arg.id in self._loop_lines[-1])
+        return False
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        name = _last_name(func)
+        owner = func.value if isinstance(func, ast.Attribute) else None
+        keywords = {k.arg: k.value for k in node.keywords}
+        if owner is not None and name in (*_LEVELS, "log") and self._is_logger(owner):
+            args = list(node.args)
+            if name == "log":
+                level = _level(args.pop(0))
+            else:
+                level = _LEVELS[name]
+            self.found.append((node.lineno, level, self._structured(args)))
+        elif name in self.limited:
+            # RateLimitedLog(what, key, msg, *args, level=DEBUG)
+            level_expr = keywords.get("level")
+            level = logging.DEBUG if level_expr is None else _level(level_expr)
+            self.found.append((node.lineno, level, self._structured(list(node.args[2:]))))
+        elif name == "append" and isinstance(owner, ast.Attribute) and owner.attr == "logs":
+            # A pure core's (level, line) for its adapter to log.
+            [item] = node.args
+            assert isinstance(item, ast.Tuple) and isinstance(item.elts[0], ast.Constant)
+            level = _LEVELS[str(item.elts[0].value)]
+            msg = item.elts[1]
+            ok = _is_line(msg) or (
+                isinstance(msg, ast.Call) and _last_name(msg.func) in self.line_functions)
+            self.found.append((node.lineno, level, ok))
+        self.generic_visit(node)
+
+
+def _line_functions(trees: dict[Path, ast.Module]) -> set[str]:
+    """Functions of the package that return a line: annotated ``-> Line``, or whose every
+    ``return`` is a ``Line(...)``/``logfmt(...)`` call."""
+    out = set()
+    for tree in trees.values():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                returns = [r.value for r in ast.walk(node) if isinstance(r, ast.Return)]
+                if _annotation_is(node.returns, "Line") or (
+                        returns and all(r is not None and _is_line(r) for r in returns)):
+                    out.add(node.name)
+    return out
+
+
+def _log_calls() -> list[tuple[str, int | None, bool]]:
+    """(where, level, structured) of every log call in the deployed package."""
+    trees = {p: ast.parse(p.read_text(), str(p)) for p in sorted(PACKAGE.rglob("*.py"))}
+    line_functions = _line_functions(trees)
+    out = []
+    for path, tree in trees.items():
+        rel = path.relative_to(ROOT).as_posix()
+        if rel.startswith(_NOT_DEPLOYED) or path.name == "logfmt.py":
+            continue
+        for lineno, level, ok in _Scan(tree, line_functions).found:
+            out.append((f"{rel}:{lineno}", level, ok))
+    return out
+
+
+def test_no_prose_at_info_and_above() -> None:
+    """Every log call in the package at INFO or above (or at a level chosen at run time)
+    writes an event of logevents.EVENTS: a ``Line``/``logfmt``, never prose. DEBUG lines
+    may stay prose: they are for whoever reads the code beside them, not for an
+    operator's grep. The lab (spokeshare/lab/) is left out: it is a test bench, not a
+    deployment."""
+    calls = _log_calls()
+    # The scan sees every kind of logger the package has: a module's, one passed in
+    # (tasks.py), the rate-limited LAN log (hostile.py, nbss_answer.py), the lines a
+    # pure core hands its adapter (hub_ipp.py, ipp_relay.py); and DEBUG prose.
+    seen = {where.rsplit(":", 1)[0] for where, _, _ in calls}
+    assert {"spokeshare/tunnel/hub.py", "spokeshare/tasks.py", "spokeshare/lan/hostile.py",
+            "spokeshare/lan/nbss_answer.py", "spokeshare/printing/hub_ipp.py",
+            "spokeshare/printing/ipp_relay.py"} <= seen  # fmt: skip
+    assert any(level == logging.DEBUG and not ok for _, level, ok in calls)
+    prose = [where for where, level, ok in calls if not ok and (level is None or level >= 20)]
+    assert prose == []

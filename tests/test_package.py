@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from tests.helpers import free_port, process, wait_for
 
 pytestmark = pytest.mark.slow
@@ -224,8 +225,8 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
         assert root.file(f"/usr/lib/firewalld/services/spokeshare-{side}.xml").is_file()
     man = root.file("/usr/share/man/man1/spokeshare.1.gz")
     text = subprocess.run(["zcat", str(man)], capture_output=True, text=True, check=True).stdout
-    for command in ("spokeshare init", "spokeshare office add", "spokeshare hub"):
-        assert f'.SS "{command}"' in text
+    for command in ("init", "office add", "hub", "check"):
+        assert f'.SS "spokeshare {command}"' in text
     # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
     # as a development checkout's (spokeshare.cli.MISSING_NOTE).
     assert "benchmarks (writes docs/benchmarks.md)" not in text
@@ -255,13 +256,21 @@ exec >/root/steps.log 2>&1
 set -x
 say() { echo "$1" >>/root/result; }
 systemctl enable --now spokeshare-hub.service
+listening=": listening address=127.0.0.1 port=@PORT@ "
 i=0
-until journalctl -u spokeshare-hub | grep -q "hub listening on 127.0.0.1:@PORT@"; do
+until journalctl -u spokeshare-hub | grep -q "$listening"; do
     i=$((i + 1)); [ $i -lt 600 ] || break; sleep 0.1
 done
-say "listening=$(journalctl -u spokeshare-hub | grep -c 'hub listening on 127.0.0.1:@PORT@')"
+say "listening=$(journalctl -u spokeshare-hub | grep -c "$listening")"
 say "active=$(systemctl is-active spokeshare-hub)"
 say "user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-hub))"
+# "change services, backends, limits": systemctl reload (the unit's ExecReload, SIGHUP)
+systemctl reload spokeshare-hub
+i=0
+until journalctl -u spokeshare-hub | grep -q "config reloaded .*generation=2"; do
+    i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
+done
+say "reloaded=$(journalctl -u spokeshare-hub | grep -c 'config reloaded .*generation=2')"
 # The office side as the README has it, on loopback: no LAN interface, so no name
 # services (and no multicast); the edge relays only, on free ports.
 install -o spokeshare -g spokeshare -m 0600 /root/nyc.bundle /etc/spokeshare/nyc.bundle
@@ -381,11 +390,12 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     port, smb = free_port(), free_port()
     # As the README's quick start: root makes the deployment in the package's directory.
     # The ipp backend is a lab address the hub is told not to check (no traffic).
-    root.run([
+    made = root.run([
         "spokeshare", "init", "--hub-name", "hub.test", "--address", f"127.0.0.1:{port}",
         "--listen", f"127.0.0.1:{port}", "--service", f"smb=127.0.0.1:{smb}",
         "--service", "ipp=198.18.0.10:631",
     ])  # fmt: skip
+    assert "start the hub with: systemctl enable --now spokeshare-hub" in made.stdout
     hub_toml = root.file("/etc/spokeshare/hub.toml")
     hub_toml.write_text(hub_toml.read_text().replace("[hub]\n", "[hub]\ncheck_backends = false\n"))
     root.run(["spokeshare", "office", "add", "nyc", "--out", "/root/nyc.bundle"])
@@ -409,7 +419,9 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
             lines.append(line)
             if not line and hub.poll() is not None:
                 raise AssertionError(f"hub exited {hub.returncode}: {''.join(lines)}")
-            return f"hub listening on 127.0.0.1:{port}" in line
+            return {"address": "127.0.0.1", "port": str(port)}.items() <= next(
+                iter(logfmt.find(line, "listening")), {}
+            ).items()
 
         wait_for(listening, timeout=60, what="the packaged hub to listen")
         assert os.stat(f"/proc/{hub.pid}").st_uid == uid
@@ -420,6 +432,7 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["listening"] == "1", result
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
+    assert result["reloaded"] == "1", result
     assert result["office_connected"] == "1", result
     assert result["edge_active"] == "active", result
     assert result["edge_user"] == "spokeshare", result

@@ -53,7 +53,13 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
         return st.dictionaries(names, offices(), min_size=min_offices, max_size=3)
     if hint == Mapping[str, BackendStatistics]:
         keys = st.sampled_from(["smb 198.18.0.11:445", "smb 198.18.0.12:445", "ipp a:631"])
-        return st.dictionaries(keys, records(BackendStatistics), max_size=3)
+        # a backend's labels are its key's service and address (hub.backend_statistics)
+        return st.dictionaries(keys, records(BackendStatistics), max_size=3).map(
+            lambda d: {
+                k: dataclasses.replace(v, service=k.split()[0], address=k.split()[1])
+                for k, v in d.items()
+            }
+        )
     if hint == Mapping[str, Any]:  # the certificate: a JSON object kept as it is
         keys = st.sampled_from(["not_after", "renew", "failures"])
         return st.dictionaries(keys, st.text(max_size=8) | st.integers(0, 9), max_size=3)

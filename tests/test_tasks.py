@@ -77,7 +77,9 @@ def test_a_crashed_task_is_logged_counted_and_kept(caplog: pytest.LogCaptureFixt
         ts = asyncio.run(main())
     assert ts.failures == 1
     assert [str(e) for e in ts.crashed] == ["boom"]
-    assert [r.getMessage() for r in caplog.records] == ["test task failed"]
+    assert [r.getMessage() for r in caplog.records] == [
+        'task failed tasks="test task" error=boom']  # fmt: skip
+    assert caplog.records[0].exc_info is not None  # with its traceback
     assert ts in tasks.live_sets()
 
 

@@ -388,7 +388,15 @@ class WsdService:
             try:
                 counters.store(settings.state_dir, now)
             except OSError as exc:
-                log.warning("wsd: cannot keep counters in %s: %s", settings.state_dir, exc)
+                log.warning(
+                    "%s",
+                    Line(
+                        "state not written",
+                        protocol="wsd",
+                        file=settings.state_dir / counters.FILE_NAME,
+                        error=exc,
+                    ),
+                )
         return now
 
     def statistics(self) -> wsd.HostStatistics:

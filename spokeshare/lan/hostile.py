@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from spokeshare.logfmt import Line
+
 #: At most one line per key per this many seconds (zeroconf logs bad packets the same way).
 LOG_INTERVAL = 10.0
 #: Keys remembered; beyond that the table is cleared (bounded memory under spoofing).
@@ -55,12 +57,17 @@ class RateLimitedLog:
         return f"<RateLimitedLog {self._logger.name} {self.counts}>"
 
     def __call__(
-        self, what: str, key: str, msg: str, *args: object, level: int = logging.DEBUG
+        self, what: str, key: str, msg: str | Line, *args: object, level: int = logging.DEBUG
     ) -> bool:
         """Count ``what``; log ``msg % args`` unless ``(what, key)`` logged recently.
 
-        Returns whether the line was written.
+        ``msg`` is prose (DEBUG only) or a :class:`~spokeshare.logfmt.Line` of
+        spokeshare.logevents, which may be logged at any ``level`` and is written with
+        the count so far as its ``count`` field. Returns whether the line was written;
+        raises ValueError for prose above DEBUG (an operator's lines are events).
         """
+        if not isinstance(msg, Line) and level != logging.DEBUG:
+            raise ValueError("a line above DEBUG must be a logfmt.Line")
         self.counts[what] = self.counts.get(what, 0) + 1
         now = self._clock()
         last = self._last.get((what, key))
@@ -75,7 +82,10 @@ class RateLimitedLog:
         if len(self._last) >= MAX_KEYS:
             self._last.clear()
         self._last[(what, key)] = now
-        self._logger.log(level, msg + " (%s so far)", *args, self.counts[what])
+        if isinstance(msg, Line):
+            self._logger.log(level, "%s", msg.adding(count=self.counts[what]))
+        else:
+            self._logger.debug(msg + " (%s so far)", *args, self.counts[what])
         return True
 
 

@@ -25,6 +25,7 @@ from typing import Protocol, cast
 from spokeshare.errors import DecodeError
 from spokeshare.lan import netbios_session
 from spokeshare.lan.hostile import RateLimitedLog
+from spokeshare.logfmt import Line
 
 #: Seconds a client may take to send its session request (RFC 1002 leaves it open).
 REQUEST_TIMEOUT = 10.0
@@ -113,14 +114,16 @@ class SessionAnswerer(asyncio.Protocol):
         if decision.virtual_name is None:
             # smbclient asks for a name it has, then for *SMBSERVER: worth an info
             # line, rate-limited like all LAN-triggered lines.
+            response = decision.response
             self.host.session_log(
                 "netbios_sessions_refused",
                 self.peer[0],
-                "NetBIOS session from %s:%d for %s refused: %s",
-                self.peer[0],
-                self.peer[1],
-                request.called,
-                decision.response,
+                Line(
+                    "netbios session refused",
+                    client=f"{self.peer[0]}:{self.peer[1]}",
+                    name=str(request.called),
+                    reason=_refusal_reason(response),
+                ),
                 level=logging.INFO,
             )
             transport.close()
@@ -147,3 +150,15 @@ class SessionAnswerer(asyncio.Protocol):
         if self._wait is not None:
             self._wait.cancel()
             self._wait = None
+
+
+def _refusal_reason(response: object) -> str:
+    """The words of a refusal: the NEGATIVE SESSION RESPONSE's error code (RFC 1002
+    section 4.3.4) by name, or the response itself."""
+    if isinstance(response, netbios_session.NegativeSessionResponse):
+        try:
+            code = netbios_session.SessionError(response.error).name
+        except ValueError:
+            code = f"{response.error:#04x}"
+        return f"negative session response {code}"
+    return str(response)

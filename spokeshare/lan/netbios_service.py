@@ -272,7 +272,10 @@ class NetbiosService:
         # Let the datagram transports flush what stop() queued before closing.
         await asyncio.sleep(0)
         self._close()
-        logger.info("netbios on %s stopped", self.settings.interface_address)
+        logger.info(
+            "%s",
+            Line("protocol stopped", protocol="netbios", address=self.settings.interface_address),
+        )
 
     async def __aenter__(self) -> NetbiosService:
         await self.start()

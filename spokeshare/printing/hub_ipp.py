@@ -520,6 +520,12 @@ class IppGate:
         self._refusal = (ipp.Status.CLIENT_ERROR_BAD_REQUEST, reason, None)
         self._enter_discard(out)
 
+    def _bad_answer_line(self, reason: str) -> str:
+        """The log line of an answer from cupsd the hub cannot relay (``reason``: what
+        was wrong); the client's connection is ended."""
+        return logfmt("cupsd bad answer", office=self.info.office, client=self.info.client,
+                      reason=reason)  # fmt: skip
+
     def _refused_line(self, reason: str) -> str:
         """The log line of a request refused as malformed (``reason``: what was wrong)."""
         return logfmt("ipp refused", office=self.info.office, client=self.info.client,
@@ -576,7 +582,7 @@ class IppGate:
             try:
                 ev = self.backend.next_event()
             except h11.RemoteProtocolError as exc:
-                out.logs.append(("warning", f"ipp: bad HTTP from cupsd: {exc}"))
+                out.logs.append(("warning", self._bad_answer_line(f"bad HTTP: {exc}")))
                 self._end(out)
                 return
             if ev is h11.NEED_DATA or ev is h11.PAUSED:
@@ -589,7 +595,9 @@ class IppGate:
                 if self._answer_head is not None:
                     self._answer += ev.data
                     if len(self._answer) > MAX_FILTERED_ANSWER:
-                        out.logs.append(("warning", "ipp: printer list answer too long"))
+                        out.logs.append(
+                            ("warning", self._bad_answer_line("printer list answer too long"))
+                        )
                         self._end(out)
                         return
                 else:
@@ -606,7 +614,7 @@ class IppGate:
 
     def _on_answer(self, resp: h11.Response, out: Commands) -> None:
         if self.state not in (State.BODY, State.RESPONSE):
-            out.logs.append(("warning", "ipp: cupsd answered out of turn"))
+            out.logs.append(("warning", self._bad_answer_line("answered out of turn")))
             self._end(out)
             return
         if self._filter and resp.status_code == 200:
@@ -627,7 +635,9 @@ class IppGate:
         try:
             body = ipp.encode(filter_printers(ipp.decode(bytes(self._answer)), self.policy))
         except DecodeError as exc:
-            out.logs.append(("warning", f"ipp: printer list from cupsd not IPP: {exc.reason}"))
+            out.logs.append(
+                ("warning", self._bad_answer_line(f"printer list not IPP: {exc.reason}"))
+            )
             self._end(out)
             return
         headers = [

@@ -63,6 +63,7 @@ from zeroconf import Error as ZeroconfError
 from zeroconf._dns import DNSService, DNSText  # not exported by the package
 
 from spokeshare.errors import DecodeError
+from spokeshare.logfmt import Line
 from spokeshare.printing import dnssd, hq_printers
 from spokeshare.printing.dnssd import PrinterService
 from spokeshare.tasks import TaskSet
@@ -79,6 +80,9 @@ log = logging.getLogger("spokeshare.printing.sync")
 FETCH_TIMEOUT = 15.0
 #: RFC 6762 section 9 leaves the number of retries open; after this many names give up.
 MAX_RENAMES = 20
+
+#: The reason of ``printers not advertised`` while another host holds the print host name.
+HOST_HELD = "the host name is held by another host"
 #: RFC 6762 section 8.3: at least two announcements, one second apart.
 ANNOUNCE_INTERVAL = 1.0
 ANNOUNCEMENTS = 2
@@ -264,6 +268,7 @@ class PrinterAdvertiser:
         self._skipped: set[tuple[str, str]] = set()
         self._withdrawn = False
         self._failing = False
+        self._fetch_failures = 0  # in a row, since the last fetch that worked
         self._host_lost = False
         #: The printers of the last successful fetch (None before one).
         self._last: list[hq_printers.PrinterValues] | None = None
@@ -312,8 +317,9 @@ class PrinterAdvertiser:
         """Goodbyes for every printer; the sync pauses until :meth:`announce`."""
         self._withdrawn = True
         async with self._lock:
+            count = len(self._published)
             await self._unpublish_all()
-        log.info("printers: withdrawn from the LAN")
+        log.info("%s", Line("printers withdrawn", count=count))
 
     async def announce(self) -> None:
         """Sync at once and publish again."""
@@ -343,8 +349,12 @@ class PrinterAdvertiser:
             printers = hq_printers.parse_get_printers(body)
         except (FetchError, DecodeError) as exc:
             self._failures += 1
+            self._fetch_failures += 1
             if not self._failing:
-                log.warning("printers: cannot fetch HQ's printers (%s); keeping what is shown", exc)
+                log.warning(
+                    "%s",
+                    Line("printers not fetched", error=exc, reason="keeping what is shown"),
+                )
             self._failing = True
             if self._last is None:
                 if self.host_owned():
@@ -354,22 +364,29 @@ class PrinterAdvertiser:
                 printers = self._last
         else:
             if self._failing:
-                log.info("printers: fetching HQ's printers works again")
+                log.info("%s", Line("printers fetched again", failures=self._fetch_failures))
             self._failing = False
+            self._fetch_failures = 0
             self._syncs += 1
             self._last = printers
         services, skipped = dnssd.printer_services(printers, self.host, self.port, self.lpd_port)
         if not self.host_owned():
             if not self._host_lost:
-                log.warning("printers: not advertised while %s is held by another host", self.host)
+                log.warning(
+                    "%s",
+                    Line("printers not advertised", host=self.host, reason=HOST_HELD),
+                )
             self._host_lost = True
             services = ()
         elif self._host_lost:
-            log.info("printers: %s is ours again; advertising the printers", self.host)
+            log.info(
+                "%s",
+                Line("printers advertised", host=self.host, reason="the host name is ours again"),
+            )
             self._host_lost = False
         now_skipped = {(s.printer, s.reason) for s in skipped}
         for printer, reason in sorted(now_skipped - self._skipped):
-            log.warning("printers: HQ printer %r left out: %s", printer, reason)
+            log.warning("%s", Line("printer left out", printer=printer, reason=reason))
         self._skipped = now_skipped
         async with self._lock:
             if self._withdrawn:
@@ -389,7 +406,7 @@ class PrinterAdvertiser:
             await step
         except (ZeroconfError, OSError) as exc:
             self._failures += 1
-            log.error("printers: %s of queue %s failed: %r", what, printer, exc)
+            log.error("%s", Line("printer failed", printer=printer, action=what, error=repr(exc)))
 
     # -- zeroconf ----------------------------------------------------------------------
     def _zc(self) -> AsyncZeroconf | None:
@@ -434,23 +451,32 @@ class PrinterAdvertiser:
                 # Held by another host (probing), or by another of HQ's printers that
                 # got this name after a conflict: either way, the next name.
                 log.warning(
-                    "printers: name conflict: %r is already in use on the LAN "
-                    "(RFC 6762 section 9); trying %r",
-                    f"{instance}.{dnssd.IPP_TYPE}",
-                    dnssd.alternative_name(svc.instance, n + 1),
+                    "%s",
+                    Line(
+                        "printer name conflict",
+                        printer=svc.printer,
+                        name=f"{instance}.{dnssd.IPP_TYPE}",
+                        next=dnssd.alternative_name(svc.instance, n + 1),
+                        reason="already in use on the LAN (RFC 6762 section 9)",
+                    ),
                 )
                 continue
             except BadTypeInNameException as exc:
                 self._forget(ipp, lpd)
-                log.warning("printers: HQ printer %r left out: %s", svc.printer, exc)
+                log.warning("%s", Line("printer left out", printer=svc.printer, reason=exc))
                 return
             try:
                 await (await azc.async_register_service(lpd))
             except (NonUniqueNameException, ServiceNameAlreadyRegistered):
                 log.warning(
-                    "printers: name conflict: %r is already in use on the LAN; trying %r",
-                    f"{instance}.{dnssd.PRINTER_TYPE}",
-                    dnssd.alternative_name(svc.instance, n + 1),
+                    "%s",
+                    Line(
+                        "printer name conflict",
+                        printer=svc.printer,
+                        name=f"{instance}.{dnssd.PRINTER_TYPE}",
+                        next=dnssd.alternative_name(svc.instance, n + 1),
+                        reason="already in use on the LAN (RFC 6762 section 9)",
+                    ),
                 )
                 await (await azc.async_unregister_service(ipp))
                 self._forget(ipp, lpd)
@@ -462,15 +488,26 @@ class PrinterAdvertiser:
             else:
                 self._renamed.pop(svc.instance, None)
             log.info(
-                "printers: published %r (queue %s) on %s port %d, subtypes %s",
-                instance,
-                svc.printer,
-                self.host,
-                svc.port,
-                ",".join(dnssd.SUBTYPES) if len(published) == len(subs) else "NONE",
+                "%s",
+                Line(
+                    "printer published",
+                    printer=svc.printer,
+                    name=f"{instance}.{dnssd.IPP_TYPE}",
+                    host=self.host,
+                    port=svc.port,
+                    subtypes=",".join(dnssd.SUBTYPES) if len(published) == len(subs) else "",
+                ),
             )
             return
-        log.error("printers: no free name for %r after %d tries", svc.instance, MAX_RENAMES)
+        log.error(
+            "%s",
+            Line(
+                "printer failed",
+                printer=svc.printer,
+                action="publish",
+                reason=f"no free name for {svc.instance!r} after {MAX_RENAMES} tries",
+            ),
+        )
 
     def _add_subtypes(
         self, azc: AsyncZeroconf, subs: tuple[ServiceInfo, ...]
@@ -478,8 +515,12 @@ class PrinterAdvertiser:
         types: Any = getattr(azc.zeroconf.registry, "types", None)
         if not isinstance(types, dict):
             log.error(
-                "printers: this zeroconf has no type index; subtypes %s NOT published",
-                ",".join(dnssd.SUBTYPES),
+                "%s",
+                Line(
+                    "printer subtypes missing",
+                    subtypes=",".join(dnssd.SUBTYPES),
+                    reason="this zeroconf has no type index: subtypes not published",
+                ),
             )
             return ()
         for sub in subs:
@@ -528,7 +569,10 @@ class PrinterAdvertiser:
             await (await azc.async_update_service(lpd))
         published = self._add_subtypes(azc, subs)
         self._published[svc.printer] = _Published(svc, old.instance, ipp, lpd, published, old.n)
-        log.info("printers: updated %r (queue %s)", old.instance, svc.printer)
+        log.info(
+            "%s",
+            Line("printer updated", printer=svc.printer, name=f"{old.instance}.{dnssd.IPP_TYPE}"),
+        )
 
     def _remove_subtypes_quietly(self, azc: AsyncZeroconf, subs: tuple[ServiceInfo, ...]) -> None:
         types: Any = getattr(azc.zeroconf.registry, "types", None)
@@ -547,7 +591,10 @@ class PrinterAdvertiser:
         await (await azc.async_unregister_service(pub.lpd))
         await (await azc.async_unregister_service(pub.ipp))
         self._renamed.pop(pub.service.instance, None)
-        log.info("printers: %r (queue %s) left the LAN (goodbye)", pub.instance, printer)
+        log.info(
+            "%s",
+            Line("printer withdrawn", printer=printer, name=f"{pub.instance}.{dnssd.IPP_TYPE}"),
+        )
 
     # -- conflicts after publication (RFC 6762 section 9) ------------------------------
     def _listen(self, azc: AsyncZeroconf) -> None:
@@ -591,10 +638,14 @@ class PrinterAdvertiser:
                     return
                 self._conflicts_after += 1
                 log.warning(
-                    "printers: name conflict: another host announces %r with other data "
-                    "(RFC 6762 section 9); renaming it, from %r",
-                    f"{pub.instance}.{dnssd.IPP_TYPE}",
-                    dnssd.alternative_name(pub.service.instance, pub.n + 1),
+                    "%s",
+                    Line(
+                        "printer name conflict",
+                        printer=printer,
+                        name=f"{pub.instance}.{dnssd.IPP_TYPE}",
+                        next=dnssd.alternative_name(pub.service.instance, pub.n + 1),
+                        reason="another host announces it with other data (RFC 6762 section 9)",
+                    ),
                 )
                 await self._guarded(printer, "withdraw", self._unpublish(printer))
                 await self._guarded(printer, "publish", self._publish(pub.service, pub.n + 1))
@@ -671,16 +722,23 @@ def with_printers(
         return publisher
     port = cfg.ports.get("ipp", 0)
     if "ipp" not in edge.bundle.services or port <= 0:
-        log.info("printers: not advertised (this office has no IPP service or listener)")
+        log.info(
+            "%s",
+            Line("printers not advertised", reason="this office has no IPP service or listener"),
+        )
         return publisher
     name = host or next(
         (n.name for n in cfg.names if not n.address or n.address == cfg.lan_address), None
     )
     if name is None:
         log.warning(
-            "printers: not advertised: no virtual name answers on lan.address %s, where "
-            "the IPP listener is (give one name no address of its own)",
-            cfg.lan_address,
+            "%s",
+            Line(
+                "printers not advertised",
+                address=cfg.lan_address,
+                reason="no virtual name answers on lan.address, where the IPP listener is",
+                fix="give one name no address of its own",
+            ),
         )
         return publisher
     lpd = cfg.ports.get("lpd", 0) if "lpd" in edge.bundle.services else 0

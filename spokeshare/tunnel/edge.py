@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import errno
 import functools
 import logging
 import os
@@ -48,7 +49,7 @@ from spokeshare.logfmt import Line
 from spokeshare.loglimit import LogLimiter
 from spokeshare.stats import EdgeStatistics
 from spokeshare.tasks import TaskSet
-from spokeshare.tunnel import control, pool, streamlog, tls, wire
+from spokeshare.tunnel import control, hubs, pool, streamlog, tls, wire
 from spokeshare.tunnel.edge_state import (
     HubEvent,
     HubState,
@@ -57,7 +58,7 @@ from spokeshare.tunnel.edge_state import (
     hub_transition,
     tunnel_transition,
 )
-from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 __all__ = ["ClientEnd", "Edge", "EdgeTunnel", "HubState", "TunnelState"]
@@ -67,6 +68,10 @@ __all__ = ["ClientEnd", "Edge", "EdgeTunnel", "HubState", "TunnelState"]
 #: spokeshare.edge_daemon.COEXIST_INTERVAL).
 LISTENER_RETRY_INTERVAL = 5.0
 
+#: Client bytes kept while a stream's status is due (several hubs), so that its open can
+#: be retried on another hub: an SMB NEGOTIATE or an IPP request head fits many times.
+MAX_REPLAY = 64 * 1024
+
 log = logging.getLogger("spokeshare.edge")
 stream_log = logging.getLogger("spokeshare.edge.stream")
 
@@ -74,7 +79,9 @@ stream_log = logging.getLogger("spokeshare.edge.stream")
 class ClientEnd(PlainEnd):
     """A LAN client's TCP connection to one of the edge's listeners."""
 
-    __slots__ = ("edge", "service", "peer", "local", "arrived", "deadline")
+    __slots__ = (
+        "edge", "service", "peer", "local", "arrived", "deadline", "replay", "replay_eof", "retries"
+    )
 
     def __init__(self, edge: Edge, service: str) -> None:
         super().__init__()
@@ -86,6 +93,41 @@ class ClientEnd(PlainEnd):
         self.local: tuple[str, int] = ("", 0)
         self.arrived = 0.0
         self.deadline: asyncio.TimerHandle | None = None
+        #: What the client sent since its open header went out, while no status has
+        #: come (several hubs only): the open may be retried on another hub with it.
+        #: None: not kept (one hub, status come, or more than MAX_REPLAY bytes).
+        self.replay: bytearray | None = None
+        self.replay_eof = False
+        #: Opens of this client retried on another hub.
+        self.retries = 0
+
+    def keep_replay(self) -> None:
+        """From now until the status, keep what the client sends (Edge.retry_open)."""
+        self.replay, self.replay_eof = bytearray(), False
+
+    def _note(self, data: bytes) -> None:
+        if self.replay is not None:
+            if len(self.replay) + len(data) > MAX_REPLAY:
+                self.replay = None  # too much to hold: this open is not retried
+            else:
+                self.replay += data
+
+    def attach(self, splice: Splice) -> None:
+        for chunk in self._early:
+            self._note(chunk)
+        if self._early_eof and self.replay is not None:
+            self.replay_eof = True
+        super().attach(splice)
+
+    def data_received(self, data: bytes) -> None:
+        if self.splice is not None:
+            self._note(data)
+        super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.splice is not None and self.replay is not None:
+            self.replay_eof = True
+        return super().eof_received()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._accepted(transport)
@@ -182,7 +224,7 @@ class EdgeTunnel(TunnelEnd):
     """
 
     def __init__(self, edge: Edge) -> None:
-        super().__init__()
+        super().__init__(edge.reads)
         self.edge = edge
         self.phase: Phase = Idle()
         self.buf = bytearray()
@@ -193,13 +235,15 @@ class EdgeTunnel(TunnelEnd):
         self.ssl: object = None
         #: Streams this tunnel has carried.
         self.streams = 0
+        #: Which of the bundle's hub addresses it was dialled to (spokeshare.tunnel.hubs).
+        self.hub = 0
 
     @property
     def state(self) -> TunnelState:
         return _STATE_OF[type(self.phase)]
 
     def __repr__(self) -> str:
-        return f"<EdgeTunnel {self.state.value}>"
+        return f"<EdgeTunnel {self.state.value} hub={self.hub}>"
 
     def _go(self, event: TunnelEvent, phase: Phase) -> None:
         """Enter ``phase`` on ``event``; raises UsageError unless the table allows it."""
@@ -245,7 +289,7 @@ class EdgeTunnel(TunnelEnd):
         t.write(wire.encode_open(wire.OpenControl(f"spokeshare/{__version__}")))
         return waiter
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         ph = self.phase
         if isinstance(ph, Relaying):
             if self.edge.hub_state is HubState.DOWN:
@@ -265,7 +309,14 @@ class EdgeTunnel(TunnelEnd):
         try:
             parsed = wire.parse_status(self.buf)
         except DecodeError as exc:
-            log.warning("hub sent a bad status (%s); dropping tunnel", exc.reason)
+            log.warning(
+                "%s",
+                Line(
+                    "tunnel dropped",
+                    office=self.edge.bundle.office,
+                    reason=f"the hub sent a bad status: {exc.reason}",
+                ),
+            )
             self.abort("bad status from hub")
             return
         if parsed is None:
@@ -299,6 +350,7 @@ class EdgeTunnel(TunnelEnd):
                 client.transport.close()
             self.close()
             return
+        client.replay = None  # the backend has the bytes from here: never replayed
         self._go(TunnelEvent.STATUS_OK, Relaying(client, splice))
         if rest:
             splice.tunnel_data(rest)
@@ -344,7 +396,14 @@ class EdgeTunnel(TunnelEnd):
         if len(ph.buf) < len(wire.END_FRAME):
             return
         if ph.buf[: len(wire.END_FRAME)] != wire.END_FRAME:
-            log.warning("hub sent other bytes than END after a stream; dropping tunnel")
+            log.warning(
+                "%s",
+                Line(
+                    "tunnel dropped",
+                    office=self.edge.bundle.office,
+                    reason="the hub sent other bytes than END after a stream",
+                ),
+            )
             self._leave_ending(ph)
             self.abort("bad end of stream from hub")
             return
@@ -398,11 +457,27 @@ class EdgeTunnel(TunnelEnd):
             self._leave_ending(ph)
         self._go(TunnelEvent.CONNECTION_LOST, Closed())
         self.edge.heap_policy.note()
+        if (
+            isinstance(ph, Opening)
+            and self.splice is not None
+            and not self.buf
+            and self.edge.may_retry(ph.client)
+        ):
+            # Reset before any status byte (a hub process that died): nothing of this
+            # stream reached a backend through it; another hub gets the open.
+            self.splice = None
+            self.edge.tunnel_lost(self, prev)
+            self.edge.retry_open(self, ph.client, "tunnel reset before the hub's status")
+            return
         if self.splice is not None:
             self.splice.tunnel_lost(exc)
         if isinstance(ph, AwaitControlStatus) and not ph.waiter.done():
             ph.waiter.set_exception(ConnectionError("tunnel closed before status"))
         self.edge.tunnel_lost(self, prev)
+
+
+def _hostport(hp: tuple[str, int]) -> str:
+    return f"[{hp[0]}]:{hp[1]}" if ":" in hp[0] else f"{hp[0]}:{hp[1]}"
 
 
 def _live(client: ClientEnd) -> bool:
@@ -416,6 +491,8 @@ class Edge:
     def __init__(self, cfg: EdgeConfig, bundle: Bundle, rng: random.Random | None = None) -> None:
         self.cfg = cfg
         self.bundle = bundle
+        #: What every tunnel reads the hub's bytes into (relay.ReadBuffer).
+        self.reads = ReadBuffer()
         self.ssl = tls.client_context(
             bundle.ca_pem, bundle.cert_pem, bundle.key_pem, reuse=cfg.pool.reuse
         )
@@ -428,13 +505,22 @@ class Edge:
         #: Listeners that could not bind: "tcp ADDR:PORT" -> reason and holder.
         self.degraded: dict[str, str] = {}
         #: The same listeners, as what is needed to bind them again (retried every
-        #: LISTENER_RETRY_INTERVAL seconds): key -> (factory, address, port, what).
-        self._unbound: dict[str, tuple[Callable[[], asyncio.Protocol], str, int, str]] = {}
+        #: LISTENER_RETRY_INTERVAL seconds): key -> (factory, address, port, service, names).
+        self._unbound: dict[
+            str, tuple[Callable[[], asyncio.Protocol], str, int, str, str | None]
+        ] = {}
         #: Called after a retried listener came up (the daemon rewrites its status).
         self.on_listeners_changed: list[Callable[[], None]] = []
         #: Idle tunnels, waiting clients, dials in flight and backoff (tunnel.pool).
         self.pool: pool.Pool[EdgeTunnel, ClientEnd] = pool.Pool(cfg.pool)
-        self.address_index = 0
+        #: Each hub address's health: where the next dial goes (tunnel.hubs).
+        self.hubs = hubs.HubSet(len(bundle.hub_addresses), cfg.pool)
+        #: Dials in flight per hub (the pool's spread counts them with the idle ones).
+        self.dialing = [0] * len(bundle.hub_addresses)
+        #: The hub (index into bundle.hub_addresses) holding the control channel.
+        self.control_hub: int | None = None
+        #: Opens retried on another hub (no status from the first in time, or reset).
+        self.streams_retried = 0
         self.clients: set[EdgeTunnel] = set()
         #: Tunnels whose stream ended cleanly, awaiting the hub's END (sequential reuse).
         self.ending: set[EdgeTunnel] = set()
@@ -513,9 +599,16 @@ class Edge:
             clients=len(self.clients),
             streams_total=self.streams_total,
             streams_failed=self.streams_failed,
+            streams_reused=self.streams_reused,
             sessions=dict(sorted(self.session_log.counts.items())),
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
+            hubs={
+                _hostport(self.bundle.hub_addresses[v.index]): (
+                    "control" if v.index == self.control_hub else "away" if v.away else "up"
+                )
+                for v in self.hubs.view()
+            },
         )
 
     def hub_clock_status(self) -> dict[str, int | float | str] | None:
@@ -571,9 +664,16 @@ class Edge:
         return [ipv4, v6] if v6 else [ipv4]
 
     async def _serve(
-        self, factory: Callable[[], asyncio.Protocol], addr: str, port: int, what: str
+        self,
+        factory: Callable[[], asyncio.Protocol],
+        addr: str,
+        port: int,
+        service: str,
+        names: str | None = None,
     ) -> bool:
-        """Listen on ``addr``:``port`` (IPv6 link-local as ``fe80::x%ifname``).
+        """Listen on ``addr``:``port`` (IPv6 link-local as ``fe80::x%ifname``) for the
+        hub ``service`` (``netbios-session``: the NetBIOS session service for ``names``,
+        comma-separated).
 
         A bind failure (another daemon holds the port: smbd on 445/139, cupsd on 631)
         is logged once, naming the holder and the fix, and recorded in
@@ -588,36 +688,52 @@ class Edge:
             from spokeshare.lan import coexist
 
             key = f"tcp {addr}:{port}"
-            self._unbound[key] = (factory, addr, port, what)
+            self._unbound[key] = (factory, addr, port, service, names)
             if key in self.degraded:
                 return False  # a retry that failed again: logged once already
-            holder = coexist.Scanner().holder_of("tcp", addr, port)
-            self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
+            what = f"NetBIOS sessions to {names}" if names else f"service {service}"
+            holder: str | None
+            if exc.errno == errno.EADDRNOTAVAIL:  # nobody holds it: no interface has it
+                holder = None
+                fix = (
+                    f"no interface of this box has {addr.split('%', 1)[0]}: set [lan] "
+                    "address (and interface) to this box's address on the office LAN"
+                )
+                self.degraded[key] = f"{what}: {exc.strerror or exc}; {fix}"
+            else:
+                holder = coexist.Scanner().holder_of("tcp", addr, port)
+                fix = coexist.fix_for(holder)
+                self.degraded[key] = f"{what}: {exc.strerror or exc}; held by {holder}"
             log.error(
-                "cannot listen on %s:%d for %s (%s): %s holds it: %s; "
-                "retrying every %.0fs",
-                addr,
-                port,
-                what,
-                exc.strerror or exc,
-                holder,
-                coexist.fix_for(holder),
-                LISTENER_RETRY_INTERVAL,
+                "%s",
+                Line(
+                    "listener failed",
+                    address=addr,
+                    port=port,
+                    service=service,
+                    names=names,
+                    error=exc.strerror or exc,
+                    holder=holder,
+                    fix=fix,
+                    retry_s=LISTENER_RETRY_INTERVAL,
+                ),
             )
             return False
         self.servers.append(server)
         bound = server.sockets[0].getsockname()
-        log.info("edge listening on %s:%d for %s", addr, bound[1], what)
+        log.info(
+            "%s", Line("listening", address=addr, port=bound[1], service=service, names=names)
+        )
         return True
 
     async def retry_listeners(self) -> int:
         """Try once more to bind every listener whose port was taken; return how many
         came up. Each one that does is logged (one line) and leaves :attr:`degraded`."""
         up = 0
-        for key, (factory, addr, port, what) in list(self._unbound.items()):
+        for key, (factory, addr, port, service, names) in list(self._unbound.items()):
             if self._closing:
                 break
-            if await self._serve(factory, addr, port, what):
+            if await self._serve(factory, addr, port, service, names):
                 if self._closing:  # close() ran while binding: it missed this one
                     self.servers[-1].close()
                     break
@@ -625,11 +741,16 @@ class Edge:
                 was = self.degraded.pop(key, "")
                 up += 1
                 log.warning(
-                    "%s:%d is free again (was held by %s): the edge listens there for %s",
-                    addr,
-                    port,
-                    was.rsplit("; held by ", 1)[-1] or "another process",
-                    what,
+                    "%s",
+                    Line(
+                        "listener recovered",
+                        address=addr,
+                        port=port,
+                        service=service,
+                        names=names,
+                        # None: the address had come to the box, nobody held the port
+                        holder=was.split("; held by ", 1)[1] if "; held by " in was else None,
+                    ),
                 )
         if up:
             for cb in list(self.on_listeners_changed):
@@ -647,9 +768,7 @@ class Edge:
         session service per address, each also on that address's IPv6 twin."""
         for (ipv4, port), service in sorted(self.listeners.items()):
             for addr in self._addresses(ipv4):
-                await self._serve(
-                    functools.partial(ClientEnd, self, service), addr, port, f"service {service}"
-                )
+                await self._serve(functools.partial(ClientEnd, self, service), addr, port, service)
         nb = self.cfg.netbios
         if nb.enabled and nb.session_port:
             by_address: dict[str, dict[str, str]] = {}
@@ -664,7 +783,8 @@ class Edge:
                         functools.partial(nbss_answer.SessionAnswerer, self, names, generic),
                         addr,
                         nb.session_port,
-                        f"NetBIOS sessions to {', '.join(names)}",
+                        "netbios-session",
+                        ",".join(names),
                     )
 
     async def close(self) -> None:
@@ -686,7 +806,7 @@ class Edge:
         await self.tasks.aclose()
         for s in self.servers:
             await s.wait_closed()
-        log.info("edge stopped")
+        log.info("%s", Line("edge stopped", office=self.bundle.office))
 
     # -- clients ---------------------------------------------------------------------
     def session_accepted(self, transport: asyncio.Transport) -> None:
@@ -738,6 +858,10 @@ class Edge:
         if tunnel.streams:
             self.streams_reused += 1
         self.clients.add(tunnel)
+        if len(self.hubs) > 1 and client.retries < len(self.hubs) - 1:
+            client.keep_replay()
+        else:
+            client.replay = None
         # From here the tunnel carries a client: a WAN outage stalls it, not cuts it.
         if tunnel.transport is not None:
             carry_stream(tunnel.transport.get_extra_info("socket"), self.cfg.sockets, True)
@@ -745,16 +869,78 @@ class Edge:
 
     def _status_timeout(self, client: ClientEnd, tunnel: EdgeTunnel) -> None:
         client.deadline = None
+        ph = tunnel.phase
+        if isinstance(ph, Opening) and ph.client is client and not tunnel.buf and (
+            self.may_retry(client)
+        ):
+            # No status byte: the hub (or the path to it) is silent. The hub writes its
+            # status before any byte goes to a backend (docs/protocol.md), so nothing of
+            # this stream has reached one through it: give the open to another hub.
+            tunnel.splice = None
+            tunnel.abort("no status from the hub in time")
+            self.retry_open(tunnel, client, "no status from the hub in time")
+            return
         if tunnel.state is TunnelState.OPENING and client.splice is not None:
             self.streams_failed += 1
             if self.client_log.admit("no-answer", client.peer[0], time.monotonic()):
                 log.warning(
-                    "no answer from hub within %.1fs for client %s:%d; closing it",
-                    pool.status_timeout(self.cfg.pool, self.rtt),
-                    *client.peer,
+                    "%s",
+                    Line(
+                        "hub no answer",
+                        office=self.bundle.office,
+                        client=f"{client.peer[0]}:{client.peer[1]}",
+                        wait_s=pool.status_timeout(self.cfg.pool, self.rtt),
+                    ),
                 )
             client.splice.abort("hub did not answer in time")
             self._suspect_hub()
+
+    def may_retry(self, client: ClientEnd) -> bool:
+        """Whether a client's open, unanswered on one hub, may go to another: several
+        hubs, its bytes so far kept (ClientEnd.replay), the client still there, and
+        fewer retries than other hubs."""
+        return (
+            not self._closing
+            and len(self.hubs) > 1
+            and client.replay is not None
+            and client.retries < len(self.hubs) - 1
+            and _live(client)
+        )
+
+    def retry_open(self, tunnel: EdgeTunnel, client: ClientEnd, why: str) -> None:
+        """Give ``client``'s open, whose tunnel to one hub is given up before any status,
+        to another hub: its hub is marked away (its idle tunnels dropped), the bytes the
+        client sent are kept for the next tunnel, and it takes one as a new client does."""
+        if client.deadline is not None:
+            client.deadline.cancel()
+            client.deadline = None
+        replay, eof = bytes(client.replay or b""), client.replay_eof
+        client.detach(replay, eof)
+        client.retries += 1
+        self.streams_retried += 1
+        self.clients.discard(tunnel)
+        host, port = self.bundle.hub_addresses[tunnel.hub]
+        if self.client_log.admit("retried", client.peer[0], time.monotonic()):
+            log.warning(
+                "%s",
+                Line("open retried", office=self.bundle.office,
+                     client=f"{client.peer[0]}:{client.peer[1]}", service=client.service,
+                     from_hub=f"{host}:{port}", reason=why),
+            )  # fmt: skip
+        self.hub_lost(tunnel.hub, why)
+        if tunnel is self.control:
+            return  # never: a stream is not opened on the control channel
+        taken, stale = self.pool.take(time.monotonic())
+        for t in stale:
+            t.close()
+        if taken is not None:
+            self._start_stream(taken, client)
+        else:
+            self.pool.wait(client)
+            client.deadline = asyncio.get_running_loop().call_later(
+                self.cfg.pool.connect_timeout, self._wait_timeout, client
+            )
+        self.kick()
 
     def _wait_timeout(self, client: ClientEnd) -> None:
         client.deadline = None
@@ -823,8 +1009,33 @@ class Edge:
         if revoked:
             return
         for _ in range(ev.open):
-            self.spawn(self._open_pooled())
+            target = self.hubs.dial_target(self._load(), now)
+            if target is None:
+                self.pool.dial_ended()  # every hub is away inside its window
+                continue
+            self.dialing[target] += 1
+            self.spawn(self._open_pooled(target))
+        if not ev.open and len(self.hubs) > 1:
+            idle_per_hub = [0] * len(self.hubs)
+            for t in self.pool.idle:
+                idle_per_hub[t.hub] += 1
+            crowded = self.hubs.rebalance(idle_per_hub, sum(self.dialing))
+            if crowded is not None:
+                # The oldest idle tunnel of the most loaded hub goes; its refill (next
+                # evaluation) goes to the least loaded hub.
+                oldest = next(t for t in self.pool.idle if t.hub == crowded)
+                for t in self.pool.drop(lambda t: t is oldest):
+                    t.close()
+                self.kick()
+        for target in self.hubs.probes(now):
+            # A hub that was away rejoins the spread: one probe even while the pool is full.
+            self.pool.dial_started()
+            self.dialing[target] += 1
+            self.spawn(self._open_pooled(target))
         wake = ev.wake_at
+        hub_wake = self.hubs.next_wake(now) if len(self.hubs) > 1 else None
+        if hub_wake is not None:
+            wake = hub_wake if wake is None else min(wake, hub_wake)
         if self._wake_handle is not None:
             self._wake_handle.cancel()
             self._wake_handle = None
@@ -832,10 +1043,17 @@ class Edge:
             loop = asyncio.get_running_loop()
             self._wake_handle = loop.call_at(loop.time() + max(0.0, wake - now) + 0.001, self.kick)
 
-    async def _dial(self) -> EdgeTunnel:
-        """TCP connect (socket tuned first) and TLS handshake to the next hub address."""
+    def _load(self) -> list[int]:
+        """Tunnels per hub: idle in the pool plus dials in flight (hubs.dial_target)."""
+        load = list(self.dialing)
+        for t in self.pool.idle:
+            load[t.hub] += 1
+        return load
+
+    async def _dial(self, hub: int) -> EdgeTunnel:
+        """TCP connect (socket tuned first) and TLS handshake to hub address ``hub``."""
         loop = asyncio.get_running_loop()
-        host, port = self.bundle.hub_addresses[self.address_index % len(self.bundle.hub_addresses)]
+        host, port = self.bundle.hub_addresses[hub]
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, _, _, _, addr = infos[0]
         sock = socket.socket(family, socket.SOCK_STREAM)
@@ -844,7 +1062,7 @@ class Edge:
             cc = tune_wan(sock, self.cfg.sockets)
             if cc != self.congestion:
                 self.congestion = cc
-                log.info("WAN sockets use congestion control %s", cc or "default")
+                log.info("%s", Line("wan congestion control", algorithm=cc or "default"))
             async with asyncio.timeout(self.cfg.pool.connect_timeout):
                 await loop.sock_connect(sock, addr)
                 _, proto = await loop.create_connection(
@@ -863,39 +1081,81 @@ class Edge:
             raise ConnectionError(f"hub did not agree on ALPN {' or '.join(wire.ALPNS)}")
         proto.reuse = tls.reuse_agreed(sslobj)
         proto.ssl = self.ssl
+        proto.hub = hub
         if proto.state is not TunnelState.IDLE:  # closed by the hub before we got it
             raise ConnectionError("hub closed the tunnel as it came up")
         return proto
 
-    def _dial_failed(self, exc: BaseException, what: str, pooled: bool) -> None:
+    def _dial_failed(self, exc: BaseException, what: str, pooled: bool, hub: int) -> None:
+        """A dial to hub ``hub`` failed: that hub backs off; the whole pool backs off
+        only when no hub is left to dial (tunnel.hubs)."""
         now, jitter = time.monotonic(), self.rng.uniform(0.5, 1.0)
-        if pooled:
+        first = not self.hubs.away(hub)
+        self.hubs.dial_failed(hub, now, jitter)
+        everywhere = self.hubs.all_away()
+        if pooled and everywhere:
             self.pool.dial_failed(now, jitter)
-        else:
+        elif pooled:
+            self.pool.dial_ended()
+        elif everywhere:
             self.pool.unreachable(now, jitter)
-        self.address_index += 1
+        if first:
+            self._drop_hub(hub)
         reason = tls.describe_handshake_error(exc)
-        if self.pool.failures == 1:
+        host, port = self.bundle.hub_addresses[hub]
+        if first:
             log.warning(
                 "%s",
                 Line(
                     "hub unreachable",
                     office=self.bundle.office,
+                    hub=f"{host}:{port}",
                     dialing=what,
                     failures=1,
-                    reason=f"{reason} (retrying with backoff)",
+                    reason=f"{reason} (retrying with backoff)"
+                    + ("" if everywhere else "; other hubs serve meanwhile"),
                 ),
             )
         else:
-            log.debug("hub still unreachable (%d failures): %s", self.pool.failures, reason)
+            log.debug("hub %s:%d still unreachable: %s", host, port, reason)
 
-    async def _open_pooled(self) -> None:
+    def _drop_hub(self, hub: int) -> None:
+        """Hub ``hub`` is away: its idle tunnels leave the pool (closed), so no client
+        is handed one; the pool refills from the other hubs."""
+        if len(self.hubs) == 1:
+            return  # the hub state's own drain does it (HubState.DOWN)
+        for t in self.pool.drop(lambda t: t.hub == hub):
+            t.abort("hub away")
+
+    def hub_lost(self, hub: int, why: str) -> None:
+        """Hub ``hub`` was found away without a dial (control channel silent or reset,
+        or a stream's status missing): back off from it and drop its idle tunnels."""
+        if len(self.hubs) == 1:
+            return
+        was_away = self.hubs.away(hub)
+        self.hubs.lost(hub, time.monotonic(), self.rng.uniform(0.5, 1.0))
+        self._drop_hub(hub)
+        if not was_away:
+            host, port = self.bundle.hub_addresses[hub]
+            log.warning(
+                "%s",
+                Line("hub away", office=self.bundle.office, hub=f"{host}:{port}", reason=why),
+            )
+        self.kick()
+
+    async def _open_pooled(self, hub: int) -> None:
         try:
-            tunnel = await self._dial()
+            tunnel = await self._dial(hub)
         except (OSError, TimeoutError) as exc:
-            self._dial_failed(exc, "a pooled tunnel", pooled=True)
+            self.dialing[hub] -= 1
+            self._dial_failed(exc, "a pooled tunnel", pooled=True, hub=hub)
             self.kick()
             return
+        self.dialing[hub] -= 1
+        if self.hubs.away(hub) and len(self.hubs) > 1:
+            host, port = self.bundle.hub_addresses[hub]
+            log.info("%s", Line("hub back", office=self.bundle.office, hub=f"{host}:{port}"))
+        self.hubs.dial_ok(hub)
         if self.pool.failures:
             log.info(
                 "%s", Line("hub reachable", office=self.bundle.office, failures=self.pool.failures)
@@ -910,12 +1170,13 @@ class Edge:
 
     def may_reuse(self, tunnel: EdgeTunnel) -> bool:
         """Whether a tunnel whose stream just ended cleanly may carry another: not while
-        the edge closes or the hub counts as away, nor one dialled with a certificate
-        the edge has since renewed."""
+        the edge closes or the hub counts as away (with several hubs: its own hub), nor
+        one dialled with a certificate the edge has since renewed."""
         return (
             not self._closing
             and self.hub_state in (HubState.UP, HubState.STARTING)
             and tunnel.ssl is self.ssl
+            and not (len(self.hubs) > 1 and self.hubs.away(tunnel.hub))
         )
 
     def tunnel_returned(self, tunnel: EdgeTunnel) -> None:
@@ -948,10 +1209,19 @@ class Edge:
         """Dial the control channel, keep it (the heartbeat, control.Heartbeat), and
         dial again with backoff when it fails, is refused or falls silent."""
         failures = 0
+        #: The hub the channel was last lost or refused on: the next dial tries the next.
+        last: int | None = None
         while not self._closing:
+            now = time.monotonic()
+            hub = self.hubs.control_target(now, last)
+            if hub is None:  # every hub away inside its backoff window
+                self._hub_event(HubEvent.UNREACHABLE)
+                wake = self.hubs.next_wake(now)
+                await self._retry_after(max(0.01, (wake or now) - now))
+                continue
             tunnel: EdgeTunnel | None = None
             try:
-                tunnel = await self._dial()
+                tunnel = await self._dial(hub)
                 waiter = tunnel.open_control()
                 async with asyncio.timeout(self.cfg.pool.connect_timeout):
                     reply = await waiter
@@ -959,7 +1229,10 @@ class Edge:
                 if tunnel is not None:
                     tunnel.abort("no status for the control channel")
                 failures += 1
-                self._dial_failed(exc, "the control channel", pooled=False)
+                last = hub
+                self._dial_failed(exc, "the control channel", pooled=False, hub=hub)
+                if not self.hubs.all_away() and len(self.hubs) > 1:
+                    continue  # another hub is up: dial it at once
                 self._hub_event(HubEvent.UNREACHABLE)
                 await self._retry_after(
                     pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
@@ -969,7 +1242,11 @@ class Edge:
                 self.hub_refused(reply)
                 tunnel.close()
                 failures += 1
+                last = hub
                 if reply.status is not wire.Status.REVOKED:
+                    self.hub_lost(hub, f"refused the control channel ({reply.status.name})")
+                    if not self.hubs.all_away() and len(self.hubs) > 1:
+                        continue
                     self._hub_event(HubEvent.UNREACHABLE)
                 await asyncio.sleep(
                     pool.backoff_delay(
@@ -982,13 +1259,26 @@ class Edge:
             running = tunnel.phase
             if not isinstance(running, Control):  # lost right after its OK
                 failures += 1
+                last = hub
+                self.hub_lost(hub, "control channel lost right after its OK")
+                if not self.hubs.all_away() and len(self.hubs) > 1:
+                    continue
                 self._hub_event(HubEvent.UNREACHABLE)
                 await self._retry_after(
                     pool.backoff_delay(self.cfg.pool, failures, self.rng.uniform(0.5, 1.0))
                 )
                 continue
             failures = 0
+            self.hubs.dial_ok(hub)
+            if last is not None and last != hub and len(self.hubs) > 1:
+                log.info(
+                    "%s",
+                    Line("control channel moved", office=self.bundle.office,
+                         from_hub=_hostport(self.bundle.hub_addresses[last]),
+                         to_hub=_hostport(self.bundle.hub_addresses[hub])),
+                )  # fmt: skip
             self.control = tunnel
+            self.control_hub = hub
             self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
@@ -997,7 +1287,15 @@ class Edge:
                 await self._keep_control(tunnel, running.heartbeat)
             finally:
                 self._control_up.clear()
-            if not self._closing:
+                self.control_hub = None
+            if self._closing:
+                break
+            last = hub
+            # The hub of the channel is away (heartbeat silent, reset or closed): its
+            # idle tunnels go; while another hub is up the edge stays up and the
+            # channel moves there at once.
+            self.hub_lost(hub, "control channel lost")
+            if len(self.hubs) == 1 or self.hubs.all_away():
                 self._hub_event(HubEvent.UNREACHABLE)
 
     async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
@@ -1034,7 +1332,7 @@ class Edge:
         if ctl is not None and isinstance(ctl.phase, Control):
             self._control_commands(ctl, ctl.phase.heartbeat.ping_now(time.monotonic()))
 
-    def control_bytes(self, tunnel: EdgeTunnel, running: Control, data: bytes) -> None:
+    def control_bytes(self, tunnel: EdgeTunnel, running: Control, data: bytes | memoryview) -> None:
         """Bytes on the control channel after the hub's OK: frames of control messages."""
         try:
             events = running.frames.feed(data)

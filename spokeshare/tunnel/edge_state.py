@@ -10,7 +10,9 @@ tunnel in a state nobody planned for (h11's ``_state.py`` works the same way).
 
 The hub
 -------
-``STARTING`` until the control channel first comes up or fails. ``UP`` while it runs.
+``STARTING`` until the control channel first comes up or fails. ``UP`` while it runs;
+with several hubs also while it moves from a hub that went away to another one that
+is not away (spokeshare.tunnel.hubs): the other hubs' tunnels serve meanwhile.
 ``DOWN`` when a dial fails, the hub refuses the channel, or the heartbeat is lost: new
 clients are refused at once and the pool is drained. ``REVOKED`` when the hub says so
 (a status or a control message); a later failure leaves it REVOKED (the office must
@@ -66,6 +68,8 @@ HUB_TRANSITIONS: dict[tuple[HubState, HubEvent], HubState] = {
     (_S.STARTING, _E.UNREACHABLE): _S.DOWN,
     (_S.STARTING, _E.REVOKED): _S.REVOKED,
     (_S.UP, _E.UNREACHABLE): _S.DOWN,
+    # Several hubs: the control channel moved from a hub that went away to another.
+    (_S.UP, _E.CONTROL_UP): _S.UP,
     (_S.UP, _E.REVOKED): _S.REVOKED,
     (_S.DOWN, _E.CONTROL_UP): _S.UP,
     (_S.DOWN, _E.UNREACHABLE): _S.DOWN,

@@ -63,7 +63,7 @@ from typing import Any, ClassVar
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from spokeshare import __version__, enrollment, heap, hubstatus, pki, renewal
+from spokeshare import __version__, enrollment, heap, hubstatus, pki, renewal, renewal_spool
 from spokeshare.config import Backend, HubConfig, SocketConfig, probe_policy
 from spokeshare.errors import ConfigError, DecodeError, EnrollmentError, UsageError
 from spokeshare.logfmt import Line
@@ -74,7 +74,7 @@ from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics,
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.control import Presence
-from spokeshare.tunnel.relay import PlainEnd, Splice, TunnelEnd, abort_with_rst
+from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
 log = logging.getLogger("spokeshare.hub")
@@ -82,6 +82,11 @@ stream_log = logging.getLogger("spokeshare.hub.stream")
 
 #: Bytes a tunnel may carry ahead of the backend connection being ready (0-RTT data).
 MAX_EARLY = 256 * 1024
+
+#: Seconds between looks at the renewal spool in the shared directory
+#: (spokeshare.renewal_spool): by the CA host's hub for requests, by the asking hub
+#: for its answer.
+SPOOL_POLL = 0.25
 #: Seconds between log lines for one kind of refused connection from one address, and
 #: between the summaries of what was held back (see spokeshare.loglimit).
 REFUSAL_LOG_INTERVAL = 60.0
@@ -320,7 +325,7 @@ class HubTunnel(TunnelEnd):
         office: OfficeState,
         reuse: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(hub.reads)
         self.hub = hub
         self.peer = peer
         self.transport = transport
@@ -373,7 +378,7 @@ class HubTunnel(TunnelEnd):
             self.close()
 
     # -- asyncio callbacks -----------------------------------------------------------
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         st = self.phase
         if isinstance(st, Relaying):
             st.splice.tunnel_data(data)
@@ -624,7 +629,7 @@ class HubTunnel(TunnelEnd):
         if rest:
             self._on_control_bytes(ctl, rest)
 
-    def _on_control_bytes(self, ctl: ControlChannel, data: bytes) -> None:
+    def _on_control_bytes(self, ctl: ControlChannel, data: bytes | memoryview) -> None:
         office = self.office
         try:
             events = ctl.frames.feed(data)
@@ -705,15 +710,20 @@ class HubTunnel(TunnelEnd):
 
     async def _renew(self, req: control.RenewRequest) -> None:
         office = self.office
+        hub = self.hub
         try:
-            result = await asyncio.to_thread(
-                enrollment.renew_from_request,
-                self.hub.directory,
-                office.name,
-                req.csr,
-                None,
-                self._peer_serial(),
-            )
+            if enrollment.has_ca_key(hub.directory, hub.cfg.ca_key):
+                result = await asyncio.to_thread(
+                    enrollment.renew_from_request,
+                    hub.directory,
+                    office.name,
+                    req.csr,
+                    None,
+                    self._peer_serial(),
+                    hub.cfg.ca_key,
+                )
+            else:
+                result = await hub.renew_via_spool(office.name, req.csr, self._peer_serial())
         except (EnrollmentError, OSError) as exc:
             log.error("%s", Line("certificate not issued", office=office.name, error=exc))
             result = renewal.Refuse("the hub cannot issue certificates now (see its log)")
@@ -766,6 +776,8 @@ class Hub:
         worker: int | None = None,
     ) -> None:
         self.cfg = cfg
+        #: What every tunnel reads its edge's bytes into (relay.ReadBuffer).
+        self.reads = ReadBuffer()
         #: This process's index when the hub runs several workers (None: the only one).
         self.worker = worker
         self.directory = directory
@@ -779,8 +791,12 @@ class Hub:
         #: Every control channel's heartbeat: a ping each heartbeat_interval, the edge
         #: lost after three silent intervals (control.HeartbeatConfig.from_interval).
         self.heartbeat_cfg = control.HeartbeatConfig.from_interval(cfg.heartbeat_interval)
+        #: Several hubs (deployment.toml lists more than one address): this hub's snapshot
+        #: also goes to the shared directory (hubstatus.shared_path).
+        self.shared_status = len(enrollment.hub_addresses(directory)) > 1
         self.registry: dict[str, enrollment.OfficeRecord] = {}
-        self._registry_mtime = 0.0
+        #: What the registry file was when last read (mtime, size, inode; 0: absent).
+        self._registry_mtime: tuple[int, int, int] | int | None = None
         self.offices: dict[str, OfficeState] = {}
         self.ssl = tls.server_context(
             (directory / "ca.crt").read_bytes(),
@@ -798,6 +814,8 @@ class Hub:
         #: Statuses other than OK answered (open headers, admission), by wire.Status name.
         self.refusal_statuses: dict[str, int] = {}
         self.refusal_log = LogLimiter(REFUSAL_LOG_INTERVAL)
+        #: Errors writing the status files or serving the renewal spool: once a minute each.
+        self.file_log = LogLimiter(60.0)
         #: Handshakes in progress, oldest first (see HubLimits.max_handshakes).
         self._handshaking: dict[asyncio.Task[None], float] = {}
         self._evicting: set[asyncio.Task[None]] = set()
@@ -842,10 +860,17 @@ class Hub:
             self.listeners.append(sock)
             self.spawn(self._accept_loop(sock))
             log.info(
-                "hub listening on %s:%d (services: %s)", host, port, ", ".join(self.cfg.services)
+                "%s",
+                Line(
+                    "listening",
+                    address=host,
+                    port=sock.getsockname()[1],
+                    services=",".join(self.cfg.services),
+                ),
             )
         self.spawn(self._housekeeping())
         self.spawn(self._probe_loop())
+        self.spawn(self._spool_loop())
         if self.cfg.check_backends and not self.worker:  # one process asks, not every worker
             self.spawn(self._check_hq())
         if self.cfg.status_listen is not None and not self.worker:
@@ -1048,7 +1073,10 @@ class Hub:
             except OSError as exc:  # EMFILE and friends: say so, breathe, go on
                 if lsock.fileno() < 0:
                     return  # closed by close()
-                log.error("accept failed: %s", exc.strerror or exc)
+                host, port = lsock.getsockname()[:2]
+                log.error(
+                    "%s", Line("accept failed", address=host, port=port, error=exc.strerror or exc)
+                )
                 await asyncio.sleep(0.1)
                 continue
             if len(self._handshaking) >= self.cfg.limits.max_handshakes:
@@ -1171,7 +1199,7 @@ class Hub:
                 t.abort("hub shutting down")
         await self.tasks.aclose()
         self.write_status()
-        log.info("hub stopped")
+        log.info("%s", Line("hub stopped", worker=self.worker))
 
     # -- handshake and admission -----------------------------------------------------
     async def handshake(self, sock: socket.socket, peer: tuple[str, int]) -> None:
@@ -1306,11 +1334,65 @@ class Hub:
             return wire.Status.REVOKED, f"certificate of office {name} has been superseded"
         return None
 
+    # -- renewals through the CA host (spokeshare.renewal_spool) ----------------------
+    async def renew_via_spool(
+        self, office: str, csr: bytes, in_use: int | None
+    ) -> tuple[x509.Certificate, x509.Certificate] | renewal.Refuse:
+        """This hub holds no CA key: leave the request in the shared spool for the CA
+        host's hub and wait for its answer, a little less than the edge waits for ours
+        (renewal.answer_timeout of the office's lifetime). Raises EnrollmentError when
+        no answer comes in time (the CA host's hub is not running)."""
+        rec = self.registry.get(office)
+        days = rec.lifetime_days if rec is not None else enrollment.DEFAULT_DAYS
+        wait = max(1.0, renewal.answer_timeout(days * 86400.0) - 1.0)
+        rid = await asyncio.to_thread(
+            renewal_spool.submit, self.directory, office, csr, in_use, self.cfg.name
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            await asyncio.sleep(SPOOL_POLL)
+            got = await asyncio.to_thread(renewal_spool.answer, self.directory, rid)
+            if isinstance(got, renewal.Refuse):
+                return got
+            if got is not None:
+                return got.certificates()
+        await asyncio.to_thread(renewal_spool.withdraw, self.directory, rid)
+        host = enrollment.ca_host(self.directory) or "the CA host"
+        raise EnrollmentError(
+            f"no answer from the hub on {host} (it holds the CA key) within {wait:.0f}s"
+        )
+
+    async def _spool_loop(self) -> None:
+        """On the CA host: answer the renewal requests other hubs leave in the spool."""
+        while True:
+            await asyncio.sleep(SPOOL_POLL)
+            if not enrollment.has_ca_key(self.directory, self.cfg.ca_key):
+                continue
+            try:
+                done = await asyncio.to_thread(
+                    renewal_spool.serve, self.directory, self.cfg.ca_key
+                )
+            except (EnrollmentError, OSError) as exc:
+                if self.file_log.admit("spool", "", time.monotonic()):
+                    log.error("%s", Line("certificate not issued", office="-", error=exc))
+                continue
+            for office, ans in done:
+                if isinstance(ans, renewal.Refuse):
+                    log.warning("%s", Line("certificate renewal refused", office=office,
+                                           reason=f"{ans.reason} (for another hub)"))  # fmt: skip
+                else:
+                    log.info("%s", Line("certificate issued for another hub", office=office))
+            if done:
+                self.reload_registry()
+
     # -- housekeeping ----------------------------------------------------------------
     def reload_registry(self, force: bool = False) -> None:
         path = self.directory / enrollment.REGISTRY
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
+            # size and inode too: a shared filesystem may keep coarse mtimes, and
+            # save_registry replaces the file (a new inode) on every write
+            mtime: tuple[int, int, int] | int = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             mtime = 0
         if not force and mtime == self._registry_mtime:
@@ -1318,7 +1400,7 @@ class Hub:
         try:
             self.registry = enrollment.load_registry(self.directory)
         except EnrollmentError as exc:
-            log.error("office registry not reloaded: %s", exc)
+            log.error("%s", Line("office registry not reloaded", file=path, error=exc))
             return
         self._registry_mtime = mtime
         for name, office in self.offices.items():
@@ -1381,31 +1463,57 @@ class Hub:
             workers=1,
             handshakes=self.handshakes,
             handshake_failures=self.handshake_failures,
+            streams_reused=self.streams_reused,
             handshakes_in_progress=len(self._handshaking),
             refusals=dict(sorted(self.refusals.items())),
             refusal_statuses=dict(sorted(self.refusal_statuses.items())),
             heap_releases=self.heap_policy.releases,
             tunnels=self.tunnel_count(),
-            offices={n: o.statistics() for n, o in sorted(self.offices.items())},
+            hubs=(self.cfg.name,),
+            offices={n: self._office_statistics(o) for n, o in sorted(self.offices.items())},
             backends=self.backend_statistics(),
         )
 
+    def _office_statistics(self, office: OfficeState) -> OfficeStatistics:
+        """The office's statistics, naming this hub for its control channel and tunnels."""
+        st = office.statistics()
+        return replace(
+            st,
+            control_hub=self.cfg.name if office.control is not None else "",
+            hub_tunnels={self.cfg.name: len(office.tunnels)} if office.tunnels else {},
+        )
+
     def merged_statistics(self) -> HubStatistics:
-        """This process's statistics, merged with the other workers' fresh snapshots
+        """This process's statistics, merged with the fresh snapshots of the other
+        workers and of the other hubs sharing the deployment directory
         (hubstatus.merge; this process first, so its pid and version lead)."""
         mine = self.statistics()
-        if self.worker is None:
+        others = [
+            s
+            for s in hubstatus.read_deployment(self.directory, self.cfg.state_dir)
+            if not (s.get("pid") == mine.pid and s.get("hubs") == [self.cfg.name])
+        ]
+        if not others:
             return mine
-        others = [s for s in hubstatus.read_fresh(self.cfg.state_dir) if s.get("pid") != mine.pid]
         return hubstatus.merge([mine, *others]) or mine
 
     def write_status(self) -> None:
-        """Write :meth:`statistics` to this process's status file (hubstatus.status_path),
-        atomically; an OSError is logged, not raised."""
-        path = hubstatus.status_path(self.cfg.state_dir, self.worker)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            tmp.write_text(json.dumps(to_json(self.statistics()), indent=1))
-            os.replace(tmp, path)
-        except OSError as exc:
-            log.error("cannot write %s: %s", path, exc)
+        """Write :meth:`statistics` to this process's status file (hubstatus.status_path)
+        and, with several hubs, to its file in the shared directory
+        (hubstatus.shared_path), atomically; an OSError is logged (once a minute per
+        file), not raised."""
+        text = json.dumps(to_json(self.statistics()), indent=1)
+        shared = hubstatus.shared_path(self.directory, self.cfg.name, self.worker)
+        paths = [hubstatus.status_path(self.cfg.state_dir, self.worker)]
+        if self.shared_status:
+            paths.append(shared)
+        for path in paths:
+            tmp = path.with_name(f".{path.name}.tmp")
+            try:
+                if path is shared:
+                    path.parent.mkdir(mode=0o700, exist_ok=True)
+                tmp.write_text(text)
+                os.replace(tmp, path)
+            except OSError as exc:
+                if self.file_log.admit("status-file", str(path), time.monotonic()):
+                    log.error("%s", Line("state not written", file=path, error=exc))

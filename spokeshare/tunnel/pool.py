@@ -241,6 +241,24 @@ class Pool(Generic[T, C]):
         self.connecting = max(0, self.connecting - 1)
         self.unreachable(now, jitter)
 
+    def dial_started(self) -> None:
+        """The shell started a dial of its own accord (a probe of a hub that was away,
+        spokeshare.tunnel.hubs): it counts as connecting until reported."""
+        self.connecting += 1
+
+    def dial_ended(self) -> None:
+        """A dial failed, or was not started, without putting the whole pool in backoff
+        (another hub is still reachable, spokeshare.tunnel.hubs)."""
+        self.connecting = max(0, self.connecting - 1)
+
+    def drop(self, which: Callable[[T], bool]) -> list[T]:
+        """Take every idle tunnel for which ``which`` is true out of the pool (their hub
+        is away): the shell closes them; they are never handed out."""
+        gone = [t for t, _ in self._idle if which(t)]
+        if gone:
+            self._idle = deque((t, r) for t, r in self._idle if not which(t))
+        return gone
+
     def unreachable(self, now: float, jitter: float) -> None:
         """Any dial to the hub failed (a pooled one or the control channel's): one more
         failure, and a new backoff window from ``now`` with ``jitter``."""

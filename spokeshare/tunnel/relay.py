@@ -8,11 +8,16 @@ How it works
 ------------
 - plain -> tunnel: each read becomes one DATA frame (header and payload written
   together, no copy). A TCP FIN from the plain side becomes an EOF frame.
-- tunnel -> plain: DATA payloads are written as they arrive; an EOF frame becomes a
-  TCP FIN (``write_eof``) on the plain side. Half-close is explicit in both directions.
+- tunnel -> plain: TLS decrypts into a buffer the daemon shares among its tunnels
+  (:class:`ReadBuffer`); the DATA payloads of one read go to the plain side as views of
+  it, in one write (one system call), whatever the number of frames; an EOF frame
+  becomes a TCP FIN (``write_eof``) on the plain side. Half-close is explicit in both
+  directions.
 - Backpressure: when one transport's write buffer passes its high-water mark the
   other transport stops reading, until the buffer drains below the low-water mark.
-  Memory per stream is therefore bounded by two write buffers, whatever the peers do.
+  Memory per stream is therefore bounded by two write buffers, whatever the peers do,
+  plus at most one :class:`ReadBuffer` given away to a plain side that could not send
+  a view at once (while anything waits there, payloads are copied instead).
 - Endings: when both EOFs have passed, both transports are closed gracefully (with
   ``keep_tunnel``, on a tunnel that agreed on sequential reuse, only the plain side:
   the owner decides whether the tunnel carries the next stream). If
@@ -251,7 +256,7 @@ class Splice:
             self._apply(self.filter.plain_data(data))
         elif len(data) <= SMALL_FRAME:  # the common case, inline (see _send)
             self.up += len(data)
-            self.tunnel.write(wire.frame_header(wire.FrameType.DATA, len(data)) + data)
+            self.tunnel.write(wire.data_header(len(data)) + data)
         else:
             self._send(data)
 
@@ -286,27 +291,46 @@ class Splice:
 
     # -- tunnel side -----------------------------------------------------------------
     def tunnel_data(self, data: bytes | memoryview) -> None:
+        """Bytes from the tunnel: their DATA payloads go to the plain side in one write
+        (views of ``data``, no copy), an EOF frame among them ends our read side."""
         if self.state is State.DONE:
             return
+        reader = self.reader
+        had_eof = reader.eof
         try:
-            events = self.reader.feed(data)
+            parts = reader.payloads(data)
         except DecodeError as exc:
             self._fail(Ending(Result.BAD_FRAME, exc.reason))
             self.tunnel.abort()
             abort_with_rst(self.plain)
             return
-        for ev in events:
-            if self.result is not None:
-                return
-            if isinstance(ev, wire.DataReceived):
-                self.down += len(ev.data)
-                if self.filter is None:
-                    self.plain.write(ev.data)
-                elif self.state is not State.ENDED:
-                    self._apply(self.filter.tunnel_data(bytes(ev.data)))
-            elif isinstance(ev, wire.EofReceived):
-                self._got_eof()
-        if self.reader.after_eof and self.result is None:
+        if parts:
+            if self.filter is None:
+                plain = self.plain
+                if plain.get_write_buffer_size():
+                    # Queued behind what is waiting anyway: a copy, so that a slow
+                    # reader holds its bytes and never more than one read buffer
+                    # (TunnelEnd.buffer_updated gives that one away).
+                    data = b"".join(parts)
+                    self.down += len(data)
+                    plain.write(data)
+                elif len(parts) == 1:
+                    part = parts[0]
+                    self.down += len(part)
+                    plain.write(part)
+                else:
+                    self.down += sum(map(len, parts))
+                    plain.writelines(parts)  # one system call for the whole read
+            else:
+                for part in parts:
+                    if self.result is not None:
+                        return
+                    self.down += len(part)
+                    if self.state is not State.ENDED:
+                        self._apply(self.filter.tunnel_data(bytes(part)))
+        if reader.eof and not had_eof and self.result is None:
+            self._got_eof()
+        if reader.after_eof and self.result is None:
             # The peer went on after its EOF while our side of the stream still runs.
             self._fail(Ending(Result.BAD_FRAME, "bytes after EOF frame"))
             self.tunnel.abort()
@@ -369,7 +393,7 @@ class Splice:
         if n <= SMALL_FRAME:
             # One write, one TLS record: the transport would seal header and payload
             # as two records (measured: 4.7 -> 2.9 us per 1 KiB message).
-            self.tunnel.write(wire.frame_header(wire.FrameType.DATA, n) + data)
+            self.tunnel.write(wire.data_header(n) + data)
             return
         if n <= wire.MAX_FRAME:
             self.tunnel.writelines((wire.frame_header(wire.FrameType.DATA, n), data))
@@ -442,6 +466,16 @@ class PlainEnd(asyncio.Protocol):
         elif self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
+    def detach(self, pending: bytes, eof: bool) -> None:
+        """Leave the splice (its tunnel is given up before the peer's status): from here
+        ``pending`` and the EOF (if ``eof``) are kept, reading paused, and replayed on
+        the next :meth:`attach`, as bytes that came before any splice."""
+        self.splice = None
+        self._early = [pending] if pending else []
+        self._early_eof = eof
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
     def data_received(self, data: bytes) -> None:
         if self.splice is not None:
             self.splice.plain_data(data)
@@ -472,13 +506,86 @@ class PlainEnd(asyncio.Protocol):
             self.splice.plain_resume_writing()
 
 
-class TunnelEnd(asyncio.Protocol):
-    """What both ends' tunnel protocols share: the TLS transport, its splice once a
-    stream runs, flow control handed to the splice, and the two ways to end."""
+class ReadBuffer:
+    """The memory a daemon's tunnels read TLS plaintext into, shared by all of them.
 
-    def __init__(self) -> None:
+    The TLS layer decrypts straight into it (``get_buffer``/``buffer_updated``: no
+    object per read, and none of the 256 KiB allocation that an ``SSLObject.read``
+    per read costs, mmap and munmap included); the splice passes views of it to the
+    plain side. A transport that could not send such a view at once keeps the view
+    (uvloop does not copy it), so then :meth:`release` gives the buffer away to it and
+    the next read gets a new one. One buffer per daemon, not per tunnel: reads are
+    handled one at a time on the event loop, each to its end before the next.
+    """
+
+    __slots__ = ("size", "replaced", "_view", "_busy")
+
+    #: uvloop decrypts at most this much per read (its SSL_READ_MAX_SIZE): one read
+    #: fits, so a read is never split over two event-loop turns.
+    SIZE = 256 * 1024
+
+    def __init__(self, size: int = SIZE) -> None:
+        self.size = size
+        #: Buffers given away to a transport that kept a view of them.
+        self.replaced = 0
+        self._view = memoryview(bytearray(size))
+        self._busy = False
+
+    def __repr__(self) -> str:
+        return f"<ReadBuffer {self.size} bytes, replaced {self.replaced}>"
+
+    def get(self) -> memoryview:
+        """The buffer to read into (all of it). A read that brings no application
+        data (a partial TLS record) is never :meth:`filled`: nothing changes."""
+        if self._busy:  # asked again while a read is handled: its views live on
+            self._replace()
+        return self._view
+
+    def filled(self, nbytes: int) -> memoryview:
+        """The ``nbytes`` just read, as a view of the buffer; :meth:`release` follows."""
+        self._busy = True
+        return self._view[:nbytes]
+
+    def release(self, kept: bool) -> None:
+        """The read is handled; ``kept``: something still holds a view of it."""
+        self._busy = False
+        if kept:
+            self._replace()
+
+    def _replace(self) -> None:
+        self._view = memoryview(bytearray(self.size))
+        self.replaced += 1
+
+
+class TunnelEnd(asyncio.BufferedProtocol):
+    """What both ends' tunnel protocols share: the TLS transport, its splice once a
+    stream runs, flow control handed to the splice, and the two ways to end.
+
+    Reads land in ``reads`` (a :class:`ReadBuffer` the daemon shares among its tunnels)
+    and go to :meth:`data_received` as a view of it, valid until it returns: a
+    subclass copies what it keeps (``bytearray +=``, ``bytes()``).
+    """
+
+    def __init__(self, reads: ReadBuffer) -> None:
         self.transport: asyncio.Transport | None = None
         self.splice: Splice | None = None
+        self.reads = reads
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        raise NotImplementedError
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.reads.get()
+
+    def buffer_updated(self, nbytes: int) -> None:
+        reads = self.reads
+        splice = self.splice  # before: the stream may end while this read is handled
+        kept = True  # unless the read is handled to its end and nothing waits
+        try:
+            self.data_received(reads.filled(nbytes))
+            kept = splice is not None and splice.plain.get_write_buffer_size() > 0
+        finally:
+            reads.release(kept)
 
     def pause_writing(self) -> None:
         if self.splice is not None:

@@ -42,6 +42,7 @@ import enum
 import ipaddress
 import json
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -294,8 +295,15 @@ def parse_status(data: bytes | bytearray) -> tuple[StatusReply, int] | None:
 # -- frames ----------------------------------------------------------------------------
 
 
+_FRAME_WORD = struct.Struct(">I")
+
+
 def frame_header(ftype: FrameType, length: int) -> bytes:
-    return ((ftype << 24) | length).to_bytes(4, "big")
+    return _FRAME_WORD.pack((ftype << 24) | length)
+
+
+#: The header of a DATA frame of ``length`` bytes (type 0: the word is the length).
+data_header = _FRAME_WORD.pack
 
 
 EOF_FRAME = frame_header(FrameType.EOF, 0)
@@ -340,8 +348,74 @@ class FrameReader:
     _control: bool = False
     _eof: bool = False
 
+    @property
+    def eof(self) -> bool:
+        """The EOF frame has been read."""
+        return self._eof
+
+    def payloads(self, data: bytes | bytearray | memoryview) -> list[memoryview]:
+        """The DATA payload pieces ``data`` completes, as views of ``data`` (no copy);
+        an EOF frame among them sets :attr:`eof`. What :meth:`feed` reports as
+        DataReceived and EofReceived events, without an object per event: the relay's
+        hot path. Raises :class:`DecodeError` as :meth:`feed` does, and UsageError on a
+        reader that allows CONTROL frames (use :meth:`feed` there).
+
+        The views alias ``data``: a caller that reuses its read buffer consumes them
+        (or copies them) before the next read.
+        """
+        if self.allow_control:
+            raise UsageError("payloads() is for stream readers; control readers use feed()")
+        out: list[memoryview] = []
+        view = memoryview(data)
+        pos, end = 0, len(view)
+        left = self._left
+        while pos < end:
+            if left:
+                take = left if left <= end - pos else end - pos
+                out.append(view[pos : pos + take])
+                pos += take
+                left -= take
+                continue
+            if self._eof:
+                self._left = 0
+                if self.keep_after_eof:
+                    self.after_eof += view[pos:]
+                    return out
+                raise DecodeError(_PROTO, "bytes after EOF frame", pos)
+            if not self._partial and end - pos >= 4:
+                word = _FRAME_WORD.unpack_from(view, pos)[0]  # the usual case
+                pos += 4
+            else:
+                need = 4 - len(self._partial)
+                self._partial += view[pos : pos + need]
+                pos += min(need, end - pos)
+                if len(self._partial) < 4:
+                    break
+                word = _FRAME_WORD.unpack_from(self._partial)[0]
+                self._partial.clear()
+            if word <= MAX_FRAME:  # type DATA (0) and a length we accept
+                if not word:
+                    raise DecodeError(_PROTO, "data frame of 0 bytes", pos)
+                left = word
+            elif word >> 24 == FrameType.EOF:
+                if word & 0xFFFFFF:
+                    raise DecodeError(_PROTO, "EOF frame with a payload", pos)
+                self._eof = True
+            elif word >> 24 == FrameType.DATA:
+                raise DecodeError(_PROTO, f"data frame of {word} bytes", pos)
+            else:
+                raise DecodeError(_PROTO, f"unexpected frame type {word >> 24}", pos)
+        self._left = left
+        return out
+
     def feed(self, data: bytes | memoryview) -> list[FrameEvent]:
-        events: list[FrameEvent] = []
+        if not self.allow_control:
+            eof = self._eof
+            events: list[FrameEvent] = [DataReceived(p) for p in self.payloads(data)]
+            if self._eof and not eof:
+                events.append(EofReceived())
+            return events
+        events = []
         view = memoryview(data)
         pos, end = 0, len(view)
         while pos < end:

@@ -277,8 +277,10 @@ def test_edge_runs_beside_the_old_daemons(lab: Lab) -> None:
         for daemon in daemons:
             held = daemon if "(pid" in daemon else f"{daemon} (pid {box.pids[daemon]})"
             assert held in lines[0] and held in protocol_state(lab, protocol), lines[0]
-    taken = [ln for ln in log.splitlines() if f"cannot listen on {EDGE}:445" in ln]
-    assert len(taken) == 1 and "smbd (pid" in taken[0], taken
+    taken = [f for f in logfmt.find(log, "listener failed")
+             if (f["address"], f["port"]) == (EDGE, "445")]  # fmt: skip
+    assert len(taken) == 1 and "smbd (pid" in taken[0]["holder"], taken
+    assert taken[0]["fix"] and taken[0]["service"] == "smb", taken
     status = lan_status(lab)
     assert f"tcp {EDGE}:445" in status["listeners_degraded"]  # type: ignore[operator]
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from spokeshare import dashboard
+from spokeshare import dashboard, logfmt
 from spokeshare.lab import netns, spokes
 from spokeshare.lab.topology import HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
@@ -99,7 +99,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def test_page_renders_the_labs_offices(lab: Lab) -> None:
     hub_log = (lab.logs_dir / "hub.log").read_text()
-    assert "status_token required" in hub_log
+    [page] = logfmt.find(hub_log, "status page")
+    assert page["auth"] == "status_token required (bearer or basic auth)", page
     # Without the token: 401 and a basic-auth challenge (headless chromium cannot ask
     # for credentials, so a plain HTTP client in HQ's namespace looks).
     probe = (

@@ -270,10 +270,10 @@ def test_clean_stop_leaves_the_browse_list(lab: Lab) -> None:
     assert len(edges) == 1
     lab.registry.kill_process(edges[0]["pid"])  # SIGTERM, start time checked
     log = (lab.logs_dir / "edge-nyc.log").read_text()
-    assert "edge stopped" in log and "SIGKILL" not in log
+    assert logfmt.find(log, "edge stopped") == [{"office": "nyc"}] and "SIGKILL" not in log
     wait_until(
         "GLOBAL-NFS gone from FS-NYC's list", lambda: "GLOBAL-NFS" not in browse_list(lab), 60
     )
     assert resolves(lab, "GLOBAL-NFS") is None
-    assert "netbios on 198.18.11.1 stopped" in log
+    assert {"protocol": "netbios", "address": "198.18.11.1"} in logfmt.find(log, "protocol stopped")
     assert not wsdd_discovers(lab, 5) & {"GLOBAL-NFS", "GLOBAL-ENG"}  # Bye was sent

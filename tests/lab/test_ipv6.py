@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from spokeshare import logfmt
 from spokeshare.lab import spokes
 from spokeshare.lab.topology import LAN_IFNAME, Lab
 from spokeshare.lab.wire import LinkSettings
@@ -91,11 +92,11 @@ def link_local(lab: Lab, host: str) -> str:
 
 
 def claimed(lab: Lab) -> dict[str, set[int]]:
-    """Address -> ports, from the edge's "edge listening on ADDR:PORT" log lines."""
+    """Address -> ports, from the edge's ``listening`` log lines."""
     out: dict[str, set[int]] = {}
     text = (lab.logs_dir / "edge-nyc.log").read_text()
-    for addr, port in re.findall(r"edge listening on (\S+):(\d+) for", text):
-        out.setdefault(addr.split("%", 1)[0], set()).add(int(port))
+    for line in logfmt.find(text, "listening"):
+        out.setdefault(line["address"].split("%", 1)[0], set()).add(int(line["port"]))
     return out
 
 

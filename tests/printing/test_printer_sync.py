@@ -21,6 +21,7 @@ from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZerocon
 
 from spokeshare.printing import ipp
 from spokeshare.printing.printer_sync import FetchError, PrinterAdvertiser
+from tests.helpers import logged
 
 ANSWER = (Path(__file__).parent / "vectors_dnssd" / "get-printers.bin").read_bytes()
 HOST = "EDGE-T.local."
@@ -157,7 +158,9 @@ def test_sync_follows_hq_and_the_lan_sees_it(
                         break
                     await seen.changed.wait()
             assert on_lan("HQ colour (lab)", "HQ laser (lab)")  # nobody left or came
-            assert "printers: updated 'HQ laser (lab)' (queue hq-laser)" in caplog.messages
+            assert {"printer": "hq-laser", "name": "HQ laser (lab)._ipp._tcp.local."} in logged(
+                caplog, "printer updated"
+            )
 
 
             # HQ renames hq-color: the old name leaves (goodbye), the new one comes.
@@ -170,8 +173,10 @@ def test_sync_follows_hq_and_the_lan_sees_it(
             await adv.sync_once()
             await adv.sync_once()
             assert sorted(adv.statistics().printers) == ["Colour, 2nd floor", "HQ laser (lab)"]
-            fails = [r for r in caplog.records if "cannot fetch HQ's printers" in r.message]
-            assert len(fails) == 1 and adv.statistics().failures == 2
+            fails = logged(caplog, "printers not fetched")
+            assert fails == [{"error": "hub refused: NOT_ALLOWED",
+                              "reason": "keeping what is shown"}]  # fmt: skip
+            assert adv.statistics().failures == 2
 
             # HQ removes hq-laser: it leaves the LAN, the other stays.
             script.next = edited(drop="hq-laser", rename=("hq-color", "Colour, 2nd floor"))
@@ -202,6 +207,8 @@ def test_sync_follows_hq_and_the_lan_sees_it(
 def test_no_printer_points_at_a_name_another_host_holds(
     loop: asyncio.AbstractEventLoop, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, "spokeshare.printing.sync")
+
     async def scenario() -> None:
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         owned = [False]
@@ -225,8 +232,10 @@ def test_no_printer_points_at_a_name_another_host_holds(
             await zc.async_close()
 
     loop.run_until_complete(scenario())
-    lines = [r.message for r in caplog.records if "held by another host" in r.message]
-    assert lines == [f"printers: not advertised while {HOST} is held by another host"] * 2
+    lines = logged(caplog, "printers not advertised")
+    assert lines == [{"host": HOST, "reason": "the host name is held by another host"}] * 2
+    assert logged(caplog, "printers advertised") == [
+        {"host": HOST, "reason": "the host name is ours again"}]  # fmt: skip
 
 
 def test_host_check_holds_while_hq_cannot_be_reached(
@@ -260,7 +269,8 @@ def test_host_check_holds_while_hq_cannot_be_reached(
             await zc.async_close()
 
     loop.run_until_complete(scenario())
-    assert any("held by another host" in r.message for r in caplog.records)
+    assert [f["reason"] for f in logged(caplog, "printers not advertised")] == [
+        "the host name is held by another host"]  # fmt: skip
 
 
 def test_conflicts_rename_past_other_hosts_and_our_own_names(
@@ -298,10 +308,12 @@ def test_conflicts_rename_past_other_hosts_and_our_own_names(
             await other.async_close()
 
     loop.run_until_complete(scenario())
-    assert (
-        "printers: name conflict: 'HQ laser (lab)._ipp._tcp.local.' is already in use on the LAN "
-        "(RFC 6762 section 9); trying 'HQ laser (lab) (2)'" in caplog.messages
-    )
+    assert {
+        "printer": "hq-laser",
+        "name": "HQ laser (lab)._ipp._tcp.local.",
+        "next": "HQ laser (lab) (2)",
+        "reason": "already in use on the LAN (RFC 6762 section 9)",
+    } in logged(caplog, "printer name conflict")
 
 
 def test_unusable_printer_left_out_with_one_line_the_others_published(
@@ -326,10 +338,8 @@ def test_unusable_printer_left_out_with_one_line_the_others_published(
             await zc.async_close()
 
     loop.run_until_complete(scenario())
-    left_out = [m for m in caplog.messages if "left out" in m]
-    assert left_out == [
-        "printers: HQ printer 'a/b' left out: printer-name is not a CUPS queue name"
-    ]
+    assert logged(caplog, "printer left out") == [
+        {"printer": "a/b", "reason": "printer-name is not a CUPS queue name"}]  # fmt: skip
 
 
 def test_conflict_after_publication_renames_with_both_subtypes(
@@ -399,8 +409,10 @@ def test_conflict_after_publication_renames_with_both_subtypes(
             await zc.async_close()
 
     loop.run_until_complete(scenario())
-    lines = [m for m in caplog.messages if "another host announces" in m]
-    assert lines == [
-        "printers: name conflict: another host announces 'HQ laser (lab)._ipp._tcp.local.' "
-        "with other data (RFC 6762 section 9); renaming it, from 'HQ laser (lab) (2)'"
-    ]
+    lines = [f for f in logged(caplog, "printer name conflict") if "other data" in f["reason"]]
+    assert lines == [{
+        "printer": "hq-laser",
+        "name": "HQ laser (lab)._ipp._tcp.local.",
+        "next": "HQ laser (lab) (2)",
+        "reason": "another host announces it with other data (RFC 6762 section 9)",
+    }]  # fmt: skip

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Deployment, LoopThread, Stack, free_port, process, recv_all, wait_for
+from tests.helpers import (
+    Deployment,
+    LoopThread,
+    Stack,
+    free_port,
+    logged,
+    process,
+    recv_all,
+    wait_for,
+)
 
 _OLD_DAEMON = """\
 import socket, sys, time
@@ -56,8 +65,9 @@ def test_listener_comes_up_when_the_old_daemon_goes(
             timeout=30,
             what="the edge's listener on the freed port",
         )
-        taken = [r.getMessage() for r in caplog.records if "is free again" in r.getMessage()]
-        assert len(taken) == 1 and f"127.0.0.1:{port}" in taken[0] and "oldsmbd.py" in taken[0]
+        [back] = logged(caplog, "listener recovered")
+        assert (back["address"], back["port"], back["service"]) == ("127.0.0.1", str(port), "smb")
+        assert "oldsmbd.py" in back["holder"]
         with stack.connect() as s:
             s.sendall(b"relayed through the edge")
             s.shutdown(1)

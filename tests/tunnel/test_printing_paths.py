@@ -205,5 +205,7 @@ def test_spokeshare_edge_with_a_printing_only_bundle_starts(tmp_path: Path) -> N
         assert (up["office"], up["names"]) == ("shop", "")
         text = log.read_text()
         assert proc.poll() is None, text
-    assert f"edge listening on 127.0.0.1:{ipp} for service ipp" in text
-    assert "may not use service" not in text and "for service smb" not in text
+    listening = logfmt.find(text, "listening")
+    assert {"address": "127.0.0.1", "port": str(ipp), "service": "ipp"} in listening
+    assert "may not use service" not in text
+    assert [f["service"] for f in listening] == ["ipp"]  # no smb listener

@@ -45,6 +45,10 @@ def test_ping_pong_small(stack: Stack) -> None:
         for i in range(200):
             s.sendall(bytes([i % 256]))
             assert s.recv(1) == bytes([i % 256])
+    # Every read of both ends went through its daemon's one read buffer: none was
+    # given away (nothing kept a view) and none was allocated for a read without
+    # application data (the pool's handshakes), which would cost 256 KiB each time.
+    assert stack.lt.call(lambda: (stack.edge.reads.replaced, stack.hub.reads.replaced)) == (0, 0)
 
 
 def test_full_duplex_sha256(deployment, loop_thread: LoopThread) -> None:  # type: ignore[no-untyped-def]
@@ -229,6 +233,9 @@ def test_slow_reader_memory_bounded(deployment, loop_thread: LoopThread) -> None
         got = recv_all(s, size)
         s.close()
         assert got == blob
+        # The edge's client side kept views of the shared read buffer (uvloop does not
+        # copy what it could not send at once): each time the buffer was given away.
+        assert st.lt.call(lambda: st.edge.reads.replaced) > 0
     finally:
         st.close()
         backend.close()

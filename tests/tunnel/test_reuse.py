@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from spokeshare import bundle
+from spokeshare import bundle, stats
 from spokeshare.tunnel import tls, wire
 from spokeshare.tunnel.edge import EdgeTunnel
 from tests.helpers import Backend, Deployment, LoopThread, Stack, recv_all, wait_for
@@ -117,14 +117,11 @@ def test_many_sequential_streams_over_few_tunnels_byte_exact(
         wait_for(lambda: len(digests) > i, what="the backend's digest")  # noqa: B023
         assert digests[i] == digest  # the upload arrived byte for byte
         assert hashlib.sha256(got).digest() == hashlib.sha256(down_for(digest, down_size)).digest()
-    edge_reused, hub_reused, hs, failed = st.lt.call(
-        lambda: (
-            st.edge.streams_reused,
-            st.hub.streams_reused,
-            st.hub.handshakes,
-            st.edge.streams_failed,
-        )
-    )
+    # Read as operators do: the statistics schema (edge status, hub status.json, /metrics).
+    edge_stats, hub_stats = st.lt.call(lambda: (st.edge.statistics(), st.hub.statistics()))
+    edge_reused, hub_reused = edge_stats.streams_reused, hub_stats.streams_reused
+    hs, failed = hub_stats.handshakes, edge_stats.streams_failed
+    assert f"spokeshare_hub_streams_reused_total {hub_reused}" in stats.render_metrics(hub_stats)
     assert failed == 0
     # The pool (min_idle 2) grows by a tunnel or two at the start; every other stream
     # rides on a tunnel that carried one before.

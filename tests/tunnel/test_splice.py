@@ -18,6 +18,7 @@ from spokeshare.tunnel.relay import (
     Ending,
     Event,
     Forward,
+    ReadBuffer,
     Result,
     Splice,
     State,
@@ -36,6 +37,8 @@ class FakeTransport(asyncio.Transport):
         self.side = side
         self.calls = calls
         self.closing = False
+        #: What get_write_buffer_size() answers (bytes the transport could not send).
+        self.buffered = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.calls.append(("write", self.side, bytes(data)))
@@ -68,6 +71,9 @@ class FakeTransport(asyncio.Transport):
 
     def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
         pass
+
+    def get_write_buffer_size(self) -> int:
+        return self.buffered
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return default  # no socket: abort_with_rst goes straight to abort()
@@ -423,3 +429,44 @@ def test_ipp_gate_passes_a_request_and_its_answer_and_pauses_in_between() -> Non
     ]
     up = [b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", b"ok", FORBIDDEN_HEAD, b"x" * 47]
     assert (s.up, s.down) == (sum(map(len, up)), 2 * len(GET_LASER))
+
+
+def test_read_buffer_is_given_away_when_a_view_of_it_is_kept() -> None:
+    reads = ReadBuffer(64)
+    first = reads.get()
+    assert reads.get() is first  # a read with no application data in it: nothing changes
+    first[:3] = b"abc"
+    assert bytes(reads.filled(3)) == b"abc"
+    reads.release(kept=False)
+    assert reads.get() is first and reads.replaced == 0  # reused: nobody kept a view
+    reads.filled(1)
+    reads.release(kept=True)  # e.g. a transport could not send its view at once
+    second = reads.get()
+    assert second is not first and reads.replaced == 1 and len(second) == 64
+    # Asked for while a read is still handled (re-entered): that read's views live on.
+    reads.filled(1)
+    assert reads.get() is not second and reads.replaced == 2
+
+
+def test_a_read_with_several_frames_is_one_write_to_the_plain_side() -> None:
+    pb = Playbook()
+    data = b"".join(wire.frame_header(wire.FrameType.DATA, len(p)) + p for p in (b"ab", b"cde"))
+    pb.splice.tunnel_data(data + wire.EOF_FRAME)
+    assert pb.take() == [("write", "plain", b"abcde"), ("eof", "plain")]
+    assert pb.splice.down == 5
+
+
+def test_payloads_are_views_of_the_read_unless_the_plain_side_has_bytes_waiting() -> None:
+    pb = Playbook()
+    read = memoryview(bytearray(data(b"abc") + data(b"de")))
+    sent: list[object] = []
+    pb.plain.write = sent.append  # type: ignore[method-assign,assignment]
+    pb.plain.writelines = lambda parts: sent.extend(parts)  # type: ignore[method-assign,assignment]
+    pb.splice.tunnel_data(read)
+    assert [bytes(p) for p in sent] == [b"abc", b"de"]  # type: ignore[call-overload]
+    assert all(isinstance(p, memoryview) and p.obj is read.obj for p in sent)
+    sent.clear()
+    pb.plain.buffered = 10  # a slow reader: what we write now waits, so it is a copy
+    pb.splice.tunnel_data(memoryview(bytearray(data(b"fg") + data(b"h"))))
+    assert sent == [b"fgh"] and type(sent[0]) is bytes
+    assert pb.splice.down == 8

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spokeshare.errors import DecodeError
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.tunnel import wire
 from spokeshare.tunnel.wire import (
     EOF_FRAME,
@@ -217,6 +218,57 @@ def test_frames_split_anywhere(chunks: list[bytes], cuts: list[int]) -> None:
         pos, i = pos + n, i + 1
     assert bytes(out) == b"".join(chunks)
     assert eofs == 1
+
+
+@given(
+    st.lists(st.binary(min_size=1, max_size=3000), max_size=8),
+    st.booleans(),
+    st.lists(st.integers(1, 5000), min_size=1, max_size=20),
+    # no CONTROL frame (type 2) in the tail: only the control reader accepts those
+    st.binary(max_size=6).filter(lambda b: not b or b[0] != FrameType.CONTROL),
+)
+def test_payloads_agree_with_the_control_readers_events(
+    chunks: list[bytes], eof: bool, cuts: list[int], tail: bytes
+) -> None:
+    """payloads() (the relay's path) and feed() of a control reader (a separate loop)
+    read any stream of DATA and EOF frames, split anywhere and maybe followed by junk,
+    to the same payload bytes, the same EOF and the same error."""
+    stream = b"".join(wire.frame_header(FrameType.DATA, len(c)) + c for c in chunks)
+    stream += (EOF_FRAME if eof else b"") + tail
+
+    def run(read: Any) -> tuple[bytes, bool, str]:
+        out, pos, i = bytearray(), 0, 0
+        try:
+            while pos < len(stream):
+                n = cuts[i % len(cuts)]
+                out += read(stream[pos : pos + n])
+                pos, i = pos + n, i + 1
+        except DecodeError as exc:
+            return bytes(out), False, exc.reason
+        return bytes(out), True, ""
+
+    stream_reader = FrameReader()
+    control = FrameReader(allow_control=True)
+
+    def by_events(data: bytes) -> bytes:
+        evs = control.feed(data)
+        return b"".join(bytes(e.data) for e in evs if isinstance(e, DataReceived))
+
+    fast = run(lambda d: b"".join(stream_reader.payloads(d)))
+    assert fast == run(by_events)
+    assert stream_reader.eof == control.eof
+    if fast[1]:
+        assert fast[0] == b"".join(chunks)
+
+
+def test_payloads_are_views_of_the_read_and_only_for_stream_readers() -> None:
+    data = bytearray(wire.data_header(3) + b"abc" + wire.data_header(2) + b"de")
+    parts = FrameReader().payloads(data)
+    assert [bytes(p) for p in parts] == [b"abc", b"de"]
+    assert all(p.obj is data for p in parts)  # no copy: the relay writes them as they are
+    assert wire.data_header(3) == wire.frame_header(FrameType.DATA, 3)
+    with pytest.raises(UsageError):
+        FrameReader(allow_control=True).payloads(data)
 
 
 def test_wire_module_is_pure() -> None:
