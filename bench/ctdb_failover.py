@@ -5,7 +5,7 @@ Usage (root; builds a lab, so inside the lab-worker wrapper)::
 
     tests/lab/netns-worker .venv/bin/python bench/ctdb_failover.py [--rounds N] [--rtt MS] [--write]
 
-The lab: ``--hq-nodes 3`` (docs/lab.md, docs/scale-out-ctdb.md), office ``nyc`` at
+The lab: ``--hq-nodes 3`` (docs/lab.md, docs/scale-out.md), office ``nyc`` at
 ``--rtt`` (default 100 ms), the real hub and edge, built twice: the hub's ``smb``
 service naming **one** backend (the first CTDB public address: only CTDB's failover
 helps) and naming **all** three public addresses in order (the lab's default: the
