@@ -25,7 +25,10 @@ serving it on this host (nmbd, wsdd, avahi-daemon, systemd-resolved...). That
 protocol is then left to the other daemon (stopped, or never started), one line
 names the daemon and the fix, and :meth:`EdgeDaemon.statistics` and
 ``STATE_DIR/lan-status.json`` show it degraded; the relay and every other protocol
-keep running. When the other daemon goes, the protocol comes back. TCP listeners
+keep running. When the other daemon goes (gone at two looks in a row, so that a
+restart of it is not taken for its going), the protocol comes back. A daemon that
+appears later while the edge holds one of the protocol's ports serves only the rest
+(wsdd then has no metadata port): the line says which and names a restart as the fix. TCP listeners
 whose port another daemon held at start (smbd on 445/139, cupsd on 631) are retried
 at the same cadence (:data:`spokeshare.tunnel.edge.LISTENER_RETRY_INTERVAL`) and
 leave ``listeners_degraded`` when they come up.
@@ -100,9 +103,13 @@ class EdgeDaemon:
         self.presence: list[Any] = []
         #: LAN protocol -> its presence service (netbios, llmnr, wsd, mdns).
         self.protocols: dict[str, Any] = {}
-        #: LAN protocol -> "ok", or why it is degraded (the line that was logged).
+        #: LAN protocol -> "ok", or why it is degraded (the line that was logged, or
+        #: the same hand-over as the socket table shows it now).
         self.lan_status: dict[str, str] = {}
         self._running: set[str] = set()
+        #: Protocols left to another daemon that was gone at the last look (taken back
+        #: when it is still gone at the next).
+        self._absent: set[str] = set()
         self._scanner = coexist.Scanner()
         #: start() has finished: every protocol started or degraded, the edge "up".
         self.up = False
@@ -281,13 +288,27 @@ class EdgeDaemon:
                 except OSError as exc:  # /proc unreadable: keep what we have
                     log.debug("coexist check %s: %s", protocol, exc)
                     continue
+                if other is not None:
+                    self._absent.discard(protocol)
                 if protocol in self._running and other is not None:
                     # Never two answerers for one name: the other daemon keeps it.
                     self._running.discard(protocol)
                     await self._call(protocol, self.protocols[protocol], "stop")
                     self._degrade(protocol, other)
                     changed = True
-                elif protocol not in self._running and other is None:
+                elif protocol not in self._running and other is not None:
+                    if self.lan_status.get(protocol) != other:
+                        # The same hand-over, its daemon now another pid or holding
+                        # other ports (restarted as the line said): the status is
+                        # kept current, the line is not repeated.
+                        self.lan_status[protocol] = other
+                        changed = True
+                elif protocol not in self._running and protocol not in self._absent:
+                    # Gone at one look only: a `systemctl restart` of the other
+                    # daemon (the fix named for a half-started one) is not a hand-back.
+                    self._absent.add(protocol)
+                elif protocol not in self._running:
+                    self._absent.discard(protocol)
                     await self._start_protocol(protocol)
                     changed = True
             if changed:

@@ -28,7 +28,8 @@ from spokeshare.lab.wire import LinkSettings
 log = logging.getLogger(__name__)
 
 _EPILOG = """\
-hosts: hq; per office NAME: NAME-edge, NAME-pc, NAME-fs.
+hosts: hq (with --hq-nodes N: also hq-node1..N); per office NAME: NAME-edge, NAME-pc,
+NAME-fs.
 addresses: HQ services 198.19.0.1; office i: LAN 198.18.(10+i).0/24 (edge .1, fs .2,
 pc .10), WAN 198.19.i.0/30 (hq .1, edge .2). See docs/lab.md.
 """
@@ -100,6 +101,15 @@ def add_lab_parser(
         help="also route office LANs to HQ through the edge (for baselines)",
     )
 
+    up.add_argument(
+        "--hq-nodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="HQ's Samba on N hosts as a CTDB cluster (hq-node1..N, public addresses "
+        "198.18.1.101..; default 1: one HQ host)",
+    )
+
     sub.add_parser("down", help="remove the lab: processes, namespaces, links, files")
 
     status = sub.add_parser("status", help="what is up, processes, WAN counters")
@@ -150,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         offices = [o.strip() for o in args.offices.split(",") if o.strip()]
         lab = Lab(
             state_dir, offices, settings,
-            direct_route=args.direct_route,
+            direct_route=args.direct_route, hq_nodes=args.hq_nodes,
             start_hub=args.lab_start_hub, start_edge=args.lab_start_edge,
         )  # fmt: skip
         lab.up(_progress)
@@ -207,11 +217,19 @@ def _describe(s: LinkSettings) -> str:
 
 def _print_built(lab: Lab) -> None:
     print(f"lab up in {lab.state_dir}; WAN: {_describe(lab.wan_settings)}")
+    smbd = "smbd (share, alice), " if lab.cluster is None else ""
     print(
-        f"  hq          {lab.hub_address:<16} smbd (share, alice), cupsd (shared: "
+        f"  hq          {lab.hub_address:<16} {smbd}cupsd (shared: "
         f"{', '.join(services.SHARED_PRINTERS)}; "
         f"not shared: {', '.join(services.UNSHARED_PRINTERS)})"
     )
+    if lab.cluster is not None:
+        for n in lab.cluster.node_plans:
+            print(
+                f"  {n.host:<11} {n.lan_ip:<16} ctdbd + smbd (clustering), private "
+                f"{n.private_ip}, public address {n.public_ip}"
+            )
+        print(f"  hub's smb service: {', '.join(lab.smb_backends)}")
     for o in lab.offices:
         print(f"  {o.edge:<11} {o.edge_ip:<16} WAN {o.wan_edge_ip} <-> hq {o.wan_hq_ip}")
         print(f"  {o.fs:<11} {o.fs_ip:<16} {o.fs_netbios_name}, local master browser of ACME")

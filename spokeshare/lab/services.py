@@ -148,6 +148,10 @@ class SambaHost:
     #: The CUPS server whose printers smbd shares (HQ: its cupsd's socket); None: no
     #: printing, as on the office file servers.
     print_server: Path | None = None
+    #: A node of HQ's CTDB cluster (spokeshare.lab.cluster) whose [share] is this path
+    #: on the cluster filesystem: ``clustering = yes``, and smbd listens on every
+    #: address (CTDB's public addresses move between nodes) instead of ``addresses``.
+    clustered_share: Path | None = None
 
     @property
     def conf(self) -> Path:
@@ -160,7 +164,7 @@ class SambaHost:
 
     @property
     def share_path(self) -> Path:
-        return self.root / SHARE
+        return self.clustered_share or self.root / SHARE
 
     def config_text(self) -> str:
         r = self.root
@@ -169,8 +173,7 @@ class SambaHost:
             f"  netbios name = {self.netbios_name}",
             f"  workgroup = {WORKGROUP}",
             "  server role = standalone server",
-            f"  interfaces = {' '.join(self.addresses)}",
-            "  bind interfaces only = yes",
+            *self._listen_globals(),
             f"  private dir = {r}/private",
             f"  lock directory = {r}/lock",
             f"  state directory = {r}/state",
@@ -230,6 +233,13 @@ class SambaHost:
             ]
         return "\n".join(lines)
 
+    def _listen_globals(self) -> list[str]:
+        if self.clustered_share is not None:
+            # Samba's clustering guide: the same smb.conf on every node, clustering on;
+            # no interface binding, since CTDB moves public addresses between nodes.
+            return ["  clustering = yes"]
+        return [f"  interfaces = {' '.join(self.addresses)}", "  bind interfaces only = yes"]
+
     def _printing_globals(self) -> list[str]:
         if self.print_server is None:
             return [
@@ -250,8 +260,9 @@ class SambaHost:
         ]
 
     def prepare(self) -> None:
-        for sub in ("private", "lock", "state", "cache", "run", SHARE, "spool"):
+        for sub in ("private", "lock", "state", "cache", "run", "spool"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.share_path.mkdir(parents=True, exist_ok=True)
         self.share_path.chmod(0o1777)
         self.print_spool.chmod(0o1777)
         self.conf.write_text(self.config_text())
@@ -312,11 +323,18 @@ class SambaHost:
         )
         return pid
 
-    def add_user(self, name: str, password: str) -> None:
-        """Add a Samba user (the Unix account must exist in the namespace's /etc/passwd)."""
+    def add_user(
+        self,
+        name: str,
+        password: str,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> None:
+        """Add a Samba user (the Unix account must exist in the namespace's /etc/passwd);
+        ``wrap`` turns the smbpasswd argv into the one to run (a cluster node's)."""
+        argv = ["smbpasswd", "-c", str(self.conf), "-s", "-a", name]
         netns.run_in(
             self.namespace,
-            ["smbpasswd", "-c", str(self.conf), "-s", "-a", name],
+            wrap(argv) if wrap is not None else argv,
             input=f"{password}\n{password}\n".encode(),
         )
 

@@ -122,7 +122,9 @@ def start_hub(
         HUB_NAME,
         [f"{hq}:{HUB_PORT}"],
         {
-            "smb": f"{hq}:445",
+            # HQ's smbd, or every CTDB public address of the cluster, in order: the
+            # hub skips one that refuses or times out (spokeshare.tunnel.backends).
+            "smb": ",".join(lab.smb_backends),
             "ipp": f"{hq}:631",
             "lpd": f"{hq}:{services.LPD_PORT}",
             "raw": f"{hq}:{services.RAW_PORT}",

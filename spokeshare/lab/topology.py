@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spokeshare.lab import netns, services
+from spokeshare.lab import cluster, netns, services
 from spokeshare.lab.netns import LabError, StateRegistry
 from spokeshare.lab.wan import WanEnd, WanLink
 from spokeshare.lab.wire import LinkSettings
@@ -177,9 +177,17 @@ class Lab:
         direct_route: bool = False,
         start_hub: HubHook | None = None,
         start_edge: EdgeHook | None = None,
+        hq_nodes: int = 1,
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.offices = plan_offices(list(offices))
+        if not 1 <= hq_nodes <= cluster.MAX_HQ_NODES:
+            raise ValueError(f"--hq-nodes: 1 to {cluster.MAX_HQ_NODES}, not {hq_nodes}")
+        self.hq_nodes = hq_nodes
+        #: HQ's Samba as a CTDB cluster (hq_nodes >= 2), else None: smbd runs in hq.
+        self.cluster: cluster.ClusterPlan | None = (
+            cluster.ClusterPlan(hq_nodes, self.state_dir / "hosts") if hq_nodes > 1 else None
+        )
         self.wan_settings = wan or LinkSettings()
         self.direct_route = direct_route
         self.start_hub = start_hub
@@ -190,7 +198,10 @@ class Lab:
 
     def __repr__(self) -> str:
         names = ",".join(o.name for o in self.offices)
-        return f"<Lab {self.state_dir} offices={names} wan={self.wan_settings}>"
+        return (
+            f"<Lab {self.state_dir} offices={names} hq_nodes={self.hq_nodes} "
+            f"wan={self.wan_settings}>"
+        )
 
     @classmethod
     def existing(cls, state_dir: Path = DEFAULT_STATE_DIR) -> Lab:
@@ -204,6 +215,7 @@ class Lab:
             offices=meta["offices"],
             wan=LinkSettings.from_dict(meta.get("wan", {})),
             direct_route=bool(meta.get("direct_route", False)),
+            hq_nodes=int(meta.get("hq_nodes", 1)),
         )
         return lab
 
@@ -211,7 +223,22 @@ class Lab:
 
     @property
     def hosts(self) -> list[str]:
-        return [HQ, *(h for o in self.offices for h in o.hosts)]
+        nodes = self.cluster.hosts if self.cluster is not None else []
+        return [HQ, *nodes, *(h for o in self.offices for h in o.hosts)]
+
+    @property
+    def smb_backends(self) -> list[str]:
+        """HQ's SMB service as ``HOST:PORT`` backends for the hub, in order: smbd on the
+        service address, or each CTDB public address of the cluster."""
+        if self.cluster is None:
+            return [f"{HQ_SERVICE_IP}:445"]
+        return [f"{ip}:445" for ip in self.cluster.public_ips]
+
+    def hq_cluster(self) -> cluster.HqCluster:
+        """The running CTDB cluster (LabError when HQ is one host)."""
+        if self.cluster is None:
+            raise LabError("HQ is one host in this lab (lab up --hq-nodes N makes a cluster)")
+        return cluster.HqCluster(self.cluster, self.registry, self.logs_dir)
 
     @property
     def hub_address(self) -> str:
@@ -249,15 +276,22 @@ class Lab:
         self._check_host(host)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", what)
         return services.spawn(
-            self.registry, host, argv, what, self.logs_dir / f"{safe}.log", env=env
-        )
+            self.registry, host, self._on_host(host, argv), what,
+            self.logs_dir / f"{safe}.log", env=env,
+        )  # fmt: skip
 
     def exec(
         self, host: str, argv: Sequence[str], **kwargs: Any
     ) -> subprocess.CompletedProcess[Any]:
         """Run ``argv`` in ``host`` and wait (``kwargs`` go to :func:`subprocess.run`)."""
         self._check_host(host)
-        return subprocess.run(netns.exec_argv(host, argv), **kwargs)
+        return subprocess.run(netns.exec_argv(host, self._on_host(host, argv)), **kwargs)
+
+    def _on_host(self, host: str, argv: Sequence[str]) -> list[str]:
+        """``argv`` as ``host`` runs it: a cluster node's own CTDB directories mounted."""
+        if self.cluster is not None and host in self.cluster.hosts:
+            return self.cluster.node_argv(self.cluster.node(host), argv)
+        return list(argv)
 
     def _check_host(self, host: str) -> None:
         if host not in self.hosts:
@@ -324,6 +358,7 @@ class Lab:
         reg.set_meta("offices", [o.name for o in self.offices])
         reg.set_meta("wan", self.wan_settings.to_dict())
         reg.set_meta("direct_route", self.direct_route)
+        reg.set_meta("hq_nodes", self.hq_nodes)
         for sub in ("hosts", "wan", "logs"):
             (self.state_dir / sub).mkdir(parents=True, exist_ok=True)
 
@@ -348,18 +383,10 @@ class Lab:
         hq_cups = services.CupsHost(HQ, hq_ips, self.host_dir(HQ) / "cups")
         hq_cups.start(reg, self.logs_dir)
 
-        # After cupsd: smbd shares the printers CUPS lists when it starts.
-        step("hq: smbd")
-        hq_addrs = (f"{HQ_SERVICE_IP}/32", *(f"{o.wan_hq_ip}/30" for o in self.offices))
-        services.add_hq_unix_user(reg, HQ)
-        hq_samba = services.SambaHost(
-            HQ, "HQ", hq_addrs, self.host_dir(HQ) / "samba", print_server=hq_cups.socket
-        )
-        # alice goes into the passdb before smbd starts: smbpasswd then never meets
-        # smbd creating the same tdb files (it failed once so, on a loaded machine).
-        hq_samba.prepare()
-        hq_samba.add_user(services.ALICE, services.ALICE_PASSWORD)
-        hq_samba.start(reg, HQ_SERVICE_IP, self.logs_dir)
+        if self.cluster is not None:
+            self._build_cluster(step)
+        else:
+            self._build_hq_smbd(step, hq_cups)
 
         step("hq: cups-lpd (515) and a raw printer (9100)")
         services.LpdServer(HQ, HQ_SERVICE_IP, hq_cups.socket).start(reg, self.logs_dir)
@@ -390,6 +417,32 @@ class Lab:
                 self.edge_pids[o.name] = pid
                 reg.add_process(pid, f"edge {o.name}")
             reg.set_meta("edge_pids", self.edge_pids)
+
+    def _build_hq_smbd(self, step: Callable[[str], None], hq_cups: services.CupsHost) -> None:
+        """HQ as one host: smbd in ``hq``, after cupsd (it shares the printers CUPS
+        lists when it starts)."""
+        reg = self.registry
+        step("hq: smbd")
+        hq_addrs = (f"{HQ_SERVICE_IP}/32", *(f"{o.wan_hq_ip}/30" for o in self.offices))
+        services.add_hq_unix_user(reg, HQ)
+        hq_samba = services.SambaHost(
+            HQ, "HQ", hq_addrs, self.host_dir(HQ) / "samba", print_server=hq_cups.socket
+        )
+        # alice goes into the passdb before smbd starts: smbpasswd then never meets
+        # smbd creating the same tdb files (it failed once so, on a loaded machine).
+        hq_samba.prepare()
+        hq_samba.add_user(services.ALICE, services.ALICE_PASSWORD)
+        hq_samba.start(reg, HQ_SERVICE_IP, self.logs_dir)
+
+    def _build_cluster(self, step: Callable[[str], None]) -> None:
+        """HQ's Samba as a CTDB cluster (spokeshare.lab.cluster); ready when every node
+        is OK and every public address is hosted."""
+        hq_cluster = self.hq_cluster()
+        step(f"hq: cluster network ({self.hq_nodes} nodes)")
+        hq_cluster.network(HQ)
+        hq_cluster.configure()
+        step("hq: ctdbd and smbd on every node")
+        hq_cluster.start()
 
     def _build_lan(self, o: OfficePlan) -> None:
         reg = self.registry
@@ -460,6 +513,8 @@ class Lab:
             "up": bool(self.registry.data["namespaces"]),
             "hub_address": self.hub_address,
             "direct_route": self.direct_route,
+            "hq_nodes": self.hq_nodes,
+            "smb_backends": self.smb_backends,
             "hosts": {h: h in present for h in self.hosts},
             "offices": [o.to_dict() for o in self.offices],
             "processes": procs,
@@ -487,11 +542,15 @@ class Lab:
                     netns.kill_pid(pid, start)
                 netns.delete_namespace(host)
                 done.append(f"deleted stray namespace {host}")
-        for o in self.offices:
-            for ifname in (o.bridge, *(o.veth_root(h) for h in o.hosts), *o.taps):
-                if netns.link_exists(ifname):
-                    netns.delete_link(ifname)
-                    done.append(f"deleted stray link {ifname}")
+        strays = [
+            i for o in self.offices for i in (o.bridge, *(o.veth_root(h) for h in o.hosts), *o.taps)
+        ]
+        if self.cluster is not None:
+            strays += self.cluster.links
+        for ifname in strays:
+            if netns.link_exists(ifname):
+                netns.delete_link(ifname)
+                done.append(f"deleted stray link {ifname}")
         for sub in ("hosts", "wan", "deploy") if keep_logs else ("hosts", "wan", "deploy", "logs"):
             path = self.state_dir / sub
             if path.exists():

@@ -169,10 +169,33 @@ def process_name(comm: str, argv: list[str]) -> str:
     return comm
 
 
-def describe(protocol: str, owners: Iterable[Owner], port: int) -> str:
+def missing_ports(
+    ports: Iterable[tuple[str, int]], others: Iterable[SocketEntry]
+) -> list[tuple[str, int]]:
+    """The (transport, port) pairs of ``ports`` none of ``others`` holds.
+
+    A daemon started while the edge held one of a protocol's ports binds the rest and
+    serves half of it: wsdd 0.7 started beside the edge's WS-Discovery fails to bind
+    TCP 5357 (its metadata port, EADDRINUSE, logged by asyncio), keeps running on UDP
+    3702, and never retries; its Probe answers then name an address nobody serves.
+    """
+    held = {(e.transport, e.port) for e in others}
+    return [p for p in ports if p not in held]
+
+
+def describe(
+    protocol: str, owners: Iterable[Owner], port: int, missing: Iterable[tuple[str, int]] = ()
+) -> str:
     """One log line's worth: which daemon holds the protocol's port, and the fix (one
-    per daemon when several do: avahi-daemon and systemd-resolved both on 5353)."""
+    per daemon when several do: avahi-daemon and systemd-resolved both on 5353).
+
+    ``missing`` (see :func:`missing_ports`): the protocol's ports the daemon does not
+    hold; the line says so and the fix starts with restarting it, which binds them
+    once the edge has let go. The text before the first ": " names the daemon, the
+    rest is the fix (``spokeshare check`` splits it there).
+    """
     named = sorted({(o.name, o.pid) for o in owners})
+    gaps = ", ".join(f"{t.upper()} {p}" for t, p in missing)
     if not named:
         who = "another process (owner not visible to the edge)"
         fix = "find it with `ss -lunp` / `ss -ltnp` and stop it"
@@ -189,6 +212,10 @@ def describe(protocol: str, owners: Iterable[Owner], port: int) -> str:
             (fix,) = fixes.values()
         else:
             fix = "; ".join(f"{n}: {f}" for n, f in fixes.items())
+        if gaps:
+            restart = "; ".join(f"systemctl restart {n}" for n in sorted({n for n, _ in named}))
+            who += f", but not {gaps} (taken when it started)"
+            fix = f"restart it ({restart}) so that it binds {gaps} too, or {fix}"
     return f"{who} already serves {protocol} on port {port} of this host: {fix}"
 
 
@@ -266,7 +293,12 @@ class Scanner:
         others = foreign_sockets(self.sockets(), wanted, self.own_inodes(), local_addresses)
         if not others:
             return None
-        return describe(protocol, self.owners(e.inode for e in others), others[0].port)
+        return describe(
+            protocol,
+            self.owners(e.inode for e in others),
+            others[0].port,
+            missing_ports(wanted, others),
+        )
 
     def holder_of(self, transport: str, address: str, port: int) -> str:
         """Who holds ``transport`` ``address``:``port`` (after a bind failed), as text."""

@@ -10,6 +10,13 @@ address) and one bound to the subnet broadcast address (broadcasts in). Both hav
 SO_REUSEADDR and SO_BROADCAST, and SO_BINDTODEVICE when an interface name is
 given, so nothing is heard or sent on another interface.
 
+Datagrams (138) from a source outside the interface's subnet are dropped before
+they are decoded (``off_link_dropped``): browse frames go to workgroup group names
+(MS-BRWS §2.2.2), and a B-node's datagram to a group name is a broadcast that never
+leaves the link (RFC 1001 §17), so an AnnouncementRequest from a routed address is
+not an office PC's. The name service
+(137) keeps no such check: a WINS server's answers may come from another subnet.
+
 Use::
 
     service = NetbiosService(settings)
@@ -28,11 +35,11 @@ import random
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from spokeshare.config import LanPresence
 from spokeshare.errors import DecodeError, UsageError
-from spokeshare.lan import browse, netbios
+from spokeshare.lan import browse, netbios, onlink
 from spokeshare.lan.hostile import GuardedDatagramProtocol, RateLimitedLog
 from spokeshare.lan.netbios_core import (
     ANNOUNCE_INITIAL_INTERVAL,
@@ -73,6 +80,8 @@ class NetbiosSettings:
     interface (``presence.interface``, e.g. ``"eth1"``) the sockets are pinned to;
     they were validated at config load and are not checked again here.
     ``broadcast_address`` is the interface's subnet broadcast (read at start).
+    ``network`` is the interface's subnet: datagrams (138) from outside it are
+    dropped (None, only for tests on loopback: every source is accepted).
     ``announce_*`` are the browse timers in seconds (MS-BRWS defaults; tests shorten
     them). ``nbns_port`` / ``dgm_port`` exist for tests on loopback; on a LAN they
     are 137 and 138. Raises UsageError for a presence without names or timers out
@@ -94,6 +103,7 @@ class NetbiosSettings:
     bind_broadcast: bool = True
     #: Seconds between re-checks of a name in conflict (netbios_core.py; tests shorten it).
     conflict_recheck_interval: float = CONFLICT_RECHECK_INTERVAL
+    network: IPv4Network | None = None
 
     def __post_init__(self) -> None:
         if not self.presence.names:
@@ -106,8 +116,13 @@ class NetbiosSettings:
         cls, interface: IPv4Interface, presence: LanPresence, **kwargs: object
     ) -> NetbiosSettings:
         """Settings for ``presence`` on an address with its prefix (``198.18.201.1/24``),
-        which gives the broadcast address."""
-        return cls(presence, interface.network.broadcast_address, **kwargs)  # type: ignore[arg-type]
+        which gives the broadcast address and the subnet datagrams must come from."""
+        return cls(
+            presence,
+            interface.network.broadcast_address,
+            network=interface.network,
+            **kwargs,  # type: ignore[arg-type]
+        )
 
     @property
     def interface_address(self) -> IPv4Address:
@@ -149,8 +164,9 @@ class NetbiosStatistics:
     """What :meth:`NetbiosService.statistics` reports: the name responder's counters
     (netbios_core.NameResponderStatistics), the browse announcer's
     (netbios_core.AnnouncerStatistics), undecodable packets dropped, defences and
-    ignored release demands that were logged (rate-limited, lan/hostile.py), and
-    ``names``: each name (``NAME<XX>``) -> its netbios_core.NameState value."""
+    ignored release demands that were logged (rate-limited, lan/hostile.py),
+    datagrams dropped for an off-link source (``off_link_dropped``), and ``names``:
+    each name (``NAME<XX>``) -> its netbios_core.NameState value."""
 
     answered: int
     status: int
@@ -166,6 +182,7 @@ class NetbiosStatistics:
     bad_packets: int
     defences_logged: int
     challenges_logged: int
+    off_link_dropped: int
     names: Mapping[str, str]
 
 
@@ -199,6 +216,9 @@ class NetbiosService:
         self._timer_due: float | None = None
         #: Hostile-input lines, rate-limited, and their counters (hostile.py).
         self._hostile = RateLimitedLog(logger, _BAD_PACKET_LOG_INTERVAL)
+        self._link = None if settings.network is None else onlink.Link((settings.network,))
+        #: Datagrams (138) dropped because their source is not on the link.
+        self.off_link_dropped = 0
         self._running = False
 
     def __repr__(self) -> str:
@@ -215,6 +235,7 @@ class NetbiosService:
             bad_packets=counts.get("bad_packets", 0),
             defences_logged=counts.get("defences_logged", 0),
             challenges_logged=counts.get("challenges_logged", 0),
+            off_link_dropped=self.off_link_dropped,
             names={str(n): st.value for n, st in self.names.names()},
         )
 
@@ -356,6 +377,9 @@ class NetbiosService:
                     self._rearm()
                     return
             else:
+                if self._link is not None and not self._link.on_link(str(source)):
+                    self.off_link_dropped += 1  # group datagrams stay on the link (RFC 1001 §17)
+                    return
                 commands = self.announcer.handle_datagram(browse.decode(data), now)
         except DecodeError as exc:
             self._bad_packet(source, exc)

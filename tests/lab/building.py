@@ -27,8 +27,10 @@ def running_lab(
     *,
     start_hub: HubHook,
     start_edge: EdgeHook,
+    hq_nodes: int = 1,
 ) -> Iterator[Lab]:
-    """A :class:`Lab` of ``offices`` over ``wan``, up, in a fresh ``prefix``-named dir.
+    """A :class:`Lab` of ``offices`` over ``wan`` (HQ's Samba on ``hq_nodes`` CTDB
+    nodes when more than 1), up, in a fresh ``prefix``-named dir.
 
     The dir is 0755 (smbd's users and cupsd's filters, user lp, must reach it). On exit,
     also when the body raised, the lab is taken down and the dir removed; with
@@ -37,7 +39,7 @@ def running_lab(
     """
     path = Path(tempfile.mkdtemp(prefix=prefix))
     path.chmod(0o755)
-    lab = Lab(path, offices, wan, start_hub=start_hub, start_edge=start_edge)
+    lab = Lab(path, offices, wan, start_hub=start_hub, start_edge=start_edge, hq_nodes=hq_nodes)
     try:
         lab.up()
         yield lab

@@ -76,6 +76,7 @@ _SMB_CONF = """\
   guest ok = yes
 """
 
+
 def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
 
@@ -113,6 +114,13 @@ class OldBox:
             )
         services.wait_for("old smbd on 445", lambda: _listening("t", 445), 30)
         services.wait_for("old nmbd on 137", lambda: _listening("u", 137), 30)
+
+    def start_nmbd(self) -> None:
+        """nmbd alone (smbd keeps running), with the old box's ``smb.conf``."""
+        conf = self.root / "smb.conf"
+        self._spawn(
+            "nmbd", ["nmbd", "--foreground", "--debug-stdout", f"--configfile={conf}"], True
+        )
 
     def start_wsdd(self) -> None:
         argv = ["wsdd", "-i", LAN_IFNAME, "-4", "-n", "GLOBAL-NFS", "-w", "ACME",
@@ -358,9 +366,7 @@ def test_systemd_resolved_started_later_takes_llmnr_back(lab: Lab) -> None:
     assert protocol_state(lab, "llmnr") == "ok"
     before = len(degraded(lab, "llmnr"))
     box.start_resolved()
-    wait_until(
-        "llmnr degraded", lambda: "systemd-resolve" in protocol_state(lab, "llmnr"), 30
-    )
+    wait_until("llmnr degraded", lambda: "systemd-resolve" in protocol_state(lab, "llmnr"), 30)
     lines = degraded(lab, "llmnr")
     assert len(lines) == before + 1 and "LLMNR=no in /etc/systemd/resolved.conf" in lines[-1]
     out = sh(lab, PC, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
@@ -368,3 +374,92 @@ def test_systemd_resolved_started_later_takes_llmnr_back(lab: Lab) -> None:
     out = sh(lab, PC, "llmnr-query", "-T", "A", RESOLVED_NAME).stdout
     assert re.findall(rf"{re.escape(RESOLVED_NAME)} IN A (\S+)", out) == [EDGE], out
     assert protocol_state(lab, "netbios") == "ok"
+
+
+def relay_works(lab: Lab) -> None:
+    """The PC lists HQ's share through the edge's 139 (the old smbd holds 445)."""
+    res = sh(lab, PC, "smbclient", "//GLOBAL-NFS/share", "-N", "-I", EDGE, "-p", "139", "-c", "ls")
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def wsd_answerers(lab: Lab, name: str, seconds: float) -> list[str]:
+    """One line per WS-Discovery device the PC's wsdd found for ``name`` over IPv4 (it
+    reports a device, by its endpoint UUID, once per address: the edge's also on its
+    IPv6 link-local address, the old wsdd runs with ``-4``)."""
+    out = wsdd_client.wsdd_log(PC, LAN_IFNAME, "5b0d4e29-6f5e-4b4a-9a4f-3f0c3b3a1c12", seconds)
+    return re.findall(rf"discovered {name} in Workgroup:ACME on 198\.18\.\S+", out)
+
+
+def test_nmbd_started_later_takes_netbios_back(lab: Lab) -> None:
+    """nmbd (``netbios aliases = GLOBAL-NFS``) started while the edge answers NetBIOS:
+    the edge hands NetBIOS over with one line naming nmbd and the fix, shows it
+    degraded, and releases its names; nmbd alone answers for GLOBAL-NFS; the relay and
+    WS-Discovery keep working. When nmbd goes, the edge takes NetBIOS back."""
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    assert protocol_state(lab, "netbios") == "ok" and protocol_state(lab, "wsd") == "ok"
+    before = len(degraded(lab, "netbios"))
+    box.start_nmbd()
+    wait_until("netbios degraded", lambda: "nmbd" in protocol_state(lab, "netbios"), 30)
+    lines = degraded(lab, "netbios")
+    assert len(lines) == before + 1, lines
+    assert f"nmbd (pid {box.pids['nmbd']})" in lines[-1], lines[-1]
+    assert "systemctl disable --now nmbd" in lines[-1], lines[-1]
+    # nmbd claims its alias once the edge released it; then it alone answers.
+    wait_until("nmbd answers for GLOBAL-NFS", lambda: nbns_answers(lab, "GLOBAL-NFS"), 60)
+    assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
+    out = sh(lab, PC, "nmblookup", "-A", EDGE).stdout
+    assert "OLDBOX" in out, out  # the answer to node status is nmbd's
+    relay_works(lab)
+    assert protocol_state(lab, "wsd") == "ok"
+    assert len(wsd_answerers(lab, "GLOBAL-NFS", 8)) == 1
+
+    box.stop("nmbd")
+    wait_until("netbios back", lambda: protocol_state(lab, "netbios") == "ok", 30)
+    wait_until("the edge's NetBIOS name claimed", lambda: nbns_answers(lab, "GLOBAL-NFS"), 20)
+    assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
+
+
+def test_wsdd_started_later_takes_wsd_back(lab: Lab) -> None:
+    """wsdd announcing GLOBAL-NFS started while the edge answers WS-Discovery. wsdd 0.7
+    cannot bind TCP 5357 then (the edge holds it; asyncio logs EADDRINUSE) and runs on
+    with UDP 3702 only. The edge hands WS-Discovery over (never two answerers) with one
+    line naming wsdd, the port it lacks and the fix, a restart first, and shows it
+    degraded; the relay and NetBIOS keep working. wsdd restarted as the line says
+    serves in full: the PC finds GLOBAL-NFS once, wsdd's. When wsdd goes, the edge
+    takes WS-Discovery back."""
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    assert protocol_state(lab, "wsd") == "ok" and protocol_state(lab, "netbios") == "ok"
+    before = len(degraded(lab, "wsd"))
+    box.start_wsdd()
+    wait_until("wsd degraded", lambda: "wsdd" in protocol_state(lab, "wsd"), 30)
+    lines = degraded(lab, "wsd")
+    assert len(lines) == before + 1, lines
+    assert f"wsdd (pid {box.pids['wsdd']})" in lines[-1], lines[-1]
+    assert "but not TCP 5357" in lines[-1], lines[-1]
+    assert "restart it (systemctl restart wsdd)" in lines[-1], lines[-1]
+    assert "systemctl disable --now wsdd" in lines[-1], lines[-1]
+    relay_works(lab)
+    assert protocol_state(lab, "netbios") == "ok"
+    assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
+
+    # The fix named: restart wsdd (stop, start; the edge does not take a protocol back
+    # on one look). It binds 5357 now, and the status names the new process, whole.
+    box.stop("wsdd")
+    box.start_wsdd()
+    pid = box.pids["wsdd"]
+    wait_until(
+        "the status naming the restarted wsdd",
+        lambda: (
+            f"wsdd (pid {pid})" in protocol_state(lab, "wsd")
+            and "but not" not in protocol_state(lab, "wsd")
+        ),
+        30,
+    )
+    found = wsd_answerers(lab, "GLOBAL-NFS", 8)
+    assert len(found) == 1, found
+    assert len(degraded(lab, "wsd")) == before + 1  # still one line
+    relay_works(lab)
+
+    box.stop("wsdd")
+    wait_until("wsd back", lambda: protocol_state(lab, "wsd") == "ok", 30)
+    assert "GLOBAL-NFS" in wsdd_discovers(lab, 8)

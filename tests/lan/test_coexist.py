@@ -9,6 +9,7 @@ test tests/lab/test_coexist.py.
 # ruff: noqa: E501  (socket tables keep the kernel's line layout)
 from __future__ import annotations
 
+import ipaddress
 import socket
 import subprocess
 import sys
@@ -84,6 +85,26 @@ def test_systemd_resolved_gets_the_fix_for_the_protocol() -> None:
     both = coexist.describe("mdns", [coexist.Owner(812, "avahi-daemon"), resolved], 5353)
     assert both.startswith("avahi-daemon (pid 812), systemd-resolve (pid 377) already serves")
     assert "avahi-daemon: stop it" in both and "systemd-resolve: set MulticastDNS=no" in both
+
+
+def test_a_half_started_daemon_is_told_to_restart() -> None:
+    """wsdd 0.7 started while the edge held TCP 5357 holds only UDP 3702 (its HTTP bind
+    failed, as seen in tests/lab/test_coexist.py): the line says so, and the fix named
+    first is a restart; ``spokeshare check`` still finds the daemon before ": "."""
+    udp = coexist.SocketEntry("udp", ipaddress.ip_address("239.255.255.250"), 3702, 7, 9001)
+    ports = coexist.PROTOCOL_PORTS["wsd"]
+    assert coexist.missing_ports(ports, [udp]) == [("tcp", 5357)]
+    tcp = coexist.SocketEntry(
+        "tcp", ipaddress.ip_address("0.0.0.0"), 5357, coexist.TCP_LISTEN, 9002
+    )
+    assert coexist.missing_ports(ports, [udp, tcp]) == []
+    wsdd = coexist.Owner(4242, "wsdd")
+    line = coexist.describe("wsd", [wsdd], 3702, coexist.missing_ports(ports, [udp]))
+    what, _, fix = line.partition(": ")
+    assert "wsdd (pid 4242)" in what and "but not TCP 5357" in what
+    assert fix.startswith("restart it (systemctl restart wsdd) so that it binds TCP 5357 too")
+    assert "systemctl disable --now wsdd" in fix
+    assert "restart" not in coexist.describe("wsd", [wsdd], 3702)  # whole: no restart
 
 
 @given(st.lists(st.text(alphabet="0123456789ABCDEF: x", max_size=60), max_size=20))

@@ -15,7 +15,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import pytest
@@ -575,6 +575,27 @@ def test_announcement_request_for_another_workgroup_is_ignored() -> None:
     assert a.get_timer() == 60.0
 
 
+def test_only_an_announcement_request_for_our_workgroup_is_answered() -> None:
+    """nbdgm (138): every browse frame nmbd sent in the captures (elections, host, local
+    master and domain announcements, backup lists...) but its AnnouncementRequest, and
+    our own HostAnnouncement heard back, leave the schedule and the counters as they
+    were (MS-BRWS §2.2.1: a non-browser server answers AnnouncementRequest only)."""
+    a = announcer()
+    own = [c.packet for c in a.start(0.0) if isinstance(c, SendBrowse)]
+    assert len(own) == 2  # one HostAnnouncement per name
+    frames = [browse.decode(f.read_bytes()) for f in sorted(VECTORS.glob("*udp138.bin"))]
+    others = [p for p in frames if not isinstance(p.message, browse.AnnouncementRequest)]
+    assert len(others) >= 8
+    for p in [*others, *own]:
+        assert a.handle_datagram(p, 1.0) == []
+    assert a.get_timer() == 60.0 and a.statistics().announcement_requests == 0
+    (request,) = [p for p in frames if isinstance(p.message, browse.AnnouncementRequest)]
+    a.handle_datagram(request, 2.0)
+    assert a.statistics().announcement_requests == 1
+    due = a.get_timer()
+    assert due is not None and due < 60.0  # the announcements are brought forward
+
+
 def test_stop_announces_server_type_zero() -> None:
     a = announcer()
     a.start(0.0)
@@ -742,6 +763,51 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
 
     uvloop.run(scenario())
     assert errors == []
+
+
+def test_browse_datagrams_from_off_link_are_ignored() -> None:
+    """nbdgm (138): an AnnouncementRequest for our workgroup from a source on the
+    interface's subnet brings the next HostAnnouncement forward (MS-BRWS §2.2.1); the
+    same datagram from a source outside it is dropped before decoding and counted
+    (RFC 1001 §17: browse datagrams go to group names, broadcast on the link only).
+    127.0.0.1 is the sender; the service's subnet holds it, or does not."""
+
+    async def scenario(network: str) -> tuple[int, int, int]:
+        port = _free_udp_port("127.0.0.2")
+        dport = _free_udp_port("127.0.0.2")
+        settings = NetbiosSettings(
+            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
+            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
+            registration_retry_interval=0.02, bind_broadcast=False,
+            network=IPv4Network(network),
+        )  # fmt: skip
+        request = browse.encode(browse.BrowseDatagram(
+            browse.Datagram(browse.DatagramType.DIRECT_GROUP, 1, IPv4Address("127.0.0.1"),
+                            NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x00), b""),
+            browse.AnnouncementRequest("NYC-PC")))  # fmt: skip
+        pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pc.bind(("127.0.0.1", 0))
+        service = NetbiosService(settings, random.Random(7))
+        try:
+            await service.start()
+            pc.sendto(request, ("127.0.0.2", dport))
+            pc.sendto(b"\x00not a datagram", ("127.0.0.2", dport))
+            deadline = asyncio.get_running_loop().time() + 5
+            while asyncio.get_running_loop().time() < deadline:
+                st = service.statistics()
+                if st.announcement_requests + st.off_link_dropped + st.bad_packets >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            st = service.statistics()
+            return st.announcement_requests, st.off_link_dropped, st.bad_packets
+        finally:
+            await service.stop()
+            pc.close()
+
+    # On the link: the request is served, the garbage counted as a bad packet.
+    assert asyncio.run(scenario("127.0.0.0/8")) == (1, 0, 1)
+    # Off the link: both dropped unread, neither served nor decoded.
+    assert asyncio.run(scenario("198.18.11.0/24")) == (0, 2, 0)
 
 
 def _announcement_with_comment(length: int) -> bytes:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -26,6 +28,7 @@ from tests.helpers import (
     recv_all,
     wait_for,
 )
+from tests.tunnel.flood import truncated_client_hello
 
 
 def refused(s: ssl.SSLSocket) -> bool:
@@ -184,25 +187,20 @@ def test_truncated_header_then_close(stack: Stack) -> None:
 
 
 def test_slow_header_one_byte_a_second(stack: Stack, caplog: pytest.LogCaptureFixture) -> None:
-    """header_timeout is 2 s in this stack; a header trickled at 1 byte/s is refused."""
+    """header_timeout is 2 s in this stack; a header trickled at 1 byte/s is refused.
+    One thread sends and reads (an SSL socket is not safe to write in one thread while
+    another reads: the status was once lost that way): a byte, then up to a second
+    waiting for the hub's answer."""
     header = wire.encode_open(wire.OpenStream("smb", "198.18.11.10", 1))
     with tunnel(stack.dep, stack.dep.bundles["nyc"]) as s:
-        stop = threading.Event()
-
-        def trickle() -> None:
-            for b in header:
-                if stop.is_set():
-                    return
-                try:
-                    s.sendall(bytes([b]))
-                except OSError:
-                    return
-                stop.wait(1.0)
-
-        t = threading.Thread(target=trickle, daemon=True)
-        t.start()
+        for b in header:
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                break
+            if select.select([s], [], [], 1.0)[0]:
+                break
         reply = read_status(s)
-        stop.set()
     assert reply.status is wire.Status.BAD_HEADER
     assert "open header too slow" in messages(caplog)
     still_serves(stack)
@@ -388,6 +386,62 @@ def test_renewal_keeps_the_office_working_then_cut_previous(stack: Stack, tmp_pa
     with tunnel(stack.dep, newer) as s:
         s.sendall(wire.encode_open(wire.OpenStream("printer")))
         assert read_status(s).status is wire.Status.UNKNOWN_SERVICE
+
+
+def test_handshake_cap_drops_the_oldest_and_offices_still_connect(
+    deployment: Deployment, loop_thread: LoopThread
+) -> None:
+    """``limits.max_handshakes`` = 4 and ten connections that each send half a TLS 1.3
+    ClientHello and stall: handshakes in progress never exceed 4 (the hub's
+    statistics, sampled every millisecond on its loop); as the README says, at the cap
+    the oldest handshake is dropped (``cause=evicted``): the first six are closed, the
+    last four wait. An enrolled office then connects (its handshakes evict stalled
+    ones in turn) and relays."""
+    stack = Stack(deployment, loop_thread, hub_limits={"max_handshakes": 4})
+    stack.start_hub()
+    hub = stack.hub
+    seen: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            seen.append(hub.statistics().handshakes_in_progress)
+            await asyncio.sleep(0.001)
+
+    def count() -> tuple[int, int]:
+        st = loop_thread.call(hub.statistics)
+        return st.handshakes_in_progress, st.refusals.get("evicted", 0)
+
+    sampler = loop_thread.call(lambda: asyncio.get_running_loop().create_task(sample()))
+    hello = truncated_client_hello()
+    stalled: list[socket.socket] = []
+    try:
+        for i in range(10):
+            s = socket.create_connection(("127.0.0.1", deployment.hub_port), timeout=10)
+            stalled.append(s)
+            s.sendall(hello)
+            # One at a time, so that "oldest" is the order they were opened in.
+            n = i + 1
+            wait_for(lambda n=n: sum(count()) == n, what=f"connection {n} at the hub")  # type: ignore[misc]
+        assert count() == (4, 6)
+        for s in stalled[:6]:  # dropped: the hub closed them
+            s.settimeout(5)
+            try:
+                assert s.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        for s in stalled[6:]:  # still in their handshake, waiting for the rest
+            s.settimeout(0.2)
+            with pytest.raises(TimeoutError):
+                s.recv(1)
+        stack.start_edge()  # control channel and a warm pool: handshakes through the cap
+        still_serves(stack)
+        assert count()[1] > 6  # the office's handshakes evicted stalled ones
+        assert seen and max(seen) <= 4, max(seen)
+    finally:
+        loop_thread.call(sampler.cancel)
+        for s in stalled:
+            s.close()
+        stack.close()
 
 
 def test_edge_on_an_address_no_interface_has_says_so(deployment: Deployment) -> None:

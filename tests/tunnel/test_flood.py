@@ -1,8 +1,9 @@
 """A handshake flood against the hub's internet-facing port (loopback, bounded).
 
-Three rounds of 500 connections per second for 8 s (a third send 64 random bytes, a
-third half a ClientHello and stall 5 s, a third nothing) against the real hub process
-(``spokeshare hub``, uvloop, as deployed). After each round the hub's memory comes back
+Three rounds of 500 connections per second for 20 s, the issue's scenario (a third
+send 64 random bytes, a third half a ClientHello and stall 5 s, a third nothing)
+against the real hub process (``spokeshare hub``, uvloop, as deployed; about 75 s in
+all on this machine). After each round the hub's memory comes back
 to a plateau, its file descriptors to their baseline, its log stays a few dozen lines
 (counters carry the rest), and an enrolled office's connections work throughout.
 """
@@ -36,12 +37,13 @@ from tests.tunnel.flood import flood
 pytestmark = pytest.mark.slow
 
 RATE = 500
-SECONDS = 8.0
+SECONDS = 20.0
 ROUNDS = 3
 #: Round 3's settled RSS may exceed round 1's by this much. The reported retention
-#: (about 10 KiB per failed handshake) would add about 40 MiB per round of 4,000.
+#: (about 10 KiB per failed handshake) would add about 65 MiB per round of 10,000
+#: (two thirds of them fail).
 TOLERANCE_MIB = 12
-#: WARNING lines the hub may write for all three rounds (12,000 bad connections).
+#: WARNING lines the hub may write for all three rounds (30,000 bad connections).
 MAX_LOG_LINES = 60
 
 
