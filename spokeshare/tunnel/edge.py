@@ -10,7 +10,9 @@ The control channel carries heartbeats both ways (:class:`spokeshare.tunnel.cont
 Heartbeat` decides when to ping and when the hub is lost). It decides whether the hub
 counts as reachable: while it is down (after a failure, not during start-up) a new
 client connection is closed at once instead of waiting. In every case a client
-connection that has no OK status ``pool.open_timeout`` after it arrived is closed.
+connection whose open has no status ``pool.open_timeout`` after it went out goes to
+another hub, if there is one left to try, and is closed after
+:data:`spokeshare.tunnel.pool.LAST_TRY_STATUS_SECONDS` on the last.
 
 The hub's state and each tunnel's change only through the tables of
 :mod:`spokeshare.tunnel.edge_state`; here each tunnel state is a small dataclass
@@ -860,14 +862,18 @@ class Edge:
     def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
         if client.deadline is not None:
             client.deadline.cancel()
+        another_hub = len(self.hubs) > 1 and client.retries < len(self.hubs) - 1
         client.deadline = asyncio.get_running_loop().call_later(
-            pool.status_timeout(self.cfg.pool, self.rtt), self._status_timeout, client, tunnel
+            pool.status_timeout(self.cfg.pool, self.rtt, last_try=not another_hub),
+            self._status_timeout,
+            client,
+            tunnel,
         )
         self.streams_total += 1
         if tunnel.streams:
             self.streams_reused += 1
         self.clients.add(tunnel)
-        if len(self.hubs) > 1 and client.retries < len(self.hubs) - 1:
+        if another_hub:
             client.keep_replay()
         else:
             client.replay = None

@@ -103,10 +103,21 @@ def expired(cfg: PoolConfig, created: list[float], now: float) -> list[int]:
     return [i for i, t in enumerate(created) if now - t >= cfg.max_age]
 
 
-def status_timeout(cfg: PoolConfig, rtt: float | None) -> float:
+#: Seconds a stream waits for its status when no other hub is left to try: longer than
+#: a hub takes to answer on its own (it dials each backend for at most
+#: ``limits.backend_connect_timeout``, 2 s by default, and then answers BACKEND_DOWN), so
+#: that a slow backend or a busy hub is answered by the hub, not cut by the edge. A hub
+#: that is silent for good is the heartbeat's to find (``hub_dead_after``).
+LAST_TRY_STATUS_SECONDS = 10.0
+
+
+def status_timeout(cfg: PoolConfig, rtt: float | None, last_try: bool = False) -> float:
     """Seconds a client's stream may wait for the hub's status once its open header is
-    out: ``open_timeout``, or :data:`STATUS_RTTS` measured round trips on a slower link."""
-    return max(cfg.open_timeout, STATUS_RTTS * (rtt or 0.0))
+    out: ``open_timeout``, or :data:`STATUS_RTTS` measured round trips on a slower link,
+    after which the open goes to another hub; with none left to try (``last_try``) at
+    least :data:`LAST_TRY_STATUS_SECONDS`."""
+    base = max(cfg.open_timeout, STATUS_RTTS * (rtt or 0.0))
+    return max(base, LAST_TRY_STATUS_SECONDS) if last_try else base
 
 
 T = TypeVar("T", bound=Hashable)

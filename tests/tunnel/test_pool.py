@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from spokeshare.config import PoolConfig
 from spokeshare.errors import UsageError
 from spokeshare.tunnel.pool import (
+    LAST_TRY_STATUS_SECONDS,
     Evaluation,
     Pool,
     PoolState,
@@ -106,6 +107,9 @@ def test_status_timeout_is_open_timeout_or_four_rtts() -> None:
     assert status_timeout(CFG, None) == CFG.open_timeout
     assert status_timeout(CFG, 0.1) == CFG.open_timeout  # 0.4 s < 1 s
     assert status_timeout(CFG, 0.5) == 2.0
+    # With no other hub left to try, the hub gets time to answer for itself.
+    assert status_timeout(CFG, None, last_try=True) == LAST_TRY_STATUS_SECONDS
+    assert status_timeout(CFG, 3.0, last_try=True) == 12.0
 
 
 # -- the execution state -------------------------------------------------------------------
