@@ -190,6 +190,18 @@ async def fetch_printers(edge: Edge, host: str) -> bytes:
 # -- publishing ----------------------------------------------------------------------------
 
 
+def _name_conflict(svc: PrinterService, name: str, n: int) -> Line:
+    """The line for a printer's mDNS ``name`` (its ``n``-th choice) held by another
+    host: the next name is tried."""
+    return Line(
+        "printer name conflict",
+        printer=svc.printer,
+        name=name,
+        next=dnssd.alternative_name(svc.instance, n + 1),
+        reason="already in use on the LAN (RFC 6762 section 9)",
+    )
+
+
 @dataclass
 class _Published:
     service: PrinterService  # as built (before any LAN rename)
@@ -450,16 +462,7 @@ class PrinterAdvertiser:
                 self._forget(ipp, lpd)
                 # Held by another host (probing), or by another of HQ's printers that
                 # got this name after a conflict: either way, the next name.
-                log.warning(
-                    "%s",
-                    Line(
-                        "printer name conflict",
-                        printer=svc.printer,
-                        name=f"{instance}.{dnssd.IPP_TYPE}",
-                        next=dnssd.alternative_name(svc.instance, n + 1),
-                        reason="already in use on the LAN (RFC 6762 section 9)",
-                    ),
-                )
+                log.warning("%s", _name_conflict(svc, f"{instance}.{dnssd.IPP_TYPE}", n))
                 continue
             except BadTypeInNameException as exc:
                 self._forget(ipp, lpd)
@@ -468,16 +471,7 @@ class PrinterAdvertiser:
             try:
                 await (await azc.async_register_service(lpd))
             except (NonUniqueNameException, ServiceNameAlreadyRegistered):
-                log.warning(
-                    "%s",
-                    Line(
-                        "printer name conflict",
-                        printer=svc.printer,
-                        name=f"{instance}.{dnssd.PRINTER_TYPE}",
-                        next=dnssd.alternative_name(svc.instance, n + 1),
-                        reason="already in use on the LAN (RFC 6762 section 9)",
-                    ),
-                )
+                log.warning("%s", _name_conflict(svc, f"{instance}.{dnssd.PRINTER_TYPE}", n))
                 await (await azc.async_unregister_service(ipp))
                 self._forget(ipp, lpd)
                 continue

@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +20,7 @@ from hypothesis import strategies as st
 from spokeshare.config import PoolConfig
 from spokeshare.errors import UsageError
 from spokeshare.tunnel.hubs import HubSet
-from tests.helpers import Backend, LoopThread, echo, recv_all, wait_for
+from tests.helpers import Backend, LoopThread, recv_all, wait_for
 from tests.tunnel.multihub import load, make_edge, make_hubs, wait_spread
 
 CFG = PoolConfig(backoff_initial=0.5, backoff_max=30.0)
@@ -132,13 +131,6 @@ def test_choices_are_hubs_not_away_when_there_are_some(
 # -- real hubs on loopback ---------------------------------------------------------------
 
 
-@pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend(echo)
-    yield b
-    b.close()
-
-
 def _echo_through(port: int, payload: bytes) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
         c.sendall(payload)
@@ -147,11 +139,11 @@ def _echo_through(port: int, payload: bytes) -> bytes:
 
 
 def test_pool_spreads_over_every_hub(
-    tmp_path: Path, backend: Backend, loop_thread: LoopThread
+    tmp_path: Path, echo_backend: Backend, loop_thread: LoopThread
 ) -> None:
     from spokeshare.tunnel.hub import Hub
 
-    hubs = make_hubs(tmp_path, 3, {"smb": backend.port})
+    hubs = make_hubs(tmp_path, 3, {"smb": echo_backend.port})
     running = [Hub(hubs.config(i), hubs.dir) for i in range(3)]
     for h in running:
         loop_thread.run(h.start())
@@ -177,12 +169,12 @@ def _other(i: int | None) -> int:
 
 
 def test_killed_hub_process_new_clients_go_through_the_other(
-    tmp_path: Path, backend: Backend, loop_thread: LoopThread
+    tmp_path: Path, echo_backend: Backend, loop_thread: LoopThread
 ) -> None:
     """The hub process holding the control channel is killed (SIGKILL by PID): its
     tunnels reset; every client connecting right after gets its bytes echoed intact
     through the other hub, and the control channel moves there."""
-    hubs = make_hubs(tmp_path, 2, {"smb": backend.port})
+    hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
     with hubs.process(0) as p0, hubs.process(1) as p1:
         edge, port = make_edge(hubs, min_idle=4)
         loop_thread.run(edge.start())
@@ -211,12 +203,12 @@ def test_killed_hub_process_new_clients_go_through_the_other(
 
 @pytest.mark.parametrize("which", ["control", "other"])
 def test_silent_hub_open_is_retried_on_another_without_losing_bytes(
-    tmp_path: Path, backend: Backend, loop_thread: LoopThread, which: str
+    tmp_path: Path, echo_backend: Backend, loop_thread: LoopThread, which: str
 ) -> None:
     """A hub stops answering (its process stopped by PID: TCP stays up, nothing comes
     back). Clients that get a tunnel to it have their open, and the bytes sent so far,
     given to the other hub once no status came; each gets its bytes back intact."""
-    hubs = make_hubs(tmp_path, 2, {"smb": backend.port})
+    hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
     with hubs.process(0) as p0, hubs.process(1) as p1:
         edge, port = make_edge(hubs, min_idle=4)
         loop_thread.run(edge.start())

@@ -13,7 +13,6 @@ import json
 import random
 import shutil
 import socket
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,13 @@ import pytest
 
 from spokeshare import bundle, cli, enrollment
 from spokeshare.errors import EnrollmentError
-from tests.helpers import Backend, LoopThread, echo, recv_all, wait_for
+from tests.helpers import Backend, LoopThread, recv_all, wait_for
 from tests.tunnel.multihub import Hubs, make_edge, make_hubs, wait_spread
 
 
 @pytest.fixture
-def backend() -> Iterator[Backend]:
-    b = Backend(echo)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def hubs(tmp_path: Path, backend: Backend) -> Hubs:
-    return make_hubs(tmp_path, 2, {"smb": backend.port})
+def hubs(tmp_path: Path, echo_backend: Backend) -> Hubs:
+    return make_hubs(tmp_path, 2, {"smb": echo_backend.port})
 
 
 def _start(hubs: Hubs, lt: LoopThread, **cfg: Any) -> list[Any]:
