@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -69,25 +70,62 @@ def lab() -> Iterator[Lab]:
         yield the_lab
 
 
-def chromium(lab: Lab, *args: str, timeout: float = 60) -> str:
-    """Headless chromium in HQ's namespace with ``args``; its stdout. A fresh profile
-    each time; nothing but the lab's address is loaded (the namespace has no route
-    elsewhere, and background fetches are off)."""
+def group_members(pgid: int) -> list[int]:
+    """PIDs whose process group is ``pgid`` (from /proc/PID/stat, field 5)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry))
+    return members
+
+
+@contextlib.contextmanager
+def browser(lab: Lab, args: list[str], **kw: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """Headless chromium in HQ's namespace with a fresh profile and ``args``. On exit the
+    browser and every helper process it started (its renderers and crash handler, all in
+    the session it leads) are gone before the profile is removed: a renderer still
+    writing into it made the removal fail."""
     with tempfile.TemporaryDirectory(prefix="ss-chromium-") as profile:
         argv = [
             "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
             "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--hide-scrollbars", f"--user-data-dir={profile}", *args,
         ]  # fmt: skip
-        log = lab.logs_dir / "chromium.log"
-        with (
-            log.open("ab") as err,
-            process(netns.exec_argv("hq", argv), stdout=subprocess.PIPE, stderr=err) as p,
-        ):
-            out, _ = p.communicate(timeout=timeout)
-        if p.returncode != 0:
-            raise AssertionError(f"chromium exited {p.returncode} (see {log})")
-        return out.decode("utf-8", "replace")
+        with process(netns.exec_argv("hq", argv), **kw) as p:
+            try:
+                yield p
+            finally:
+                if p.poll() is None:
+                    p.terminate()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(10)
+                # The browser led its own session (tests.helpers.process): its group is
+                # exactly what it started.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                wait_for(
+                    lambda: not group_members(p.pid), timeout=10, interval=0.05,
+                    what="chromium's helper processes gone",
+                )  # fmt: skip
+
+
+def chromium(lab: Lab, *args: str, timeout: float = 60) -> str:
+    """Headless chromium in HQ's namespace with ``args``; its stdout. A fresh profile
+    each time; nothing but the lab's address is loaded (the namespace has no route
+    elsewhere, and background fetches are off)."""
+    log = lab.logs_dir / "chromium.log"
+    with log.open("ab") as err, browser(lab, list(args), stdout=subprocess.PIPE, stderr=err) as p:
+        out, _ = p.communicate(timeout=timeout)
+    if p.returncode != 0:
+        raise AssertionError(f"chromium exited {p.returncode} (see {log})")
+    return out.decode("utf-8", "replace")
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -196,38 +234,32 @@ def open_tab(lab: Lab, url: str) -> Iterator[Callable[[str], Any]]:
         os.dup2(commands_r, 3)
         os.dup2(answers_w, 4)
 
-    with tempfile.TemporaryDirectory(prefix="ss-chromium-") as profile:
-        argv = [
-            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", f"--user-data-dir={profile}", "--remote-debugging-pipe",
-        ]  # fmt: skip
-        log = lab.logs_dir / "chromium.log"
-        with (
-            log.open("ab") as err,
-            process(
-                netns.exec_argv("hq", argv), stdout=err, stderr=err,
-                preexec_fn=as_fds_3_and_4, pass_fds=(3, 4),
-            ),
-        ):  # fmt: skip
-            os.close(commands_r)
-            os.close(answers_w)
-            tools = DevTools(commands_w, answers_r)
-            try:
-                target = tools.call("Target.createTarget", url=url)["targetId"]
-                session = tools.call("Target.attachToTarget", targetId=target, flatten=True)[
-                    "sessionId"
-                ]
+    log = lab.logs_dir / "chromium.log"
+    with (
+        log.open("ab") as err,
+        browser(
+            lab, ["--remote-debugging-pipe"], stdout=err, stderr=err,
+            preexec_fn=as_fds_3_and_4, pass_fds=(3, 4),
+        ),
+    ):  # fmt: skip
+        os.close(commands_r)
+        os.close(answers_w)
+        tools = DevTools(commands_w, answers_r)
+        try:
+            target = tools.call("Target.createTarget", url=url)["targetId"]
+            session = tools.call("Target.attachToTarget", targetId=target, flatten=True)[
+                "sessionId"
+            ]
 
-                def evaluate(expression: str) -> Any:
-                    done = tools.call(
-                        "Runtime.evaluate", session, expression=expression, returnByValue=True
-                    )
-                    return done["result"].get("value")
+            def evaluate(expression: str) -> Any:
+                done = tools.call(
+                    "Runtime.evaluate", session, expression=expression, returnByValue=True
+                )
+                return done["result"].get("value")
 
-                yield evaluate
-            finally:
-                tools.close()
+            yield evaluate
+        finally:
+            tools.close()
 
 
 def test_open_page_shows_a_disconnected_office_at_its_own_refresh(lab: Lab) -> None:
