@@ -16,8 +16,10 @@ The lab (run inside tests/lab/netns-worker, as root), addresses from 198.19.251.
   README's HQ changes). Every hub's ``smb`` service is that smbd; the office's bundle
   lists every hub.
 
-A probe on the PC opens new client connections to the edge back to back: connect, an
-SMB2 NEGOTIATE (spokeshare.smb2_negotiate), smbd's answer, close; one record each.
+A probe on the PC starts a new client connection to the edge every 0.1 s, each on its
+own (one the failure stalls hides none after it): connect, an SMB2 NEGOTIATE
+(spokeshare.smb2_negotiate), smbd's answer, close; one record each. ``--smbclient``
+adds the same failures with a probe of a new ``smbclient -c ls`` every 0.5 s.
 
 ``python -m bench.multihub [--rtt-ms 100] [--seconds 40] [--outage-s 10]`` measures,
 side by side in one run, for a deployment of two hubs and one of a single hub: hub 0's
@@ -47,6 +49,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,6 +72,12 @@ SMB_PORT = 445
 SHARE = "share"
 ROOT = Path(__file__).resolve().parent.parent
 HUB_UNIT = ROOT / "etc" / "systemd" / "spokeshare-hub.service"
+#: How long a probe waits for an answer, seconds: as long as smbclient's own default
+#: (20 s) and more, so that a connection the edge holds shows as slow, not as failed.
+PROBE_TIMEOUT_S = 30.0
+#: How often the probe starts a new connection (a new smbclient), seconds.
+PROBE_INTERVAL_S = 0.1
+SMBCLIENT_INTERVAL_S = 0.5
 
 
 def _ip(cidr: str) -> str:
@@ -129,7 +138,7 @@ def run_edge(bundle_path: Path) -> None:
     asyncio.run(main())
 
 
-def one_connection(host: str, port: int, timeout: float = 10.0) -> tuple[bool, float]:
+def one_connection(host: str, port: int, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, float]:
     """A new SMB client connection: connect, SMB2 NEGOTIATE, smbd's answer parsed, close.
     (answered, seconds)."""
     from spokeshare import smb2_negotiate as neg
@@ -156,14 +165,43 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return bytes(got)
 
 
-def run_probe(host: str, port: int, seconds: float) -> None:
-    """New connections back to back for ``seconds``; one JSON line per connection:
-    ``{"start": unix seconds, "s": duration, "ok": answered}``."""
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+def smbclient_ls(host: str, timeout: float = PROBE_TIMEOUT_S) -> tuple[bool, float]:
+    """A new ``smbclient -c ls`` of the share as a guest: (listed, seconds)."""
+    argv = ["smbclient", f"//{host}/{SHARE}", "-N", "-p", str(SMB_PORT), "-c", "ls"]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, time.monotonic() - t0
+    return proc.returncode == 0, time.monotonic() - t0
+
+
+def run_probe(host: str, port: int, seconds: float, smbclient: bool = False) -> None:
+    """New connections for ``seconds``, one started every PROBE_INTERVAL_S (``smbclient``:
+    new ``smbclient -c ls`` runs, every SMBCLIENT_INTERVAL_S), each in a thread of its
+    own, so that one the failure stalls does not hide the ones after it (a user's other
+    PCs, or a retry, do not wait for it either). One JSON line each, in the order they
+    finish: ``{"start": unix seconds, "s": duration, "ok": answered}``."""
+    interval = SMBCLIENT_INTERVAL_S if smbclient else PROBE_INTERVAL_S
+    lock = threading.Lock()
+
+    def attempt() -> None:
         start = time.time()
-        ok, took = one_connection(host, port)
-        print(json.dumps({"start": start, "s": took, "ok": ok}), flush=True)
+        ok, took = smbclient_ls(host) if smbclient else one_connection(host, port)
+        with lock:
+            print(json.dumps({"start": start, "s": took, "ok": ok}), flush=True)
+
+    threads = []
+    t0 = time.monotonic()
+    k = 0
+    while (due := t0 + k * interval) < t0 + seconds:
+        time.sleep(max(0.0, due - time.monotonic()))  # the probe's pace
+        t = threading.Thread(target=attempt)
+        t.start()
+        threads.append(t)
+        k += 1
+    for t in threads:
+        t.join()
 
 
 # -- the lab -------------------------------------------------------------------------------
@@ -304,12 +342,18 @@ class HubLab:
         argv = ["ss", "-Htn", "state", "established", f"sport = :{HUB_PORT}"]
         return bool(netns.run_in(HUB_NS[i], argv, check=False).stdout.strip())
 
-    def probe(self, seconds: float) -> subprocess.Popen[bytes]:
+    def probe(self, seconds: float, smbclient: bool = False) -> subprocess.Popen[bytes]:
         from spokeshare.lab import netns
 
         argv = [sys.executable, "-m", "bench.multihub", "probe", "--seconds", str(seconds)]
+        argv += ["--smbclient"] if smbclient else []
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         return subprocess.Popen(netns.exec_argv(PC_NS, argv), stdout=subprocess.PIPE, env=env)
+
+    def control_on(self, i: int) -> bool:
+        """Whether hub ``i``'s log says the office's control channel came up there."""
+        log = self.root / f"hub{i}.log"
+        return log.exists() and "control channel up" in log.read_text(errors="replace")
 
     def kill_hub(self, i: int) -> None:
         """Hub ``i``'s process dies (SIGKILL by PID): its connections reset."""
@@ -356,10 +400,13 @@ BASELINE_S = 3.0
 
 def _after(lines: bytes, t_fail: float, t_back: float | None) -> dict[str, Any]:
     rows = [json.loads(x) for x in lines.decode().splitlines() if x.strip()]
+    rows.sort(key=lambda r: r["start"])
     before = [r["s"] for r in rows if r["start"] + r["s"] < t_fail and r["ok"]]
     # every connection not finished when the failure struck (the one in flight too)
     after = [r for r in rows if r["start"] + r["s"] >= t_fail]
-    first_ok = next((r for r in after if r["ok"]), None)
+    # the first new connection, started after the failure, to succeed (by when it did)
+    new_ok = [r for r in after if r["ok"] and r["start"] >= t_fail]
+    first_ok = min(new_ok, key=lambda r: r["start"] + r["s"], default=None)
     out: dict[str, Any] = {
         "healthy_median_s": round(statistics.median(before), 3) if before else None,
         "after": len(after),
@@ -371,7 +418,8 @@ def _after(lines: bytes, t_fail: float, t_back: float | None) -> dict[str, Any]:
     }
     if t_back is not None:
         # the first success that finished once the hub was back (restarted, reachable)
-        back_ok = next((r for r in after if r["ok"] and r["start"] + r["s"] >= t_back), None)
+        back = [r for r in after if r["ok"] and r["start"] + r["s"] >= t_back]
+        back_ok = min(back, key=lambda r: r["start"] + r["s"], default=None)
         out["back_after_s"] = round(t_back - t_fail, 3)
         out["first_ok_after_back_s"] = (
             round(back_ok["start"] + back_ok["s"] - t_back, 3) if back_ok else None
@@ -380,10 +428,10 @@ def _after(lines: bytes, t_fail: float, t_back: float | None) -> dict[str, Any]:
 
 
 def measure(
-    kind: str, hubs: int, rtt_ms: float, seconds: float, outage_s: float
+    kind: str, hubs: int, rtt_ms: float, seconds: float, outage_s: float, smbclient: bool = False
 ) -> dict[str, Any]:
     """One lab of ``hubs`` hubs, one failure of ``kind`` of hub 0 after BASELINE_S of a
-    probe of ``seconds``.
+    probe of ``seconds`` (``smbclient``: of new ``smbclient -c ls`` runs).
 
     "process": SIGKILL, then, as the packaged unit does (Restart=, RestartSec= read from
     etc/systemd/spokeshare-hub.service), the same command line again after RestartSec.
@@ -393,8 +441,9 @@ def measure(
     with tempfile.TemporaryDirectory(prefix="ss-multihub-") as d:
         Path(d).chmod(0o755)  # smbd's guest (nobody) must reach the share under it
         with hub_lab(Path(d), rtt_ms, hubs) as lab:
-            probe = lab.probe(seconds)
+            probe = lab.probe(seconds, smbclient)
             time.sleep(BASELINE_S)  # the probe's healthy baseline runs meanwhile
+            control_on_failed_hub = lab.control_on(0)
             t_fail = time.time()
             t_back: float | None = None
             if kind == "process":
@@ -410,7 +459,8 @@ def measure(
                 lab.cut(0, up=True)
             out, _ = probe.communicate(timeout=seconds + 60)
             result = _after(out, t_fail, t_back)
-    result.update(hubs=hubs, kind=kind)
+    result.update(hubs=hubs, kind=kind, probe="smbclient ls" if smbclient else "negotiate")
+    result["control_channel_on_failed_hub"] = control_on_failed_hub
     if hubs > 1:
         result["bound_s"] = round(2 + 2 * rtt_ms / 1000, 3)
     return result
@@ -440,9 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("connect")
     pr = sub.add_parser("probe")
     pr.add_argument("--seconds", type=float, default=40.0)
+    pr.add_argument("--smbclient", action="store_true")
     p.add_argument("--rtt-ms", type=float, default=100.0)
     p.add_argument("--seconds", type=float, default=40.0, help="probe length per failure")
     p.add_argument("--outage-s", type=float, default=10.0, help="how long a host is away")
+    p.add_argument(
+        "--smbclient",
+        action="store_true",
+        help="also the same failures with a probe of new smbclient -c ls runs",
+    )
     a = p.parse_args(argv)
     if a.cmd == "edge":
         run_edge(Path(a.bundle))
@@ -450,12 +506,13 @@ def main(argv: list[str] | None = None) -> int:
         ok, took = one_connection(EDGE_IP, SMB_PORT)
         print(json.dumps({"ok": ok, "s": took}))
     elif a.cmd == "probe":
-        run_probe(EDGE_IP, SMB_PORT, a.seconds)
+        run_probe(EDGE_IP, SMB_PORT, a.seconds, a.smbclient)
     else:
         restart, restart_sec = unit_restart()
         load_before = os.getloadavg()
         results = [
-            measure(kind, hubs, a.rtt_ms, a.seconds, a.outage_s)
+            measure(kind, hubs, a.rtt_ms, a.seconds, a.outage_s, smb)
+            for smb in ((False, True) if a.smbclient else (False,))
             for hubs in (2, 1)
             for kind in ("process", "host")
         ]
