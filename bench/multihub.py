@@ -412,6 +412,10 @@ def _after(lines: bytes, t_fail: float, t_back: float | None) -> dict[str, Any]:
         "after": len(after),
         "failed": sum(1 for r in after if not r["ok"]),
         "longest_s": round(max((r["s"] for r in after), default=0.0), 3),
+        # when the last failed one gave up (failures can go on after the first success)
+        "last_failed_after_failure_s": max(
+            (round(r["start"] + r["s"] - t_fail, 3) for r in after if not r["ok"]), default=None
+        ),
         "first_ok_after_failure_s": (
             round(first_ok["start"] + first_ok["s"] - t_fail, 3) if first_ok else None
         ),
