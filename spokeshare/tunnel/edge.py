@@ -573,6 +573,9 @@ class Edge:
         self._renew_id = 0
         self._renew_pending: tuple[int, asyncio.Future[control.RenewMessage]] | None = None
         self._control_up = asyncio.Event()
+        #: Set when the control channel's tunnel is lost: wakes the heartbeat's wait, so
+        #: that the channel moves to another hub at once, not at the next heartbeat.
+        self._control_lost = asyncio.Event()
         self.on_renewal: list[Callable[[], None]] = []
         #: The LAN presence each pong carries (control.Presence: names, printers,
         #: degraded protocols); set by the edge daemon, None without a LAN side.
@@ -1218,6 +1221,7 @@ class Edge:
         if tunnel is self.control:
             self.control = None
             self._control_up.clear()
+            self._control_lost.set()
             pending = self._renew_pending
             if pending is not None and not pending[1].done():
                 pending[1].set_exception(ConnectionError("control channel lost"))
@@ -1297,6 +1301,7 @@ class Edge:
                 )  # fmt: skip
             self.control = tunnel
             self.control_hub = hub
+            self._control_lost.clear()
             self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
@@ -1317,13 +1322,16 @@ class Edge:
                 self._hub_event(HubEvent.UNREACHABLE)
 
     async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
-        """Wake the heartbeat when it asks, until the channel closes or the hub is lost."""
+        """Wake the heartbeat when it asks, until the channel closes or the hub is lost
+        (a lost channel's tunnel ends the wait at once: Edge.tunnel_lost)."""
         while tunnel.state is TunnelState.CONTROL and not self._closing:
             self._control_commands(tunnel, hb.handle_timer(time.monotonic()))
             due = hb.get_timer()
             if due is None:
                 return
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                    await self._control_lost.wait()
 
     async def _retry_after(self, delay: float) -> None:
         """Back off before the next control dial, in seconds; cut short when a stream

@@ -173,10 +173,12 @@ def test_killed_hub_process_new_clients_go_through_the_other(
 ) -> None:
     """The hub process holding the control channel is killed (SIGKILL by PID): its
     tunnels reset; every client connecting right after gets its bytes echoed intact
-    through the other hub, and the control channel moves there."""
+    through the other hub, and the control channel moves there at once: the edge's
+    heartbeat here is 100 s apart (hub_dead_after 300 s), so a channel that waited
+    for its next heartbeat to notice the reset would not move within wait_for's 10 s."""
     hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
     with hubs.process(0) as p0, hubs.process(1) as p1:
-        edge, port = make_edge(hubs, min_idle=4)
+        edge, port = make_edge(hubs, hub_dead_after=300.0, min_idle=4)
         loop_thread.run(edge.start())
         try:
             wait_spread(loop_thread, edge, [0, 1], at_least=2)
