@@ -1037,14 +1037,20 @@ class Edge:
             self.dialing[target] += 1
             self.spawn(self._open_pooled(target))
         if not ev.open and len(self.hubs) > 1:
-            idle_per_hub = [0] * len(self.hubs)
+            # Tunnels held per hub: idle, carrying a stream or waiting for the hub's END
+            # (one whose stream ends cleanly comes back to the pool). Counting idle ones
+            # alone, every stream taken from one hub looked like an imbalance: under
+            # load the edge retired and redialled tunnels all the time, a handshake each.
+            held = [0] * len(self.hubs)
             for t in self.pool.idle:
-                idle_per_hub[t.hub] += 1
-            crowded = self.hubs.rebalance(idle_per_hub, sum(self.dialing))
-            if crowded is not None:
+                held[t.hub] += 1
+            for t in (*self.clients, *self.ending):
+                held[t.hub] += 1
+            crowded = self.hubs.rebalance(held, sum(self.dialing))
+            oldest = next((t for t in self.pool.idle if t.hub == crowded), None)
+            if oldest is not None:
                 # The oldest idle tunnel of the most loaded hub goes; its refill (next
                 # evaluation) goes to the least loaded hub.
-                oldest = next(t for t in self.pool.idle if t.hub == crowded)
                 for t in self.pool.drop(lambda t: t is oldest):
                     t.close()
                 self.kick()
