@@ -270,7 +270,7 @@ def test_streams_through_two_hubs_reuse_their_tunnels_instead_of_redialling(
     clients, rounds = 8, 30
 
     def handshakes() -> int:
-        return sum(loop_thread.call(lambda h=h: h.statistics().handshakes) for h in running)
+        return loop_thread.call(lambda: sum(h.statistics().handshakes for h in running))
 
     def loop_streams(_: int) -> None:
         for _ in range(rounds):
