@@ -242,6 +242,8 @@ class EdgeTunnel(TunnelEnd):
         self.streams = 0
         #: Which of the bundle's hub addresses it was dialled to (spokeshare.tunnel.hubs).
         self.hub = 0
+        #: Counted in Edge.pooled_per_hub (a pool tunnel, from its dial until it is lost).
+        self.counted = False
 
     @property
     def state(self) -> TunnelState:
@@ -528,6 +530,9 @@ class Edge:
         self.hubs = hubs.HubSet(len(bundle.hub_addresses), cfg.pool)
         #: Dials in flight per hub (the pool's spread counts them with the idle ones).
         self.dialing = [0] * len(bundle.hub_addresses)
+        #: Pool tunnels per hub from their dial until lost: idle, carrying a stream or
+        #: awaiting the hub's END (kept as counts: the spread reads them at every kick).
+        self.pooled_per_hub = [0] * len(bundle.hub_addresses)
         #: The hub (index into bundle.hub_addresses) holding the control channel.
         self.control_hub: int | None = None
         #: Opens retried on another hub (no status from the first in time, or reset).
@@ -1041,13 +1046,10 @@ class Edge:
             # (one whose stream ends cleanly comes back to the pool). Counting idle ones
             # alone, every stream taken from one hub looked like an imbalance: under
             # load the edge retired and redialled tunnels all the time, a handshake each.
-            held = [0] * len(self.hubs)
-            for t in self.pool.idle:
-                held[t.hub] += 1
-            for t in (*self.clients, *self.ending):
-                held[t.hub] += 1
-            crowded = self.hubs.rebalance(held, sum(self.dialing))
-            oldest = next((t for t in self.pool.idle if t.hub == crowded), None)
+            crowded = self.hubs.rebalance(self.pooled_per_hub, sum(self.dialing))
+            oldest = None
+            if crowded is not None:
+                oldest = next((t for t in self.pool.idle if t.hub == crowded), None)
             if oldest is not None:
                 # The oldest idle tunnel of the most loaded hub goes; its refill (next
                 # evaluation) goes to the least loaded hub.
@@ -1071,11 +1073,9 @@ class Edge:
             self._wake_handle = loop.call_at(loop.time() + max(0.0, wake - now) + 0.001, self.kick)
 
     def _load(self) -> list[int]:
-        """Tunnels per hub: idle in the pool plus dials in flight (hubs.dial_target)."""
-        load = list(self.dialing)
-        for t in self.pool.idle:
-            load[t.hub] += 1
-        return load
+        """Tunnels per hub: the pool's (idle or carrying a stream) plus dials in flight
+        (hubs.dial_target)."""
+        return [p + d for p, d in zip(self.pooled_per_hub, self.dialing, strict=True)]
 
     async def _dial(self, hub: int) -> EdgeTunnel:
         """TCP connect (socket tuned first) and TLS handshake to hub address ``hub``."""
@@ -1190,6 +1190,9 @@ class Edge:
         if self._closing:
             tunnel.close()
             return
+        if tunnel.transport is not None and not tunnel.transport.is_closing():
+            tunnel.counted = True  # (one lost meanwhile is the pool's to drop, uncounted)
+            self.pooled_per_hub[hub] += 1
         client = self.pool.tunnel_ready(tunnel, time.monotonic(), _live)
         if client is not None:
             self._start_stream(tunnel, client)
@@ -1220,6 +1223,9 @@ class Edge:
         self.kick()
 
     def tunnel_lost(self, tunnel: EdgeTunnel, prev: TunnelState) -> None:
+        if tunnel.counted:
+            tunnel.counted = False
+            self.pooled_per_hub[tunnel.hub] -= 1
         if prev is TunnelState.IDLE:
             self.pool.tunnel_lost(tunnel)  # False: already taken or retired
             self.kick()

@@ -107,7 +107,7 @@ def make_edge(
 
 
 def load(lt: LoopThread, edge: Any) -> list[int]:
-    """The edge's tunnels per hub: idle plus dialling."""
+    """The edge's tunnels per hub: its pool's (idle or carrying a stream) plus dialling."""
     return list(lt.call(edge._load))
 
 
