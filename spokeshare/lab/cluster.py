@@ -384,8 +384,9 @@ class HqCluster:
 
     def restart(self, node: NodePlan, ready_timeout: float = 120.0) -> None:
         """Start a stopped (or crashed) node's ctdbd and smbd again; return when the
-        cluster is whole. What the crash left running in the node (ctdbd's event
-        daemon and helpers, smbd's children) is stopped first, by PID, as
+        cluster is whole. What a daemon crash (:meth:`kill_daemons`) left running in
+        the node (ctdbd's event daemon and helpers, smbd's children; after a host
+        crash, :meth:`crash`, nothing is left) is stopped first, by PID, as
         ctdb.service's ``KillMode=control-group`` does before a restart: a new ctdbd
         cannot start its event daemon beside the old one (seen here). 10.interface's
         ``init`` event removes public addresses a crash left on the interface."""
