@@ -84,10 +84,11 @@ def test_smoke_run_reports_all_three_paths(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(STUNNEL), reason="needs Debian's stunnel4")
-def test_only_rtt_measures_the_round_trip_cells_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("only", ["rtt", "connect"])
+def test_only_measures_its_cells_alone(tmp_path: Path, only: str) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--smoke", "--only", "rtt", "--json", str(out)],
+        [sys.executable, str(SCRIPT), "--smoke", "--only", only, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=240,
@@ -96,12 +97,20 @@ def test_only_rtt_measures_the_round_trip_cells_alone(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     speed = res["speed"]
-    assert speed["bulk"] == {} and speed["connect"] == {} and "memory" not in res
-    assert set(speed["rtt"]) == {"direct", "stunnel", "spokeshare"}
-    assert set(speed["rtt_cpu_us"]) == {"direct", "stunnel", "spokeshare"}
-    assert "relay cpu per round trip" in proc.stdout and "rtt p99" in proc.stdout
+    assert speed["bulk"] == {} and "memory" not in res
+    paths = {"direct", "stunnel", "spokeshare"}
+    if only == "rtt":
+        assert speed["connect"] == {}
+        assert set(speed["rtt"]) == paths and set(speed["rtt_cpu_us"]) == paths
+        assert "relay cpu per round trip" in proc.stdout and "rtt p99" in proc.stdout
+        assert "first byte" not in proc.stdout
+    else:
+        assert speed["rtt"] == {} and set(speed["connect"]) == paths
+        assert all(speed["connect"][p] for p in paths)
+        assert "new connection to first byte p99" in proc.stdout
+        assert "rtt p50" not in proc.stdout
     refused = subprocess.run(
-        [sys.executable, str(SCRIPT), "--only", "rtt", "--write", str(tmp_path / "x.md")],
+        [sys.executable, str(SCRIPT), "--only", only, "--write", str(tmp_path / "x.md")],
         capture_output=True,
         text=True,
         timeout=60,

@@ -862,7 +862,7 @@ class Edge:
     def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
         if client.deadline is not None:
             client.deadline.cancel()
-        another_hub = len(self.hubs) > 1 and client.retries < len(self.hubs) - 1
+        another_hub = self._another_hub_left(client)
         client.deadline = asyncio.get_running_loop().call_later(
             pool.status_timeout(self.cfg.pool, self.rtt, last_try=not another_hub),
             self._status_timeout,
@@ -916,11 +916,14 @@ class Edge:
         fewer retries than other hubs."""
         return (
             not self._closing
-            and len(self.hubs) > 1
+            and self._another_hub_left(client)
             and client.replay is not None
-            and client.retries < len(self.hubs) - 1
             and _live(client)
         )
+
+    def _another_hub_left(self, client: ClientEnd) -> bool:
+        """Whether a hub this client's open has not tried yet is left (one try per hub)."""
+        return len(self.hubs) > 1 and client.retries < len(self.hubs) - 1
 
     def retry_open(self, tunnel: EdgeTunnel, client: ClientEnd, why: str) -> None:
         """Give ``client``'s open, whose tunnel to one hub is given up before any status,
