@@ -573,6 +573,9 @@ class Edge:
         self._renew_id = 0
         self._renew_pending: tuple[int, asyncio.Future[control.RenewMessage]] | None = None
         self._control_up = asyncio.Event()
+        #: Set when the control channel's tunnel is lost: wakes the heartbeat's wait, so
+        #: that the channel moves to another hub at once, not at the next heartbeat.
+        self._control_lost = asyncio.Event()
         self.on_renewal: list[Callable[[], None]] = []
         #: The LAN presence each pong carries (control.Presence: names, printers,
         #: degraded protocols); set by the edge daemon, None without a LAN side.
@@ -1034,14 +1037,20 @@ class Edge:
             self.dialing[target] += 1
             self.spawn(self._open_pooled(target))
         if not ev.open and len(self.hubs) > 1:
-            idle_per_hub = [0] * len(self.hubs)
+            # Tunnels held per hub: idle, carrying a stream or waiting for the hub's END
+            # (one whose stream ends cleanly comes back to the pool). Counting idle ones
+            # alone, every stream taken from one hub looked like an imbalance: under
+            # load the edge retired and redialled tunnels all the time, a handshake each.
+            held = [0] * len(self.hubs)
             for t in self.pool.idle:
-                idle_per_hub[t.hub] += 1
-            crowded = self.hubs.rebalance(idle_per_hub, sum(self.dialing))
-            if crowded is not None:
+                held[t.hub] += 1
+            for t in (*self.clients, *self.ending):
+                held[t.hub] += 1
+            crowded = self.hubs.rebalance(held, sum(self.dialing))
+            oldest = next((t for t in self.pool.idle if t.hub == crowded), None)
+            if oldest is not None:
                 # The oldest idle tunnel of the most loaded hub goes; its refill (next
                 # evaluation) goes to the least loaded hub.
-                oldest = next(t for t in self.pool.idle if t.hub == crowded)
                 for t in self.pool.drop(lambda t: t is oldest):
                     t.close()
                 self.kick()
@@ -1218,6 +1227,7 @@ class Edge:
         if tunnel is self.control:
             self.control = None
             self._control_up.clear()
+            self._control_lost.set()
             pending = self._renew_pending
             if pending is not None and not pending[1].done():
                 pending[1].set_exception(ConnectionError("control channel lost"))
@@ -1297,6 +1307,7 @@ class Edge:
                 )  # fmt: skip
             self.control = tunnel
             self.control_hub = hub
+            self._control_lost.clear()
             self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
@@ -1317,13 +1328,16 @@ class Edge:
                 self._hub_event(HubEvent.UNREACHABLE)
 
     async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
-        """Wake the heartbeat when it asks, until the channel closes or the hub is lost."""
+        """Wake the heartbeat when it asks, until the channel closes or the hub is lost
+        (a lost channel's tunnel ends the wait at once: Edge.tunnel_lost)."""
         while tunnel.state is TunnelState.CONTROL and not self._closing:
             self._control_commands(tunnel, hb.handle_timer(time.monotonic()))
             due = hb.get_timer()
             if due is None:
                 return
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                    await self._control_lost.wait()
 
     async def _retry_after(self, delay: float) -> None:
         """Back off before the next control dial, in seconds; cut short when a stream
