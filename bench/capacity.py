@@ -8,6 +8,7 @@ Usage (from anywhere; root is fine, nothing privileged is needed)::
     .venv/bin/python bench/capacity.py --quick    # under 2 minutes: 1,000 tunnels
     .venv/bin/python bench/capacity.py --smoke    # tiny sizes: checks the machinery only
     .venv/bin/python bench/capacity.py --write    # also replace the block in docs/benchmarks.md
+    .venv/bin/python bench/capacity.py --hubs 1,2,3   # instead: 1, 2, 3 hubs side by side
 
 What is measured (issue 14's hub capacity targets), all on 127.0.0.1, each process
 started here in its own session and stopped by its PID:
@@ -33,6 +34,19 @@ started here in its own session and stopped by its PID:
     is given as that floor), of ``office list``, and the TLS handshakes per second the
     hub completes (its own counter in its status file) from client processes that
     connect with an office's certificate and close after the handshake.
+
+``--hubs 1,2,3`` (instead of the above; its own block in docs/benchmarks.md)
+    For each count N in turn: one deployment directory whose bundles list N hubs, each
+    a ``spokeshare hub`` process on its own address (127.0.0.2, .3, ...) with its own
+    hub.toml, as docs/scale-out.md's hub hosts; the same offices (real edges, each its
+    own office, each spreading its warm pool over the N hubs) and the same load: the
+    tunnels each hub holds and its RSS, then client processes looping opens over all
+    the edges for a fixed window, with the CPU of every hub and edge and the machine's
+    busy cores over it, and each hub's own stream and handshake counters. On a machine
+    with fewer cores than processes, the hubs share its cores: per hub core-second is
+    the figure to compare, the total rate measures the machine. Full: 8 offices of
+    1,250 tunnels (10,000 in all), 16 clients, 20 s, about 4 minutes; ``--quick``: 4 of
+    250, 16 clients, 5 s, about 1 minute.
 """
 
 from __future__ import annotations
@@ -65,6 +79,7 @@ from bench.common import (  # noqa: E402
     ROOT,
     STUNNEL,
     check_alive,
+    cpu_seconds,
     fork_workers,
     free_port,
     listening,
@@ -83,6 +98,8 @@ from bench.common import (  # noqa: E402
 BEGIN = "<!-- bench/capacity.py: generated section begins -->"
 END = "<!-- bench/capacity.py: generated section ends -->"
 HEADING = "## Hub capacity on loopback"
+HUBS_BEGIN = "<!-- bench/capacity.py --hubs: generated section begins -->"
+HUBS_END = "<!-- bench/capacity.py --hubs: generated section ends -->"
 ECHO = 16  # bytes echoed per opened stream
 PY_SPY = Path(sys.executable).parent / "py-spy"
 
@@ -137,12 +154,18 @@ def offices_status(dep: tunnel.Deployment) -> dict[str, Any]:
     return offices if isinstance(offices, dict) else {}
 
 
-def pools_full(dep: tunnel.Deployment, want: dict[str, int]) -> bool:
-    offices = offices_status(dep)
-    return all(
-        bool(offices.get(o, {}).get("connected")) and offices[o].get("idle_tunnels", 0) >= n
-        for o, n in want.items()
-    )
+def pools_full(deps: list[tunnel.Deployment], want: dict[str, int]) -> bool:
+    """Each office ``o`` of ``want`` has its control channel on one of the hubs ``deps``
+    and holds ``want[o]`` idle tunnels over them all, spread so that each hub has its
+    even share less one (and at least one when there are as many tunnels as hubs)."""
+    per_hub = [offices_status(d) for d in deps]
+    for o, n in want.items():
+        idle = [int(h.get(o, {}).get("idle_tunnels", 0)) for h in per_hub]
+        floor = max(1 if n >= len(deps) else 0, n // len(deps) - 1)
+        connected = any(h.get(o, {}).get("connected") for h in per_hub)
+        if not connected or sum(idle) < n or min(idle) < floor:
+            return False
+    return True
 
 
 @dataclasses.dataclass
@@ -154,11 +177,17 @@ class Edge:
 
 @contextlib.contextmanager
 def edge(
-    tmp: Path, dep: tunnel.Deployment, office: str, pool: int | None, reuse: bool = True
+    tmp: Path,
+    dep: tunnel.Deployment,
+    office: str,
+    pool: int | None,
+    reuse: bool = True,
+    spare: int = 0,
 ) -> Iterator[Edge]:
     """``spokeshare edge`` for ``office`` (its own state dir); ``pool`` tunnels idle
-    (``min_idle = max_idle``), or the defaults when None; ``reuse`` False sets
-    ``[pool] reuse = false`` (one stream per tunnel, as before sequential reuse)."""
+    (``min_idle = pool``, ``max_idle = pool + spare``), or the defaults when None;
+    ``reuse`` False sets ``[pool] reuse = false`` (one stream per tunnel, as before
+    sequential reuse)."""
     d = tmp / f"edge-{office}"
     d.mkdir(exist_ok=True)
     port = free_port()
@@ -171,7 +200,9 @@ def edge(
         end = text.find("\n[", start + 1)
         tail = text[end:] if end != -1 else "\n"
         cfg.write_text(
-            text[:start] + f"[pool]\nmin_idle = {pool}\nmax_idle = {pool}\nmax_age = 3600\n" + tail
+            text[:start]
+            + f"[pool]\nmin_idle = {pool}\nmax_idle = {pool + spare}\nmax_age = 3600\n"
+            + tail
         )
     if not reuse:
         cfg.write_text(cfg.read_text().replace("[pool]\n", "[pool]\nreuse = false\n", 1))
@@ -186,17 +217,22 @@ def edge(
 
 
 @contextlib.contextmanager
-def hub(tmp: Path, dep: tunnel.Deployment, tag: str) -> Iterator[int]:
+def hub(tmp: Path, dep: tunnel.Deployment, tag: str, config: Path | None = None) -> Iterator[int]:
+    """``spokeshare hub --dir`` the deployment (``--config`` one hub's own hub.toml when
+    given); its PID once it has written a status of its own, which it does only after
+    binding its listeners."""
     log = tmp / f"hub-{tag}.log"
-    with process([*tunnel.spokeshare_cmd(), "hub", "--dir", str(dep.dir)], log) as p:
+    argv = [*tunnel.spokeshare_cmd(), "hub", "--dir", str(dep.dir)]
+    if config is not None:
+        argv += ["--config", str(config)]
+    with process(argv, log) as p:
         wait_until(
             lambda: (
-                check_alive(p, "hub", log)
-                and listening(dep.hub_port)
-                and tunnel.hub_status(dep, p.pid) is not None
+                check_alive(p, f"hub {tag}", log)
+                and (tunnel.hub_status(dep, p.pid) or {}).get("pid") == p.pid
             ),
             30,
-            "the hub to listen",
+            f"hub {tag} to listen",
         )
         yield p.pid
 
@@ -204,7 +240,13 @@ def hub(tmp: Path, dep: tunnel.Deployment, tag: str) -> Iterator[int]:
 def deployment(tmp: Path, backend_port: int, idle_minutes: float = 60) -> tunnel.Deployment:
     """``spokeshare init`` + office ``bench``; tunnels may idle ``idle_minutes`` at the hub."""
     dep = tunnel.make_deployment(tmp, backend_port)
-    toml = dep.dir / "hub.toml"
+    long_idle(dep.dir / "hub.toml", idle_minutes)
+    return dep
+
+
+def long_idle(toml: Path, idle_minutes: float) -> None:
+    """Let tunnels idle ``idle_minutes`` at the hub of ``toml`` (``[limits]
+    idle_timeout``), so that none is replaced while measured."""
     text = toml.read_text()
     limits = f"idle_timeout = {idle_minutes * 60:.0f}\n"
     if "[limits]" in text:
@@ -212,22 +254,25 @@ def deployment(tmp: Path, backend_port: int, idle_minutes: float = 60) -> tunnel
     else:
         text = text.rstrip("\n") + f"\n\n[limits]\n{limits}"
     toml.write_text(text)
-    return dep
 
 
 # -- load generators ---------------------------------------------------------------------
 
 
-def _open_loop(port: int, seconds: float, barrier: Any, q: Any) -> None:
-    """Connect, 16-byte echo through the backend's ``E``, close; until ``seconds`` pass."""
+def _open_loop(ports: tuple[int, ...], seconds: float, barrier: Any, q: Any) -> None:
+    """Connect, 16-byte echo through the backend's ``E``, close; until ``seconds`` pass.
+    Each connection to the next of ``ports`` in turn (from one that depends on the PID,
+    so that clients started together spread over them)."""
     os.setsid()
     msg = tunnel.REQ.pack(b"E", 0)
     payload = os.urandom(ECHO)
     n = failed = 0
+    first = os.getpid()
     try:
         barrier.wait(60)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
+            port = ports[(first + n + failed) % len(ports)]
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -363,7 +408,9 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
         ]
         want = dict(zip(names, shares, strict=True))
         wait_until(
-            functools.partial(pools_full, dep, want), 60 + plan.idle_tunnels / 20, "every pool full"
+            functools.partial(pools_full, [dep], want),
+            60 + plan.idle_tunnels / 20,
+            "every pool full",
         )
         fill_s = time.monotonic() - t0
         time.sleep(2.0)
@@ -385,8 +432,8 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
         )
         # stream opens while holding them, then through stunnel
         ld = stack.enter_context(edge(tmp, dep, "load", None))
-        wait_until(functools.partial(pools_full, dep, {"load": 4}), 60, "the load edge's pool")
-        sp = load(_open_loop, (ld.port, plan.opens_s), plan.clients, [ld.pid, hub_pid])
+        wait_until(functools.partial(pools_full, [dep], {"load": 4}), 60, "the load edge's pool")
+        sp = load(_open_loop, ((ld.port,), plan.opens_s), plan.clients, [ld.pid, hub_pid])
         still = sum(offices_status(dep)[o].get("idle_tunnels", 0) for o in names)
         res["opens_spokeshare"] = {**sp, "idle_held_after": still}
         say(
@@ -398,13 +445,13 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
             hub_pid,
             plan.profile_s,
             tmp / "hub.pyspy",
-            functools.partial(load, _open_loop, (ld.port, plan.profile_s), plan.clients, []),
+            functools.partial(load, _open_loop, ((ld.port,), plan.profile_s), plan.clients, []),
         )
         # The same through an edge that does not offer sequential reuse: one stream per
         # tunnel, a full TLS handshake each (what every edge did before reuse).
         pl = stack.enter_context(edge(tmp, dep, "plain", None, reuse=False))
-        wait_until(functools.partial(pools_full, dep, {"plain": 4}), 60, "the plain edge's pool")
-        np_ = load(_open_loop, (pl.port, plan.opens_s), plan.clients, [pl.pid, hub_pid])
+        wait_until(functools.partial(pools_full, [dep], {"plain": 4}), 60, "the plain edge's pool")
+        np_ = load(_open_loop, ((pl.port,), plan.opens_s), plan.clients, [pl.pid, hub_pid])
         res["opens_spokeshare_noreuse"] = np_
         say(
             f"  opens spokeshare without reuse: {np_['per_s']:.0f}/s, {np_['failed']} failed; "
@@ -412,7 +459,9 @@ def measure_idle_and_opens(tmp: Path, plan: Plan, backend_port: int) -> dict[str
             f"hub {np_['cpu'][1] / np_['wall']:.2f} core"
         )
     with tunnel.stunnel_pair(tmp, backend_port, "capacity") as st:
-        st_res = load(_open_loop, (st.port, plan.opens_s), plan.clients, [st.office_pid, st.hq_pid])
+        st_res = load(
+            _open_loop, ((st.port,), plan.opens_s), plan.clients, [st.office_pid, st.hq_pid]
+        )
         res["opens_stunnel"] = st_res
         say(
             f"  opens stunnel: {st_res['per_s']:.0f}/s, {st_res['failed']} failed; office "
@@ -536,17 +585,203 @@ def measure_offices(tmp: Path, plan: Plan, backend_port: int) -> dict[str, Any]:
     return res
 
 
+# -- several hubs side by side ------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class HubsPlan:
+    """``--hubs``: the same offices and load against each count of hubs in turn."""
+
+    name: str
+    offices: int  # edges, each an office of its own
+    pool: int  # min_idle = max_idle of each edge, spread by it over the hubs
+    clients: int  # processes looping connect, echo, close over all the edges
+    opens_s: float  # seconds the opens window lasts
+
+
+HUBS_PLANS = {
+    "full": HubsPlan("full", 8, 1_250, 16, 20.0),
+    "quick": HubsPlan("quick", 4, 250, 16, 5.0),
+    "smoke": HubsPlan("smoke", 2, 4, 2, 1.0),
+}
+
+
+def _free_port_on(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def hubs_deployment(
+    tmp: Path, backend_port: int, count: int, idle_minutes: float = 60
+) -> list[tunnel.Deployment]:
+    """One deployment directory (``tmp``/hq) whose bundles list ``count`` hubs, hub ``i``
+    on 127.0.0.(2+i) with its own ``hub-I.toml`` beside the directory (its listen
+    address, state directory and ``[hub] name``), as an operator's hub hosts have; each
+    hub's view of it (shared directory, own state directory and port)."""
+    from spokeshare import config, enrollment
+
+    tmp.mkdir(parents=True, exist_ok=True)
+    d = tmp / "hq"
+    hosts = [f"127.0.0.{2 + i}" for i in range(count)]
+    ports = [_free_port_on(h) for h in hosts]
+    enrollment.init(
+        d, "hub.bench", [f"{h}:{p}" for h, p in zip(hosts, ports, strict=True)],
+        {"bench": f"127.0.0.1:{backend_port}"}, state_dir=tmp / "hq-state",
+    )  # fmt: skip
+    views = []
+    for i, (host, port) in enumerate(zip(hosts, ports, strict=True)):
+        state = tmp / f"state-hub{i}"
+        text = config.render_hub_toml([(host, port)], {"bench": ("127.0.0.1", backend_port)}, state)
+        toml = tmp / f"hub-{i}.toml"
+        toml.write_text(text.replace("[hub]\n", f'[hub]\nname = "hub{i}"\n', 1))
+        long_idle(toml, idle_minutes)
+        views.append(tunnel.Deployment(d, state, d / "bundles" / "none", port))
+    return views
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent not idle since boot (/proc/stat, every
+    core: user, nice, system, irq, softirq, steal)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _hub_counters(dep: tunnel.Deployment, after: float) -> tuple[int, int] | None:
+    """The streams the hub has carried in all (its offices' ``streams_total``) and the
+    TLS handshakes it has completed, from a status it wrote after ``after`` (unix
+    seconds); None until it has."""
+    st = tunnel.hub_status(dep, 0)
+    if st is None or float(st.get("time", 0.0)) <= after:
+        return None
+    streams = sum(int(o.get("streams_total", 0)) for o in st.get("offices", {}).values())
+    return streams, int(st.get("handshakes", 0))
+
+
+def hub_counters(deps: list[tunnel.Deployment]) -> list[tuple[int, int]]:
+    """:func:`_hub_counters` of each hub, from statuses written from now on."""
+    now = time.time()
+    return [
+        wait_until(functools.partial(_hub_counters, d, now), 10, "the hub's status") for d in deps
+    ]
+
+
+def idle_per_hub(deps: list[tunnel.Deployment], offices: list[str]) -> list[int]:
+    """The idle tunnels each hub holds of ``offices``, from its status."""
+    out = []
+    for d in deps:
+        st = offices_status(d)
+        out.append(sum(int(st.get(o, {}).get("idle_tunnels", 0)) for o in offices))
+    return out
+
+
+def measure_hub_count(tmp: Path, plan: HubsPlan, count: int, backend_port: int) -> dict[str, Any]:
+    """``count`` hubs (real ``spokeshare hub`` processes, one deployment directory) and
+    ``plan.offices`` edges (real ``spokeshare edge``, an office each, every bundle
+    listing all the hubs) holding ``plan.pool`` tunnels each: what each hub holds and
+    its RSS; then ``plan.clients`` processes looping opens over all the edges, with the
+    CPU seconds of every hub and edge over the same window."""
+    views = hubs_deployment(tmp, backend_port, count)
+    names = [f"office{i + 1}" for i in range(plan.offices)]
+    enrol(views[0], names)
+    with contextlib.ExitStack() as stack:
+        pids = [
+            stack.enter_context(hub(tmp, v, f"{count}-{i}", tmp / f"hub-{i}.toml"))
+            for i, v in enumerate(views)
+        ]
+        time.sleep(1.0)  # the hubs' heaps settle after their first status write
+        rss0 = [rss_kib(p) for p in pids]
+        t0 = time.monotonic()
+        # max_idle leaves room for every client at once: a tunnel whose stream ended
+        # cleanly goes back to the pool (sequential reuse) instead of being closed
+        edges = [
+            stack.enter_context(edge(tmp, views[0], o, plan.pool, spare=plan.clients))
+            for o in names
+        ]
+        total = plan.offices * plan.pool
+        wait_until(
+            functools.partial(pools_full, views, dict.fromkeys(names, plan.pool)),
+            60 + total / 20,
+            f"every pool full over {count} hubs",
+        )
+        fill_s = time.monotonic() - t0
+        idle0, t1 = [cpu_seconds(p) for p in pids], time.monotonic()
+        time.sleep(2.0)
+        idle_cores = [
+            (cpu_seconds(p) - c) / (time.monotonic() - t1) for p, c in zip(pids, idle0, strict=True)
+        ]
+        held = idle_per_hub(views, names)
+        rss1 = [rss_kib(p) for p in pids]
+        counters0 = hub_counters(views)
+        edge_pids = [e.pid for e in edges]
+        busy0, w0 = busy_seconds(), time.monotonic()
+        r = load(
+            _open_loop,
+            (tuple(e.port for e in edges), plan.opens_s),
+            plan.clients,
+            [*pids, *edge_pids],
+        )
+        busy = (busy_seconds() - busy0) / (time.monotonic() - w0)
+        counted = [
+            (b[0] - a[0], b[1] - a[1]) for a, b in zip(counters0, hub_counters(views), strict=True)
+        ]
+        res = {
+            "hubs": count,
+            "tunnels": held,
+            "fill_s": fill_s,
+            "hub_idle_cores": idle_cores,
+            "hub_rss_kib": [list(x) for x in zip(rss0, rss1, strict=True)],
+            "edges_rss_kib": [rss_kib(p) for p in edge_pids],
+            "opens": r["count"],
+            "failed": r["failed"],
+            "wall": r["wall"],
+            "per_s": r["per_s"],
+            "hub_cpu_s": r["cpu"][:count],
+            "edge_cpu_s": r["cpu"][count:],
+            "busy_cores": busy,
+            "streams_per_hub": [c[0] for c in counted],
+            "handshakes_per_hub": [c[1] for c in counted],
+            "idle_held_after": idle_per_hub(views, names),
+        }
+    hub_cores = sum(res["hub_cpu_s"]) / res["wall"]
+    say(
+        f"  {count} hub(s): {sum(held)} tunnels ({', '.join(map(str, held))}) in {fill_s:.0f} s; "
+        f"{res['per_s']:.0f} opens/s, {res['failed']} failed; hubs {hub_cores:.2f} core, "
+        f"edges {sum(res['edge_cpu_s']) / res['wall']:.2f} core"
+    )
+    return res
+
+
+def measure_hubs(tmp: Path, plan: HubsPlan, counts: list[int], backend_port: int) -> dict[str, Any]:
+    runs = []
+    for n in counts:
+        say(f"capacity: {n} hub(s), {plan.offices} offices of {plan.pool} tunnels")
+        runs.append(measure_hub_count(tmp / f"hubs-{n}", plan, n, backend_port))
+    return {"runs": runs}
+
+
 # -- the report ----------------------------------------------------------------------------
+
+
+def machine_rows(facts: dict[str, str], res: dict[str, Any]) -> list[str]:
+    """The machine table and the load averages at the run's start and end."""
+    (a1, a5, a15), (b1, b5, b15) = res["loadavg"]
+    return [
+        "| machine | |",
+        "|---|---|",
+        *(f"| {k} | {v} |" for k, v in facts.items()),
+        f"| load average (1 min) at start / end | {a1:.2f} / {b1:.2f} |",
+        f"| load average (5, 15 min) at start / end | {a5:.2f}, {a15:.2f} / {b5:.2f}, {b15:.2f} |",
+        "",
+    ]
 
 
 def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> str:
     """The generated Markdown block (markers included)."""
     L = [BEGIN, f"Run: `{plan.name}` plan, {res['when']}, {res['elapsed_s'] / 60:.1f} minutes.", ""]
-    L += ["| machine | |", "|---|---|", *(f"| {k} | {v} |" for k, v in facts.items())]
-    L.append(
-        f"| load average (1 min) at start / end | {res['load'][0]:.2f} / {res['load'][1]:.2f} |"
-    )
-    L.append("")
+    L += machine_rows(facts, res)
     idle, sti = res["idle"], res["idle_stunnel"]
     L += [
         f"### Idle tunnels held by one hub ({idle['tunnels']:,} from {idle['edges']} edges)",
@@ -676,6 +911,85 @@ def render(facts: dict[str, str], plan: Plan, res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def render_hubs(facts: dict[str, str], plan: HubsPlan, res: dict[str, Any]) -> str:
+    """The generated Markdown block of ``--hubs`` (its own markers included)."""
+    runs = res["hubs"]["runs"]
+    counts = ", ".join(str(r["hubs"]) for r in runs)
+    L = [
+        HUBS_BEGIN,
+        f"Run: `{plan.name}` plan, hubs {counts}, {res['when']}, "
+        f"{res['elapsed_s'] / 60:.1f} minutes.",
+        "",
+        *machine_rows(facts, res),
+        f"### Tunnels held: {plan.offices} offices of {plan.pool:,} idle tunnels each",
+        "",
+        f"Each edge has `min_idle = {plan.pool}`, `max_idle = {plan.pool + plan.clients}` "
+        "(room for every client at once, so that a tunnel whose stream ended cleanly goes "
+        "back to the pool) and spreads its pool over the hubs its bundle lists; each hub's "
+        "count is its own status file's. RSS per hub: before the first edge, then holding "
+        "the pools. Idle CPU: each hub's over 2 s holding them, no stream open.",
+        "",
+        "| hubs | tunnels held in all | per hub | hub RSS, empty / holding (MiB, each hub) "
+        "| hub RSS per 1,000 tunnels it holds | idle CPU, cores (each hub) | pools filled in |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        held = r["tunnels"]
+        rss = r["hub_rss_kib"]
+        growth = sum(b - a for a, b in rss) / max(1, sum(held)) * 1000
+        L.append(
+            f"| {r['hubs']} | {sum(held):,} | {', '.join(f'{h:,}' for h in held)} | "
+            f"{', '.join(f'{a / 1024:.0f} / {b / 1024:.0f}' for a, b in rss)} | "
+            f"{growth / 1024:.1f} MiB | {', '.join(f'{c:.2f}' for c in r['hub_idle_cores'])} | "
+            f"{r['fill_s']:.0f} s |"
+        )
+    edges = [e for r in runs for e in r["edges_rss_kib"]]
+    L += [
+        "",
+        f"Each edge's RSS holding its pool: {min(edges) / 1024:.0f} to "
+        f"{max(edges) / 1024:.0f} MiB.",
+        "",
+        f"### Stream opens over all the offices ({plan.clients} clients, "
+        f"{plan.opens_s:.0f} s per count of hubs)",
+        "",
+        f"Each client loops: connect to the next edge in turn, {ECHO}-byte echo through the "
+        "relay to the backend, close. CPU from /proc over the same window, of every hub and "
+        "every edge; the machine's busy cores from /proc/stat (clients and backend "
+        "included). Opens per hub core-second: all the opens / the hubs' CPU seconds in all. "
+        "Opens and TLS handshakes per hub: the difference of each hub's own counters "
+        "(status files written before and after the window, so a second either side).",
+        "",
+        "| hubs | opens/s in all | failed | each hub, cores | hubs in all, cores "
+        "| edges in all, cores | machine busy, cores | opens per hub core-second "
+        "| opens carried, each hub | handshakes, each hub | idle tunnels after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        wall = r["wall"]
+        hub_cs = sum(r["hub_cpu_s"])
+        per_core = r["opens"] / hub_cs if hub_cs else 0.0
+        r["per_hub_core_s"] = per_core
+        L.append(
+            f"| {r['hubs']} | {r['per_s']:.0f} | {r['failed']} | "
+            f"{', '.join(f'{c / wall:.2f}' for c in r['hub_cpu_s'])} | {hub_cs / wall:.2f} | "
+            f"{sum(r['edge_cpu_s']) / wall:.2f} | {r['busy_cores']:.2f} | {per_core:.0f} | "
+            f"{', '.join(f'{n:,}' for n in r['streams_per_hub'])} | "
+            f"{', '.join(f'{n:,}' for n in r['handshakes_per_hub'])} | "
+            f"{sum(r['idle_held_after']):,} |"
+        )
+    one = next((r for r in runs if r["hubs"] == 1), None)
+    if one is not None:
+        for r in runs:
+            if r is not one:
+                L.append(
+                    f"| {r['hubs']} / 1 | **{ratio(r['per_s'], one['per_s'])}** | | | "
+                    f"{ratio(sum(r['hub_cpu_s']), sum(one['hub_cpu_s']))} | | | "
+                    f"**{ratio(r['per_hub_core_s'], one['per_hub_core_s'])}** | | | |"
+                )
+    L.append(HUBS_END)
+    return "\n".join(L) + "\n"
+
+
 def code_version() -> str:
     """The commit of the spokeshare code the hub and edges run, ``+changes`` when its
     spokeshare/ differs from that commit."""
@@ -696,6 +1010,41 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
     if not os.path.exists(STUNNEL):
         say(f"capacity: {STUNNEL} not found (Debian package stunnel4)")
         return 2
+
+    def measure(tmp: Path, backend_port: int, res: dict[str, Any]) -> None:
+        say(f"capacity: {plan.name} plan; idle tunnels and stream opens")
+        res.update(measure_idle_and_opens(tmp, plan, backend_port))
+        say("capacity: enrolled offices")
+        res["offices"] = measure_offices(tmp, plan, backend_port)
+
+    body = functools.partial(render, plan=plan)
+    return session(plan, measure, body, (BEGIN, END, HEADING), write, json_out, keep)
+
+
+def run_hubs(
+    plan: HubsPlan, counts: list[int], write: Path | None, json_out: Path | None, keep: bool
+) -> int:
+    """``--hubs``: :func:`measure_hubs` for each of ``counts`` in one run."""
+
+    def measure(tmp: Path, backend_port: int, res: dict[str, Any]) -> None:
+        res["hubs"] = measure_hubs(tmp, plan, counts, backend_port)
+
+    body = functools.partial(render_hubs, plan=plan)
+    return session(plan, measure, body, (HUBS_BEGIN, HUBS_END, HEADING), write, json_out, keep)
+
+
+def session(
+    plan: Plan | HubsPlan,
+    measure: Callable[[Path, int, dict[str, Any]], None],
+    body: Callable[..., str],
+    block: tuple[str, str, str],
+    write: Path | None,
+    json_out: Path | None,
+    keep: bool,
+) -> int:
+    """What every run does around its measures: the machine, the load averages at start
+    and end, a temporary directory and the backend; then ``body(facts, res=...)``
+    printed, the raw results as JSON, and the block (``begin, end, heading``) written."""
     facts = {
         **machine_facts(),
         "uvloop": importlib.metadata.version("uvloop"),
@@ -706,28 +1055,26 @@ def run(plan: Plan, write: Path | None, json_out: Path | None, keep: bool) -> in
         "facts": facts,
         "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    load0 = os.getloadavg()[0]
+    load0 = os.getloadavg()
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="spokeshare-capacity-"))
     try:
         with tunnel.backend(tmp) as backend_port:
-            say(f"capacity: {plan.name} plan; idle tunnels and stream opens")
-            res.update(measure_idle_and_opens(tmp, plan, backend_port))
-            say("capacity: enrolled offices")
-            res["offices"] = measure_offices(tmp, plan, backend_port)
+            measure(tmp, backend_port, res)
     finally:
         if keep:
             say(f"capacity: logs kept in {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     res["elapsed_s"] = time.monotonic() - t0
-    res["load"] = (load0, os.getloadavg()[0])
-    body = render(facts, plan, res)
-    print(body)
+    res["loadavg"] = [load0, os.getloadavg()]
+    res["load"] = (load0[0], res["loadavg"][1][0])
+    text = body(facts, res=res)
+    print(text)
     if json_out:
         json_out.write_text(json.dumps(res, indent=1))
     if write:
-        replace_block(write, BEGIN, END, body, heading=HEADING)
+        replace_block(write, block[0], block[1], text, heading=block[2])
         say(f"capacity: wrote {write}")
     return 0
 
@@ -736,9 +1083,25 @@ def main(argv: list[str] | None = None) -> int:
     p = loopback_parser(
         __doc__.split("\n\n")[0] if __doc__ else None, "1,000 idle tunnels (under 2 minutes)"
     )
+    p.add_argument(
+        "--hubs",
+        metavar="N,N,...",
+        help="instead: the same offices and load against each count of hubs in turn, "
+        "side by side (e.g. 1,2,3)",
+    )
     a = p.parse_args(argv)
-    plan = PLANS["smoke" if a.smoke else "quick" if a.quick else "full"]
-    return run(plan, Path(a.write) if a.write else None, Path(a.json) if a.json else None, a.keep)
+    size = "smoke" if a.smoke else "quick" if a.quick else "full"
+    write = Path(a.write) if a.write else None
+    json_out = Path(a.json) if a.json else None
+    if a.hubs is not None:
+        try:
+            counts = [int(n) for n in a.hubs.split(",")]
+        except ValueError:
+            counts = []
+        if not counts or not all(1 <= n <= 8 for n in counts):
+            p.error(f"--hubs takes counts of hubs from 1 to 8, comma separated, not {a.hubs!r}")
+        return run_hubs(HUBS_PLANS[size], counts, write, json_out, a.keep)
+    return run(PLANS[size], write, json_out, a.keep)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,16 @@ hub's health-checked backends help too). Each round fails the node hosting the f
 address, one way:
 
 - **disable**: ``ctdb disable`` on it (ctdbd and smbd keep running);
-- **crash**: its smbd and ctdbd killed with SIGKILL, by PID (no shutdown event).
-  Whether that node was the cluster leader is recorded: the others must then elect a
-  new leader, which takes the cluster lock, before the address moves.
+- **crash**: a host crash: every process in the node's network namespace killed with
+  SIGKILL, by PID (``HqCluster.crash``: no shutdown event, its cluster-lock helper dies
+  with it). Whether that node was the cluster leader is recorded: the others must then
+  elect a new leader, which takes the cluster lock, before the address moves.
 - **crash-leader**: the same, the address first placed on the cluster leader with
   ``ctdb moveip`` (CTDB rarely leaves the first address on the leader by itself).
+- **daemons-leader**: only the leader's ctdbd and smbd killed with SIGKILL
+  (``HqCluster.kill_daemons``: the daemons crash, the host stays up), the address
+  first placed on the leader likewise. Its cluster-lock helper survives and holds the
+  lock until it notices its parent gone.
 
 ``--kinds`` picks some of them; ``--add JSON`` renders the rounds of an earlier run's
 ``--json`` output together with this run's.
@@ -64,13 +69,13 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- ctdb:begin -->", "<!-- ctdb:end -->"
 #: Give up on one failover after this long (the issue's bound is 10 s).
 GIVE_UP = 60.0
-KINDS = ("disable", "crash", "crash-leader")
-#: Table rows: (label, kind, whether the failed node was the leader or None for any).
+KINDS = ("disable", "crash", "crash-leader", "daemons-leader")
+#: Table rows: (label, kinds, whether the failed node was the leader or None for any).
 ROWS = (
-    ("disable", "disable", None),
-    ("crash, not the leader", "crash", False),
-    ("crash, the leader (as placed by CTDB)", "crash", True),
-    ("crash, the leader (address moved onto it first)", "crash-leader", None),
+    ("`ctdb disable`", ("disable",), None),
+    ("node crash, not the leader", ("crash",), False),
+    ("node crash, the leader", ("crash", "crash-leader"), True),
+    ("ctdbd + smbd killed, the leader (host up, lock helper survives)", ("daemons-leader",), True),
 )
 
 
@@ -136,8 +141,9 @@ def one_failover(lab: Lab, c: HqCluster, kind: str) -> dict[str, float | str | b
     leader = c.leader()
     if leader is None:
         raise SystemExit("no cluster leader")
-    if kind == "crash-leader":
+    if kind in ("crash-leader", "daemons-leader"):
         c.move_ip(ip, leader)
+        leader = c.leader()  # the leader as the failure finds it
     node = c.node_hosting(ip)
     if node is None:
         raise SystemExit(f"{ip} is hosted by no node")
@@ -157,10 +163,13 @@ def one_failover(lab: Lab, c: HqCluster, kind: str) -> dict[str, float | str | b
             time.sleep(0.05)
 
     t0 = time.monotonic()
+    killed = 0
     if kind == "disable":
         c.disable(node)
+    elif kind == "daemons-leader":
+        killed = len(c.kill_daemons(node))
     else:
-        c.crash(node)
+        killed = len(c.crash(node))
     watcher = threading.Thread(target=watch, args=(t0,), daemon=True)
     watcher.start()
     works: float | None = None
@@ -181,6 +190,8 @@ def one_failover(lab: Lab, c: HqCluster, kind: str) -> dict[str, float | str | b
         "moved_s": moved[0] if moved else None,
         "works_s": works,
         "attempts": attempts,
+        "killed": killed,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -235,9 +246,14 @@ def render(result: dict[str, object]) -> str:
         "service naming only the first CTDB public address, then all three in order "
         "(the lab's default; the hub skips a backend that refuses or times out). Each "
         "round fails the node hosting the first address: "
-        "**disable** (`ctdb disable`) or **crash** (its smbd and ctdbd killed with "
-        "SIGKILL by PID; split by whether that node was the cluster leader, as CTDB "
-        "placed the address). Times from the failure: *address moved*: `ctdb ip` on a "
+        "**`ctdb disable`**; a **node crash** (a host crash: every process in the "
+        "node's network namespace killed with SIGKILL, by PID; split by whether that "
+        "node was the cluster leader, as CTDB placed the address or after `ctdb moveip` "
+        "onto the leader); or **ctdbd + smbd killed** on the leader (after `ctdb "
+        "moveip` onto it; the host stays up, so ctdbd's cluster-lock helper lives on "
+        "and holds the lock until it sees its parent gone, every 5 s). "
+        f"Load average (1 min) {_load_text(result)}. "
+        "Times from the failure: *address moved*: `ctdb ip` on a "
         "survivor names another node; *new connection works*: the first new "
         "`smbclient -c ls` from `nyc-pc` through edge and hub that succeeds (attempts "
         "back to back). The issue's bound for the latter is 10 s.",
@@ -249,11 +265,11 @@ def render(result: dict[str, object]) -> str:
         "| works / healthy `ls` |",
         "|---|---|---|---|---|",
     ]
-    for backends, (what, kind, was_leader) in [(b, row) for b in ("one", "all") for row in ROWS]:
+    for backends, (what, kinds, was_leader) in [(b, row) for b in ("one", "all") for row in ROWS]:
         rs = [
             r
             for r in rounds
-            if r["kind"] == kind
+            if r["kind"] in kinds
             and r.get("backends") == backends
             and (was_leader is None or r.get("leader") is was_leader)
         ]
@@ -278,6 +294,17 @@ def render(result: dict[str, object]) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def _load_text(result: dict[str, object]) -> str:
+    """The 1-minute load average: its range over the rounds (sampled at the end of
+    each), else what the run recorded at its start and end."""
+    rounds = result["rounds"]
+    assert isinstance(rounds, list)
+    loads = [float(r["load"]) for r in rounds if r.get("load") is not None]
+    if loads:
+        return f"{min(loads):.2f} to {max(loads):.2f} over the rounds (others work here too)"
+    return str(result.get("load", "not recorded"))
 
 
 def _round_text(r: dict[str, float | str | bool | None]) -> str:
@@ -314,12 +341,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--kinds: some of {', '.join(KINDS)}")
     base: list[float] = []
     rounds: list[dict[str, float | str | bool | None]] = []
+    load_before = os.getloadavg()[0]
     for backends in ("one", "all"):
         b, r = run_config(backends, args.rounds, args.rtt, args.logs, kinds)
         base += b
         rounds += r
     result: dict[str, object] = {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": f"{load_before:.2f} at the start, {os.getloadavg()[0]:.2f} at the end",
         "rtt_ms": args.rtt,
         "machine": machine(),
         "baseline_s": base,
@@ -330,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.add:
         earlier = json.loads(args.add.read_text())
         result["date"] = f"{earlier['date']} and {result['date']}"
+        result["load"] = f"{earlier.get('load', '?')}; then {result['load']}"
         result["baseline_s"] = [*earlier["baseline_s"], *base]
         result["rounds"] = [*earlier["rounds"], *rounds]
     block = render(result)

@@ -580,7 +580,7 @@ def measure_speed(
                 cpu[path] += sum(cpu_seconds(pid) for pid in pids[path]) - c0
         if rounds:
             res["rtt_cpu_us"] = {p: cpu[p] / len(res["rtt"][p]) * 1e6 for p in PATHS}
-        rounds = max(1, min(10, plan.connect_count // 50)) if only is None else 0
+        rounds = max(1, min(10, plan.connect_count // 50)) if only in (None, "connect") else 0
         for rnd in range(rounds):
             for path in PATHS[rnd % 3 :] + PATHS[: rnd % 3]:
                 res["connect"].setdefault(path, []).extend(
@@ -685,6 +685,15 @@ def summary(res: dict[str, Any]) -> str:
             f"relay cpu per round trip: stunnel {cu['stunnel']:.1f} µs, spokeshare "
             f"{cu['spokeshare']:.1f} µs = {ratio(cu['spokeshare'], cu['stunnel'])}"
         )
+    if sp["connect"]:
+        c = sp["connect"]
+        for q in (0.5, 0.99):
+            v = {p: pct(c[p], q) for p in PATHS}
+            lines.append(
+                f"new connection to first byte p{round(q * 100)}: direct {v['direct']:.0f} µs, "
+                f"stunnel {v['stunnel']:.0f}, spokeshare {v['spokeshare']:.0f} = "
+                f"{ratio(v['spokeshare'], v['stunnel'])}"
+            )
     return "\n".join(lines)
 
 
@@ -957,9 +966,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--only",
-        choices=("rtt", "bulk"),
-        help="measure only the 1 KiB round trip and its relay CPU (rtt) or only bulk "
-        "throughput (bulk), print a plain summary; cannot be combined with --write",
+        choices=("rtt", "bulk", "connect"),
+        help="measure only the 1 KiB round trip and its relay CPU (rtt), only bulk "
+        "throughput (bulk) or only new connection to first byte (connect), print a "
+        "plain summary; cannot be combined with --write",
     )
     p.add_argument("--serve", choices=("backend", "hub", "edge"), help=argparse.SUPPRESS)
     p.add_argument(

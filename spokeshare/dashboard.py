@@ -15,8 +15,9 @@ sorted trouble first (:func:`trouble`): disconnected, degraded, certificate near
 or renewal failing, then the rest, each group by name.
 
 Above the offices, each hub service's backends (``backends`` of the snapshot,
-spokeshare.stats.BackendStatistics): up or down, since when, the last error and the
-streams each carried; a service with a backend down is named in the summary.
+spokeshare.stats.BackendStatistics): up, down, or unchecked (the hub has not finished
+a connect or probe to it since it started), since when, the last error and the streams
+each carried; a service with a backend down is named in the summary.
 
 The page loads nothing from elsewhere: its CSS is inline, the sparklines are inline
 SVG, no script; it reloads itself every :data:`REFRESH_SECONDS` (``<meta
@@ -270,13 +271,17 @@ def _backend_table(rows: Sequence[Mapping[str, Any]], now: float) -> str:
     out = []
     for r in rows:
         up = r.get("up") is True
+        # Up by assumption until the hub's first connect or probe to it has finished.
+        state = ("up" if r.get("checked", True) is not False else "unchecked") if up else "down"
         since = _number(r.get("since"))
         when = _esc(f"for {_span(max(0.0, now - since))}") if since is not None else ""
+        if state == "unchecked":
+            when = "not checked yet"
         out.append(
-            f'<tr class="{"up" if up else "down"}" data-backend="{_esc(r.get("address", ""))}">'
+            f'<tr class="{state}" data-backend="{_esc(r.get("address", ""))}">'
             f"<td>{_esc(_text(r.get('service', '')))}</td>"
             f"<td>{_esc(_text(r.get('address', '')))}</td>"
-            f'<td><span class="badge">{"up" if up else "down"}</span> {when}</td>'
+            f'<td><span class="badge">{state}</span> {when}</td>'
             f"<td>{_int_text(r.get('streams'))}</td>"
             f"<td>{_esc(_text(r.get('last_error', '')))}</td></tr>"
         )
@@ -400,6 +405,7 @@ h1{font-size:1.15rem;margin:0}
 .backends th,.backends td{padding:.2rem .6rem;text-align:left;border-bottom:1px solid #e1e4e8}
 .backends tr.down{background:#fff5f5}
 .backends tr.down .badge{background:#d1242f;color:#fff}
+.backends tr.unchecked .badge{background:#eaeef2;color:#57606a}
 .offices{display:grid;grid-template-columns:repeat(auto-fill,minmax(19rem,1fr));
  gap:.8rem;padding:.8rem}
 .office{background:#fff;border-radius:6px;border-left:6px solid #2e9e4f;

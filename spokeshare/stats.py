@@ -240,6 +240,9 @@ class BackendStatistics:
         help="client streams connected to the backend",
         kind=Kind.COUNTER,
     )
+    #: Whether a connect or probe to it has finished since the hub started (before
+    #: that ``up`` is an assumption).
+    checked: bool = stat(True, merge=Merge.ALL)
 
 
 @dataclass(frozen=True)

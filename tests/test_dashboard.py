@@ -499,3 +499,21 @@ def test_several_hubs_show_each_offices_tunnels_per_hub_and_its_control_channel(
         ("b", 1),
         ("c", 0),
     ]
+
+
+def test_a_backend_the_hub_has_not_checked_yet_is_shown_as_such_not_as_up() -> None:
+    from spokeshare.stats import BackendStatistics, HubStatistics, to_json
+
+    snap = HubStatistics(
+        time=NOW,
+        backends={
+            "smb 198.18.0.11:445": BackendStatistics(
+                "smb", "198.18.0.11:445", 0, True, NOW - 2, "", 0, 0, checked=False
+            ),
+        },
+    )
+    for page in (dashboard.render(snap, {}, NOW), dashboard.render(to_json(snap), {}, NOW)):
+        rows = re.findall(r'<tr class="(\w+)" data-backend="([^"]+)">(.*?)</tr>', page)
+        assert [(r[0], r[1]) for r in rows] == [("unchecked", "198.18.0.11:445")]
+        assert "not checked yet" in rows[0][2]
+        assert "backends down" not in page

@@ -49,6 +49,7 @@ import re
 import shutil
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,22 @@ _NODE_WRAPPER = (
     'mount --bind "$1" /etc/ctdb && mount --bind "$2" /run && '
     'mount --bind "$3" /var/lib/ctdb && shift 3 && exec "$@"'
 )
+
+
+def _namespace_inode(pid: int) -> int | None:
+    """The inode of ``pid``'s network namespace (None once the process is gone)."""
+    try:
+        return os.stat(f"/proc/{pid}/ns/net").st_ino
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
+def _reap(pid: int) -> None:
+    """Collect ``pid``'s exit status if it is a child of this process that has exited."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def node_name(k: int) -> str:
@@ -367,8 +384,9 @@ class HqCluster:
 
     def restart(self, node: NodePlan, ready_timeout: float = 120.0) -> None:
         """Start a stopped (or crashed) node's ctdbd and smbd again; return when the
-        cluster is whole. What the crash left running in the node (ctdbd's event
-        daemon and helpers, smbd's children) is stopped first, by PID, as
+        cluster is whole. What a daemon crash (:meth:`kill_daemons`) left running in
+        the node (ctdbd's event daemon and helpers, smbd's children; after a host
+        crash, :meth:`crash`, nothing is left) is stopped first, by PID, as
         ctdb.service's ``KillMode=control-group`` does before a restart: a new ctdbd
         cannot start its event daemon beside the old one (seen here). 10.interface's
         ``init`` event removes public addresses a crash left on the interface."""
@@ -454,10 +472,56 @@ class HqCluster:
     def enable(self, node: NodePlan) -> None:
         self.run(node, ["ctdb", "enable"], timeout=30)
 
-    def crash(self, node: NodePlan) -> list[int]:
-        """Kill ``node``'s smbd and ctdbd with SIGKILL, by recorded PID (start time
-        checked), as a crash would: no shutdown event, its addresses are not released
-        by it. Returns the PIDs killed."""
+    def crash(self, node: NodePlan, timeout: float = 10.0) -> list[int]:
+        """A host crash of ``node``: every process of the node dies at once, with no
+        shutdown event and no address released by it. Returns the PIDs killed.
+
+        Each node is a network namespace of its own, so the node's processes are those
+        whose ``/proc/PID/ns/net`` is the namespace's (by PID and start time, never by
+        name): ctdbd, its recovery daemon and cluster-lock helper
+        (``ctdb_mutex_fcntl_helper``, whose fcntl lock goes with it, as it would with the
+        host), its event daemon and scripts, smbd and its children, and any ``ctdb``
+        tool running there. Each gets SIGKILL once checked, just before the signal, to
+        still be in that namespace; the scan repeats until none is left (a process may
+        fork meanwhile). Nothing outside the namespace is signalled. The recorded ctdbd
+        and smbd are then reaped and forgotten.
+
+        Raises :class:`LabError` if the namespace still has processes after ``timeout``
+        seconds, or is not there. For a daemon crash on a host that stays up, see
+        :meth:`kill_daemons`.
+        """
+        target = self._namespace_inode(node)
+        me = os.getpid()
+        killed: list[int] = []
+        deadline = time.monotonic() + timeout
+        while found := netns.pids_in_namespace(node.host):
+            for pid, start in found:
+                if pid == me:
+                    raise LabError(f"crash {node.host}: refusing to kill this process")
+                if _namespace_inode(pid) != target or not netns.pid_alive(pid, start):
+                    continue  # gone, or a new process with its PID outside the node
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    continue
+                killed.append(pid)
+            for pid in killed:  # ours (ctdbd, smbd): no zombie left to rescan
+                _reap(pid)
+            if time.monotonic() >= deadline:
+                raise LabError(f"crash {node.host}: processes left after {timeout:g} s: {found}")
+            time.sleep(0.01)
+        self._forget_daemons(node)
+        return killed
+
+    def kill_daemons(self, node: NodePlan) -> list[int]:
+        """A crash of ``node``'s two daemons on a host that stays up: its recorded smbd
+        and ctdbd get SIGKILL, by PID (start time checked); nothing else of the node.
+
+        What survives is what would on such a host: smbd's children, ctdbd's event
+        daemon and its recovery daemon's cluster-lock helper (``ctdb_mutex_fcntl_helper``),
+        which keeps the fcntl cluster lock until it notices its parent gone (it checks
+        every 5 s, ctdb/server/ctdb_mutex_fcntl_helper.c). For a host crash see
+        :meth:`crash`. Returns the PIDs killed."""
         killed: list[int] = []
         for daemon in ("smbd", "ctdbd"):
             for entry in self.registry.processes():
@@ -466,9 +530,20 @@ class HqCluster:
                 if netns.pid_alive(entry["pid"], entry["start"]):
                     os.kill(entry["pid"], signal.SIGKILL)
                     killed.append(entry["pid"])
-                # Reaps the process and forgets it (nothing left to signal).
-                self.registry.kill_process(entry["pid"])
+        self._forget_daemons(node)
         return killed
+
+    def _forget_daemons(self, node: NodePlan) -> None:
+        """Reap the node's recorded ctdbd and smbd (dead now) and forget them."""
+        for entry in self.registry.processes():
+            if entry["what"] in (f"smbd {node.host}", f"ctdbd {node.host}"):
+                self.registry.kill_process(entry["pid"])
+
+    def _namespace_inode(self, node: NodePlan) -> int:
+        try:
+            return os.stat(netns.NETNS_DIR / node.host).st_ino
+        except FileNotFoundError:
+            raise LabError(f"no network namespace {node.host!r}") from None
 
     def leader(self) -> NodePlan | None:
         """The cluster leader (``ctdb leader``) as the first node that answers says."""

@@ -20,6 +20,11 @@ DOWN   a probe or a stream's        UP (:class:`BackendUp`)
        connect succeeds
 =====  ===========================  =========================================
 
+Until its first connect or probe has finished (a stream's, or the first check
+``check_interval`` after the hub's start) a backend counts as UP by assumption and is
+reported as not checked (``BackendView.checked``), so that no report calls it up
+before anything has reached it.
+
 One failed connect is enough to mark a backend DOWN: the next stream is not made to
 wait for it again. A probe is a TCP connect and close, nothing more; a stream's own
 connect counts as one too (``via``).
@@ -125,8 +130,9 @@ Event = BackendDown | BackendUp
 class BackendView:
     """One backend as :meth:`BackendSet.view` reports it: ``since`` (monotonic seconds)
     it is in ``health``, the last failure's reason ("" before any), failed connects and
-    probes, streams connected through it, and when it is probed next (None: a probe is
-    running, or none is planned)."""
+    probes, streams connected through it, when it is probed next (None: a probe is
+    running, or none is planned), and whether any connect or probe to it has finished
+    (``checked``; before that ``health`` is UP by assumption)."""
 
     address: str
     position: int
@@ -136,6 +142,7 @@ class BackendView:
     failures: int
     streams: int
     next_probe: float | None
+    checked: bool = True
 
 
 @dataclass(slots=True)
@@ -149,6 +156,7 @@ class _Entry:
     last_error: str = ""
     failures: int = 0
     streams: int = 0
+    checked: bool = False
 
 
 class BackendSet:
@@ -156,8 +164,8 @@ class BackendSet:
 
     ``addresses`` are the backends' labels (``HOST:PORT``), distinct, 1 to
     :data:`MAX_BACKENDS`; methods name a backend by its index in them. Every backend
-    starts UP (nothing is known against it yet), its first check ``check_interval``
-    after ``now``. Raises ValueError for an empty, too long or repeating list.
+    starts UP (nothing is known against it yet) and not checked, its first check
+    ``check_interval`` after ``now``. Raises ValueError for an empty, too long or repeating list.
     """
 
     def __init__(
@@ -221,6 +229,7 @@ class BackendSet:
         """Backend ``i`` accepted a connect at ``now`` (``via`` ``stream`` or
         ``probe``): UP, checked again ``check_interval`` later."""
         e = self._entries[i]
+        e.checked = True
         if via == "probe":
             e.probing = False
         else:
@@ -239,6 +248,7 @@ class BackendSet:
         the wait before the next one, up to ``maximum``. A stream that failed on a DOWN
         backend changes no schedule."""
         e = self._entries[i]
+        e.checked = True
         e.failures += 1
         e.last_error = reason
         if via == "probe":
@@ -278,14 +288,14 @@ class BackendSet:
         return tuple(
             BackendView(
                 e.address, i, e.health, e.since, e.last_error, e.failures, e.streams,
-                e.next_probe,
+                e.next_probe, e.checked,
             )
             for i, e in enumerate(self._entries)
         )  # fmt: skip
 
     def carry_over(self, old: BackendSet) -> None:
         """Take the state of each backend ``old`` knows by the same address (a reload
-        that keeps a backend keeps what is known of it; a new one starts UP)."""
+        that keeps a backend keeps what is known of it; a new one starts UP, not checked)."""
         known = {e.address: e for e in old._entries}
         for k, e in enumerate(self._entries):
             prev = known.get(e.address)
@@ -293,6 +303,7 @@ class BackendSet:
                 self._entries[k] = _Entry(
                     prev.address, prev.health, prev.since, prev.next_probe, prev.interval,
                     prev.probing, prev.last_error, prev.failures, prev.streams,
+                    prev.checked,
                 )  # fmt: skip
         if self.balance is old.balance:
             self._cursor = old._cursor % len(self._entries)

@@ -242,6 +242,8 @@ class EdgeTunnel(TunnelEnd):
         self.streams = 0
         #: Which of the bundle's hub addresses it was dialled to (spokeshare.tunnel.hubs).
         self.hub = 0
+        #: Counted in Edge.pooled_per_hub (a pool tunnel, from its dial until it is lost).
+        self.counted = False
 
     @property
     def state(self) -> TunnelState:
@@ -528,6 +530,9 @@ class Edge:
         self.hubs = hubs.HubSet(len(bundle.hub_addresses), cfg.pool)
         #: Dials in flight per hub (the pool's spread counts them with the idle ones).
         self.dialing = [0] * len(bundle.hub_addresses)
+        #: Pool tunnels per hub from their dial until lost: idle, carrying a stream or
+        #: awaiting the hub's END (kept as counts: the spread reads them at every kick).
+        self.pooled_per_hub = [0] * len(bundle.hub_addresses)
         #: The hub (index into bundle.hub_addresses) holding the control channel.
         self.control_hub: int | None = None
         #: Opens retried on another hub (no status from the first in time, or reset).
@@ -573,6 +578,9 @@ class Edge:
         self._renew_id = 0
         self._renew_pending: tuple[int, asyncio.Future[control.RenewMessage]] | None = None
         self._control_up = asyncio.Event()
+        #: Set when the control channel's tunnel is lost: wakes the heartbeat's wait, so
+        #: that the channel moves to another hub at once, not at the next heartbeat.
+        self._control_lost = asyncio.Event()
         self.on_renewal: list[Callable[[], None]] = []
         #: The LAN presence each pong carries (control.Presence: names, printers,
         #: degraded protocols); set by the edge daemon, None without a LAN side.
@@ -862,7 +870,7 @@ class Edge:
     def _start_stream(self, tunnel: EdgeTunnel, client: ClientEnd) -> None:
         if client.deadline is not None:
             client.deadline.cancel()
-        another_hub = len(self.hubs) > 1 and client.retries < len(self.hubs) - 1
+        another_hub = self._another_hub_left(client)
         client.deadline = asyncio.get_running_loop().call_later(
             pool.status_timeout(self.cfg.pool, self.rtt, last_try=not another_hub),
             self._status_timeout,
@@ -916,11 +924,14 @@ class Edge:
         fewer retries than other hubs."""
         return (
             not self._closing
-            and len(self.hubs) > 1
+            and self._another_hub_left(client)
             and client.replay is not None
-            and client.retries < len(self.hubs) - 1
             and _live(client)
         )
+
+    def _another_hub_left(self, client: ClientEnd) -> bool:
+        """Whether a hub this client's open has not tried yet is left (one try per hub)."""
+        return len(self.hubs) > 1 and client.retries < len(self.hubs) - 1
 
     def retry_open(self, tunnel: EdgeTunnel, client: ClientEnd, why: str) -> None:
         """Give ``client``'s open, whose tunnel to one hub is given up before any status,
@@ -1031,14 +1042,17 @@ class Edge:
             self.dialing[target] += 1
             self.spawn(self._open_pooled(target))
         if not ev.open and len(self.hubs) > 1:
-            idle_per_hub = [0] * len(self.hubs)
-            for t in self.pool.idle:
-                idle_per_hub[t.hub] += 1
-            crowded = self.hubs.rebalance(idle_per_hub, sum(self.dialing))
+            # Tunnels held per hub: idle, carrying a stream or waiting for the hub's END
+            # (one whose stream ends cleanly comes back to the pool). Counting idle ones
+            # alone, every stream taken from one hub looked like an imbalance: under
+            # load the edge retired and redialled tunnels all the time, a handshake each.
+            crowded = self.hubs.rebalance(self.pooled_per_hub, sum(self.dialing))
+            oldest = None
             if crowded is not None:
+                oldest = next((t for t in self.pool.idle if t.hub == crowded), None)
+            if oldest is not None:
                 # The oldest idle tunnel of the most loaded hub goes; its refill (next
                 # evaluation) goes to the least loaded hub.
-                oldest = next(t for t in self.pool.idle if t.hub == crowded)
                 for t in self.pool.drop(lambda t: t is oldest):
                     t.close()
                 self.kick()
@@ -1059,11 +1073,9 @@ class Edge:
             self._wake_handle = loop.call_at(loop.time() + max(0.0, wake - now) + 0.001, self.kick)
 
     def _load(self) -> list[int]:
-        """Tunnels per hub: idle in the pool plus dials in flight (hubs.dial_target)."""
-        load = list(self.dialing)
-        for t in self.pool.idle:
-            load[t.hub] += 1
-        return load
+        """Tunnels per hub: the pool's (idle or carrying a stream) plus dials in flight
+        (hubs.dial_target)."""
+        return [p + d for p, d in zip(self.pooled_per_hub, self.dialing, strict=True)]
 
     async def _dial(self, hub: int) -> EdgeTunnel:
         """TCP connect (socket tuned first) and TLS handshake to hub address ``hub``."""
@@ -1178,6 +1190,9 @@ class Edge:
         if self._closing:
             tunnel.close()
             return
+        if tunnel.transport is not None and not tunnel.transport.is_closing():
+            tunnel.counted = True  # (one lost meanwhile is the pool's to drop, uncounted)
+            self.pooled_per_hub[hub] += 1
         client = self.pool.tunnel_ready(tunnel, time.monotonic(), _live)
         if client is not None:
             self._start_stream(tunnel, client)
@@ -1208,6 +1223,9 @@ class Edge:
         self.kick()
 
     def tunnel_lost(self, tunnel: EdgeTunnel, prev: TunnelState) -> None:
+        if tunnel.counted:
+            tunnel.counted = False
+            self.pooled_per_hub[tunnel.hub] -= 1
         if prev is TunnelState.IDLE:
             self.pool.tunnel_lost(tunnel)  # False: already taken or retired
             self.kick()
@@ -1215,6 +1233,7 @@ class Edge:
         if tunnel is self.control:
             self.control = None
             self._control_up.clear()
+            self._control_lost.set()
             pending = self._renew_pending
             if pending is not None and not pending[1].done():
                 pending[1].set_exception(ConnectionError("control channel lost"))
@@ -1294,6 +1313,7 @@ class Edge:
                 )  # fmt: skip
             self.control = tunnel
             self.control_hub = hub
+            self._control_lost.clear()
             self._hub_event(HubEvent.CONTROL_UP)
             self.pool.reachable()
             self.kick()
@@ -1314,13 +1334,16 @@ class Edge:
                 self._hub_event(HubEvent.UNREACHABLE)
 
     async def _keep_control(self, tunnel: EdgeTunnel, hb: control.Heartbeat) -> None:
-        """Wake the heartbeat when it asks, until the channel closes or the hub is lost."""
+        """Wake the heartbeat when it asks, until the channel closes or the hub is lost
+        (a lost channel's tunnel ends the wait at once: Edge.tunnel_lost)."""
         while tunnel.state is TunnelState.CONTROL and not self._closing:
             self._control_commands(tunnel, hb.handle_timer(time.monotonic()))
             due = hb.get_timer()
             if due is None:
                 return
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, due - time.monotonic())):
+                    await self._control_lost.wait()
 
     async def _retry_after(self, delay: float) -> None:
         """Back off before the next control dial, in seconds; cut short when a stream

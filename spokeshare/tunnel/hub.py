@@ -1084,6 +1084,7 @@ class Hub:
                     last_error=v.last_error,
                     failures=v.failures,
                     streams=v.streams,
+                    checked=v.checked,
                 )
         return out
 

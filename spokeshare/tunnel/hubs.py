@@ -154,19 +154,20 @@ class HubSet:
                 out.append(i)
         return out
 
-    def rebalance(self, idle: Sequence[int], dialing: int) -> int | None:
+    def rebalance(self, held: Sequence[int], dialing: int) -> int | None:
         """The hub one idle tunnel should be retired from so the pool's refill goes to a
-        hub holding fewer (``idle`` per hub; only while no dial is in flight): the most
-        loaded hub not away, when it holds at least two more than the least loaded
+        hub holding fewer (``held``: tunnels per hub, idle and carrying a stream, since
+        a stream's tunnel comes back to the pool; only while no dial is in flight): the
+        most loaded hub not away, when it holds at least two more than the least loaded
         one not away. None: the spread is even enough."""
-        if len(idle) != len(self.hubs):
-            raise UsageError(f"idle of {len(idle)} hubs, not {len(self.hubs)}")
+        if len(held) != len(self.hubs):
+            raise UsageError(f"tunnels of {len(held)} hubs, not {len(self.hubs)}")
         up = [i for i, h in enumerate(self.hubs) if not h.failures]
         if dialing or len(up) < 2:
             return None
-        most = max(up, key=lambda i: (idle[i], -i))
-        least = min(up, key=lambda i: (idle[i], i))
-        return most if idle[most] - idle[least] >= 2 else None
+        most = max(up, key=lambda i: (held[i], -i))
+        least = min(up, key=lambda i: (held[i], i))
+        return most if held[most] - held[least] >= 2 else None
 
     def control_target(self, now: float, after: int | None) -> int | None:
         """The hub for the control channel: the first not away, in order from the one

@@ -91,18 +91,23 @@ def make_hubs(root: Path, count: int, services: dict[str, int]) -> Hubs:
     return Hubs(dep, addresses)
 
 
-def make_edge(hubs: Hubs, office: str = "nyc", **pool: Any) -> tuple[Any, int]:
-    """An edge of ``office`` (not started) and its smb port."""
+def make_edge(
+    hubs: Hubs, office: str = "nyc", hub_dead_after: float | None = None, **pool: Any
+) -> tuple[Any, int]:
+    """An edge of ``office`` (not started) and its smb port; ``hub_dead_after`` replaces
+    the tests' short one (and so the heartbeat interval, a third of it)."""
     from spokeshare.tunnel.edge import Edge
 
     port = free_port()
     b = bundle.read(hubs.dep.bundles[office])
     cfg = edge_config(hubs.dep.bundles[office], {"smb": port}, **pool)
+    if hub_dead_after is not None:
+        cfg = dataclasses.replace(cfg, hub_dead_after=hub_dead_after)
     return Edge(cfg, b), port
 
 
 def load(lt: LoopThread, edge: Any) -> list[int]:
-    """The edge's tunnels per hub: idle plus dialling."""
+    """The edge's tunnels per hub: its pool's (idle or carrying a stream) plus dialling."""
     return list(lt.call(edge._load))
 
 

@@ -211,3 +211,21 @@ def test_never_a_down_backend_while_an_up_one_is_left_and_every_down_one_is_prob
     if down:
         latest = max(planned[i] for i in down) + policy.maximum + 1e-9
         assert set(down) <= set(s.due(latest))
+
+
+def test_a_backend_is_reported_unchecked_until_a_connect_or_probe_to_it_finishes() -> None:
+    s = BackendSet("smb", [A, B, C], Balance.ORDER, POLICY, now=50.0)
+    assert [v.checked for v in s.view()] == [False, False, False]
+    s.connected(0, 51.0)  # a stream's connect
+    assert [v.checked for v in s.view()] == [True, False, False]
+    assert s.due(60.0) == [1, 2]  # the first checks
+    assert [v.checked for v in s.view()] == [True, False, False]  # still running
+    s.failed(1, 60.2, "Connection refused", via="probe")
+    s.connected(2, 60.3, via="probe")
+    assert [(v.checked, v.health) for v in s.view()] == [
+        (True, Health.UP), (True, Health.DOWN), (True, Health.UP)
+    ]  # fmt: skip
+    # A reload keeps what is known; a backend new to it starts unchecked.
+    new = BackendSet("smb", [C, "198.18.0.99:445"], Balance.ORDER, POLICY, now=70.0)
+    new.carry_over(s)
+    assert [v.checked for v in new.view()] == [True, False]

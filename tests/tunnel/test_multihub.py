@@ -7,6 +7,7 @@ or as its own process, with an in-process edge whose bundle lists them all.
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import random
 import signal
@@ -173,10 +174,12 @@ def test_killed_hub_process_new_clients_go_through_the_other(
 ) -> None:
     """The hub process holding the control channel is killed (SIGKILL by PID): its
     tunnels reset; every client connecting right after gets its bytes echoed intact
-    through the other hub, and the control channel moves there."""
+    through the other hub, and the control channel moves there at once: the edge's
+    heartbeat here is 100 s apart (hub_dead_after 300 s), so a channel that waited
+    for its next heartbeat to notice the reset would not move within wait_for's 10 s."""
     hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
     with hubs.process(0) as p0, hubs.process(1) as p1:
-        edge, port = make_edge(hubs, min_idle=4)
+        edge, port = make_edge(hubs, hub_dead_after=300.0, min_idle=4)
         loop_thread.run(edge.start())
         try:
             wait_spread(loop_thread, edge, [0, 1], at_least=2)
@@ -246,3 +249,46 @@ def test_hub_choice_module_is_pure() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_streams_through_two_hubs_reuse_their_tunnels_instead_of_redialling(
+    tmp_path: Path, echo_backend: Backend, loop_thread: LoopThread
+) -> None:
+    """Eight clients loop short streams through an edge spread over two hubs: the pool
+    grows to the streams in flight and then reuses its tunnels. The spread counts the
+    tunnels carrying a stream, so taking one from a hub is not an imbalance to correct
+    by retiring an idle tunnel there and dialling another (a TLS handshake per stream
+    or so, as bench/capacity.py --hubs showed before)."""
+    from spokeshare.tunnel.hub import Hub
+
+    hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
+    running = [Hub(hubs.config(i), hubs.dir) for i in range(2)]
+    for h in running:
+        loop_thread.run(h.start())
+    edge, port = make_edge(hubs, min_idle=4)
+    loop_thread.run(edge.start())
+    clients, rounds = 8, 30
+
+    def handshakes() -> int:
+        return loop_thread.call(lambda: sum(h.statistics().handshakes for h in running))
+
+    def loop_streams(_: int) -> None:
+        for _ in range(rounds):
+            payload = random.randbytes(200)
+            assert _echo_through(port, payload) == payload
+
+    try:
+        wait_spread(loop_thread, edge, [0, 1], at_least=2)
+        before = handshakes()
+        with concurrent.futures.ThreadPoolExecutor(clients) as pool:
+            list(pool.map(loop_streams, range(clients)))
+        dialled = handshakes() - before
+        total = loop_thread.call(lambda: edge.streams_total)
+        assert total >= clients * rounds
+        # At most: the pool growing to every client in flight plus min_idle, twice over
+        # for the spread's own moves; a redial per stream would be hundreds.
+        assert dialled <= 2 * (clients + 4), (dialled, total)
+    finally:
+        loop_thread.run(edge.close())
+        for h in running:
+            loop_thread.run(h.close())

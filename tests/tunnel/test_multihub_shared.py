@@ -168,7 +168,7 @@ def test_renewal_through_a_hub_without_the_ca_key(hubs: Hubs, loop_thread: LoopT
     from spokeshare.tunnel.hubs import HubSet
 
     edge.hubs = HubSet(1, edge.cfg.pool)
-    edge.dialing = [0]
+    edge.dialing, edge.pooled_per_hub = [0], [0]
     edge.cfg = dataclasses.replace(edge.cfg, renew_at=0.4)
     loop_thread.run(edge.start())
     try:
