@@ -398,8 +398,20 @@ def listen(host: str, port: int, state: str, holder: str, error: str | None) -> 
     """The hub's listen address: ``state`` "free" (nobody listens: the hub is not
     running), "hub" (a TLS handshake there showed the hub's certificate), "other"
     (``holder`` listens, presenting something else: ``error``), "bad" (the address
-    cannot be bound here: ``error``)."""
+    cannot be bound here: ``error``), "elsewhere" (a wildcard address nobody listens
+    on, whose port is held on some of this host's addresses: ``holder`` names who on
+    which, e.g. hubs with a ``listen`` of their own)."""
     where = _hp(host, port)
+    if state == "elsewhere":
+        return Finding(
+            Level.WARNING,
+            "hub.listen",
+            f"nobody listens on {where} itself; port {port} of this host is held by "
+            f"{holder}",
+            "if those are this deployment's hubs, each with its own [hub] listen, check "
+            "each with --config of its own hub.toml; else stop what holds the port or "
+            "move the hub ([hub] listen in hub.toml and the offices' bundles)",
+        )
     if state == "hub":
         return Finding(
             Level.OK, "hub.listen", f"the hub listens on {where} and shows its certificate"
@@ -571,17 +583,26 @@ def hub_alpn(where: str, agreed: str | None) -> Finding:
     )
 
 
-def hub_reach(where: str, rtt: float | None, error: str | None) -> Finding:
+def hub_reach(
+    where: str, rtt: float | None, error: str | None, others_answer: bool = False
+) -> Finding:
     """TCP connect and TLS 1.3 handshake to one hub address; ``rtt`` in seconds (the
-    TCP connect)."""
+    TCP connect). A hub that does not answer is an error, or a warning when
+    ``others_answer``: another hub of the bundle does, and serves the office meanwhile
+    (docs/scale-out.md)."""
     if error is not None:
-        return Finding(
-            Level.ERROR,
-            "edge.hub.reach",
-            f"hub {where}: {error}",
+        fix = (
             "check the WAN, HQ's firewall (TCP to the hub's port) and that the hub runs "
-            "(nc -vz HOST PORT)",
+            "(nc -vz HOST PORT)"
         )
+        if others_answer:
+            return Finding(
+                Level.WARNING,
+                "edge.hub.reach",
+                f"hub {where}: {error} (the office's other hubs answer and serve it)",
+                fix,
+            )
+        return Finding(Level.ERROR, "edge.hub.reach", f"hub {where}: {error}", fix)
     return Finding(
         Level.OK,
         "edge.hub.reach",
@@ -702,10 +723,14 @@ def coexisting(protocol: str, line: str | None) -> Finding:
     )
 
 
-def port_holder(address: str, port: int, holder: str | None) -> Finding:
-    """A TCP port the edge listens on, held by another process (``holder``), or None."""
+def port_holder(
+    address: str, port: int, holder: str | None, edge_holds: bool = False
+) -> Finding:
+    """A TCP port the edge listens on, held by another process (``holder``), or None:
+    then held by the running edge itself (``edge_holds``) or free."""
     if holder is None:
-        return Finding(Level.OK, "edge.lan.port", f"{address}:{port} is free for the edge")
+        said = "held by the running edge" if edge_holds else "free for the edge"
+        return Finding(Level.OK, "edge.lan.port", f"{address}:{port} is {said}")
     return Finding(
         Level.ERROR,
         "edge.lan.port",
@@ -974,13 +999,41 @@ def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str,
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 return "bad", "", exc.strerror or str(exc)
-    holder = coexist.Scanner().holder_of("tcp", "0.0.0.0" if host == "" else host, port)
+    scanner = coexist.Scanner()
+    holder = scanner.holder_of("tcp", "0.0.0.0" if host == "" else host, port)
     der, error, alpn = _server_cert(target, port, None, "")
+    if der is None and host in ("0.0.0.0", "::", "") and not _wildcard_listener(scanner, port):
+        # The wildcard cannot be bound, yet nobody listens on it: the port is held on
+        # specific addresses of this host (several hubs, each with a listen of its own).
+        elsewhere = _port_listeners(scanner, port)
+        if elsewhere:
+            return "elsewhere", elsewhere, error
     if der is not None and der == hub_cert.public_bytes(Encoding.DER):
         if alpn in ALPNS:
             return "hub", holder, None
         return "other", holder, f"it shows the hub's certificate but agrees on no ALPN {ALPN}"
     return "other", holder, error or "it presents another certificate"
+
+
+def _wildcard_listener(scanner: coexist.Scanner, port: int) -> bool:
+    """Whether something listens on TCP ``port`` of every address (0.0.0.0 or ::)."""
+    return any(
+        e.transport == "tcp" and e.port == port and e.state == coexist.TCP_LISTEN
+        and e.address.is_unspecified
+        for e in scanner.sockets()
+    )  # fmt: skip
+
+
+def _port_listeners(scanner: coexist.Scanner, port: int) -> str:
+    """Who listens on TCP ``port`` on which address of this host: "NAME (pid N) on
+    HOST:PORT, ..." ("" when nobody)."""
+    out = []
+    for e in scanner.sockets():
+        if e.transport == "tcp" and e.port == port and e.state == coexist.TCP_LISTEN:
+            owners = scanner.owners([e.inode])
+            who = ", ".join(sorted({f"{o.name} (pid {o.pid})" for o in owners}))
+            out.append(f"{who or 'another process'} on {_hp(str(e.address), port)}")
+    return "; ".join(sorted(set(out)))
 
 
 def _ssl_error(exc: BaseException) -> str:
@@ -1272,8 +1325,8 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         now,
         "at HQ: a new deployment; the CA cannot be renewed in place",
     )
+    reached = []
     for host, port in b.hub_addresses:
-        where = _hp(host, port)
         rtt, error = tcp_connect(host, port)
         der: bytes | None = None
         alpn: str | None = None
@@ -1281,7 +1334,10 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
             der, error, alpn = _server_cert(
                 host, port, (b.ca_pem, b.cert_pem, b.key_pem), b.hub_name
             )
-        out.append(hub_reach(where, rtt, error))
+        reached.append((_hp(host, port), rtt, error, der, alpn))
+    answering = sum(1 for r in reached if r[2] is None)
+    for where, rtt, error, der, alpn in reached:
+        out.append(hub_reach(where, rtt, error, others_answer=answering > 0))
         if error is None:
             out.append(hub_alpn(where, alpn))
             out += hub_certificate(where, der, ca, b.hub_name, now)
@@ -1313,8 +1369,8 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
         if on:
             out.append(coexisting(protocol, _foreign(scanner, protocol, own)))
     for (addr, port), _svc in sorted(listeners.items()):
-        holder = _tcp_holder(scanner, addr, port)
-        out.append(port_holder(addr, port, holder))
+        holder, edge_holds = _tcp_holder(scanner, addr, port)
+        out.append(port_holder(addr, port, holder, edge_holds))
     if not running:
         out.append(
             Finding(
@@ -1399,8 +1455,9 @@ def _foreign(scanner: coexist.Scanner, protocol: str, local: Sequence[str]) -> s
     return coexist.describe(protocol, [o for o in owners if o.name != "spokeshare"], others[0].port)
 
 
-def _tcp_holder(scanner: coexist.Scanner, address: str, port: int) -> str | None:
-    """Who else listens on TCP ``address:port`` (None: nobody, or the edge)."""
+def _tcp_holder(scanner: coexist.Scanner, address: str, port: int) -> tuple[str | None, bool]:
+    """Who else listens on TCP ``address:port`` (None: nobody, or the edge), and
+    whether the edge (a process named spokeshare) does."""
     host = ipaddress.ip_address(address)
     inodes = [
         e.inode
@@ -1411,9 +1468,10 @@ def _tcp_holder(scanner: coexist.Scanner, address: str, port: int) -> str | None
         and (e.address == host or e.address.is_unspecified)
     ]
     if not inodes:
-        return None
+        return None, False
     owners = scanner.owners(inodes)
+    ours = any(o.name == "spokeshare" for o in owners)
     if owners and all(o.name == "spokeshare" for o in owners):
-        return None
+        return None, True
     named = sorted({(o.name, o.pid) for o in owners if o.name != "spokeshare"})
-    return ", ".join(f"{n} (pid {p})" for n, p in named) or "another process"
+    return ", ".join(f"{n} (pid {p})" for n, p in named) or "another process", ours

@@ -215,6 +215,20 @@ def test_listen_free_hub_and_other(dep: Deployment, lt: LoopThread) -> None:
     assert check.listen("198.18.255.254", port, state, "", error).level == Level.ERROR
 
 
+def test_listen_on_every_address_while_the_port_is_held_on_one(dep: Deployment) -> None:
+    """hub.toml says 0.0.0.0:PORT, the port is held on 127.0.0.2 only (as by a hub with
+    a listen of its own): who holds it on which address, not "another process"."""
+    port = free_port("127.0.0.2")
+    with socket.socket() as other:
+        other.bind(("127.0.0.2", port))
+        other.listen()
+        state, holder, _ = check.listen_probe("0.0.0.0", port, _hub_cert(dep))
+        assert state == "elsewhere", (state, holder)
+        assert holder.endswith(f" on 127.0.0.2:{port}"), holder
+        f = check.listen("0.0.0.0", port, state, holder, None)
+        assert f.level == Level.WARNING and "--config" in f.fix
+
+
 def test_check_hub_tries_every_backend_of_a_service(dep: Deployment) -> None:
     """One of two smb backends answers: a warning for the other; both down: errors."""
     now = dt.datetime.now(dt.UTC)
@@ -428,7 +442,10 @@ def test_coexisting_daemon_and_port_holder() -> None:
     assert check.coexisting("netbios", None).level == Level.OK
     held = check.port_holder("198.18.1.1", 445, "smbd (pid 7)")
     assert held.level == Level.ERROR and "systemctl disable --now smbd" in held.fix
-    assert check.port_holder("198.18.1.1", 445, None).level == Level.OK
+    free = check.port_holder("198.18.1.1", 445, None)
+    assert free.level == Level.OK and "free for the edge" in free.message
+    ours = check.port_holder("198.18.1.1", 445, None, edge_holds=True)
+    assert ours.level == Level.OK and "held by the running edge" in ours.message
 
 
 def test_name_answer() -> None:
@@ -579,3 +596,31 @@ def test_hub_clock_of_a_stopped_edge() -> None:
     got = check.hub_clock(left, NOW, running=False)
     assert got.level is Level.INFO and "no edge running" in got.message
     assert "systemctl start spokeshare-edge" in got.fix
+
+
+def test_check_edge_one_hub_of_two_down_is_a_warning_both_down_an_error(
+    tmp_path: Path, lt: LoopThread
+) -> None:
+    from spokeshare.tunnel.hub import Hub
+    from tests.tunnel.multihub import make_hubs
+
+    hubs = make_hubs(tmp_path / "dep", 2, {"smb": 445})
+    conf = _edge_toml(tmp_path, hubs.dep.bundles["nyc"], "127.0.0.1")
+    now = dt.datetime.now(dt.UTC)
+
+    def reach() -> dict[str, Level]:
+        found = check.check_edge(conf, None, now)
+        out = {}
+        for f in found:
+            if f.code == "edge.hub.reach":
+                out[f.message.split()[1].rstrip(":")] = f.level
+        return out
+
+    first, second = (f"{h}:{p}" for h, p in hubs.addresses)
+    assert reach() == {first: Level.ERROR, second: Level.ERROR}
+    hub = Hub(hubs.config(1), hubs.dir)
+    lt.run(hub.start())
+    try:
+        assert reach() == {first: Level.WARNING, second: Level.OK}
+    finally:
+        lt.run(hub.close())

@@ -227,15 +227,20 @@ def _print_built(lab: Lab) -> None:
         for n in lab.cluster.node_plans:
             print(
                 f"  {n.host:<11} {n.lan_ip:<16} ctdbd + smbd (clustering), private "
-                f"{n.private_ip}, public address {n.public_ip}"
+                f"{n.private_ip}"
             )
+        print(
+            f"  public addresses {', '.join(n.public_ip for n in lab.cluster.node_plans)}: "
+            "CTDB places them on the nodes (spokeshare lab exec hq-node1 -- ctdb ip)"
+        )
         print(f"  hub's smb service: {', '.join(lab.smb_backends)}")
     for o in lab.offices:
         print(f"  {o.edge:<11} {o.edge_ip:<16} WAN {o.wan_edge_ip} <-> hq {o.wan_hq_ip}")
         print(f"  {o.fs:<11} {o.fs_ip:<16} {o.fs_netbios_name}, local master browser of ACME")
         print(f"  {o.pc:<11} {o.pc_ip:<16} client")
-    print("look around: spokeshare lab exec nyc-pc -- smbclient -L FS-NYC -N")
-    print("tear down:   spokeshare lab down")
+    where = "" if lab.state_dir == DEFAULT_STATE_DIR else f" --state-dir {lab.state_dir}"
+    print(f"look around: spokeshare lab{where} exec nyc-pc -- smbclient -L FS-NYC -N")
+    print(f"tear down:   spokeshare lab{where} down")
 
 
 def _print_status(status: dict[str, Any]) -> None:

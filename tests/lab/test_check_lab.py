@@ -209,6 +209,7 @@ def test_office_edge_running(lab: Lab) -> None:
     assert level(found, "edge.lan") == "ok"
     assert level(found, "edge.lan.netbios") == "ok"
     assert level(found, "edge.lan.port") == "ok"  # the edge's own listeners are not others
+    assert "held by the running edge" in found["edge.lan.port"]["message"]
     names = {p: found.get(f"edge.name.{p}") for p in ("netbios", "llmnr", "mdns")}
     bad = [f"{p}: {f}" for p, f in names.items() if f is None or f["level"] != "ok"]
     assert not bad, "\n".join(bad)
