@@ -40,6 +40,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import platform
 import re
@@ -128,6 +129,11 @@ def run_edge(bundle_path: Path) -> None:
             "ports": {"smb": SMB_PORT, "ipp": 0, "lpd": 0, "raw": 0},
             "netbios": {"enabled": False},
         },
+    )
+
+    # As `spokeshare edge` logs (to the lab's edge.log).
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
     async def main() -> None:

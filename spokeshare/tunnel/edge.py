@@ -1215,6 +1215,7 @@ class Edge:
         if not self.may_reuse(tunnel):
             tunnel.close()
             return
+        self._hub_answered()
         client, keep = self.pool.tunnel_returned(tunnel, time.monotonic(), _live)
         if client is not None:
             self._start_stream(tunnel, client)
@@ -1354,6 +1355,13 @@ class Edge:
             async with asyncio.timeout(delay):
                 await self._hub_heard.wait()
 
+    def _hub_answered(self) -> None:
+        """The hub answered on a tunnel the edge holds (the control channel, a stream's
+        END): pooled dials that back off after an outage try again now (pool.Pool.
+        hub_heard), instead of leaving clients to wait out a backoff grown during it."""
+        if self.pool.hub_heard(time.monotonic()):
+            self.kick()
+
     def heard_from_hub(self) -> None:
         """A stream's tunnel received bytes while the hub counted as down."""
         if not self._hub_heard.is_set():
@@ -1390,6 +1398,8 @@ class Edge:
         if len(messages) != len(events):
             tunnel.abort("unexpected frame on control channel")
             return
+        if messages:
+            self._hub_answered()
         hb = running.heartbeat
         for msg in messages:
             self._control_commands(

@@ -281,6 +281,23 @@ class Pool(Generic[T, C]):
         """A dial succeeded (or the control channel is up): the backoff is over."""
         self.failures, self.last_failure = 0, None
 
+    def hub_heard(self, now: float) -> bool:
+        """The hub answered at ``now`` on a tunnel already held (a heartbeat, a stream's
+        end) while dials back off: the path works again, so the backoff window ends now
+        (the next evaluation sends one probe dial), yet no sooner than ``backoff_initial``
+        after the last failure, so that a hub that answers on its tunnels but fails new
+        dials is probed at that pace at most. The failure count stays: a probe that
+        fails backs off as before. True if a window was cut short."""
+        if not self.failures or self.last_failure is None:
+            return False
+        end = self.last_failure + backoff_delay(self.cfg, self.failures, self.jitter)
+        new_end = max(now, self.last_failure + self.cfg.backoff_initial)
+        if new_end >= end:
+            return False
+        # decide() ends the window at last_failure + backoff_delay(...): move that.
+        self.last_failure = new_end - backoff_delay(self.cfg, self.failures, self.jitter)
+        return True
+
     def tunnel_lost(self, tunnel: T) -> bool:
         """An idle tunnel closed under us (the hub or the WAN closed it); True if it was
         idle here (it is forgotten and never handed out)."""

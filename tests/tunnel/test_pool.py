@@ -172,6 +172,26 @@ def test_failures_back_off_and_success_resets() -> None:
     assert (p.failures, p.last_failure) == (0, None)
 
 
+def test_the_hub_heard_on_a_held_tunnel_ends_the_backoff_window_once_per_initial() -> None:
+    p: Pool[str, str] = Pool(CFG)  # backoff 0.5 s doubling to 8 s
+    assert p.hub_heard(0.0) is False  # no backoff running: nothing to cut
+    p.evaluate(0.0)
+    for _ in range(6):
+        p.dial_failed(10.0, 1.0)  # six failures: an 8 s window, to 18.0
+    assert p.evaluate(10.2).wake_at == 18.0
+    # heard 0.2 s after the last failure: the window ends at backoff_initial, not now
+    assert p.hub_heard(10.2) is True
+    ev = p.evaluate(10.2)
+    assert ev.open == 0 and ev.wake_at == pytest.approx(10.5)
+    assert p.evaluate(10.5).open == 1  # one probe, the failure count kept
+    assert p.failures == 6 and p.hub_heard(10.6) is False  # window over already
+    p.dial_failed(11.0, 1.0)  # the probe failed: a full window again (8 s)
+    assert p.evaluate(11.0).wake_at == 19.0
+    assert p.hub_heard(12.0) is True and p.evaluate(12.0).open == 1
+    p.tunnel_ready("a", 12.3)
+    assert (p.failures, p.last_failure) == (0, None)
+
+
 def test_returned_tunnel_goes_to_a_waiter_or_idle_or_is_one_too_many() -> None:
     p: Pool[str, str] = Pool(AGED)
     p.evaluate(0.0)
