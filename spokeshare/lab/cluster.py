@@ -481,8 +481,9 @@ class HqCluster:
         name): ctdbd, its recovery daemon and cluster-lock helper
         (``ctdb_mutex_fcntl_helper``, whose fcntl lock goes with it, as it would with the
         host), its event daemon and scripts, smbd and its children, and any ``ctdb``
-        tool running there. Each gets SIGKILL once checked, just before the signal, to
-        still be in that namespace; the scan repeats until none is left (a process may
+        tool running there. Each is checked, just before the signal, to still be in that
+        namespace; all are stopped (SIGSTOP), then all get SIGKILL, so that none reacts
+        to another's death first; the scan repeats until none is left (a process may
         fork meanwhile). Nothing outside the namespace is signalled. The recorded ctdbd
         and smbd are then reaped and forgotten.
 
@@ -495,11 +496,21 @@ class HqCluster:
         killed: list[int] = []
         deadline = time.monotonic() + timeout
         while found := netns.pids_in_namespace(node.host):
+            # All stopped first, then all killed: no process of the node sees another
+            # die and reacts (smbd exits on its own when its ctdbd goes), as on a host
+            # that fails at once.
+            stopped = []
             for pid, start in found:
                 if pid == me:
                     raise LabError(f"crash {node.host}: refusing to kill this process")
                 if _namespace_inode(pid) != target or not netns.pid_alive(pid, start):
                     continue  # gone, or a new process with its PID outside the node
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    continue
+                stopped.append(pid)
+            for pid in stopped:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
