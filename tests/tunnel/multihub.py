@@ -19,7 +19,15 @@ from typing import Any
 
 from spokeshare import bundle, enrollment
 from spokeshare.config import HubConfig
-from tests.helpers import Deployment, LoopThread, edge_config, free_port, process, wait_for
+from tests.helpers import (
+    Deployment,
+    LoopThread,
+    edge_config,
+    free_port,
+    process,
+    recv_all,
+    wait_for,
+)
 
 
 @dataclasses.dataclass
@@ -56,6 +64,22 @@ class Hubs:
         path.write_text(text)
         return path
 
+    def start_in_loop(
+        self, lt: LoopThread, count: int | None = None, **per_hub: Any
+    ) -> list[Any]:
+        """Hubs 0 to ``count`` - 1 (default all) started in the test's loop thread, each
+        with the fields of ``per_hub["hubI"]`` (a dict) replaced in its config. Stop them
+        with :func:`stop_in_loop`."""
+        from spokeshare.tunnel.hub import Hub
+
+        running = []
+        for i in range(len(self.addresses) if count is None else count):
+            cfg = dataclasses.replace(self.config(i), **per_hub.get(f"hub{i}", {}))
+            h = Hub(cfg, self.dir)
+            lt.run(h.start())
+            running.append(h)
+        return running
+
     @contextlib.contextmanager
     def process(self, i: int) -> Iterator[subprocess.Popen[bytes]]:
         """Hub ``i`` as its own process; stopped by PID on exit."""
@@ -72,6 +96,24 @@ def _accepts(address: tuple[str, int]) -> bool:
     except OSError:
         return False
     return True
+
+
+def stop_in_loop(lt: LoopThread, edge: Any, running: list[Any]) -> None:
+    """Close ``edge`` (if any), then every hub of ``running``, also when one close fails."""
+    try:
+        if edge is not None:
+            lt.run(edge.close())
+    finally:
+        for h in running:
+            lt.run(h.close())
+
+
+def echo_through(port: int, payload: bytes) -> bytes:
+    """``payload`` through the edge's port on 127.0.0.1 to the echo backend and back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(payload)
+        c.shutdown(socket.SHUT_WR)
+        return recv_all(c)
 
 
 def make_hubs(root: Path, count: int, services: dict[str, int]) -> Hubs:

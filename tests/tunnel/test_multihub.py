@@ -11,7 +11,6 @@ import concurrent.futures
 import os
 import random
 import signal
-import socket
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,15 @@ from hypothesis import strategies as st
 from spokeshare.config import PoolConfig
 from spokeshare.errors import UsageError
 from spokeshare.tunnel.hubs import HubSet
-from tests.helpers import Backend, LoopThread, recv_all, wait_for
-from tests.tunnel.multihub import load, make_edge, make_hubs, wait_spread
+from tests.helpers import Backend, LoopThread, wait_for
+from tests.tunnel.multihub import (
+    echo_through,
+    load,
+    make_edge,
+    make_hubs,
+    stop_in_loop,
+    wait_spread,
+)
 
 CFG = PoolConfig(backoff_initial=0.5, backoff_max=30.0)
 
@@ -132,22 +138,11 @@ def test_choices_are_hubs_not_away_when_there_are_some(
 # -- real hubs on loopback ---------------------------------------------------------------
 
 
-def _echo_through(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(payload)
-        c.shutdown(socket.SHUT_WR)
-        return recv_all(c)
-
-
 def test_pool_spreads_over_every_hub(
     tmp_path: Path, echo_backend: Backend, loop_thread: LoopThread
 ) -> None:
-    from spokeshare.tunnel.hub import Hub
-
     hubs = make_hubs(tmp_path, 3, {"smb": echo_backend.port})
-    running = [Hub(hubs.config(i), hubs.dir) for i in range(3)]
-    for h in running:
-        loop_thread.run(h.start())
+    running = hubs.start_in_loop(loop_thread)
     edge, port = make_edge(hubs, min_idle=6)
     loop_thread.run(edge.start())
     try:
@@ -157,11 +152,9 @@ def test_pool_spreads_over_every_hub(
                  what="every hub holding the office's tunnels")  # fmt: skip
         payload = random.randbytes(100_000)
         for _ in range(6):
-            assert _echo_through(port, payload) == payload
+            assert echo_through(port, payload) == payload
     finally:
-        loop_thread.run(edge.close())
-        for h in running:
-            loop_thread.run(h.close())
+        stop_in_loop(loop_thread, edge, running)
 
 
 def _other(i: int | None) -> int:
@@ -191,7 +184,7 @@ def test_killed_hub_process_new_clients_go_through_the_other(
             victim.wait(10)
             for _ in range(8):
                 payload = random.randbytes(50_000)
-                assert _echo_through(port, payload) == payload
+                assert echo_through(port, payload) == payload
             wait_for(lambda: loop_thread.call(lambda: edge.control_hub) == _other(ctl),
                      what="control channel moved to the other hub")  # fmt: skip
             assert loop_thread.call(lambda: edge.hub_state.value) == "up"
@@ -226,7 +219,7 @@ def test_silent_hub_open_is_retried_on_another_without_losing_bytes(
             os.kill(stopped.pid, signal.SIGSTOP)
             for _ in range(6):
                 payload = random.randbytes(20_000)
-                assert _echo_through(port, payload) == payload
+                assert echo_through(port, payload) == payload
             assert loop_thread.call(lambda: edge.streams_retried) >= 1
             assert loop_thread.call(lambda: edge.hubs.away(target))
             if which == "control":
@@ -259,23 +252,19 @@ def test_streams_through_two_hubs_reuse_their_tunnels_instead_of_redialling(
     tunnels carrying a stream, so taking one from a hub is not an imbalance to correct
     by retiring an idle tunnel there and dialling another (a TLS handshake per stream
     or so, as bench/capacity.py --hubs showed before)."""
-    from spokeshare.tunnel.hub import Hub
-
     hubs = make_hubs(tmp_path, 2, {"smb": echo_backend.port})
-    running = [Hub(hubs.config(i), hubs.dir) for i in range(2)]
-    for h in running:
-        loop_thread.run(h.start())
+    running = hubs.start_in_loop(loop_thread)
     edge, port = make_edge(hubs, min_idle=4)
     loop_thread.run(edge.start())
     clients, rounds = 8, 30
 
     def handshakes() -> int:
-        return loop_thread.call(lambda: sum(h.statistics().handshakes for h in running))
+        return int(loop_thread.call(lambda: sum(h.statistics().handshakes for h in running)))
 
     def loop_streams(_: int) -> None:
         for _ in range(rounds):
             payload = random.randbytes(200)
-            assert _echo_through(port, payload) == payload
+            assert echo_through(port, payload) == payload
 
     try:
         wait_spread(loop_thread, edge, [0, 1], at_least=2)
@@ -289,6 +278,4 @@ def test_streams_through_two_hubs_reuse_their_tunnels_instead_of_redialling(
         # for the spread's own moves; a redial per stream would be hundreds.
         assert dialled <= 2 * (clients + 4), (dialled, total)
     finally:
-        loop_thread.run(edge.close())
-        for h in running:
-            loop_thread.run(h.close())
+        stop_in_loop(loop_thread, edge, running)

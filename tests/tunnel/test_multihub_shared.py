@@ -21,8 +21,15 @@ import pytest
 
 from spokeshare import bundle, cli, enrollment
 from spokeshare.errors import EnrollmentError
-from tests.helpers import Backend, LoopThread, recv_all, wait_for
-from tests.tunnel.multihub import Hubs, make_edge, make_hubs, wait_spread
+from tests.helpers import Backend, LoopThread, wait_for
+from tests.tunnel.multihub import (
+    Hubs,
+    echo_through,
+    make_edge,
+    make_hubs,
+    stop_in_loop,
+    wait_spread,
+)
 
 
 @pytest.fixture
@@ -30,38 +37,11 @@ def hubs(tmp_path: Path, echo_backend: Backend) -> Hubs:
     return make_hubs(tmp_path, 2, {"smb": echo_backend.port})
 
 
-def _start(hubs: Hubs, lt: LoopThread, **cfg: Any) -> list[Any]:
-    from spokeshare.tunnel.hub import Hub
-
-    running = []
-    for i in range(2):
-        h = Hub(dataclasses.replace(hubs.config(i), **cfg.get(f"hub{i}", {})), hubs.dir)
-        lt.run(h.start())
-        running.append(h)
-    return running
-
-
-def _stop(lt: LoopThread, edge: Any, running: list[Any]) -> None:
-    try:
-        if edge is not None:
-            lt.run(edge.close())
-    finally:
-        for h in running:
-            lt.run(h.close())
-
-
-def _echo(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
-        c.sendall(payload)
-        c.shutdown(socket.SHUT_WR)
-        return recv_all(c)
-
-
 @pytest.mark.expect_errors  # the edge logs its office's revocation at ERROR
 def test_revoke_at_one_hub_cuts_the_office_on_every_hub(
     hubs: Hubs, loop_thread: LoopThread
 ) -> None:
-    running = _start(hubs, loop_thread)
+    running = hubs.start_in_loop(loop_thread)
     edge, port = make_edge(hubs, min_idle=4)
     loop_thread.run(edge.start())
     try:
@@ -90,13 +70,13 @@ def test_revoke_at_one_hub_cuts_the_office_on_every_hub(
         wait_for(lambda: loop_thread.call(lambda: edge.hub_state.value) == "revoked",
                  what="edge revoked")  # fmt: skip
     finally:
-        _stop(loop_thread, edge, running)
+        stop_in_loop(loop_thread, edge, running)
 
 
 def test_office_added_at_one_hub_is_admitted_by_every_hub(
     hubs: Hubs, loop_thread: LoopThread
 ) -> None:
-    running = _start(hubs, loop_thread)
+    running = hubs.start_in_loop(loop_thread)
     edge = None
     try:
         # `office add` after both hubs loaded the registry
@@ -110,9 +90,9 @@ def test_office_added_at_one_hub_is_admitted_by_every_hub(
             assert loop_thread.call(partial(_tunnels_of, h, "bos")) >= 2
         payload = random.randbytes(30_000)
         for _ in range(4):
-            assert _echo(port, payload) == payload
+            assert echo_through(port, payload) == payload
     finally:
-        _stop(loop_thread, edge, running)
+        stop_in_loop(loop_thread, edge, running)
 
 
 def _tunnels_of(hub: Any, office: str) -> int:
@@ -160,7 +140,7 @@ def test_renewal_through_a_hub_without_the_ca_key(hubs: Hubs, loop_thread: LoopT
     key = _ca_only_on_hub0(hubs)
     out = hubs.dep.add_office("bos", days=LIFETIME, ca_key=key)
     old = bundle.read(out)
-    running = _start(hubs, loop_thread, hub0={"ca_key": key},
+    running = hubs.start_in_loop(loop_thread, hub0={"ca_key": key},
                      hub1={"ca_key": hubs.dir.parent / "nowhere" / "ca.key"})  # fmt: skip
     edge, _ = make_edge(hubs, office="bos", min_idle=1)
     # only hub 1 in this edge's list: its control channel and renewal go there
@@ -184,13 +164,13 @@ def test_renewal_through_a_hub_without_the_ca_key(hubs: Hubs, loop_thread: LoopT
         assert not list((hubs.dir / "spool" / "renew").glob("*.json"))  # answered, removed
         assert loop_thread.call(lambda: running[0].offices.get("bos")) is None  # never there
     finally:
-        _stop(loop_thread, edge, running)
+        stop_in_loop(loop_thread, edge, running)
 
 
 def test_every_hub_reports_the_whole_deployment(
     hubs: Hubs, loop_thread: LoopThread, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    running = _start(hubs, loop_thread)
+    running = hubs.start_in_loop(loop_thread)
     edge, _ = make_edge(hubs, min_idle=4)
     loop_thread.run(edge.start())
     try:
@@ -220,4 +200,4 @@ def test_every_hub_reports_the_whole_deployment(
         assert 'spokeshare_office_hub_tunnels{office="nyc",hub="hub0"}' in metrics
         assert 'spokeshare_office_hub_tunnels{office="nyc",hub="hub1"}' in metrics
     finally:
-        _stop(loop_thread, edge, running)
+        stop_in_loop(loop_thread, edge, running)
