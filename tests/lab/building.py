@@ -20,6 +20,19 @@ from spokeshare.lab.wire import LinkSettings
 
 
 @contextlib.contextmanager
+def reachable_dir(prefix: str) -> Iterator[Path]:
+    """A fresh ``prefix``-named temporary dir, mode 0755 (pytest's are 0700, and smbd's
+    guest, cupsd's filters and the daemons' own users must reach what is under it);
+    removed on exit."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def running_lab(
     prefix: str,
     offices: Sequence[str],
@@ -37,18 +50,18 @@ def running_lab(
     ``SPOKESHARE_LAB_LOGS`` set to a directory, the lab's logs are copied there first
     (one sub-directory per lab), for reading after a failed run.
     """
-    path = Path(tempfile.mkdtemp(prefix=prefix))
-    path.chmod(0o755)
-    lab = Lab(path, offices, wan, start_hub=start_hub, start_edge=start_edge, hq_nodes=hq_nodes)
-    try:
-        lab.up()
-        yield lab
-    finally:
-        lab.down(keep_logs=True)
-        keep = os.environ.get("SPOKESHARE_LAB_LOGS")
-        if keep and lab.logs_dir.is_dir():
-            shutil.copytree(lab.logs_dir, Path(keep) / path.name, dirs_exist_ok=True)
-        shutil.rmtree(path, ignore_errors=True)
+    with reachable_dir(prefix) as path:
+        lab = Lab(
+            path, offices, wan, start_hub=start_hub, start_edge=start_edge, hq_nodes=hq_nodes
+        )
+        try:
+            lab.up()
+            yield lab
+        finally:
+            lab.down(keep_logs=True)
+            keep = os.environ.get("SPOKESHARE_LAB_LOGS")
+            if keep and lab.logs_dir.is_dir():
+                shutil.copytree(lab.logs_dir, Path(keep) / path.name, dirs_exist_ok=True)
 
 
 @contextlib.contextmanager

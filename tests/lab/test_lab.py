@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from spokeshare.lab import netns
 from spokeshare.lab.services import ALICE, ALICE_PASSWORD
 from spokeshare.lab.topology import HQ_SERVICE_IP, Lab
 from spokeshare.lab.wire import LinkSettings
+from tests.lab.building import reachable_dir
 
 pytestmark = pytest.mark.lab
 
@@ -39,23 +38,19 @@ def run(lab: Lab, host: str, argv: list[str], **kw: object) -> subprocess.Comple
 @pytest.fixture
 def state_dir() -> Iterator[Path]:
     """A state dir the daemons' unprivileged users can reach (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="ss-lab-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable_dir("ss-lab-") as path:
+        yield path
 
 
 @pytest.fixture(scope="class")
 def lab() -> Iterator[Lab]:
-    path = Path(tempfile.mkdtemp(prefix="ss-lab-"))
-    path.chmod(0o755)
-    lab = Lab(path, ["nyc"], LinkSettings(rtt_ms=RTT_MS), direct_route=True)
-    lab.up()
-    try:
-        yield lab
-    finally:
-        lab.down()
-        shutil.rmtree(path, ignore_errors=True)
+    with reachable_dir("ss-lab-") as path:
+        lab = Lab(path, ["nyc"], LinkSettings(rtt_ms=RTT_MS), direct_route=True)
+        lab.up()
+        try:
+            yield lab
+        finally:
+            lab.down()
 
 
 class TestLab:

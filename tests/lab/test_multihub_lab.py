@@ -9,8 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from bench.multihub import HubLab, hub_lab, two_hub_lab
 from tests.helpers import wait_for
+from tests.lab.building import reachable_dir
 
 pytestmark = pytest.mark.lab
 
@@ -26,10 +25,8 @@ pytestmark = pytest.mark.lab
 @pytest.fixture
 def lab_root() -> Iterator[Path]:
     """A lab dir smbd's guest (``nobody``) can reach (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="ss-multihub-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    with reachable_dir("ss-multihub-") as path:
+        yield path
 
 
 def _sha256(path: Path) -> str:
