@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -651,17 +652,24 @@ def _free_udp_port(host: str) -> int:
 FILES = "Files at HQ"
 
 
+def _loopback_settings(**kw: Any) -> NetbiosSettings:
+    """NetbiosSettings for GLOBAL-NFS with 127.0.0.2 as the edge and 127.0.0.3 standing
+    in for the broadcast address, on free UDP ports of 127.0.0.2 (``nbns_port``,
+    ``dgm_port``), fast registration retries; ``kw`` replaces further fields."""
+    return NetbiosSettings(
+        LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
+        IPv4Address("127.0.0.3"), nbns_port=_free_udp_port("127.0.0.2"),
+        dgm_port=_free_udp_port("127.0.0.2"), registration_retry_interval=0.02,
+        bind_broadcast=False, **kw,
+    )  # fmt: skip
+
+
 def test_adapter_on_loopback() -> None:
     """127.0.0.2 plays the edge, 127.0.0.3 stands in for the broadcast address."""
 
     async def scenario() -> None:
-        port = _free_udp_port("127.0.0.2")
-        dport = _free_udp_port("127.0.0.2")
-        settings = NetbiosSettings(
-            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
-            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
-            registration_retry_interval=0.02, bind_broadcast=False,
-        )
+        settings = _loopback_settings()
+        port, dport = settings.nbns_port, settings.dgm_port
         loop = asyncio.get_running_loop()
         lan = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         lan.bind(("127.0.0.3", port))
@@ -724,14 +732,8 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         loop.set_exception_handler(lambda _loop, ctx: errors.append(ctx))
-        port = _free_udp_port("127.0.0.2")
-        dport = _free_udp_port("127.0.0.2")
-        settings = NetbiosSettings(
-            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
-            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
-            registration_retry_interval=0.02, bind_broadcast=False,
-            announce_request_max_delay=0.0005,
-        )
+        settings = _loopback_settings(announce_request_max_delay=0.0005)
+        port, dport = settings.nbns_port, settings.dgm_port
         pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         pc.bind(("127.0.0.1", 0))
         service = NetbiosService(settings, random.Random(5))
@@ -773,14 +775,8 @@ def test_browse_datagrams_from_off_link_are_ignored() -> None:
     127.0.0.1 is the sender; the service's subnet holds it, or does not."""
 
     async def scenario(network: str) -> tuple[int, int, int]:
-        port = _free_udp_port("127.0.0.2")
-        dport = _free_udp_port("127.0.0.2")
-        settings = NetbiosSettings(
-            LanPresence("", "127.0.0.2", "ACME", (VirtualName("GLOBAL-NFS", "smb", FILES),)),
-            IPv4Address("127.0.0.3"), nbns_port=port, dgm_port=dport,
-            registration_retry_interval=0.02, bind_broadcast=False,
-            network=IPv4Network(network),
-        )  # fmt: skip
+        settings = _loopback_settings(network=IPv4Network(network))
+        dport = settings.dgm_port
         request = browse.encode(browse.BrowseDatagram(
             browse.Datagram(browse.DatagramType.DIRECT_GROUP, 1, IPv4Address("127.0.0.1"),
                             NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x00), b""),
