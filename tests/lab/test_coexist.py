@@ -390,20 +390,29 @@ def wsd_answerers(lab: Lab, name: str, seconds: float) -> list[str]:
     return re.findall(rf"discovered {name} in Workgroup:ACME on 198\.18\.\S+", out)
 
 
+def started_later(lab: Lab, protocol: str, daemon: str, other: str) -> list[str]:
+    """``daemon`` of the old box started while the edge serves ``protocol`` (and
+    ``other``, checked ok before): the edge hands ``protocol`` over with one new line,
+    which names the daemon by its PID. Returns the protocol's lines, that one last."""
+    box: OldBox = lab.old_box  # type: ignore[attr-defined]
+    assert protocol_state(lab, protocol) == "ok" and protocol_state(lab, other) == "ok"
+    before = len(degraded(lab, protocol))
+    getattr(box, f"start_{daemon}")()
+    wait_until(f"{protocol} degraded", lambda: daemon in protocol_state(lab, protocol), 30)
+    lines = degraded(lab, protocol)
+    assert len(lines) == before + 1, lines
+    assert f"{daemon} (pid {box.pids[daemon]})" in lines[-1], lines[-1]
+    return lines
+
+
 def test_nmbd_started_later_takes_netbios_back(lab: Lab) -> None:
     """nmbd (``netbios aliases = GLOBAL-NFS``) started while the edge answers NetBIOS:
     the edge hands NetBIOS over with one line naming nmbd and the fix, shows it
     degraded, and releases its names; nmbd alone answers for GLOBAL-NFS; the relay and
     WS-Discovery keep working. When nmbd goes, the edge takes NetBIOS back."""
     box: OldBox = lab.old_box  # type: ignore[attr-defined]
-    assert protocol_state(lab, "netbios") == "ok" and protocol_state(lab, "wsd") == "ok"
-    before = len(degraded(lab, "netbios"))
-    box.start_nmbd()
-    wait_until("netbios degraded", lambda: "nmbd" in protocol_state(lab, "netbios"), 30)
-    lines = degraded(lab, "netbios")
-    assert len(lines) == before + 1, lines
-    assert f"nmbd (pid {box.pids['nmbd']})" in lines[-1], lines[-1]
-    assert "systemctl disable --now nmbd" in lines[-1], lines[-1]
+    line = started_later(lab, "netbios", "nmbd", other="wsd")[-1]
+    assert "systemctl disable --now nmbd" in line, line
     # nmbd claims its alias once the edge released it; then it alone answers.
     wait_until("nmbd answers for GLOBAL-NFS", lambda: nbns_answers(lab, "GLOBAL-NFS"), 60)
     assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
@@ -428,16 +437,11 @@ def test_wsdd_started_later_takes_wsd_back(lab: Lab) -> None:
     serves in full: the PC finds GLOBAL-NFS once, wsdd's. When wsdd goes, the edge
     takes WS-Discovery back."""
     box: OldBox = lab.old_box  # type: ignore[attr-defined]
-    assert protocol_state(lab, "wsd") == "ok" and protocol_state(lab, "netbios") == "ok"
-    before = len(degraded(lab, "wsd"))
-    box.start_wsdd()
-    wait_until("wsd degraded", lambda: "wsdd" in protocol_state(lab, "wsd"), 30)
-    lines = degraded(lab, "wsd")
-    assert len(lines) == before + 1, lines
-    assert f"wsdd (pid {box.pids['wsdd']})" in lines[-1], lines[-1]
-    assert "but not TCP 5357" in lines[-1], lines[-1]
-    assert "restart it (systemctl restart wsdd)" in lines[-1], lines[-1]
-    assert "systemctl disable --now wsdd" in lines[-1], lines[-1]
+    lines = started_later(lab, "wsd", "wsdd", other="netbios")
+    line = lines[-1]
+    assert "but not TCP 5357" in line, line
+    assert "restart it (systemctl restart wsdd)" in line, line
+    assert "systemctl disable --now wsdd" in line, line
     relay_works(lab)
     assert protocol_state(lab, "netbios") == "ok"
     assert nbns_answers(lab, "GLOBAL-NFS") == [EDGE]
@@ -457,7 +461,7 @@ def test_wsdd_started_later_takes_wsd_back(lab: Lab) -> None:
     )
     found = wsd_answerers(lab, "GLOBAL-NFS", 8)
     assert len(found) == 1, found
-    assert len(degraded(lab, "wsd")) == before + 1  # still one line
+    assert len(degraded(lab, "wsd")) == len(lines)  # still one line
     relay_works(lab)
 
     box.stop("wsdd")
