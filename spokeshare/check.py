@@ -406,8 +406,7 @@ def listen(host: str, port: int, state: str, holder: str, error: str | None) -> 
         return Finding(
             Level.WARNING,
             "hub.listen",
-            f"nobody listens on {where} itself; port {port} of this host is held by "
-            f"{holder}",
+            f"nobody listens on {where} itself; port {port} of this host is held by {holder}",
             "if those are this deployment's hubs, each with its own [hub] listen, check "
             "each with --config of its own hub.toml; else stop what holds the port or "
             "move the hub ([hub] listen in hub.toml and the offices' bundles)",
@@ -723,9 +722,7 @@ def coexisting(protocol: str, line: str | None) -> Finding:
     )
 
 
-def port_holder(
-    address: str, port: int, holder: str | None, edge_holds: bool = False
-) -> Finding:
+def port_holder(address: str, port: int, holder: str | None, edge_holds: bool = False) -> Finding:
     """A TCP port the edge listens on, held by another process (``holder``), or None:
     then held by the running edge itself (``edge_holds``) or free."""
     if holder is None:

@@ -92,8 +92,10 @@ def cmd_init(a: argparse.Namespace) -> int:
         default = ipp_relay.default_backend()
         if default is None:
             raise ConfigError(
-                "--service", "ipp", "this host has no LAN address for cupsd; give "
-                "--service ipp=ADDRESS:631 (not loopback: see README, printing at HQ)"
+                "--service",
+                "ipp",
+                "this host has no LAN address for cupsd; give "
+                "--service ipp=ADDRESS:631 (not loopback: see README, printing at HQ)",
             )
         services["ipp"] = default
     files = enrollment.init(
@@ -251,8 +253,17 @@ def cmd_office_list(a: argparse.Namespace) -> int:
     fmt = "{:<16} {:<11} {:<8} {:<10} {:<10} {:>8} {:>8}  {:<18} {:<34} {:<16} {}"
     print(
         fmt.format(
-            "OFFICE", "EXPIRES", "REVOKED", "CONNECTED", "LAST SEEN", "RTT ms", "CLIENTS",
-            "VERSION", "RENEWAL", "PRINTERS", "HUBS",
+            "OFFICE",
+            "EXPIRES",
+            "REVOKED",
+            "CONNECTED",
+            "LAST SEEN",
+            "RTT ms",
+            "CLIENTS",
+            "VERSION",
+            "RENEWAL",
+            "PRINTERS",
+            "HUBS",
         )
     )
     for r in rows:

@@ -191,8 +191,10 @@ class LanPresence:
 
     def __post_init__(self) -> None:
         src = self.source
-        if "/" in self.interface or len(self.interface) > 15 or self.interface.strip() != (
-            self.interface
+        if (
+            "/" in self.interface
+            or len(self.interface) > 15
+            or self.interface.strip() != self.interface
         ):
             raise ConfigError(src, "lan.interface", f"{self.interface!r} is not an interface name")
         v4 = _check_ipv4(self.address, src, "lan.address")
@@ -524,8 +526,19 @@ def load_hub(path: Path) -> HubConfig:
     sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     root.done()
     return HubConfig(
-        src, listen, services, state_dir, heartbeat, limits, status_listen, workers, sockets,
-        check_backends, status_token, hub_name, Path(ca_key_raw) if ca_key_raw else None,
+        src,
+        listen,
+        services,
+        state_dir,
+        heartbeat,
+        limits,
+        status_listen,
+        workers,
+        sockets,
+        check_backends,
+        status_token,
+        hub_name,
+        Path(ca_key_raw) if ca_key_raw else None,
     )
 
 

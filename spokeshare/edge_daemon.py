@@ -426,9 +426,7 @@ class EdgeDaemon:
         try:
             await getattr(p, what)()
         except OSError as exc:
-            log.warning(
-                "%s", Line("protocol failed", protocol=protocol, action=what, error=exc)
-            )
+            log.warning("%s", Line("protocol failed", protocol=protocol, action=what, error=exc))
 
     async def close(self) -> None:
         if self._withdraw_timer is not None:

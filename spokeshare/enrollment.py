@@ -218,8 +218,7 @@ def init(
     svc.update(services or {})
     # NAME=HOST:PORT, or NAME=HOST:PORT,HOST:PORT,... for several backends in order
     backends: dict[str, tuple[str, int] | list[tuple[str, int]]] = {
-        n: [parse_hostport(a.strip(), "--service", n) for a in v.split(",")]
-        for n, v in svc.items()
+        n: [parse_hostport(a.strip(), "--service", n) for a in v.split(",")] for n, v in svc.items()
     }
     if listen:
         listen_hp = [parse_hostport(a, "--listen", "") for a in listen]

@@ -75,7 +75,5 @@ async def check_smb_backend(service: str, host: str, port: int) -> bool | None:
             ),
         )
     else:
-        log.info(
-            "%s", Line("smb multichannel", service=service, backend=backend, offered="no")
-        )
+        log.info("%s", Line("smb multichannel", service=service, backend=backend, offered="no"))
     return answer.multichannel

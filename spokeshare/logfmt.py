@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-_BARE = re.compile(r'^[!#-<>-\[\]-~]+$')  # visible ASCII but '"', '=' and '\'
+_BARE = re.compile(r"^[!#-<>-\[\]-~]+$")  # visible ASCII but '"', '=' and '\'
 _EVENT_WORD = re.compile(r"^[^\s=\"]+$")
 _ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "r": "\r", "t": "\t"}
 _QUOTE = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}

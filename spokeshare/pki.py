@@ -128,9 +128,7 @@ def _leaf(
     not_before: dt.datetime | None = None,
 ) -> Issued:
     key = new_key()
-    cert = _leaf_cert(
-        ca, common_name, sans, usage, days, now, not_before, key.public_key()
-    )
+    cert = _leaf_cert(ca, common_name, sans, usage, days, now, not_before, key.public_key())
     return Issued(key, cert)
 
 

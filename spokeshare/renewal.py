@@ -181,9 +181,7 @@ def decide(office: str, enrolled: bool, revoked: bool, csr_der: bytes) -> Issue 
         return Refuse("request is not a valid PKCS#10 certificate request")
     if not valid:
         return Refuse("request signature does not verify")
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(
-        key.curve, ec.SECP256R1
-    ):
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
         return Refuse("request key is not ECDSA P-256")
     named = {str(c).lower() for c in cns}
     named |= {u[len(pki.OFFICE_URI_PREFIX) :].lower() for u in uris}
@@ -249,9 +247,7 @@ def overdue(
     life = lifetime(not_before, not_after)
     if now >= not_after - dt.timedelta(seconds=life * CHECK_CRITICAL):
         return "error"
-    late = renew_time(not_before, not_after, renew_at) + dt.timedelta(
-        seconds=life * CHECK_OVERDUE
-    )
+    late = renew_time(not_before, not_after, renew_at) + dt.timedelta(seconds=life * CHECK_OVERDUE)
     return "warning" if now >= late else None
 
 
@@ -346,9 +342,7 @@ def hub_certificate(
         since = dt.datetime.fromtimestamp(refused[0], dt.UTC).isoformat(timespec="seconds")
         phrase = f"failing since {since} (refused: {refused[1]})"
     elif edge_failures > 0 and edge_failing_since:
-        since = dt.datetime.fromtimestamp(edge_failing_since, dt.UTC).isoformat(
-            timespec="seconds"
-        )
+        since = dt.datetime.fromtimestamp(edge_failing_since, dt.UTC).isoformat(timespec="seconds")
         phrase = f"failing since {since} ({edge_failures} attempts; see the edge's log)"
     return {
         "not_after": not_after.isoformat(timespec="seconds"),

@@ -154,9 +154,7 @@ def serve(
         if now - asked > STALE_SECONDS:
             withdraw(directory, rid)
             continue
-        result = enrollment.renew_from_request(
-            directory, office, csr, None, in_use, ca_key=ca_key
-        )
+        result = enrollment.renew_from_request(directory, office, csr, None, in_use, ca_key=ca_key)
         if isinstance(result, renewal.Refuse):
             _write(res, {"refused": result.reason})
             done.append((office, result))

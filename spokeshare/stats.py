@@ -162,8 +162,7 @@ class OfficeStatistics:
     streams_ended: Mapping[str, int] = stat(
         merge=Merge.SUM,
         metric="spokeshare_office_streams_ended_total",
-        help="client streams ended, by result (the stream log line's: ok, refused, "
-        "reset, ...)",
+        help="client streams ended, by result (the stream log line's: ok, refused, reset, ...)",
         kind=Kind.COUNTER,
         label="result",
         factory=dict,

@@ -129,8 +129,16 @@ def run_capacity(
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\nkept\n")
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "capacity.py"), "--smoke", *args,
-         "--json", str(out), "--write", str(doc)],  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "bench" / "capacity.py"),
+            "--smoke",
+            *args,
+            "--json",
+            str(out),
+            "--write",
+            str(doc),
+        ],  # fmt: skip
         capture_output=True,
         text=True,
         timeout=240,

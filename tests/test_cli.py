@@ -174,9 +174,11 @@ def test_office_add_prints_the_readme_quick_start_steps() -> None:
     start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     office_block = start.split("At the office", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
     steps = cli.office_steps("nyc.bundle")
-    readme_lines = office_block.replace('"eth1"', '"LAN-INTERFACE"').replace(
-        '"192.0.2.10"', '"LAN-IP"'
-    ).splitlines()
+    readme_lines = (
+        office_block.replace('"eth1"', '"LAN-INTERFACE"')
+        .replace('"192.0.2.10"', '"LAN-IP"')
+        .splitlines()
+    )
     commands = steps.split("\n\n", 1)[1].split("\n\nor, without", 1)[0].splitlines()
     apt = ("apt install", "apt update")
     assert commands == [ln for ln in readme_lines if not ln.startswith(apt)]

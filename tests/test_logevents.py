@@ -88,8 +88,7 @@ def _calls() -> list[tuple[str, str, set[str]]]:
                 if kw.arg is not None:
                     keys.add(kw.arg)
                 elif isinstance(kw.value, ast.Dict) and all(
-                    isinstance(k, ast.Constant) and isinstance(k.value, str)
-                    for k in kw.value.keys
+                    isinstance(k, ast.Constant) and isinstance(k.value, str) for k in kw.value.keys
                 ):
                     keys |= {str(k.value) for k in kw.value.keys if isinstance(k, ast.Constant)}
                 else:
@@ -211,8 +210,9 @@ class _Scan(ast.NodeVisitor):
             if kind is not None:
                 kind.update(n for t in targets if (n := _last_name(t)) is not None)
         elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            logger_params = {a.arg for a in node.args.args if _annotation_is(a.annotation,
-                                                                             "Logger")}
+            logger_params = {
+                a.arg for a in node.args.args if _annotation_is(a.annotation, "Logger")
+            }
             for sub in ast.walk(node):  # self.x = logger
                 if isinstance(sub, ast.Assign) and isinstance(sub.value, ast.Name) and (
                         sub.value.id in logger_params):  # fmt: skip
@@ -262,7 +262,8 @@ class _Scan(ast.NodeVisitor):
             return True
         if isinstance(arg, ast.Name):
             return _annotation_is(self._params[-1].get(arg.id), "Line") or (
-                arg.id in self._loop_lines[-1])
+                arg.id in self._loop_lines[-1]
+            )
         return False
 
     def visit_Call(self, node: ast.Call) -> None:
@@ -289,7 +290,8 @@ class _Scan(ast.NodeVisitor):
             level = _LEVELS[str(item.elts[0].value)]
             msg = item.elts[1]
             ok = _is_line(msg) or (
-                isinstance(msg, ast.Call) and _last_name(msg.func) in self.line_functions)
+                isinstance(msg, ast.Call) and _last_name(msg.func) in self.line_functions
+            )
             self.found.append((node.lineno, level, ok))
         self.generic_visit(node)
 
@@ -303,7 +305,8 @@ def _line_functions(trees: dict[Path, ast.Module]) -> set[str]:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 returns = [r.value for r in ast.walk(node) if isinstance(r, ast.Return)]
                 if _annotation_is(node.returns, "Line") or (
-                        returns and all(r is not None and _is_line(r) for r in returns)):
+                    returns and all(r is not None and _is_line(r) for r in returns)
+                ):
                     out.add(node.name)
     return out
 

@@ -61,9 +61,7 @@ def test_refusals_go_back_as_answers(dep_dir: Path) -> None:
         b'{"office": "nyc", "csr": "' + b"A" * 20000 + b'", "in_use": null, "time": 0}',
     ],
 )
-def test_a_bad_request_is_refused_once_and_disturbs_nothing(
-    dep_dir: Path, content: bytes
-) -> None:
+def test_a_bad_request_is_refused_once_and_disturbs_nothing(dep_dir: Path, content: bytes) -> None:
     before = enrollment.load_registry(dep_dir)
     d = renewal_spool.spool_dir(dep_dir)
     d.mkdir(parents=True)

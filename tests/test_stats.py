@@ -211,9 +211,7 @@ def test_the_json_keys_operators_read_are_kept() -> None:
 def test_metrics_expose_every_field_once_with_help_and_type(snap: HubStatistics) -> None:
     text = stats.render_metrics(snap)
     classes = (HubStatistics, OfficeStatistics, BackendStatistics)
-    declared = {
-        s.metric: (cls, f, s) for cls in classes for f, s in stats.fields(cls) if s.metric
-    }
+    declared = {s.metric: (cls, f, s) for cls in classes for f, s in stats.fields(cls) if s.metric}
     assert len(declared) == sum(
         1 for cls in classes for _, s in stats.fields(cls) if s.metric
     )  # no metric name used twice

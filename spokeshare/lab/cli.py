@@ -226,8 +226,7 @@ def _print_built(lab: Lab) -> None:
     if lab.cluster is not None:
         for n in lab.cluster.node_plans:
             print(
-                f"  {n.host:<11} {n.lan_ip:<16} ctdbd + smbd (clustering), private "
-                f"{n.private_ip}"
+                f"  {n.host:<11} {n.lan_ip:<16} ctdbd + smbd (clustering), private {n.private_ip}"
             )
         print(
             f"  public addresses {', '.join(n.public_ip for n in lab.cluster.node_plans)}: "

@@ -177,8 +177,10 @@ class Datagram:
         _check_uint(self.dgm_id, 16, "DGM_ID")
         _check_uint(self.source_port, 16, "SOURCE_PORT")
         _check_uint(self.packet_offset, 16, "PACKET_OFFSET")
-        names = sum(34 + (len(n.scope) + 1 if n.scope else 0)
-                    for n in (self.source_name, self.destination_name))
+        names = sum(
+            34 + (len(n.scope) + 1 if n.scope else 0)
+            for n in (self.source_name, self.destination_name)
+        )
         if names + len(self.user_data) > 0xFFFF:  # DGM_LENGTH is 16 bits
             raise UsageError("datagram too long")
 
@@ -215,9 +217,7 @@ def decode_datagram(data: bytes) -> Datagram:
     dgm_length = buf.pull_uint16()
     packet_offset = buf.pull_uint16()
     if dgm_length != buf.remaining:
-        raise DecodeError(
-            PROTOCOL, f"DGM_LENGTH {dgm_length} but {buf.remaining} bytes follow", 10
-        )
+        raise DecodeError(PROTOCOL, f"DGM_LENGTH {dgm_length} but {buf.remaining} bytes follow", 10)
     source_name = pull_name(buf, allow_pointers=False)
     destination_name = pull_name(buf, allow_pointers=False)
     return Datagram(
@@ -324,8 +324,9 @@ def decode_mailslot(data: bytes) -> Mailslot:
     byte_count = buf.pull_uint16_le()
     bytes_at = buf.position
     if byte_count != buf.remaining:
-        raise DecodeError(PROTOCOL, f"ByteCount {byte_count}, {buf.remaining} bytes follow",
-                          bytes_at - 2)
+        raise DecodeError(
+            PROTOCOL, f"ByteCount {byte_count}, {buf.remaining} bytes follow", bytes_at - 2
+        )
     area = buf.peek_bytes(byte_count)
     nul = area.find(b"\0")
     if nul < 0:
@@ -397,8 +398,13 @@ class Announcement:
         _check_text(self.comment, MAX_TEXT_LENGTH, "comment")
         _check_uint(self.server_type, 32, "server type")
         _check_uint(self.periodicity_ms, 32, "periodicity")
-        for v in (self.update_count, self.os_major, self.os_minor,
-                  self.browser_major, self.browser_minor):
+        for v in (
+            self.update_count,
+            self.os_major,
+            self.os_minor,
+            self.browser_major,
+            self.browser_minor,
+        ):
             _check_uint(v, 8, "announcement byte field")
         _check_uint(self.signature, 16, "signature")
 

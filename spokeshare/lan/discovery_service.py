@@ -499,8 +499,11 @@ class WsdService:
             # Beyond the cap a connection is closed at once: held-open connections
             # from one host cannot starve Explorer's metadata requests for long.
             self._hostile(
-                "http_refused", "cap", "wsd: http from %s refused: %d connections open",
-                source, self._http_connections,
+                "http_refused",
+                "cap",
+                "wsd: http from %s refused: %d connections open",
+                source,
+                self._http_connections,
             )
             writer.transport.abort()
             return
@@ -524,9 +527,7 @@ class WsdService:
         except (TimeoutError, ConnectionError) as exc:
             log.debug("wsd: http connection from %s ended: %r", source, exc)
         except Exception as exc:  # noqa: BLE001 - top of the connection handler
-            self._hostile(
-                "internal_errors", "http", "wsd: http from %s raised %r", source, exc
-            )
+            self._hostile("internal_errors", "http", "wsd: http from %s raised %r", source, exc)
         finally:
             self._http_connections -= 1
             writer.close()

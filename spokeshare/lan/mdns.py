@@ -660,6 +660,8 @@ def _unicast_ttl_255(transport: Any) -> None:
             sock.setsockopt(level, option, UNICAST_TTL)
         except OSError:
             continue  # the kernel default then; answers still go out
+
+
 #: RFC 6762 §10: host address records' TTL (what zeroconf publishes them with).
 HOST_TTL = 120
 #: RFC 6762 §8.1: three probes, 250 ms apart.

@@ -375,9 +375,7 @@ def probe_records(packet: bytes, name: str) -> tuple[ProbeRecord, ...] | None:
     return tuple(out)
 
 
-def simultaneous_probe(
-    packet: bytes, name: str, ours: Iterable[ProbeRecord]
-) -> TieBreak | None:
+def simultaneous_probe(packet: bytes, name: str, ours: Iterable[ProbeRecord]) -> TieBreak | None:
     """The tie-break against a probe heard while we probe ``name`` (RFC 6762 §8.2), or
     None if ``packet`` is not a probe for ``name``. Raises :class:`DecodeError` for a
     malformed message (see :func:`probe_records`)."""

@@ -710,8 +710,14 @@ def registration_request(
     question plus an additional NB record pointing back at it (0xC00C)."""
     flags = NmFlags.RD | (NmFlags.B if broadcast else NmFlags(0))
     return _name_request(
-        trn_id, Opcode.REGISTRATION, flags, name, address,
-        group=group, ttl=ttl, node_type=node_type,
+        trn_id,
+        Opcode.REGISTRATION,
+        flags,
+        name,
+        address,
+        group=group,
+        ttl=ttl,
+        node_type=node_type,
     )
 
 
@@ -727,8 +733,14 @@ def release_request(
     """RFC 1002 §4.2.9 NAME RELEASE REQUEST: RD clear (nmbd), B when broadcast."""
     flags = NmFlags.B if broadcast else NmFlags(0)
     return _name_request(
-        trn_id, Opcode.RELEASE, flags, name, address,
-        group=group, ttl=0, node_type=node_type,
+        trn_id,
+        Opcode.RELEASE,
+        flags,
+        name,
+        address,
+        group=group,
+        ttl=0,
+        node_type=node_type,
     )
 
 
@@ -743,14 +755,18 @@ def refresh_request(
 ) -> NbnsPacket:
     """RFC 1002 §4.2.4 NAME REFRESH REQUEST, unicast to a WINS server (B clear)."""
     return _name_request(
-        trn_id, Opcode.REFRESH, NmFlags.RD, name, address,
-        group=group, ttl=ttl, node_type=node_type,
+        trn_id,
+        Opcode.REFRESH,
+        NmFlags.RD,
+        name,
+        address,
+        group=group,
+        ttl=ttl,
+        node_type=node_type,
     )
 
 
-def negative_registration_response(
-    request: NbnsPacket, rcode: Rcode = Rcode.ACT_ERR
-) -> NbnsPacket:
+def negative_registration_response(request: NbnsPacket, rcode: Rcode = Rcode.ACT_ERR) -> NbnsPacket:
     """RFC 1002 §4.2.6 NEGATIVE NAME REGISTRATION RESPONSE, the defence of a name:
     ACT_ERR by default, answer = the request's additional record (nmbd copies it).
     A refresh is answered with the refresh opcode (smbtorture ``nbt.register.

@@ -671,9 +671,7 @@ class NameResponder:
         return out
 
     # -- helpers ---------------------------------------------------------------------
-    def _conflict(
-        self, n: _Name, owner: IPv4Address, now: float, reason: str
-    ) -> list[Command]:
+    def _conflict(self, n: _Name, owner: IPv4Address, now: float, reason: str) -> list[Command]:
         repeated = n.was_in_conflict and n.conflict_with == owner
         n.state = NameState.CONFLICT
         n.deadline = n.wins_deadline = n.wins_refresh_at = None

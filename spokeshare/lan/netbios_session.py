@@ -298,7 +298,5 @@ def answer_session_request(
     if wanted in by_upper:
         if called.suffix == SERVER_SUFFIX:
             return SessionDecision(PositiveSessionResponse(), by_upper[wanted])
-        return SessionDecision(
-            NegativeSessionResponse(SessionError.NOT_LISTENING_ON_CALLED_NAME)
-        )
+        return SessionDecision(NegativeSessionResponse(SessionError.NOT_LISTENING_ON_CALLED_NAME))
     return SessionDecision(NegativeSessionResponse(SessionError.CALLED_NAME_NOT_PRESENT))

@@ -39,9 +39,7 @@ class AnswerBudget:
     ``refused_source`` / ``refused_global`` count refusals by the bucket that ran out.
     """
 
-    def __init__(
-        self, per_source: Budget, overall: Budget, max_sources: int = MAX_SOURCES
-    ) -> None:
+    def __init__(self, per_source: Budget, overall: Budget, max_sources: int = MAX_SOURCES) -> None:
         if max_sources < 1:
             raise UsageError("max_sources must be at least 1")
         self.per_source = per_source

@@ -82,7 +82,15 @@ class ClientEnd(PlainEnd):
     """A LAN client's TCP connection to one of the edge's listeners."""
 
     __slots__ = (
-        "edge", "service", "peer", "local", "arrived", "deadline", "replay", "replay_eof", "retries"
+        "edge",
+        "service",
+        "peer",
+        "local",
+        "arrived",
+        "deadline",
+        "replay",
+        "replay_eof",
+        "retries",
     )
 
     def __init__(self, edge: Edge, service: str) -> None:
@@ -700,9 +708,7 @@ class Edge:
         """
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(
-                factory, addr, port, reuse_address=True, backlog=1024
-            )
+            server = await loop.create_server(factory, addr, port, reuse_address=True, backlog=1024)
         except OSError as exc:
             from spokeshare.lan import coexist
 
@@ -740,9 +746,7 @@ class Edge:
             return False
         self.servers.append(server)
         bound = server.sockets[0].getsockname()
-        log.info(
-            "%s", Line("listening", address=addr, port=bound[1], service=service, names=names)
-        )
+        log.info("%s", Line("listening", address=addr, port=bound[1], service=service, names=names))
         return True
 
     async def retry_listeners(self) -> int:
@@ -893,8 +897,11 @@ class Edge:
     def _status_timeout(self, client: ClientEnd, tunnel: EdgeTunnel) -> None:
         client.deadline = None
         ph = tunnel.phase
-        if isinstance(ph, Opening) and ph.client is client and not tunnel.buf and (
-            self.may_retry(client)
+        if (
+            isinstance(ph, Opening)
+            and ph.client is client
+            and not tunnel.buf
+            and (self.may_retry(client))
         ):
             # No status byte: the hub (or the path to it) is silent. The hub writes its
             # status before any byte goes to a backend (docs/protocol.md), so nothing of

@@ -1396,9 +1396,7 @@ class Hub:
             if not enrollment.has_ca_key(self.directory, self.cfg.ca_key):
                 continue
             try:
-                done = await asyncio.to_thread(
-                    renewal_spool.serve, self.directory, self.cfg.ca_key
-                )
+                done = await asyncio.to_thread(renewal_spool.serve, self.directory, self.cfg.ca_key)
             except (EnrollmentError, OSError) as exc:
                 if self.file_log.admit("spool", "", time.monotonic()):
                     log.error("%s", Line("certificate not issued", office="-", error=exc))

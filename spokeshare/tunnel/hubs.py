@@ -80,9 +80,11 @@ class HubSet:
         self.hubs = [HubHealth() for _ in range(count)]
 
     def __repr__(self) -> str:
-        return "<HubSet " + " ".join(
-            f"{i}:{'away' if h.failures else 'up'}" for i, h in enumerate(self.hubs)
-        ) + ">"
+        return (
+            "<HubSet "
+            + " ".join(f"{i}:{'away' if h.failures else 'up'}" for i, h in enumerate(self.hubs))
+            + ">"
+        )
 
     def __len__(self) -> int:
         return len(self.hubs)
@@ -130,11 +132,7 @@ class HubSet:
         return self._probe_one(now)
 
     def _probe_one(self, now: float) -> int | None:
-        due = [
-            i
-            for i, h in enumerate(self.hubs)
-            if not h.probing and self.window_end(i) <= now
-        ]
+        due = [i for i, h in enumerate(self.hubs) if not h.probing and self.window_end(i) <= now]
         if not due:
             return None
         i = min(due, key=lambda j: (self.window_end(j), j))

@@ -51,9 +51,7 @@ def running_lab(
     (one sub-directory per lab), for reading after a failed run.
     """
     with reachable_dir(prefix) as path:
-        lab = Lab(
-            path, offices, wan, start_hub=start_hub, start_edge=start_edge, hq_nodes=hq_nodes
-        )
+        lab = Lab(path, offices, wan, start_hub=start_hub, start_edge=start_edge, hq_nodes=hq_nodes)
         try:
             lab.up()
             yield lab

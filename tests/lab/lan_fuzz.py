@@ -81,21 +81,35 @@ def nbns_seeds(rng: random.Random, me: IPv4Address) -> list[bytes]:
 def browse_seeds(rng: random.Random, me: IPv4Address) -> list[bytes]:
     def frame(message: bytes, dest: int = 0x1E) -> bytes:
         slot = browse.encode_mailslot(browse.Mailslot(browse.BROWSE_MAILSLOT, message))
-        return browse.encode_datagram(browse.Datagram(
-            browse.DatagramType.DIRECT_GROUP, rng.randrange(1, 0x10000), me,
-            NetbiosName("NYC-PC", 0), NetbiosName(WORKGROUP, dest), slot))
+        return browse.encode_datagram(
+            browse.Datagram(
+                browse.DatagramType.DIRECT_GROUP,
+                rng.randrange(1, 0x10000),
+                me,
+                NetbiosName("NYC-PC", 0),
+                NetbiosName(WORKGROUP, dest),
+                slot,
+            )
+        )
 
     request = browse.encode_browser_message(browse.AnnouncementRequest("NYC-PC"))
-    long_comment = browse.encode_browser_message(
-        browse.Announcement("NYC-PC", 0x9A03, comment="x"))[:-2] + b"c" * 300 + b"\0"
+    long_comment = (
+        browse.encode_browser_message(browse.Announcement("NYC-PC", 0x9A03, comment="x"))[:-2]
+        + b"c" * 300
+        + b"\0"
+    )
     long_name = bytes([browse.BrowserOpcode.ANNOUNCEMENT_REQUEST, 0]) + b"r" * 300 + b"\0"
     return [frame(request), frame(long_comment, 0x1D), frame(long_name), frame(b"\x08" + b"e" * 30)]
 
 
 def llmnr_seeds(rng: random.Random, me: IPv4Address) -> list[bytes]:
     mid = rng.randrange(0x10000)
-    claim = llmnr.Message(mid, llmnr.FLAG_QR, (llmnr.Question(NAME, llmnr.TYPE_A),),
-                          (llmnr.ResourceRecord(NAME, llmnr.TYPE_A, 1, 30, me.packed),))
+    claim = llmnr.Message(
+        mid,
+        llmnr.FLAG_QR,
+        (llmnr.Question(NAME, llmnr.TYPE_A),),
+        (llmnr.ResourceRecord(NAME, llmnr.TYPE_A, 1, 30, me.packed),),
+    )
     return [
         llmnr.build_query(mid, NAME, llmnr.TYPE_A),
         llmnr.build_query(mid, NAME, llmnr.TYPE_ANY),
@@ -113,8 +127,12 @@ def mdns_seeds(rng: random.Random, me: IPv4Address) -> list[bytes]:
     def query(name: str, qtype: int, qclass: int = 1) -> bytes:
         return llmnr.encode(llmnr.Message(mid, 0, (llmnr.Question(name, qtype, qclass),)))
 
-    claim = llmnr.Message(0, 0x8400, (), (llmnr.ResourceRecord(
-        f"{NAME}.local", llmnr.TYPE_A, 0x8001, 120, me.packed),))
+    claim = llmnr.Message(
+        0,
+        0x8400,
+        (),
+        (llmnr.ResourceRecord(f"{NAME}.local", llmnr.TYPE_A, 0x8001, 120, me.packed),),
+    )
     return [
         query("_smb._tcp.local", llmnr.TYPE_PTR),
         query("_services._dns-sd._udp.local", llmnr.TYPE_PTR),
@@ -158,7 +176,12 @@ GROUPS = {"llmnr": "224.0.0.252", "mdns": "224.0.0.251", "wsd": wsd.MCAST_V4}
 
 
 def fuzz_datagrams(
-    protocol: str, edge: str, bcast: str, office: str, count: int, seed: int,
+    protocol: str,
+    edge: str,
+    bcast: str,
+    office: str,
+    count: int,
+    seed: int,
     sources: list[str],
 ) -> dict[str, int]:
     rng = random.Random(seed)
@@ -183,7 +206,7 @@ def fuzz_datagrams(
     for i in range(count):
         sock = socks[i % len(socks)]
         me = IPv4Address(sock.getsockname()[0])
-        seeds = (wsd_seeds(rng, me, office) if protocol == "wsd" else seeds_of(rng, me))
+        seeds = wsd_seeds(rng, me, office) if protocol == "wsd" else seeds_of(rng, me)
         data = rng.choice(seeds)
         if i % 2:
             data = mutate(rng, data)
@@ -205,8 +228,12 @@ def fuzz_datagrams(
         time.sleep(0.05)
     for s in socks:
         s.close()
-    return {"sent": sent, "sent_bytes": sent_bytes, "received": received,
-            "received_bytes": received_bytes}
+    return {
+        "sent": sent,
+        "sent_bytes": sent_bytes,
+        "received": received,
+        "received_bytes": received_bytes,
+    }
 
 
 def worst_query(protocol: str, rng: random.Random, office: str) -> bytes:
@@ -216,13 +243,17 @@ def worst_query(protocol: str, rng: random.Random, office: str) -> bytes:
     if protocol == "llmnr":
         return llmnr.build_query(rng.randrange(0x10000), NAME, llmnr.TYPE_ANY)
     if protocol == "mdns":  # legacy unicast: from a port other than 5353
-        return llmnr.encode(llmnr.Message(rng.randrange(0x10000), 0, (
-            llmnr.Question("_smb._tcp.local", llmnr.TYPE_PTR),)))
+        return llmnr.encode(
+            llmnr.Message(
+                rng.randrange(0x10000), 0, (llmnr.Question("_smb._tcp.local", llmnr.TYPE_PTR),)
+            )
+        )
     return wsd_seeds(rng, IPv4Address("0.0.0.0"), office)[1]  # the minimal Probe
 
 
-def fuzz_worst(protocol: str, edge: str, office: str, count: int, seed: int,
-               source: str) -> dict[str, int]:
+def fuzz_worst(
+    protocol: str, edge: str, office: str, count: int, seed: int, source: str
+) -> dict[str, int]:
     """``count`` copies of the worst query, unicast from one source at ~2,000/s:
     the first answer's size, and how many answers (bytes) came back in all."""
     rng = random.Random(seed)
@@ -253,8 +284,14 @@ def fuzz_worst(protocol: str, edge: str, office: str, count: int, seed: int,
         received, received_bytes = _drain(sock, received, received_bytes)
         time.sleep(0.05)
     sock.close()
-    return {"query_bytes": len(first_query), "first_answer_bytes": first, "sent": sent,
-            "sent_bytes": sent_bytes, "received": received, "received_bytes": received_bytes}
+    return {
+        "query_bytes": len(first_query),
+        "first_answer_bytes": first,
+        "sent": sent,
+        "sent_bytes": sent_bytes,
+        "received": received,
+        "received_bytes": received_bytes,
+    }
 
 
 def _drain(sock: socket.socket, n: int, nbytes: int) -> tuple[int, int]:
@@ -326,8 +363,9 @@ def main(argv: list[str]) -> None:
     if protocol == "tcp":
         result = fuzz_tcp(edge, int(count), int(seed))
     elif protocol.endswith("-worst"):
-        result = fuzz_worst(protocol[: -len("-worst")], edge, office, int(count), int(seed),
-                            sources[0])
+        result = fuzz_worst(
+            protocol[: -len("-worst")], edge, office, int(count), int(seed), sources[0]
+        )
     else:
         result = fuzz_datagrams(protocol, edge, bcast, office, int(count), int(seed), sources)
     print(json.dumps(result), flush=True)

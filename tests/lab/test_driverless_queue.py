@@ -98,8 +98,7 @@ def one_page_pdf() -> bytes:
         b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
         b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R"
         b" /Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length 55 >>\nstream\nBT /F1 24 Tf 72 720 Td (driverless from nyc) Tj ET\n"
-        b"endstream",
+        b"<< /Length 55 >>\nstream\nBT /F1 24 Tf 72 720 Td (driverless from nyc) Tj ET\nendstream",
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
     ]
     out = bytearray(b"%PDF-1.4\n")
@@ -129,6 +128,7 @@ def test_everywhere_queue_on_the_discovered_uri_prints_at_hq(
     assert uri == f"ipp://{edge_ip}:631/{resource}"
     # CUPS builds the queue's PPD from the printer's IPP attributes (through edge and hub)
     pc_cups.admin(["lpadmin", "-p", QUEUE, "-E", "-v", str(uri), "-m", "everywhere"])
+
     # The queue's options come from that PPD (media sizes the printer reported). cupsd
     # writes it after lpadmin returns (seen here: the queue exists first, its PPD later).
     def page_sizes() -> str | None:

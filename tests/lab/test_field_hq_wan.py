@@ -84,6 +84,7 @@ def test_office_pc_is_told_no_hq_address(lab: Lab) -> None:
     addresses, out = smbtorture_interface_addresses(unc, prefix=netns.exec_argv(nyc.pc, []))
     assert addresses == [], out[-2000:]
     assert "SMB2_CAP_MULTI_CHANNEL" in out  # the client saw no multichannel offered
+
     # The hub asked HQ's smbd at start and found nothing to warn about.
     def checked() -> dict[str, object]:
         found = spokes.hub_status(lab).get("backend_multichannel")

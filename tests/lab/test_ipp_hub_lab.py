@@ -263,6 +263,7 @@ def test_host_localhost_from_an_office_gets_no_local_rights(lab: Lab) -> None:
 
 def test_office_limited_with_printers_cannot_use_another(lab: Lab) -> None:
     edge = lab.office("sf").edge_ip
+
     def refusals() -> int:
         return sum(1 for ln in logfmt.find(hub_log(lab), "ipp refused")
                    if (ln["office"], ln.get("printer")) == ("sf", "hq-color"))  # fmt: skip

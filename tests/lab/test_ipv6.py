@@ -58,9 +58,7 @@ def start_edge(lab: Lab, office: str) -> int:
             )
     pid = lab.spawn(plan.edge, spokes._cli("edge", "--config", str(conf)), f"edge-{office}")
     wait_for(
-        lambda: (
-            spokes.edge_status(lab, office).get("up") and spokes.office_connected(lab, office)
-        ),
+        lambda: spokes.edge_status(lab, office).get("up") and spokes.office_connected(lab, office),
         30,
         "the edge up",
     )
@@ -215,9 +213,7 @@ def test_mdns_answers_leave_with_ttl_255(lab: Lab, family: str, mode: str) -> No
     querier (multicast answer), over IPv4 and IPv6, and reads what the kernel says
     each answer arrived with."""
     edge = EDGE if family == "4" else link_local(lab, "nyc-edge")
-    res = sh(
-        lab, PC, "python3", str(TTL_PROBE), family, LAN_IFNAME, edge, "GLOBAL-NFS.local", mode
-    )
+    res = sh(lab, PC, "python3", str(TTL_PROBE), family, LAN_IFNAME, edge, "GLOBAL-NFS.local", mode)
     assert res.returncode == 0, res.stderr
     # The edge's addresses on the LAN: it may answer from any of them (fe80::3 too).
     ours = {EDGE, ENG, OPS, ENG6, edge}

@@ -71,9 +71,13 @@ def lab() -> Iterator[Lab]:
 
 def edge_counters(lab: Lab) -> tuple[int, int]:
     """(rx_bytes, tx_bytes) of the edge's LAN interface."""
-    out = sh(lab, lab.office(OFFICE).edge, "cat",
-             f"/sys/class/net/{LAN_IFNAME}/statistics/rx_bytes",
-             f"/sys/class/net/{LAN_IFNAME}/statistics/tx_bytes").stdout.split()
+    out = sh(
+        lab,
+        lab.office(OFFICE).edge,
+        "cat",
+        f"/sys/class/net/{LAN_IFNAME}/statistics/rx_bytes",
+        f"/sys/class/net/{LAN_IFNAME}/statistics/tx_bytes",
+    ).stdout.split()
     return int(out[0]), int(out[1])
 
 
@@ -105,10 +109,22 @@ def rss(pid: int) -> int:
 
 def fuzz(lab: Lab, protocol: str, seed: int, count: int = 0) -> dict[str, int]:
     count = count or (CONNECTIONS if protocol == "tcp" else DATAGRAMS)
-    argv = [sys.executable, "-m", "tests.lab.lan_fuzz", protocol, EDGE, BCAST, OFFICE,
-            str(count), str(seed), PC, *EXTRA_SOURCES]
-    res = lab.exec(lab.office(OFFICE).pc, argv, capture_output=True, text=True, timeout=60,
-                   cwd=REPO)
+    argv = [
+        sys.executable,
+        "-m",
+        "tests.lab.lan_fuzz",
+        protocol,
+        EDGE,
+        BCAST,
+        OFFICE,
+        str(count),
+        str(seed),
+        PC,
+        *EXTRA_SOURCES,
+    ]
+    res = lab.exec(
+        lab.office(OFFICE).pc, argv, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
     assert res.returncode == 0, res.stderr
     result: dict[str, int] = json.loads(res.stdout)
     return result
@@ -139,36 +155,41 @@ def test_edge_survives_a_hostile_lan(lab: Lab) -> None:
             table.setdefault(protocol, []).append((rx1 - rx0, tx1 - tx0, sent.get("sent", 0)))
             if protocol == "nbns":
                 # after conflict demands, releases, refreshes and claims by others
-                assert wait_for(lambda: resolves(lab) == EDGE, 10, "GLOBAL-NFS still ours",
-                                interval=0.5)
+                assert wait_for(
+                    lambda: resolves(lab) == EDGE, 10, "GLOBAL-NFS still ours", interval=0.5
+                )
             if protocol == "mdns":
                 # Spoofed answers for GLOBAL-NFS.local with other data are conflicts
                 # (RFC 6762 section 9): the edge yields the name and takes it back once
                 # they stop, at its next check (at most mdns.CONFLICT_RECHECK_INTERVAL away).
                 assert wait_for(
-                    lambda: spokes.names_held(lab, OFFICE, "mdns").get("GLOBAL-NFS")
-                    == "published",
-                    CONFLICT_RECHECK_INTERVAL + 30, "GLOBAL-NFS.local published again",
-                    interval=0.5)
+                    lambda: spokes.names_held(lab, OFFICE, "mdns").get("GLOBAL-NFS") == "published",
+                    CONFLICT_RECHECK_INTERVAL + 30,
+                    "GLOBAL-NFS.local published again",
+                    interval=0.5,
+                )
         rss_after.append(rss(pid))
     worst = {p: fuzz(lab, f"{p}-worst", seed=7, count=WORST) for p in WORST_PROTOCOLS}
     fuzz_seconds = time.monotonic() - started
 
-    print(f"\nfuzz: {fuzz_seconds:.0f} s for two rounds; RSS after round 1 "
-          f"{rss_after[0] / 2**20:.1f} MiB, after round 2 {rss_after[1] / 2**20:.1f} MiB")
+    print(
+        f"\nfuzz: {fuzz_seconds:.0f} s for two rounds; RSS after round 1 "
+        f"{rss_after[0] / 2**20:.1f} MiB, after round 2 {rss_after[1] / 2**20:.1f} MiB"
+    )
     print("protocol  round  datagrams  LAN bytes in  LAN bytes out  out/in")
     for protocol, rows in table.items():
         for i, (rx, tx, n) in enumerate(rows, 1):
             print(f"{protocol:8}  {i:5}  {n:9}  {rx:12}  {tx:13}  {tx / max(rx, 1):6.2f}")
 
-    print("worst query, unicast from one source: one answer, then a flood of "
-          f"{WORST} at ~2,000/s")
+    print(f"worst query, unicast from one source: one answer, then a flood of {WORST} at ~2,000/s")
     print("protocol  query  answer  answer/query  answered  bytes in  bytes out  out/in")
     for protocol, w in worst.items():
-        print(f"{protocol:8}  {w['query_bytes']:5}  {w['first_answer_bytes']:6}  "
-              f"{w['first_answer_bytes'] / w['query_bytes']:12.2f}  {w['received']:8}  "
-              f"{w['sent_bytes']:8}  {w['received_bytes']:9}  "
-              f"{w['received_bytes'] / w['sent_bytes']:6.2f}")
+        print(
+            f"{protocol:8}  {w['query_bytes']:5}  {w['first_answer_bytes']:6}  "
+            f"{w['first_answer_bytes'] / w['query_bytes']:12.2f}  {w['received']:8}  "
+            f"{w['sent_bytes']:8}  {w['received_bytes']:9}  "
+            f"{w['received_bytes'] / w['sent_bytes']:6.2f}"
+        )
 
     # alive, quiet, flat
     assert Path(f"/proc/{pid}").exists() and edge_pid(lab) == pid
@@ -193,14 +214,33 @@ def test_edge_survives_a_hostile_lan(lab: Lab) -> None:
     res = sh(lab, pc, "smbclient", "//GLOBAL-NFS/share", "-N", "-c", "ls")
     assert res.returncode == 0, res.stdout + res.stderr
     assert wait_for(
-        lambda: f"GLOBAL-NFS IN A {EDGE}" in sh(lab, pc, "llmnr-query", "-T", "A",
-                                                "GLOBAL-NFS").stdout,
-        10, "llmnr-query GLOBAL-NFS", interval=0.5)
+        lambda: (
+            f"GLOBAL-NFS IN A {EDGE}" in sh(lab, pc, "llmnr-query", "-T", "A", "GLOBAL-NFS").stdout
+        ),
+        10,
+        "llmnr-query GLOBAL-NFS",
+        interval=0.5,
+    )
     assert wait_for(
-        lambda: "445 GLOBAL-NFS.local." in sh(
-            lab, pc, "dig", "+short", "+tries=2", "-p", "5353", f"@{EDGE}",
-            "GLOBAL-NFS._smb._tcp.local", "SRV").stdout,
-        10, "dig GLOBAL-NFS._smb._tcp.local over mDNS", interval=0.5)
+        lambda: (
+            "445 GLOBAL-NFS.local."
+            in sh(
+                lab,
+                pc,
+                "dig",
+                "+short",
+                "+tries=2",
+                "-p",
+                "5353",
+                f"@{EDGE}",
+                "GLOBAL-NFS._smb._tcp.local",
+                "SRV",
+            ).stdout
+        ),
+        10,
+        "dig GLOBAL-NFS._smb._tcp.local over mDNS",
+        interval=0.5,
+    )
     # wsdd probes once at start; give it up to three runs (the flood's held 5357
     # connections and answer budgets drain within seconds).
     assert wait_for(lambda: "GLOBAL-NFS" in wsdd_discovers(lab, 8), 30,

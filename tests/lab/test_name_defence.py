@@ -35,6 +35,7 @@ pytestmark = pytest.mark.lab
 EDGE, ENG, PC_IP, FS_IP = "198.18.11.1", "198.18.11.3", "198.18.11.10", "198.18.11.2"
 NAMES = [("GLOBAL-NFS", "smb", ""), ("GLOBAL-ENG", "eng", ENG)]
 
+
 def sh(lab: Lab, host: str, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return lab.exec(host, list(argv), capture_output=True, text=True, timeout=timeout)
 
@@ -181,6 +182,7 @@ def test_conflict_after_start_resets_the_name_to_probing(lab: Lab) -> None:
             wait_for(lambda: "established" in out.read_text(), 15, "avahi announcing")
         except AssertionError:
             raise AssertionError(out.read_text()[-3000:]) from None
+
         def conflicts() -> list[dict[str, str]]:
             return [c for c in logfmt.find(edge_log.read_text(), "name conflict")
                     if (c["protocol"], c["name"]) == ("mdns", "GLOBAL-ENG.local")]  # fmt: skip

@@ -110,9 +110,7 @@ def test_ippfind_finds_every_shared_printer_with_rp_urf_pdl(lab: Lab, avahi: Ava
     assert queues == {n: rp.split("/")[1] if lpd == "515" else "" for n, rp in expected.items()}
 
 
-def test_printer_added_at_hq_appears_and_removed_one_leaves(
-    lab: Lab, avahi: AvahiHost
-) -> None:
+def test_printer_added_at_hq_appears_and_removed_one_leaves(lab: Lab, avahi: AvahiHost) -> None:
     cups = hq_cups(lab)
     # An info longer than an instance name may be (63 octets), with a "." in it.
     new = services.LabPrinter(
@@ -154,9 +152,7 @@ zc.close()
 """
 
 
-def test_name_held_by_another_host_gets_name_2_with_universal(
-    lab: Lab, avahi: AvahiHost
-) -> None:
+def test_name_held_by_another_host_gets_name_2_with_universal(lab: Lab, avahi: AvahiHost) -> None:
     """RFC 6762 section 9: an office Mac already shares "Office Laser"; HQ adds one."""
     pc_ip = lab.office("nyc").pc_ip
     other = subprocess.Popen(
@@ -208,9 +204,7 @@ def test_printers_withdrawn_while_hq_is_away_and_back_after(lab: Lab, avahi: Ava
     lab.wan("nyc", up=False)
     try:
         # hub_dead_after (6 s) + discovery.withdraw_after (10 s) in the lab's edge.toml
-        wait_until(
-            "printers withdrawn", lambda: "HQ laser (lab)" not in ippfind(lab, avahi), 40
-        )
+        wait_until("printers withdrawn", lambda: "HQ laser (lab)" not in ippfind(lab, avahi), 40)
         withdrawn = logfmt.find(edge_log(lab), "printers withdrawn")
         assert withdrawn and int(withdrawn[-1]["count"]) >= 1, withdrawn
     finally:

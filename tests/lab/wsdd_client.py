@@ -44,7 +44,11 @@ def wsdd_log(namespace: str, ifname: str, uuid: str, seconds: float) -> str:
 
 
 def wsdd_discovers(
-    namespace: str, ifname: str, uuid: str, seconds: float, workgroup: str = "ACME",
+    namespace: str,
+    ifname: str,
+    uuid: str,
+    seconds: float,
+    workgroup: str = "ACME",
     address_prefix: str = r"198\.18\.11\.",
 ) -> set[str]:
     """Names wsdd lists in ``workgroup`` on addresses starting with ``address_prefix``."""

@@ -18,7 +18,11 @@ def presence(
 ) -> LanPresence:
     """A LanPresence whose names are file-server names with no address of their own."""
     return LanPresence(
-        interface, ipv4, workgroup, tuple(VirtualName(n, "smb") for n in names), **kw  # type: ignore[arg-type]
+        interface,
+        ipv4,
+        workgroup,
+        tuple(VirtualName(n, "smb") for n in names),
+        **kw,  # type: ignore[arg-type]
     )
 
 

@@ -48,9 +48,7 @@ def test_store_load_and_bad_files(tmp_path: Path) -> None:
 
 def _service(state: Path, names: tuple[str, ...]) -> WsdService:
     # only constructed: no socket is opened
-    settings = discovery_settings(
-        "lo", "198.18.200.1", names, uuid.UUID(int=7), state_dir=state
-    )
+    settings = discovery_settings("lo", "198.18.200.1", names, uuid.UUID(int=7), state_dir=state)
     return WsdService(settings)
 
 

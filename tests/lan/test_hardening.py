@@ -34,9 +34,16 @@ PC = IPv4Address("198.18.200.2")
 
 def _wrap_browse(message: browse.BrowserMessage, slot_name: str = browse.BROWSE_MAILSLOT) -> bytes:
     slot = unchecked(browse.Mailslot, name=slot_name, data=browse.encode_browser_message(message))
-    return browse.encode_datagram(browse.Datagram(
-        browse.DatagramType.DIRECT_GROUP, 7, PC, NetbiosName("NYC-PC", 0),
-        NetbiosName("ACME", 0x1D), browse.encode_mailslot(slot)))
+    return browse.encode_datagram(
+        browse.Datagram(
+            browse.DatagramType.DIRECT_GROUP,
+            7,
+            PC,
+            NetbiosName("NYC-PC", 0),
+            NetbiosName("ACME", 0x1D),
+            browse.encode_mailslot(slot),
+        )
+    )
 
 
 # -- browse (UDP 138) -------------------------------------------------------------------
@@ -45,8 +52,7 @@ def _wrap_browse(message: browse.BrowserMessage, slot_name: str = browse.BROWSE_
 @given(around(browse.MAX_TEXT_LENGTH))
 @settings(max_examples=60)
 def test_browse_comment_around_its_limit(n: int) -> None:
-    msg = unchecked(browse.Announcement, server_name="NYC-PC", server_type=0x9A03,
-                    comment="c" * n)
+    msg = unchecked(browse.Announcement, server_name="NYC-PC", server_type=0x9A03, comment="c" * n)
     data = _wrap_browse(msg)
     if n > browse.MAX_TEXT_LENGTH:
         with pytest.raises(DecodeError):
@@ -117,8 +123,9 @@ def test_nbns_name_scope_around_its_limit(n: int) -> None:
 @settings(max_examples=60)
 def test_session_request_scope_around_its_limit(n: int) -> None:
     called = unchecked(NetbiosName, name="GLOBAL-NFS", suffix=0x20, scope=_long_scope(n))
-    data = nbss.encode(unchecked(nbss.SessionRequest, called=called,
-                                 calling=NetbiosName("NYC-PC", 0)))
+    data = nbss.encode(
+        unchecked(nbss.SessionRequest, called=called, calling=NetbiosName("NYC-PC", 0))
+    )
     try:
         packet = nbss.decode(data)
     except DecodeError:
@@ -149,8 +156,9 @@ def test_llmnr_name_around_its_limit(n: int) -> None:
         labels.append("a" * size)
         left -= size + 1
     name = ".".join(labels)
-    data = llmnr.encode(llmnr.Message(1, 0, (unchecked(llmnr.Question, name=name, qtype=1,
-                                                       qclass=1),)))
+    data = llmnr.encode(
+        llmnr.Message(1, 0, (unchecked(llmnr.Question, name=name, qtype=1, qclass=1),))
+    )
     try:
         msg = llmnr.decode(data)
     except DecodeError:
@@ -189,8 +197,13 @@ def test_thirty_kib_message_id_is_not_echoed() -> None:
     """Issue 15: a 30 KiB MessageID came back in two 30 KiB replies."""
     h = host()
     with pytest.raises(DecodeError):
-        h.handle_datagram(wsd.build_probe("urn:x:" + "i" * 30 * 1024), ("198.18.200.2", 3702),
-                          "198.18.200.1", False, 11.0)
+        h.handle_datagram(
+            wsd.build_probe("urn:x:" + "i" * 30 * 1024),
+            ("198.18.200.2", 3702),
+            "198.18.200.1",
+            False,
+            11.0,
+        )
     assert h.handle_timer(20.0) == []
     assert h.statistics().oversized == 1
 
@@ -200,8 +213,7 @@ def test_reply_size_does_not_grow_with_the_message_id() -> None:
     for length in (10, wsd.MAX_ECHOED_ID):
         h = host()
         mid = "urn:x:" + "i" * (length - 6)
-        h.handle_datagram(wsd.build_probe(mid), ("198.18.200.2", 3702), "198.18.200.1",
-                          False, 11.0)
+        h.handle_datagram(wsd.build_probe(mid), ("198.18.200.2", 3702), "198.18.200.1", False, 11.0)
         out = h.handle_timer(20.0)
         assert len(out) == 2 * wsd.UNICAST_UDP_REPEAT  # two endpoints, each repeated
         sizes.append(max(len(d.payload) for d in out))
@@ -212,12 +224,22 @@ def test_reply_size_does_not_grow_with_the_message_id() -> None:
 def test_probe_answers_are_budgeted_per_source_and_globally() -> None:
     h = host(answer_budget=AnswerBudget(Budget(3, 1), Budget(10, 5)))
     for i in range(20):  # one source, unique MessageIDs: 3 answered
-        h.handle_datagram(wsd.build_probe(f"urn:uuid:{uuid.UUID(int=i)}"),
-                          ("198.18.200.2", 3702), "198.18.200.1", True, 11.0)
+        h.handle_datagram(
+            wsd.build_probe(f"urn:uuid:{uuid.UUID(int=i)}"),
+            ("198.18.200.2", 3702),
+            "198.18.200.1",
+            True,
+            11.0,
+        )
     assert h.statistics().probes_answered == 3
     for i in range(100):  # spoofed sources: the global budget holds
-        h.handle_datagram(wsd.build_probe(f"urn:uuid:{uuid.UUID(int=1000 + i)}"),
-                          (f"198.18.201.{i + 1}", 3702), "198.18.200.1", True, 11.0)
+        h.handle_datagram(
+            wsd.build_probe(f"urn:uuid:{uuid.UUID(int=1000 + i)}"),
+            (f"198.18.201.{i + 1}", 3702),
+            "198.18.200.1",
+            True,
+            11.0,
+        )
     assert h.statistics().probes_answered == 10
     assert h.statistics().rate_limited == 17 + 93
 
@@ -226,8 +248,9 @@ def test_udp_envelope_over_the_limit_is_refused() -> None:
     h = host()
     pad = b"<!--" + b"p" * wsd.MAX_UDP_ENVELOPE + b"-->"
     with pytest.raises(DecodeError):
-        h.handle_datagram(wsd.build_probe("urn:uuid:1") + pad, ("198.18.200.2", 3702),
-                          "198.18.200.1", False, 11.0)
+        h.handle_datagram(
+            wsd.build_probe("urn:uuid:1") + pad, ("198.18.200.2", 3702), "198.18.200.1", False, 11.0
+        )
 
 
 @given(around(wsd.MAX_HTTP_HEADERS, below=2, above=20))
@@ -333,8 +356,9 @@ def test_http_metadata_server_caps_connections_and_recovers() -> None:
                 hw.close()
             await until(lambda: svc._http_connections == 0)
             r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(40))
-                    + b"\r\n")
+            w.write(
+                b"GET / HTTP/1.1\r\n" + b"".join(b"H%d: v\r\n" % i for i in range(40)) + b"\r\n"
+            )
             assert (await asyncio.wait_for(r.read(), 2)).startswith(b"HTTP/1.1 400 ")
             w.close()
             r, w = await asyncio.open_connection("127.0.0.1", port)

@@ -74,7 +74,8 @@ def test_llmnrd_answering_our_query_is_a_conflict_then_reclaimed_when_gone() -> 
     assert c.handle_timer(6.0) == [UniquenessQuery("GLOBAL-NFS", QID, query)]
     c.received(llmnr.decode(LLMNRD_ANSWER), LLMNRD, 6.1)
     assert c.handle_timer(7.0) == [
-        LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True, recheck_in=10.0)]
+        LlmnrConflict("GLOBAL-NFS", LLMNRD, repeat=True, recheck_in=10.0)
+    ]
     # Next re-check meets silence: reclaimed.
     assert c.handle_timer(16.9) == [] and c.get_timer() == 17.0
     assert [type(x) for x in c.handle_timer(17.0)] == [UniquenessQuery]

@@ -130,7 +130,9 @@ def test_conflict_rechecked_and_reclaimed_once_the_owner_is_gone(
         run(pub._register_all())  # still taken: reported once only
         assert [ln["name"] for ln in logged(caplog, "name conflict")] == ["GLOBAL-NFS.local"] * 2
         assert [r.levelno for r in caplog.records if "conflict" in r.message] == [
-            logging.WARNING, logging.DEBUG]
+            logging.WARNING,
+            logging.DEBUG,
+        ]
         fake.taken.clear()
         run(pub._register_all())
     stats = pub.statistics()
@@ -337,7 +339,9 @@ def test_answers_for_a_name_in_conflict_are_noted_not_reset() -> None:
             None, 2500.0, _response("GLOBAL-NFS.local.", "198.18.203.50")
         )
         _HostConflictListener(pub).async_update_records(
-            None, 2600.0, _response("PRINT-HQ.local.", "198.18.203.1")  # ours: no claim
+            None,
+            2600.0,
+            _response("PRINT-HQ.local.", "198.18.203.1"),  # ours: no claim
         )
 
     run(scenario())
@@ -394,8 +398,18 @@ def test_own_pointer_heard_back_does_not_block_publishing(other_owner: bool) -> 
     ptr = DNSPointer(info.type, _TYPE_PTR, _CLASS_IN, 4500, info.name)
     records: list[object] = [ptr]
     if other_owner:
-        records.append(DNSService(info.name, _TYPE_SRV, _CLASS_IN | _CLASS_UNIQUE, 120,
-                                  0, 0, info.port or 445, "other-pc.local."))
+        records.append(
+            DNSService(
+                info.name,
+                _TYPE_SRV,
+                _CLASS_IN | _CLASS_UNIQUE,
+                120,
+                0,
+                0,
+                info.port or 445,
+                "other-pc.local.",
+            )
+        )
     fake.cache.async_add_records(records)  # type: ignore[arg-type]
     assert fake.cache.current_entry_with_name_and_alias(info.type, info.name) is not None
     pub._forget_own_pointer(info)

@@ -173,8 +173,7 @@ def test_not_probes() -> None:
         b"\x00" * 11,
         b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00",  # counts past the end
         # a question name pointing at itself, then room for one authority record
-        b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\xc0\x0c\x00\xff\x00\x01"
-        + b"\x00" * 11,
+        b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x01\x00\x00\xc0\x0c\x00\xff\x00\x01" + b"\x00" * 11,
         b"\x00" * 9001,
     ],
 )
@@ -350,9 +349,7 @@ def test_publisher_hears_avahis_probe(ours: str, lost: int) -> None:
     publisher probes GLOBAL-ENG.local with an address before or after avahi's."""
 
     async def scenario() -> int:
-        pub = MdnsPublisher(
-            discovery_settings("lo", ours, ("GLOBAL-ENG",), UUID(int=1))
-        )
+        pub = MdnsPublisher(discovery_settings("lo", ours, ("GLOBAL-ENG",), UUID(int=1)))
         azc = AsyncZeroconf(interfaces=["127.0.0.1"])
         handler = HostNameQueryHandler(azc.zeroconf)
         handler.probe_heard = pub.probe_heard

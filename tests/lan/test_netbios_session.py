@@ -48,11 +48,15 @@ def test_vector_smbclient_retries_with_smbserver() -> None:
     [
         (PositiveSessionResponse(), b"\x82\x00\x00\x00"),
         (NegativeSessionResponse(SessionError.CALLED_NAME_NOT_PRESENT), b"\x83\x00\x00\x01\x82"),
-        (NegativeSessionResponse(SessionError.NOT_LISTENING_ON_CALLED_NAME),
-         b"\x83\x00\x00\x01\x80"),
+        (
+            NegativeSessionResponse(SessionError.NOT_LISTENING_ON_CALLED_NAME),
+            b"\x83\x00\x00\x01\x80",
+        ),
         (SessionKeepAlive(), b"\x85\x00\x00\x00"),
-        (RetargetSessionResponse(IPv4Address("198.18.200.1"), 445),
-         b"\x84\x00\x00\x06\xc6\x12\xc8\x01\x01\xbd"),
+        (
+            RetargetSessionResponse(IPv4Address("198.18.200.1"), 445),
+            b"\x84\x00\x00\x06\xc6\x12\xc8\x01\x01\xbd",
+        ),
         (SessionMessage(b"\xfeSMB"), b"\x00\x00\x00\x04\xfeSMB"),
     ],
 )
@@ -108,14 +112,20 @@ def test_reader_bounds_what_it_buffers_and_hands_over_the_rest() -> None:
 
 
 packets = st.one_of(
-    st.builds(SessionRequest,
-              st.builds(NetbiosName, st.text(st.characters(min_codepoint=33, max_codepoint=126),
-                                             max_size=15), st.integers(0, 255)),
-              st.builds(NetbiosName, st.just("PC"), st.integers(0, 255))),
+    st.builds(
+        SessionRequest,
+        st.builds(
+            NetbiosName,
+            st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=15),
+            st.integers(0, 255),
+        ),
+        st.builds(NetbiosName, st.just("PC"), st.integers(0, 255)),
+    ),
     st.just(PositiveSessionResponse()),
     st.builds(NegativeSessionResponse, st.integers(0, 255)),
-    st.builds(RetargetSessionResponse, st.integers(0, 2**32 - 1).map(IPv4Address),
-              st.integers(0, 0xFFFF)),
+    st.builds(
+        RetargetSessionResponse, st.integers(0, 2**32 - 1).map(IPv4Address), st.integers(0, 0xFFFF)
+    ),
     st.just(SessionKeepAlive()),
     st.builds(SessionMessage, st.binary(max_size=200)),
 )
@@ -148,25 +158,29 @@ def test_answer_session_request() -> None:
     assert isinstance(req, SessionRequest) and isinstance(smbserver, SessionRequest)
     names = ("Global-NFS", "GLOBAL-ENG")
     assert nbss.answer_session_request(req, names) == nbss.SessionDecision(
-        PositiveSessionResponse(), "Global-NFS")
+        PositiveSessionResponse(), "Global-NFS"
+    )
     wrong = SessionRequest(NetbiosName("ELSEWHERE", 0x20), req.calling)
-    assert nbss.encode(nbss.answer_session_request(wrong, names).response) == \
-        b"\x83\x00\x00\x01\x82"
+    assert (
+        nbss.encode(nbss.answer_session_request(wrong, names).response) == b"\x83\x00\x00\x01\x82"
+    )
     suffix = SessionRequest(NetbiosName("GLOBAL-NFS", 0x00), req.calling)
     assert nbss.answer_session_request(suffix, names).response == NegativeSessionResponse(
-        SessionError.NOT_LISTENING_ON_CALLED_NAME)
+        SessionError.NOT_LISTENING_ON_CALLED_NAME
+    )
     assert nbss.answer_session_request(smbserver, names).virtual_name is None
-    assert nbss.answer_session_request(smbserver, names, smbserver_name="GLOBAL-NFS") == \
-        nbss.SessionDecision(PositiveSessionResponse(), "GLOBAL-NFS")
+    assert nbss.answer_session_request(
+        smbserver, names, smbserver_name="GLOBAL-NFS"
+    ) == nbss.SessionDecision(PositiveSessionResponse(), "GLOBAL-NFS")
 
 
 def test_generic_called_names() -> None:
     """*SMBSERVER<20> (Samba's client, Linux cifs) and *SMBSERV<20> (XP-era clients)
     are answered as the server's own name when the caller gives one; the request is
     built from raw bytes as a PC sends it: 81 00 00 44 + called + calling."""
-    calling = nbss.encode(
-        SessionRequest(NetbiosName("NYC-PC", 0x00), NetbiosName("NYC-PC", 0x00))
-    )[4 + 34 :]
+    calling = nbss.encode(SessionRequest(NetbiosName("NYC-PC", 0x00), NetbiosName("NYC-PC", 0x00)))[
+        4 + 34 :
+    ]
     for generic in ("*SMBSERVER", "*SMBSERV"):
         called = NetbiosName(generic, 0x20)
         raw = nbss.encode(SessionRequest(called, NetbiosName("NYC-PC", 0x00)))
@@ -180,6 +194,9 @@ def test_generic_called_names() -> None:
         no = nbss.answer_session_request(req, ["GLOBAL-NFS", "GLOBAL-ENG"])
         assert nbss.encode(no.response) == b"\x83\x00\x00\x01\x82"
         other_suffix = SessionRequest(NetbiosName(generic, 0x00), req.calling)
-        assert nbss.answer_session_request(
-            other_suffix, ["GLOBAL-NFS"], smbserver_name="GLOBAL-NFS"
-        ).virtual_name is None
+        assert (
+            nbss.answer_session_request(
+                other_suffix, ["GLOBAL-NFS"], smbserver_name="GLOBAL-NFS"
+            ).virtual_name
+            is None
+        )

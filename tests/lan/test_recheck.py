@@ -18,8 +18,9 @@ def test_a_short_longest_interval_caps_the_first_too() -> None:
     assert recheck_delay(1, longest=2.0) == 2.0 and recheck_delay(9, longest=2.0) == 2.0
 
 
-@pytest.mark.parametrize(("failed", "longest", "first"), [(0, 60.0, 5.0), (-1, 60.0, 5.0),
-                                                           (1, 0.0, 5.0), (1, 60.0, 0.0)])
+@pytest.mark.parametrize(
+    ("failed", "longest", "first"), [(0, 60.0, 5.0), (-1, 60.0, 5.0), (1, 0.0, 5.0), (1, 60.0, 0.0)]
+)
 def test_refused(failed: int, longest: float, first: float) -> None:
     with pytest.raises(UsageError):
         recheck_delay(failed, longest, first)
@@ -38,5 +39,8 @@ def test_defaults_match_the_protocols() -> None:
     from spokeshare.lan import llmnr, mdns, netbios_core
 
     assert RECHECK_FIRST < RECHECK_LONGEST
-    assert {llmnr.CONFLICT_RECHECK_INTERVAL, mdns.CONFLICT_RECHECK_INTERVAL,
-            netbios_core.CONFLICT_RECHECK_INTERVAL} == {RECHECK_LONGEST}
+    assert {
+        llmnr.CONFLICT_RECHECK_INTERVAL,
+        mdns.CONFLICT_RECHECK_INTERVAL,
+        netbios_core.CONFLICT_RECHECK_INTERVAL,
+    } == {RECHECK_LONGEST}

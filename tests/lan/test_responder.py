@@ -144,8 +144,11 @@ def test_no_answers_while_registering() -> None:
 def test_act_err_while_registering_is_a_conflict_and_never_answered() -> None:
     r = make()
     out = sends(r.start(0.0))
-    reg = next(c.packet for c in out if c.packet.questions[0].name == NFS20
-               and c.packet.opcode is Opcode.REGISTRATION)
+    reg = next(
+        c.packet
+        for c in out
+        if c.packet.questions[0].name == NFS20 and c.packet.opcode is Opcode.REGISTRATION
+    )
     defence = netbios.negative_registration_response(reg)
     cmds = r.handle_packet(defence, OTHER, 137, EDGE, 0.1)
     assert cmds == [NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", recheck_in=5.0)]
@@ -177,8 +180,9 @@ def test_another_hosts_positive_answer_while_registering_is_a_conflict() -> None
     r.start(0.0)
     answer = netbios.positive_query_response(query(NFS20), NFS20, [netbios.NbEntry(OTHER)])
     out = r.handle_packet(answer, OTHER, 137, EDGE, 0.1)
-    assert out == [NameConflict(NFS20, OTHER, "another host answers queries for it",
-                                recheck_in=5.0)]
+    assert out == [
+        NameConflict(NFS20, OTHER, "another host answers queries for it", recheck_in=5.0)
+    ]
 
 
 def conflict_demand(name: NetbiosName) -> bytes:
@@ -210,8 +214,11 @@ def test_release_by_another_host_for_a_held_name_is_ignored() -> None:
         release = netbios.release_request(7, name, OTHER)
         out = r.handle_packet(release, OTHER, 137, EDGE, 9.0)
         # a member leaving the (shared) workgroup is nothing to report
-        assert out == ([] if name == ACME00 else
-                       [ChallengeIgnored(name, OTHER, "name release for a name we hold")])
+        assert out == (
+            []
+            if name == ACME00
+            else [ChallengeIgnored(name, OTHER, "name release for a name we hold")]
+        )
     assert {st for _, st in r.names()} == {NameState.CLAIMED}
     assert sends(r.handle_packet(query(NFS00), PC, 5000, EDGE, 9.1))
 
@@ -238,16 +245,21 @@ def test_unsolicited_positive_answer_for_a_held_name_is_ignored() -> None:
 
 def test_refresh_and_registration_by_others_are_defended_not_obeyed() -> None:
     r = claimed()
-    for pkt in (netbios.refresh_request(8, NFS20, OTHER, ttl=300),
-                netbios.registration_request(9, NFS20, OTHER)):
+    for pkt in (
+        netbios.refresh_request(8, NFS20, OTHER, ttl=300),
+        netbios.registration_request(9, NFS20, OTHER),
+    ):
         out = r.handle_packet(pkt, OTHER, 137, EDGE, 9.0)
         assert NameDefended(NFS20, OTHER) in out
     assert r.state(NFS20) is NameState.CLAIMED
 
 
 def _refused(r: NameResponder, out: list[Command], name: NetbiosName, now: float) -> list[Command]:
-    reg = next(c.packet for c in sends(out)
-               if c.packet.questions[0].name == name and c.packet.opcode is Opcode.REGISTRATION)
+    reg = next(
+        c.packet
+        for c in sends(out)
+        if c.packet.questions[0].name == name and c.packet.opcode is Opcode.REGISTRATION
+    )
     return r.handle_packet(netbios.negative_registration_response(reg), OTHER, 137, EDGE, now)
 
 
@@ -255,7 +267,8 @@ def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -
     r = make(conflict_recheck_interval=30.0)
     out = r.start(0.0)
     assert _refused(r, out, NFS20, 0.1) == [
-        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", recheck_in=5.0)]
+        NameConflict(NFS20, OTHER, "registration refused with ACT_ERR", recheck_in=5.0)
+    ]
     for t in (0.25, 0.5, 0.75):
         r.handle_timer(t)
     assert r.state(NFS20) is NameState.CONFLICT
@@ -264,8 +277,11 @@ def test_conflict_is_rechecked_and_the_name_reclaimed_when_the_owner_is_gone() -
     out = r.handle_timer(5.1)
     assert r.state(NFS20) is NameState.REGISTERING
     assert {c.packet.opcode for c in sends(out)} == {Opcode.QUERY, Opcode.REGISTRATION}
-    assert _refused(r, out, NFS20, 5.2) == [NameConflict(
-        NFS20, OTHER, "registration refused with ACT_ERR", repeated=True, recheck_in=10.0)]
+    assert _refused(r, out, NFS20, 5.2) == [
+        NameConflict(
+            NFS20, OTHER, "registration refused with ACT_ERR", repeated=True, recheck_in=10.0
+        )
+    ]
     assert r.handle_packet(query(NFS20), PC, 5000, EDGE, 6.0) == []
     # gone at the second: three registrations meet silence, the name is ours again
     due = r.get_timer()
@@ -353,8 +369,7 @@ def test_silence_for_names_not_owned() -> None:
     assert r.handle_packet(query(NetbiosName("GLOBAL-NFS", 0x1D)), PC, 5000, EDGE, 10.0) == []
     assert r.handle_packet(query(NetbiosName("ACME", 0x1D)), PC, 5000, EDGE, 10.0) == []
     # only a plain unicast (non-recursive) query gets NAM_ERR, as nmbd does
-    (neg,) = sends(r.handle_packet(query(foreign, broadcast=False, rd=False), PC, 5000, EDGE,
-                                   10.0))
+    (neg,) = sends(r.handle_packet(query(foreign, broadcast=False, rd=False), PC, 5000, EDGE, 10.0))
     assert neg.packet.rcode == Rcode.NAM_ERR and neg.address == PC
 
 
@@ -375,14 +390,21 @@ def test_node_status_lists_every_name_and_the_workgroup() -> None:
     assert rr.name == NetbiosName("*", 0) and rr.ttl == 0 and cmd.packet.flags == NmFlags.AA
     assert isinstance(rr.rdata, netbios.NodeStatusRData)
     assert [(n.name, n.suffix, n.group) for n in rr.rdata.names] == [
-        ("GLOBAL-NFS", 0x00, False), ("GLOBAL-NFS", 0x20, False),
-        ("GLOBAL-ENG", 0x00, False), ("GLOBAL-ENG", 0x20, False), ("ACME", 0x00, True),
+        ("GLOBAL-NFS", 0x00, False),
+        ("GLOBAL-NFS", 0x20, False),
+        ("GLOBAL-ENG", 0x00, False),
+        ("GLOBAL-ENG", 0x20, False),
+        ("ACME", 0x00, True),
     ]
     assert rr.rdata.statistics == bytes(46)
     # by name too (nmblookup -S), but never a broadcast "*"
     assert sends(r.handle_packet(netbios.node_status_request(2, NFS20), PC, 1, EDGE, 10.0))
-    bcast_star = NbnsPacket(3, Opcode.QUERY, flags=NmFlags.B,
-                            questions=(netbios.Question(NetbiosName("*", 0), RRType.NBSTAT),))
+    bcast_star = NbnsPacket(
+        3,
+        Opcode.QUERY,
+        flags=NmFlags.B,
+        questions=(netbios.Question(NetbiosName("*", 0), RRType.NBSTAT),),
+    )
     assert r.handle_packet(bcast_star, PC, 1, EDGE, 10.0) == []
     foreign = netbios.node_status_request(4, NetbiosName("OTHER", 0x20))
     assert r.handle_packet(foreign, PC, 1, EDGE, 10.0) == []
@@ -476,9 +498,13 @@ def test_wins_registration_and_refresh() -> None:
     assert {c.packet.questions[0].name for c in to_wins} == {NFS00, NFS20}
     assert all(not c.packet.broadcast for c in to_wins)
     reg = to_wins[0].packet
-    ok = NbnsPacket(reg.trn_id, Opcode.REGISTRATION, response=True,
-                    flags=NmFlags.AA | NmFlags.RD | NmFlags.RA,
-                    answers=(reg.additionals[0],))
+    ok = NbnsPacket(
+        reg.trn_id,
+        Opcode.REGISTRATION,
+        response=True,
+        flags=NmFlags.AA | NmFlags.RD | NmFlags.RA,
+        answers=(reg.additionals[0],),
+    )
     assert r2.handle_packet(ok, wins, 137, EDGE, 1.0) == []
     assert r2.get_timer() is not None
     refresh = [c for c in sends(r2.handle_timer(901.0)) if c.packet.opcode is Opcode.REFRESH]
@@ -500,8 +526,12 @@ def test_config_validation() -> None:
 
 def announcer(**kw: object) -> BrowseAnnouncer:
     return BrowseAnnouncer(
-        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")], "acme", EDGE, BCAST,
-        rng=random.Random(1), **kw,  # type: ignore[arg-type]
+        [("GLOBAL-NFS", "Files at HQ"), ("GLOBAL-ENG", "Engineering")],
+        "acme",
+        EDGE,
+        BCAST,
+        rng=random.Random(1),
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -517,7 +547,11 @@ def test_announces_at_start_then_doubles_to_twelve_minutes() -> None:
     m = c0.packet.message
     assert isinstance(m, browse.Announcement)
     assert (m.server_name, m.comment, m.server_type, m.periodicity_ms) == (
-        "GLOBAL-NFS", "Files at HQ", 0x9A03, 60_000)
+        "GLOBAL-NFS",
+        "Files at HQ",
+        0x9A03,
+        60_000,
+    )
     times, periods = [], []
     t = a.get_timer()
     while t is not None and t < 3600:
@@ -570,8 +604,16 @@ def test_announcement_request_for_another_workgroup_is_ignored() -> None:
     a.start(0.0)
     req = browse.decode((VECTORS / "19-nmbd-udp138.bin").read_bytes())
     other = browse.BrowseDatagram(
-        browse.Datagram(req.datagram.msg_type, 1, PC, req.datagram.source_name,
-                        NetbiosName("OTHERWG", 0x1E), b""), req.message)
+        browse.Datagram(
+            req.datagram.msg_type,
+            1,
+            PC,
+            req.datagram.source_name,
+            NetbiosName("OTHERWG", 0x1E),
+            b"",
+        ),
+        req.message,
+    )
     a.handle_datagram(other, 1.0)
     assert a.get_timer() == 60.0
 
@@ -602,8 +644,10 @@ def test_stop_announces_server_type_zero() -> None:
     a.start(0.0)
     out = a.stop(5.0)
     msgs = [c.packet.message for c in out if isinstance(c, SendBrowse)]
-    assert [(m.server_name, m.server_type) for m in msgs if isinstance(m, browse.Announcement)] \
-        == [("GLOBAL-NFS", 0), ("GLOBAL-ENG", 0)]
+    assert [(m.server_name, m.server_type) for m in msgs if isinstance(m, browse.Announcement)] == [
+        ("GLOBAL-NFS", 0),
+        ("GLOBAL-ENG", 0),
+    ]
     assert a.get_timer() is None and a.stop(6.0) == []
 
 
@@ -635,8 +679,13 @@ def test_pure_modules_import_no_io() -> None:
         print(",".join(sorted(bad)))
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+    )
     assert out.stdout.strip() == ""
 
 
@@ -683,8 +732,10 @@ def test_adapter_on_loopback() -> None:
         service = NetbiosService(settings, random.Random(3))
         try:
             await service.start()
-            regs = [netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
-                    for _ in range(11)]
+            regs = [
+                netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
+                for _ in range(11)
+            ]
             assert [p.opcode for p in regs].count(Opcode.REGISTRATION) == 9
             assert [p.opcode for p in regs].count(Opcode.QUERY) == 2
             ann = browse.decode(await asyncio.wait_for(loop.sock_recv(lan_dgm, 1500), 2))
@@ -692,20 +743,26 @@ def test_adapter_on_loopback() -> None:
             assert ann.message.server_name == "GLOBAL-NFS"
             await asyncio.sleep(0.15)  # registrations done: names claimed
             assert service.statistics().names == {
-                "GLOBAL-NFS<00>": "claimed", "GLOBAL-NFS<20>": "claimed", "ACME<00>": "claimed"}
+                "GLOBAL-NFS<00>": "claimed",
+                "GLOBAL-NFS<20>": "claimed",
+                "ACME<00>": "claimed",
+            }
             await loop.sock_sendto(pc, netbios.encode(query(NFS20)), ("127.0.0.2", port))
             answer = netbios.decode(await asyncio.wait_for(loop.sock_recv(pc, 1500), 2))
             rdata = answer.answers[0].rdata
             assert isinstance(rdata, netbios.NbRData)
             assert rdata.entries[0].address == IPv4Address("127.0.0.2")
             await loop.sock_sendto(pc, b"\x00garbage", ("127.0.0.2", port))
-            await loop.sock_sendto(pc, netbios.encode(query(NetbiosName("NOPE", 0x20))),
-                                   ("127.0.0.2", port))
+            await loop.sock_sendto(
+                pc, netbios.encode(query(NetbiosName("NOPE", 0x20))), ("127.0.0.2", port)
+            )
             await asyncio.sleep(0.1)
             assert service.statistics().bad_packets == 1
             await service.stop()
-            releases = [netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
-                        for _ in range(3)]
+            releases = [
+                netbios.decode(await asyncio.wait_for(loop.sock_recv(lan, 1500), 2))
+                for _ in range(3)
+            ]
             assert {p.opcode for p in releases} == {Opcode.RELEASE}
             gone = browse.decode(await asyncio.wait_for(loop.sock_recv(lan_dgm, 1500), 2))
             assert isinstance(gone.message, browse.Announcement)
@@ -737,10 +794,19 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
         pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         pc.bind(("127.0.0.1", 0))
         service = NetbiosService(settings, random.Random(5))
-        request = browse.encode(browse.BrowseDatagram(
-            browse.Datagram(browse.DatagramType.DIRECT_GROUP, 1, IPv4Address("127.0.0.1"),
-                            NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x1E), b""),
-            browse.AnnouncementRequest("NYC-PC")))
+        request = browse.encode(
+            browse.BrowseDatagram(
+                browse.Datagram(
+                    browse.DatagramType.DIRECT_GROUP,
+                    1,
+                    IPv4Address("127.0.0.1"),
+                    NetbiosName("NYC-PC", 0),
+                    NetbiosName("ACME", 0x1E),
+                    b"",
+                ),
+                browse.AnnouncementRequest("NYC-PC"),
+            )
+        )
         long_comment = _announcement_with_comment(300)
         try:
             await service.start()
@@ -755,7 +821,10 @@ def test_adapter_under_uvloop_with_hostile_floods() -> None:
             await asyncio.sleep(0.05)
             stats = service.statistics()
             assert stats.names == {
-                "GLOBAL-NFS<00>": "claimed", "GLOBAL-NFS<20>": "claimed", "ACME<00>": "claimed"}
+                "GLOBAL-NFS<00>": "claimed",
+                "GLOBAL-NFS<20>": "claimed",
+                "ACME<00>": "claimed",
+            }
             assert stats.challenges_ignored == 12
             assert stats.bad_packets == 300
             assert stats.announcements > 2  # the requests were served
@@ -813,9 +882,16 @@ def _announcement_with_comment(length: int) -> bytes:
     msg = browse.Announcement("NYC-PC", 0x9A03, comment="x")
     frame = browse.encode_browser_message(msg)[:-2] + b"c" * length + b"\0"
     slot = browse.encode_mailslot(browse.Mailslot(browse.BROWSE_MAILSLOT, frame))
-    return browse.encode_datagram(browse.Datagram(
-        browse.DatagramType.DIRECT_GROUP, 2, IPv4Address("127.0.0.1"),
-        NetbiosName("NYC-PC", 0), NetbiosName("ACME", 0x1D), slot))
+    return browse.encode_datagram(
+        browse.Datagram(
+            browse.DatagramType.DIRECT_GROUP,
+            2,
+            IPv4Address("127.0.0.1"),
+            NetbiosName("NYC-PC", 0),
+            NetbiosName("ACME", 0x1D),
+            slot,
+        )
+    )
 
 
 def test_settings_validation() -> None:
@@ -888,12 +964,25 @@ def lab_lan() -> Iterator[Path]:
         _ip("-n", NS_LAN, "link", "add", "nbt-br", "type", "bridge")
         _ip("-n", NS_LAN, "link", "set", "nbt-br", "up")
         for host, dev, addr in ((NS_EDGE, "nbt-e0", LAB_EDGE), (NS_PC, "nbt-p0", LAB_PC)):
-            _ip("-n", NS_LAN, "link", "add", dev + "b", "type", "veth", "peer", "name", dev,
-                "netns", host)
+            _ip(
+                "-n",
+                NS_LAN,
+                "link",
+                "add",
+                dev + "b",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                dev,
+                "netns",
+                host,
+            )
             _ip("-n", NS_LAN, "link", "set", dev + "b", "master", "nbt-br", "up")
             _ip("-n", host, "addr", "add", f"{addr}/24", "brd", LAB_BCAST, "dev", dev)
             _ip("-n", host, "link", "set", dev, "up")
-        (tmp / "smb.conf").write_text(textwrap.dedent(f"""\
+        (tmp / "smb.conf").write_text(
+            textwrap.dedent(f"""\
             [global]
                 workgroup = ACME
                 netbios name = NBT-PC
@@ -905,7 +994,8 @@ def lab_lan() -> Iterator[Path]:
                 private dir = {tmp}
                 pid directory = {tmp}
                 log file = {tmp}/log.%m
-            """))
+            """)
+        )
         yield tmp
     finally:
         for ns in created:
@@ -930,9 +1020,22 @@ def _start_edge(
     root = Path(__file__).parents[2]
     with open(tmp / "edge.log", "a") as log:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", NS_EDGE, sys.executable, "-c", _EDGE_RUNNER,
-             f"{LAB_EDGE}/24", str(announce), str(recheck)],
-            cwd=root, stdout=subprocess.PIPE, stderr=log, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                NS_EDGE,
+                sys.executable,
+                "-c",
+                _EDGE_RUNNER,
+                f"{LAB_EDGE}/24",
+                str(announce),
+                str(recheck),
+            ],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
         )
     assert proc.stdout is not None
     return proc, proc.stdout.readline()
@@ -961,7 +1064,9 @@ def lab_edge(lab_lan: Path) -> Iterator[subprocess.Popen[str]]:
 def _nmblookup(conf: Path, *args: str) -> str:
     out = subprocess.run(
         ["ip", "netns", "exec", NS_PC, "nmblookup", "-s", str(conf), *args],
-        capture_output=True, text=True, timeout=30,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     return out.stdout + out.stderr
 
@@ -1010,8 +1115,12 @@ def test_lab_samba_python_bindings_agree(lab_lan: Path, lab_edge: subprocess.Pop
         print("R", n.register_name(("GLOBAL-NFS", 0x20), "{LAB_PC}", "{LAB_EDGE}",
                                    multi_homed=False, timeout=4))
         """)
-    out = subprocess.run(["ip", "netns", "exec", NS_PC, "/usr/bin/python3", "-c", code],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        ["ip", "netns", "exec", NS_PC, "/usr/bin/python3", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "No module named 'samba'" in out.stderr:
         pytest.skip("python3-samba not installed")
     lines = {line[:1]: line[2:] for line in out.stdout.splitlines()}
@@ -1025,7 +1134,9 @@ def _start_nmbd(tmp: Path, conf: Path) -> subprocess.Popen[bytes]:
     # (gotchas.md); hence also --no-process-group, as it is a session leader already.
     return subprocess.Popen(
         ["ip", "netns", "exec", NS_PC, "nmbd", "-F", "--no-process-group", "-s", str(conf)],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -1047,11 +1158,15 @@ def test_lab_real_master_browser_lists_the_edge_and_drops_it_at_stop(lab_lan: Pa
     edge stops (server type 0)."""
     tmp = lab_lan
     conf = tmp / "lmb.conf"
-    conf.write_text((tmp / "smb.conf").read_text().replace(
-        "[global]\n",
-        "[global]\n    local master = yes\n    preferred master = yes\n    os level = 65\n"
-        "    server string = Local file server\n",
-    ))
+    conf.write_text(
+        (tmp / "smb.conf")
+        .read_text()
+        .replace(
+            "[global]\n",
+            "[global]\n    local master = yes\n    preferred master = yes\n    os level = 65\n"
+            "    server string = Local file server\n",
+        )
+    )
     nmbd = _start_nmbd(tmp, conf)
     browse_dat = tmp / "browse.dat"
 
@@ -1060,8 +1175,7 @@ def test_lab_real_master_browser_lists_the_edge_and_drops_it_at_stop(lab_lan: Pa
 
     try:
         deadline = time.monotonic() + 60  # the election takes about 20 s
-        while "ACME<1d>" not in _nmblookup(tmp / "smb.conf", "-B", LAB_BCAST, "-M", "--",
-                                            "ACME"):
+        while "ACME<1d>" not in _nmblookup(tmp / "smb.conf", "-B", LAB_BCAST, "-M", "--", "ACME"):
             assert time.monotonic() < deadline and nmbd.poll() is None, "no master browser"
             time.sleep(1)
         edge, line = _start_edge(tmp, announce=2.0)
@@ -1099,8 +1213,9 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
         # A broadcast lookup is answered only once nmbd has finished registering
         # (about 4 s); before that nmbd neither defends nor answers broadcasts.
         deadline = time.monotonic() + 30
-        while "GLOBAL-NFS<20>" not in _nmblookup(tmp / "smb.conf", "-B", LAB_BCAST,
-                                                  "GLOBAL-NFS#20"):
+        while "GLOBAL-NFS<20>" not in _nmblookup(
+            tmp / "smb.conf", "-B", LAB_BCAST, "GLOBAL-NFS#20"
+        ):
             assert time.monotonic() < deadline and nmbd.poll() is None, "nmbd did not start"
             time.sleep(0.5)
         edge, line = _start_edge(tmp, recheck=4.0)
@@ -1114,15 +1229,28 @@ def test_lab_conflict_with_a_real_nmbd_owning_the_name(lab_lan: Path) -> None:
             assert f"{LAB_EDGE} GLOBAL-NFS" not in out, out
             out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-ENG#20")
             assert f"{LAB_EDGE} GLOBAL-ENG<20>" in out, out
-            wait_for(lambda: _conflicts((tmp / "edge.log").read_text(), "GLOBAL-NFS<20>") >= 2,
-                     20, "a re-check that finds nmbd still there", interval=0.5)
+            wait_for(
+                lambda: _conflicts((tmp / "edge.log").read_text(), "GLOBAL-NFS<20>") >= 2,
+                20,
+                "a re-check that finds nmbd still there",
+                interval=0.5,
+            )
             assert f"{LAB_EDGE} GLOBAL-NFS" not in _nmblookup(
-                tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
+                tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20"
+            )
             _stop_nmbd(nmbd)  # the other owner goes away
-            wait_for(lambda: ("netbios", "GLOBAL-NFS<20>") in [
-                         (ln["protocol"], ln["name"])
-                         for ln in logfmt.find((tmp / "edge.log").read_text(), "name reclaimed")],
-                     20, "the edge to reclaim GLOBAL-NFS", interval=0.5)
+            wait_for(
+                lambda: (
+                    ("netbios", "GLOBAL-NFS<20>")
+                    in [
+                        (ln["protocol"], ln["name"])
+                        for ln in logfmt.find((tmp / "edge.log").read_text(), "name reclaimed")
+                    ]
+                ),
+                20,
+                "the edge to reclaim GLOBAL-NFS",
+                interval=0.5,
+            )
             out = _nmblookup(tmp / "smb.conf", "-U", LAB_EDGE, "GLOBAL-NFS#20")
             assert f"{LAB_EDGE} GLOBAL-NFS<20>" in out, out
         finally:
@@ -1137,9 +1265,22 @@ def test_lab_smbtorture_name_defence(lab_lan: Path, lab_edge: subprocess.Popen[s
     if shutil.which("smbtorture") is None:
         pytest.skip("needs smbtorture (samba-testsuite)")
     out = subprocess.run(
-        ["ip", "netns", "exec", NS_PC, "smbtorture", "-s", str(lab_lan / "smb.conf"),
-         "//GLOBAL-NFS/ipc$", "--option=nbt:timeout=2", "-U%", "nbt.register"],
-        capture_output=True, text=True, timeout=120,
+        [
+            "ip",
+            "netns",
+            "exec",
+            NS_PC,
+            "smbtorture",
+            "-s",
+            str(lab_lan / "smb.conf"),
+            "//GLOBAL-NFS/ipc$",
+            "--option=nbt:timeout=2",
+            "-U%",
+            "nbt.register",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     text = out.stdout + out.stderr
     assert "success: register_own" in text, text

@@ -212,8 +212,6 @@ def test_hostile_answers_keep_good_printers(printers: list[dict[str, tuple[objec
         check_bounded(s)
 
 
-
-
 def test_pure_modules_import_no_io() -> None:
     code = (
         "import sys, spokeshare.printing.dnssd, spokeshare.printing.hq_printers\n"

@@ -44,9 +44,7 @@ def cups_published() -> dict[str, tuple[str, int, dict[str, str]]]:
         if not line.startswith("="):
             continue
         fields = line.split(";", 9)
-        txt = dict(
-            pair.split("=", 1) for pair in re.findall(r'"((?:[^"\\]|\\.)*)"', fields[9])
-        )
+        txt = dict(pair.split("=", 1) for pair in re.findall(r'"((?:[^"\\]|\\.)*)"', fields[9]))
         out[f"{avahi_unescape(fields[3])}|{fields[4]}"] = (fields[4], int(fields[8]), txt)
     return out
 

@@ -96,4 +96,3 @@ def test_printing_only_office_printers_point_at_the_print_host(
             await lan.async_close()
 
     loop.run_until_complete(scenario())
-

@@ -49,9 +49,7 @@ def edited(
         if g.tag == ipp.GroupTag.PRINTER and rename and name == rename[0]:
             tag = ipp.Tag.NAME if attribute == "printer-name" else ipp.Tag.TEXT
             attrs = tuple(
-                ipp.Attribute.of(attribute, tag, rename[1])
-                if a.name == attribute
-                else a
+                ipp.Attribute.of(attribute, tag, rename[1]) if a.name == attribute else a
                 for a in g.attributes
             )
             g = dataclasses.replace(g, attributes=attrs)
@@ -117,7 +115,12 @@ def test_sync_follows_hq_and_the_lan_sees_it(
         browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
         script = Script()
         adv = PrinterAdvertiser(
-            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+            Responder(zc),  # type: ignore[arg-type]
+            script,
+            HOST,
+            [LOOPBACK],
+            631,
+            interval=3600,
         )
 
         async def until(what: str, cond: Callable[[], bool]) -> None:
@@ -161,7 +164,6 @@ def test_sync_follows_hq_and_the_lan_sees_it(
             assert {"printer": "hq-laser", "name": "HQ laser (lab)._ipp._tcp.local."} in logged(
                 caplog, "printer updated"
             )
-
 
             # HQ renames hq-color: the old name leaves (goodbye), the new one comes.
             script.next = edited(rename=("hq-color", "Colour, 2nd floor"))
@@ -291,7 +293,12 @@ def test_conflicts_rename_past_other_hosts_and_our_own_names(
         script = Script()
         script.next = edited(rename=("hq-color", "HQ laser (lab) (2)"))
         adv = PrinterAdvertiser(
-            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+            Responder(zc),  # type: ignore[arg-type]
+            script,
+            HOST,
+            [LOOPBACK],
+            631,
+            interval=3600,
         )
         try:
             await adv.sync_once()
@@ -327,7 +334,12 @@ def test_unusable_printer_left_out_with_one_line_the_others_published(
         script = Script()
         script.next = edited(rename=("hq-color", "a/b"), attribute="printer-name")
         adv = PrinterAdvertiser(
-            Responder(zc), script, HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+            Responder(zc),  # type: ignore[arg-type]
+            script,
+            HOST,
+            [LOOPBACK],
+            631,
+            interval=3600,
         )
         try:
             await adv.sync_once()
@@ -360,7 +372,12 @@ def test_conflict_after_publication_renames_with_both_subtypes(
         types = list(BROWSED_TYPES)
         browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
         adv = PrinterAdvertiser(
-            Responder(zc), Script(), HOST, [LOOPBACK], 631, interval=3600  # type: ignore[arg-type]
+            Responder(zc),  # type: ignore[arg-type]
+            Script(),
+            HOST,
+            [LOOPBACK],
+            631,
+            interval=3600,
         )
         mac = ServiceInfo(
             "_ipp._tcp.local.", "HQ laser (lab)._ipp._tcp.local.", port=631,

@@ -64,9 +64,7 @@ class Hubs:
         path.write_text(text)
         return path
 
-    def start_in_loop(
-        self, lt: LoopThread, count: int | None = None, **per_hub: Any
-    ) -> list[Any]:
+    def start_in_loop(self, lt: LoopThread, count: int | None = None, **per_hub: Any) -> list[Any]:
         """Hubs 0 to ``count`` - 1 (default all) started in the test's loop thread, each
         with the fields of ``per_hub["hubI"]`` (a dict) replaced in its config. Stop them
         with :func:`stop_in_loop`."""

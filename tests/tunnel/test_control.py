@@ -412,8 +412,9 @@ def test_heartbeat_measures_skew_from_a_stamped_pong() -> None:
 # -- LAN presence (pong "lan") ---------------------------------------------------------------
 
 PRESENCE_TEXT = st.text(min_size=1, max_size=60).filter(
-    lambda s: 0 < len(s.encode("utf-8", "surrogatepass")) <= 255 and not any(
-        0xD800 <= ord(c) <= 0xDFFF for c in s
+    lambda s: (
+        0 < len(s.encode("utf-8", "surrogatepass")) <= 255
+        and not any(0xD800 <= ord(c) <= 0xDFFF for c in s)
     )
 )
 PRESENCES = st.builds(

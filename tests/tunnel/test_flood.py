@@ -79,9 +79,7 @@ def test_three_flood_rounds_leave_memory_log_and_offices_fine(
         edge = Edge(edge_config(dep.bundles["nyc"], {"smb": port}), b)
         loop_thread.run(edge.start())
         try:
-            wait_for(
-                lambda: loop_thread.call(lambda: edge.hub_state.value == "up"), what="edge up"
-            )
+            wait_for(lambda: loop_thread.call(lambda: edge.hub_state.value == "up"), what="edge up")
             base_fds = fds(hub.pid)
             failures: list[str] = []
             served = 0

@@ -30,9 +30,7 @@ def test_stock_smbd_hands_out_its_addresses_and_the_hub_warns_once(
     with running_smbd(tmp_path / "smbd") as smbd:
         # What a client learns from a stock smbd: its own address (the negative control
         # for the lab test, where the edge's office PC must learn none).
-        addresses, _ = smbtorture_interface_addresses(
-            "//127.0.0.1/share", ["-p", str(smbd.port)]
-        )
+        addresses, _ = smbtorture_interface_addresses("//127.0.0.1/share", ["-p", str(smbd.port)])
         assert "127.0.0.1" in addresses
         dep = make_deployment(tmp_path / "dep", {"smb": smbd.port})
         hub = Hub(dep.hub_config(check_backends=True), dep.dir)
@@ -49,9 +47,7 @@ def test_readme_setting_offers_no_multichannel(
     tmp_path: Path, loop_thread: LoopThread, caplog: pytest.LogCaptureFixture
 ) -> None:
     with running_smbd(tmp_path / "smbd", (README_SETTING,)) as smbd:
-        addresses, out = smbtorture_interface_addresses(
-            "//127.0.0.1/share", ["-p", str(smbd.port)]
-        )
+        addresses, out = smbtorture_interface_addresses("//127.0.0.1/share", ["-p", str(smbd.port)])
         assert addresses == []
         assert "SMB2_CAP_MULTI_CHANNEL" in out
         offered = loop_thread.run(hqcheck.check_smb_backend("smb", "127.0.0.1", smbd.port))

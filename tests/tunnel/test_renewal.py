@@ -325,9 +325,7 @@ def test_edge_renews_over_its_tunnel(
         wait_for(
             lambda: new.cert.serial_number in _peer_serials(stack), what="a tunnel on the new cert"
         )
-        assert loop_thread.call(lambda: edge.statistics().certificate["renew"]).startswith(
-            "ok "
-        )
+        assert loop_thread.call(lambda: edge.statistics().certificate["renew"]).startswith("ok ")
         s.close()
         s2.close()
     finally:
@@ -470,8 +468,9 @@ def test_failed_renewal_is_retried_and_reported(
         assert loop_thread.call(lambda: hub_office.renew_refused) is None
         # the hub's snapshot (office list, dashboard) says ok once the refusal is over
         wait_for(
-            lambda: str(loop_thread.call(lambda: hub_office.statistics().certificate)["renew"])
-            .startswith("ok "),
+            lambda: str(
+                loop_thread.call(lambda: hub_office.statistics().certificate)["renew"]
+            ).startswith("ok "),
             what="the hub's view back to ok",
         )
     finally:

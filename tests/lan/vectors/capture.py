@@ -59,8 +59,21 @@ def netns_up() -> None:
     for ns in (LST_NS, PC_NS):
         sh("ip", "netns", "add", ns)
         sh("ip", "-n", ns, "link", "set", "lo", "up")
-    sh("ip", "link", "add", LST_IF, "netns", LST_NS, "type", "veth", "peer", "name", PC_IF,
-       "netns", PC_NS)
+    sh(
+        "ip",
+        "link",
+        "add",
+        LST_IF,
+        "netns",
+        LST_NS,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        PC_IF,
+        "netns",
+        PC_NS,
+    )
     sh("ip", "-n", LST_NS, "addr", "add", f"{LST_IP}/24", "brd", BCAST, "dev", LST_IF)
     sh("ip", "-n", PC_NS, "addr", "add", f"{PC_IP}/24", "brd", BCAST, "dev", PC_IF)
     sh("ip", "-n", LST_NS, "link", "set", LST_IF, "up")
@@ -106,27 +119,41 @@ def listen(outdir: Path, seconds: float) -> None:
                 # NEGATIVE SESSION RESPONSE, error 0x82 "Called name not present"
                 conn.sendall(bytes([0x83, 0, 0, 1, 0x82]))
                 conn.close()
-            records.append({"t": time.time(), "proto": kind, "port": port, "src": ip,
-                            "sport": sport, "hex": data.hex()})
+            records.append(
+                {
+                    "t": time.time(),
+                    "proto": kind,
+                    "port": port,
+                    "src": ip,
+                    "sport": sport,
+                    "hex": data.hex(),
+                }
+            )
     (outdir / "listener.json").write_text(json.dumps(records, indent=1))
 
 
 def probe(outdir: Path) -> None:
     """From an ephemeral port, ask nmbd for node status, a name, and to give a name up."""
+
     def name(n: str, suffix: int) -> bytes:
         raw = (n.encode().ljust(15, b" ") if n != "*" else b"*".ljust(15, b"\0")) + bytes([suffix])
         return b"\x20" + bytes(0x41 + (c >> i & 0xF) for c in raw for i in (4, 0)) + b"\x00"
 
     probes = {
         # node status request for *<00>: flags 0x0000, QDCOUNT 1, QTYPE NBSTAT
-        "nodestatus": struct.pack(">6H", 0x4E01, 0x0000, 1, 0, 0, 0) + name("*", 0)
+        "nodestatus": struct.pack(">6H", 0x4E01, 0x0000, 1, 0, 0, 0)
+        + name("*", 0)
         + struct.pack(">HH", 0x21, 1),
         # unicast name query for NBCAP-FS<20>, RD set
-        "query": struct.pack(">6H", 0x4E02, 0x0100, 1, 0, 0, 0) + name("NBCAP-FS", 0x20)
+        "query": struct.pack(">6H", 0x4E02, 0x0100, 1, 0, 0, 0)
+        + name("NBCAP-FS", 0x20)
         + struct.pack(">HH", 0x20, 1),
         # broadcast-flagged registration of NBCAP-FS<20> for our address (defence test)
-        "register": struct.pack(">6H", 0x4E03, 0x2910, 1, 0, 0, 1) + name("NBCAP-FS", 0x20)
-        + struct.pack(">HH", 0x20, 1) + b"\xc0\x0c" + struct.pack(">HHIHH", 0x20, 1, 0, 6, 0)
+        "register": struct.pack(">6H", 0x4E03, 0x2910, 1, 0, 0, 1)
+        + name("NBCAP-FS", 0x20)
+        + struct.pack(">HH", 0x20, 1)
+        + b"\xc0\x0c"
+        + struct.pack(">HHIHH", 0x20, 1, 0, 6, 0)
         + socket.inet_aton(LST_IP),
     }
     records = []
@@ -179,22 +206,50 @@ def run_capture(outdir: Path) -> None:
         netns_up()
         me = [sys.executable, str(HERE)]
         listener = subprocess.Popen(
-            ["ip", "netns", "exec", LST_NS, *me, "--listen", str(tmp), "110"])
+            ["ip", "netns", "exec", LST_NS, *me, "--listen", str(tmp), "110"]
+        )
         procs.append(listener)
         time.sleep(1.0)
         pc = ["ip", "netns", "exec", PC_NS]
-        sh(*pc, "timeout", "10", "nmblookup", "-s", str(conf), "-B", BCAST, "GLOBAL-NFS",
-           check=False)
+        sh(
+            *pc,
+            "timeout",
+            "10",
+            "nmblookup",
+            "-s",
+            str(conf),
+            "-B",
+            BCAST,
+            "GLOBAL-NFS",
+            check=False,
+        )
         sh(*pc, "timeout", "10", "nmblookup", "-s", str(conf), "-A", LST_IP, check=False)
-        sh(*pc, "timeout", "15", "smbclient", "-s", str(conf), "-p", "139", "-I", LST_IP, "-N",
-           "//GLOBAL-NFS/share", "-c", "ls", check=False)
+        sh(
+            *pc,
+            "timeout",
+            "15",
+            "smbclient",
+            "-s",
+            str(conf),
+            "-p",
+            "139",
+            "-I",
+            LST_IP,
+            "-N",
+            "//GLOBAL-NFS/share",
+            "-c",
+            "ls",
+            check=False,
+        )
         # nmbd in its own session (gotchas.md: it signals its whole process group).
         # Already a session leader, it must not call setsid() itself: hence
         # --no-process-group, which is safe only together with start_new_session.
-        nmbd = subprocess.Popen([*pc, "nmbd", "-F", "--no-process-group", "-s", str(conf),
-                                 "-d", "2"],
-                                start_new_session=True, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        nmbd = subprocess.Popen(
+            [*pc, "nmbd", "-F", "--no-process-group", "-s", str(conf), "-d", "2"],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         procs.append(nmbd)
         time.sleep(12)
         sh("ip", "netns", "exec", LST_NS, *me, "--probe", str(tmp))

@@ -133,8 +133,9 @@ def split_responses(data: bytes, n: int) -> list[bytes]:
     conn = h11.Connection(h11.CLIENT)
     out: list[bytes] = []
     for _ in range(n):
-        conn.send(h11.Request(method="POST", target="/", headers=[("Host", "x"),
-                                                                  ("Content-Length", "0")]))
+        conn.send(
+            h11.Request(method="POST", target="/", headers=[("Host", "x"), ("Content-Length", "0")])
+        )
         conn.send(h11.EndOfMessage())
         if not out:
             conn.receive_data(data)
