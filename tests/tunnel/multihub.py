@@ -13,7 +13,7 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -132,17 +132,28 @@ def make_hubs(root: Path, count: int, services: dict[str, int]) -> Hubs:
 
 
 def make_edge(
-    hubs: Hubs, office: str = "nyc", hub_dead_after: float | None = None, **pool: Any
+    hubs: Hubs,
+    office: str = "nyc",
+    hub_dead_after: float | None = None,
+    only_hubs: Sequence[int] | None = None,
+    renew_at: float | None = None,
+    **pool: Any,
 ) -> tuple[Any, int]:
     """An edge of ``office`` (not started) and its smb port; ``hub_dead_after`` replaces
-    the tests' short one (and so the heartbeat interval, a third of it)."""
+    the tests' short one (and so the heartbeat interval, a third of it); ``only_hubs``
+    (indices into ``hubs.addresses``) are the hubs its bundle lists, all by default;
+    ``renew_at`` (fraction of the certificate's lifetime) replaces the default."""
     from spokeshare.tunnel.edge import Edge
 
     port = free_port()
     b = bundle.read(hubs.dep.bundles[office])
+    if only_hubs is not None:
+        b = dataclasses.replace(b, hub_addresses=tuple(hubs.addresses[i] for i in only_hubs))
     cfg = edge_config(hubs.dep.bundles[office], {"smb": port}, **pool)
     if hub_dead_after is not None:
         cfg = dataclasses.replace(cfg, hub_dead_after=hub_dead_after)
+    if renew_at is not None:
+        cfg = dataclasses.replace(cfg, renew_at=renew_at)
     return Edge(cfg, b), port
 
 

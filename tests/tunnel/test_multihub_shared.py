@@ -8,7 +8,6 @@ outside it, with hub 0 only.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import shutil
@@ -142,14 +141,8 @@ def test_renewal_through_a_hub_without_the_ca_key(hubs: Hubs, loop_thread: LoopT
     old = bundle.read(out)
     running = hubs.start_in_loop(loop_thread, hub0={"ca_key": key},
                      hub1={"ca_key": hubs.dir.parent / "nowhere" / "ca.key"})  # fmt: skip
-    edge, _ = make_edge(hubs, office="bos", min_idle=1)
     # only hub 1 in this edge's list: its control channel and renewal go there
-    edge.bundle = dataclasses.replace(edge.bundle, hub_addresses=(hubs.addresses[1],))
-    from spokeshare.tunnel.hubs import HubSet
-
-    edge.hubs = HubSet(1, edge.cfg.pool)
-    edge.dialing, edge.pooled_per_hub = [0], [0]
-    edge.cfg = dataclasses.replace(edge.cfg, renew_at=0.4)
+    edge, _ = make_edge(hubs, office="bos", only_hubs=[1], renew_at=0.4, min_idle=1)
     loop_thread.run(edge.start())
     try:
         wait_for(lambda: loop_thread.call(lambda: running[1].offices.get("bos")) is not None
