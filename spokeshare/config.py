@@ -7,6 +7,7 @@ files are documented key by key in etc/hub.toml.example and etc/edge.toml.exampl
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Callable
@@ -516,13 +517,7 @@ def load_hub(path: Path) -> HubConfig:
         raise ConfigError(src, "limits.max_handshakes", "must be at least 1")
     if limits.backend_connect_timeout <= 0:
         raise ConfigError(src, "limits.backend_connect_timeout", "must be positive")
-    try:
-        probe_policy(limits)
-    except ValueError:
-        raise ConfigError(
-            src, "limits.backend_probe_initial",
-            "need 0 < backend_probe_initial <= backend_probe_max",
-        ) from None  # fmt: skip
+    _check_probe_schedule(src, limits)
     sockets = _check_sockets(src, _dataclass_from(root.table("sockets"), SocketConfig))
     root.done()
     return HubConfig(
@@ -585,8 +580,23 @@ def _service(src: str, t: _Table) -> Service:
     return Service(tuple(Backend(h, p, reserved) for h, p in addrs), balance)
 
 
+def _check_probe_schedule(src: str, limits: HubLimits) -> None:
+    """The backends' probe schedule (``[limits] backend_probe_*``, in seconds): finite,
+    0 < backend_probe_initial <= backend_probe_max, backend_check_interval >= 0."""
+    for key in ("backend_probe_initial", "backend_probe_max", "backend_check_interval"):
+        if not math.isfinite(getattr(limits, key)):
+            raise ConfigError(src, f"limits.{key}", "must be a finite number of seconds")
+    if not 0 < limits.backend_probe_initial <= limits.backend_probe_max:
+        raise ConfigError(
+            src, "limits.backend_probe_initial",
+            "need 0 < backend_probe_initial <= backend_probe_max",
+        )  # fmt: skip
+    if limits.backend_check_interval < 0:
+        raise ConfigError(src, "limits.backend_check_interval", "must not be negative")
+
+
 def probe_policy(limits: HubLimits) -> ProbePolicy:
-    """The backends' probe schedule from ``[limits]`` (ValueError when out of range)."""
+    """The backends' probe schedule from ``[limits]`` (validated by :func:`load_hub`)."""
     return ProbePolicy(
         limits.backend_probe_initial, limits.backend_probe_max, limits.backend_check_interval
     )

@@ -56,12 +56,14 @@ class DecodeError(SpokeshareError, ValueError):
 def decoder(protocol: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
     """Make a public decode function keep its contract: only :class:`DecodeError`.
 
-    Message classes validate on construction and refuse with ``ValueError`` (a
-    comment over 255 bytes, a name over 15); when decoded bytes carry such a value
-    the refusal is bad input, so it is raised as a DecodeError of ``protocol``.
+    Message classes validate on construction and refuse with ``UsageError`` (a comment
+    over 255 bytes, a name over 15); the standard library's constructors they call
+    (ipaddress, enum) refuse with ``ValueError``. When decoded bytes carry such a
+    value the refusal is bad input, so it is raised as a DecodeError of ``protocol``.
     Decoders still check what they can before building (with a precise offset);
     this is the boundary that keeps a check they missed from escaping as a
-    ``ValueError`` (and, in a datagram handler, as a traceback per packet).
+    ``UsageError`` or ``ValueError`` (and, in a datagram handler, as a traceback per
+    packet).
     """
 
     def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:

@@ -15,12 +15,14 @@ at most three decimals (seconds to the millisecond). ``None`` values are left ou
 
 :class:`Line` formats when logged (``log.info("%s", Line("stream", office=...))``,
 lazily, like ``%s`` arguments); :func:`logfmt` formats now; :func:`parse` is the
-inverse and raises ValueError for a line that is not in this form.
+inverse and raises DecodeError for a line that is not in this form.
 """
 
 from __future__ import annotations
 
 import re
+
+from spokeshare.errors import DecodeError, UsageError
 
 _BARE = re.compile(r"^[!#-<>-\[\]-~]+$")  # visible ASCII but '"', '=' and '\'
 _EVENT_WORD = re.compile(r"^[^\s=\"]+$")
@@ -44,15 +46,15 @@ def value_text(value: object) -> str:
 
 def logfmt(event: str, **fields: object) -> str:
     """``event key=value ...`` (module docstring). Keys are lower-case identifiers;
-    ``None`` values are omitted. Raises ValueError for a bad key or an event that is
-    empty or has a word with ``=`` or ``"``."""
+    ``None`` values are omitted. Raises UsageError for a bad key or an event that is
+    empty or has a word with ``=`` or ``"`` (the caller's bug, not input)."""
     words = event.split(" ")
     if not event or not all(_EVENT_WORD.match(w) for w in words):
-        raise ValueError(f"bad event {event!r}")
+        raise UsageError(f"bad event {event!r}")
     parts = [event]
     for key, value in fields.items():
         if not _KEY.match(key):
-            raise ValueError(f"bad field name {key!r}")
+            raise UsageError(f"bad field name {key!r}")
         if value is not None:
             parts.append(f"{key}={value_text(value)}")
     return " ".join(parts)
@@ -85,8 +87,8 @@ def parse(line: str) -> tuple[str, dict[str, str]]:
     that was formatted (``"0.412"``, not a float). Text before the event (a logging
     prefix) is not allowed here: pass the message alone.
 
-    Raises ValueError for a line not in this form (a bad quote or escape, a key
-    repeated, a word without ``=`` after the first field).
+    Raises DecodeError (protocol "logfmt") for a line not in this form (a bad quote or
+    escape, a key repeated, a word without ``=`` after the first field).
     """
     i, n = 0, len(line)
     words: list[str] = []
@@ -98,24 +100,24 @@ def parse(line: str) -> tuple[str, dict[str, str]]:
         word = line[i:j]
         if j < n and line[j] == "=":
             if not _KEY.match(word):
-                raise ValueError(f"bad field name {word!r} at {i}")
+                raise DecodeError("logfmt", f"bad field name {word!r} at {i}")
             value, i = _value(line, j + 1)
             if word in fields:
-                raise ValueError(f"field {word!r} twice")
+                raise DecodeError("logfmt", f"field {word!r} twice")
             fields[word] = value
         else:
             if fields or not _EVENT_WORD.match(word):
-                raise ValueError(f"unexpected {word!r} at {i}")
+                raise DecodeError("logfmt", f"unexpected {word!r} at {i}")
             words.append(word)
             i = j
         if i < n:
             if line[i] != " ":
-                raise ValueError(f"expected a space at {i}")
+                raise DecodeError("logfmt", f"expected a space at {i}")
             i += 1
             if i == n:
-                raise ValueError("trailing space")
+                raise DecodeError("logfmt", "trailing space")
     if not words:
-        raise ValueError("no event")
+        raise DecodeError("logfmt", "no event")
     return " ".join(words), fields
 
 
@@ -131,19 +133,19 @@ def _value(line: str, i: int) -> tuple[str, int]:
                 return "".join(out), i + 1
             if c == "\\":
                 if i + 1 >= n or line[i + 1] not in _ESCAPES:
-                    raise ValueError(f"bad escape at {i}")
+                    raise DecodeError("logfmt", f"bad escape at {i}")
                 out.append(_ESCAPES[line[i + 1]])
                 i += 2
                 continue
             out.append(c)
             i += 1
-        raise ValueError("unterminated quote")
+        raise DecodeError("logfmt", "unterminated quote")
     j = i
     while j < n and line[j] != " ":
         j += 1
     text = line[i:j]
     if not _BARE.match(text):
-        raise ValueError(f"bad bare value {text!r} at {i}")
+        raise DecodeError("logfmt", f"bad bare value {text!r} at {i}")
     return text, j
 
 
@@ -156,7 +158,7 @@ def find(lines: str, event: str) -> list[dict[str, str]]:
         msg = raw[head + 2 :] if head >= 0 else raw
         try:
             ev, fields = parse(msg)
-        except ValueError:
+        except DecodeError:
             continue
         if ev == event:
             out.append(fields)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spokeshare.errors import DecodeError, UsageError
 from spokeshare.logfmt import Line, find, logfmt, parse, value_text
 from spokeshare.tunnel import streamlog
 from spokeshare.tunnel.relay import Ending, Result
@@ -31,10 +32,10 @@ def test_parse_is_the_inverse(event: str, fields: dict[str, object]) -> None:
 
 @given(st.text(max_size=60))
 def test_parse_rejects_or_reads(text: str) -> None:
-    """Any text: an event and fields that format back to the same line, or ValueError."""
+    """Any text: an event and fields that format back to the same line, or DecodeError."""
     try:
         event, fields = parse(text)
-    except ValueError:
+    except DecodeError:
         return
     assert parse(logfmt(event, **fields)) == (event, fields)
 
@@ -62,14 +63,14 @@ def test_formatted(fields: dict[str, object], text: str) -> None:
      "stream A=1", "stream a=x=y", 'stream a=b"c', "=1"],
 )  # fmt: skip
 def test_parse_refuses(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(DecodeError):
         parse(bad)
 
 
 def test_bad_names_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         logfmt("stream", **{"To-hq": 1})
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         logfmt('bad "event"')
 
 

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from spokeshare.errors import UsageError
 from spokeshare.logfmt import Line
 
 #: At most one line per key per this many seconds (zeroconf logs bad packets the same way).
@@ -64,10 +65,10 @@ class RateLimitedLog:
         ``msg`` is prose (DEBUG only) or a :class:`~spokeshare.logfmt.Line` of
         spokeshare.logevents, which may be logged at any ``level`` and is written with
         the count so far as its ``count`` field. Returns whether the line was written;
-        raises ValueError for prose above DEBUG (an operator's lines are events).
+        raises UsageError for prose above DEBUG (an operator's lines are events).
         """
         if not isinstance(msg, Line) and level != logging.DEBUG:
-            raise ValueError("a line above DEBUG must be a logfmt.Line")
+            raise UsageError("a line above DEBUG must be a logfmt.Line")
         self.counts[what] = self.counts.get(what, 0) + 1
         now = self._clock()
         last = self._last.get((what, key))

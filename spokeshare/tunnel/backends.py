@@ -55,6 +55,8 @@ import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from spokeshare.errors import UsageError
+
 #: Seconds a stream's connect attempt runs alone before the next backend is tried in
 #: parallel: RFC 8305 section 5 ("Connection Attempt Delay"), its recommended 250 ms.
 ATTEMPT_DELAY = 0.25
@@ -95,11 +97,11 @@ class ProbePolicy:
     def __post_init__(self) -> None:
         values = (self.initial, self.maximum, self.check_interval)
         if not all(math.isfinite(v) for v in values):
-            raise ValueError("probe intervals must be finite")
+            raise UsageError("probe intervals must be finite")
         if not 0 < self.initial <= self.maximum:
-            raise ValueError("need 0 < initial <= maximum")
+            raise UsageError("need 0 < initial <= maximum")
         if self.check_interval < 0:
-            raise ValueError("check_interval must not be negative")
+            raise UsageError("check_interval must not be negative")
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +179,9 @@ class BackendSet:
         now: float = 0.0,
     ) -> None:
         if not 1 <= len(addresses) <= MAX_BACKENDS:
-            raise ValueError(f"a service has 1 to {MAX_BACKENDS} backends")
+            raise UsageError(f"a service has 1 to {MAX_BACKENDS} backends")
         if len(set(addresses)) != len(addresses):
-            raise ValueError("a backend is listed twice")
+            raise UsageError("a backend is listed twice")
         self.service = service
         self.balance = balance
         self.policy = policy or ProbePolicy()

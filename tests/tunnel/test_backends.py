@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from spokeshare.errors import UsageError
 from spokeshare.tunnel.backends import (
     BackendDown,
     BackendSet,
@@ -101,17 +102,17 @@ def test_a_reload_keeps_what_is_known_of_the_backends_still_listed() -> None:
 
 
 def test_bad_lists_and_policies_are_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         BackendSet("smb", [], Balance.ORDER, POLICY)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         BackendSet("smb", [A, A], Balance.ORDER, POLICY)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ProbePolicy(initial=5.0, maximum=1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ProbePolicy(initial=0.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ProbePolicy(check_interval=-1.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         ProbePolicy(maximum=float("inf"))
 
 
