@@ -1059,7 +1059,7 @@ class Hub:
             now = time.monotonic()
             for name, bset in self.backends.items():
                 svc = self.cfg.services[name]
-                for i in bset.due(now):
+                for i in bset.handle_timer(now):
                     self.spawn(self._probe(name, svc.backends[i]))
             timers = [t for b in self.backends.values() if (t := b.get_timer()) is not None]
             delay = max(0.0, min(timers) - time.monotonic()) if timers else None
