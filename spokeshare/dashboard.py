@@ -11,8 +11,9 @@ What the page holds, per office (:class:`~spokeshare.stats.OfficeStatistics`):
 connected or not, RTT now with a sparkline of the recent samples (inline SVG), clients
 now, streams now and in total, bytes each way, certificate expiry and renewal state
 (``certificate``, a :class:`~spokeshare.stats.OfficeCertificate`), names and printers
-advertised, degraded LAN protocols, the edge's failed dials to a hub by cause, and with
-several hubs the office's tunnels on each. Offices are sorted trouble first
+advertised, degraded LAN protocols, the edge's failed dials to a hub by cause
+(``edge_dial_failures``, when there are any), and with several hubs the office's
+tunnels on each. Offices are sorted trouble first
 (:func:`trouble`): disconnected, degraded, certificate near expiry or renewal failing,
 then the rest, each group by name.
 
@@ -271,6 +272,10 @@ def _card(name: str, o: OfficeStatistics, t: Trouble, samples: Sequence[float], 
         rows.append(("names", _list(f"{k} ({v})" for k, v in sorted(o.names.items()))))
     if o.printers:
         rows.append(("printers", _list(o.printers)))
+    if o.edge_dial_failures:  # cause -> count since the edge started
+        rows.append(("dial failures", _list(
+            f"{cause}: {n:d}" for cause, n in sorted(o.edge_dial_failures.items())
+        )))  # fmt: skip
     hubs = hub_tunnels(o)
     if hubs:  # several hubs: the office's tunnels on each, the control channel's marked
         rows.append(("hubs", _list(

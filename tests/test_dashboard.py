@@ -114,7 +114,7 @@ def test_hostile_office_name_is_escaped() -> None:
     )
     assert "<script" not in page and "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x&gt;" in page and "a&amp;b" in page
-    assert "&lt;img src=y&gt;: 2 tunnels" in page
+    assert "&lt;img src=y&gt;: 2 tunnels" in page and "tls:&lt;b&gt;BAD&lt;/b&gt;: 2" in page
     parsed = parse(page)
     # The name survives the round trip, attribute and text alike: nothing broke out.
     assert parsed.cards == [(evil, "degraded")]
@@ -192,6 +192,16 @@ def test_office_details_shown() -> None:
     assert re.search(r'<svg class="spark"[^>]*>.*?<polyline [^>]*points="0\.0,', page)
     assert '<meta http-equiv="refresh" content="5">' in page
     assert 'name="viewport"' in page
+
+
+def test_the_edges_dial_failures_are_shown_by_cause_when_there_are_any() -> None:
+    failing = office(edge_dial_failures={"timeout": 3, "certificate": 1})
+    page = dashboard.render(snapshot({"nyc": failing, "sfo": office()}), {}, NOW)
+    assert page.count("<dt>dial failures</dt>") == 1
+    nyc = page[page.index('data-office="nyc"') : page.index('data-office="sfo"')]
+    assert "<dt>dial failures</dt><dd><ul><li>certificate: 1</li><li>timeout: 3</li>" in nyc
+    # Counters since the edge started: shown, not trouble by themselves.
+    assert parse(page).cards == [("nyc", "connected"), ("sfo", "connected")]
 
 
 def test_empty_hub() -> None:
