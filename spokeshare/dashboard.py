@@ -1,41 +1,45 @@
 """The hub's dashboard: every office at a glance, as one self-contained HTML page.
 
 Pure rendering (no I/O, no clock: ``now`` is a parameter). :func:`render` turns the
-hub's statistics snapshot (what ``GET /status`` answers: ``{"version", "time",
-"offices": {NAME: {...}}, ...}``) and each office's recent RTT samples into an HTML
-string; :class:`RttHistory` keeps those samples, a small bounded ring per office. The
-server side (spokeshare.status) serves the page at ``/``.
+hub's statistics (a :class:`spokeshare.stats.HubStatistics`, the schema ``GET /status``
+and ``office list`` read too) and each office's recent RTT samples into an HTML string;
+:class:`RttHistory` keeps those samples, a small bounded ring per office. The server
+side (spokeshare.status) serves the page at ``/``; a snapshot it only has as JSON goes
+through :func:`spokeshare.stats.from_json` first.
 
-What the page holds, per office: connected or not, RTT now with a sparkline of the
-recent samples (inline SVG), clients now, streams now and in total, bytes each way,
-certificate expiry and renewal state, names and printers advertised and degraded LAN
-protocols when the snapshot carries them (keys read: :data:`CERT_EXPIRY_KEYS`,
-:data:`RENEWAL_KEYS`, ``names``, ``printers``, :data:`DEGRADED_KEYS`). Offices are
-sorted trouble first (:func:`trouble`): disconnected, degraded, certificate near expiry
-or renewal failing, then the rest, each group by name.
+What the page holds, per office (:class:`~spokeshare.stats.OfficeStatistics`):
+connected or not, RTT now with a sparkline of the recent samples (inline SVG), clients
+now, streams now and in total, bytes each way, certificate expiry and renewal state
+(``certificate``, a :class:`~spokeshare.stats.OfficeCertificate`), names and printers
+advertised, degraded LAN protocols, the edge's failed dials to a hub by cause
+(``edge_dial_failures``, when there are any), and with several hubs the office's
+tunnels on each. Offices are sorted trouble first
+(:func:`trouble`): disconnected, degraded, certificate near expiry or renewal failing,
+then the rest, each group by name.
 
-Above the offices, each hub service's backends (``backends`` of the snapshot,
-spokeshare.stats.BackendStatistics): up, down, or unchecked (the hub has not finished
-a connect or probe to it since it started), since when, the last error and the streams
-each carried; a service with a backend down is named in the summary.
+Above the offices, each hub service's backends (``backends``,
+:class:`~spokeshare.stats.BackendStatistics`): up, down, or unchecked (the hub has not
+finished a connect or probe to it since it started), since when, the last error and
+the streams each carried; a service with a backend down is named in the summary.
 
 The page loads nothing from elsewhere: its CSS is inline, the sparklines are inline
 SVG, no script; it reloads itself every :data:`REFRESH_SECONDS` (``<meta
 http-equiv="refresh">``). Every value from the snapshot is escaped (``html.escape``)
-wherever it lands, text or attribute. Office names come from the hub's registry, but
-a snapshot may be read from another worker's file: nothing in it is trusted.
+wherever it lands, text or attribute, and cut to :data:`MAX_TEXT` characters. Office
+names come from the hub's registry, but a snapshot may be read from another worker's
+file: no text in it is trusted.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import enum
 import html
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+
+from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics
 
 #: Seconds between the page's own reloads.
 REFRESH_SECONDS = 5
@@ -50,16 +54,6 @@ MAX_OFFICES = 4096
 #: which ``spokeshare check`` warns (a renewal that works replaces it at two thirds
 #: of its lifetime, long before).
 NEAR_EXPIRY_SECONDS = 30 * 86400
-#: Keys of an office's snapshot holding its certificate's end of validity (unix
-#: seconds, or an ISO 8601 string), first found wins; also ``not_after`` inside a
-#: ``certificate`` mapping (spokeshare.renewal.RenewalStatus.to_json).
-CERT_EXPIRY_KEYS = ("cert_not_after", "cert_expires", "not_after")
-#: Keys holding the renewal state (a short string, or a mapping with ``state``); also
-#: ``renew`` inside a ``certificate`` mapping (renewal.describe's phrase).
-RENEWAL_KEYS = ("renewal", "cert_renewal", "renewal_state")
-#: Keys holding degraded LAN protocols: protocol -> "ok" or why it is degraded, or a
-#: list of protocol names.
-DEGRADED_KEYS = ("degraded", "lan", "listeners_degraded")
 #: Items shown per list (names, printers, protocols) before "+N more".
 MAX_LIST_ITEMS = 12
 #: Characters shown of any one value.
@@ -93,11 +87,11 @@ class RttHistory:
     def __repr__(self) -> str:
         return f"<RttHistory offices={len(self._rings)} samples<={self.samples}>"
 
-    def note(self, snapshot: Mapping[str, Any] | Any, now: float) -> None:
+    def note(self, snapshot: HubStatistics, now: float) -> None:
         if self._last is not None and now - self._last < self.every:
             return
         self._last = now
-        offices = _offices(snapshot)
+        offices = snapshot.offices
         for gone in set(self._rings) - set(offices):
             del self._rings[gone]
         for name, office in offices.items():
@@ -106,8 +100,8 @@ class RttHistory:
                 if len(self._rings) >= MAX_OFFICES:
                     continue
                 ring = self._rings[name] = deque(maxlen=self.samples)
-            rtt = _number(office.get("rtt_ms"))
-            if office.get("connected") and rtt is not None and rtt >= 0:
+            rtt = _finite(office.rtt_ms)
+            if office.connected and rtt is not None and rtt >= 0:
                 ring.append((now, rtt))
 
     def get(self) -> dict[str, list[float]]:
@@ -115,11 +109,11 @@ class RttHistory:
         return {name: [rtt for _, rtt in ring] for name, ring in self._rings.items()}
 
 
-def trouble(office: Mapping[str, Any], now: float) -> Trouble:
-    """The worst thing about one office's snapshot at ``now`` (unix seconds)."""
-    if not office.get("connected"):
+def trouble(office: OfficeStatistics, now: float) -> Trouble:
+    """The worst thing about one office's statistics at ``now`` (unix seconds)."""
+    if not office.connected:
         return Trouble.DISCONNECTED
-    if degraded_protocols(office):
+    if office.degraded:
         return Trouble.DEGRADED
     expiry = cert_expiry(office)
     if expiry is not None and expiry - now < NEAR_EXPIRY_SECONDS:
@@ -130,97 +124,59 @@ def trouble(office: Mapping[str, Any], now: float) -> Trouble:
 
 
 def sort_offices(
-    offices: Mapping[str, Mapping[str, Any]], now: float
-) -> list[tuple[str, Mapping[str, Any], Trouble]]:
-    """(name, snapshot, trouble) per office, trouble first, then by name."""
+    offices: Mapping[str, OfficeStatistics], now: float
+) -> list[tuple[str, OfficeStatistics, Trouble]]:
+    """(name, statistics, trouble) per office, trouble first, then by name."""
     rows = [(name, o, trouble(o, now)) for name, o in offices.items()]
     rows.sort(key=lambda r: (r[2], r[0].casefold(), r[0]))
     return rows
 
 
-def degraded_protocols(office: Mapping[str, Any]) -> dict[str, str]:
-    """Protocol -> why it is degraded ("" when the snapshot does not say)."""
-    out: dict[str, str] = {}
-    for key in DEGRADED_KEYS:
-        value = office.get(key)
-        if isinstance(value, Mapping):
-            for proto, why in value.items():
-                if str(why) != "ok":
-                    out[str(proto)] = str(why)
-        elif isinstance(value, list | tuple):
-            for proto in value:
-                out.setdefault(str(proto), "")
-    return out
+def cert_expiry(office: OfficeStatistics) -> float | None:
+    """The office certificate's end of validity in unix seconds (None: not known, or
+    not an ISO 8601 time); without a UTC offset it is taken as UTC."""
+    not_after = office.certificate.get("not_after")
+    if not not_after:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(not_after)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when.timestamp()
 
 
-def cert_expiry(office: Mapping[str, Any]) -> float | None:
-    """The office certificate's end of validity in unix seconds, if the snapshot has it."""
-    cert = office.get("certificate")
-    nested = [cert.get("not_after")] if isinstance(cert, Mapping) else []
-    for value in [office.get(key) for key in CERT_EXPIRY_KEYS] + nested:
-        if isinstance(value, str):
-            try:
-                when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-            except ValueError:
-                continue
-            if when.tzinfo is None:
-                when = when.replace(tzinfo=dt.UTC)
-            return when.timestamp()
-        number = _number(value)
-        if number is not None:
-            return number
-    return None
+def renewal_state(office: OfficeStatistics) -> str:
+    """The certificate renewal phrase (``ok DATE``, ``due DATE``, ``failing since
+    ...``; "" when not known)."""
+    return office.certificate.get("renew") or ""
 
 
-def renewal_state(office: Mapping[str, Any]) -> str:
-    """The certificate renewal state as the snapshot says it ("" when it does not)."""
-    cert = office.get("certificate")
-    if isinstance(cert, Mapping) and cert.get("renew"):
-        return str(cert["renew"])
-    for key in RENEWAL_KEYS:
-        value = office.get(key)
-        if isinstance(value, Mapping):
-            parts = [str(value.get("state", ""))]
-            if value.get("error"):
-                parts.append(str(value["error"]))
-            return ": ".join(p for p in parts if p)
-        if value is not None and value != "":
-            return str(value)
-    return ""
-
-
-def render(
-    snapshot: Mapping[str, Any] | Any,
-    history: Mapping[str, Sequence[float]],
-    now: float,
-) -> str:
+def render(snapshot: HubStatistics, history: Mapping[str, Sequence[float]], now: float) -> str:
     """The whole page (an HTML5 document) for ``snapshot`` at ``now`` (unix seconds).
 
-    ``snapshot`` is the hub's statistics (a mapping, or a dataclass of the same shape);
-    ``history`` maps office names to RTT samples in ms, oldest first. Never raises on
-    odd values: what cannot be read is shown as "?" or left out.
+    ``history`` maps office names to RTT samples in ms, oldest first.
     """
-    snap = _mapping(snapshot)
-    offices = _offices(snap)
-    rows = sort_offices(offices, now)
+    rows = sort_offices(snapshot.offices, now)
     down = sum(1 for r in rows if r[2] is Trouble.DISCONNECTED)
     worse = sum(1 for r in rows if r[2] is not Trouble.OK)
     title = f"spokeshare hub: {len(rows) - down}/{len(rows)} offices connected"
-    updated = _number(snap.get("time"))
     summary = [
         f"{len(rows)} office{'s' if len(rows) != 1 else ''}",
         f"{down} disconnected",
         f"{worse - down} other trouble",
-        f"hub {_text(snap.get('version', ''))}",
+        f"hub {_text(snapshot.version)}",
     ]
-    hub_names = sorted({_text(h) for h in snap.get("hubs") or () if isinstance(h, str)})
+    hub_names = sorted({_text(h) for h in snapshot.hubs})
     if len(hub_names) > 1:
         summary.append(f"hubs {', '.join(hub_names)}")
-    backends = _backends(snap)
-    down_backends = [b for b in backends if b.get("up") is not True]
+    backends = sorted(snapshot.backends.values(), key=lambda b: (b.service, b.position))
+    down_backends = [b for b in backends if not b.up]
     if down_backends:
         summary.append(f"{len(down_backends)} of {len(backends)} backends down")
-    if updated is not None:
+    updated = _finite(snapshot.time)
+    if updated:  # 0: a snapshot nobody stamped
         summary.append(f"snapshot {_clock(updated)} UTC")
     cards = [_card(name, o, t, history.get(name, ()), now) for name, o, t in rows]
     if not cards:
@@ -250,40 +206,25 @@ def render(
     )
 
 
-def _backends(snap: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The snapshot's backends, by service then configured position (bad entries out)."""
-    raw = snap.get("backends")
-    if not isinstance(raw, Mapping):
-        return []
-    rows = [_mapping(v) for v in raw.values()]
-    rows = [r for r in rows if isinstance(r, Mapping) and r]
-
-    def key(r: Mapping[str, Any]) -> tuple[str, float]:
-        return (_text(r.get("service", "")), _number(r.get("position")) or 0.0)
-
-    return sorted(rows, key=key)
-
-
-def _backend_table(rows: Sequence[Mapping[str, Any]], now: float) -> str:
+def _backend_table(rows: Sequence[BackendStatistics], now: float) -> str:
     """The backends section ("" without backends): one row per backend."""
     if not rows:
         return ""
     out = []
-    for r in rows:
-        up = r.get("up") is True
+    for b in rows:
         # Up by assumption until the hub's first connect or probe to it has finished.
-        state = ("up" if r.get("checked", True) is not False else "unchecked") if up else "down"
-        since = _number(r.get("since"))
+        state = ("up" if b.checked else "unchecked") if b.up else "down"
+        since = _finite(b.since)
         when = _esc(f"for {_span(max(0.0, now - since))}") if since is not None else ""
         if state == "unchecked":
             when = "not checked yet"
         out.append(
-            f'<tr class="{state}" data-backend="{_esc(r.get("address", ""))}">'
-            f"<td>{_esc(_text(r.get('service', '')))}</td>"
-            f"<td>{_esc(_text(r.get('address', '')))}</td>"
+            f'<tr class="{state}" data-backend="{_esc(b.address)}">'
+            f"<td>{_esc(_text(b.service))}</td>"
+            f"<td>{_esc(_text(b.address))}</td>"
             f'<td><span class="badge">{state}</span> {when}</td>'
-            f"<td>{_int_text(r.get('streams'))}</td>"
-            f"<td>{_esc(_text(r.get('last_error', '')))}</td></tr>"
+            f"<td>{b.streams:d}</td>"
+            f"<td>{_esc(_text(b.last_error))}</td></tr>"
         )
     return (
         '<section class="backends"><table><thead><tr><th>service</th><th>backend</th>'
@@ -301,19 +242,16 @@ _STATE_WORDS = {
 }
 
 
-def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float], now: float) -> str:
+def _card(name: str, o: OfficeStatistics, t: Trouble, samples: Sequence[float], now: float) -> str:
     state = _STATE_WORDS[t]
-    rtt = _number(o.get("rtt_ms")) if o.get("connected") else None
+    rtt = _finite(o.rtt_ms) if o.connected else None
     rows: list[tuple[str, str]] = [
         ("RTT", (f"{rtt:.1f} ms" if rtt is not None else "–") + "<br>" + sparkline(samples)),
-        ("clients", _int_text(o.get("clients"))),
-        (
-            "streams",
-            f"{_int_text(o.get('streams'))} now, {_int_text(o.get('streams_total'))} total",
-        ),
-        ("bytes", f"↑ {_bytes(o.get('bytes_up'))} ↓ {_bytes(o.get('bytes_down'))}"),
+        ("clients", f"{o.clients:d}"),
+        ("streams", f"{o.streams:d} now, {o.streams_total:d} total"),
+        ("bytes", f"↑ {_bytes(o.bytes_up)} ↓ {_bytes(o.bytes_down)}"),
     ]
-    seen = _number(o.get("last_seen"))
+    seen = _finite(o.last_seen)
     if seen is not None:
         rows.append(("last seen", _esc(_ago(now - seen))))
     expiry = cert_expiry(o)
@@ -328,27 +266,24 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
         if renewal:
             cert.append(f"renewal {_esc(_text(renewal))}")
         rows.append(("certificate", "<br>".join(cert)))
-    degraded = degraded_protocols(o)
-    if degraded:
-        rows.append(
-            ("degraded", _list(f"{p}: {why}" if why else p for p, why in sorted(degraded.items())))
-        )
-    for key in ("names", "printers"):
-        value = o.get(key)
-        if isinstance(value, Mapping) and value:  # name -> its state (control.Presence)
-            rows.append((key, _list(f"{k} ({v})" for k, v in sorted(value.items()))))
-        elif isinstance(value, list | tuple) and value:
-            rows.append((key, _list(str(v) for v in value)))
+    if o.degraded:  # "protocol: why" each
+        rows.append(("degraded", _list(sorted(o.degraded))))
+    if o.names:  # name -> its state (control.Presence)
+        rows.append(("names", _list(f"{k} ({v})" for k, v in sorted(o.names.items()))))
+    if o.printers:
+        rows.append(("printers", _list(o.printers)))
+    if o.edge_dial_failures:  # cause -> count since the edge started
+        rows.append(("dial failures", _list(
+            f"{cause}: {n:d}" for cause, n in sorted(o.edge_dial_failures.items())
+        )))  # fmt: skip
     hubs = hub_tunnels(o)
     if hubs:  # several hubs: the office's tunnels on each, the control channel's marked
-        ctl = _text(o.get("control_hub") or "")
         rows.append(("hubs", _list(
-            f"{h}: {n} tunnel{'s' if n != 1 else ''}{' (control)' if h == ctl else ''}"
+            f"{h}: {n} tunnel{'s' if n != 1 else ''}{' (control)' if h == o.control_hub else ''}"
             for h, n in hubs
         )))  # fmt: skip
-    version = o.get("version")
-    if version:
-        rows.append(("edge version", _esc(_text(version))))
+    if o.version:
+        rows.append(("edge version", _esc(_text(o.version))))
     body = "".join(f"<dt>{_esc(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return (
         f'<article class="office {state}" data-office="{_esc(name)}" data-state="{state}">'
@@ -357,16 +292,12 @@ def _card(name: str, o: Mapping[str, Any], t: Trouble, samples: Sequence[float],
     )
 
 
-def hub_tunnels(o: Mapping[str, Any]) -> list[tuple[str, int]]:
+def hub_tunnels(o: OfficeStatistics) -> list[tuple[str, int]]:
     """The office's tunnels per hub (``hub_tunnels``; the control channel's hub with 0
     if it holds none else), sorted; [] when only one hub reports it."""
-    raw = o.get("hub_tunnels")
-    out: dict[str, int] = {}
-    if isinstance(raw, Mapping):
-        out = {_text(k): int(v) for k, v in raw.items() if isinstance(v, int)}
-    ctl = o.get("control_hub")
-    if isinstance(ctl, str) and ctl:
-        out.setdefault(_text(ctl), 0)
+    out = dict(o.hub_tunnels)
+    if o.control_hub:
+        out.setdefault(o.control_hub, 0)
     return sorted(out.items()) if len(out) > 1 else []
 
 
@@ -434,29 +365,9 @@ ul{margin:0;padding-left:1.1rem}
 """
 
 
-def _mapping(snapshot: Mapping[str, Any] | Any) -> Mapping[str, Any]:
-    if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
-        # One level only: nested records (offices) are read the same way when reached.
-        return {f.name: getattr(snapshot, f.name) for f in dataclasses.fields(snapshot)}
-    return snapshot if isinstance(snapshot, Mapping) else {}
-
-
-def _offices(snapshot: Mapping[str, Any] | Any) -> dict[str, Mapping[str, Any]]:
-    raw = _mapping(snapshot).get("offices", {})
-    if isinstance(raw, Mapping):
-        items: Iterable[tuple[Any, Any]] = raw.items()
-    elif isinstance(raw, list | tuple):  # a list of office records with a name each
-        items = ((_mapping(o).get("name", "?"), o) for o in raw)
-    else:
-        return {}
-    return {str(name): _mapping(o) for name, o in items}
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
+def _finite(value: float | None) -> float | None:
+    """``value`` unless it is None, NaN or infinite (then None)."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _text(value: object) -> str:
@@ -468,15 +379,7 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _int_text(value: object) -> str:
-    number = _number(value)
-    return str(int(number)) if number is not None else "?"
-
-
-def _bytes(value: object) -> str:
-    number = _number(value)
-    if number is None:
-        return "?"
+def _bytes(number: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(number) < 1024 or unit == "TiB":
             return f"{number:.0f} {unit}" if unit == "B" else f"{number:.1f} {unit}"

@@ -36,6 +36,7 @@ from cryptography.x509.oid import NameOID
 
 from spokeshare import pki
 from spokeshare.errors import UsageError
+from spokeshare.stats import OfficeCertificate
 
 #: Fraction of a certificate's lifetime after which the edge renews it.
 DEFAULT_RENEW_AT = 2 / 3
@@ -323,9 +324,10 @@ def hub_certificate(
     edge_failures: int = 0,
     edge_failing_since: float | None = None,
     refused: tuple[float, str] | None = None,
-) -> dict[str, object]:
-    """The hub's view of one office's certificate for its status snapshot (the
-    dashboard and ``office list`` read ``not_after`` and ``renew``): the registry's
+) -> OfficeCertificate:
+    """The hub's view of one office's certificate for its status snapshot
+    (stats.OfficeCertificate; the dashboard and ``office list`` read ``not_after``
+    and ``renew``): the registry's
     dates, what the edge's last pong said of its failures (``edge_failing_since`` unix
     seconds, 0 or None: not failing) and the hub's own last refusal (unix seconds,
     reason). ``renew`` is ``failing since ISO (reason)`` when either side knows of a

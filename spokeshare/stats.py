@@ -32,7 +32,7 @@ import math
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypedDict, TypeVar
 
 from spokeshare.errors import UsageError
 
@@ -94,6 +94,21 @@ def stat(
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
+
+
+class OfficeCertificate(TypedDict, total=False):
+    """The hub's view of one office's certificate and its renewal
+    (spokeshare.renewal.hub_certificate); empty when the office is not enrolled. Read
+    from JSON (:func:`from_json`), a key whose value has another type is left out."""
+
+    #: End of validity, ISO 8601 with its UTC offset.
+    not_after: str
+    #: When the registry last renewed it, ISO 8601 (None: never).
+    renewed: str | None
+    #: The edge's failed renewals in a row, as its last heartbeat said.
+    failures: int
+    #: One phrase (renewal.registry_view, or ``failing since ISO (why)``).
+    renew: str
 
 
 @dataclass(frozen=True)
@@ -184,10 +199,9 @@ class OfficeStatistics:
         label="cause",
         factory=dict,
     )
-    #: The office certificate and its renewal (spokeshare.renewal.hub_certificate:
-    #: not_after, renewed, failures, renew); the worker holding the control channel
-    #: knows what the edge reported.
-    certificate: Mapping[str, Any] = stat(merge=Merge.LEAD, factory=dict)
+    #: The office certificate and its renewal (:class:`OfficeCertificate`); the worker
+    #: holding the control channel knows what the edge reported.
+    certificate: OfficeCertificate = stat(merge=Merge.LEAD, factory=dict)
     #: The edge's LAN presence from its last pong (control.Presence; no metric: text):
     #: name advertised -> its state, HQ's printers advertised, "protocol: why" per
     #: degraded LAN protocol or listener. The control channel's worker knows them.
@@ -370,6 +384,10 @@ def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: What :func:`_coerce` gives for a value to leave out.
+_DROP = object()
+
+
 def _coerce(hint: Any, value: Any, default: Any) -> Any:
     """``value`` if it has type ``hint`` (ints taken as floats), else ``default``."""
     if hint is bool:
@@ -382,6 +400,8 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
         return value if isinstance(value, str) else default
     if hint == float | None:
         return float(value) if _finite(value) else None
+    if hint == str | None:
+        return value if value is None or isinstance(value, str) else default
     if hint == tuple[int, ...]:
         if isinstance(value, list | tuple):
             return tuple(v for v in value if isinstance(v, int) and not isinstance(v, bool))
@@ -416,8 +436,12 @@ def _coerce(hint: Any, value: Any, default: Any) -> Any:
                 for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))
             }
         return default
-    if hint == Mapping[str, Any]:  # a JSON object kept as it is (OfficeStatistics.certificate)
-        return {str(k): v for k, v in value.items()} if isinstance(value, Mapping) else default
+    if hint is OfficeCertificate:  # each key kept if its value has the declared type
+        if not isinstance(value, Mapping):
+            return default
+        kinds = typing.get_type_hints(OfficeCertificate)
+        kept = {k: _coerce(kinds[k], value[k], _DROP) for k in kinds if k in value}
+        return {k: v for k, v in kept.items() if v is not _DROP}
     raise UsageError(f"no JSON reading for {hint!r}")  # a schema field of a new type
 
 

@@ -40,16 +40,16 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ances
 Snapshot = HubStatistics | Mapping[str, Any]
 
 
-def _json(snap: Snapshot) -> Mapping[str, Any]:
-    return stats.to_json(snap) if isinstance(snap, HubStatistics) else snap
+def schema(snap: Snapshot) -> HubStatistics:
+    """The snapshot as the schema: its JSON form is read by :func:`stats.from_json`
+    (wrong types take their defaults), the one place JSON comes in."""
+    return snap if isinstance(snap, HubStatistics) else stats.from_json(HubStatistics, snap)
 
 
 def render_metrics(snap: Snapshot) -> str:
     """Prometheus text format (version 0.0.4) of :meth:`Hub.statistics`: every metric
     the schema declares (spokeshare.stats), once, with help and type."""
-    if not isinstance(snap, HubStatistics):
-        snap = stats.from_json(HubStatistics, snap)
-    return stats.render_metrics(snap)
+    return stats.render_metrics(schema(snap))
 
 
 def _response(status: str, ctype: str, body: bytes, extra: tuple[str, ...] = ()) -> bytes:
@@ -111,15 +111,15 @@ def answer(
     snapshot: Callable[[], Snapshot],
     authorization: str | None = None,
     token: str = "",
-    page: Callable[[Mapping[str, Any]], str] | None = None,
+    page: Callable[[HubStatistics], str] | None = None,
 ) -> bytes:
     """The whole HTTP response to one request line (pure: no I/O).
 
     ``snapshot`` gives the hub's statistics (a :class:`stats.HubStatistics`, or its
-    JSON form as a mapping); ``authorization`` is the request's Authorization header
-    (None: absent), checked against ``token`` (:func:`authorized`) for every path;
-    ``page`` renders the dashboard from a snapshot (default: :func:`dashboard.render`
-    without history).
+    JSON form as a mapping, read by :func:`schema`); ``authorization`` is the request's
+    Authorization header (None: absent), checked against ``token`` (:func:`authorized`)
+    for every path; ``page`` renders the dashboard from the snapshot (default:
+    :func:`dashboard.render` without history).
     """
     parts = request_line.decode("latin-1").split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
@@ -130,8 +130,8 @@ def answer(
     if not authorized(authorization, token):
         return _unauthorized()
     if path in ("/", "/index.html"):
-        snap = _json(snapshot())
-        text = page(snap) if page else dashboard.render(snap, {}, float(snap.get("time", 0)))
+        snap = schema(snapshot())
+        text = page(snap) if page else dashboard.render(snap, {}, snap.time)
         return _response(
             "200 OK",
             "text/html; charset=utf-8",
@@ -139,7 +139,7 @@ def answer(
             (f"Content-Security-Policy: {CSP}", "Referrer-Policy: no-referrer"),
         )
     if path == "/status":
-        body = json.dumps(_json(snapshot()), indent=1).encode() + b"\n"
+        body = json.dumps(stats.to_json(schema(snapshot())), indent=1).encode() + b"\n"
         return _response("200 OK", "application/json", body)
     if path == "/metrics":
         return _response("200 OK", "text/plain; version=0.0.4", render_metrics(snapshot()).encode())
@@ -177,12 +177,12 @@ async def serve(
         )
     history = dashboard.RttHistory()
 
-    def sampled() -> Snapshot:
-        snap = snapshot()
-        history.note(_json(snap), time.monotonic())
+    def sampled() -> HubStatistics:
+        snap = schema(snapshot())
+        history.note(snap, time.monotonic())
         return snap
 
-    def page(snap: Mapping[str, Any]) -> str:
+    def page(snap: HubStatistics) -> str:
         return dashboard.render(snap, history.get(), time.time())
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -5,32 +5,36 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime as dt
 import html.parser
 import json
 import re
 import socket
 import subprocess
 import sys
-import types
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from spokeshare import dashboard, status
+from spokeshare import dashboard, stats, status
 from spokeshare.config import load_hub
 from spokeshare.errors import ConfigError
+from spokeshare.stats import BackendStatistics, HubStatistics, OfficeCertificate, OfficeStatistics
 from tests.helpers import LoopThread, Stack, free_port, wait_for
 
 NOW = 1_800_000_000.0
 TOKEN = "0123456789abcdef-token"
 
 
-def office(connected: bool = True, **extra: Any) -> dict[str, Any]:
-    return {
+def office(connected: bool = True, **extra: Any) -> OfficeStatistics:
+    """An office's statistics as the hub reports them; ``extra`` sets other fields."""
+    fields: dict[str, Any] = {
         "connected": connected,
         "version": "1.0",
         "rtt_ms": 101.5 if connected else None,
@@ -41,12 +45,20 @@ def office(connected: bool = True, **extra: Any) -> dict[str, Any]:
         "streams_total": 40,
         "bytes_up": 10 * 1024 * 1024,
         "bytes_down": 2048,
-        **extra,
     }
+    return OfficeStatistics(**(fields | extra))
 
 
-def snapshot(offices: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {"version": "9.9", "time": NOW, "tunnels": 0, "offices": offices}
+def cert(expires: float, renew: str = "ok 2027-01-01") -> OfficeCertificate:
+    """An office certificate ending at unix time ``expires``, as renewal.hub_certificate
+    reports it."""
+    not_after = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
+    return {"not_after": not_after, "renewed": None, "failures": 0, "renew": renew}
+
+
+def snapshot(offices: dict[str, OfficeStatistics], **extra: Any) -> HubStatistics:
+    fields: dict[str, Any] = {"version": "9.9", "time": NOW, "offices": offices}
+    return HubStatistics(**(fields | extra))
 
 
 class _Cards(html.parser.HTMLParser):
@@ -84,19 +96,25 @@ def test_hostile_office_name_is_escaped() -> None:
         snapshot(
             {
                 evil: office(
-                    names=["<img src=x>"],
-                    printers=["a&b"],
-                    lan={"mdns": "<b>held</b> by avahi"},
+                    names={"<img src=x>": "<b>ok</b>"},
+                    printers=("a&b",),
+                    degraded=("mdns: <b>held</b> by avahi",),
                     version="<i>",
                     certificate={"not_after": "2030-01-01T00:00:00", "renew": "<b>x</b>"},
+                    edge_dial_failures={"tls:<b>BAD</b>": 2},
+                    control_hub="<b>hq</b>",
+                    hub_tunnels={"<b>hq</b>": 1, "<img src=y>": 2},
                 )
-            }
+            },
+            version="<script>v</script>",
+            hubs=("<b>a</b>", "<b>b</b>"),
         ),
         {},
         NOW,
     )
     assert "<script" not in page and "<img" not in page and "<b>" not in page
     assert "&lt;script&gt;" in page and "&lt;img src=x&gt;" in page and "a&amp;b" in page
+    assert "&lt;img src=y&gt;: 2 tunnels" in page and "tls:&lt;b&gt;BAD&lt;/b&gt;: 2" in page
     parsed = parse(page)
     # The name survives the round trip, attribute and text alike: nothing broke out.
     assert parsed.cards == [(evil, "degraded")]
@@ -111,14 +129,19 @@ def test_sort_order_trouble_first() -> None:
     offices = {
         "alpha": office(),
         "berlin": office(connected=False),
-        "cairo": office(lan={"netbios": "ok", "llmnr": "port 5355 held by llmnrd"}),
-        "delhi": office(cert_not_after=NOW + 3 * 86400),
-        "erfurt": office(renewal={"state": "failed", "error": "hub unreachable"}),
+        "cairo": office(degraded=("llmnr: port 5355 held by llmnrd",)),
+        "delhi": office(certificate=cert(NOW + 3 * 86400)),
+        "erfurt": office(
+            certificate=cert(
+                NOW + 300 * 86400,
+                "failing since 2027-01-14T10:00:00+00:00 (2 attempts; see the edge's log)",
+            ),
+        ),  # fmt: skip
         "Aachen": office(connected=False),
-        "zurich": office(cert_not_after=NOW + 300 * 86400, renewal="ok"),
-        "florence": office(cert_not_after=NOW + 29 * 86400),  # check warns within 30 days
-        "oslo": office(cert_not_after=NOW + 31 * 86400),
-        # As spokeshare.renewal.RenewalStatus.to_json writes it.
+        "zurich": office(certificate=cert(NOW + 300 * 86400)),
+        "florence": office(certificate=cert(NOW + 29 * 86400)),  # check warns within 30 days
+        "oslo": office(certificate=cert(NOW + 31 * 86400)),
+        # As spokeshare.renewal.hub_certificate gives it.
         "genf": office(
             certificate={
                 "not_after": "2027-09-30T12:00:00+00:00",  # far: the failure is the trouble
@@ -149,11 +172,10 @@ def test_office_details_shown() -> None:
         snapshot(
             {
                 "nyc": office(
-                    names=["GLOBAL-NFS"],
-                    printers=["office-laser"],
-                    cert_not_after="2027-01-15T00:00:00Z",
-                    renewal="renewing",
-                    lan={"mdns": "port 5353 held by avahi-daemon"},
+                    names={"GLOBAL-NFS": "ok"},
+                    printers=("office-laser",),
+                    certificate={"not_after": "2027-01-15T00:00:00Z", "renew": "due 2026-12-01"},
+                    degraded=("mdns: port 5353 held by avahi-daemon",),
                 )
             }
         ),
@@ -162,7 +184,7 @@ def test_office_details_shown() -> None:
     )
     text = " ".join(parse(page).text)
     for shown in (
-        "101.5 ms", "GLOBAL-NFS", "office-laser", "2027-01-15 00:00", "renewal renewing",
+        "101.5 ms", "GLOBAL-NFS (ok)", "office-laser", "2027-01-15 00:00", "renewal due 2026-12-01",
         "mdns: port 5353 held by avahi-daemon", "10.0 MiB", "2.0 KiB", "2 now, 40 total",
         "2 s ago",
     ):  # fmt: skip
@@ -172,13 +194,24 @@ def test_office_details_shown() -> None:
     assert 'name="viewport"' in page
 
 
+def test_the_edges_dial_failures_are_shown_by_cause_when_there_are_any() -> None:
+    failing = office(edge_dial_failures={"timeout": 3, "certificate": 1})
+    page = dashboard.render(snapshot({"nyc": failing, "sfo": office()}), {}, NOW)
+    assert page.count("<dt>dial failures</dt>") == 1
+    nyc = page[page.index('data-office="nyc"') : page.index('data-office="sfo"')]
+    assert "<dt>dial failures</dt><dd><ul><li>certificate: 1</li><li>timeout: 3</li>" in nyc
+    # Counters since the edge started: shown, not trouble by themselves.
+    assert parse(page).cards == [("nyc", "connected"), ("sfo", "connected")]
+
+
 def test_empty_hub() -> None:
     page = dashboard.render(snapshot({}), {}, NOW)
     assert parse(page).cards == []
     assert "No office is enrolled yet" in page
     assert "0/0 offices connected" in page
-    # Not even a snapshot: still a page.
-    assert "No office is enrolled yet" in dashboard.render({}, {}, NOW)
+    # A snapshot nobody stamped: still a page, without a time.
+    empty = dashboard.render(HubStatistics(), {}, NOW)
+    assert "No office is enrolled yet" in empty and "UTC" not in empty
 
 
 def test_many_offices() -> None:
@@ -192,19 +225,48 @@ def test_many_offices() -> None:
     assert "1714/2000 offices connected" in page
 
 
-def test_odd_values_do_not_break_the_page() -> None:
+def test_odd_json_is_read_at_the_boundary_and_does_not_break_the_page() -> None:
+    """A snapshot only at hand as JSON (another worker's file, a test) goes through
+    stats.from_json (status.schema): odd values take their defaults there."""
     page = dashboard.render(
-        {"time": "yesterday", "offices": {"x": {"connected": True, "rtt_ms": "fast",
-         "bytes_up": float("nan"), "names": "GLOBAL-NFS", "cert_not_after": "soon"},
-         "y": "not an office"}},
+        status.schema(
+            {"time": "yesterday", "offices": {"x": {"connected": True, "rtt_ms": "fast",
+             "bytes_up": float("nan"), "names": "GLOBAL-NFS",
+             "certificate": {"not_after": "soon", "renew": 3}},
+             "y": "not an office"}},
+        ),
         {"x": [float("inf"), 5.0]},
         NOW,
     )  # fmt: skip
     assert parse(page).cards == [("y", "disconnected"), ("x", "connected")]
+    assert "<dt>certificate</dt>" not in page and "<dt>names</dt>" not in page
+    # Odd numbers built in-process are not shown as numbers either.
+    odd = office(rtt_ms=float("nan"), last_seen=float("inf"),
+                 certificate={"not_after": "soon", "renew": ""})  # fmt: skip
+    page = dashboard.render(snapshot({"x": odd}, time=float("nan")), {}, NOW)
+    assert "nan" not in page and "inf" not in page and "<dt>certificate</dt>" not in page
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=50)
+@given(
+    st.dictionaries(st.sampled_from([f.name for f in dataclasses.fields(OfficeStatistics)]), JSON)
+)
+def test_any_office_json_read_at_the_boundary_renders(raw: dict[str, Any]) -> None:
+    page = dashboard.render(status.schema({"offices": {"x": raw}}), {}, NOW)
+    assert [name for name, _ in parse(page).cards] == ["x"]
 
 
 def test_long_lists_are_cut() -> None:
-    names = [f"N{i}" for i in range(50)]
+    names = {f"N{i}": "ok" for i in range(50)}
     page = dashboard.render(snapshot({"a": office(names=names)}), {}, NOW)
     assert f"+{50 - dashboard.MAX_LIST_ITEMS} more" in page
     assert "N49" not in page
@@ -219,22 +281,28 @@ def test_sparkline() -> None:
     assert 'points="0.0,10.0 100.0,10.0"' in dashboard.sparkline([7.0, 7.0], 100, 20)
 
 
-def test_snapshot_as_dataclass() -> None:
-    @dataclasses.dataclass(frozen=True)
-    class Office:
-        connected: bool
-        rtt_ms: float | None
-
-    @dataclasses.dataclass(frozen=True)
-    class Snap:
-        time: float
-        offices: Mapping[str, Office]
-
-    snap = Snap(NOW, types.MappingProxyType({"nyc": Office(False, None), "sfo": Office(True, 5)}))
-    assert parse(dashboard.render(snap, {}, NOW)).cards == [
-        ("nyc", "disconnected"),
-        ("sfo", "connected"),
-    ]
+def test_the_json_of_status_renders_the_same_page() -> None:
+    """What GET /status answers, read back through the schema, is the same page."""
+    snap = snapshot(
+        {
+            "nyc": office(
+                names={"GLOBAL-NFS": "ok"},
+                printers=("HQ laser",),
+                degraded=("llmnr: held",),
+                certificate=cert(NOW + 40 * 86400),
+                edge_dial_failures={"timeout": 3},
+                control_hub="hub0",
+                hub_tunnels={"hub0": 2, "hub1": 1},
+            ),
+            "sfo": office(connected=False),
+        },
+        hubs=("hub0", "hub1"),
+        backends={
+            "smb 198.18.0.11:445": BackendStatistics("smb", "198.18.0.11:445", 0, False, NOW)
+        },
+    )
+    again = status.schema(json.loads(json.dumps(stats.to_json(snap))))
+    assert dashboard.render(again, {}, NOW) == dashboard.render(snap, {}, NOW)
 
 
 def test_rtt_history_is_bounded() -> None:
@@ -302,12 +370,12 @@ def test_config_status_token(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def served(loop_thread: LoopThread) -> Iterator[tuple[int, dict[str, Any]]]:
+def served(loop_thread: LoopThread) -> Iterator[tuple[int, list[HubStatistics]]]:
     """The status server on a loopback port with TOKEN; the snapshot it serves is the
-    returned dict, changed by the test at will."""
+    returned list's one item, replaced by the test at will."""
     port = free_port()
-    snap: dict[str, Any] = snapshot({"nyc": office(), "sfo": office(connected=False)})
-    server = loop_thread.run(status.serve("127.0.0.1", port, lambda: snap, TOKEN))
+    snap = [snapshot({"nyc": office(), "sfo": office(connected=False)})]
+    server = loop_thread.run(status.serve("127.0.0.1", port, lambda: snap[0], TOKEN))
     yield port, snap
     server.close()
     loop_thread.run(server.wait_closed())
@@ -324,7 +392,7 @@ def get(port: int, path: str, auth: str | None = None) -> tuple[int, dict[str, s
         return e.code, dict(e.headers), e.read().decode()
 
 
-def test_http_auth_required(served: tuple[int, dict[str, Any]]) -> None:
+def test_http_auth_required(served: tuple[int, list[HubStatistics]]) -> None:
     port, _ = served
     for path in ("/", "/status", "/metrics"):
         code, headers, body = get(port, path)
@@ -338,7 +406,7 @@ def test_http_auth_required(served: tuple[int, dict[str, Any]]) -> None:
     assert code == 200 and 'spokeshare_office_connected{office="nyc"} 1' in body
 
 
-def test_http_page_with_csp(served: tuple[int, dict[str, Any]]) -> None:
+def test_http_page_with_csp(served: tuple[int, list[HubStatistics]]) -> None:
     port, snap = served
     code, headers, page = get(port, "/", basic("admin", TOKEN))
     assert code == 200
@@ -348,15 +416,14 @@ def test_http_page_with_csp(served: tuple[int, dict[str, Any]]) -> None:
     assert parse(page).cards == [("sfo", "disconnected"), ("nyc", "connected")]
     # Nothing from elsewhere: no URL at all in the page.
     assert not re.search(r"(src|href)=|url\(|https?://", page)
-    snap["offices"]["sfo"] = office()
-    snap["offices"]["nyc"] = office(connected=False)
+    snap[0] = snapshot({"nyc": office(connected=False), "sfo": office()})
     assert parse(get(port, "/", f"Bearer {TOKEN}")[2]).cards == [
         ("nyc", "disconnected"),
         ("sfo", "connected"),
     ]
 
 
-def test_http_too_many_headers(served: tuple[int, dict[str, Any]]) -> None:
+def test_http_too_many_headers(served: tuple[int, list[HubStatistics]]) -> None:
     port, _ = served
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 100 + b"\r\n")
@@ -372,7 +439,7 @@ def test_rtt_sampled_without_requests(
     monkeypatch.setattr(dashboard, "SAMPLE_SECONDS", 0.05)
     calls: list[float] = []
 
-    def snap() -> dict[str, Any]:
+    def snap() -> HubStatistics:
         calls.append(0)
         return snapshot({"nyc": office(rtt_ms=100.0 + len(calls))})
 
@@ -437,27 +504,25 @@ def test_hub_refuses_to_start_off_loopback_without_token(tmp_path: Path) -> None
 def test_a_degraded_office_shows_its_presence_and_sorts_as_trouble() -> None:
     """The hub's office statistics as the edge's pongs fill them (names -> state,
     printers, degraded entries): the card shows each, and the office sorts as degraded."""
-    snap = {
-        "offices": {
+    snap = snapshot(
+        {
             "aaa": office(),
             "zzz": office(
                 names={"GLOBAL-NFS": "ok", "SCAN": "conflict"},
-                printers=["Office laser"],
-                degraded=["llmnr: systemd-resolved holds port 5355"],
+                printers=("Office laser",),
+                degraded=("llmnr: systemd-resolved holds port 5355",),
             ),
         }
-    }
+    )
     page = dashboard.render(snap, {}, NOW)
     assert "llmnr: systemd-resolved holds port 5355" in page
     assert "GLOBAL-NFS (ok)" in page and "SCAN (conflict)" in page
     assert "Office laser" in page
-    rows = dashboard.sort_offices(snap["offices"], NOW)
+    rows = dashboard.sort_offices(snap.offices, NOW)
     assert [(name, t) for name, _, t in rows][0] == ("zzz", dashboard.Trouble.DEGRADED)
 
 
 def test_backends_are_shown_with_their_state_and_counted_when_down() -> None:
-    from spokeshare.stats import BackendStatistics, HubStatistics
-
     snap = HubStatistics(
         time=NOW,
         backends={
@@ -477,33 +542,28 @@ def test_backends_are_shown_with_their_state_and_counted_when_down() -> None:
     assert "<td>42</td>" in rows[0][2]
     assert "Connection &lt;refused&gt;" in rows[1][2]  # escaped
     # From the JSON of /status too, and a snapshot without backends has no section.
-    from spokeshare.stats import to_json
-
-    assert dashboard.render(to_json(snap), {}, NOW).count('<tr class="') == 2
+    assert dashboard.render(status.schema(stats.to_json(snap)), {}, NOW).count('<tr class="') == 2
     assert '<section class="backends">' not in dashboard.render(snapshot({}), {}, NOW)
 
 
 def test_several_hubs_show_each_offices_tunnels_per_hub_and_its_control_channel() -> None:
-    snap = {
-        "hubs": ["hub1", "hub0"],
-        "offices": {
+    snap = snapshot(
+        {
             "nyc": office(control_hub="hub1", hub_tunnels={"hub0": 2, "hub1": 3}),
             "sfo": office(control_hub="hub0", hub_tunnels={"hub0": 1}),  # one hub only
         },
-    }
+        hubs=("hub1", "hub0"),
+    )
     page = dashboard.render(snap, {}, NOW)
     assert "hubs hub0, hub1" in page
     assert "hub0: 2 tunnels" in page and "hub1: 3 tunnels (control)" in page
     assert "hub0: 1 tunnel" not in page  # an office on one hub shows no hub list
-    assert dashboard.hub_tunnels({"hub_tunnels": {"a": "x", "b": 1}, "control_hub": "c"}) == [
-        ("b", 1),
-        ("c", 0),
-    ]
+    # The control channel's hub is listed even when it holds no other tunnel.
+    only_control = OfficeStatistics(hub_tunnels={"b": 1}, control_hub="c")
+    assert dashboard.hub_tunnels(only_control) == [("b", 1), ("c", 0)]
 
 
 def test_a_backend_the_hub_has_not_checked_yet_is_shown_as_such_not_as_up() -> None:
-    from spokeshare.stats import BackendStatistics, HubStatistics, to_json
-
     snap = HubStatistics(
         time=NOW,
         backends={
@@ -512,7 +572,8 @@ def test_a_backend_the_hub_has_not_checked_yet_is_shown_as_such_not_as_up() -> N
             ),
         },
     )
-    for page in (dashboard.render(snap, {}, NOW), dashboard.render(to_json(snap), {}, NOW)):
+    from_json = status.schema(stats.to_json(snap))
+    for page in (dashboard.render(snap, {}, NOW), dashboard.render(from_json, {}, NOW)):
         rows = re.findall(r'<tr class="(\w+)" data-backend="([^"]+)">(.*?)</tr>', page)
         assert [(r[0], r[1]) for r in rows] == [("unchecked", "198.18.0.11:445")]
         assert "not checked yet" in rows[0][2]

@@ -20,8 +20,15 @@ from spokeshare import bundle, cli, enrollment, hubstatus, stats
 from spokeshare.config import load_edge
 from spokeshare.edge_daemon import EdgeDaemon
 from spokeshare.errors import UsageError
-from spokeshare.stats import BackendStatistics, HubStatistics, Kind, Merge, OfficeStatistics
-from tests.helpers import LoopThread, free_port, make_deployment
+from spokeshare.stats import (
+    BackendStatistics,
+    HubStatistics,
+    Kind,
+    Merge,
+    OfficeCertificate,
+    OfficeStatistics,
+)
+from tests.helpers import LoopThread, free_port, make_deployment, wait_for
 
 LABELS = st.sampled_from(["BUSY", "REVOKED", "tls:WRONG_VERSION_NUMBER", 'odd "label"\\'])
 
@@ -46,9 +53,16 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
         return st.dictionaries(st.text(min_size=1, max_size=8), st.text(max_size=8), max_size=3)
     if hint == Mapping[str, int]:
         return st.dictionaries(LABELS, st.integers(0, 2**53), max_size=3)
-    if hint == Mapping[str, Any]:  # a JSON object kept as it is
-        value = st.none() | st.integers(0, 2**53) | st.text(max_size=8)
-        return st.dictionaries(st.sampled_from(["not_after", "renew", "failures"]), value)
+    if hint is OfficeCertificate:  # any of its keys, each of its type
+        return st.fixed_dictionaries(
+            {},
+            optional={
+                "not_after": st.text(max_size=8),
+                "renewed": st.none() | st.text(max_size=8),
+                "failures": st.integers(0, 9),
+                "renew": st.text(max_size=8),
+            },
+        )
     if hint == Mapping[str, OfficeStatistics]:
         names = st.sampled_from(["nyc", "sfo", "lon"])
         return st.dictionaries(names, offices(), min_size=min_offices, max_size=3)
@@ -61,9 +75,6 @@ def _strategy(hint: Any, min_offices: int = 0) -> st.SearchStrategy[Any]:
                 for k, v in d.items()
             }
         )
-    if hint == Mapping[str, Any]:  # the certificate: a JSON object kept as it is
-        keys = st.sampled_from(["not_after", "renew", "failures"])
-        return st.dictionaries(keys, st.text(max_size=8) | st.integers(0, 9), max_size=3)
     raise AssertionError(f"schema field of a type this test cannot draw: {hint!r}")
 
 
@@ -195,6 +206,28 @@ def test_a_snapshot_file_of_any_content_reads_as_a_snapshot(raw: dict[str, Any])
     assert all(isinstance(o, OfficeStatistics) for o in snap.offices.values())
     stats.render_metrics(snap)  # renders whatever it held
     assert stats.from_json(HubStatistics, json.loads(json.dumps(stats.to_json(snap)))) == snap
+
+
+def test_an_office_read_from_json_keeps_only_values_of_the_declared_types() -> None:
+    """Odd values in another worker's file: each takes its default, and of the
+    certificate only the keys OfficeCertificate declares, each of its type, are kept."""
+    office = stats.from_json(
+        OfficeStatistics,
+        {
+            "connected": True,
+            "rtt_ms": "fast",
+            "last_seen": float("nan"),
+            "bytes_up": 1.5,
+            "names": "GLOBAL-NFS",
+            "degraded": ["mdns: held", 3],
+            "certificate": {"not_after": 5, "renewed": None, "failures": "3", "renew": "ok",
+                            "cert_not_after": "2030-01-01"},
+        },
+    )  # fmt: skip
+    assert office.connected and office.rtt_ms is None and office.last_seen is None
+    assert office.bytes_up == 0 and office.names == {} and office.degraded == ("mdns: held",)
+    assert office.certificate == {"renewed": None, "renew": "ok"}
+    assert stats.from_json(OfficeStatistics, {"certificate": "soon"}).certificate == {}
 
 
 def test_the_json_keys_operators_read_are_kept() -> None:
@@ -354,5 +387,13 @@ def test_the_edge_writes_its_lan_status_from_the_schema(
         assert snap.status.up and snap.status.names == {} and not snap.status.withdrawn
         assert snap.edge.office == "shop" and snap.services == {} and snap.presence == ()
         assert stats.to_json(snap)["edge"]["listeners_degraded"] == {}
+        # statistics.json: the whole snapshot, for the office's admin
+        counters = state / "statistics.json"
+        wait_for(counters.exists, what="statistics.json written")
+        written = json.loads(counters.read_text())
+        assert set(written) == {f.name for f in dataclasses.fields(stats.EdgeDaemonStatistics)}
+        assert written["edge"]["office"] == "shop"
+        assert written["edge"]["dial_failures"]["refused"] >= 1  # no hub runs here
+        assert written["status"]["up"] is True and written["services"] == {}
     finally:
         loop_thread.run(daemon.close())

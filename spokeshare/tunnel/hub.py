@@ -58,7 +58,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -70,7 +70,13 @@ from spokeshare.logfmt import Line
 from spokeshare.loglimit import LogLimiter
 from spokeshare.printing import ipp_relay
 from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
-from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics, to_json
+from spokeshare.stats import (
+    BackendStatistics,
+    HubStatistics,
+    OfficeCertificate,
+    OfficeStatistics,
+    to_json,
+)
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
 from spokeshare.tunnel.control import EdgeReport, Presence
@@ -235,7 +241,7 @@ class OfficeState:
         self.printer_policy = PrinterPolicy.of(record.printers if record is not None else ())
         self.record = record
 
-    def certificate(self, now: dt.datetime) -> dict[str, Any]:
+    def certificate(self, now: dt.datetime) -> OfficeCertificate:
         """The office certificate and its renewal (renewal.hub_certificate), {} when
         the office is not enrolled."""
         rec = self.record

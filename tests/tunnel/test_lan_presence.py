@@ -44,10 +44,10 @@ def test_hub_lists_the_edges_degraded_listener(tmp_path: Path, loop_thread: Loop
             assert any(f"127.0.0.1:{port}" in d for d in office.degraded), office.degraded
             sent = loop_thread.call(daemon.pong_presence)
             assert office.names == dict(sent.names) and office.printers == sent.printers
-            snapshot = stats.to_json(loop_thread.call(hub.statistics))
+            snapshot = loop_thread.call(hub.statistics)
             page = dashboard.render(snapshot, {}, time.time())
             assert f"127.0.0.1:{port}" in page
-            assert dashboard.trouble(snapshot["offices"]["shop"], time.time()) is (
+            assert dashboard.trouble(snapshot.offices["shop"], time.time()) is (
                 dashboard.Trouble.DEGRADED
             )
         finally:
