@@ -1173,6 +1173,20 @@ class OutageResult:
     note: str = ""
     #: spokeshare only: growth of hub + edge RSS (MiB) from link-down to the link's return.
     stalled_rss_mib: float | None = None
+    #: The run that measured it (its date and arguments; "" in files written before).
+    run: str = ""
+
+
+def outage_runs(results: Sequence[OutageResult], earlier: Sequence[str]) -> list[str]:
+    """The runs the table's ``results`` come from, oldest first: each result's own
+    ``run``; ``earlier`` (the file's list) stands for results that name none. A run
+    whose every result has been measured again is no longer listed."""
+    out: list[str] = []
+    for r in results:
+        for run in [r.run] if r.run else earlier:
+            if run not in out:
+                out.append(run)
+    return out
 
 
 def _rx_bytes(pid: int, ifname: str) -> int:
@@ -1366,16 +1380,18 @@ def run_outages(a: argparse.Namespace, out: Path) -> int:
         _random_file(share / "big.bin", OUTAGE_FILE_SIZE)
         (share / "big.bin").chmod(0o666)
         set_link(lab, OUTAGE_RTT_MS, rate_mbit=OUTAGE_RATE_MBIT)
+        measured = []
         for o in outages:
             for n in names:
                 r = measure_outage(lab, work, share, contenders()[n], o)
                 say(f"[{time.monotonic() - t0:6.0f}s] outage {o:.0f} s {n}: {r}")
-                results = [x for x in results if (x.contender, x.outage_s) != (n, o)] + [r]
+                measured.append(r)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    runs = [
-        *saved.get("runs", []),
-        f"{when} (--outages {a.outages} --contenders {','.join(names)})",
-    ]
+    this_run = f"{when} (--outages {a.outages} --contenders {','.join(names)})"
+    for r in measured:
+        results = [x for x in results if (x.contender, x.outage_s) != (r.contender, r.outage_s)]
+        results.append(dataclasses.replace(r, run=this_run))
+    runs = outage_runs(results, saved.get("runs", []))
     store.write_text(
         json.dumps(
             {"when": when, "runs": runs, "results": [dataclasses.asdict(r) for r in results]},

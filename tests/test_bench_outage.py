@@ -8,6 +8,7 @@ from bench.wan import (
     OUTAGE_BEGIN,
     OUTAGE_END,
     OutageResult,
+    outage_runs,
     render_outages,
     write_outage_block,
 )
@@ -44,3 +45,18 @@ def test_block_replaced_in_place(tmp_path: Path) -> None:
     text = out.read_text()
     assert text.count(OUTAGE_BEGIN) == 1 and "kept" in text
     assert "2.00 s after link-up" in text and "1.00 s" not in text
+
+
+def test_runs_listed_are_those_the_table_still_holds() -> None:
+    """A run whose every cell was measured again drops out of the date line; results
+    from a file written before results named their run stand for the file's list."""
+    old, new = "2026-11-30 (--outages 12,45)", "2026-12-01 (--outages 12)"
+    results = [
+        OutageResult("direct", 12.0, True, 9.0, run=new),
+        OutageResult("spokeshare", 12.0, True, 1.0, run=new),
+        OutageResult("spokeshare", 45.0, True, 1.3, run=old),
+    ]
+    assert outage_runs(results, []) == [new, old]
+    assert outage_runs(results[:2], [old]) == [new]  # every cell of the old run redone
+    legacy = [OutageResult("stunnel", 45.0, True, 15.0)]
+    assert outage_runs(legacy + results[:1], [old]) == [old, new]
