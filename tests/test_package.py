@@ -305,6 +305,13 @@ done
 say "office_connected=$(spokeshare office list --json | grep -c '"connected": true')"
 say "edge_active=$(systemctl is-active spokeshare-edge)"
 say "edge_user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-edge))"
+# The state directories as the postinst made them, now that systemd started the units
+# (StateDirectory= sets their mode at each start).
+state_modes() {
+    stat -c %a:%U:%G /var/lib/spokeshare /var/lib/spokeshare/hub /var/lib/spokeshare/edge |
+        tr '\\n' ,
+}
+say "modes_started=$(state_modes)"
 # An upgrade as the README has it (apt-get install of the newer .deb): the running units
 # are restarted on the new version, the office comes back with it, and every file the
 # deployment wrote under /etc/spokeshare is kept byte for byte.
@@ -325,6 +332,7 @@ done
 say "office_$(spokeshare office list --json | grep -o '"version": "[^"]*"' | tr -d '" ' | tr : =)"
 say "office_connected_after=$(spokeshare office list --json | grep -c '"connected": true')"
 say "active_after=$(systemctl is-active spokeshare-hub spokeshare-edge | tr '\\n' ,)"
+say "modes_after_upgrade=$(state_modes)"
 apt-get remove -y -q spokeshare
 n=0
 for p in /proc/[0-9]*; do
@@ -442,6 +450,11 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["office_version"] == f"spokeshare/{NEXT_VERSION}", result
     assert result["office_connected_after"] == "1", result
     assert result["active_after"] == "active,active,", result
+    # After systemd started (and the upgrade restarted) the units, still the postinst's
+    # modes the README promises, not StateDirectory='s default 0755.
+    modes = "750:spokeshare:spokeshare," * 3
+    assert result["modes_started"] == modes, result
+    assert result["modes_after_upgrade"] == modes, result
     assert result["running_after_remove"] == "0", result
     assert not root.file("/opt/spokeshare").exists()
     assert root.file("/etc/spokeshare/ca.key").is_file()
