@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from spokeshare import cli
+from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError
 
 # Modules only the lab, the demo and the benchmarks need (the ``lab`` extra among them).
 NOT_IN_DAEMON = ("spokeshare.lab", "spokeshare.demo", "bench", "pyroute2",
@@ -187,3 +189,40 @@ def test_office_add_prints_the_readme_quick_start_steps() -> None:
     assert steps.rstrip().endswith(
         "spokeshare edge --bundle /etc/spokeshare/nyc.bundle --lan-address LAN-IP"
     )
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ConfigError("/etc/spokeshare/hub.toml", "hub.listen", "port 70000 out of range"), 2),
+        (EnrollmentError("bundle /etc/spokeshare/nyc.bundle: no such file"), 2),
+        # at boot before DHCP (spokeshare.lan.interfaces.ipv4_interface); a port taken
+        (OSError(errno.EADDRNOTAVAIL, "interface eth1 has no IPv4 address (yet)"), 1),
+        (OSError(errno.EADDRINUSE, "Address already in use"), 1),
+        (SpokeshareError("something that may pass"), 1),
+    ],
+)
+def test_exit_status_2_only_for_what_the_operator_must_fix(
+    error: Exception, status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The units restart a daemon that failed unless it exited 2
+    (RestartPreventExitStatus=2): 2 is a configuration or usage error, which no restart
+    fixes; whatever may pass by itself exits 1."""
+
+    def fail(a: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_hub", fail)
+    monkeypatch.setattr(cli, "cmd_edge", fail)
+    assert cli.main(["hub"]) == status
+    assert cli.main(["edge"]) == status
+
+
+@pytest.mark.parametrize("side", ["hub", "edge"])
+def test_units_do_not_restart_a_configuration_error(side: str) -> None:
+    unit = (REPO / f"etc/systemd/spokeshare-{side}.service").read_text().splitlines()
+    assert "RestartPreventExitStatus=2" in unit
+    assert "StateDirectoryMode=0750" in unit

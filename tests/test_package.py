@@ -13,8 +13,9 @@ listens, and is stopped by PID; then the root boots with systemd (systemd-nspawn
 the host's network, no network namespace: hub and edge use free loopback ports, the
 edge has no LAN interface and so no name services or multicast), ``systemctl enable
 --now`` starts the hub and then the edge with the office's bundle inside their units'
-sandboxes, the office shows as connected, and ``apt-get remove`` stops both; the
-container powers itself off.
+sandboxes, the office shows as connected, an upgrade restarts both, an edge.toml
+with an error leaves the edge failed (not restarted), and ``apt-get remove`` stops
+both; the container powers itself off.
 
 Building the package (a private environment from the pip registry) takes about 40 s,
 the root and the install about 50 s: done once for the module, about 2 minutes in all.
@@ -333,6 +334,16 @@ say "office_$(spokeshare office list --json | grep -o '"version": "[^"]*"' | tr 
 say "office_connected_after=$(spokeshare office list --json | grep -c '"connected": true')"
 say "active_after=$(systemctl is-active spokeshare-hub spokeshare-edge | tr '\\n' ,)"
 say "modes_after_upgrade=$(state_modes)"
+# A configuration error (exit status 2) leaves the unit failed with its one line in the
+# journal (RestartPreventExitStatus=2), where Restart=always would start it every 2 s.
+printf '\n[no_such_table]\n' >>/etc/spokeshare/edge.toml
+systemctl restart spokeshare-edge
+sleep 7
+say "bad_config_state=$(systemctl show -p ActiveState --value spokeshare-edge)"
+say "bad_config_status=$(systemctl show -p ExecMainStatus --value spokeshare-edge)"
+say "bad_config_restarts=$(systemctl show -p NRestarts --value spokeshare-edge)"
+bad_line="spokeshare: /etc/spokeshare/edge.toml: no_such_table: unknown key"
+say "bad_config_lines=$(journalctl -u spokeshare-edge | grep -c "$bad_line")"
 apt-get remove -y -q spokeshare
 n=0
 for p in /proc/[0-9]*; do
@@ -455,6 +466,10 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     modes = "750:spokeshare:spokeshare," * 3
     assert result["modes_started"] == modes, result
     assert result["modes_after_upgrade"] == modes, result
+    assert result["bad_config_state"] == "failed", result
+    assert result["bad_config_status"] == "2", result
+    assert result["bad_config_restarts"] == "0", result
+    assert result["bad_config_lines"] == "1", result
     assert result["running_after_remove"] == "0", result
     assert not root.file("/opt/spokeshare").exists()
     assert root.file("/etc/spokeshare/ca.key").is_file()
