@@ -228,6 +228,14 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     text = subprocess.run(["zcat", str(man)], capture_output=True, text=True, check=True).stdout
     for command in ("init", "office add", "hub", "check"):
         assert f'.SS "spokeshare {command}"' in text
+    # The epilog's lists are lists (a .TP item each), its commands one to a line, and
+    # nothing hyphenated or justified (spokeshare.cli.EPILOG, debian/manpage-commands).
+    assert ".TP\n/var/lib/spokeshare/hub/\nthe hub's state" in text
+    edge_ports = text.split(".TP\nedge\n", 1)[1].split(".SS", 1)[0]
+    for port in ("445/tcp", "515/tcp", "9100/tcp", "137/udp", "5355/udp"):
+        assert port in edge_ports
+    assert ".br\n\\f(CW$ systemctl enable --now spokeshare-hub\\fR\n" in text
+    assert ".nh\n.ad l\n" in text
     # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
     # as a development checkout's (spokeshare.cli.MISSING_NOTE).
     assert "benchmarks (writes docs/benchmarks.md)" not in text
