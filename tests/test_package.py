@@ -97,8 +97,7 @@ def _mounts_under(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
     work = tmp_path_factory.mktemp("package")
-    out = work / "out"
-    out.mkdir()
+    out = work / "out" / "debs"  # not there yet: ./run package makes it
     tree = work / "root"
     try:
         built = subprocess.run(
