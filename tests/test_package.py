@@ -279,6 +279,19 @@ until journalctl -u spokeshare-hub | grep -q "config reloaded .*generation=2"; d
     i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
 done
 say "reloaded=$(journalctl -u spokeshare-hub | grep -c 'config reloaded .*generation=2')"
+# The README quick start's dashboard step (its sed line, on a free port here), then
+# the restart it says: the page answers on loopback.
+@DASHBOARD_STEP@
+systemctl restart spokeshare-hub
+page() {
+    /usr/bin/python3.11 -c 'import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=2)
+print(r.status, r.headers.get_content_type())' "http://127.0.0.1:@STATUS@/"
+}
+i=0
+until page >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
+done
+say "dashboard=$(page | tr ' ' ,)"
 # The office side as the README has it, on loopback: no LAN interface, so no name
 # services (and no multicast); the edge relays only, on free ports.
 install -o spokeshare -g spokeshare -m 0600 /root/nyc.bundle /etc/spokeshare/nyc.bundle
@@ -368,6 +381,16 @@ ExecStart=/root/steps.sh
 """
 
 
+def _readme_dashboard_step(port: int) -> str:
+    """The README quick start's line that turns the dashboard on, listening on ``port``."""
+    start = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    (line,) = [
+        ln for ln in start.splitlines() if ln.startswith("sed -i ") and "status_listen" in ln
+    ]
+    assert '"127.0.0.1:7480"' in line
+    return line.replace("127.0.0.1:7480", f"127.0.0.1:{port}")
+
+
 def _boot(root: Root, port: int, next_deb: Path) -> dict[str, str]:
     """Boot the root with systemd (systemd-nspawn, the host's network, no machined),
     run BOOT_STEPS in it (upgrading to ``next_deb``, copied in), return its results."""
@@ -376,6 +399,9 @@ def _boot(root: Root, port: int, next_deb: Path) -> dict[str, str]:
     text = BOOT_STEPS.replace("@PORT@", str(port)).replace("@NEXT_DEB@", next_deb.name)
     text = text.replace("@NEXT@", NEXT_VERSION)
     text = text.replace("@SMB@", str(free_port())).replace("@IPP@", str(free_port()))
+    status = free_port()
+    text = text.replace("@DASHBOARD_STEP@", _readme_dashboard_step(status))
+    text = text.replace("@STATUS@", str(status))
     steps.write_text(text)
     steps.chmod(0o755)
     unit = root.file("/etc/systemd/system/steps.service")
@@ -459,6 +485,7 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
     assert result["reloaded"] == "1", result
+    assert result["dashboard"] == "200,text/html", result
     assert result["office_connected"] == "1", result
     assert result["edge_active"] == "active", result
     assert result["edge_user"] == "spokeshare", result
