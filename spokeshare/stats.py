@@ -175,6 +175,15 @@ class OfficeStatistics:
         label="status",
         factory=dict,
     )
+    edge_dial_failures: Mapping[str, int] = stat(
+        merge=Merge.LEAD,
+        metric="spokeshare_office_edge_dial_failures_total",
+        help="the edge's failed dials to a hub, by cause (timeout, certificate, "
+        "tls:REASON, reset, ...), as its last heartbeat said",
+        kind=Kind.COUNTER,
+        label="cause",
+        factory=dict,
+    )
     #: The office certificate and its renewal (spokeshare.renewal.hub_certificate:
     #: not_after, renewed, failures, renew); the worker holding the control channel
     #: knows what the edge reported.
@@ -546,6 +555,11 @@ class EdgeStatistics:
     streams_failed: int
     #: Streams carried by a tunnel that had carried one before (sequential reuse).
     streams_reused: int
+    #: Failed dials to a hub by cause (tunnel.tls.handshake_cause: ``timeout``,
+    #: ``certificate``, ``tls:REASON``, ``reset``, ...) and the hub's refusals of this
+    #: edge's opens by status (wire.Status name), since start.
+    dial_failures: Mapping[str, int]
+    refused: Mapping[str, int]
     #: Refused or odd NetBIOS session requests, by kind (lan/nbss_answer.py).
     sessions: Mapping[str, int]
     #: Relayed listener ("HOST:PORT") -> why it is not bound (edge.retry_listeners).

@@ -62,3 +62,40 @@ def test_pure_modules_do_no_io() -> None:
 def test_the_check_sees_io() -> None:
     # The edge's shell imports asyncio and socket: the check would flag it as pure.
     assert {"asyncio", "socket"} <= imported(ROOT / "spokeshare" / "tunnel" / "edge.py")
+
+
+def project_imports(path: Path) -> set[str]:
+    """The project's modules ``path`` imports at its top level, as paths relative to
+    the root (``spokeshare/tunnel/wire.py``); package ``__init__`` files are left out.
+    Imports inside functions are deferred on purpose (a shell's, not the core's)."""
+    found: set[str] = set()
+
+    def add(dotted: str) -> bool:
+        file = ROOT / (dotted.replace(".", "/") + ".py")
+        if file.is_file():
+            found.add(file.relative_to(ROOT).as_posix())
+            return True
+        return False
+
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                add(alias.name)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.split(".")[0] not in {"spokeshare", "bench"}:
+                continue
+            if not add(node.module):
+                for alias in node.names:
+                    add(f"{node.module}.{alias.name}")
+    return found
+
+
+def test_pure_modules_import_no_shell() -> None:
+    """A pure core that imports a shell pulls the event loop in with it."""
+    rows = listed()
+    offenders = {
+        module: sorted(m for m in project_imports(ROOT / module) if rows.get(m) == "shell")
+        for module, kind in rows.items()
+        if kind == "pure"
+    }
+    assert {m: shells for m, shells in offenders.items() if shells} == {}

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from spokeshare.errors import DecodeError, UsageError
 from spokeshare.logfmt import Line, find, logfmt, parse, value_text
 from spokeshare.tunnel import streamlog
-from spokeshare.tunnel.relay import Ending, Result
+from spokeshare.tunnel.streamlog import Ending, Result
 from tests.helpers import Stack, recv_all, wait_for
 
 KEYS = st.from_regex(r"[a-z][a-z0-9_]{0,11}", fullmatch=True)

@@ -267,7 +267,7 @@ class BackendSet:
         return []
 
     # -- probing -------------------------------------------------------------------------
-    def due(self, now: float) -> list[int]:
+    def handle_timer(self, now: float) -> list[int]:
         """The backends to probe now (their probe time has come and none is running);
         each is counted as probing until :meth:`connected` or :meth:`failed` says
         ``via="probe"``."""
@@ -280,7 +280,7 @@ class BackendSet:
         return out
 
     def get_timer(self) -> float | None:
-        """When :meth:`due` next has something (monotonic seconds), None: never."""
+        """When :meth:`handle_timer` next has something (monotonic seconds), None: never."""
         times = [e.next_probe for e in self._entries if e.next_probe is not None]
         return min(times) if times else None
 

@@ -58,7 +58,7 @@ import binascii
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spokeshare.errors import DecodeError, UsageError
@@ -210,9 +210,9 @@ def fit_presence(
 class Pong:
     """Answers the :class:`Ping` with the same ``seq``.
 
-    ``stats`` is the sender's statistics snapshot (name -> counter or gauge; the edge
-    sends ``clients``, ``idle``, ``streams_total``, ``streams_failed``), or None (the
-    hub's pongs). ``time_ms`` is the sender's wall clock when it answered, integer
+    ``stats`` is the sender's statistics snapshot (name -> counter or gauge: the
+    edge's :class:`EdgeReport`, :meth:`EdgeReport.to_stats`), or None (the hub's
+    pongs). ``time_ms`` is the sender's wall clock when it answered, integer
     milliseconds since the Unix epoch (wire key ``time``), or None (an older peer).
     ``presence`` is the edge's LAN presence (wire key ``lan``), or None (the hub's
     pongs, an older edge). Raises :class:`UsageError` for a ``time_ms`` outside
@@ -238,6 +238,112 @@ class Pong:
                 raise UsageError(f"{len(self.stats)} statistics exceed {MAX_STATS}")
             for name, value in self.stats.items():
                 _check_stat(name, value)
+
+
+#: Most causes (or statuses) an :class:`EdgeReport` carries per counter family; the
+#: rest are summed under :data:`OTHER`. Seven fixed fields plus two families stay
+#: within :data:`MAX_STATS`.
+MAX_REPORT_CAUSES = 12
+#: The key the causes past :data:`MAX_REPORT_CAUSES` are counted under.
+OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeReport:
+    """What the edge's pongs report (wire key ``stats``), typed: the hub keeps it per
+    office for ``office list``, ``/status``, ``/metrics`` and the dashboard.
+
+    ``clients`` (connections carried now) and ``idle`` (warm tunnels) are gauges;
+    ``streams_total`` and ``streams_failed`` count streams since the edge started;
+    ``renew_failures`` counts failed renewals in a row, ``renew_failing_since`` is
+    when the first of them failed and ``cert_not_after`` when the office certificate
+    ends (unix seconds, None when there is none); ``dial_failures`` counts failed dials
+    to a hub by cause (tunnel.tls.handshake_cause: ``timeout``, ``certificate``,
+    ``tls:REASON``, ...) and ``refused`` the hub's refusals by status
+    (wire.Status name). Both hold at most :data:`MAX_REPORT_CAUSES` keys.
+
+    On the wire it is the pong's flat ``stats`` object (:meth:`to_stats`): the fields
+    by name, the two families as ``dial_failed.CAUSE`` and ``refused.STATUS``, and a
+    time of None as 0; :meth:`of` reads it back, keeping what it knows and ignoring
+    what a newer edge adds. Raises :class:`UsageError` for a negative count.
+    """
+
+    clients: int = 0
+    idle: int = 0
+    streams_total: int = 0
+    streams_failed: int = 0
+    renew_failures: int = 0
+    renew_failing_since: float | None = None
+    cert_not_after: float | None = None
+    dial_failures: Mapping[str, int] = field(default_factory=dict)
+    refused: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        counts = (self.clients, self.idle, self.streams_total, self.streams_failed)
+        if min((*counts, self.renew_failures)) < 0:
+            raise UsageError("an edge report's counts are not negative")
+        for family in (self.dial_failures, self.refused):
+            if len(family) > MAX_REPORT_CAUSES or min(family.values(), default=0) < 0:
+                raise UsageError(f"at most {MAX_REPORT_CAUSES} causes, none negative")
+
+    def to_stats(self) -> dict[str, int | float]:
+        """The pong's ``stats`` object (at most :data:`MAX_STATS` entries)."""
+        out: dict[str, int | float] = {
+            "clients": self.clients,
+            "idle": self.idle,
+            "streams_total": self.streams_total,
+            "streams_failed": self.streams_failed,
+            "renew_failures": self.renew_failures,
+            "renew_failing_since": self.renew_failing_since or 0,
+            "cert_not_after": self.cert_not_after or 0,
+        }
+        for prefix, family in (("dial_failed.", self.dial_failures), ("refused.", self.refused)):
+            for cause, n in family.items():
+                out[(prefix + cause)[:MAX_STAT_NAME]] = n
+        return out
+
+    @classmethod
+    def of(cls, stats: Mapping[str, int | float]) -> EdgeReport:
+        """The report in a decoded pong's ``stats`` (:func:`decode` has bounded its
+        size and names); a field missing or of the wrong kind reads as its default."""
+
+        def count(name: str) -> int:
+            v = stats.get(name, 0)
+            return v if isinstance(v, int) and v >= 0 else 0
+
+        def when(name: str) -> float | None:
+            v = stats.get(name, 0)
+            return float(v) if v > 0 else None
+
+        families: tuple[dict[str, int], dict[str, int]] = ({}, {})
+        for name, v in stats.items():
+            for prefix, family in zip(("dial_failed.", "refused."), families, strict=True):
+                if name.startswith(prefix) and isinstance(v, int) and v >= 0:
+                    family[name[len(prefix) :]] = v
+        for family in families:
+            while len(family) > MAX_REPORT_CAUSES:  # a stranger's pong: fold the rest
+                cause = next(c for c in reversed(family) if c != OTHER)
+                n = family.pop(cause)
+                family[OTHER] = min(family.get(OTHER, 0) + n, MAX_STAT_VALUE)
+        return cls(
+            count("clients"),
+            count("idle"),
+            count("streams_total"),
+            count("streams_failed"),
+            count("renew_failures"),
+            when("renew_failing_since"),
+            when("cert_not_after"),
+            families[0],
+            families[1],
+        )
+
+
+def add_cause(counts: dict[str, int], cause: str, n: int = 1) -> None:
+    """Count ``n`` under ``cause`` in ``counts``, or under :data:`OTHER` once
+    ``counts`` holds :data:`MAX_REPORT_CAUSES` keys (an edge's counters by cause)."""
+    if cause not in counts and len(counts) >= MAX_REPORT_CAUSES - (OTHER not in counts):
+        cause = OTHER
+    counts[cause] = min(counts.get(cause, 0) + n, MAX_STAT_VALUE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -560,9 +666,9 @@ class ClockSkewMeasured:
 
 @dataclass(frozen=True, slots=True)
 class PeerStats:
-    """The peer reported its statistics in a pong."""
+    """The peer (an edge) reported its statistics in a pong."""
 
-    stats: Mapping[str, int | float]
+    report: EdgeReport
 
 
 @dataclass(frozen=True, slots=True)
@@ -690,12 +796,12 @@ class Heartbeat:
         self,
         msg: ControlMessage,
         now: float,
-        stats: Mapping[str, int | float] | None = None,
+        report: EdgeReport | None = None,
         wall: float | None = None,
         presence: Presence | None = None,
     ) -> list[Command]:
-        """A message arrived from the peer at ``now``; ``stats`` is what our pong to a
-        ping carries (the edge's statistics; None from the hub). ``wall`` is our wall
+        """A message arrived from the peer at ``now``; ``report`` is what our pong to a
+        ping carries as ``stats`` (the edge's statistics; None from the hub). ``wall`` is our wall
         clock at ``now`` (seconds since the epoch) or None: given, our pong carries it
         (``time``), and a stamped pong answering our ping yields
         :class:`ClockSkewMeasured` after :class:`RttMeasured`. ``presence`` is what our
@@ -706,6 +812,7 @@ class Heartbeat:
         self.heard = now
         if isinstance(msg, Ping):
             stamp = None if wall is None else wall_ms(wall)
+            stats = None if report is None else report.to_stats()
             return [Send(Pong(msg.seq, stats, stamp, presence))]
         if isinstance(msg, Pong):
             out: list[Command] = []
@@ -716,7 +823,7 @@ class Heartbeat:
                 if msg.time_ms is not None and wall is not None:
                     out.append(ClockSkewMeasured(clock_skew(msg.time_ms, wall, self.rtt), self.rtt))
             if msg.stats is not None:
-                out.append(PeerStats(msg.stats))
+                out.append(PeerStats(EdgeReport.of(msg.stats)))
             if msg.presence is not None:
                 out.append(PeerPresence(msg.presence))
             return out

@@ -558,6 +558,10 @@ class Edge:
         self.hub_clock: tuple[float, float, dt.datetime] | None = None
         self.streams_total = 0
         self.streams_failed = 0
+        #: Failed dials to a hub by cause (tls.handshake_cause) and the hub's refusals
+        #: by status (wire.Status name), since start; control.add_cause bounds both.
+        self.dial_failures: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
         self.congestion = ""
         #: Per-client WARNINGs: one per kind per LAN address per minute (a LAN flood).
         self.client_log = LogLimiter(60.0)
@@ -627,6 +631,8 @@ class Edge:
             streams_total=self.streams_total,
             streams_failed=self.streams_failed,
             streams_reused=self.streams_reused,
+            dial_failures=dict(sorted(self.dial_failures.items())),
+            refused=dict(sorted(self.refused.items())),
             sessions=dict(sorted(self.session_log.counts.items())),
             listeners_degraded=dict(self.degraded),
             certificate=self.renewal_status(dt.datetime.now(dt.UTC)).to_json(),
@@ -1008,6 +1014,7 @@ class Edge:
             client.deadline.cancel()
 
     def hub_refused(self, reply: wire.StatusReply, client: ClientEnd | None = None) -> None:
+        control.add_cause(self.refused, reply.status.name)
         source = client.peer[0] if client else ""
         if self.client_log.admit(reply.status.name, source, time.monotonic()):
             log.warning(
@@ -1135,6 +1142,7 @@ class Edge:
             self.pool.unreachable(now, jitter)
         if first:
             self._drop_hub(hub)
+        control.add_cause(self.dial_failures, tls.handshake_cause(exc))
         reason = tls.describe_handshake_error(exc)
         host, port = self.bundle.hub_addresses[hub]
         if first:
@@ -1414,7 +1422,7 @@ class Edge:
                 hb.receive(
                     msg,
                     time.monotonic(),
-                    self._pong_stats(),
+                    self.report(),
                     time.time(),
                     self.lan_presence() if self.lan_presence is not None else None,
                 ),
@@ -1456,19 +1464,20 @@ class Edge:
                     pending[1].set_result(msg)
             # PeerStats: the hub's pongs carry none; nothing to keep if one did
 
-    def _pong_stats(self) -> dict[str, int | float]:
-        return {
-            "clients": len(self.clients),
-            "idle": len(self.idle),
-            "streams_total": self.streams_total,
-            "streams_failed": self.streams_failed,
-            # certificate renewal, for the hub's office list (unix times)
-            "renew_failures": self.renew_failures,
-            "renew_failing_since": (
-                self.renew_failing_since.timestamp() if self.renew_failing_since else 0
-            ),
-            "cert_not_after": self.bundle.cert.not_valid_after_utc.timestamp(),
-        }
+    def report(self) -> control.EdgeReport:
+        """What this edge's pongs tell the hub (control.EdgeReport)."""
+        since = self.renew_failing_since
+        return control.EdgeReport(
+            clients=len(self.clients),
+            idle=len(self.idle),
+            streams_total=self.streams_total,
+            streams_failed=self.streams_failed,
+            renew_failures=self.renew_failures,
+            renew_failing_since=since.timestamp() if since else None,
+            cert_not_after=self.bundle.cert.not_valid_after_utc.timestamp(),
+            dial_failures=dict(self.dial_failures),
+            refused=dict(self.refused),
+        )
 
     # -- certificate renewal (spokeshare.renewal) ------------------------------------
     async def _renewal_loop(self) -> None:

@@ -73,7 +73,7 @@ from spokeshare.printing.hub_ipp import PrinterPolicy, StreamInfo
 from spokeshare.stats import BackendStatistics, HubStatistics, OfficeStatistics, to_json
 from spokeshare.tasks import TaskSet
 from spokeshare.tunnel import backends, control, reserved_port, streamlog, tls, wire
-from spokeshare.tunnel.control import Presence
+from spokeshare.tunnel.control import EdgeReport, Presence
 from spokeshare.tunnel.relay import PlainEnd, ReadBuffer, Splice, TunnelEnd, abort_with_rst
 from spokeshare.tunnel.sockets import carry_stream, tune_lan, tune_wan
 
@@ -212,7 +212,8 @@ class OfficeState:
     streams_ended: dict[str, int] = field(default_factory=dict)
     bytes_up: int = 0
     bytes_down: int = 0
-    edge_stats: dict[str, Any] = field(default_factory=dict)
+    #: What the edge's last pong reported (control.EdgeReport); None before one.
+    edge_report: EdgeReport | None = None
     #: The edge's LAN presence from its last pong that carried one (control.Presence).
     presence: Presence | None = None
     #: Statuses other than OK answered to this office's tunnels, by wire.Status name.
@@ -240,15 +241,14 @@ class OfficeState:
         rec = self.record
         if rec is None:
             return {}
-        failures = self.edge_stats.get("renew_failures", 0)
-        since = self.edge_stats.get("renew_failing_since")
+        report = self.edge_report or EdgeReport()
         return renewal.hub_certificate(
             rec.not_before,
             rec.not_after,
             rec.renewed,
             now,
-            failures if isinstance(failures, int) else 0,
-            float(since) if isinstance(since, int | float) else None,
+            report.renew_failures,
+            report.renew_failing_since,
             self.renew_refused,
         )
 
@@ -258,7 +258,7 @@ class OfficeState:
             1 for t in self.tunnels if t.state in (TunnelState.RELAYING, TunnelState.CONNECTING)
         )
         idle = sum(1 for t in self.tunnels if t.state is TunnelState.AWAIT_HEADER)
-        clients = self.edge_stats.get("clients", streams)
+        report = self.edge_report
         return OfficeStatistics(
             connected=self.control is not None,
             version=self.version,
@@ -266,12 +266,13 @@ class OfficeState:
             last_seen=self.last_seen,
             streams=streams,
             idle_tunnels=idle,
-            clients=clients if isinstance(clients, int) and not isinstance(clients, bool) else 0,
+            clients=report.clients if report is not None else streams,
             streams_total=self.streams_total,
             streams_ended=dict(sorted(self.streams_ended.items())),
             bytes_up=self.bytes_up,
             bytes_down=self.bytes_down,
             refused=dict(sorted(self.refused.items())),
+            edge_dial_failures=dict(sorted(report.dial_failures.items())) if report else {},
             certificate=self.certificate(dt.datetime.now(dt.UTC)),
             names=dict(self.presence.names) if self.presence is not None else {},
             printers=self.presence.printers if self.presence is not None else (),
@@ -691,7 +692,7 @@ class HubTunnel(TunnelEnd):
             elif isinstance(cmd, control.RttMeasured):
                 office.rtt = cmd.rtt
             elif isinstance(cmd, control.PeerStats):
-                office.edge_stats = dict(cmd.stats)
+                office.edge_report = cmd.report
             elif isinstance(cmd, control.PeerPresence):
                 office.presence = cmd.presence
             elif isinstance(cmd, control.PeerLost):
@@ -1058,7 +1059,7 @@ class Hub:
             now = time.monotonic()
             for name, bset in self.backends.items():
                 svc = self.cfg.services[name]
-                for i in bset.due(now):
+                for i in bset.handle_timer(now):
                     self.spawn(self._probe(name, svc.backends[i]))
             timers = [t for b in self.backends.values() if (t := b.get_timer()) is not None]
             delay = max(0.0, min(timers) - time.monotonic()) if timers else None

@@ -60,6 +60,7 @@ from typing import Protocol, cast
 
 from spokeshare.errors import DecodeError, UsageError
 from spokeshare.tunnel import wire
+from spokeshare.tunnel.streamlog import Ending, Result
 
 #: Per-transport write buffer bounds (bytes). The kernel's socket buffers hold the
 #: bandwidth-delay product; these only smooth the hand-off between the two sockets.
@@ -113,41 +114,6 @@ TRANSITIONS: dict[tuple[State, Event], State] = {
     (State.ENDED, Event.GOT_EOF): State.DONE,
     **{(s, Event.FAIL): State.DONE for s in State if s is not State.DONE},
 }
-
-
-class Result(enum.Enum):
-    """How a stream ended; the value is the text of its log line's ``result=``."""
-
-    OK = "ok"
-    #: The hub answered a status other than OK (the edge's splice; detail: the status).
-    REFUSED = "refused"
-    PLAIN_RESET = "plain side reset"
-    PLAIN_CLOSED = "plain side closed without EOF"
-    #: The tunnel went away without its EOF frame (detail: the error, if any).
-    TUNNEL_LOST = "tunnel lost"
-    #: The peer sent bytes that are not frames (detail: what was wrong).
-    BAD_FRAME = "bad frame from peer"
-    #: Cut from outside: revocation, shutdown, no answer in time (detail: the reason).
-    ABORTED = "aborted"
-
-
-@dataclass(frozen=True, slots=True)
-class Ending:
-    """A :class:`Result` and its detail. ``str()`` is what the stream's log line says
-    (``ok``, ``tunnel lost: ...``, ``refused: NOT_ALLOWED``, an abort's own reason)."""
-
-    kind: Result
-    detail: str = ""
-
-    def __str__(self) -> str:
-        if self.kind is Result.ABORTED:
-            return self.detail or self.kind.value
-        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
-
-    @property
-    def ok(self) -> bool:
-        """True when both directions ended with their EOF."""
-        return self.kind is Result.OK
 
 
 @dataclass(frozen=True, slots=True)

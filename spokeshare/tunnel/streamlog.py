@@ -19,10 +19,47 @@ For a clean stream the two ends' ``to_hq`` agree, and so do their ``to_office``.
 
 from __future__ import annotations
 
+import enum
+from dataclasses import dataclass
+
 from spokeshare.logfmt import Line
-from spokeshare.tunnel.relay import Ending
 
 EVENT = "stream"
+
+
+class Result(enum.Enum):
+    """How a stream ended; the value is the text of its log line's ``result=``."""
+
+    OK = "ok"
+    #: The hub answered a status other than OK (the edge's splice; detail: the status).
+    REFUSED = "refused"
+    PLAIN_RESET = "plain side reset"
+    PLAIN_CLOSED = "plain side closed without EOF"
+    #: The tunnel went away without its EOF frame (detail: the error, if any).
+    TUNNEL_LOST = "tunnel lost"
+    #: The peer sent bytes that are not frames (detail: what was wrong).
+    BAD_FRAME = "bad frame from peer"
+    #: Cut from outside: revocation, shutdown, no answer in time (detail: the reason).
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """A :class:`Result` and its detail. ``str()`` is what the stream's log line says
+    (``ok``, ``tunnel lost: ...``, ``refused: NOT_ALLOWED``, an abort's own reason)."""
+
+    kind: Result
+    detail: str = ""
+
+    def __str__(self) -> str:
+        if self.kind is Result.ABORTED:
+            return self.detail or self.kind.value
+        return f"{self.kind.value}: {self.detail}" if self.detail else self.kind.value
+
+    @property
+    def ok(self) -> bool:
+        """True when both directions ended with their EOF."""
+        return self.kind is Result.OK
 
 
 def result_fields(ending: Ending | None) -> tuple[str, str | None, str | None]:

@@ -91,8 +91,9 @@ def describe_handshake_error(exc: BaseException) -> str:
 def handshake_cause(exc: BaseException) -> str:
     """A short, bounded key for a failed handshake's kind (log limiting, counters).
 
-    ``timeout``, ``reset``, ``closed``, ``tls:REASON`` (OpenSSL's reason code, e.g.
-    ``tls:WRONG_VERSION_NUMBER``), ``certificate`` or ``os:ERRNO``.
+    ``timeout``, ``refused`` (nothing listens: a dial's), ``reset``, ``closed``,
+    ``tls:REASON`` (OpenSSL's reason code, e.g. ``tls:WRONG_VERSION_NUMBER``),
+    ``certificate`` or ``os:ERRNO``.
     """
     if isinstance(exc, ssl.SSLCertVerificationError):
         return "certificate"
@@ -100,6 +101,8 @@ def handshake_cause(exc: BaseException) -> str:
         return f"tls:{exc.reason}" if exc.reason else "tls"
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
     if isinstance(exc, ConnectionResetError | BrokenPipeError):
         return "reset"
     if isinstance(exc, ConnectionError):

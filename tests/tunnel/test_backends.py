@@ -55,14 +55,14 @@ def test_a_down_backend_is_probed_at_doubling_intervals_up_to_the_maximum() -> N
         due_at = s.get_timer()
         assert due_at is not None
         waits.append(due_at - when)
-        assert s.due(due_at - 0.001) == []
-        assert s.due(due_at) == [0]
-        assert s.due(due_at) == []  # one probe at a time
+        assert s.handle_timer(due_at - 0.001) == []
+        assert s.handle_timer(due_at) == [0]
+        assert s.handle_timer(due_at) == []  # one probe at a time
         when = due_at
         assert s.failed(0, when, "Connection refused", via="probe") == []
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
     due_at = s.get_timer()
-    assert due_at is not None and s.due(due_at) == [0]
+    assert due_at is not None and s.handle_timer(due_at) == [0]
     assert s.connected(0, due_at + 0.5, via="probe") == [BackendUp("smb", A, due_at + 0.5, "probe")]
     assert s.health(0) is Health.UP and s.choose() == 0
 
@@ -81,7 +81,7 @@ def test_a_stream_that_finds_a_down_backend_up_brings_it_back() -> None:
 def test_up_backends_are_checked_every_check_interval_and_not_when_off() -> None:
     s = BackendSet("smb", [A, B], Balance.ORDER, POLICY, now=100.0)
     assert s.get_timer() == 110.0
-    assert s.due(110.0) == [0, 1]
+    assert s.handle_timer(110.0) == [0, 1]
     assert s.connected(0, 110.1, via="probe") == []
     assert s.failed(1, 110.2, "No route to host", via="probe") == [
         BackendDown("smb", B, "No route to host", 1.0)
@@ -188,7 +188,7 @@ def test_never_a_down_backend_while_an_up_one_is_left_and_every_down_one_is_prob
                 if not was_down:
                     planned[i] = now
         elif kind == "probe":
-            due = s.due(now)
+            due = s.handle_timer(now)
             probing += due
             if probing:
                 i = probing.pop(0)
@@ -205,13 +205,13 @@ def test_never_a_down_backend_while_an_up_one_is_left_and_every_down_one_is_prob
             # The shell probes whatever is due before it sleeps again.
             timer = s.get_timer()
             if timer is not None and timer <= now:
-                probing += s.due(now)
+                probing += s.handle_timer(now)
         check_invariants()
     # Every DOWN backend not being probed comes due by its bound at the latest.
     down = [i for i in range(n) if s.health(i) is Health.DOWN and i not in probing]
     if down:
         latest = max(planned[i] for i in down) + policy.maximum + 1e-9
-        assert set(down) <= set(s.due(latest))
+        assert set(down) <= set(s.handle_timer(latest))
 
 
 def test_a_backend_is_reported_unchecked_until_a_connect_or_probe_to_it_finishes() -> None:
@@ -219,7 +219,7 @@ def test_a_backend_is_reported_unchecked_until_a_connect_or_probe_to_it_finishes
     assert [v.checked for v in s.view()] == [False, False, False]
     s.connected(0, 51.0)  # a stream's connect
     assert [v.checked for v in s.view()] == [True, False, False]
-    assert s.due(60.0) == [1, 2]  # the first checks
+    assert s.handle_timer(60.0) == [1, 2]  # the first checks
     assert [v.checked for v in s.view()] == [True, False, False]  # still running
     s.failed(1, 60.2, "Connection refused", via="probe")
     s.connected(2, 60.3, via="probe")

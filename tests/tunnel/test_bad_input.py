@@ -256,6 +256,16 @@ def test_hub_down_fails_fast_then_recovers(
             what="edge to reconnect",
         )
         still_serves(stack)
+        # Its failed dials are counted by cause, and the hub learns them from its pongs.
+        dials = stack.lt.call(stack.edge.statistics).dial_failures
+        assert dials.get("refused", 0) >= 1, dials
+        wait_for(
+            lambda: (
+                stack.lt.call(lambda: hub2.statistics().offices["nyc"].edge_dial_failures)
+                == stack.lt.call(stack.edge.statistics).dial_failures
+            ),
+            what="the edge's dial failures in the hub's statistics",
+        )
     finally:
         loop_thread.run(hub2.close())
 

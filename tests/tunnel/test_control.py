@@ -26,6 +26,7 @@ from spokeshare.tunnel.control import (
 from tests.strategies import mutated_any
 
 EDGE_STATS = {"clients": 2, "idle": 4, "streams_total": 90, "streams_failed": 1}
+EDGE_REPORT = control.EdgeReport(clients=2, idle=4, streams_total=90, streams_failed=1)
 
 # (message, frame) as the edge and hub wrote them before this module existed
 # (wire.encode_control of the dicts in tunnel/edge.py and tunnel/hub.py): the wire
@@ -205,10 +206,11 @@ def test_pings_on_schedule_and_measures_rtt() -> None:
 
 def test_answers_pings_with_the_given_stats() -> None:
     edge = Heartbeat(HeartbeatConfig.from_dead_after(15.0), 0.0)
-    assert edge.receive(Ping(9), 1.0, EDGE_STATS) == [Send(Pong(9, EDGE_STATS))]
+    assert edge.receive(Ping(9), 1.0, EDGE_REPORT) == [Send(Pong(9, EDGE_REPORT.to_stats()))]
     hub = Heartbeat(HeartbeatConfig.from_interval(5.0), 0.0)
     assert hub.receive(Ping(9), 1.0) == [Send(Pong(9))]
-    assert hub.receive(Pong(4, EDGE_STATS), 1.0) == [PeerStats(EDGE_STATS)]
+    # an older edge's four statistics read as a report with the rest at their defaults
+    assert hub.receive(Pong(4, EDGE_STATS), 1.0) == [PeerStats(EDGE_REPORT)]
 
 
 def test_revoked_and_unknown() -> None:
@@ -269,14 +271,14 @@ def test_edge_and_hub_back_to_back() -> None:
                 in_flight.remove((arrival, to, frame))
                 msg = control.decode(payload(frame))
                 if to == "edge":
-                    run("edge", edge.receive(msg, now, EDGE_STATS), now)
+                    run("edge", edge.receive(msg, now, EDGE_REPORT), now)
                 else:
                     run("hub", hub.receive(msg, now), now)
         run("edge", edge.handle_timer(now), now)
         run("hub", hub.handle_timer(now), now)
         now = round(now + 0.05, 2)
     assert edge.rtt == pytest.approx(0.1) and hub.rtt == pytest.approx(0.1)
-    assert PeerStats(EDGE_STATS) in seen["hub"]
+    assert PeerStats(EDGE_REPORT) in seen["hub"]
     assert not any(isinstance(c, PeerLost) for c in seen["edge"] + seen["hub"])
     # the edge falls silent: the hub declares it lost dead_after later, and only then
     last_heard = hub.heard
@@ -485,7 +487,75 @@ def test_fit_presence_keeps_every_bound_and_fits_a_frame() -> None:
 def test_heartbeat_carries_presence_both_ways() -> None:
     p = control.Presence({"GLOBAL-NFS": "ok"})
     edge = Heartbeat(HeartbeatConfig(1.0, 3.0), 0.0)
-    [send] = edge.receive(Ping(3), 0.1, EDGE_STATS, None, p)
-    assert isinstance(send, control.Send) and send.message == Pong(3, EDGE_STATS, None, p)
+    [send] = edge.receive(Ping(3), 0.1, EDGE_REPORT, None, p)
+    assert isinstance(send, control.Send)
+    assert send.message == Pong(3, EDGE_REPORT.to_stats(), None, p)
     hub = Heartbeat(HeartbeatConfig(1.0, 3.0), 0.0)
     assert control.PeerPresence(p) in hub.receive(send.message, 0.2)
+
+
+# -- the edge's report (control.EdgeReport) ------------------------------------------
+
+_causes = st.dictionaries(
+    st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=40),
+    st.integers(0, control.MAX_STAT_VALUE),
+    max_size=control.MAX_REPORT_CAUSES,
+)
+_times = st.none() | st.floats(1.0, 4e9)
+
+
+@given(
+    st.tuples(*[st.integers(0, 2**40)] * 5),
+    _times,
+    _times,
+    _causes,
+    _causes,
+)
+def test_edge_report_survives_the_wire(
+    counts: tuple[int, int, int, int, int],
+    since: float | None,
+    not_after: float | None,
+    dials: dict[str, int],
+    refused: dict[str, int],
+) -> None:
+    """Any report, sent in a pong and decoded, reads back the same (cause names are cut
+    to fit a statistic's name, as to_stats does)."""
+    report = control.EdgeReport(*counts, since, not_after, dials, refused)
+    stats = report.to_stats()
+    assert len(stats) <= control.MAX_STATS
+    back = control.decode(payload(control.encode(Pong(1, stats))))
+    assert isinstance(back, Pong) and back.stats is not None
+    got = control.EdgeReport.of(back.stats)
+    cut = len("dial_failed.")
+    assert got.clients == report.clients and got.renew_failures == report.renew_failures
+    assert (got.renew_failing_since, got.cert_not_after) == (since, not_after)
+    if all(len(c) <= control.MAX_STAT_NAME - cut for c in dials):
+        assert got.dial_failures == dials
+    if all(len(c) <= control.MAX_STAT_NAME - len("refused.") for c in refused):
+        assert got.refused == refused
+
+
+def test_edge_report_of_a_stranger_pong() -> None:
+    """What the hub reads of a pong it did not expect: wrong kinds read as defaults,
+    unknown names are ignored, too many causes fold into "other"."""
+    stats: dict[str, int | float] = {"clients": -3, "idle": 1.5, "streams_total": 7, "x": 1}
+    stats.update({f"dial_failed.c{i}": 1 for i in range(20)})
+    report = control.EdgeReport.of(stats)
+    assert (report.clients, report.idle, report.streams_total) == (0, 0, 7)
+    assert len(report.dial_failures) == control.MAX_REPORT_CAUSES
+    assert report.dial_failures[control.OTHER] == 20 - (control.MAX_REPORT_CAUSES - 1)
+    assert report.dial_failures["c0"] == 1  # the first causes keep their keys
+    assert sum(report.dial_failures.values()) == 20
+
+
+def test_add_cause_bounds_the_keys() -> None:
+    counts: dict[str, int] = {}
+    for i in range(100):
+        control.add_cause(counts, f"tls:R{i}")
+    assert len(counts) == control.MAX_REPORT_CAUSES and sum(counts.values()) == 100
+    control.add_cause(counts, "tls:R0")  # a cause already counted keeps its own key
+    assert counts["tls:R0"] == 2
+    with pytest.raises(UsageError):
+        control.EdgeReport(dial_failures={f"c{i}": 1 for i in range(13)})
+    with pytest.raises(UsageError):
+        control.EdgeReport(clients=-1)

@@ -156,7 +156,8 @@ def test_control_channel_answers_pings_and_learns_rtt_and_statistics(tmp_path: P
         assert isinstance(pong, control.Pong) and pong.seq == 7 and pong.stats is None
         assert pong.time_ms is not None and before <= pong.time_ms <= control.wall_ms(time.time())
         assert office.rtt is not None and office.rtt >= 0
-        assert office.edge_stats == stats and office.statistics().clients == 3
+        assert office.edge_report == control.EdgeReport(clients=3, idle=4)
+        assert office.statistics().clients == 3
         calls.clear()
         hub.cut_office(office, "revoked")
         assert _control_frames(calls) == [control.Revoked()]

@@ -187,6 +187,10 @@ def test_backend_down_then_flapping_then_recovers(deployment, loop_thread: LoopT
             s.sendall(b"hello")
             assert recv_all(s) == b""  # closed: the hub answered BACKEND_DOWN
         assert st.lt.call(lambda: st.edge.streams_failed) >= 1
+        # counted by status at both ends
+        refused = st.lt.call(st.edge.statistics).refused
+        assert refused == {"BACKEND_DOWN": 1}
+        assert st.lt.call(lambda: st.hub.statistics().offices["nyc"].refused) == refused
         # Now a backend that resets every connection on accept.
         holder.close()
         flappy = Backend(lambda c: _rst(c), port=port)

@@ -15,15 +15,14 @@ from spokeshare.printing.ipp_relay import IppFilter
 from spokeshare.tunnel import wire
 from spokeshare.tunnel.relay import (
     TRANSITIONS,
-    Ending,
     Event,
     Forward,
     ReadBuffer,
-    Result,
     Splice,
     State,
     StreamFilter,
 )
+from spokeshare.tunnel.streamlog import Ending, Result
 
 Call = tuple[str, str] | tuple[str, str, bytes]
 
