@@ -230,7 +230,8 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     # The epilog's lists are lists (a .TP item each), its commands one to a line, and
     # nothing hyphenated or justified (spokeshare.cli.EPILOG, debian/manpage-commands).
     assert ".TP\n/var/lib/spokeshare/hub/\nthe hub's state" in text
-    edge_ports = text.split(".TP\nedge\n", 1)[1].split(".SS", 1)[0]
+    ports = text.split('.SS "ports:"\n', 1)[1].split(".SS", 1)[0]
+    edge_ports = ports.split(".TP\nedge\n", 1)[1]
     for port in ("445/tcp", "515/tcp", "9100/tcp", "137/udp", "5355/udp"):
         assert port in edge_ports
     assert ".br\n\\f(CW$ systemctl enable --now spokeshare-hub\\fR\n" in text
