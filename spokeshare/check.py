@@ -34,7 +34,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -364,34 +364,67 @@ def multichannel(
     )
 
 
-def netbios_aliases(aliases: Sequence[str] | None, source: str) -> Finding:
-    """smbd's ``netbios aliases`` as testparm reads ``source``; None: not readable here."""
+def netbios_aliases(
+    aliases: Sequence[str] | None,
+    source: str,
+    advertised: Mapping[str, Sequence[str]] | None = None,
+) -> Finding:
+    """smbd's ``netbios aliases`` as testparm reads ``source``; None: not readable here.
+    ``advertised``: the virtual names the running offices advertise (name -> offices,
+    from the hub's status), each of which smbd must take as its own name; None: no hub
+    status to read (the names are then not compared)."""
     spn = (
         "net ads setspn add cifs/NAME HQFS and cifs/NAME.your.domain for each "
         "virtual name (README, Kerberos for the virtual name)"
     )
+    names = dict(advertised or {})
+    example = ", ".join(names) or "GLOBAL-NFS"
     if aliases is None:
         return Finding(
             Level.INFO,
             "hub.smb.aliases",
             f"smbd's settings not read ({source} not readable with testparm on this host): "
-            "every virtual name an edge serves must be a netbios alias with its SPNs",
-            f"netbios aliases = GLOBAL-NFS in [global]; {spn}",
+            f"every virtual name an edge serves ({example}) must be a netbios alias with "
+            "its SPNs",
+            f"netbios aliases = {' '.join(names) or 'GLOBAL-NFS'} in [global]; {spn}",
         )
-    if not aliases:
+    own = {a.upper() for a in aliases}
+    missing = {n: offices for n, offices in names.items() if n.upper() not in own}
+    if not aliases or missing:
+        lacking = missing or {"GLOBAL-NFS": []}
+        which = "; ".join(
+            f"{n} (advertised by {', '.join(o)})" if o else f"{n} (the default virtual name)"
+            for n, o in sorted(lacking.items())
+        )
         return Finding(
             Level.WARNING,
             "hub.smb.aliases",
-            f"smbd ({source}) has no netbios aliases: domain PCs get no Kerberos ticket "
-            "for an edge's virtual name (default GLOBAL-NFS)",
-            f"netbios aliases = GLOBAL-NFS (each virtual name) in [global]; {spn}",
+            f"smbd ({source}) does not take {which} as its own name: domain PCs get no "
+            "Kerberos ticket for it (NTLM, or KRB_AP_ERR_MODIFIED)",
+            f"netbios aliases = {' '.join([*aliases, *sorted(lacking)])} in [global]; {spn}",
         )
+    every = ", every name the running offices advertise" if names else ""
     return Finding(
         Level.OK,
         "hub.smb.aliases",
-        f"smbd ({source}) accepts {', '.join(aliases)} as its own names; each needs its "
-        "SPNs cifs/NAME on HQ's file server account",
+        f"smbd ({source}) accepts {', '.join(aliases)} as its own names{every}; each "
+        "needs its SPNs cifs/NAME on HQ's file server account",
     )
+
+
+def advertised_names(directory: Path, state_dir: Path) -> dict[str, list[str]] | None:
+    """Virtual names the running offices advertise (name -> offices), from the hub's
+    fresh status snapshots (spokeshare.hubstatus); None when no hub runs."""
+    from spokeshare import hubstatus
+
+    merged = hubstatus.merge(hubstatus.read_deployment(directory, state_dir))
+    if merged is None:
+        return None
+    out: dict[str, list[str]] = {}
+    for office, st in sorted(merged.offices.items()):
+        for name in st.names:
+            out.setdefault(name.upper(), []).append(office)
+    return out
 
 
 def listen(host: str, port: int, state: str, holder: str, error: str | None) -> Finding:
@@ -1254,7 +1287,8 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
         for b, error in zip(svc.backends, errors, strict=True):
             out += _backend_findings(service, b.host, b.port, error, len(errors), answering)
     if "smb" in cfg.services:
-        out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf)))
+        advertised = advertised_names(directory, cfg.state_dir)
+        out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf), advertised))
     out += offices_renewal(directory, now)
     return out
 

@@ -170,6 +170,21 @@ def test_netbios_aliases_read_with_testparm(tmp_path: Path) -> None:
     assert missing.level == Level.INFO
 
 
+def test_aliases_against_the_names_offices_advertise() -> None:
+    """Each virtual name a running office advertises must be one of smbd's own names."""
+    advertised = {"GLOBAL-NFS": ["nyc", "bos"], "GLOBAL-ENG": ["nyc"]}
+    ok = check.netbios_aliases(["GLOBAL-NFS", "global-eng"], "smb.conf", advertised)
+    assert ok.level == Level.OK and "every name the running offices advertise" in ok.message
+    f = check.netbios_aliases(["GLOBAL-NFS"], "smb.conf", advertised)
+    assert f.level == Level.WARNING
+    assert "GLOBAL-ENG (advertised by nyc)" in f.message and "GLOBAL-NFS (" not in f.message
+    assert "netbios aliases = GLOBAL-NFS GLOBAL-ENG in [global]" in f.fix
+    # no hub status to compare with: smbd's aliases alone decide
+    assert check.netbios_aliases(["FILES"], "smb.conf", None).level == Level.OK
+    unread = check.netbios_aliases(None, "smb.conf", advertised)
+    assert unread.level == Level.INFO and "GLOBAL-NFS GLOBAL-ENG" in unread.fix
+
+
 @pytest.fixture
 def dep(tmp_path: Path) -> Deployment:
     return make_deployment(tmp_path)

@@ -108,6 +108,8 @@ def test_hq_as_the_readme_sets_it_up(lab: Lab) -> None:
     assert level(found, "hub.smb.multichannel") == "ok"
     assert level(found, "hub.smb.aliases") == "ok"
     assert spokes.VIRTUAL_NAME in found["hub.smb.aliases"]["message"]
+    # compared with the names the running offices advertise (the hub's status)
+    assert "every name the running offices advertise" in found["hub.smb.aliases"]["message"]
     assert level(found, "hub.ca.expiry") == "ok" and level(found, "hub.hub.expiry") == "ok"
     assert level(found, "hub.chain") == "ok"
     assert status == 0, found

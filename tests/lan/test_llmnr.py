@@ -1,17 +1,26 @@
-"""LLMNR codec and responder: captured vectors, tables both ways, property tests."""
+"""LLMNR codec and responder: captured vectors, tables both ways, property tests; the
+adapter (LlmnrService) on loopback."""
 
 from __future__ import annotations
 
+import asyncio
+import socket
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spokeshare.config import LanPresence, VirtualName
 from spokeshare.errors import DecodeError, UsageError
-from spokeshare.lan import llmnr
+from spokeshare.lan import discovery_service, llmnr
+from spokeshare.lan.discovery_service import unicast_socket
+from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.llmnr import (
     CLASS_IN,
     FLAG_C,
@@ -26,7 +35,7 @@ from spokeshare.lan.llmnr import (
     Question,
     ResourceRecord,
 )
-from tests.strategies import mutated_any
+from tests.strategies import mutated_any, unchecked
 
 VECTORS = Path(__file__).parent / "vectors_discovery"
 LOCAL = InterfaceAddresses("198.18.203.1", "fe80::1")
@@ -322,3 +331,85 @@ def test_pure_modules_import_no_io() -> None:
         src = (Path(llmnr.__file__).parent / f"{mod}.py").read_text()
         for banned in ("asyncio", "socket", "ssl", "logging", "time"):
             assert f"import {banned}\n" not in src and f"from {banned} " not in src
+
+
+# -- the adapter on loopback: what its datagrams leave with ----------------------------
+
+IP_RECVTTL = getattr(socket, "IP_RECVTTL", 12)  # <linux/in.h>
+
+
+def _ttl(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The IP TTL the kernel reported for a datagram (IP_RECVTTL), -1 for none."""
+    for level, kind, value in ancillary:
+        if (level, kind) == (socket.IPPROTO_IP, socket.IP_TTL):
+            return int.from_bytes(value[:4], sys.byteorder)
+    return -1
+
+
+def test_queries_leave_with_ttl_1_answers_with_255(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 4795 §2.5: LlmnrService's multicast queries (the uniqueness query sent at
+    start, §4.1) leave with IPv4 TTL 1 and its unicast responses with TTL 255, read as
+    received (``IP_RECVTTL``) on lo: the edge on 127.0.0.2, a free port, a listener on
+    224.0.0.252 joined on lo, a PC on 127.0.0.1; the answer's record carries the
+    configured TTL (30 s, §2.8). lo has no IPv6 address but ::1 (the edge's own, so a
+    query from it is ignored) and no multicast route, so for IPv6 the hop limits are
+    read from the service's sockets (IPV6_MULTICAST_HOPS 1, IPV6_UNICAST_HOPS 255)."""
+    made: list[socket.socket] = []
+
+    def spy(*args: Any, **kw: Any) -> socket.socket:
+        made.append(unicast_socket(*args, **kw))
+        return made[-1]
+
+    monkeypatch.setattr(discovery_service, "unicast_socket", spy)
+    port = _free_udp_port("127.0.0.2")
+    # LanPresence refuses a loopback address on an interface: built unchecked.
+    lan = unchecked(LanPresence, interface="lo", address="127.0.0.2", workgroup="ACME",
+                    names=(VirtualName("GLOBAL-NFS", "smb"),))  # fmt: skip
+    settings = DiscoverySettings(lan, UUID(int=3), ipv6_link_local="::1", llmnr_port=port)
+    group = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    group.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    mreq = struct.pack("@4s4si", socket.inet_aton(llmnr.MCAST_V4), b"\0" * 4, settings.ifindex)
+    group.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    group.bind((llmnr.MCAST_V4, port))
+    pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    pc.bind(("127.0.0.1", 0))
+    for s in (group, pc):
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        s.settimeout(5)
+
+    async def scenario() -> tuple[Message, int, Message, int, list[tuple[int, int]]]:
+        service = discovery_service.LlmnrService(settings)
+        try:
+            await service.start()  # sends the uniqueness queries, waits 1 s for answers
+            data, anc, _, _ = await asyncio.to_thread(group.recvmsg, 1500, 64)
+            query, query_ttl = llmnr.decode(data), _ttl(anc)
+            ask = Message(7, 0, (Question("GLOBAL-NFS", TYPE_A),))
+            pc.sendto(llmnr.encode(ask), ("127.0.0.2", port))
+            data, anc, _, _ = await asyncio.to_thread(pc.recvmsg, 1500, 64)
+            v6 = [s for s in made if s.family == socket.AF_INET6]
+            hops = [
+                (s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS),
+                 s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS))
+                for s in v6
+            ]  # fmt: skip
+            return query, query_ttl, llmnr.decode(data), _ttl(anc), hops
+        finally:
+            await service.stop()
+
+    try:
+        query, query_ttl, answer, answer_ttl, hops = asyncio.run(scenario())
+    finally:
+        group.close()
+        pc.close()
+    assert not query.is_response and query.questions[0].name == "GLOBAL-NFS"
+    assert query_ttl == 1
+    assert answer.is_response and answer.id == 7
+    assert [(a.address, a.ttl) for a in answer.answers] == [("127.0.0.2", 30)]  # §2.8
+    assert answer_ttl == 255
+    assert hops == [(1, 255)]
+
+
+def _free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])

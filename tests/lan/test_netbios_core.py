@@ -43,6 +43,7 @@ from spokeshare.lan.netbios_core import (
 )
 from spokeshare.lan.netbios_service import NetbiosService, NetbiosSettings
 from tests.helpers import wait_for
+from tests.strategies import unchecked
 
 VECTORS = Path(__file__).parent / "vectors"
 EDGE = IPv4Address("198.18.200.1")
@@ -775,6 +776,61 @@ def test_adapter_on_loopback() -> None:
                 s.close()
 
     asyncio.run(scenario())
+
+
+def _sockets_on(ports: set[int]) -> dict[tuple[str, int], str]:
+    """Every UDP socket this process holds on ``ports`` (found through /proc/self/fd,
+    not through the service): its bound address -> its SO_BINDTODEVICE interface."""
+    found: dict[tuple[str, int], str] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            copy = os.dup(int(fd))
+        except OSError:
+            continue  # closed meanwhile (listdir's own descriptor)
+        try:
+            dup = socket.socket(fileno=copy)  # family and type read from the socket
+        except OSError:
+            os.close(copy)
+            continue  # not a socket
+        with dup:
+            if dup.family != socket.AF_INET or dup.type != socket.SOCK_DGRAM:
+                continue
+            address, port = dup.getsockname()
+            if port in ports:
+                device = dup.getsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, 16)
+                found[(address, port)] = device.rstrip(b"\0").decode()
+    return found
+
+
+def test_sockets_bound_to_the_interface_and_its_addresses() -> None:
+    """RFC 1002 §4.2, the edge answers on the LAN interface only: every socket of a
+    running NetbiosService is pinned to its interface (SO_BINDTODEVICE) and bound to
+    the interface address or the broadcast address (137 and 138) or a name's own
+    address (137), never a wildcard. lo is the interface, 127.0.0.2 its address,
+    127.0.0.3 the broadcast stand-in, 127.0.0.4 GLOBAL-ENG's own address."""
+
+    async def scenario() -> tuple[dict[tuple[str, int], str], NetbiosSettings]:
+        # LanPresence refuses loopback addresses on an interface: built unchecked.
+        eng = unchecked(VirtualName, name="GLOBAL-ENG", service="smb", address="127.0.0.4")
+        lan = unchecked(LanPresence, interface="lo", address="127.0.0.2", workgroup="ACME",
+                        names=(VirtualName("GLOBAL-NFS", "smb", FILES), eng))  # fmt: skip
+        settings = NetbiosSettings(
+            lan, IPv4Address("127.0.0.3"), nbns_port=_free_udp_port("127.0.0.2"),
+            dgm_port=_free_udp_port("127.0.0.2"), registration_retry_interval=0.02,
+        )  # fmt: skip
+        service = NetbiosService(settings, random.Random(4))
+        try:
+            await service.start()
+            return _sockets_on({settings.nbns_port, settings.dgm_port}), settings
+        finally:
+            await service.stop()
+
+    found, settings = asyncio.run(scenario())
+    ns, dgm = settings.nbns_port, settings.dgm_port
+    assert found == {
+        ("127.0.0.2", ns): "lo", ("127.0.0.3", ns): "lo", ("127.0.0.4", ns): "lo",
+        ("127.0.0.2", dgm): "lo", ("127.0.0.3", dgm): "lo",
+    }  # fmt: skip
 
 
 def test_adapter_under_uvloop_with_hostile_floods() -> None:

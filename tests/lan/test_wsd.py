@@ -1,8 +1,11 @@
-"""WS-Discovery codec and host core: wsdd's captured messages, the core back to back."""
+"""WS-Discovery codec and host core: wsdd's captured messages, the core back to back;
+the adapter (WsdService) on loopback."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import socket
 from pathlib import Path
 from uuid import UUID
 
@@ -10,10 +13,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from spokeshare.config import LanPresence, VirtualName
 from spokeshare.errors import DecodeError
-from spokeshare.lan import NEED_DATA, wsd
+from spokeshare.lan import NEED_DATA, onlink, wsd
+from spokeshare.lan.discovery_service import WsdService
+from spokeshare.lan.discovery_settings import DiscoverySettings
 from spokeshare.lan.wsd import Endpoint, HttpRequest, WsdHost
-from tests.strategies import mutated, mutated_any
+from tests.helpers import free_port
+from tests.strategies import mutated, mutated_any, unchecked
 
 VECTORS = Path(__file__).parent / "vectors_discovery"
 NS = UUID("6f1b7c5e-0000-4000-8000-00000000cafe")  # the namespace capture.py used
@@ -447,3 +454,68 @@ def test_built_messages_decode_to_their_fields(name: str, workgroup: str, ns: UU
     assert (hello.endpoint, hello.app_sequence) == (ep.urn, (7, 3))
     rm = wsd.decode(wsd.build_resolve_matches(ep, "urn:uuid:m", "urn:uuid:r", seq, "http://a"))
     assert (rm.endpoint, rm.xaddrs, rm.relates_to) == (ep.urn, ("http://a",), "urn:uuid:r")
+
+
+# -- the adapter on loopback: on-link askers only ------------------------------------------
+
+
+def _free_udp_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def test_probe_and_resolve_from_off_link_are_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WS-Discovery answers on-link askers only (the `Link` check of LLMNR and mDNS).
+    WsdService on lo (127.0.0.2, free ports) answers a unicast Probe and Resolve from
+    127.0.0.1 while the office link is lo's 127.0.0.0/8; with the link narrowed to the
+    edge's own 127.0.0.2/32 (127.0.0.1 then stands for a routed asker) the same
+    datagrams are dropped before the core sees them, counted in ``off_link_dropped``.
+    (The edge's Hellos loop back on lo: from 127.0.0.2, on the link either way.)"""
+
+    async def scenario(network: str | None) -> tuple[list[str], int, int, int]:
+        # LanPresence refuses a loopback address on an interface: built unchecked.
+        lan = unchecked(LanPresence, interface="lo", address="127.0.0.2", workgroup="ACME",
+                        names=(VirtualName("GLOBAL-NFS", "smb"),))  # fmt: skip
+        settings = DiscoverySettings(lan, NS, wsd_port=_free_udp_port("127.0.0.2"),
+                                     wsd_http_port=free_port("127.0.0.2"))  # fmt: skip
+        if network is not None:
+            monkeypatch.setattr(DiscoverySettings, "link", lambda _: onlink.Link.of([network]))
+        service = WsdService(settings, random.Random(5))
+        pc = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        pc.bind(("127.0.0.1", 0))
+        pc.setblocking(False)
+        loop = asyncio.get_running_loop()
+        actions: list[str] = []
+        try:
+            await service.start()
+            urn = service.endpoints[0].urn
+            for data in (wsd.build_probe("urn:uuid:p9"), wsd.build_resolve("urn:uuid:r9", urn)):
+                pc.sendto(data, ("127.0.0.2", settings.wsd_port))
+            # Unicast asks are answered at once (no APP_MAX_DELAY): 2 x 2 datagrams.
+            deadline = loop.time() + 5
+            while len(actions) < 2 * wsd.UNICAST_UDP_REPEAT and loop.time() < deadline:
+                try:
+                    reply = await asyncio.wait_for(loop.sock_recv(pc, 65535), 0.25)
+                except TimeoutError:
+                    if service.off_link_dropped >= 2:
+                        break  # both dropped, and nothing came for a quarter second
+                    continue
+                actions.append(wsd.decode(reply).action)
+            st = service.statistics()
+            return (
+                sorted(actions),
+                st.probes_answered,
+                st.resolves_answered,
+                service.off_link_dropped,
+            )
+        finally:
+            await service.stop()
+            pc.close()
+            monkeypatch.undo()
+
+    answers = sorted([wsd.ACTION_PROBE_MATCHES, wsd.ACTION_RESOLVE_MATCHES] * 2)
+    # On the link: both asks answered, nothing dropped.
+    assert asyncio.run(scenario(None)) == (answers, 1, 1, 0)
+    # Off the link: both dropped unread, nothing answered.
+    assert asyncio.run(scenario("127.0.0.2/32")) == ([], 0, 0, 2)

@@ -84,9 +84,29 @@ def test_tunnels_carrying_a_stream_have_the_long_timeout(stack: Stack) -> None:
         assert all(t.state is EdgeState.RELAYING for t in edge.clients)
         return busy_edge, idle_edge, busy_hub, idle_hub
 
+    def backoff_caps() -> set[tuple[str, int]]:
+        """How every tunnel socket at both ends bounds its retransmission backoff."""
+        edge, hub = stack.edge, stack.hub
+        tunnels: list[Any] = [*edge.clients, *edge.idle, edge.control]
+        tunnels += [t for o in hub.offices.values() for t in o.tunnels]
+        return {rto_cap(t.transport.get_extra_info("socket")) for t in tunnels if t is not None}
+
     with stack.connect() as c:
         c.sendall(b"hello")
         assert c.recv(5) == b"hello"  # the stream runs end to end
         busy_edge, idle_edge, busy_hub, idle_hub = stack.lt.call(timeouts)
+        caps = stack.lt.call(backoff_caps)
     assert busy_edge == {120_000} and busy_hub == {120_000}
     assert idle_edge == {10_000} and idle_hub == {10_000}
+    # The default rto_max (1 s) on every tunnel, busy or idle, at both ends: after a WAN
+    # outage a tunnel retries within a second of the link's return, not after TCP's
+    # doubled backoff ([sockets] rto_max; docs/benchmarks.md, the outage table).
+    assert caps == {("rto_max", 1000)} or caps == {("thin_linear", 1)}, caps
+
+
+def rto_cap(sock: socket.socket) -> tuple[str, int]:
+    """("rto_max", TCP_RTO_MAX_MS) on Linux 6.15+, else ("thin_linear", the flag)."""
+    try:
+        return "rto_max", sock.getsockopt(socket.IPPROTO_TCP, TCP_RTO_MAX_MS)
+    except OSError:
+        return "thin_linear", sock.getsockopt(socket.IPPROTO_TCP, TCP_THIN_LINEAR_TIMEOUTS)
