@@ -45,6 +45,7 @@ import logging
 import os
 import uuid
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any, Protocol
 
 from spokeshare import stats
@@ -114,6 +115,7 @@ class EdgeDaemon:
         #: start() has finished: every protocol started or degraded, the edge "up".
         self.up = False
         self._status_written = ""
+        self._statistics_written = ""
         self._local_addresses: list[str] = []
         self.withdrawn = False
         #: LAN protocol -> times its names were withdrawn (its withdraw() returned).
@@ -397,6 +399,19 @@ class EdgeDaemon:
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
             self._write_status()
+            self._write_statistics()
+
+    def _write_statistics(self) -> None:
+        """``STATE_DIR/statistics.json``: everything the edge counts (:meth:`statistics`:
+        the tunnel side, the LAN status and each LAN service's counters: answered,
+        malformed, rate limited, dropped off-link, ...), for an office's admin; written
+        when it changed, checked every STATUS_INTERVAL."""
+        data = stats.to_json(self.statistics())
+        text = json.dumps(data, indent=1, sort_keys=True, default=str) + "\n"
+        if text != self._statistics_written and _replace_file(
+            self.cfg.state_dir / "statistics.json", text
+        ):
+            self._statistics_written = text
 
     def _write_status(self) -> None:
         """``STATE_DIR/lan-status.json``: the LAN protocols and listeners, and the office
@@ -411,15 +426,8 @@ class EdgeDaemon:
         text = json.dumps(data, indent=1, sort_keys=True) + "\n"
         if text == self._status_written:
             return
-        path = self.cfg.state_dir / "lan-status.json"
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        if _replace_file(self.cfg.state_dir / "lan-status.json", text):
             self._status_written = text
-        except OSError as exc:
-            log.debug("cannot write %s: %s", path, exc)
 
     @staticmethod
     async def _call(protocol: str, p: Any, what: str) -> None:
@@ -564,3 +572,17 @@ class EdgeDaemon:
                     ),
                 )
         self._write_status()
+
+
+def _replace_file(path: Path, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically (a temporary file renamed over it); False,
+    logged at debug level, when the state directory cannot be written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        return True
+    except OSError as exc:
+        log.debug("cannot write %s: %s", path, exc)
+        return False

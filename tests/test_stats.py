@@ -21,7 +21,7 @@ from spokeshare.config import load_edge
 from spokeshare.edge_daemon import EdgeDaemon
 from spokeshare.errors import UsageError
 from spokeshare.stats import BackendStatistics, HubStatistics, Kind, Merge, OfficeStatistics
-from tests.helpers import LoopThread, free_port, make_deployment
+from tests.helpers import LoopThread, free_port, make_deployment, wait_for
 
 LABELS = st.sampled_from(["BUSY", "REVOKED", "tls:WRONG_VERSION_NUMBER", 'odd "label"\\'])
 
@@ -354,5 +354,13 @@ def test_the_edge_writes_its_lan_status_from_the_schema(
         assert snap.status.up and snap.status.names == {} and not snap.status.withdrawn
         assert snap.edge.office == "shop" and snap.services == {} and snap.presence == ()
         assert stats.to_json(snap)["edge"]["listeners_degraded"] == {}
+        # statistics.json: the whole snapshot, for the office's admin
+        counters = state / "statistics.json"
+        wait_for(counters.exists, what="statistics.json written")
+        written = json.loads(counters.read_text())
+        assert set(written) == {f.name for f in dataclasses.fields(stats.EdgeDaemonStatistics)}
+        assert written["edge"]["office"] == "shop"
+        assert written["edge"]["dial_failures"]["refused"] >= 1  # no hub runs here
+        assert written["status"]["up"] is True and written["services"] == {}
     finally:
         loop_thread.run(daemon.close())

@@ -77,9 +77,10 @@ def streams_ended(lab: Lab, office: str, since: float) -> dict[str, int] | None:
     return office_counts(status, office, "streams_ended")
 
 
-def edge_status(lab: Lab, office: str) -> dict[str, object]:
-    """The office edge's ``lan-status.json`` (EdgeDaemon._write_status), {} if unreadable."""
-    path = lab.host_dir(lab.office(office).edge) / "state" / "lan-status.json"
+def edge_status(lab: Lab, office: str, name: str = "lan-status.json") -> dict[str, object]:
+    """The office edge's ``lan-status.json`` (EdgeDaemon._write_status), or another
+    file of its state directory (``statistics.json``), {} if unreadable."""
+    path = lab.host_dir(lab.office(office).edge) / "state" / name
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):

@@ -181,6 +181,7 @@ class LlmnrService:
         return dataclasses.replace(
             self.core.statistics(),
             internal_errors=self._hostile.counts.get("internal_errors", 0),
+            off_link_dropped=self.off_link_dropped,
             **dataclasses.asdict(self.claims.statistics()),
         )
 
@@ -406,6 +407,7 @@ class WsdService:
             internal_errors=c.get("internal_errors", 0),
             http_refused=c.get("http_refused", 0),
             http_bad=c.get("http_bad", 0),
+            off_link_dropped=self.off_link_dropped,
         )
 
     async def start(self) -> None:

@@ -383,6 +383,9 @@ class ResponderStatistics:
     conflicts: int = 0
     reclaimed: int = 0
     challenges_ignored: int = 0
+    #: Queries from a source outside the office link, dropped unanswered (RFC 4795
+    #: §2.5); filled in by the adapter.
+    off_link_dropped: int = 0
 
 
 class LlmnrResponder:

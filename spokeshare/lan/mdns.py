@@ -85,6 +85,8 @@ class MdnsStatistics:
     #: Simultaneous probes lost (RFC 6762 §8.2): another host probed one of our host
     #: names with lexicographically later data; we waited a second and probed again.
     probe_tie_breaks_lost: int = 0
+    #: Unicast answers not sent: the asker is not on the office link (RFC 6762 §11).
+    off_link_dropped: int = 0
 
 
 class _HostConflictListener(RecordUpdateListener):
@@ -164,6 +166,7 @@ class MdnsPublisher:
             self._reclaimed,
             self._conflicts_after,
             self._tie_breaks_lost,
+            self.off_link_dropped,
         )
 
     @property

@@ -588,6 +588,9 @@ class HostStatistics:
     internal_errors: int = 0
     http_refused: int = 0
     http_bad: int = 0
+    #: Messages from a source outside the office link, dropped unanswered (the
+    #: protocol is link-local: WS-Discovery 1.1 §2.4, TTL 1); filled in by the adapter.
+    off_link_dropped: int = 0
 
 
 @dataclass

@@ -240,6 +240,23 @@ def test_off_link_askers_get_no_answer(lab: Lab) -> None:
             )
             assert bool(mdns_rows) is expect, (source, mdns_rows)
             assert bool(llmnr_rows) is expect, (source, llmnr_rows)
+
+        # Counted where the office's admin reads the edge's counters.
+        def dropped() -> dict[str, object]:
+            services = spokes.edge_status(lab, "nyc", "statistics.json").get("services", {})
+            assert isinstance(services, dict)
+            # mDNS with HQ's printers reports its publisher's statistics inside its own
+            return {
+                p: (s.get("publisher") or s).get("off_link_dropped")
+                for p, s in services.items()
+                if p != "netbios"
+            }
+
+        wait_for(
+            lambda: all(isinstance(n, int) and n >= 1 for n in (
+                dropped().get("mdns"), dropped().get("llmnr"))),
+            what="off-link queries counted in statistics.json",
+        )  # fmt: skip
     finally:
         lab.exec("nyc-edge", ["ip", "route", "del", f"{off}/32", "dev", LAN_IFNAME])
         lab.exec(PC, ["ip", "addr", "del", f"{off}/32", "dev", LAN_IFNAME])

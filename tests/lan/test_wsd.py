@@ -507,7 +507,7 @@ def test_probe_and_resolve_from_off_link_are_ignored(monkeypatch: pytest.MonkeyP
                 sorted(actions),
                 st.probes_answered,
                 st.resolves_answered,
-                service.off_link_dropped,
+                st.off_link_dropped,
             )
         finally:
             await service.stop()

@@ -76,6 +76,22 @@ class Script:
         return self.next
 
 
+def advertiser(
+    zc: AsyncZeroconf, script: Script, host_owned: Callable[[], bool] = lambda: True
+) -> PrinterAdvertiser:
+    """The advertiser on loopback for HOST, HQ's answers from ``script``, syncing only
+    when a test says so; ``host_owned``: whether the edge holds HOST (default: yes)."""
+    return PrinterAdvertiser(
+        Responder(zc),  # type: ignore[arg-type]
+        script,
+        HOST,
+        [LOOPBACK],
+        631,
+        interval=3600,
+        host_owned=host_owned,
+    )
+
+
 class Seen:
     """A browser on the LAN (another responder): instance names present per type."""
 
@@ -114,14 +130,7 @@ def test_sync_follows_hq_and_the_lan_sees_it(
         types = list(BROWSED_TYPES)
         browser = AsyncServiceBrowser(lan.zeroconf, types, handlers=[seen.handler])
         script = Script()
-        adv = PrinterAdvertiser(
-            Responder(zc),  # type: ignore[arg-type]
-            script,
-            HOST,
-            [LOOPBACK],
-            631,
-            interval=3600,
-        )
+        adv = advertiser(zc, script)
 
         async def until(what: str, cond: Callable[[], bool]) -> None:
             try:
@@ -214,10 +223,7 @@ def test_no_printer_points_at_a_name_another_host_holds(
     async def scenario() -> None:
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         owned = [False]
-        adv = PrinterAdvertiser(
-            Responder(zc), Script(), HOST, [LOOPBACK], 631,  # type: ignore[arg-type]
-            interval=3600, host_owned=lambda: owned[0],
-        )  # fmt: skip
+        adv = advertiser(zc, Script(), host_owned=lambda: owned[0])
         try:
             await adv.sync_once()
             await adv.sync_once()
@@ -250,10 +256,7 @@ def test_host_check_holds_while_hq_cannot_be_reached(
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         owned = [True]
         script = Script()
-        adv = PrinterAdvertiser(
-            Responder(zc), script, HOST, [LOOPBACK], 631,  # type: ignore[arg-type]
-            interval=3600, host_owned=lambda: owned[0],
-        )  # fmt: skip
+        adv = advertiser(zc, script, host_owned=lambda: owned[0])
         try:
             await adv.sync_once()
             assert len(adv.statistics().printers) == 2
@@ -292,14 +295,7 @@ def test_conflicts_rename_past_other_hosts_and_our_own_names(
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         script = Script()
         script.next = edited(rename=("hq-color", "HQ laser (lab) (2)"))
-        adv = PrinterAdvertiser(
-            Responder(zc),  # type: ignore[arg-type]
-            script,
-            HOST,
-            [LOOPBACK],
-            631,
-            interval=3600,
-        )
+        adv = advertiser(zc, script)
         try:
             await adv.sync_once()
             assert sorted(adv.statistics().printers) == ["HQ laser (lab) (2)", "HQ laser (lab) (3)"]
@@ -333,14 +329,7 @@ def test_unusable_printer_left_out_with_one_line_the_others_published(
         zc = AsyncZeroconf(interfaces=["127.0.0.1"])
         script = Script()
         script.next = edited(rename=("hq-color", "a/b"), attribute="printer-name")
-        adv = PrinterAdvertiser(
-            Responder(zc),  # type: ignore[arg-type]
-            script,
-            HOST,
-            [LOOPBACK],
-            631,
-            interval=3600,
-        )
+        adv = advertiser(zc, script)
         try:
             await adv.sync_once()
             await adv.sync_once()
