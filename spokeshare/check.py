@@ -474,9 +474,92 @@ def listen(host: str, port: int, state: str, holder: str, error: str | None) -> 
 # -- pure findings: the office ---------------------------------------------------------
 
 
-def bundle_file(path: Path, mode: int, uid: int, euid: int) -> list[Finding]:
-    """The bundle's permissions (``st_mode & 0o7777``, owner) as the edge demands
-    (:func:`spokeshare.pki.check_private`)."""
+@dataclass(frozen=True)
+class EdgeUser:
+    """The user the edge runs as: ``name`` (what ``chown`` takes), ``uid``, and how
+    that was found (``source``: the unit's ``User=``, the package's user, ...)."""
+
+    name: str
+    uid: int
+    source: str
+
+
+#: Where systemd looks for a unit file, first found wins (systemd.unit(5), "Unit File
+#: Load Path"): the admin's, the runtime's, then the package's (the Debian package
+#: installs into /lib/systemd/system, which is /usr/lib/systemd/system on a merged /usr).
+UNIT_DIRS = (
+    Path("/etc/systemd/system"),
+    Path("/run/systemd/system"),
+    Path("/lib/systemd/system"),
+    Path("/usr/lib/systemd/system"),
+)
+EDGE_UNIT = "spokeshare-edge.service"
+#: The system user the Debian package creates (debian/spokeshare.postinst).
+SERVICE_USER = "spokeshare"
+
+
+def unit_user(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> tuple[str, Path] | None:
+    """``User=`` of the systemd unit ``unit`` as systemd reads it from ``dirs``: its unit
+    file (the first found), then its drop-ins (``unit.d/*.conf``, by file name; one in
+    an earlier directory hides one of the same name later), the last assignment
+    winning; with the file that set it. ``""`` when none sets it (root); None when no
+    directory holds the unit."""
+    main = next((d / unit for d in dirs if (d / unit).is_file()), None)
+    if main is None:
+        return None
+    dropins: dict[str, Path] = {}
+    for d in reversed(dirs):
+        for f in sorted((d / f"{unit}.d").glob("*.conf")):
+            dropins[f.name] = f
+    user, source = "", main
+    for f in [main, *(dropins[n] for n in sorted(dropins))]:
+        section = ""
+        try:
+            lines = f.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            line = line.strip()
+            if line.startswith("[") and line.endswith("]"):
+                section = line
+            elif section == "[Service]" and line.partition("=")[0].strip() == "User":
+                user, source = line.partition("=")[2].strip(), f
+    return user, source
+
+
+def edge_user(
+    dirs: Sequence[Path] | None = None, uid_of: Callable[[str], int] | None = None
+) -> EdgeUser:
+    """The user the installed edge runs as, for a check run as root: ``User=`` of the
+    spokeshare-edge unit (:func:`unit_user` in ``dirs``, default :data:`UNIT_DIRS`),
+    else the package's ``spokeshare`` user if it exists, else root. ``uid_of`` looks a
+    user name up (KeyError when unknown; default the passwd database)."""
+    if uid_of is None:
+        import pwd
+
+        def uid_of(name: str) -> int:
+            return pwd.getpwnam(name).pw_uid
+
+    found = unit_user(EDGE_UNIT, UNIT_DIRS if dirs is None else dirs)
+    if found is not None:
+        name, path = found
+        where = f"User= in {path}" if name else f"{path} sets no User="
+        if not name:
+            return EdgeUser("root", 0, where)
+        try:
+            return EdgeUser(name, int(name) if name.isdigit() else uid_of(name), where)
+        except KeyError:
+            pass  # the unit cannot start either (systemd: no such user): as if none
+    try:
+        return EdgeUser(SERVICE_USER, uid_of(SERVICE_USER), f"the {SERVICE_USER} user")
+    except KeyError:
+        return EdgeUser("root", 0, f"no {EDGE_UNIT} and no {SERVICE_USER} user")
+
+
+def bundle_file(path: Path, mode: int, owner_uid: int, owner: str, edge: EdgeUser) -> list[Finding]:
+    """The bundle's permissions (``st_mode & 0o7777``; its owner, ``owner_uid`` named
+    ``owner``) as the edge demands them when it runs as ``edge``
+    (:func:`spokeshare.pki.check_private`: 0600, and its own unless it is root)."""
     out: list[Finding] = []
     if mode & 0o077:
         out.append(
@@ -487,13 +570,14 @@ def bundle_file(path: Path, mode: int, uid: int, euid: int) -> list[Finding]:
                 f"chmod 600 {path}",
             )
         )
-    if uid != euid and euid != 0:
+    if owner_uid != edge.uid and edge.uid != 0:
         out.append(
             Finding(
                 Level.ERROR,
                 "edge.bundle.owner",
-                f"bundle {path} belongs to uid {uid}, not to the user running the edge ({euid})",
-                f"chown {euid} {path}",
+                f"bundle {path} belongs to {owner}, not to {edge.name}, the user the edge runs "
+                f"as ({edge.source}): the edge refuses it",
+                f"chown {edge.name}: {path}",
             )
         )
     if not out:
@@ -501,7 +585,8 @@ def bundle_file(path: Path, mode: int, uid: int, euid: int) -> list[Finding]:
             Finding(
                 Level.OK,
                 "edge.bundle.mode",
-                f"bundle {path} is mode {mode & 0o777:o}, owner uid {uid}",
+                f"bundle {path} is mode {mode & 0o777:o}, owner {owner}; the edge runs as "
+                f"{edge.name} ({edge.source})",
             )
         )
     return out
@@ -1294,9 +1379,13 @@ def _edge_running(scanner: coexist.Scanner, addresses: Iterable[str], ports: Ite
     return any(o.name == "spokeshare" for o in scanner.owners(inodes))
 
 
-def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) -> list[Finding]:
+def check_edge(
+    config: Path | None, bundle_path: Path | None, now: dt.datetime, edge: EdgeUser | None = None
+) -> list[Finding]:
     """Every office finding for edge.toml ``config`` (and the bundle it names, or
-    ``bundle_path``)."""
+    ``bundle_path``). The bundle is judged for the user the edge runs as, ``edge``: by
+    default this user, or, for root, the user the installed unit runs it as
+    (:func:`edge_user`)."""
     from spokeshare import bundle as bundle_mod
     from spokeshare import pki
     from spokeshare.config import edge_listeners, for_services, load_edge
@@ -1321,7 +1410,11 @@ def check_edge(config: Path | None, bundle_path: Path | None, now: dt.datetime) 
                 "bundle belong to that user (chown), mode 0600"
             )
         return [Finding(Level.ERROR, "edge.bundle", f"bundle {path}: {exc.strerror or exc}", fix)]
-    out += bundle_file(path, st.st_mode & 0o7777, st.st_uid, os.geteuid())
+    if edge is None:
+        euid = os.geteuid()
+        edge = edge_user() if euid == 0 else EdgeUser(pki.user_name(euid), euid, "this user")
+    owner = pki.user_name(st.st_uid)
+    out += bundle_file(path, st.st_mode & 0o7777, st.st_uid, owner, edge)
     try:
         b = bundle_mod.read(path)
     except EnrollmentError as exc:

@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -22,23 +23,33 @@ from spokeshare.stats import HubStatistics, OfficeStatistics
 
 log = logging.getLogger("spokeshare")
 
+# help2man turns this into the man page (debian/rules): a line "name:" followed by
+# indented lines is a subsection; an indented "TAG  text" line (two spaces or more) an
+# item of a list, its wrapped lines indented to the text's column; an indented "$ "
+# line a command, set as is. Anything else is filled into a paragraph.
 EPILOG = """\
 files:
-  /etc/spokeshare/          the deployment at HQ (CA, hub identity, hub.toml, offices.json)
-  /etc/spokeshare/edge.toml the edge's configuration; its bundle next to it
-  /var/lib/spokeshare/      state (the hub's status.json)
+  /etc/spokeshare/           the deployment at HQ (CA, hub identity, hub.toml,
+                             offices.json); at an office, edge.toml and the bundle
+  /var/lib/spokeshare/hub/   the hub's state (status.json)
+  /var/lib/spokeshare/edge/  the edge's state (lan-status.json)
 
 ports:
   hub   7443/tcp from the offices (TLS 1.3, mutual)
-  edge  445/tcp 139/tcp 631/tcp, 137/udp 138/udp 3702/udp 5353/udp 5355/udp, 5357/tcp on the LAN
+  edge  on the office LAN only: 445/tcp 139/tcp 631/tcp 515/tcp 9100/tcp 5357/tcp,
+        137/udp 138/udp 3702/udp 5353/udp 5355/udp (firewalld service spokeshare-edge)
 
-quick start:
-  at HQ:      spokeshare init --hub-name hq.example.com --address hq.example.com:7443
-              spokeshare office add nyc            # writes nyc.bundle, prints the office's steps
-              systemctl enable --now spokeshare-hub
-  at office:  the bundle in /etc/spokeshare, edge.toml naming it and the LAN address, then
-              systemctl enable --now spokeshare-edge
-              (or in the foreground: spokeshare edge --bundle nyc.bundle --lan-address 192.0.2.10)
+quick start (as root; the README has each step):
+  at HQ (office add writes nyc.bundle and prints the office's steps):
+    $ spokeshare init --hub-name hq.example.com --address hq.example.com:7443
+    $ spokeshare office add nyc
+    $ systemctl enable --now spokeshare-hub
+  at the office, with the bundle in /etc/spokeshare (owner spokeshare, mode 0600) and
+  /etc/spokeshare/edge.toml naming it, the LAN interface and this box's address on it:
+    $ systemctl enable --now spokeshare-edge
+    $ spokeshare check
+  or in the foreground:
+    $ spokeshare edge --bundle nyc.bundle --lan-address 192.0.2.10
 """
 
 
@@ -412,15 +423,52 @@ def cmd_check(a: argparse.Namespace) -> int:
     return check.exit_status(findings)
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's, fit for help2man too (the man page is made from --help): a word is
+    never broken at a hyphen (help2man joins a line ending in ``-`` to the next without
+    it: ``--cut-`` and ``previous`` would read ``--cutprevious``), and a paragraph of a
+    description or epilog with an indented line (a list, commands) is kept as written;
+    the others are filled."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        out = []
+        for para in text.strip("\n").split("\n\n"):
+            lines = para.splitlines()
+            if any(line[:1].isspace() for line in lines):
+                out.append("\n".join(indent + line for line in lines))
+            else:
+                out.append(
+                    textwrap.fill(
+                        " ".join(para.split()),
+                        width,
+                        initial_indent=indent,
+                        subsequent_indent=indent,
+                        break_on_hyphens=False,
+                    )
+                )
+        return "\n\n".join(out)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser with :class:`HelpFormatter` unless told otherwise; its
+    subcommands' parsers are of this class too (argparse makes them of the parent's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     """The ``spokeshare`` parser; ``optional`` names the one lab/demo/bench command to
     build in full (importing its module), the others are stand-ins (see :func:`parse_args`).
     """
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="spokeshare",
         description="HQ's Samba and CUPS on every branch-office LAN, over mutual TLS 1.3.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"spokeshare {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -457,12 +505,15 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
 
     o = sub.add_parser("office", help="enrol, list and revoke offices")
     osub = o.add_subparsers(dest="office_command", required=True, metavar="ACTION")
+    dir_help = f"deployment directory (default {d})"
     s = osub.add_parser("add", help="enrol an office; writes its bundle")
     s.add_argument("name", help="office name (a DNS label, e.g. nyc)")
-    s.add_argument("--dir", default=d)
+    s.add_argument("--dir", default=d, help=dir_help)
     s.add_argument("--services", help="comma-separated services it may use (default: all)")
     s.add_argument("--out", help="bundle file (default NAME.bundle)")
-    s.add_argument("--days", type=int, default=825, help="certificate lifetime in days")
+    s.add_argument(
+        "--days", type=int, default=825, help="certificate lifetime in days (default 825)"
+    )
     s.add_argument(
         "--printers",
         metavar="A,B",
@@ -478,7 +529,7 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_office_add)
     s = osub.add_parser("set", help="change what an office may use (its printers)")
     s.add_argument("name")
-    s.add_argument("--dir", default=d)
+    s.add_argument("--dir", default=d, help=dir_help)
     s.add_argument(
         "--printers",
         metavar="A,B|all",
@@ -487,14 +538,31 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_office_set)
     s = osub.add_parser("list", help="every office: expiry, revoked, connected, RTT, clients")
-    s.add_argument("--dir", default=d)
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--dir", default=d, help=dir_help)
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="the same as JSON, for scripts: hub_running, hubs, and per office its "
+        "expiry, renewal, connected, version, last_seen, rtt_ms, clients, services, "
+        "printers and tunnels per hub",
+    )
     s.set_defaults(func=cmd_office_list)
-    s = osub.add_parser("renew", help="issue an office a new certificate and bundle")
-    s.add_argument("name")
-    s.add_argument("--dir", default=d)
+    s = osub.add_parser(
+        "renew",
+        help="issue an office a new certificate and bundle (by hand: offices renew themselves)",
+        description="Issue an office a new certificate and bundle, by hand. Renewal is "
+        "automatic: a running edge renews its certificate over its own tunnel once two "
+        "thirds of its lifetime have passed ([edge] renew_at), without a visit or a "
+        "restart. This is the manual path: after a certificate expired, for a bundle "
+        "that leaked (--cut-previous), or when an office must be given new hub "
+        "addresses. Copy the new bundle to the office box, then restart its edge.",
+    )
+    s.add_argument("name", help="office name")
+    s.add_argument("--dir", default=d, help=dir_help)
     s.add_argument("--out", help="bundle file (default NAME.bundle)")
-    s.add_argument("--days", type=int, default=825, help="certificate lifetime in days")
+    s.add_argument(
+        "--days", type=int, default=825, help="certificate lifetime in days (default 825)"
+    )
     s.add_argument(
         "--cut-previous",
         action="store_true",
@@ -509,11 +577,20 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_office_renew)
     s = osub.add_parser("revoke", help="cut an office off, live tunnels included")
     s.add_argument("name")
-    s.add_argument("--dir", default=d)
+    s.add_argument("--dir", default=d, help=dir_help)
     s.set_defaults(func=cmd_office_revoke)
 
-    s = sub.add_parser("hub", help="run the hub (foreground)")
-    s.add_argument("--dir", default=d)
+    s = sub.add_parser(
+        "hub",
+        help="run the hub (foreground)",
+        description="Run the hub in the foreground (the spokeshare-hub unit runs it). "
+        "SIGHUP reloads hub.toml (systemctl reload spokeshare-hub): services, backends, "
+        "limits; running streams stay, and a file with an error is refused with the "
+        "reason while the running configuration is kept. listen, workers, state_dir, "
+        "status_listen, status_token and check_backends need a restart. Exit status 2: "
+        "a configuration error (systemd does not restart it).",
+    )
+    s.add_argument("--dir", default=d, help=f"the deployment (default {d})")
     s.add_argument("--config", help="hub.toml (default DIR/hub.toml)")
     s.add_argument("--worker", type=int, help=argparse.SUPPRESS)  # set by the supervisor
     s.set_defaults(func=cmd_hub)
@@ -534,6 +611,18 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
         "check",
         help="what is wrong at HQ or at an office, one line per finding with the fix; "
         "exit 0 fine, 1 warnings, 2 errors",
+        description="What is wrong at HQ or at an office, before a user finds out: one "
+        "line per finding, LEVEL CODE: what was found -> the fix. At HQ: certificates, "
+        "the listen address, every backend, CUPS as an edge reaches it, smbd's "
+        "settings, every office's renewal. At an office: the bundle (its mode, and its "
+        "owner for the user the edge runs as), every hub (reach, RTT, TLS, its "
+        "certificate, clock), the LAN address, other daemons on the LAN ports, every "
+        "advertised name. Run it as root (or as the spokeshare user). The role comes "
+        "from the configuration present (DIR/hub.toml, else DIR/edge.toml).",
+        epilog="exit status:\n"
+        "  0  every finding ok (or info)\n"
+        "  1  a warning at least\n"
+        "  2  an error at least\n",
     )
     role = s.add_mutually_exclusive_group()
     role.add_argument(
@@ -544,9 +633,16 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--config", help="hub.toml or edge.toml (default DIR/hub.toml or DIR/edge.toml)")
     s.add_argument("--bundle", help="the office bundle (default from edge.toml)")
     s.add_argument(
-        "--smb-conf", default="/etc/samba/smb.conf", help="HQ's smb.conf, read with testparm"
+        "--smb-conf",
+        default="/etc/samba/smb.conf",
+        help="HQ's smb.conf, read with testparm (default /etc/samba/smb.conf)",
     )
-    s.add_argument("--json", action="store_true", help="the findings as a JSON list")
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="the findings as a JSON list of {level, code, message, fix}, for scripts "
+        "(the exit status as without it)",
+    )
     s.set_defaults(func=cmd_check)
 
     missing = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import pwd
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,4 +293,16 @@ def check_private(path: Path, what: str = "key") -> None:
             f"run: chmod 600 {path}"
         )
     if st.st_uid != os.geteuid() and os.geteuid() != 0:
-        raise EnrollmentError(f"{what} {path} is not owned by the user running spokeshare")
+        me = user_name(os.geteuid())
+        raise EnrollmentError(
+            f"{what} {path} is not owned by the user running spokeshare ({me}; it belongs "
+            f"to {user_name(st.st_uid)}); run: chown {me}: {path}"
+        )
+
+
+def user_name(uid: int) -> str:
+    """The name of user ``uid`` (what ``chown`` takes), or the number when it has none."""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)

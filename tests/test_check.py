@@ -10,7 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -294,12 +294,85 @@ def test_check_hub_on_loopback_deployment(dep: Deployment) -> None:
 def test_bundle_file_mode_and_owner(dep: Deployment) -> None:
     path = dep.bundles["nyc"]
     st = path.stat()
-    ok = check.bundle_file(path, st.st_mode & 0o7777, st.st_uid, st.st_uid)
+    me = check.EdgeUser("me", st.st_uid, "this user")
+    ok = check.bundle_file(path, st.st_mode & 0o7777, st.st_uid, "me", me)
     assert levels(ok) == {"edge.bundle.mode": Level.OK}
-    bad = check.bundle_file(path, 0o644, 1000, 1001)
+    edge = check.EdgeUser("spokeshare", 1001, "User= in spokeshare-edge.service")
+    bad = check.bundle_file(path, 0o644, 1000, "alice", edge)
     assert levels(bad) == {"edge.bundle.mode": Level.ERROR, "edge.bundle.owner": Level.ERROR}
     assert bad[0].fix == f"chmod 600 {path}"
-    assert check.bundle_file(path, 0o600, 1000, 0)[0].level == Level.OK  # root may read it
+    assert bad[1].fix == f"chown spokeshare: {path}"
+    assert "belongs to alice, not to spokeshare" in bad[1].message
+    root = check.EdgeUser("root", 0, "no unit")
+    assert check.bundle_file(path, 0o600, 1000, "alice", root)[0].level == Level.OK  # root reads it
+
+
+EDGE_UNIT_TEXT = """[Unit]
+Description=spokeshare edge
+
+[Service]
+User=spokeshare
+Group=spokeshare
+ExecStart=/usr/bin/spokeshare edge --config /etc/spokeshare/edge.toml
+"""
+
+
+def _uids(**known: int) -> Callable[[str], int]:
+    """A passwd lookup knowing only ``known`` (name=uid): KeyError for anyone else."""
+
+    def uid_of(name: str) -> int:
+        return known[name]
+
+    return uid_of
+
+
+def test_edge_user_from_the_unit_then_the_service_user_then_root(tmp_path: Path) -> None:
+    etc, lib = tmp_path / "etc", tmp_path / "lib"
+    lib.mkdir()
+    etc.mkdir()
+    dirs = [etc, lib]
+    # No unit: the package's user if it exists, else root.
+    assert check.edge_user(dirs, _uids(spokeshare=4242)) == check.EdgeUser(
+        "spokeshare", 4242, "the spokeshare user"
+    )
+    assert check.edge_user(dirs, _uids()).uid == 0
+    # The installed unit's User= wins.
+    (lib / "spokeshare-edge.service").write_text(
+        EDGE_UNIT_TEXT.replace("User=spokeshare", "User=edge")
+    )
+    got = check.edge_user(dirs, _uids(spokeshare=4242, edge=4343))
+    assert (got.name, got.uid) == ("edge", 4343)
+    assert got.source == f"User= in {lib / 'spokeshare-edge.service'}"
+    # An admin's drop-in overrides it; a unit without User= runs as root.
+    dropin = etc / "spokeshare-edge.service.d"
+    dropin.mkdir()
+    (dropin / "override.conf").write_text("[Service]\nUser=office\n")
+    assert check.edge_user(dirs, _uids(edge=4343, office=4444)).name == "office"
+    (dropin / "override.conf").write_text("[Service]\nUser=\n")
+    assert check.edge_user(dirs, _uids(spokeshare=4242, edge=4343)).uid == 0
+
+
+def test_check_edge_as_root_judges_the_bundle_for_the_units_user(
+    dep: Deployment, tmp_path: Path
+) -> None:
+    """The packaged edge runs as User=spokeshare: a bundle root copied in (0600, root's)
+    is an error for it, though root itself could read it, and the fix names the user."""
+    path = dep.bundles["nyc"]
+    conf = _edge_toml(tmp_path, path, "127.0.0.1")
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "spokeshare-edge.service").write_text(EDGE_UNIT_TEXT)
+    owner = path.stat().st_uid  # root's, as copied in by root (this test's user otherwise)
+    edge = check.edge_user([units], _uids(spokeshare=owner + 4242))
+    found = check.check_edge(conf, None, NOW, edge)
+    owned = next(f for f in found if f.code == "edge.bundle.owner")
+    assert owned.level == Level.ERROR
+    assert owned.fix == f"chown spokeshare: {path}"
+    assert "the user the edge runs as (User= in " in owned.message
+    assert check.exit_status(found) == 2
+    # Owned by the unit's user: fine.
+    same = check.edge_user([units], _uids(spokeshare=owner))
+    assert levels(check.check_edge(conf, None, NOW, same))["edge.bundle.mode"] == Level.OK
 
 
 def test_chain_to_the_bundles_ca(dep: Deployment, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from spokeshare import cli
+from spokeshare.errors import ConfigError, EnrollmentError, SpokeshareError
 
 # Modules only the lab, the demo and the benchmarks need (the ``lab`` extra among them).
 NOT_IN_DAEMON = ("spokeshare.lab", "spokeshare.demo", "bench", "pyroute2",
@@ -187,3 +190,106 @@ def test_office_add_prints_the_readme_quick_start_steps() -> None:
     assert steps.rstrip().endswith(
         "spokeshare edge --bundle /etc/spokeshare/nyc.bundle --lan-address LAN-IP"
     )
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (ConfigError("/etc/spokeshare/hub.toml", "hub.listen", "port 70000 out of range"), 2),
+        (EnrollmentError("bundle /etc/spokeshare/nyc.bundle: no such file"), 2),
+        # at boot before DHCP (spokeshare.lan.interfaces.ipv4_interface); a port taken
+        (OSError(errno.EADDRNOTAVAIL, "interface eth1 has no IPv4 address (yet)"), 1),
+        (OSError(errno.EADDRINUSE, "Address already in use"), 1),
+        (SpokeshareError("something that may pass"), 1),
+    ],
+)
+def test_exit_status_2_only_for_what_the_operator_must_fix(
+    error: Exception, status: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The units restart a daemon that failed unless it exited 2
+    (RestartPreventExitStatus=2): 2 is a configuration or usage error, which no restart
+    fixes; whatever may pass by itself exits 1."""
+
+    def fail(a: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_hub", fail)
+    monkeypatch.setattr(cli, "cmd_edge", fail)
+    assert cli.main(["hub"]) == status
+    assert cli.main(["edge"]) == status
+
+
+@pytest.mark.parametrize("side", ["hub", "edge"])
+def test_units_do_not_restart_a_configuration_error(side: str) -> None:
+    unit = (REPO / f"etc/systemd/spokeshare-{side}.service").read_text().splitlines()
+    assert "RestartPreventExitStatus=2" in unit
+    assert "StateDirectoryMode=0750" in unit
+
+
+def _help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exc:
+        cli.main([*argv, "--help"])
+    assert exc.value.code == 0
+    return " ".join(capsys.readouterr().out.split())  # as one line: wrapping aside
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["check"], ["exit status: 0 every finding ok (or info) 1 a warning at least 2 an "
+                     "error at least", "--json the findings as a JSON list",
+                     "(default /etc/samba/smb.conf)", "What is wrong at HQ or at an office"]),
+        (["office", "add"], ["--dir DIR deployment directory (default /etc/spokeshare)",
+                             "--days DAYS certificate lifetime in days (default 825)"]),
+        (["office", "list"], ["--dir DIR deployment directory (default /etc/spokeshare)",
+                              "--json the same as JSON, for scripts"]),
+        (["office", "renew"], ["--dir DIR deployment directory (default /etc/spokeshare)",
+                               "(default 825)", "Renewal is automatic", "the manual path"]),
+        (["hub"], ["--dir DIR the deployment (default /etc/spokeshare)", "SIGHUP reloads "
+                   "hub.toml (systemctl reload spokeshare-hub)"]),
+    ],
+)  # fmt: skip
+def test_help_says_defaults_exit_status_and_what_each_option_is(
+    argv: list[str], expected: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = _help(argv, capsys)
+    for phrase in expected:
+        assert phrase in text
+
+
+def test_help_lists_every_port_the_firewalld_services_open(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``spokeshare --help`` (and so the man page) names each port the packaged
+    firewalld services open, hub and edge."""
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    ports = out.split("\nports:\n", 1)[1].split("\n\n", 1)[0]
+    for side in ("hub", "edge"):
+        xml = (REPO / f"etc/firewalld/spokeshare-{side}.xml").read_text()
+        opened = re.findall(r'<port protocol="(\w+)" port="(\d+)"/>', xml)
+        assert opened
+        block = ports.split(f"  {side} ", 1)[1].split("\n  hub ", 1)[0]
+        for proto, port in opened:
+            assert f"{port}/{proto}" in re.findall(r"\d+/\w+", block), (side, port, proto)
+
+
+def test_help_epilog_is_made_of_what_help2man_renders_as_lists() -> None:
+    """help2man (debian/rules) fills a paragraph unless its lines are list items: in
+    the epilog every indented line is an item ("TAG  text"), the continuation of one
+    (indented to its text), a "$ " command, or a short heading line."""
+    for para in cli.EPILOG.strip("\n").split("\n\n"):
+        heading, *lines = para.splitlines()
+        assert heading.endswith(":") and not heading[:1].isspace(), heading
+        column = 0
+        for line in lines:
+            indent = len(line) - len(line.lstrip())
+            if column and indent == column:
+                continue  # an item's wrapped text
+            item = re.match(r"(  \S+)( {2,})\S", line)
+            column = len(item.group(1) + item.group(2)) if item else 0
+            assert item or line.lstrip().startswith("$ ") or indent == 2, line

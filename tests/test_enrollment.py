@@ -233,3 +233,20 @@ def test_root_writes_a_service_users_directory_as_that_user(tmp_path: Path) -> N
     assert stat.S_IMODE(d.stat().st_mode) == 0o700
     # The bundle went to a directory root owns: root's.
     assert (tmp_path / "nyc.bundle").stat().st_uid == 0
+
+
+def test_bundle_of_another_user_refused_with_the_chown_that_fixes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edge as the packaged unit runs it (another user than the bundle's owner)
+    refuses the bundle and says the command that fixes it."""
+    path = tmp_path / "nyc.bundle"
+    pki.write_private(path, b"x")
+    owner = pki.user_name(path.stat().st_uid)
+    monkeypatch.setattr(os, "geteuid", lambda: 65534)  # nobody stands for spokeshare
+    with pytest.raises(EnrollmentError) as exc:
+        pki.check_private(path, "bundle")
+    assert str(exc.value) == (
+        f"bundle {path} is not owned by the user running spokeshare (nobody; it belongs to "
+        f"{owner}); run: chown nobody: {path}"
+    )

@@ -13,8 +13,9 @@ listens, and is stopped by PID; then the root boots with systemd (systemd-nspawn
 the host's network, no network namespace: hub and edge use free loopback ports, the
 edge has no LAN interface and so no name services or multicast), ``systemctl enable
 --now`` starts the hub and then the edge with the office's bundle inside their units'
-sandboxes, the office shows as connected, and ``apt-get remove`` stops both; the
-container powers itself off.
+sandboxes, the office shows as connected, an upgrade restarts both, an edge.toml
+with an error leaves the edge failed (not restarted), and ``apt-get remove`` stops
+both; the container powers itself off.
 
 Building the package (a private environment from the pip registry) takes about 40 s,
 the root and the install about 50 s: done once for the module, about 2 minutes in all.
@@ -96,8 +97,7 @@ def _mounts_under(path: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Root]:
     work = tmp_path_factory.mktemp("package")
-    out = work / "out"
-    out.mkdir()
+    out = work / "out" / "debs"  # not there yet: ./run package makes it
     tree = work / "root"
     try:
         built = subprocess.run(
@@ -227,6 +227,15 @@ def test_installs_program_user_dirs_units_and_man_page(root: Root) -> None:
     text = subprocess.run(["zcat", str(man)], capture_output=True, text=True, check=True).stdout
     for command in ("init", "office add", "hub", "check"):
         assert f'.SS "spokeshare {command}"' in text
+    # The epilog's lists are lists (a .TP item each), its commands one to a line, and
+    # nothing hyphenated or justified (spokeshare.cli.EPILOG, debian/manpage-commands).
+    assert ".TP\n/var/lib/spokeshare/hub/\nthe hub's state" in text
+    ports = text.split('.SS "ports:"\n', 1)[1].split(".SS", 1)[0]
+    edge_ports = ports.split(".TP\nedge\n", 1)[1]
+    for port in ("445/tcp", "515/tcp", "9100/tcp", "137/udp", "5355/udp"):
+        assert port in edge_ports
+    assert ".br\n\\f(CW$ systemctl enable --now spokeshare-hub\\fR\n" in text
+    assert ".nh\n.ad l\n" in text
     # No lab extra in /opt/spokeshare: lab, demo and bench are not offered, only named
     # as a development checkout's (spokeshare.cli.MISSING_NOTE).
     assert "benchmarks (writes docs/benchmarks.md)" not in text
@@ -271,6 +280,19 @@ until journalctl -u spokeshare-hub | grep -q "config reloaded .*generation=2"; d
     i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
 done
 say "reloaded=$(journalctl -u spokeshare-hub | grep -c 'config reloaded .*generation=2')"
+# The README quick start's dashboard step (its sed line, on a free port here), then
+# the restart it says: the page answers on loopback.
+@DASHBOARD_STEP@
+systemctl restart spokeshare-hub
+page() {
+    /usr/bin/python3.11 -c 'import sys, urllib.request as u; r = u.urlopen(sys.argv[1], timeout=2)
+print(r.status, r.headers.get_content_type())' "http://127.0.0.1:@STATUS@/"
+}
+i=0
+until page >/dev/null 2>&1; do
+    i=$((i + 1)); [ $i -lt 300 ] || break; sleep 0.1
+done
+say "dashboard=$(page | tr ' ' ,)"
 # The office side as the README has it, on loopback: no LAN interface, so no name
 # services (and no multicast); the edge relays only, on free ports.
 install -o spokeshare -g spokeshare -m 0600 /root/nyc.bundle /etc/spokeshare/nyc.bundle
@@ -305,6 +327,13 @@ done
 say "office_connected=$(spokeshare office list --json | grep -c '"connected": true')"
 say "edge_active=$(systemctl is-active spokeshare-edge)"
 say "edge_user=$(stat -c %U /proc/$(systemctl show -p MainPID --value spokeshare-edge))"
+# The state directories as the postinst made them, now that systemd started the units
+# (StateDirectory= sets their mode at each start).
+state_modes() {
+    stat -c %a:%U:%G /var/lib/spokeshare /var/lib/spokeshare/hub /var/lib/spokeshare/edge |
+        tr '\\n' ,
+}
+say "modes_started=$(state_modes)"
 # An upgrade as the README has it (apt-get install of the newer .deb): the running units
 # are restarted on the new version, the office comes back with it, and every file the
 # deployment wrote under /etc/spokeshare is kept byte for byte.
@@ -325,6 +354,17 @@ done
 say "office_$(spokeshare office list --json | grep -o '"version": "[^"]*"' | tr -d '" ' | tr : =)"
 say "office_connected_after=$(spokeshare office list --json | grep -c '"connected": true')"
 say "active_after=$(systemctl is-active spokeshare-hub spokeshare-edge | tr '\\n' ,)"
+say "modes_after_upgrade=$(state_modes)"
+# A configuration error (exit status 2) leaves the unit failed with its one line in the
+# journal (RestartPreventExitStatus=2), where Restart=always would start it every 2 s.
+printf '\n[no_such_table]\n' >>/etc/spokeshare/edge.toml
+systemctl restart spokeshare-edge
+sleep 7
+say "bad_config_state=$(systemctl show -p ActiveState --value spokeshare-edge)"
+say "bad_config_status=$(systemctl show -p ExecMainStatus --value spokeshare-edge)"
+say "bad_config_restarts=$(systemctl show -p NRestarts --value spokeshare-edge)"
+bad_line="spokeshare: /etc/spokeshare/edge.toml: no_such_table: unknown key"
+say "bad_config_lines=$(journalctl -u spokeshare-edge | grep -c "$bad_line")"
 apt-get remove -y -q spokeshare
 n=0
 for p in /proc/[0-9]*; do
@@ -342,6 +382,16 @@ ExecStart=/root/steps.sh
 """
 
 
+def _readme_dashboard_step(port: int) -> str:
+    """The README quick start's line that turns the dashboard on, listening on ``port``."""
+    start = (REPO / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    (line,) = [
+        ln for ln in start.splitlines() if ln.startswith("sed -i ") and "status_listen" in ln
+    ]
+    assert '"127.0.0.1:7480"' in line
+    return line.replace("127.0.0.1:7480", f"127.0.0.1:{port}")
+
+
 def _boot(root: Root, port: int, next_deb: Path) -> dict[str, str]:
     """Boot the root with systemd (systemd-nspawn, the host's network, no machined),
     run BOOT_STEPS in it (upgrading to ``next_deb``, copied in), return its results."""
@@ -350,6 +400,9 @@ def _boot(root: Root, port: int, next_deb: Path) -> dict[str, str]:
     text = BOOT_STEPS.replace("@PORT@", str(port)).replace("@NEXT_DEB@", next_deb.name)
     text = text.replace("@NEXT@", NEXT_VERSION)
     text = text.replace("@SMB@", str(free_port())).replace("@IPP@", str(free_port()))
+    status = free_port()
+    text = text.replace("@DASHBOARD_STEP@", _readme_dashboard_step(status))
+    text = text.replace("@STATUS@", str(status))
     steps.write_text(text)
     steps.chmod(0o755)
     unit = root.file("/etc/systemd/system/steps.service")
@@ -433,6 +486,7 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["active"] == "active", result
     assert result["user"] == "spokeshare", result
     assert result["reloaded"] == "1", result
+    assert result["dashboard"] == "200,text/html", result
     assert result["office_connected"] == "1", result
     assert result["edge_active"] == "active", result
     assert result["edge_user"] == "spokeshare", result
@@ -442,6 +496,15 @@ def test_root_enrols_then_systemd_runs_hub_and_edge_units_upgrade_restarts_them_
     assert result["office_version"] == f"spokeshare/{NEXT_VERSION}", result
     assert result["office_connected_after"] == "1", result
     assert result["active_after"] == "active,active,", result
+    # After systemd started (and the upgrade restarted) the units, still the postinst's
+    # modes the README promises, not StateDirectory='s default 0755.
+    modes = "750:spokeshare:spokeshare," * 3
+    assert result["modes_started"] == modes, result
+    assert result["modes_after_upgrade"] == modes, result
+    assert result["bad_config_state"] == "failed", result
+    assert result["bad_config_status"] == "2", result
+    assert result["bad_config_restarts"] == "0", result
+    assert result["bad_config_lines"] == "1", result
     assert result["running_after_remove"] == "0", result
     assert not root.file("/opt/spokeshare").exists()
     assert root.file("/etc/spokeshare/ca.key").is_file()

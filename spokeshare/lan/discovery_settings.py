@@ -91,7 +91,7 @@ class DiscoverySettings:
             from spokeshare.lan.interfaces import ipv4_interface
 
             return onlink.Link((ipv4_interface(self.interface, self.ipv4).network,))
-        except ConfigError:  # no netmask readable: the addresses alone
+        except (ConfigError, OSError):  # no netmask readable: the addresses alone
             extra = [f"{a}/32" for _, a in self.name_addresses]
             return onlink.Link.of([f"{self.ipv4}/32", *extra])
 

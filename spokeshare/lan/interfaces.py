@@ -6,6 +6,7 @@ configuration names only the interface and its address.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import socket
@@ -19,13 +20,24 @@ _SIOCGIFADDR = 0x8915
 
 
 def ipv4_interface(ifname: str, address: str) -> ipaddress.IPv4Interface:
-    """``address`` with the prefix length the interface has (for the broadcast address)."""
+    """``address`` with the prefix length the interface has (for the broadcast address).
+
+    Raises ConfigError when there is no interface ``ifname`` (a name the operator must
+    correct), OSError (``EADDRNOTAVAIL``) when it has no IPv4 address: not yet, at boot
+    before DHCP, which a restart outlives (the units' RestartPreventExitStatus=2 keeps
+    only configuration errors down).
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
             res = fcntl.ioctl(
                 s.fileno(), _SIOCGIFNETMASK, struct.pack("256s", ifname.encode()[:15])
             )
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise OSError(
+                    exc.errno,
+                    f"interface {ifname} has no IPv4 address (yet; lan.address {address})",
+                ) from None
             raise ConfigError("lan", "interface", f"{ifname}: {exc.strerror or exc}") from None
     mask = socket.inet_ntoa(res[20:24])
     return ipaddress.IPv4Interface(f"{address}/{mask}")

@@ -804,7 +804,7 @@ def test_office_bundle_faults(lab: Lab, tmp_path: Path) -> None:
     assert run.stdout.startswith("["), run.stderr
     found = json.loads(run.stdout)
     f = one(found, "edge.bundle.owner")
-    assert f["level"] == "error" and f["fix"] == f"chown 65534 {rooted}"
+    assert f["level"] == "error" and f["fix"] == f"chown nobody: {rooted}"
     assert run.returncode == 2
     # A bundle in a directory the user cannot enter (pytest's, 0700, root's).
     hidden = tmp_path / "nyc.bundle"

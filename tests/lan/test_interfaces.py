@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,23 @@ def test_interface_of_and_its_network() -> None:
     assert str(interfaces.ipv4_interface("lo", "127.0.0.1").network) == "127.0.0.0/8"
     with pytest.raises(ConfigError):
         interfaces.ipv4_interface("no-such-if0", "192.0.2.1")
+
+
+def test_interface_without_an_ipv4_address_is_not_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At boot before DHCP the interface has no address yet: an OSError (the CLI exits
+    1, systemd restarts the edge), not a ConfigError (exit 2: the unit stays down)."""
+
+    def no_address(*args: object) -> bytes:
+        raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+
+    monkeypatch.setattr(fcntl, "ioctl", no_address)
+    with pytest.raises(OSError) as exc:
+        interfaces.ipv4_interface("eth1", "192.0.2.10")
+    assert not isinstance(exc.value, ConfigError)
+    assert exc.value.errno == errno.EADDRNOTAVAIL
+    assert exc.value.strerror == "interface eth1 has no IPv4 address (yet; lan.address 192.0.2.10)"
 
 
 def test_ipv6_link_local_from_proc(tmp_path: Path) -> None:
