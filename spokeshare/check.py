@@ -35,7 +35,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -477,11 +477,16 @@ def listen(host: str, port: int, state: str, holder: str, error: str | None) -> 
 @dataclass(frozen=True)
 class EdgeUser:
     """The user the edge runs as: ``name`` (what ``chown`` takes), ``uid``, and how
-    that was found (``source``: the unit's ``User=``, the package's user, ...)."""
+    that was found (``source``: the unit's ``User=``, the package's user, ...);
+    ``gids``: its groups; ``sandbox``: what the unit's [Service] says of the files the
+    edge may see and write (``ProtectHome``, ``PrivateTmp``, ``ProtectSystem``,
+    ``ReadWritePaths``, space-separated), empty without a unit."""
 
     name: str
     uid: int
     source: str
+    gids: tuple[int, ...] = ()
+    sandbox: Mapping[str, str] = field(default_factory=dict)
 
 
 #: Where systemd looks for a unit file, first found wins (systemd.unit(5), "Unit File
@@ -498,20 +503,26 @@ EDGE_UNIT = "spokeshare-edge.service"
 SERVICE_USER = "spokeshare"
 
 
-def unit_user(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> tuple[str, Path] | None:
-    """``User=`` of the systemd unit ``unit`` as systemd reads it from ``dirs``: its unit
-    file (the first found), then its drop-ins (``unit.d/*.conf``, by file name; one in
-    an earlier directory hides one of the same name later), the last assignment
-    winning; with the file that set it. ``""`` when none sets it (root); None when no
-    directory holds the unit."""
+#: The unit's [Service] settings that decide which files the edge sees and may write
+#: (systemd.exec(5), "Sandboxing"); a ReadWritePaths= adds to those before it.
+SANDBOX_KEYS = ("ProtectHome", "PrivateTmp", "ProtectSystem", "ReadWritePaths")
+
+
+def unit_service(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> dict[str, tuple[str, Path]]:
+    """``User=`` and the :data:`SANDBOX_KEYS` of the systemd unit ``unit`` as systemd
+    reads them from ``dirs``: its unit file (the first found), then its drop-ins
+    (``unit.d/*.conf``, by file name; one in an earlier directory hides one of the same
+    name later), the last assignment winning (ReadWritePaths= adding up, an empty one
+    resetting it): key -> (value, the file that set it). Empty when no directory holds
+    the unit; ``User`` is then missing, and ``""`` when the unit sets none (root)."""
     main = next((d / unit for d in dirs if (d / unit).is_file()), None)
     if main is None:
-        return None
+        return {}
     dropins: dict[str, Path] = {}
     for d in reversed(dirs):
         for f in sorted((d / f"{unit}.d").glob("*.conf")):
             dropins[f.name] = f
-    user, source = "", main
+    out: dict[str, tuple[str, Path]] = {"User": ("", main)}
     for f in [main, *(dropins[n] for n in sorted(dropins))]:
         section = ""
         try:
@@ -520,40 +531,150 @@ def unit_user(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> tuple[str, Path] |
             continue
         for line in lines:
             line = line.strip()
+            key, _, value = line.partition("=")
+            key, value = key.strip(), value.strip()
             if line.startswith("[") and line.endswith("]"):
                 section = line
-            elif section == "[Service]" and line.partition("=")[0].strip() == "User":
-                user, source = line.partition("=")[2].strip(), f
-    return user, source
+            elif section != "[Service]" or key not in ("User", *SANDBOX_KEYS):
+                continue
+            elif key == "ReadWritePaths" and value and key in out:
+                out[key] = (f"{out[key][0]} {value}", f)
+            else:
+                out[key] = (value, f)
+    return out
+
+
+def unit_user(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> tuple[str, Path] | None:
+    """``User=`` of the systemd unit ``unit`` (:func:`unit_service`) with the file that
+    set it; ``""`` when none sets it (root); None when no directory holds the unit."""
+    return unit_service(unit, dirs).get("User")
 
 
 def edge_user(
-    dirs: Sequence[Path] | None = None, uid_of: Callable[[str], int] | None = None
+    dirs: Sequence[Path] | None = None,
+    uid_of: Callable[[str], int] | None = None,
+    groups_of: Callable[[str], tuple[int, ...]] | None = None,
 ) -> EdgeUser:
     """The user the installed edge runs as, for a check run as root: ``User=`` of the
-    spokeshare-edge unit (:func:`unit_user` in ``dirs``, default :data:`UNIT_DIRS`),
-    else the package's ``spokeshare`` user if it exists, else root. ``uid_of`` looks a
-    user name up (KeyError when unknown; default the passwd database)."""
+    spokeshare-edge unit (:func:`unit_service` in ``dirs``, default :data:`UNIT_DIRS`),
+    else the package's ``spokeshare`` user if it exists, else root; with the unit's
+    sandbox. ``uid_of`` looks a user name up, ``groups_of`` its groups (KeyError when
+    unknown; default the passwd and group databases)."""
     if uid_of is None:
         import pwd
 
         def uid_of(name: str) -> int:
             return pwd.getpwnam(name).pw_uid
 
-    found = unit_user(EDGE_UNIT, UNIT_DIRS if dirs is None else dirs)
-    if found is not None:
-        name, path = found
+    if groups_of is None:
+        import pwd
+
+        def groups_of(name: str) -> tuple[int, ...]:
+            return tuple(os.getgrouplist(name, pwd.getpwnam(name).pw_gid))
+
+    def user(name: str, uid: int, source: str, sandbox: Mapping[str, str]) -> EdgeUser:
+        try:
+            gids = groups_of(name)
+        except KeyError:
+            gids = ()
+        return EdgeUser(name, uid, source, gids, sandbox)
+
+    service = unit_service(EDGE_UNIT, UNIT_DIRS if dirs is None else dirs)
+    sandbox = {k: service[k][0] for k in SANDBOX_KEYS if k in service}
+    if "User" in service:
+        name, path = service["User"]
         where = f"User= in {path}" if name else f"{path} sets no User="
         if not name:
-            return EdgeUser("root", 0, where)
+            return user("root", 0, where, sandbox)
         try:
-            return EdgeUser(name, int(name) if name.isdigit() else uid_of(name), where)
+            return user(name, int(name) if name.isdigit() else uid_of(name), where, sandbox)
         except KeyError:
             pass  # the unit cannot start either (systemd: no such user): as if none
     try:
-        return EdgeUser(SERVICE_USER, uid_of(SERVICE_USER), f"the {SERVICE_USER} user")
+        return user(SERVICE_USER, uid_of(SERVICE_USER), f"the {SERVICE_USER} user", sandbox)
     except KeyError:
-        return EdgeUser("root", 0, f"no {EDGE_UNIT} and no {SERVICE_USER} user")
+        return user("root", 0, f"no {EDGE_UNIT} and no {SERVICE_USER} user", sandbox)
+
+
+#: What ProtectHome= hides from a unit (systemd.exec(5)), and PrivateTmp= replaces.
+HOME_DIRS = (Path("/home"), Path("/root"), Path("/run/user"))
+TMP_DIRS = (Path("/tmp"), Path("/var/tmp"))
+
+
+def bundle_reach(
+    path: Path,
+    edge: EdgeUser,
+    traverse: bool,
+    stat: Callable[[Path], os.stat_result] = os.stat,
+) -> list[Finding]:
+    """Whether the edge, run as ``edge`` under its unit's sandbox, can read the bundle
+    at ``path`` (absolute) and rewrite it when its certificate renews itself: the
+    sandbox must neither hide its directory (ProtectHome=, PrivateTmp=) nor make it
+    read-only (ProtectSystem=strict without a ReadWritePaths= over it), and, with
+    ``traverse`` (the check runs as another user), every directory above it must let
+    the edge's user search it (``stat`` reads them). One finding: the first fault, or
+    ok."""
+    fix = (
+        f"keep the bundle in /etc/spokeshare (install -o {edge.name} -m 600 BUNDLE "
+        "/etc/spokeshare/) and name it in edge.toml's [edge] bundle"
+    )
+    box = edge.sandbox
+
+    def on(value: str | None) -> bool:
+        return (value or "").lower() not in ("", "no", "false", "0", "off")
+
+    def under(tops: Iterable[Path]) -> Path | None:
+        return next((t for t in tops if path.is_relative_to(t)), None)
+
+    hidden = under(HOME_DIRS) if on(box.get("ProtectHome")) else None
+    if hidden is None and on(box.get("PrivateTmp")):
+        hidden = under(TMP_DIRS)
+    if hidden is not None:
+        return [
+            Finding(
+                Level.ERROR,
+                "edge.bundle.path",
+                f"bundle {path} is under {hidden}, which the edge's unit hides from it "
+                f"(ProtectHome=/PrivateTmp= in {edge.source}): the edge cannot read it",
+                fix,
+            )
+        ]
+    if traverse and edge.uid != 0:
+        for d in [*reversed(path.parents)]:
+            try:
+                st = stat(d)
+            except OSError:
+                continue  # its own finding (edge.bundle) says what is missing
+            m = st.st_mode
+            if not (
+                m & 0o001
+                or (st.st_uid == edge.uid and m & 0o100)
+                or (st.st_gid in edge.gids and m & 0o010)
+            ):
+                return [
+                    Finding(
+                        Level.ERROR,
+                        "edge.bundle.path",
+                        f"{edge.name}, the user the edge runs as, cannot reach bundle {path}: "
+                        f"{d} is mode {m & 0o777:o}, owner uid {st.st_uid}",
+                        fix,
+                    )
+                ]
+    writable = [Path(p.lstrip("-+")) for p in box.get("ReadWritePaths", "").split()]
+    if box.get("ProtectSystem", "").lower() == "strict" and not any(
+        path.parent.is_relative_to(w) for w in writable
+    ):
+        return [
+            Finding(
+                Level.WARNING,
+                "edge.bundle.path",
+                f"bundle {path}: its directory is read-only for the edge (ProtectSystem=strict, "
+                f"ReadWritePaths={' '.join(map(str, writable)) or 'none'} in {edge.source}): "
+                "the edge reads it but cannot renew its certificate in place",
+                fix,
+            )
+        ]
+    return [Finding(Level.OK, "edge.bundle.path", f"the edge can read and rewrite bundle {path}")]
 
 
 def bundle_file(path: Path, mode: int, owner_uid: int, owner: str, edge: EdgeUser) -> list[Finding]:
@@ -1415,6 +1536,7 @@ def check_edge(
         edge = edge_user() if euid == 0 else EdgeUser(pki.user_name(euid), euid, "this user")
     owner = pki.user_name(st.st_uid)
     out += bundle_file(path, st.st_mode & 0o7777, st.st_uid, owner, edge)
+    out += bundle_reach(path.absolute(), edge, traverse=edge.uid != os.geteuid())
     try:
         b = bundle_mod.read(path)
     except EnrollmentError as exc:

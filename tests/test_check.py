@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -712,3 +713,64 @@ def test_check_edge_one_hub_of_two_down_is_a_warning_both_down_an_error(
         assert reach() == {first: Level.WARNING, second: Level.OK}
     finally:
         lt.run(hub.close())
+
+
+def test_unit_sandbox_read_with_its_drop_ins(tmp_path: Path) -> None:
+    """The sandbox of the unit the package installs (etc/systemd), and an admin's
+    drop-in adding a writable path."""
+    units = tmp_path / "units"
+    units.mkdir()
+    shipped = Path(__file__).resolve().parent.parent / "etc" / "systemd" / check.EDGE_UNIT
+    (units / check.EDGE_UNIT).write_text(shipped.read_text())
+    edge = check.edge_user([units], _uids(spokeshare=4242), lambda _: (4242, 27))
+    assert edge.gids == (4242, 27)
+    assert edge.sandbox["ProtectHome"] == "yes" and edge.sandbox["ProtectSystem"] == "strict"
+    assert edge.sandbox["ReadWritePaths"].split() == ["/var/lib/spokeshare/edge", "/etc/spokeshare"]
+    dropin = units / "spokeshare-edge.service.d"
+    dropin.mkdir()
+    (dropin / "paths.conf").write_text("[Service]\nReadWritePaths=/srv/office\n")
+    more = check.edge_user([units], _uids(spokeshare=4242), lambda _: ())
+    assert more.sandbox["ReadWritePaths"].split()[-1] == "/srv/office"  # added, not replaced
+
+
+def _dir(mode: int, uid: int = 0, gid: int = 0) -> os.stat_result:
+    return os.stat_result((0o040000 | mode, 0, 0, 2, uid, gid, 0, 0, 0, 0))
+
+
+def test_bundle_reach_under_the_units_sandbox_and_permissions() -> None:
+    """Where the packaged edge (User=spokeshare, ProtectHome, PrivateTmp,
+    ProtectSystem=strict) can read its bundle and rewrite it when it renews."""
+    box = {"ProtectHome": "yes", "PrivateTmp": "yes", "ProtectSystem": "strict",
+           "ReadWritePaths": "/var/lib/spokeshare/edge /etc/spokeshare"}  # fmt: skip
+    edge = check.EdgeUser("spokeshare", 4242, "User= in unit", (4242,), box)
+
+    def open_dirs(_: Path) -> os.stat_result:
+        return _dir(0o755)
+
+    def reach(path: str, stat: Callable[[Path], os.stat_result] = open_dirs) -> check.Finding:
+        (finding,) = check.bundle_reach(Path(path), edge, traverse=True, stat=stat)
+        return finding
+
+    assert reach("/etc/spokeshare/nyc.bundle").level == Level.OK
+    hidden = reach("/root/nyc.bundle")
+    assert hidden.level == Level.ERROR and "under /root" in hidden.message
+    assert "install -o spokeshare -m 600" in hidden.fix
+    assert reach("/tmp/nyc.bundle").level == Level.ERROR  # PrivateTmp: another /tmp
+    read_only = reach("/opt/office/nyc.bundle")
+    assert read_only.level == Level.WARNING and "cannot renew" in read_only.message
+    # a directory on the way the edge's user may not search
+    closed = {Path("/etc/spokeshare"): _dir(0o700)}
+    blocked = reach("/etc/spokeshare/nyc.bundle", lambda d: closed.get(d, _dir(0o755)))
+    assert blocked.level == Level.ERROR and "/etc/spokeshare is mode 700" in blocked.message
+    group = {Path("/etc/spokeshare"): _dir(0o750, gid=4242)}
+    assert reach("/etc/spokeshare/nyc.bundle", lambda d: group.get(d, _dir(0o755))).level == (
+        Level.OK
+    )
+    own = {Path("/etc/spokeshare"): _dir(0o700, uid=4242)}
+    assert reach("/etc/spokeshare/nyc.bundle", lambda d: own.get(d, _dir(0o755))).level == (
+        Level.OK
+    )
+    # without a unit, and checked as the edge's own user: nothing to judge but the file
+    bare = check.EdgeUser("office", 1000, "this user")
+    (alone,) = check.bundle_reach(Path("/home/office/nyc.bundle"), bare, traverse=False)
+    assert alone.level == Level.OK
