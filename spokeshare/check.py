@@ -1199,6 +1199,79 @@ def smb_negotiate(host: str, port: int) -> tuple[bool | None, str | None]:
     return answer.multichannel, None
 
 
+def cupsd_owner_checks(version: str | None, checks: int | None, source: str) -> Finding:
+    """HQ's cupsd against the crash of CUPS 2.4.2-3+deb12u10 on owner checks of
+    non-local clients (spokeshare.printing.hq_cupsd): ``version`` of this host's
+    cups-daemon package (None: not installed here), ``checks`` the ``Require user
+    @OWNER`` lines of the default policy in ``source`` (None: not readable)."""
+    from spokeshare.printing import hq_cupsd
+
+    step = "README, HQ: CUPS 2.4.2-3+deb12u10"
+    fix = f"sed -i '{hq_cupsd.OWNER_CHECKS_SED}' {source}; systemctl restart cups ({step})"
+    if version is None:
+        return Finding(
+            Level.INFO,
+            "hub.ipp.cupsd",
+            "cups-daemon is not installed on this host: if HQ's cupsd runs Debian's "
+            "2.4.2-3+deb12u10, its default policy needs the owner checks dropped",
+            f"on the cupsd host: {fix}",
+        )
+    if version not in hq_cupsd.OWNER_CHECK_CRASH:
+        return Finding(Level.OK, "hub.ipp.cupsd", f"cupsd {version}: no known crash to avoid")
+    if checks is None:
+        return Finding(
+            Level.WARNING,
+            "hub.ipp.cupsd",
+            f"cupsd {version} crashes on an office's print job while its default policy "
+            f"checks the job's owner, and {source} is not readable here to tell",
+            fix,
+        )
+    if checks:
+        return Finding(
+            Level.ERROR,
+            "hub.ipp.cupsd",
+            f"cupsd {version} crashes (SIGSEGV) on every office's print job: its default "
+            f"policy in {source} checks the job's owner ({checks} Require user @OWNER lines)",
+            fix,
+        )
+    return Finding(
+        Level.OK,
+        "hub.ipp.cupsd",
+        f"cupsd {version}: the default policy in {source} has no owner checks to crash on",
+    )
+
+
+def package_version(package: str) -> str | None:
+    """The installed version of the Debian package ``package`` (dpkg-query), None when
+    it is not installed or dpkg-query is not there."""
+    try:
+        run = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Status} ${Version}", package],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    words = run.stdout.split()
+    if run.returncode != 0 or words[:3] != ["install", "ok", "installed"] or len(words) < 4:
+        return None
+    return words[3]
+
+
+def read_owner_checks(cupsd_conf: Path) -> int | None:
+    """:func:`spokeshare.printing.hq_cupsd.owner_checks` of ``cupsd_conf``; None when
+    it cannot be read."""
+    from spokeshare.printing import hq_cupsd
+
+    try:
+        with cupsd_conf.open(encoding="utf-8", errors="replace") as f:
+            return hq_cupsd.owner_checks(f.read(hq_cupsd.MAX_CONF))
+    except OSError:
+        return None
+
+
 def smb_aliases(smb_conf: Path) -> list[str] | None:
     """``netbios aliases`` from ``smb_conf`` (testparm), None when it cannot be read."""
     testparm = shutil.which("testparm")
@@ -1355,8 +1428,15 @@ def dns_query(address: str, port: int, name: str) -> tuple[list[str] | None, str
     return (found, None) if found else (None, "an answer without an address")
 
 
-def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -> list[Finding]:
-    """Every HQ finding for the deployment in ``directory`` and its ``config`` (hub.toml)."""
+def check_hub(
+    directory: Path,
+    config: Path,
+    smb_conf: Path,
+    now: dt.datetime,
+    cupsd_conf: Path = Path("/etc/cups/cupsd.conf"),
+) -> list[Finding]:
+    """Every HQ finding for the deployment in ``directory`` and its ``config`` (hub.toml);
+    ``smb_conf`` and ``cupsd_conf`` are HQ's Samba and CUPS settings."""
     from spokeshare import pki
     from spokeshare.config import load_hub, parse_hostport
     from spokeshare.errors import ConfigError
@@ -1410,6 +1490,9 @@ def check_hub(directory: Path, config: Path, smb_conf: Path, now: dt.datetime) -
     if "smb" in cfg.services:
         advertised = advertised_names(directory, cfg.state_dir)
         out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf), advertised))
+    if "ipp" in cfg.services:
+        version = package_version("cups-daemon")
+        out.append(cupsd_owner_checks(version, read_owner_checks(cupsd_conf), str(cupsd_conf)))
     out += offices_renewal(directory, now)
     return out
 

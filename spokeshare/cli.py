@@ -411,7 +411,7 @@ def cmd_check(a: argparse.Namespace) -> int:
     now = dt.datetime.now(dt.UTC)
     if role == "hub":
         hub_toml = Path(a.config) if a.config else directory / "hub.toml"
-        findings = check.check_hub(directory, hub_toml, Path(a.smb_conf), now)
+        findings = check.check_hub(directory, hub_toml, Path(a.smb_conf), now, Path(a.cupsd_conf))
     else:
         edge_toml = Path(a.config) if a.config else edge_default if edge_default.is_file() else None
         findings = check.check_edge(edge_toml, Path(a.bundle) if a.bundle else None, now)
@@ -636,6 +636,11 @@ def build_parser(optional: str | None = None) -> argparse.ArgumentParser:
         "--smb-conf",
         default="/etc/samba/smb.conf",
         help="HQ's smb.conf, read with testparm (default /etc/samba/smb.conf)",
+    )
+    s.add_argument(
+        "--cupsd-conf",
+        default="/etc/cups/cupsd.conf",
+        help="HQ's cupsd.conf, read for its default policy (default /etc/cups/cupsd.conf)",
     )
     s.add_argument(
         "--json",

@@ -26,6 +26,8 @@ HQ's ``alice`` needs a Unix account for ``smbpasswd``; she gets one in HQ's priv
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -515,6 +517,28 @@ SystemGroup root
                 return
         raise LabError(f"cupsctl --share-printers --remote-any did not take: {now.strip()!r}")
 
+    def drop_owner_checks_if_affected(self, pid: int, alive: Callable[[], bool]) -> None:
+        """The README's step for Debian's CUPS 2.4.2-3+deb12u10, when that is the cupsd
+        installed here (spokeshare.printing.hq_cupsd): the ``sed`` on this cupsd's
+        cupsd.conf, then a reload (SIGHUP, as ``systemctl restart cups`` restarts it),
+        until cupsd answers again on its socket and on port 631."""
+        from spokeshare.check import package_version
+        from spokeshare.printing import hq_cupsd
+
+        if package_version("cups-daemon") not in hq_cupsd.OWNER_CHECK_CRASH:
+            return
+        conf = self.root / "cupsd.conf"
+        subprocess.run(["sed", "-i", hq_cupsd.OWNER_CHECKS_SED, str(conf)], check=True)
+        if hq_cupsd.owner_checks(conf.read_text()):
+            raise LabError(f"{conf}: the README's sed left owner checks in the default policy")
+        if not alive():
+            raise LabError(f"cupsd (pid {pid}) exited before its reload")
+        os.kill(pid, signal.SIGHUP)
+        wait_for("cupsd on its socket", self._answers, timeout=30, alive=alive, interval=0.1)
+        server = f"{self.addresses[0]}:631"
+        wait_for("cupsd on port 631", lambda: self._answers(server), timeout=30, alive=alive,
+                 interval=0.1)  # fmt: skip
+
     def _answers(self, server: str | None = None) -> bool:
         """Whether cupsd answers on ``server`` (``HOST:PORT``; default its socket)."""
         full = ["lpstat", "-h", server or str(self.socket), "-r"]
@@ -527,6 +551,7 @@ SystemGroup root
         alive = lambda: netns.pid_alive(pid, start)  # noqa: E731
         # The README's step for HQ: share printers, accept remote clients.
         self.share(alive)
+        self.drop_owner_checks_if_affected(pid, alive)
         server = f"{self.addresses[0]}:631"
         for printer in HQ_PRINTERS:
             self.add_printer(printer)
