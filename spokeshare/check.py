@@ -1199,24 +1199,43 @@ def smb_negotiate(host: str, port: int) -> tuple[bool | None, str | None]:
     return answer.multichannel, None
 
 
-def cupsd_owner_checks(version: str | None, checks: int | None, source: str) -> Finding:
+def cupsd_owner_checks(
+    version: str | None, checks: int | None, source: str, elsewhere: str = ""
+) -> Finding:
     """HQ's cupsd against the crash of CUPS 2.4.2-3+deb12u10 on owner checks of
     non-local clients (spokeshare.printing.hq_cupsd): ``version`` of this host's
     cups-daemon package (None: not installed here), ``checks`` the ``Require user
-    @OWNER`` lines of the default policy in ``source`` (None: not readable)."""
+    @OWNER`` lines of the default policy in ``source`` (None: not readable);
+    ``elsewhere``: the ipp backend's address when it is not on this host (then this
+    host's cupsd, if any, is not the one judged)."""
     from spokeshare.printing import hq_cupsd
 
     step = "README, HQ: CUPS 2.4.2-3+deb12u10"
-    fix = f"sed -i '{hq_cupsd.OWNER_CHECKS_SED}' {source}; systemctl restart cups ({step})"
-    if version is None:
+    fix = (
+        f"sed -i{hq_cupsd.BACKUP_SUFFIX} '{hq_cupsd.OWNER_CHECKS_SED}' {source}; "
+        f"systemctl restart cups ({step})"
+    )
+    if version is None or elsewhere:
+        where = f"HQ's cupsd is at {elsewhere}, not this host" if elsewhere else (
+            "cups-daemon is not installed on this host"
+        )  # fmt: skip
         return Finding(
             Level.INFO,
             "hub.ipp.cupsd",
-            "cups-daemon is not installed on this host: if HQ's cupsd runs Debian's "
-            "2.4.2-3+deb12u10, its default policy needs the owner checks dropped",
+            f"{where}: if it runs Debian's 2.4.2-3+deb12u10, its default policy needs the "
+            "owner checks dropped",
             f"on the cupsd host: {fix}",
         )
     if version not in hq_cupsd.OWNER_CHECK_CRASH:
+        if checks == 0:
+            return Finding(
+                Level.WARNING,
+                "hub.ipp.cupsd",
+                f"cupsd {version} does not crash on owner checks, but the default policy in "
+                f"{source} has none: any client may cancel, hold or move another user's job",
+                f"put them back: cp {source}{hq_cupsd.BACKUP_SUFFIX} {source} (the copy the "
+                f"README's sed kept), then systemctl restart cups ({step})",
+            )
         return Finding(Level.OK, "hub.ipp.cupsd", f"cupsd {version}: no known crash to avoid")
     if checks is None:
         return Finding(
@@ -1239,6 +1258,23 @@ def cupsd_owner_checks(version: str | None, checks: int | None, source: str) -> 
         "hub.ipp.cupsd",
         f"cupsd {version}: the default policy in {source} has no owner checks to crash on",
     )
+
+
+def _is_own_address(host: str) -> bool:
+    """Whether ``host`` (an address or a name) is one of this host's own addresses: a
+    UDP socket binds to it (nothing is sent)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    for family, _, _, _, addr in infos:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.bind((addr[0], 0))
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def package_version(package: str) -> str | None:
@@ -1492,7 +1528,11 @@ def check_hub(
         out.append(netbios_aliases(smb_aliases(smb_conf), str(smb_conf), advertised))
     if "ipp" in cfg.services:
         version = package_version("cups-daemon")
-        out.append(cupsd_owner_checks(version, read_owner_checks(cupsd_conf), str(cupsd_conf)))
+        first = cfg.services["ipp"].backends[0]
+        elsewhere = "" if _is_own_address(first.host) else f"{first.host}:{first.port}"
+        out.append(
+            cupsd_owner_checks(version, read_owner_checks(cupsd_conf), str(cupsd_conf), elsewhere)
+        )
     out += offices_renewal(directory, now)
     return out
 

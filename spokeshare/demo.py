@@ -228,7 +228,7 @@ class Demo:
                 break
             if now >= next_report:
                 seen = ", ".join(sorted(servers)) or "nothing yet"
-                self.out(f"   waiting for announcements ({now - t0:.0f} s; listed: {seen})")
+                self.out(f"   waiting for announcements ({now - t0:.0f} s so far; listed: {seen})")
                 next_report = now + 10
             time.sleep(2)
         self.out(f"  {plan.pc}$ {_shell_words(argv)}")

@@ -528,7 +528,10 @@ SystemGroup root
         if package_version("cups-daemon") not in hq_cupsd.OWNER_CHECK_CRASH:
             return
         conf = self.root / "cupsd.conf"
-        subprocess.run(["sed", "-i", hq_cupsd.OWNER_CHECKS_SED, str(conf)], check=True)
+        subprocess.run(
+            ["sed", f"-i{hq_cupsd.BACKUP_SUFFIX}", hq_cupsd.OWNER_CHECKS_SED, str(conf)],
+            check=True,
+        )
         if hq_cupsd.owner_checks(conf.read_text()):
             raise LabError(f"{conf}: the README's sed left owner checks in the default policy")
         if not alive():

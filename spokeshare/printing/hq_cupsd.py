@@ -19,6 +19,9 @@ OWNER_CHECK_CRASH = frozenset({"2.4.2-3+deb12u10"})
 #: The README's ``sed -i`` expression for /etc/cups/cupsd.conf: within ``<Policy
 #: default>``, delete the ``Require user @OWNER @SYSTEM`` lines.
 OWNER_CHECKS_SED = r"/^<Policy default>/,/^<\/Policy>/{/Require user @OWNER @SYSTEM/d}"
+#: The suffix of the copy ``sed -i`` keeps of cupsd.conf (``sed -i.pre-spokeshare``), from
+#: which the owner checks are put back once a fixed cupsd is installed.
+BACKUP_SUFFIX = ".pre-spokeshare"
 #: Longest cupsd.conf read, characters (Debian's is about 6,700).
 MAX_CONF = 1 << 20
 

@@ -31,7 +31,10 @@ def test_stock_default_policy_checks_the_owner_and_the_readme_sed_drops_it(
     assert hq_cupsd.owner_checks(stock) == 3
     conf = tmp_path / "cupsd.conf"
     conf.write_text(stock)
-    subprocess.run(["sed", "-i", hq_cupsd.OWNER_CHECKS_SED, str(conf)], check=True)
+    subprocess.run(
+        ["sed", f"-i{hq_cupsd.BACKUP_SUFFIX}", hq_cupsd.OWNER_CHECKS_SED, str(conf)], check=True
+    )
+    assert Path(f"{conf}{hq_cupsd.BACKUP_SUFFIX}").read_text() == stock  # the copy kept
     edited = conf.read_text()
     assert hq_cupsd.owner_checks(edited) == 0
     assert edited.count("@OWNER") == stock.count("@OWNER") - 3  # the other policies keep theirs
@@ -40,7 +43,9 @@ def test_stock_default_policy_checks_the_owner_and_the_readme_sed_drops_it(
 
 def test_the_readme_gives_the_same_sed() -> None:
     readme = (REPO / "README.md").read_text()
-    assert f"sed -i '{hq_cupsd.OWNER_CHECKS_SED}' /etc/cups/cupsd.conf" in readme
+    sed = f"sed -i{hq_cupsd.BACKUP_SUFFIX} '{hq_cupsd.OWNER_CHECKS_SED}' /etc/cups/cupsd.conf"
+    assert sed in readme
+    assert f"cp /etc/cups/cupsd.conf{hq_cupsd.BACKUP_SUFFIX} /etc/cups/cupsd.conf" in readme
     assert all(f"CUPS {v}" in readme for v in hq_cupsd.OWNER_CHECK_CRASH)
 
 
@@ -64,13 +69,21 @@ def test_finding_per_version_and_policy() -> None:
     bad = next(iter(hq_cupsd.OWNER_CHECK_CRASH))
     crash = check.cupsd_owner_checks(bad, 5, "/etc/cups/cupsd.conf")
     assert crash.level == Level.ERROR and crash.code == "hub.ipp.cupsd"
-    assert crash.fix.startswith(f"sed -i '{hq_cupsd.OWNER_CHECKS_SED}' /etc/cups/cupsd.conf")
+    sed = f"sed -i{hq_cupsd.BACKUP_SUFFIX} '{hq_cupsd.OWNER_CHECKS_SED}' /etc/cups/cupsd.conf"
+    assert crash.fix.startswith(sed)
     assert "systemctl restart cups" in crash.fix
     assert check.cupsd_owner_checks(bad, 0, "c").level == Level.OK  # the step done
     assert check.cupsd_owner_checks(bad, None, "c").level == Level.WARNING  # unreadable
     assert check.cupsd_owner_checks("2.4.2-3+deb12u9", 5, "c").level == Level.OK
-    elsewhere = check.cupsd_owner_checks(None, None, "c")
-    assert elsewhere.level == Level.INFO and bad in elsewhere.message
+    # a fixed cupsd with the step still in place: put the owner checks back
+    left = check.cupsd_owner_checks("2.4.2-3+deb12u11", 0, "/etc/cups/cupsd.conf")
+    assert left.level == Level.WARNING
+    assert left.fix.startswith("put them back: cp /etc/cups/cupsd.conf.pre-spokeshare ")
+    missing = check.cupsd_owner_checks(None, None, "c")
+    assert missing.level == Level.INFO and bad in missing.message
+    # HQ's cupsd on another host: this host's cups-daemon is not the one to judge
+    other = check.cupsd_owner_checks(bad, 3, "c", elsewhere="10.0.0.20:631")
+    assert other.level == Level.INFO and "10.0.0.20:631" in other.message
 
 
 def test_package_version_of_what_is_and_is_not_installed() -> None:
