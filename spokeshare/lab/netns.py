@@ -349,13 +349,14 @@ class StateRegistry:
             self.save()
 
     def add_process(self, pid: int, what: str) -> int:
-        """Record ``pid`` with its start time; returns the start time."""
+        """Record ``pid`` with its start time (once: a process recorded already, under
+        whatever name, keeps its entry); returns the start time."""
         start = proc_start_time(pid)
         if start is None:
             raise LabError(f"{what}: process {pid} exited at once")
-        entry = {"pid": pid, "start": start, "what": what}
-        if entry not in self.data["processes"]:
-            self.data["processes"].append(entry)
+        known = any(p["pid"] == pid and p["start"] == start for p in self.data["processes"])
+        if not known:
+            self.data["processes"].append({"pid": pid, "start": start, "what": what})
             self.save()
         return start
 

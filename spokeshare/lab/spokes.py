@@ -231,7 +231,7 @@ def start_edge(
             lab.exec(
                 plan.edge, ["ip", "addr", "add", f"{address}/24", "dev", LAN_IFNAME], check=True
             )
-    pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge-{office}")
+    pid = lab.spawn(plan.edge, _cli("edge", "--config", str(conf)), f"edge {office}")
     log_file = lab.logs_dir / f"edge-{office}.log"
     wanted = [] if bare else [f"{n}<00>" for n, _, _ in names or [(VIRTUAL_NAME, "", "")]]
 

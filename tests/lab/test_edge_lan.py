@@ -270,7 +270,7 @@ def test_withdrawn_while_hq_is_away_and_back_after(lab: Lab) -> None:
 def test_clean_stop_leaves_the_browse_list(lab: Lab) -> None:
     """Last in this module: stops the edge (SIGTERM by PID) and watches the names go."""
     wait_until("GLOBAL-NFS listed", lambda: "GLOBAL-NFS" in browse_list(lab), 90)
-    edges = [p for p in lab.registry.processes() if p["what"] == "edge-nyc"]
+    edges = [p for p in lab.registry.processes() if p["what"] == "edge nyc"]
     assert len(edges) == 1
     lab.registry.kill_process(edges[0]["pid"])  # SIGTERM, start time checked
     log = (lab.logs_dir / "edge-nyc.log").read_text()

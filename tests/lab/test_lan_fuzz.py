@@ -96,7 +96,7 @@ def settled_counters(lab: Lab) -> tuple[int, int]:
 
 
 def edge_pid(lab: Lab) -> int:
-    (entry,) = [p for p in lab.registry.processes() if p["what"] == f"edge-{OFFICE}"]
+    (entry,) = [p for p in lab.registry.processes() if p["what"] == f"edge {OFFICE}"]
     return int(entry["pid"])
 
 
