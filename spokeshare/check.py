@@ -544,12 +544,6 @@ def unit_service(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> dict[str, tuple
     return out
 
 
-def unit_user(unit: str, dirs: Sequence[Path] = UNIT_DIRS) -> tuple[str, Path] | None:
-    """``User=`` of the systemd unit ``unit`` (:func:`unit_service`) with the file that
-    set it; ``""`` when none sets it (root); None when no directory holds the unit."""
-    return unit_service(unit, dirs).get("User")
-
-
 def edge_user(
     dirs: Sequence[Path] | None = None,
     uid_of: Callable[[str], int] | None = None,
@@ -1277,21 +1271,21 @@ def _is_own_address(host: str) -> bool:
     return False
 
 
+def _output(argv: Sequence[str]) -> str | None:
+    """The standard output of ``argv`` run to its end (20 s at most); None when it
+    cannot run, times out or exits with a status other than 0."""
+    try:
+        run = subprocess.run(list(argv), capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return run.stdout if run.returncode == 0 else None
+
+
 def package_version(package: str) -> str | None:
     """The installed version of the Debian package ``package`` (dpkg-query), None when
     it is not installed or dpkg-query is not there."""
-    try:
-        run = subprocess.run(
-            ["dpkg-query", "-W", "-f=${Status} ${Version}", package],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    words = run.stdout.split()
-    if run.returncode != 0 or words[:3] != ["install", "ok", "installed"] or len(words) < 4:
+    words = (_output(["dpkg-query", "-W", "-f=${Status} ${Version}", package]) or "").split()
+    if words[:3] != ["install", "ok", "installed"] or len(words) < 4:
         return None
     return words[3]
 
@@ -1313,19 +1307,10 @@ def smb_aliases(smb_conf: Path) -> list[str] | None:
     testparm = shutil.which("testparm")
     if testparm is None or not smb_conf.is_file():
         return None
-    try:
-        run = subprocess.run(
-            [testparm, "-s", "--parameter-name", "netbios aliases", str(smb_conf)],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+    out = _output([testparm, "-s", "--parameter-name", "netbios aliases", str(smb_conf)])
+    if out is None:
         return None
-    if run.returncode != 0:
-        return None
-    return [a.upper() for a in run.stdout.replace(",", " ").split()]
+    return [a.upper() for a in out.replace(",", " ").split()]
 
 
 def listen_probe(host: str, port: int, hub_cert: x509.Certificate) -> tuple[str, str, str | None]:
