@@ -634,7 +634,7 @@ def bundle_reach(
             )
         ]
     if traverse and edge.uid != 0:
-        for d in [*reversed(path.parents)]:
+        for d in reversed(path.parents):
             try:
                 st = stat(d)
             except OSError:
